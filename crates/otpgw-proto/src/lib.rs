@@ -1,0 +1,24 @@
+//! SMPP protocol layer of otpgw, on top of rusmpp 0.4.
+//!
+//! Everything rusmpp-specific lives here so the rest of the gateway sees a small,
+//! stable surface:
+//! - [`codec`]: a frame-isolating codec (length cap before allocation, exactly one
+//!   frame cut per PDU, malformed frames as recoverable items);
+//! - [`session`]: sans-IO session state (bind state, sequence numbers, window with
+//!   per-request deadlines, enquire_link timers); it takes `now` and never reads a clock;
+//! - [`receipt`]: the textual delivery receipt parser and formatter, and receipt
+//!   extraction from `deliver_sm` (TLVs preferred);
+//! - [`pdu`]: builders and accessors for the PDUs the gateway uses, and a lenient
+//!   `deliver_sm` reader for receipts that rusmpp refuses;
+//! - [`driver`]: the async writer that owns the socket's write half and batches PDUs;
+//! - [`status`]: SMPP command status and command id constants.
+
+pub mod codec;
+pub mod driver;
+pub mod pdu;
+pub mod receipt;
+pub mod session;
+pub mod status;
+pub mod time;
+
+pub use rusmpp;
