@@ -1,0 +1,19 @@
+//! The shared model of otpgw, below every crate that moves messages.
+//!
+//! - [`message`]: a message as accepted from a brand ([`Message`], [`MsgId`], [`Class`]);
+//! - [`store`]: the [`Store`] trait every backend implements (memory now, embedded
+//!   and Redis later);
+//! - [`tracker`]: messages between acceptance and their final state, and what
+//!   happens when they reach it;
+//! - [`outbox`]: per-brand queues of receipts waiting for a receiver session;
+//! - [`clock`]: the wall clock, read only by drivers and passed down as `now`.
+
+pub mod clock;
+pub mod message;
+pub mod outbox;
+pub mod store;
+pub mod tracker;
+
+pub use message::{Class, Message, MsgId};
+pub use otpgw_proto::receipt::DeliveryState;
+pub use store::{Store, StoreError};

@@ -1,0 +1,206 @@
+//! Per-brand queues of receipts waiting for a receiver or transceiver session.
+//!
+//! A receipt is pushed when its message reaches a final state. Any bound receiver of
+//! the brand takes it, sends it as `deliver_sm`, and either drops it on
+//! `deliver_sm_resp` ESME_ROK or puts it back at the front when the brand refused it,
+//! timed out, or the session ended. With no session bound, receipts wait here.
+//!
+//! Bounded: each brand holds at most `capacity` receipts. When full, the oldest
+//! receipt is dropped and counted (`otpgw_receipts_dropped_total`): a brand that stays
+//! away cannot exhaust the gateway's memory. The durable store (a later backend)
+//! keeps the authoritative copy.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use otpgw_proto::pdu::Address;
+use otpgw_proto::receipt::DeliveryState;
+
+use crate::message::MsgId;
+
+/// A receipt owed to a brand.
+#[derive(Debug, Clone)]
+pub struct ReceiptJob {
+    pub id: MsgId,
+    /// The original destination (the receipt's source).
+    pub source: Address,
+    /// The original source (the receipt's destination).
+    pub dest: Address,
+    pub state: DeliveryState,
+    /// Error code reported by the carrier, or a gateway code ("000" when none).
+    pub err: String,
+    pub submit_ms: u64,
+    pub done_ms: u64,
+}
+
+/// One brand's queue.
+#[derive(Debug)]
+pub struct BrandOutbox {
+    q: Mutex<VecDeque<ReceiptJob>>,
+    notify: Notify,
+    capacity: usize,
+}
+
+impl BrandOutbox {
+    fn new(capacity: usize) -> Self {
+        Self {
+            q: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            capacity,
+        }
+    }
+
+    /// Queue a receipt; drops (and counts) the oldest when full.
+    pub fn push(&self, job: ReceiptJob) {
+        {
+            let mut q = self.q.lock();
+            if q.len() >= self.capacity {
+                q.pop_front();
+                metrics::counter!("otpgw_receipts_dropped_total").increment(1);
+            }
+            q.push_back(job);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Put receipts that could not be delivered back at the front, in order.
+    pub fn push_front(&self, jobs: impl IntoIterator<Item = ReceiptJob>) {
+        let mut n = 0;
+        {
+            let mut q = self.q.lock();
+            let jobs: Vec<_> = jobs.into_iter().collect();
+            for j in jobs.into_iter().rev() {
+                q.push_front(j);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.notify.notify_waiters();
+            self.notify.notify_one();
+        }
+    }
+
+    /// Take up to `max` receipts without waiting.
+    pub fn try_take(&self, max: usize, out: &mut Vec<ReceiptJob>) {
+        let mut q = self.q.lock();
+        let n = max.min(q.len());
+        out.extend(q.drain(..n));
+    }
+
+    /// Wait until at least one receipt is queued and take up to `max`. Cancel-safe:
+    /// nothing is removed unless the future completes.
+    pub async fn take(&self, max: usize, out: &mut Vec<ReceiptJob>) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.try_take(max, out);
+            if !out.is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Receipts waiting.
+    pub fn len(&self) -> usize {
+        self.q.lock().len()
+    }
+
+    /// Whether none are waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// All brands' outboxes.
+#[derive(Debug)]
+pub struct Outbox {
+    brands: DashMap<Arc<str>, Arc<BrandOutbox>>,
+    capacity: usize,
+}
+
+impl Outbox {
+    /// Outboxes holding at most `capacity` receipts per brand.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            brands: DashMap::new(),
+            capacity,
+        }
+    }
+
+    /// The outbox of a brand, created on first use.
+    pub fn brand(&self, brand: &Arc<str>) -> Arc<BrandOutbox> {
+        if let Some(b) = self.brands.get(brand) {
+            return b.clone();
+        }
+        self.brands
+            .entry(brand.clone())
+            .or_insert_with(|| Arc::new(BrandOutbox::new(self.capacity)))
+            .clone()
+    }
+
+    /// Receipts waiting across all brands.
+    pub fn total(&self) -> usize {
+        self.brands.iter().map(|b| b.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(n: u64) -> ReceiptJob {
+        ReceiptJob {
+            id: MsgId(n),
+            source: Address::default(),
+            dest: Address::default(),
+            state: DeliveryState::Delivered,
+            err: "000".into(),
+            submit_ms: 0,
+            done_ms: 0,
+        }
+    }
+
+    #[test]
+    fn bounded_drops_oldest() {
+        let o = Outbox::new(2);
+        let b = o.brand(&Arc::from("x"));
+        b.push(job(1));
+        b.push(job(2));
+        b.push(job(3));
+        let mut out = vec![];
+        b.try_take(10, &mut out);
+        assert_eq!(out.iter().map(|j| j.id.0).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn push_front_keeps_order() {
+        let o = Outbox::new(10);
+        let b = o.brand(&Arc::from("x"));
+        b.push(job(3));
+        b.push_front(vec![job(1), job(2)]);
+        let mut out = vec![];
+        b.try_take(10, &mut out);
+        assert_eq!(out.iter().map(|j| j.id.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn take_waits_for_a_push() {
+        let o = Arc::new(Outbox::new(10));
+        let b = o.brand(&Arc::from("x"));
+        let b2 = b.clone();
+        let h = tokio::spawn(async move {
+            let mut out = vec![];
+            b2.take(5, &mut out).await;
+            out.len()
+        });
+        tokio::task::yield_now().await;
+        b.push(job(1));
+        assert_eq!(h.await.unwrap(), 1);
+    }
+}

@@ -1,0 +1,106 @@
+//! Messages between acceptance and their final state.
+//!
+//! The tracker holds every accepted, unfinished message. Finishing one (a final
+//! receipt from the carrier, a permanent refusal, expiry) removes it exactly once,
+//! tells the store, and queues the brand's receipt if the brand asked for one. A
+//! second final receipt for the same message finds nothing and is counted, so a
+//! brand never gets two receipts for one message.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use otpgw_proto::receipt::DeliveryState;
+
+use crate::message::{Message, MsgId};
+use crate::outbox::{Outbox, ReceiptJob};
+use crate::store::Store;
+
+/// See the module docs.
+pub struct Tracker {
+    inflight: DashMap<MsgId, Arc<Message>>,
+    outbox: Arc<Outbox>,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("inflight", &self.inflight.len())
+            .field("store", &self.store.name())
+            .finish()
+    }
+}
+
+/// Whether finishing did anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The message was finished now; `receipt` says whether a receipt was queued.
+    Done { receipt: bool },
+    /// It was already finished (or never known): nothing happened.
+    Unknown,
+}
+
+impl Tracker {
+    /// A tracker over a store and the brands' outboxes.
+    pub fn new(store: Arc<dyn Store>, outbox: Arc<Outbox>) -> Self {
+        Self {
+            inflight: DashMap::with_capacity(1 << 16),
+            outbox,
+            store,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The outboxes.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Start tracking an accepted message.
+    pub fn insert(&self, msg: Arc<Message>) {
+        self.inflight.insert(msg.id, msg);
+    }
+
+    /// A tracked message.
+    pub fn get(&self, id: MsgId) -> Option<Arc<Message>> {
+        self.inflight.get(&id).map(|m| m.clone())
+    }
+
+    /// Messages not yet finished.
+    pub fn len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Whether nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.inflight.is_empty()
+    }
+
+    /// Finish a message in `state`, once. `err` is the carrier's error code, if any.
+    pub fn finish(&self, id: MsgId, state: DeliveryState, err: Option<&str>, now_ms: u64) -> Finish {
+        let Some((_, msg)) = self.inflight.remove(&id) else {
+            metrics::counter!("otpgw_receipts_duplicate_total").increment(1);
+            return Finish::Unknown;
+        };
+        self.store.finished(id, state);
+        metrics::counter!("otpgw_messages_finished_total", "state" => state.label()).increment(1);
+        if !msg.wants_receipt(state) {
+            return Finish::Done { receipt: false };
+        }
+        self.outbox.brand(&msg.brand).push(ReceiptJob {
+            id,
+            source: msg.fields.dest.clone(),
+            dest: msg.fields.source.clone(),
+            state,
+            err: err.unwrap_or("000").to_string(),
+            submit_ms: msg.accepted_ms,
+            done_ms: now_ms,
+        });
+        Finish::Done { receipt: true }
+    }
+}

@@ -1,0 +1,85 @@
+//! Routing by destination prefix: the longest matching prefix wins; a per-brand table
+//! is tried before the global one; the default route catches the rest.
+
+use std::collections::HashMap;
+
+/// A routing table. Each route names carriers in order of preference.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    default: Vec<String>,
+    prefixes: Vec<(String, Vec<String>)>,
+    brands: HashMap<String, Vec<(String, Vec<String>)>>,
+}
+
+impl Routes {
+    /// A table with only a default route.
+    pub fn new(default: Vec<String>) -> Self {
+        Self {
+            default,
+            ..Default::default()
+        }
+    }
+
+    /// Add a global prefix route.
+    pub fn add_prefix(&mut self, prefix: &str, carriers: Vec<String>) {
+        self.prefixes.push((prefix.to_string(), carriers));
+        self.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    }
+
+    /// Add a prefix route for one brand (empty prefix: that brand's default).
+    pub fn add_brand_prefix(&mut self, brand: &str, prefix: &str, carriers: Vec<String>) {
+        let v = self.brands.entry(brand.to_string()).or_default();
+        v.push((prefix.to_string(), carriers));
+        v.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    }
+
+    /// Every carrier name the table mentions.
+    pub fn carriers(&self) -> impl Iterator<Item = &String> {
+        self.default
+            .iter()
+            .chain(self.prefixes.iter().flat_map(|(_, c)| c))
+            .chain(self.brands.values().flatten().flat_map(|(_, c)| c))
+    }
+
+    /// Carriers for a destination, in order of preference.
+    pub fn carriers_for(&self, brand: &str, dest: &str) -> Option<&[String]> {
+        let dest = dest.trim_start_matches('+');
+        if let Some(c) = self.brands.get(brand).and_then(|t| longest(t, dest)) {
+            return Some(c);
+        }
+        if let Some(c) = longest(&self.prefixes, dest) {
+            return Some(c);
+        }
+        (!self.default.is_empty()).then_some(self.default.as_slice())
+    }
+}
+
+/// The carriers of the longest prefix in `table` (sorted longest first) matching `dest`.
+fn longest<'a>(table: &'a [(String, Vec<String>)], dest: &str) -> Option<&'a [String]> {
+    table
+        .iter()
+        .find(|(p, _)| dest.starts_with(p.as_str()))
+        .map(|(_, c)| c.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn longest_prefix_then_brand_then_default() {
+        let mut r = Routes::new(v(&["def"]));
+        r.add_prefix("44", v(&["uk"]));
+        r.add_prefix("447", v(&["ukmobile", "uk"]));
+        r.add_brand_prefix("bank", "49", v(&["de-premium"]));
+        assert_eq!(r.carriers_for("x", "447700900123"), Some(&v(&["ukmobile", "uk"])[..]));
+        assert_eq!(r.carriers_for("x", "+441234"), Some(&v(&["uk"])[..]));
+        assert_eq!(r.carriers_for("x", "4915112345678"), Some(&v(&["def"])[..]));
+        assert_eq!(r.carriers_for("bank", "4915112345678"), Some(&v(&["de-premium"])[..]));
+        assert_eq!(Routes::default().carriers_for("x", "1"), None);
+    }
+}
