@@ -35,6 +35,8 @@ pub struct ReceiptJob {
     pub err: String,
     pub submit_ms: u64,
     pub done_ms: u64,
+    /// Times a brand session refused or did not answer it.
+    pub attempts: u8,
 }
 
 /// One brand's queue.
@@ -163,6 +165,7 @@ mod tests {
             err: "000".into(),
             submit_ms: 0,
             done_ms: 0,
+            attempts: 0,
         }
     }
 

@@ -100,6 +100,7 @@ impl Tracker {
             err: err.unwrap_or("000").to_string(),
             submit_ms: msg.accepted_ms,
             done_ms: now_ms,
+            attempts: 0,
         });
         Finish::Done { receipt: true }
     }

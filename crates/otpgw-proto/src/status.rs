@@ -51,6 +51,7 @@ pub const ESME_RMSGQFUL: u32 = 0x14;
 pub const ESME_RINVESMCLASS: u32 = 0x43;
 pub const ESME_RSUBMITFAIL: u32 = 0x45;
 pub const ESME_RTHROTTLED: u32 = 0x58;
+pub const ESME_RINVSCHED: u32 = 0x61;
 pub const ESME_RINVEXPIRY: u32 = 0x62;
 pub const ESME_RX_T_APPN: u32 = 0x64;
 pub const ESME_RINVDCS: u32 = 0x104;
@@ -76,6 +77,7 @@ pub fn name(status: u32) -> &'static str {
         ESME_RINVESMCLASS => "invesmclass",
         ESME_RSUBMITFAIL => "submitfail",
         ESME_RTHROTTLED => "throttled",
+        ESME_RINVSCHED => "invsched",
         ESME_RINVEXPIRY => "invexpiry",
         ESME_RX_T_APPN => "x_t_appn",
         ESME_RINVDCS => "invdcs",

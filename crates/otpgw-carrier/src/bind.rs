@@ -1,0 +1,454 @@
+//! The async driver of one carrier bind.
+//!
+//! Loop: connect, bind, serve until the link fails or shutdown, put every unanswered
+//! submit back on the queue, wait (exponential backoff with jitter), reconnect.
+//!
+//! While bound it takes messages from the carrier's queue whenever the window has
+//! room and writes them pipelined (never one at a time), matches `submit_sm_resp` by
+//! sequence number, records the carrier's id, and matches receipts through the
+//! carrier's [`crate::matcher::Matcher`]. A `deliver_sm` is acknowledged after its
+//! receipt was recorded (the message finished and its brand receipt queued).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout};
+
+use otpgw_core::clock::now_ms;
+use otpgw_core::{DeliveryState, Message};
+use otpgw_proto::codec::{Frame, Malformed};
+use otpgw_proto::driver::{PduSender, reader, spawn_writer};
+use otpgw_proto::pdu::{self, BindParams, DeliverView};
+use otpgw_proto::rusmpp::{Command, Pdu};
+use otpgw_proto::session::{BindState, Session, SessionConfig, Timeout};
+use otpgw_proto::status::{self, cmd};
+use otpgw_proto::time::relative_smpp_time;
+
+use crate::Shared;
+use crate::backoff::Backoff;
+use crate::matcher::Matched;
+
+/// What kind of bind this task keeps up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Transceiver,
+    Transmitter,
+    Receiver,
+}
+
+impl Kind {
+    fn command_id(self) -> u32 {
+        match self {
+            Kind::Transceiver => cmd::BIND_TRANSCEIVER,
+            Kind::Transmitter => cmd::BIND_TRANSMITTER,
+            Kind::Receiver => cmd::BIND_RECEIVER,
+        }
+    }
+    fn state(self) -> BindState {
+        match self {
+            Kind::Transceiver => BindState::Transceiver,
+            Kind::Transmitter => BindState::Transmitter,
+            Kind::Receiver => BindState::Receiver,
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Transceiver => "trx",
+            Kind::Transmitter => "tx",
+            Kind::Receiver => "rx",
+        }
+    }
+}
+
+/// Why a bind ended.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("carrier refused the bind with status {0:#x}")]
+    Refused(u32),
+    #[error("no bind response in time")]
+    BindTimeout,
+    #[error("connection closed by carrier")]
+    Closed,
+    #[error("io: {0}")]
+    Io(String),
+    #[error("enquire_link unanswered: link dead")]
+    LinkDead,
+    #[error("carrier unbound")]
+    Unbound,
+    #[error("unframeable input from carrier")]
+    Unframeable,
+    #[error("writer gone")]
+    WriterGone,
+}
+
+/// What the window remembers of each request.
+#[derive(Debug)]
+enum Tag {
+    Submit { msg: Arc<Message>, sent: Instant },
+    Unbind,
+}
+
+/// Run one bind until shutdown.
+pub async fn run(shared: Arc<Shared>, index: usize, kind: Kind) {
+    let mut backoff = Backoff::new(shared.cfg.reconnect_min, shared.cfg.reconnect_max);
+    let carrier = shared.cfg.name.clone();
+    while !shared.shutdown.is_cancelled() {
+        let mut was_bound = false;
+        let res = connect_and_serve(&shared, kind, &mut was_bound).await;
+        if was_bound {
+            backoff.reset();
+        }
+        match res {
+            Ok(()) => tracing::info!(%carrier, bind = index, kind = kind.label(), "bind closed"),
+            Err(e) => {
+                metrics::counter!("otpgw_carrier_bind_failures_total", "carrier" => carrier.clone())
+                    .increment(1);
+                tracing::warn!(%carrier, bind = index, kind = kind.label(), error = %e, "bind lost")
+            }
+        }
+        if shared.shutdown.is_cancelled() {
+            break;
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+struct BoundGuard<'a>(&'a Shared);
+impl Drop for BoundGuard<'_> {
+    fn drop(&mut self) {
+        self.0.bound.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("otpgw_carrier_binds_up", "carrier" => self.0.cfg.name.clone()).decrement(1.0);
+    }
+}
+
+async fn connect_and_serve(shared: &Arc<Shared>, kind: Kind, was_bound: &mut bool) -> Result<(), BindError> {
+    let cfg = &shared.cfg;
+    let stream = timeout(cfg.connect_timeout, TcpStream::connect(&cfg.address))
+        .await
+        .map_err(|_| BindError::ConnectTimeout)?
+        .map_err(BindError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut rx = reader(rd, cfg.max_frame);
+    let (tx, _stats, writer) = spawn_writer(wr, cfg.window.max(16) * 2);
+    let scfg = SessionConfig {
+        window: cfg.window.max(1),
+        response_timeout: cfg.response_timeout,
+        enquire_link_interval: cfg.enquire_link_interval,
+        enquire_link_timeout: cfg.enquire_link_timeout,
+    };
+    let mut session: Session<Tag> = Session::new(scfg, Instant::now());
+
+    // Bind.
+    let params = BindParams {
+        system_id: cfg.system_id.clone(),
+        password: cfg.password.clone(),
+        system_type: cfg.system_type.clone(),
+    };
+    let seq = session.next_sequence();
+    let bind = pdu::bind(kind.command_id(), seq, &params).map_err(|_| BindError::Refused(0))?;
+    tx.send(bind).await.map_err(|_| BindError::WriterGone)?;
+    let resp = timeout(cfg.response_timeout, async {
+        loop {
+            match rx.next().await {
+                Some(Ok(Frame::Command(c))) if c.sequence_number() == seq => return Ok(c),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(BindError::Io(e.to_string())),
+                None => return Err(BindError::Closed),
+            }
+        }
+    })
+    .await
+    .map_err(|_| BindError::BindTimeout)??;
+    let st = u32::from(resp.status());
+    if st != status::ESME_ROK || u32::from(resp.id()) != cmd::response_of(kind.command_id()) {
+        return Err(BindError::Refused(st));
+    }
+    session.set_state(kind.state());
+    *was_bound = true;
+    shared.bound.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics::gauge!("otpgw_carrier_binds_up", "carrier" => cfg.name.clone()).increment(1.0);
+    let _guard = BoundGuard(shared);
+    tracing::info!(carrier = %cfg.name, kind = kind.label(), "bound");
+
+    let res = serve(shared, kind, &mut session, &mut rx, &tx).await;
+
+    // Whatever is still unanswered may or may not have reached the carrier: offer it
+    // again (at-least-once) and count it as a possible duplicate.
+    let mut requeued = 0u64;
+    for tag in session.drain() {
+        if let Tag::Submit { msg, .. } = tag {
+            requeued += 1;
+            shared.queue.push(msg, now_ms());
+        }
+    }
+    if requeued > 0 {
+        metrics::counter!("otpgw_carrier_possible_duplicates_total", "carrier" => cfg.name.clone())
+            .increment(requeued);
+    }
+    drop(tx);
+    let _ = timeout(Duration::from_secs(1), writer).await;
+    res
+}
+
+async fn serve<R>(
+    shared: &Arc<Shared>,
+    kind: Kind,
+    session: &mut Session<Tag>,
+    rx: &mut R,
+    tx: &PduSender,
+) -> Result<(), BindError>
+where
+    R: futures_util::Stream<Item = Result<Frame, otpgw_proto::codec::CodecError>> + Unpin,
+{
+    let mut out: Vec<Arc<Message>> = Vec::with_capacity(shared.cfg.window);
+    let mut expired = Vec::new();
+    let mut unbinding = false;
+    loop {
+        let can_send = kind != Kind::Receiver && !unbinding && session.room() > 0;
+        let room = session.room();
+        let deadline = tokio::time::Instant::from_std(session.next_deadline());
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled(), if !unbinding => {
+                unbinding = true;
+                let seq = session.next_sequence();
+                let _ = session.track(seq, Tag::Unbind, Instant::now());
+                session.set_state(BindState::Unbinding);
+                tx.send(pdu::header_only(cmd::UNBIND, 0, seq)).await.map_err(|_| BindError::WriterGone)?;
+            }
+            frame = rx.next() => {
+                match frame {
+                    None => return if unbinding { Ok(()) } else { Err(BindError::Closed) },
+                    Some(Err(e)) => return Err(BindError::Io(e.to_string())),
+                    Some(Ok(Frame::Command(c))) => {
+                        if handle_command(shared, session, tx, *c).await? {
+                            return Ok(());
+                        }
+                    }
+                    Some(Ok(Frame::Malformed(m))) => handle_malformed(shared, session, tx, m).await?,
+                }
+            }
+            _ = shared.queue.pop(room, now_ms, &mut out, &mut expired), if can_send => {
+                shared.finish_expired(&mut expired);
+                for msg in out.drain(..) {
+                    send_submit(shared, session, tx, msg).await?;
+                }
+            }
+            _ = sleep_until(deadline) => {
+                for t in session.poll(Instant::now()) {
+                    match t {
+                        Timeout::Response { tag: Tag::Submit { msg, .. }, .. } => {
+                            metrics::counter!("otpgw_carrier_possible_duplicates_total", "carrier" => shared.cfg.name.clone()).increment(1);
+                            metrics::counter!("otpgw_carrier_response_timeouts_total", "carrier" => shared.cfg.name.clone()).increment(1);
+                            shared.queue.push(msg, now_ms());
+                        }
+                        Timeout::Response { tag: Tag::Unbind, .. } => return Ok(()),
+                        Timeout::SendEnquireLink { sequence_number } => {
+                            tx.send(pdu::header_only(cmd::ENQUIRE_LINK, 0, sequence_number)).await.map_err(|_| BindError::WriterGone)?;
+                        }
+                        Timeout::LinkDead => return Err(BindError::LinkDead),
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn send_submit(
+    shared: &Arc<Shared>,
+    session: &mut Session<Tag>,
+    tx: &PduSender,
+    msg: Arc<Message>,
+) -> Result<(), BindError> {
+    let now = now_ms();
+    let mut fields = msg.fields.clone();
+    if fields.validity_period.is_empty() {
+        // Tell the carrier when to give up: never later than our own deadline.
+        fields.validity_period = relative_smpp_time(msg.deadline_ms.saturating_sub(now));
+    }
+    let submit = match fields.to_submit_sm() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(carrier = %shared.cfg.name, id = %msg.id, error = %e, "message cannot be encoded");
+            shared.tracker.finish(msg.id, DeliveryState::Undeliverable, Some("ENC"), now);
+            return Ok(());
+        }
+    };
+    let seq = session.next_sequence();
+    let command = Command::new(otpgw_proto::rusmpp::CommandStatus::EsmeRok, seq, submit);
+    if session
+        .track(seq, Tag::Submit { msg: msg.clone(), sent: Instant::now() }, Instant::now())
+        .is_err()
+    {
+        shared.queue.push(msg, now);
+        return Ok(());
+    }
+    tx.send(command).await.map_err(|_| BindError::WriterGone)?;
+    metrics::counter!("otpgw_carrier_submitted_total", "carrier" => shared.cfg.name.clone()).increment(1);
+    Ok(())
+}
+
+/// Handle one PDU; `Ok(true)` means the session ended cleanly.
+async fn handle_command(
+    shared: &Arc<Shared>,
+    session: &mut Session<Tag>,
+    tx: &PduSender,
+    c: Command,
+) -> Result<bool, BindError> {
+    let now = Instant::now();
+    let id = u32::from(c.id());
+    let st = u32::from(c.status());
+    let seq = c.sequence_number();
+    session.on_receive(now);
+    match id {
+        cmd::SUBMIT_SM_RESP | cmd::GENERIC_NACK => {
+            if let Some(tag) = session.on_response(seq, now) {
+                match tag {
+                    Tag::Submit { msg, sent } => {
+                        let carrier_id = pdu::submit_sm_resp_id(&c);
+                        on_submit_resp(shared, msg, sent, st, carrier_id);
+                    }
+                    Tag::Unbind => return Ok(true),
+                }
+            }
+        }
+        cmd::DELIVER_SM => {
+            let view = match c.pdu() {
+                Some(Pdu::DeliverSm(d)) => Some(DeliverView::from_deliver_sm(d)),
+                _ => None,
+            };
+            if let Some(v) = view {
+                on_deliver(shared, &v);
+            }
+            tx.send(pdu::deliver_sm_resp(seq, status::ESME_ROK)).await.map_err(|_| BindError::WriterGone)?;
+        }
+        cmd::ENQUIRE_LINK => {
+            tx.send(pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, seq)).await.map_err(|_| BindError::WriterGone)?;
+        }
+        cmd::ENQUIRE_LINK_RESP => {
+            session.on_response(seq, now);
+        }
+        cmd::UNBIND => {
+            tx.send(pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await.map_err(|_| BindError::WriterGone)?;
+            return Err(BindError::Unbound);
+        }
+        cmd::UNBIND_RESP => {
+            if let Some(Tag::Unbind) = session.on_response(seq, now) {
+                return Ok(true);
+            }
+        }
+        other if cmd::is_response(other) => {
+            session.on_response(seq, now);
+        }
+        _ => {
+            tx.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq)).await.map_err(|_| BindError::WriterGone)?;
+        }
+    }
+    Ok(false)
+}
+
+async fn handle_malformed(
+    shared: &Arc<Shared>,
+    session: &mut Session<Tag>,
+    tx: &PduSender,
+    m: Malformed,
+) -> Result<(), BindError> {
+    metrics::counter!("otpgw_carrier_malformed_pdus_total", "carrier" => shared.cfg.name.clone()).increment(1);
+    if m.is_fatal() {
+        return Err(BindError::Unframeable);
+    }
+    let seq = m.sequence_number.unwrap_or(0);
+    match m.command_id {
+        Some(cmd::DELIVER_SM) => {
+            // A receipt rusmpp refused (say, receipted_message_id without its NUL):
+            // read it leniently, record it, and acknowledge it.
+            if let Some(v) = pdu::lenient_deliver_sm(&m.body) {
+                on_deliver(shared, &v);
+            }
+            tx.send(pdu::deliver_sm_resp(seq, status::ESME_ROK)).await.map_err(|_| BindError::WriterGone)?;
+        }
+        Some(cmd::SUBMIT_SM_RESP) => {
+            // The carrier answered but its id is unreadable: the receipt can never be
+            // matched, so the message is finished as UNKNOWN rather than kept forever.
+            if let Some(Tag::Submit { msg, sent }) = session.on_response(seq, Instant::now()) {
+                let st = m.command_status.unwrap_or(status::ESME_RSYSERR);
+                if st == status::ESME_ROK {
+                    shared.tracker.finish(msg.id, DeliveryState::Unknown, None, now_ms());
+                } else {
+                    on_submit_resp(shared, msg, sent, st, None);
+                }
+            }
+        }
+        Some(id) if !cmd::is_response(id) => {
+            tx.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, seq)).await.map_err(|_| BindError::WriterGone)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn on_submit_resp(shared: &Arc<Shared>, msg: Arc<Message>, sent: Instant, st: u32, carrier_id: Option<String>) {
+    let name = &shared.cfg.name;
+    metrics::histogram!("otpgw_carrier_response_seconds", "carrier" => name.clone())
+        .record(sent.elapsed().as_secs_f64());
+    metrics::counter!("otpgw_carrier_responses_total", "carrier" => name.clone(), "status" => status::name(st))
+        .increment(1);
+    if st == status::ESME_ROK {
+        let cid = carrier_id.unwrap_or_default();
+        shared.tracker.store().carrier_accepted(msg.id, name, &cid);
+        let early = shared.matcher.lock().on_submitted(&cid, msg.id);
+        for r in early {
+            apply_receipt(shared, msg.id, r);
+        }
+    } else if status::is_temporary(st) {
+        metrics::counter!("otpgw_carrier_retries_total", "carrier" => name.clone()).increment(1);
+        let q = shared.queue.clone();
+        let delay = shared.cfg.retry_delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            q.push(msg, now_ms());
+        });
+    } else {
+        let err = format!("{st:03x}");
+        shared.tracker.finish(msg.id, DeliveryState::Undeliverable, Some(&err), now_ms());
+    }
+}
+
+fn on_deliver(shared: &Arc<Shared>, v: &DeliverView) {
+    if !v.is_receipt() {
+        metrics::counter!("otpgw_carrier_mo_ignored_total", "carrier" => shared.cfg.name.clone()).increment(1);
+        return;
+    }
+    let Some(r) = v.receipt() else {
+        metrics::counter!("otpgw_receipts_unmatched_total").increment(1);
+        return;
+    };
+    let matched = shared.matcher.lock().on_receipt(r, Instant::now());
+    match matched {
+        Matched::Found(id, r) => apply_receipt(shared, id, r),
+        Matched::Parked => {
+            metrics::counter!("otpgw_receipts_early_total", "carrier" => shared.cfg.name.clone()).increment(1);
+        }
+    }
+}
+
+fn apply_receipt(shared: &Arc<Shared>, id: otpgw_core::MsgId, r: pdu::CarrierReceipt) {
+    if !r.state.is_final() {
+        return;
+    }
+    shared.tracker.finish(id, r.state, r.err.as_deref(), now_ms());
+    shared.matcher.lock().forget(id);
+    metrics::counter!("otpgw_receipts_total", "carrier" => shared.cfg.name.clone(), "state" => r.state.label())
+        .increment(1);
+}

@@ -1,0 +1,201 @@
+//! The carrier side of otpgw: SMPP client binds to each carrier.
+//!
+//! - [`matcher`]: sans-IO receipt matching (hex/decimal/case/leading zeros, receipts
+//!   before their `submit_sm_resp`);
+//! - [`bind`]: the async driver of one bind: connect, bind, submit pipelined through
+//!   the window, match responses by sequence number, take receipts, reconnect with
+//!   exponential backoff and jitter;
+//! - [`Carrier`]: the binds of one carrier, sharing its queue and matcher.
+
+pub mod backoff;
+pub mod bind;
+pub mod matcher;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use otpgw_core::clock::now_ms;
+use otpgw_core::tracker::Tracker;
+use otpgw_core::DeliveryState;
+use otpgw_dispatch::CarrierQueue;
+
+use crate::matcher::Matcher;
+
+/// How the gateway binds to a carrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindMode {
+    /// `binds` transceiver binds.
+    Transceiver,
+    /// `binds` transmitter binds plus `binds` receiver binds.
+    TransmitterReceiver,
+}
+
+/// One carrier's connection settings.
+#[derive(Clone)]
+pub struct CarrierConfig {
+    pub name: String,
+    /// `host:port`.
+    pub address: String,
+    pub system_id: String,
+    pub password: String,
+    pub system_type: String,
+    pub bind_mode: BindMode,
+    /// Binds (of each kind, for transmitter+receiver).
+    pub binds: usize,
+    /// Outstanding submits per bind.
+    pub window: usize,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub enquire_link_interval: Duration,
+    pub enquire_link_timeout: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Delay before a message refused with a temporary error is offered again.
+    pub retry_delay: Duration,
+    /// Largest PDU accepted from the carrier.
+    pub max_frame: usize,
+    /// How long a receipt that arrived before its `submit_sm_resp` is kept.
+    pub early_receipt_ttl: Duration,
+}
+
+impl std::fmt::Debug for CarrierConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CarrierConfig")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("system_id", &self.system_id)
+            .field("password", &"<redacted>")
+            .field("binds", &self.binds)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CarrierConfig {
+    /// Settings with sensible timers for an OTP gateway (short response and
+    /// reconnect timers), for a carrier at `address`.
+    pub fn new(name: &str, address: &str, system_id: &str, password: &str) -> Self {
+        Self {
+            name: name.into(),
+            address: address.into(),
+            system_id: system_id.into(),
+            password: password.into(),
+            system_type: String::new(),
+            bind_mode: BindMode::Transceiver,
+            binds: 1,
+            window: 100,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(10),
+            enquire_link_interval: Duration::from_secs(30),
+            enquire_link_timeout: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(10),
+            retry_delay: Duration::from_millis(200),
+            max_frame: otpgw_proto::codec::DEFAULT_MAX_FRAME,
+            early_receipt_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// State shared by all binds of one carrier.
+pub struct Shared {
+    pub cfg: CarrierConfig,
+    pub queue: Arc<CarrierQueue>,
+    pub tracker: Arc<Tracker>,
+    pub matcher: Mutex<Matcher>,
+    bound: AtomicUsize,
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Finish messages the queue found expired.
+    pub fn finish_expired(&self, expired: &mut Vec<Arc<otpgw_core::Message>>) {
+        let now = now_ms();
+        for m in expired.drain(..) {
+            metrics::counter!("otpgw_messages_expired_total", "carrier" => self.cfg.name.clone())
+                .increment(1);
+            self.tracker.finish(m.id, DeliveryState::Expired, None, now);
+        }
+    }
+}
+
+/// A running carrier: its binds and housekeeping.
+pub struct Carrier {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Carrier {
+    /// Start the binds of a carrier. They run until `shutdown` is cancelled.
+    pub fn spawn(
+        cfg: CarrierConfig,
+        queue: Arc<CarrierQueue>,
+        tracker: Arc<Tracker>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            matcher: Mutex::new(Matcher::new(cfg.early_receipt_ttl, 100_000)),
+            cfg,
+            queue,
+            tracker,
+            bound: AtomicUsize::new(0),
+            shutdown,
+        });
+        let mut tasks = Vec::new();
+        let kinds: Vec<bind::Kind> = match shared.cfg.bind_mode {
+            BindMode::Transceiver => vec![bind::Kind::Transceiver; shared.cfg.binds],
+            BindMode::TransmitterReceiver => (0..shared.cfg.binds)
+                .flat_map(|_| [bind::Kind::Transmitter, bind::Kind::Receiver])
+                .collect(),
+        };
+        for (i, kind) in kinds.into_iter().enumerate() {
+            tasks.push(tokio::spawn(bind::run(shared.clone(), i, kind)));
+        }
+        tasks.push(tokio::spawn(housekeeping(shared.clone())));
+        Self { shared, tasks }
+    }
+
+    /// The carrier's name.
+    pub fn name(&self) -> &str {
+        &self.shared.cfg.name
+    }
+
+    /// Binds currently bound.
+    pub fn bound(&self) -> usize {
+        self.shared.bound.load(Ordering::Relaxed)
+    }
+
+    /// Shared state (for tests and status pages).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Wait for every bind to finish (after the shutdown token was cancelled).
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Once a second: finish expired queued messages and drop stale early receipts.
+async fn housekeeping(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut expired = Vec::new();
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        shared.queue.expire(now_ms(), &mut expired);
+        shared.finish_expired(&mut expired);
+        shared.matcher.lock().expire(std::time::Instant::now());
+        metrics::gauge!("otpgw_queue_depth_messages", "carrier" => shared.cfg.name.clone())
+            .set(shared.queue.len() as f64);
+    }
+}

@@ -1,0 +1,86 @@
+//! Acceptance of a brand's message: validate, route, store, track, queue.
+//!
+//! The order matters: the queue's room is checked before the store is asked (a full
+//! queue answers ESME_RMSGQFUL at once), the message is tracked before it is queued
+//! (so its receipt can always find it), and the caller answers `submit_sm_resp`
+//! ESME_ROK only after [`Acceptor::accept`] returned, that is after the store said the
+//! message is safe.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use otpgw_core::message::IdGen;
+use otpgw_core::tracker::Tracker;
+use otpgw_core::{Class, Message, MsgId};
+use otpgw_dispatch::{DispatchError, Dispatcher};
+use otpgw_proto::pdu::SubmitFields;
+
+use crate::brands::BrandConfig;
+use crate::errors::AcceptError;
+use crate::validate::validate;
+
+/// See the module docs.
+pub struct Acceptor {
+    dispatcher: Arc<Dispatcher>,
+    tracker: Arc<Tracker>,
+    ids: IdGen,
+    closing: AtomicBool,
+}
+
+impl Acceptor {
+    /// An acceptor handing out ids from `ids`.
+    pub fn new(dispatcher: Arc<Dispatcher>, tracker: Arc<Tracker>, ids: IdGen) -> Self {
+        Self {
+            dispatcher,
+            tracker,
+            ids,
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    /// Refuse new messages from now on (shutdown).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    /// Accept a message from `brand`, or say why not.
+    pub async fn accept(
+        &self,
+        brand: &BrandConfig,
+        fields: SubmitFields,
+        now_ms: u64,
+    ) -> Result<MsgId, AcceptError> {
+        if self.closing.load(Ordering::Relaxed) {
+            return Err(AcceptError::ShuttingDown);
+        }
+        let class = match fields.priority_flag {
+            0 => brand.default_class,
+            p => Class::from_priority_flag(p),
+        };
+        let lifetime = match class {
+            Class::Otp => brand.otp_lifetime,
+            Class::Bulk => brand.bulk_lifetime,
+        };
+        let deadline_ms = validate(&fields, now_ms, lifetime.as_millis() as u64)?;
+        let queue = self
+            .dispatcher
+            .check(&brand.system_id, &fields.dest.addr)
+            .map_err(|e| match e {
+                DispatchError::NoRoute => AcceptError::NoRoute,
+                DispatchError::QueueFull(_) => AcceptError::QueueFull,
+            })?;
+        let msg = Arc::new(Message {
+            id: self.ids.next(),
+            brand: brand.system_id.clone(),
+            fields,
+            class,
+            accepted_ms: now_ms,
+            deadline_ms,
+        });
+        self.tracker.store().accept(&msg).await.map_err(|_| AcceptError::StoreUnavailable)?;
+        self.tracker.insert(msg.clone());
+        let id = msg.id;
+        self.dispatcher.enqueue(queue, msg, now_ms);
+        Ok(id)
+    }
+}

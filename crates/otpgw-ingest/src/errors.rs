@@ -1,0 +1,60 @@
+//! Why a brand's request is refused, and the one place that maps each reason to an
+//! SMPP command status.
+//!
+//! | reason | status |
+//! |---|---|
+//! | destination not a plausible number, or no route for it | ESME_RINVDSTADR (0x0B) |
+//! | source address empty or malformed | ESME_RINVSRCADR (0x0A) |
+//! | text too long, or both short_message and message_payload set | ESME_RINVMSGLEN (0x01) |
+//! | data_coding not supported | ESME_RINVDCS (0x104) |
+//! | validity_period malformed or already past | ESME_RINVEXPIRY (0x62) |
+//! | schedule_delivery_time set (not supported) | ESME_RINVSCHED (0x61) |
+//! | queue for the route full | ESME_RMSGQFUL (0x14) |
+//! | store unavailable | ESME_RSYSERR (0x08) |
+//! | gateway shutting down | ESME_RTHROTTLED (0x58), temporary: retry elsewhere or later |
+
+use otpgw_proto::status::*;
+
+/// See the module docs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcceptError {
+    #[error("destination address is not a plausible phone number")]
+    BadDestination,
+    #[error("no route for the destination")]
+    NoRoute,
+    #[error("source address is empty or malformed")]
+    BadSource,
+    #[error("message text is too long ({0} octets)")]
+    TooLong(usize),
+    #[error("short_message and message_payload are both set")]
+    BothTextFields,
+    #[error("data_coding {0:#x} is not supported")]
+    BadDataCoding(u8),
+    #[error("validity_period is malformed or already past")]
+    BadValidity,
+    #[error("schedule_delivery_time is not supported")]
+    Scheduled,
+    #[error("queue full")]
+    QueueFull,
+    #[error("store unavailable")]
+    StoreUnavailable,
+    #[error("gateway shutting down")]
+    ShuttingDown,
+}
+
+impl AcceptError {
+    /// The SMPP command status for this refusal.
+    pub fn status(&self) -> u32 {
+        match self {
+            Self::BadDestination | Self::NoRoute => ESME_RINVDSTADR,
+            Self::BadSource => ESME_RINVSRCADR,
+            Self::TooLong(_) | Self::BothTextFields => ESME_RINVMSGLEN,
+            Self::BadDataCoding(_) => ESME_RINVDCS,
+            Self::BadValidity => ESME_RINVEXPIRY,
+            Self::Scheduled => ESME_RINVSCHED,
+            Self::QueueFull => ESME_RMSGQFUL,
+            Self::StoreUnavailable => ESME_RSYSERR,
+            Self::ShuttingDown => ESME_RTHROTTLED,
+        }
+    }
+}

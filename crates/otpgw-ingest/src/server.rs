@@ -1,0 +1,130 @@
+//! The brand listener: accepts TCP connections and runs a [`crate::session`] for each.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use otpgw_core::tracker::Tracker;
+
+use crate::acceptor::Acceptor;
+use crate::brands::Brands;
+use crate::session;
+
+/// Listener and session settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest PDU accepted from a brand.
+    pub max_frame: usize,
+    /// A connection must bind within this time.
+    pub bind_timeout: Duration,
+    pub enquire_link_interval: Duration,
+    pub enquire_link_timeout: Duration,
+    /// How long a `deliver_sm` to a brand may wait for its response.
+    pub response_timeout: Duration,
+    /// Receipts outstanding per brand session.
+    pub receipt_window: usize,
+    /// Connections at once; past it new connections are closed at once.
+    pub max_connections: usize,
+    /// Brands that refuse a receipt this many times lose it (counted).
+    pub max_receipt_attempts: u8,
+}
+
+impl ServerConfig {
+    /// Defaults on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            max_frame: otpgw_proto::codec::DEFAULT_MAX_FRAME,
+            bind_timeout: Duration::from_secs(30),
+            enquire_link_interval: Duration::from_secs(60),
+            enquire_link_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(30),
+            receipt_window: 100,
+            max_connections: 1000,
+            max_receipt_attempts: 10,
+        }
+    }
+}
+
+/// Everything a brand session needs.
+pub struct Context {
+    pub cfg: ServerConfig,
+    pub brands: Brands,
+    pub acceptor: Arc<Acceptor>,
+    pub tracker: Arc<Tracker>,
+    pub shutdown: CancellationToken,
+    pub connections: AtomicUsize,
+}
+
+/// A bound listener.
+pub struct Server {
+    listener: TcpListener,
+    ctx: Arc<Context>,
+}
+
+impl Server {
+    /// Bind the listener (port 0 picks a free port; see [`Server::local_addr`]).
+    pub async fn bind(
+        cfg: ServerConfig,
+        brands: Brands,
+        acceptor: Arc<Acceptor>,
+        tracker: Arc<Tracker>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(cfg.listen).await?;
+        Ok(Self {
+            listener,
+            ctx: Arc::new(Context {
+                cfg,
+                brands,
+                acceptor,
+                tracker,
+                shutdown,
+                connections: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accept connections until shutdown; then wait for sessions to end.
+    pub async fn run(self) {
+        let tasks = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => break,
+                a = self.listener.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if self.ctx.connections.load(Ordering::Relaxed) >= self.ctx.cfg.max_connections {
+                metrics::counter!("otpgw_brand_connections_refused_total").increment(1);
+                drop(stream);
+                continue;
+            }
+            self.ctx.connections.fetch_add(1, Ordering::Relaxed);
+            let ctx = self.ctx.clone();
+            tasks.spawn(async move {
+                session::run(ctx.clone(), stream, peer).await;
+                ctx.connections.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+}

@@ -1,0 +1,346 @@
+//! One brand connection.
+//!
+//! Handles binds (credentials from the config; every failure is ESME_RBINDFAIL so
+//! nothing tells which part was wrong), `submit_sm` (validated and accepted, answered
+//! with otpgw's message id), `enquire_link`, `unbind`, `generic_nack` for unknown
+//! commands and ESME_RINVBNDSTS for commands the bind state does not allow. On a
+//! receiver or transceiver bind it also takes the brand's receipts from the outbox
+//! and sends them as `deliver_sm` through a window; a receipt refused, unanswered or
+//! cut off by the connection's end goes back to the outbox.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use tokio::net::TcpStream;
+use tokio::time::sleep_until;
+
+use otpgw_core::clock::now_ms;
+use otpgw_core::outbox::{BrandOutbox, ReceiptJob};
+use otpgw_proto::codec::{Frame, Malformed};
+use otpgw_proto::driver::{PduSender, reader, spawn_writer};
+use otpgw_proto::pdu::{self, ReceiptPdu, SubmitFields};
+use otpgw_proto::rusmpp::{Command, CommandStatus, Pdu};
+use otpgw_proto::session::{Admission, BindState, Role, Session, SessionConfig, Timeout, admit};
+use otpgw_proto::status::{self, cmd};
+use otpgw_proto::time::receipt_date;
+
+use crate::brands::BrandConfig;
+use crate::server::Context;
+
+/// Outstanding requests this side sent.
+#[derive(Debug)]
+enum Tag {
+    Receipt(ReceiptJob),
+    Unbind,
+}
+
+/// Why the loop ended.
+enum End {
+    Closed,
+    Fatal,
+}
+
+struct Conn {
+    ctx: Arc<Context>,
+    tx: PduSender,
+    session: Session<Tag>,
+    brand: Option<Arc<BrandConfig>>,
+    outbox: Option<Arc<BrandOutbox>>,
+    peer: SocketAddr,
+}
+
+/// Serve one connection until it closes.
+pub async fn run(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut rx = reader(rd, ctx.cfg.max_frame);
+    let (tx, _stats, writer) = spawn_writer(wr, 4096);
+    let scfg = SessionConfig {
+        window: ctx.cfg.receipt_window.max(1),
+        response_timeout: ctx.cfg.response_timeout,
+        enquire_link_interval: ctx.cfg.enquire_link_interval,
+        enquire_link_timeout: ctx.cfg.enquire_link_timeout,
+    };
+    let connected = Instant::now();
+    let mut c = Conn {
+        ctx: ctx.clone(),
+        tx,
+        session: Session::new(scfg, connected),
+        brand: None,
+        outbox: None,
+        peer,
+    };
+    let bind_deadline = tokio::time::Instant::from_std(connected + ctx.cfg.bind_timeout);
+    let mut jobs = Vec::new();
+    loop {
+        let room = c.session.room();
+        let can_deliver = c.outbox.is_some() && room > 0;
+        let outbox = c.outbox.clone();
+        let timer = tokio::time::Instant::from_std(c.session.next_deadline());
+        let unbound = !c.session.state().is_bound() && c.session.state() != BindState::Unbinding;
+        let end = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled(), if c.session.state() != BindState::Unbinding => {
+                c.start_unbind().await
+            }
+            frame = rx.next() => match frame {
+                None | Some(Err(_)) => Some(End::Closed),
+                Some(Ok(Frame::Command(cmd))) => c.on_command(*cmd).await,
+                Some(Ok(Frame::Malformed(m))) => c.on_malformed(m).await,
+            },
+            _ = async {
+                match outbox.as_ref() {
+                    Some(o) => o.take(room, &mut jobs).await,
+                    None => std::future::pending().await,
+                }
+            }, if can_deliver => {
+                c.send_receipts(&mut jobs).await
+            }
+            _ = sleep_until(bind_deadline), if unbound => {
+                metrics::counter!("otpgw_brand_bind_timeouts_total").increment(1);
+                Some(End::Closed)
+            }
+            _ = sleep_until(timer) => c.on_timers().await,
+        };
+        if let Some(e) = end {
+            if matches!(e, End::Fatal) {
+                metrics::counter!("otpgw_brand_sessions_killed_total").increment(1);
+            }
+            break;
+        }
+    }
+    c.close();
+    drop(c);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+}
+
+impl Conn {
+    async fn send(&self, c: Command) -> Option<End> {
+        self.tx.send(c).await.err().map(|_| End::Closed)
+    }
+
+    fn brand_label(&self) -> String {
+        self.brand.as_ref().map_or_else(|| "-".to_string(), |b| b.system_id.to_string())
+    }
+
+    async fn on_command(&mut self, c: Command) -> Option<End> {
+        let id = u32::from(c.id());
+        let seq = c.sequence_number();
+        let now = Instant::now();
+        self.session.on_receive(now);
+        if cmd::is_response(id) {
+            return self.on_response(id, u32::from(c.status()), seq, now);
+        }
+        match admit(Role::Smsc, self.session.state(), id) {
+            Admission::GenericNack => {
+                return self.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq)).await;
+            }
+            Admission::Refuse(st) => {
+                return self.send(pdu::header_only(cmd::response_of(id), st, seq)).await;
+            }
+            Admission::Allowed => {}
+        }
+        match id {
+            cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER | cmd::BIND_TRANSCEIVER => self.on_bind(&c, id, seq).await,
+            cmd::SUBMIT_SM => match c.pdu() {
+                Some(Pdu::SubmitSm(s)) => self.on_submit(SubmitFields::from_submit_sm(s), seq).await,
+                _ => self.send(pdu::header_only(cmd::SUBMIT_SM_RESP, status::ESME_RSYSERR, seq)).await,
+            },
+            cmd::ENQUIRE_LINK => self.send(pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, seq)).await,
+            cmd::UNBIND => {
+                self.session.set_state(BindState::Unbinding);
+                self.send(pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await;
+                Some(End::Closed)
+            }
+            cmd::QUERY_SM => {
+                self.send(pdu::header_only(cmd::QUERY_SM | 0x8000_0000, status::ESME_RINVCMDID, seq)).await
+            }
+            _ => self.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq)).await,
+        }
+    }
+
+    async fn on_bind(&mut self, c: &Command, id: u32, seq: u32) -> Option<End> {
+        let Some(req) = pdu::bind_request(c) else {
+            return self.bind_failed(id, seq).await;
+        };
+        let Some(brand) = self.ctx.brands.authenticate(&req.params.system_id, &req.params.password) else {
+            return self.bind_failed(id, seq).await;
+        };
+        let state = BindState::from_bind_command(id).unwrap_or(BindState::Transceiver);
+        self.session.set_state(state);
+        if state.can_deliver() {
+            self.outbox = Some(self.ctx.tracker.outbox().brand(&brand.system_id));
+        }
+        metrics::gauge!("otpgw_brand_sessions", "brand" => brand.system_id.to_string()).increment(1.0);
+        tracing::info!(brand = %brand.system_id, peer = %self.peer, mode = ?state, "brand bound");
+        self.brand = Some(brand);
+        self.send(pdu::bind_resp(id, seq, "otpgw")).await
+    }
+
+    async fn bind_failed(&mut self, id: u32, seq: u32) -> Option<End> {
+        metrics::counter!("otpgw_brand_bind_failures_total").increment(1);
+        tracing::info!(peer = %self.peer, "bind refused");
+        self.send(pdu::header_only(cmd::response_of(id), status::ESME_RBINDFAIL, seq)).await
+    }
+
+    async fn on_submit(&mut self, fields: SubmitFields, seq: u32) -> Option<End> {
+        let Some(brand) = self.brand.clone() else {
+            return self.send(pdu::header_only(cmd::SUBMIT_SM_RESP, status::ESME_RINVBNDSTS, seq)).await;
+        };
+        let started = Instant::now();
+        let res = self.ctx.acceptor.accept(&brand, fields, now_ms()).await;
+        let reply = match res {
+            Ok(id) => {
+                metrics::counter!("otpgw_messages_accepted_total", "brand" => brand.system_id.to_string()).increment(1);
+                pdu::submit_sm_resp(seq, &id.to_string())
+            }
+            Err(e) => {
+                let st = e.status();
+                metrics::counter!("otpgw_messages_rejected_total", "brand" => brand.system_id.to_string(), "status" => status::name(st)).increment(1);
+                tracing::debug!(brand = %brand.system_id, reason = %e, status = st, "submit refused");
+                pdu::header_only(cmd::SUBMIT_SM_RESP, st, seq)
+            }
+        };
+        let end = self.send(reply).await;
+        metrics::histogram!("otpgw_accept_latency_seconds").record(started.elapsed().as_secs_f64());
+        end
+    }
+
+    fn on_response(&mut self, id: u32, st: u32, seq: u32, now: Instant) -> Option<End> {
+        match self.session.on_response(seq, now) {
+            Some(Tag::Receipt(job)) => {
+                if id == cmd::DELIVER_SM_RESP && st == status::ESME_ROK {
+                    self.ctx.tracker.store().receipt_forwarded(job.id);
+                    metrics::counter!("otpgw_receipts_forwarded_total", "brand" => self.brand_label()).increment(1);
+                } else {
+                    self.receipt_back(job);
+                }
+                None
+            }
+            Some(Tag::Unbind) => Some(End::Closed),
+            None => None,
+        }
+    }
+
+    /// Put a receipt back for another try, unless it was tried too often.
+    fn receipt_back(&self, mut job: ReceiptJob) {
+        job.attempts = job.attempts.saturating_add(1);
+        if job.attempts >= self.ctx.cfg.max_receipt_attempts {
+            metrics::counter!("otpgw_receipts_dropped_total").increment(1);
+            return;
+        }
+        if let Some(o) = &self.outbox {
+            o.push_front([job]);
+        }
+    }
+
+    async fn on_malformed(&mut self, m: Malformed) -> Option<End> {
+        metrics::counter!("otpgw_brand_malformed_pdus_total").increment(1);
+        let seq = m.sequence_number.unwrap_or(0);
+        if m.is_fatal() {
+            self.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, seq)).await;
+            return Some(End::Fatal);
+        }
+        match m.command_id {
+            Some(id @ (cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER | cmd::BIND_TRANSCEIVER)) => {
+                // An over-long system_id or password is a bind failure like any other.
+                if self.session.state() == BindState::Open {
+                    self.bind_failed(id, seq).await
+                } else {
+                    self.send(pdu::header_only(cmd::response_of(id), status::ESME_RALYBND, seq)).await
+                }
+            }
+            Some(id) if cmd::is_response(id) => {
+                let st = m.command_status.unwrap_or(status::ESME_RSYSERR);
+                self.on_response(id, st, seq, Instant::now())
+            }
+            Some(id @ (cmd::SUBMIT_SM | cmd::ENQUIRE_LINK | cmd::UNBIND | cmd::QUERY_SM)) => {
+                let st = match admit(Role::Smsc, self.session.state(), id) {
+                    Admission::Refuse(st) => st,
+                    _ => status::ESME_RINVCMDLEN,
+                };
+                self.send(pdu::header_only(cmd::response_of(id), st, seq)).await
+            }
+            _ => self.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, seq)).await,
+        }
+    }
+
+    async fn send_receipts(&mut self, jobs: &mut Vec<ReceiptJob>) -> Option<End> {
+        let now = Instant::now();
+        for job in jobs.drain(..) {
+            let id = job.id.to_string();
+            let submit = receipt_date(job.submit_ms);
+            let done = receipt_date(job.done_ms);
+            let err: String = job.err.chars().take(3).collect();
+            let built = pdu::receipt_deliver_sm(&ReceiptPdu {
+                source: &job.source,
+                dest: &job.dest,
+                message_id: &id,
+                state: job.state,
+                submit_date: &submit,
+                done_date: &done,
+                err: &err,
+            });
+            let d = match built {
+                Ok(d) => d,
+                Err(_) => {
+                    metrics::counter!("otpgw_receipts_dropped_total").increment(1);
+                    continue;
+                }
+            };
+            let seq = self.session.next_sequence();
+            if let Err(otpgw_proto::session::WindowFull(_)) = self.session.track(seq, Tag::Receipt(job.clone()), now) {
+                self.receipt_back(job);
+                continue;
+            }
+            if let Some(e) = self.send(Command::new(CommandStatus::EsmeRok, seq, d)).await {
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    async fn on_timers(&mut self) -> Option<End> {
+        for t in self.session.poll(Instant::now()) {
+            match t {
+                Timeout::Response { tag: Tag::Receipt(job), .. } => self.receipt_back(job),
+                Timeout::Response { tag: Tag::Unbind, .. } => return Some(End::Closed),
+                Timeout::SendEnquireLink { sequence_number } => {
+                    if let Some(e) = self.send(pdu::header_only(cmd::ENQUIRE_LINK, 0, sequence_number)).await {
+                        return Some(e);
+                    }
+                }
+                Timeout::LinkDead => return Some(End::Closed),
+            }
+        }
+        None
+    }
+
+    async fn start_unbind(&mut self) -> Option<End> {
+        if !self.session.state().is_bound() {
+            return Some(End::Closed);
+        }
+        self.session.set_state(BindState::Unbinding);
+        let seq = self.session.next_sequence();
+        let _ = self.session.track(seq, Tag::Unbind, Instant::now());
+        self.send(pdu::header_only(cmd::UNBIND, 0, seq)).await
+    }
+
+    /// The connection ended: receipts in flight go back to the outbox.
+    fn close(&mut self) {
+        let mut back = Vec::new();
+        for t in self.session.drain() {
+            if let Tag::Receipt(j) = t {
+                back.push(j);
+            }
+        }
+        if let Some(o) = &self.outbox {
+            o.push_front(back);
+        }
+        if let Some(b) = &self.brand {
+            metrics::gauge!("otpgw_brand_sessions", "brand" => b.system_id.to_string()).decrement(1.0);
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Checks on a brand's `submit_sm`, free of IO and clock (`now` is passed in).
+//! Returns the message's deadline when everything is acceptable.
+
+use otpgw_proto::pdu::SubmitFields;
+use otpgw_proto::time::parse_smpp_time;
+
+use crate::errors::AcceptError;
+
+/// Largest `message_payload` accepted (octets).
+pub const MAX_PAYLOAD: usize = 2000;
+
+/// data_coding values otpgw passes on: SMSC default (GSM 7-bit), IA5/ASCII, 8-bit
+/// binary (2 and 4), Latin-1, UCS-2.
+pub fn data_coding_supported(dc: u8) -> bool {
+    matches!(dc, 0x00 | 0x01 | 0x02 | 0x03 | 0x04 | 0x08)
+}
+
+/// A plausible international number: optional `+`, then 7 to 15 digits.
+pub fn plausible_number(s: &str) -> bool {
+    let d = s.strip_prefix('+').unwrap_or(s);
+    (7..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A source: a number (up to 15 digits) or an alphanumeric sender id (up to 11
+/// printable ASCII characters).
+pub fn plausible_source(s: &str) -> bool {
+    let d = s.strip_prefix('+').unwrap_or(s);
+    if !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) {
+        return d.len() <= 15;
+    }
+    (1..=11).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+}
+
+/// Validate and compute the deadline (ms since epoch). `default_lifetime_ms` applies
+/// when the brand gave no `validity_period`.
+pub fn validate(f: &SubmitFields, now_ms: u64, default_lifetime_ms: u64) -> Result<u64, AcceptError> {
+    if !plausible_number(&f.dest.addr) {
+        return Err(AcceptError::BadDestination);
+    }
+    if !plausible_source(&f.source.addr) {
+        return Err(AcceptError::BadSource);
+    }
+    if let Some(p) = &f.message_payload {
+        if !f.short_message.is_empty() {
+            return Err(AcceptError::BothTextFields);
+        }
+        if p.len() > MAX_PAYLOAD {
+            return Err(AcceptError::TooLong(p.len()));
+        }
+    } else if f.short_message.len() > 254 {
+        return Err(AcceptError::TooLong(f.short_message.len()));
+    }
+    if !data_coding_supported(f.data_coding) {
+        return Err(AcceptError::BadDataCoding(f.data_coding));
+    }
+    if !f.schedule_delivery_time.is_empty() {
+        return Err(AcceptError::Scheduled);
+    }
+    match parse_smpp_time(&f.validity_period, now_ms) {
+        Ok(Some(t)) if t > now_ms => Ok(t),
+        Ok(Some(_)) | Err(_) => Err(AcceptError::BadValidity),
+        Ok(None) => Ok(now_ms + default_lifetime_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use otpgw_proto::pdu::Address;
+
+    fn ok() -> SubmitFields {
+        SubmitFields {
+            source: Address { ton: 5, npi: 0, addr: "MyBank".into() },
+            dest: Address { ton: 1, npi: 1, addr: "447700900123".into() },
+            short_message: Bytes::from_static(b"123456"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn accepts_a_normal_otp_with_default_lifetime() {
+        assert_eq!(validate(&ok(), 1000, 600_000), Ok(601_000));
+    }
+
+    #[test]
+    fn each_refusal_has_its_reason() {
+        let now = 1_795_692_000_000;
+        let mut f = ok();
+        f.dest.addr = "12ab".into();
+        assert_eq!(validate(&f, now, 1), Err(AcceptError::BadDestination));
+        let mut f = ok();
+        f.source.addr = String::new();
+        assert_eq!(validate(&f, now, 1), Err(AcceptError::BadSource));
+        let mut f = ok();
+        f.message_payload = Some(Bytes::from_static(b"x"));
+        assert_eq!(validate(&f, now, 1), Err(AcceptError::BothTextFields));
+        let mut f = ok();
+        f.data_coding = 0xF5;
+        assert_eq!(validate(&f, now, 1), Err(AcceptError::BadDataCoding(0xF5)));
+        let mut f = ok();
+        f.validity_period = "garbage".into();
+        assert_eq!(validate(&f, now, 1), Err(AcceptError::BadValidity));
+        let mut f = ok();
+        f.validity_period = "000000000500000R".into();
+        assert_eq!(validate(&f, now, 1), Ok(now + 300_000));
+        let mut f = ok();
+        f.validity_period = "200101000000000+".into();
+        assert_eq!(validate(&f, now, 1), Err(AcceptError::BadValidity));
+        let mut f = ok();
+        f.schedule_delivery_time = "000000000500000R".into();
+        assert_eq!(validate(&f, now, 1), Err(AcceptError::Scheduled));
+    }
+
+    #[test]
+    fn sources() {
+        assert!(plausible_source("MyBank"));
+        assert!(plausible_source("447700900123"));
+        assert!(!plausible_source("ThisIsWayTooLongForAnAlpha"));
+        assert!(!plausible_source(""));
+    }
+}
