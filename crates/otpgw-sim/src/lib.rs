@@ -1,0 +1,17 @@
+//! Test and demo peers for otpgw, speaking real SMPP over TCP.
+//!
+//! - [`smsc`]: a simulated carrier SMSC. It accepts binds, answers `submit_sm` with its
+//!   own ids (hex or decimal), sends receipts after a delay with a configurable mix of
+//!   outcomes, can cap its rate (ESME_RTHROTTLED above it), send a receipt before its
+//!   `submit_sm_resp`, hold receipts while no receiver is bound, drop every connection
+//!   on demand, and records every message it received so tests can check for loss
+//!   and duplicates.
+//! - [`loadgen`]: a brand load generator: binds, submits at a rate or as fast as the
+//!   window allows, matches receipts, and reports throughput and latency.
+
+pub mod loadgen;
+pub mod receipts;
+pub mod smsc;
+
+pub use loadgen::{LoadConfig, LoadReport};
+pub use smsc::{IdStyle, Outcomes, SimConfig, SimHandle};

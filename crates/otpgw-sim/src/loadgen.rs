@@ -1,0 +1,467 @@
+//! A brand load generator: binds transceivers to an SMPP server, submits messages at
+//! a rate or as fast as its windows allow, matches `submit_sm_resp` and receipts, and
+//! reports throughput, latency percentiles and every id it was given (so tests can
+//! check "exactly one receipt per message").
+//!
+//! Every loop is bounded: it sends exactly `count` messages and stops waiting for
+//! receipts after `receipt_timeout`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+
+use otpgw_proto::codec::Frame;
+use otpgw_proto::driver::{reader, spawn_writer};
+use otpgw_proto::pdu::{self, Address, BindParams, DeliverView, SubmitFields};
+use otpgw_proto::receipt::DeliveryState;
+use otpgw_proto::rusmpp::{Command, CommandStatus, Pdu};
+use otpgw_proto::session::{Session, SessionConfig, Timeout};
+use otpgw_proto::status::{self, cmd};
+
+/// What to send and how.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub addr: SocketAddr,
+    pub system_id: String,
+    pub password: String,
+    /// Transceiver binds.
+    pub binds: usize,
+    /// Outstanding submits per bind.
+    pub window: usize,
+    /// Messages in all.
+    pub count: u64,
+    /// Messages per second across binds; `None` for as fast as the windows allow.
+    pub rate: Option<u32>,
+    /// registered_delivery for every message (1: receipts wanted).
+    pub registered_delivery: u8,
+    /// priority_flag for every message.
+    pub priority_flag: u8,
+    pub data_coding: u8,
+    /// Octets of text per message (at least 14: the text carries the message's index).
+    pub text_len: usize,
+    /// Stop waiting for receipts this long after the last response.
+    pub receipt_timeout: Duration,
+    /// Source address.
+    pub source: String,
+}
+
+impl LoadConfig {
+    /// Defaults: 1 bind, window 100, receipts wanted, OTP priority, 20-octet GSM text.
+    pub fn new(addr: SocketAddr, system_id: &str, password: &str, count: u64) -> Self {
+        Self {
+            addr,
+            system_id: system_id.into(),
+            password: password.into(),
+            binds: 1,
+            window: 100,
+            count,
+            rate: None,
+            registered_delivery: 1,
+            priority_flag: 1,
+            data_coding: 0,
+            text_len: 20,
+            receipt_timeout: Duration::from_secs(30),
+            source: "OTPGW".into(),
+        }
+    }
+}
+
+/// The text of message `i`: "code NNNNNNNNNN" padded with `x` to `len` octets.
+pub fn text_for(i: u64, len: usize) -> Vec<u8> {
+    let mut t = format!("code {i:010}").into_bytes();
+    t.resize(len.max(t.len()), b'x');
+    t
+}
+
+/// The destination of message `i` (a plausible international number).
+pub fn dest_for(i: u64) -> String {
+    format!("4477{:08}", i % 100_000_000)
+}
+
+/// What a run saw.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub sent: u64,
+    pub accepted: u64,
+    /// Refusals by status.
+    pub rejected: BTreeMap<u32, u64>,
+    /// Receipts received (including duplicates and unknown ids).
+    pub receipts: u64,
+    pub receipts_by_state: BTreeMap<&'static str, u64>,
+    /// Receipts for an id this run was never given.
+    pub unknown_receipts: u64,
+    /// Receipts beyond the first for a message.
+    pub duplicate_receipts: u64,
+    /// Accepted messages (with receipts wanted) that got none in time.
+    pub missing_receipts: u64,
+    /// otpgw's message id of each accepted message, by message index.
+    pub ids: HashMap<u64, String>,
+    /// Final state reported for each message index.
+    pub states: HashMap<u64, DeliveryState>,
+    /// From the first submit to the last response.
+    pub submit_elapsed: Duration,
+    /// From the first submit to the last receipt (or the timeout).
+    pub total_elapsed: Duration,
+    /// Microseconds from submit_sm to submit_sm_resp.
+    pub resp_latency_us: Histogram<u64>,
+    /// Microseconds from submit_sm to receipt.
+    pub receipt_latency_us: Histogram<u64>,
+}
+
+impl LoadReport {
+    /// Accepted messages per second.
+    pub fn accept_rate(&self) -> f64 {
+        self.accepted as f64 / self.submit_elapsed.as_secs_f64().max(1e-9)
+    }
+    /// Receipts per second over the whole run.
+    pub fn receipt_rate(&self) -> f64 {
+        self.receipts as f64 / self.total_elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("connect: {0}")]
+    Connect(#[from] std::io::Error),
+    #[error("bind refused with status {0:#x}")]
+    BindRefused(u32),
+    #[error("no bind response")]
+    NoBindResponse,
+}
+
+#[derive(Default)]
+struct Shared {
+    next: AtomicU64,
+    responses: AtomicU64,
+    accepted_wanting_receipt: AtomicU64,
+    receipts: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    ids: HashMap<u64, String>,
+    by_id: HashMap<String, (u64, Instant)>,
+    receipts: HashMap<String, Vec<DeliveryState>>,
+    early: Vec<(String, DeliveryState, Instant)>,
+    rejected: BTreeMap<u32, u64>,
+    resp_lat: Option<Histogram<u64>>,
+    rcpt_lat: Option<Histogram<u64>>,
+    last_response: Option<Instant>,
+    last_receipt: Option<Instant>,
+}
+
+/// Run a load and report. Binds `binds` transceivers; fails if any bind is refused.
+pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
+    let shared = Arc::new(Shared::default());
+    {
+        let mut i = shared.inner.lock();
+        i.resp_lat = Histogram::new_with_bounds(1, 60_000_000, 3).ok();
+        i.rcpt_lat = Histogram::new_with_bounds(1, 600_000_000, 3).ok();
+    }
+    let start = Instant::now();
+    let mut conns = Vec::new();
+    for _ in 0..cfg.binds.max(1) {
+        conns.push(connect(&cfg).await?);
+    }
+    let mut tasks = Vec::new();
+    for conn in conns {
+        tasks.push(tokio::spawn(bind_loop(cfg.clone(), shared.clone(), conn, start)));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let inner = std::mem::take(&mut *shared.inner.lock());
+    Ok(report(&cfg, &shared, inner, start))
+}
+
+struct Conn {
+    rx: tokio_util::codec::FramedRead<tokio::net::tcp::OwnedReadHalf, otpgw_proto::codec::SmppCodec>,
+    tx: otpgw_proto::driver::PduSender,
+    writer: tokio::task::JoinHandle<std::io::Result<()>>,
+    seq_start: u32,
+}
+
+async fn connect(cfg: &LoadConfig) -> Result<Conn, LoadError> {
+    let s = TcpStream::connect(cfg.addr).await?;
+    let _ = s.set_nodelay(true);
+    let (rd, wr) = s.into_split();
+    let mut rx = reader(rd, 65_536);
+    let (tx, _st, writer) = spawn_writer(wr, cfg.window.max(16) * 2);
+    let p = BindParams {
+        system_id: cfg.system_id.clone(),
+        password: cfg.password.clone(),
+        system_type: String::new(),
+    };
+    let b = pdu::bind(cmd::BIND_TRANSCEIVER, 1, &p).map_err(|_| LoadError::BindRefused(0))?;
+    tx.send(b).await.map_err(|_| LoadError::NoBindResponse)?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match rx.next().await {
+                Some(Ok(Frame::Command(c))) if c.sequence_number() == 1 => return Some(c),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or(LoadError::NoBindResponse)?;
+    let st = u32::from(resp.status());
+    if st != status::ESME_ROK {
+        return Err(LoadError::BindRefused(st));
+    }
+    Ok(Conn { rx, tx, writer, seq_start: 1 })
+}
+
+async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Instant) {
+    let mut session: Session<(u64, Instant)> = Session::new(
+        SessionConfig {
+            window: cfg.window.max(1),
+            response_timeout: Duration::from_secs(30),
+            enquire_link_interval: Duration::from_secs(30),
+            enquire_link_timeout: Duration::from_secs(10),
+        },
+        Instant::now(),
+    );
+    for _ in 0..conn.seq_start {
+        session.next_sequence();
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut all_sent = false;
+    // An index claimed from the shared counter but not yet due (paced runs).
+    let mut claimed: Option<u64> = None;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
+    loop {
+        // Send what is due while the window has room and messages remain.
+        let mut wake = far;
+        while !all_sent && session.room() > 0 {
+            let i = match claimed.take() {
+                Some(i) => i,
+                None => sh.next.fetch_add(1, Ordering::Relaxed),
+            };
+            if i >= cfg.count {
+                all_sent = true;
+                break;
+            }
+            if let Some(rate) = cfg.rate {
+                let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate.max(1)));
+                if due > Instant::now() {
+                    claimed = Some(i);
+                    wake = tokio::time::Instant::from_std(due);
+                    break;
+                }
+            }
+            let f = SubmitFields {
+                source: Address { ton: 5, npi: 0, addr: cfg.source.clone() },
+                dest: Address { ton: 1, npi: 1, addr: dest_for(i) },
+                esm_class: 0,
+                priority_flag: cfg.priority_flag,
+                registered_delivery: cfg.registered_delivery,
+                data_coding: cfg.data_coding,
+                short_message: Bytes::from(text_for(i, cfg.text_len)),
+                ..Default::default()
+            };
+            let Ok(s) = f.to_submit_sm() else { continue };
+            let seq = session.next_sequence();
+            let now = Instant::now();
+            if session.track(seq, (i, now), now).is_err() {
+                claimed = Some(i);
+                break;
+            }
+            if conn.tx.send(Command::new(CommandStatus::EsmeRok, seq, s)).await.is_err() {
+                return;
+            }
+        }
+        if all_sent && session.in_flight() == 0 && receipts_done(&cfg, &sh) {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake), if wake < far => {}
+            f = conn.rx.next() => match f {
+                None | Some(Err(_)) => break,
+                Some(Ok(Frame::Command(c))) => on_command(&cfg, &sh, &mut session, &conn.tx, *c).await,
+                Some(Ok(Frame::Malformed(m))) => {
+                    let _ = conn.tx.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, m.sequence_number.unwrap_or(0))).await;
+                }
+            },
+            _ = tick.tick() => {
+                for t in session.poll(Instant::now()) {
+                    match t {
+                        Timeout::SendEnquireLink { sequence_number } => {
+                            let _ = conn.tx.send(pdu::header_only(cmd::ENQUIRE_LINK, 0, sequence_number)).await;
+                        }
+                        Timeout::LinkDead => return,
+                        Timeout::Response { .. } => {
+                            *sh.inner.lock().rejected.entry(u32::MAX).or_default() += 1;
+                            sh.responses.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                if all_sent && session.in_flight() == 0 && receipt_wait_over(&cfg, &sh) {
+                    break;
+                }
+            }
+        }
+    }
+    // Unbind politely; ignore what the server says.
+    let seq = session.next_sequence();
+    let _ = conn.tx.send(pdu::header_only(cmd::UNBIND, 0, seq)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(f)) = conn.rx.next().await {
+            if let Frame::Command(c) = f
+                && u32::from(c.id()) == cmd::UNBIND_RESP
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    drop(conn.tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.writer).await;
+}
+
+fn receipts_done(cfg: &LoadConfig, sh: &Shared) -> bool {
+    if cfg.registered_delivery & 0x03 == 0 {
+        return sh.responses.load(Ordering::Relaxed) >= cfg.count;
+    }
+    sh.responses.load(Ordering::Relaxed) >= cfg.count
+        && sh.receipts.load(Ordering::Relaxed) >= sh.accepted_wanting_receipt.load(Ordering::Relaxed)
+}
+
+fn receipt_wait_over(cfg: &LoadConfig, sh: &Shared) -> bool {
+    if receipts_done(cfg, sh) {
+        return true;
+    }
+    let i = sh.inner.lock();
+    let last = i.last_receipt.into_iter().chain(i.last_response).max();
+    last.is_some_and(|t| t.elapsed() >= cfg.receipt_timeout)
+}
+
+async fn on_command(
+    cfg: &LoadConfig,
+    sh: &Shared,
+    session: &mut Session<(u64, Instant)>,
+    tx: &otpgw_proto::driver::PduSender,
+    c: Command,
+) {
+    let id = u32::from(c.id());
+    let st = u32::from(c.status());
+    let seq = c.sequence_number();
+    let now = Instant::now();
+    session.on_receive(now);
+    match id {
+        cmd::SUBMIT_SM_RESP | cmd::GENERIC_NACK => {
+            if let Some((i, sent)) = session.on_response(seq, now) {
+                let mut inner = sh.inner.lock();
+                if let Some(h) = inner.resp_lat.as_mut() {
+                    let _ = h.record(sent.elapsed().as_micros().max(1) as u64);
+                }
+                inner.last_response = Some(now);
+                if st == status::ESME_ROK {
+                    let mid = pdu::submit_sm_resp_id(&c).unwrap_or_default();
+                    inner.ids.insert(i, mid.clone());
+                    inner.by_id.insert(mid.clone(), (i, sent));
+                    if cfg.registered_delivery & 0x03 != 0 {
+                        sh.accepted_wanting_receipt.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Receipts that overtook their response.
+                    let early: Vec<_> = inner.early.iter().filter(|(r, _, _)| *r == mid).cloned().collect();
+                    inner.early.retain(|(r, _, _)| *r != mid);
+                    for (r, state, at) in early {
+                        record_receipt(&mut inner, r, state, at);
+                    }
+                } else {
+                    *inner.rejected.entry(st).or_default() += 1;
+                }
+                drop(inner);
+                sh.responses.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        cmd::DELIVER_SM => {
+            if let Some(Pdu::DeliverSm(d)) = c.pdu() {
+                let v = DeliverView::from_deliver_sm(d);
+                if let Some(r) = v.receipt() {
+                    let mut inner = sh.inner.lock();
+                    inner.last_receipt = Some(now);
+                    if inner.by_id.contains_key(&r.id) {
+                        record_receipt(&mut inner, r.id, r.state, now);
+                    } else {
+                        inner.early.push((r.id, r.state, now));
+                    }
+                    drop(inner);
+                    sh.receipts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let _ = tx.send(pdu::deliver_sm_resp(seq, status::ESME_ROK)).await;
+        }
+        cmd::ENQUIRE_LINK => {
+            let _ = tx.send(pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, seq)).await;
+        }
+        cmd::UNBIND => {
+            let _ = tx.send(pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await;
+        }
+        _ => {
+            session.on_response(seq, now);
+        }
+    }
+}
+
+fn record_receipt(inner: &mut Inner, id: String, state: DeliveryState, at: Instant) {
+    if let Some(&(_, sent)) = inner.by_id.get(&id)
+        && let Some(h) = inner.rcpt_lat.as_mut()
+    {
+        let _ = h.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
+    }
+    inner.receipts.entry(id).or_default().push(state);
+}
+
+fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadReport {
+    let mut by_state = BTreeMap::new();
+    let mut states = HashMap::new();
+    let mut duplicates = 0;
+    for (id, v) in &inner.receipts {
+        for s in v {
+            *by_state.entry(s.label()).or_default() += 1;
+        }
+        duplicates += v.len().saturating_sub(1) as u64;
+        if let (Some((i, _)), Some(s)) = (inner.by_id.get(id), v.first()) {
+            states.insert(*i, *s);
+        }
+    }
+    let unknown = inner.early.len() as u64;
+    let accepted = inner.ids.len() as u64;
+    let missing = if cfg.registered_delivery & 0x03 == 1 {
+        inner.ids.values().filter(|id| !inner.receipts.contains_key(*id)).count() as u64
+    } else {
+        0
+    };
+    let end_submit = inner.last_response.unwrap_or(start);
+    let end_total = inner.last_receipt.into_iter().chain(inner.last_response).max().unwrap_or(start);
+    LoadReport {
+        sent: sh.next.load(Ordering::Relaxed).min(cfg.count),
+        accepted,
+        rejected: inner.rejected,
+        receipts: sh.receipts.load(Ordering::Relaxed),
+        receipts_by_state: by_state,
+        unknown_receipts: unknown,
+        duplicate_receipts: duplicates,
+        missing_receipts: missing,
+        ids: inner.ids,
+        states,
+        submit_elapsed: end_submit.saturating_duration_since(start),
+        total_elapsed: end_total.saturating_duration_since(start),
+        resp_latency_us: inner.resp_lat.unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
+        receipt_latency_us: inner.rcpt_lat.unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
+    }
+}

@@ -1,0 +1,494 @@
+//! The simulated carrier SMSC. See the crate docs for what it can do.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use otpgw_proto::codec::Frame;
+use otpgw_proto::driver::{PduSender, reader, spawn_writer};
+use otpgw_proto::pdu::{self, Address, SubmitFields};
+use otpgw_proto::receipt::{self, DeliveryState};
+use otpgw_proto::rusmpp::{Command, CommandStatus, Pdu};
+use otpgw_proto::session::{Admission, BindState, Role, Session, SessionConfig, Timeout, admit};
+use otpgw_proto::status::{self, cmd};
+
+use crate::receipts::{PendingReceipt, ReceiptQueue};
+
+/// How the simulator writes its message ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdStyle {
+    /// Upper-case hex, e.g. `1A2B`.
+    HexUpper,
+    /// Decimal, e.g. `6699`.
+    Decimal,
+    /// Lower-case hex padded with zeros to 12, e.g. `000000001a2b`.
+    HexPadded,
+}
+
+impl IdStyle {
+    fn format(self, n: u64) -> String {
+        match self {
+            IdStyle::HexUpper => format!("{n:X}"),
+            IdStyle::Decimal => n.to_string(),
+            IdStyle::HexPadded => format!("{n:012x}"),
+        }
+    }
+}
+
+/// Relative weights of the receipt outcomes. The outcome of the n-th message is
+/// decided by `n` alone (deterministic), so a run can be predicted and checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcomes {
+    pub delivered: u32,
+    pub undeliverable: u32,
+    pub expired: u32,
+}
+
+impl Outcomes {
+    /// Everything delivered.
+    pub fn all_delivered() -> Self {
+        Self { delivered: 1, undeliverable: 0, expired: 0 }
+    }
+
+    /// The outcome of message number `n`.
+    pub fn pick(&self, n: u64) -> DeliveryState {
+        let total = u64::from(self.delivered + self.undeliverable + self.expired).max(1);
+        let r = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % total;
+        if r < u64::from(self.delivered) {
+            DeliveryState::Delivered
+        } else if r < u64::from(self.delivered + self.undeliverable) {
+            DeliveryState::Undeliverable
+        } else {
+            DeliveryState::Expired
+        }
+    }
+}
+
+/// How receipts are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptFormat {
+    /// `receipted_message_id` and `message_state` TLVs plus the text.
+    TlvAndText,
+    /// The text only (older SMSCs).
+    TextOnly,
+}
+
+/// Simulator settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub listen: SocketAddr,
+    /// Credentials required to bind; `None` accepts any.
+    pub credentials: Option<(String, String)>,
+    pub receipt_delay: Duration,
+    pub outcomes: Outcomes,
+    /// Submits per second across all binds; above it ESME_RTHROTTLED.
+    pub rate_cap: Option<u32>,
+    pub resp_id_style: IdStyle,
+    pub receipt_id_style: IdStyle,
+    pub receipt_format: ReceiptFormat,
+    /// Send each receipt before its `submit_sm_resp` (on a transceiver bind).
+    pub early_receipts: bool,
+    /// Receipts outstanding per bind.
+    pub window: usize,
+}
+
+impl SimConfig {
+    /// Defaults: any credentials, receipts after 10 ms, all delivered, no cap,
+    /// hex ids in responses and decimal ids in receipts (like many real SMSCs).
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            credentials: None,
+            receipt_delay: Duration::from_millis(10),
+            outcomes: Outcomes::all_delivered(),
+            rate_cap: None,
+            resp_id_style: IdStyle::HexUpper,
+            receipt_id_style: IdStyle::Decimal,
+            receipt_format: ReceiptFormat::TlvAndText,
+            early_receipts: false,
+            window: 1000,
+        }
+    }
+}
+
+/// One message the simulator received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The simulator's id (as a number).
+    pub sim_id: u64,
+    pub system_id: String,
+    pub fields: SubmitFields,
+    pub outcome: DeliveryState,
+    pub at: Instant,
+}
+
+impl Received {
+    /// The message text (from `message_payload` when present).
+    pub fn text(&self) -> &[u8] {
+        self.fields.text()
+    }
+}
+
+struct State {
+    cfg: Mutex<SimConfig>,
+    next_id: AtomicU64,
+    records: Mutex<Vec<Received>>,
+    throttled: AtomicU64,
+    window: Mutex<(Instant, u32)>,
+    receipts: ReceiptQueue,
+    receipts_sent: AtomicU64,
+    binds: AtomicUsize,
+    drop_gen: watch::Sender<u64>,
+    shutdown: CancellationToken,
+    accepting: AtomicBool,
+    rate_cap: AtomicU32,
+}
+
+/// A running simulator.
+#[derive(Clone)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    st: Arc<State>,
+}
+
+impl SimHandle {
+    /// Bind the listener and start serving.
+    pub async fn start(cfg: SimConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let addr = listener.local_addr()?;
+        let (drop_gen, _) = watch::channel(0);
+        let st = Arc::new(State {
+            rate_cap: AtomicU32::new(cfg.rate_cap.unwrap_or(0)),
+            cfg: Mutex::new(cfg),
+            next_id: AtomicU64::new(1),
+            records: Mutex::new(Vec::new()),
+            throttled: AtomicU64::new(0),
+            window: Mutex::new((Instant::now(), 0)),
+            receipts: ReceiptQueue::default(),
+            receipts_sent: AtomicU64::new(0),
+            binds: AtomicUsize::new(0),
+            drop_gen,
+            shutdown: CancellationToken::new(),
+            accepting: AtomicBool::new(true),
+        });
+        let st2 = st.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = st2.shutdown.cancelled() => return,
+                    a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+                };
+                if !st2.accepting.load(Ordering::Relaxed) {
+                    drop(stream);
+                    continue;
+                }
+                tokio::spawn(serve(st2.clone(), stream));
+            }
+        });
+        Ok(Self { addr, st })
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// Every message received so far.
+    pub fn records(&self) -> Vec<Received> {
+        self.st.records.lock().clone()
+    }
+    /// Messages received so far.
+    pub fn received(&self) -> usize {
+        self.st.records.lock().len()
+    }
+    /// ESME_RTHROTTLED answers sent so far.
+    pub fn throttled(&self) -> u64 {
+        self.st.throttled.load(Ordering::Relaxed)
+    }
+    /// Receipts waiting to be sent (held while no receiver is bound).
+    pub fn pending_receipts(&self) -> usize {
+        self.st.receipts.len()
+    }
+    /// Receipts acknowledged by the gateway.
+    pub fn receipts_sent(&self) -> u64 {
+        self.st.receipts_sent.load(Ordering::Relaxed)
+    }
+    /// Binds currently up.
+    pub fn binds(&self) -> usize {
+        self.st.binds.load(Ordering::Relaxed)
+    }
+    /// Change the rate cap (0 or `None`: no cap).
+    pub fn set_rate_cap(&self, cap: Option<u32>) {
+        self.st.rate_cap.store(cap.unwrap_or(0), Ordering::Relaxed);
+    }
+    /// Close every current connection abruptly (no unbind).
+    pub fn drop_connections(&self) {
+        self.st.drop_gen.send_modify(|g| *g += 1);
+    }
+    /// Refuse (close at once) new connections, or accept them again.
+    pub fn set_accepting(&self, on: bool) {
+        self.st.accepting.store(on, Ordering::Relaxed);
+    }
+    /// Stop listening and close everything.
+    pub fn shutdown(&self) {
+        self.st.shutdown.cancel();
+        self.drop_connections();
+    }
+}
+
+impl State {
+    /// Whether one more submit fits in the current one-second window.
+    fn admit_rate(&self) -> bool {
+        let cap = self.rate_cap.load(Ordering::Relaxed);
+        if cap == 0 {
+            return true;
+        }
+        let mut w = self.window.lock();
+        let now = Instant::now();
+        if now.duration_since(w.0) >= Duration::from_secs(1) {
+            *w = (now, 0);
+        }
+        if w.1 >= cap {
+            return false;
+        }
+        w.1 += 1;
+        true
+    }
+}
+
+enum Tag {
+    Receipt(PendingReceipt),
+}
+
+async fn serve(st: Arc<State>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut rx = reader(rd, 65_536);
+    let (tx, _stats, writer) = spawn_writer(wr, 8192);
+    let window = st.cfg.lock().window;
+    let mut session: Session<Tag> = Session::new(
+        SessionConfig {
+            window,
+            response_timeout: Duration::from_secs(10),
+            enquire_link_interval: Duration::from_secs(30),
+            enquire_link_timeout: Duration::from_secs(10),
+        },
+        Instant::now(),
+    );
+    let mut drops = st.drop_gen.subscribe();
+    let mut system_id = String::new();
+    let mut bound = false;
+    let mut due = Vec::new();
+    loop {
+        let can_deliver = session.state().can_deliver() && session.room() > 0;
+        let room = session.room();
+        let timer = tokio::time::Instant::from_std(session.next_deadline());
+        let stop = tokio::select! {
+            biased;
+            _ = drops.changed() => true,
+            f = rx.next() => match f {
+                None | Some(Err(_)) => true,
+                Some(Ok(Frame::Malformed(m))) => {
+                    let seq = m.sequence_number.unwrap_or(0);
+                    send(&tx, pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, seq)).await || m.is_fatal()
+                }
+                Some(Ok(Frame::Command(c))) => handle(&st, &tx, &mut session, &mut system_id, &mut bound, *c).await,
+            },
+            _ = st.receipts.take_due(room, &mut due), if can_deliver => {
+                let mut stop = false;
+                for r in due.drain(..) {
+                    let seq = session.next_sequence();
+                    let d = build_receipt(&st, &r);
+                    if session.track(seq, Tag::Receipt(r.clone()), Instant::now()).is_err() {
+                        st.receipts.push_front(vec![r]);
+                        continue;
+                    }
+                    if let Some(d) = d {
+                        stop |= send(&tx, Command::new(CommandStatus::EsmeRok, seq, d)).await;
+                    }
+                }
+                stop
+            }
+            _ = tokio::time::sleep_until(timer) => {
+                let mut stop = false;
+                for t in session.poll(Instant::now()) {
+                    match t {
+                        Timeout::Response { tag: Tag::Receipt(r), .. } => st.receipts.push_front(vec![r]),
+                        Timeout::SendEnquireLink { sequence_number } => {
+                            stop |= send(&tx, pdu::header_only(cmd::ENQUIRE_LINK, 0, sequence_number)).await;
+                        }
+                        Timeout::LinkDead => stop = true,
+                    }
+                }
+                stop
+            }
+        };
+        if stop {
+            break;
+        }
+    }
+    // Receipts in flight on this connection were not acknowledged: keep them.
+    let back: Vec<_> = session.drain().into_iter().map(|Tag::Receipt(r)| r).collect();
+    st.receipts.push_front(back);
+    if bound {
+        st.binds.fetch_sub(1, Ordering::Relaxed);
+    }
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+}
+
+/// Send a PDU; `true` when the connection is gone.
+async fn send(tx: &PduSender, c: Command) -> bool {
+    tx.send(c).await.is_err()
+}
+
+fn build_receipt(st: &State, r: &PendingReceipt) -> Option<otpgw_proto::rusmpp::pdus::DeliverSm> {
+    let format = st.cfg.lock().receipt_format;
+    let src = Address { ton: 1, npi: 1, addr: r.dest.clone() };
+    let dst = Address { ton: 1, npi: 1, addr: r.source.clone() };
+    let date = "2611261120";
+    let text = format!(
+        "id:{} sub:001 dlvrd:{} submit date:{date} done date:{date} stat:{} err:{} text:{}",
+        r.receipt_id,
+        if r.state == DeliveryState::Delivered { "001" } else { "000" },
+        r.state.stat(),
+        if r.state == DeliveryState::Delivered { "000" } else { "0x1B" },
+        r.text_echo
+    );
+    let mut d = pdu::receipt_deliver_sm(&pdu::ReceiptPdu {
+        source: &src,
+        dest: &dst,
+        message_id: &r.receipt_id,
+        state: r.state,
+        submit_date: date,
+        done_date: date,
+        err: "000",
+    })
+    .ok()?;
+    let sm = otpgw_proto::rusmpp::types::OctetString::from_bytes(Bytes::from(text.into_bytes())).ok()?;
+    d.set_short_message(sm);
+    if format == ReceiptFormat::TextOnly {
+        d.clear_tlvs();
+    }
+    Some(d)
+}
+
+/// Handle one PDU; `true` ends the connection.
+async fn handle(
+    st: &Arc<State>,
+    tx: &PduSender,
+    session: &mut Session<Tag>,
+    system_id: &mut String,
+    bound: &mut bool,
+    c: Command,
+) -> bool {
+    let id = u32::from(c.id());
+    let seq = c.sequence_number();
+    let now = Instant::now();
+    session.on_receive(now);
+    if cmd::is_response(id) {
+        if let Some(Tag::Receipt(r)) = session.on_response(seq, now) {
+            if u32::from(c.status()) == status::ESME_ROK {
+                st.receipts_sent.fetch_add(1, Ordering::Relaxed);
+            } else {
+                st.receipts.push_front(vec![r]);
+            }
+        }
+        return false;
+    }
+    match admit(Role::Smsc, session.state(), id) {
+        Admission::GenericNack => {
+            return send(tx, pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq)).await;
+        }
+        Admission::Refuse(s) => return send(tx, pdu::header_only(cmd::response_of(id), s, seq)).await,
+        Admission::Allowed => {}
+    }
+    match id {
+        cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER | cmd::BIND_TRANSCEIVER => {
+            let Some(req) = pdu::bind_request(&c) else {
+                return send(tx, pdu::header_only(cmd::response_of(id), status::ESME_RBINDFAIL, seq)).await;
+            };
+            let ok = match &st.cfg.lock().credentials {
+                None => true,
+                Some((u, p)) => *u == req.params.system_id && *p == req.params.password,
+            };
+            if !ok {
+                return send(tx, pdu::header_only(cmd::response_of(id), status::ESME_RBINDFAIL, seq)).await;
+            }
+            *system_id = req.params.system_id;
+            session.set_state(BindState::from_bind_command(id).unwrap_or(BindState::Transceiver));
+            *bound = true;
+            st.binds.fetch_add(1, Ordering::Relaxed);
+            send(tx, pdu::bind_resp(id, seq, "simsmsc")).await
+        }
+        cmd::SUBMIT_SM => {
+            let Some(Pdu::SubmitSm(s)) = c.pdu() else {
+                return send(tx, pdu::header_only(cmd::SUBMIT_SM_RESP, status::ESME_RSYSERR, seq)).await;
+            };
+            if !st.admit_rate() {
+                st.throttled.fetch_add(1, Ordering::Relaxed);
+                return send(tx, pdu::header_only(cmd::SUBMIT_SM_RESP, status::ESME_RTHROTTLED, seq)).await;
+            }
+            let fields = SubmitFields::from_submit_sm(s);
+            let n = st.next_id.fetch_add(1, Ordering::Relaxed);
+            let (outcome, resp_id, receipt_id, delay, early) = {
+                let cfg = st.cfg.lock();
+                (
+                    cfg.outcomes.pick(n),
+                    cfg.resp_id_style.format(n),
+                    cfg.receipt_id_style.format(n),
+                    cfg.receipt_delay,
+                    cfg.early_receipts,
+                )
+            };
+            let wants = fields.registered_delivery & 0x03 != 0;
+            let text_echo: String = String::from_utf8_lossy(fields.text()).chars().take(20).collect();
+            let pending = PendingReceipt {
+                due: now + if early { Duration::ZERO } else { delay },
+                receipt_id,
+                state: outcome,
+                source: fields.source.addr.clone(),
+                dest: fields.dest.addr.clone(),
+                text_echo,
+            };
+            st.records.lock().push(Received {
+                sim_id: n,
+                system_id: system_id.clone(),
+                fields,
+                outcome,
+                at: now,
+            });
+            if wants && early && session.state().can_deliver() && session.room() > 0 {
+                // The receipt goes out before the response that carries the id.
+                let rseq = session.next_sequence();
+                if let Some(d) = build_receipt(st, &pending)
+                    && session.track(rseq, Tag::Receipt(pending.clone()), now).is_ok()
+                    && send(tx, Command::new(CommandStatus::EsmeRok, rseq, d)).await
+                {
+                    return true;
+                }
+            } else if wants {
+                st.receipts.push(pending);
+            }
+            send(tx, pdu::submit_sm_resp(seq, &resp_id)).await
+        }
+        cmd::ENQUIRE_LINK => send(tx, pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, seq)).await,
+        cmd::UNBIND => {
+            let _ = send(tx, pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await;
+            true
+        }
+        _ => send(tx, pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq)).await,
+    }
+}
+
+/// Parse a receipt text the simulator wrote (for its own tests).
+pub fn parse_receipt_text(b: &[u8]) -> receipt::ReceiptText {
+    receipt::parse(b)
+}
