@@ -28,7 +28,6 @@ use otpgw_proto::time::relative_smpp_time;
 
 use crate::Shared;
 use crate::backoff::Backoff;
-use crate::matcher::Matched;
 
 /// What kind of bind this task keeps up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -435,11 +434,11 @@ fn on_deliver(shared: &Arc<Shared>, v: &DeliverView) {
         return;
     };
     let matched = shared.matcher.lock().on_receipt(r, Instant::now());
-    match matched {
-        Matched::Found(id, r) => apply_receipt(shared, id, r),
-        Matched::Parked => {
-            metrics::counter!("otpgw_receipts_early_total", "carrier" => shared.cfg.name.clone()).increment(1);
-        }
+    if matched.is_empty() {
+        metrics::counter!("otpgw_receipts_parked_total", "carrier" => shared.cfg.name.clone()).increment(1);
+    }
+    for (id, r) in matched {
+        apply_receipt(shared, id, r);
     }
 }
 

@@ -25,6 +25,7 @@ use otpgw_core::DeliveryState;
 use otpgw_dispatch::CarrierQueue;
 
 use crate::matcher::Matcher;
+pub use crate::matcher::{IdConvention, IdMode};
 
 /// How the gateway binds to a carrier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,8 @@ pub struct CarrierConfig {
     pub max_frame: usize,
     /// How long a receipt that arrived before its `submit_sm_resp` is kept.
     pub early_receipt_ttl: Duration,
+    /// How the carrier's receipt ids relate to its response ids.
+    pub receipt_ids: IdMode,
 }
 
 impl std::fmt::Debug for CarrierConfig {
@@ -98,6 +101,7 @@ impl CarrierConfig {
             retry_delay: Duration::from_millis(200),
             max_frame: otpgw_proto::codec::DEFAULT_MAX_FRAME,
             early_receipt_ttl: Duration::from_secs(600),
+            receipt_ids: IdMode::Auto,
         }
     }
 }
@@ -139,7 +143,7 @@ impl Carrier {
         shutdown: CancellationToken,
     ) -> Self {
         let shared = Arc::new(Shared {
-            matcher: Mutex::new(Matcher::new(cfg.early_receipt_ttl, 100_000)),
+            matcher: Mutex::new(Matcher::new(cfg.receipt_ids, cfg.early_receipt_ttl, 100_000)),
             cfg,
             queue,
             tracker,

@@ -4,8 +4,15 @@
 //! id that `submit_sm_resp` gave in hex (or the reverse), in another case, with or
 //! without leading zeros, and it may arrive before the `submit_sm_resp`. The matcher:
 //! - normalises ids (trimmed, lower case, leading zeros dropped);
-//! - records each carrier id under its exact form and, as alternatives, its hex<->decimal
-//!   conversions; an exact match always wins over an alternative;
+//! - knows three conventions: the same id, hex in the response and decimal in the
+//!   receipt, or the reverse ([`IdConvention`]). A carrier follows one of them; which
+//!   one is set in the config or, by default, learned: until then every message is
+//!   recorded under all three keys, a receipt that only one convention can explain
+//!   counts as evidence, and after [`LEARN_AFTER`] such receipts for one convention
+//!   and none for another the matcher settles on it;
+//! - parks a receipt that two messages could own (`"16"` is message A's decimal id
+//!   and message B's hex id) until the convention is known, then replays it: guessing
+//!   would hand a brand someone else's receipt;
 //! - parks a receipt whose id is not known yet and hands it over when the
 //!   `submit_sm_resp` with that id arrives; parked receipts older than a TTL are dropped
 //!   and counted as unmatched.
@@ -29,42 +36,61 @@ pub fn normalize(id: &str) -> String {
     }
 }
 
-/// The hex<->decimal readings of a normalised id.
-pub fn alternatives(norm: &str) -> Vec<String> {
-    let mut v = Vec::with_capacity(2);
-    if !norm.is_empty() && norm.len() <= 32 {
-        if norm.bytes().all(|b| b.is_ascii_digit())
-            && let Ok(n) = norm.parse::<u128>()
-        {
-            v.push(format!("{n:x}"));
-        }
-        if norm.bytes().all(|b| b.is_ascii_hexdigit())
-            && let Ok(n) = u128::from_str_radix(norm, 16)
-        {
-            v.push(n.to_string());
-        }
-    }
-    v.retain(|a| a != norm);
-    v.dedup();
-    v
+/// How a carrier's receipt ids relate to the ids in its `submit_sm_resp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdConvention {
+    /// The same id (after normalisation: case, leading zeros).
+    Same = 0,
+    /// Response in hex, receipt in decimal.
+    HexToDecimal = 1,
+    /// Response in decimal, receipt in hex.
+    DecimalToHex = 2,
 }
 
-/// Outcome of offering a receipt to the matcher.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Matched {
-    /// The receipt belongs to this message.
-    Found(MsgId, CarrierReceipt),
-    /// Not known yet: parked until its `submit_sm_resp` arrives or the TTL passes.
-    Parked,
+const CONVENTIONS: [IdConvention; 3] =
+    [IdConvention::Same, IdConvention::HexToDecimal, IdConvention::DecimalToHex];
+
+impl IdConvention {
+    /// The receipt-side key of a response id under this convention.
+    pub fn key(self, norm: &str) -> Option<String> {
+        if norm.is_empty() || norm.len() > 32 {
+            return (self == IdConvention::Same).then(|| norm.to_string());
+        }
+        match self {
+            IdConvention::Same => Some(norm.to_string()),
+            IdConvention::HexToDecimal => u128::from_str_radix(norm, 16).ok().map(|n| n.to_string()),
+            IdConvention::DecimalToHex => norm
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| norm.parse::<u128>().ok().map(|n| format!("{n:x}")))
+                .flatten(),
+        }
+    }
 }
+
+/// How the matcher picks the convention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdMode {
+    /// Fixed by configuration.
+    Fixed(IdConvention),
+    /// Learned from receipts that only one convention can explain; see the module docs.
+    Auto,
+}
+
+/// Unambiguous matches needed (with none for any other convention) to settle on a
+/// convention in [`IdMode::Auto`].
+pub const LEARN_AFTER: u64 = 16;
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct Matcher {
-    exact: HashMap<String, MsgId>,
-    alt: HashMap<String, MsgId>,
+    mode: IdMode,
+    /// The settled convention (fixed, or learned).
+    settled: Option<IdConvention>,
+    evidence: [u64; 3],
+    maps: [HashMap<String, MsgId>; 3],
     /// Per message, the keys it is recorded under (to forget them together).
-    keys: HashMap<MsgId, Vec<String>>,
+    keys: HashMap<MsgId, Vec<(IdConvention, String)>>,
     parked: HashMap<String, (Instant, CarrierReceipt)>,
     parked_order: VecDeque<(Instant, String)>,
     park_ttl: Duration,
@@ -72,11 +98,17 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    /// A matcher that keeps early receipts for `park_ttl`, at most `max_parked` of them.
-    pub fn new(park_ttl: Duration, max_parked: usize) -> Self {
+    /// A matcher that keeps early or ambiguous receipts for `park_ttl`, at most
+    /// `max_parked` of them.
+    pub fn new(mode: IdMode, park_ttl: Duration, max_parked: usize) -> Self {
         Self {
-            exact: HashMap::new(),
-            alt: HashMap::new(),
+            mode,
+            settled: match mode {
+                IdMode::Fixed(c) => Some(c),
+                IdMode::Auto => None,
+            },
+            evidence: [0; 3],
+            maps: [HashMap::new(), HashMap::new(), HashMap::new()],
             keys: HashMap::new(),
             parked: HashMap::new(),
             parked_order: VecDeque::new(),
@@ -85,62 +117,137 @@ impl Matcher {
         }
     }
 
+    /// The convention in use, once known.
+    pub fn convention(&self) -> Option<IdConvention> {
+        self.settled
+    }
+
     /// Ids recorded and receipts parked.
     pub fn sizes(&self) -> (usize, usize) {
         (self.keys.len(), self.parked.len())
+    }
+
+    fn active(&self) -> &'static [IdConvention] {
+        match self.settled {
+            Some(IdConvention::Same) => &CONVENTIONS[0..1],
+            Some(IdConvention::HexToDecimal) => &CONVENTIONS[1..2],
+            Some(IdConvention::DecimalToHex) => &CONVENTIONS[2..3],
+            None => &CONVENTIONS,
+        }
     }
 
     /// The carrier accepted `msg` with `carrier_id`. Returns receipts that arrived
     /// before this response and now match.
     pub fn on_submitted(&mut self, carrier_id: &str, msg: MsgId) -> Vec<CarrierReceipt> {
         let norm = normalize(carrier_id);
-        let alts = alternatives(&norm);
+        let mut keys = Vec::with_capacity(3);
+        for &c in self.active() {
+            if let Some(k) = c.key(&norm) {
+                self.maps[c as usize].insert(k.clone(), msg);
+                keys.push((c, k));
+            }
+        }
+        // Hand over receipts that came first. Before the convention is known, only
+        // the plain id is trusted for this.
         let mut early = Vec::new();
-        for k in std::iter::once(&norm).chain(alts.iter()) {
-            if let Some((_, r)) = self.parked.remove(k) {
+        for (c, k) in &keys {
+            if (self.settled.is_some() || *c == IdConvention::Same)
+                && let Some((_, r)) = self.parked.remove(k)
+            {
                 early.push(r);
             }
         }
-        self.exact.insert(norm.clone(), msg);
-        for a in &alts {
-            self.alt.entry(a.clone()).or_insert(msg);
-        }
-        let mut keys = alts;
-        keys.push(norm);
         self.keys.insert(msg, keys);
         early
     }
 
-    /// A receipt arrived. Intermediate receipts keep the mapping; final ones are matched
-    /// here and the caller calls [`Matcher::forget`] once it has finished the message.
-    pub fn on_receipt(&mut self, r: CarrierReceipt, now: Instant) -> Matched {
-        let norm = normalize(&r.id);
-        let found = self.exact.get(&norm).or_else(|| self.alt.get(&norm)).copied();
-        match found {
-            Some(id) => Matched::Found(id, r),
-            None => {
-                if self.parked.len() >= self.max_parked
-                    && let Some((_, k)) = self.parked_order.pop_front()
-                {
-                    self.parked.remove(&k);
-                    metrics::counter!("otpgw_receipts_unmatched_total").increment(1);
-                }
-                self.parked_order.push_back((now, norm.clone()));
-                self.parked.insert(norm, (now, r));
-                Matched::Parked
+    /// A receipt arrived: returns the matches it produced (none when it was parked;
+    /// several when it settled the convention and parked receipts could be replayed).
+    /// Intermediate receipts keep the mapping; the caller calls [`Matcher::forget`]
+    /// once it has finished a message.
+    pub fn on_receipt(&mut self, r: CarrierReceipt, now: Instant) -> Vec<(MsgId, CarrierReceipt)> {
+        let mut out = Vec::new();
+        if let Some(learned) = self.offer(r, now, &mut out) {
+            // The convention was just learned: replay what waited for it.
+            self.settle(learned);
+            let waiting: Vec<_> = self.parked.drain().map(|(_, (t, r))| (t, r)).collect();
+            self.parked_order.clear();
+            for (t, r) in waiting {
+                self.offer(r, t, &mut out);
             }
         }
+        out
+    }
+
+    /// Match or park one receipt; returns a convention when this receipt settled it.
+    fn offer(&mut self, r: CarrierReceipt, at: Instant, out: &mut Vec<(MsgId, CarrierReceipt)>) -> Option<IdConvention> {
+        let norm = normalize(&r.id);
+        let mut found: [Option<MsgId>; 3] = [None; 3];
+        for &c in self.active() {
+            found[c as usize] = self.maps[c as usize].get(&norm).copied();
+        }
+        let mut distinct: Vec<MsgId> = found.iter().flatten().copied().collect();
+        distinct.sort();
+        distinct.dedup();
+        match distinct.as_slice() {
+            [] => {
+                self.park(norm, r, at);
+                None
+            }
+            [id] => {
+                out.push((*id, r));
+                if self.mode == IdMode::Auto && self.settled.is_none() {
+                    let kinds: Vec<usize> = (0..3).filter(|&k| found[k].is_some()).collect();
+                    if let [k] = kinds.as_slice() {
+                        self.evidence[*k] += 1;
+                        let others: u64 = (0..3).filter(|i| i != k).map(|i| self.evidence[i]).sum();
+                        if self.evidence[*k] >= LEARN_AFTER && others == 0 {
+                            return Some(CONVENTIONS[*k]);
+                        }
+                    }
+                }
+                None
+            }
+            _ => {
+                // Two messages could own this receipt: wait until the convention is known.
+                metrics::counter!("otpgw_receipts_ambiguous_total").increment(1);
+                self.park(norm, r, at);
+                None
+            }
+        }
+    }
+
+    fn settle(&mut self, c: IdConvention) {
+        tracing::info!(convention = ?c, "carrier receipt id convention learned");
+        self.settled = Some(c);
+        for other in CONVENTIONS {
+            if other != c {
+                self.maps[other as usize].clear();
+            }
+        }
+        for keys in self.keys.values_mut() {
+            keys.retain(|(k, _)| *k == c);
+        }
+    }
+
+    fn park(&mut self, norm: String, r: CarrierReceipt, at: Instant) {
+        if self.parked.len() >= self.max_parked
+            && let Some((_, k)) = self.parked_order.pop_front()
+        {
+            self.parked.remove(&k);
+            metrics::counter!("otpgw_receipts_unmatched_total").increment(1);
+        }
+        self.parked_order.push_back((at, norm.clone()));
+        self.parked.insert(norm, (at, r));
     }
 
     /// Forget a finished message's ids.
     pub fn forget(&mut self, msg: MsgId) {
         if let Some(keys) = self.keys.remove(&msg) {
-            for k in keys {
-                if self.exact.get(&k) == Some(&msg) {
-                    self.exact.remove(&k);
-                }
-                if self.alt.get(&k) == Some(&msg) {
-                    self.alt.remove(&k);
+            for (c, k) in keys {
+                let m = &mut self.maps[c as usize];
+                if m.get(&k) == Some(&msg) {
+                    m.remove(&k);
                 }
             }
         }
@@ -173,70 +280,108 @@ mod tests {
     use otpgw_proto::receipt::DeliveryState;
 
     fn r(id: &str) -> CarrierReceipt {
-        CarrierReceipt {
-            id: id.into(),
-            state: DeliveryState::Delivered,
-            err: None,
-        }
+        CarrierReceipt { id: id.into(), state: DeliveryState::Delivered, err: None }
     }
 
-    fn m() -> Matcher {
-        Matcher::new(Duration::from_secs(60), 1000)
+    fn fixed(c: IdConvention) -> Matcher {
+        Matcher::new(IdMode::Fixed(c), Duration::from_secs(60), 1000)
+    }
+
+    fn ids(v: Vec<(MsgId, CarrierReceipt)>) -> Vec<u64> {
+        v.into_iter().map(|(m, _)| m.0).collect()
     }
 
     #[test]
-    fn normalisation() {
+    fn normalisation_and_keys() {
         assert_eq!(normalize(" 00AbC "), "abc");
         assert_eq!(normalize("0000"), "0");
-        assert_eq!(alternatives("255"), vec!["ff".to_string(), "597".to_string()]);
-        assert_eq!(alternatives("ff"), vec!["255".to_string()]);
-        assert!(alternatives("xyz").is_empty());
+        assert_eq!(IdConvention::HexToDecimal.key("ff"), Some("255".into()));
+        assert_eq!(IdConvention::DecimalToHex.key("255"), Some("ff".into()));
+        assert_eq!(IdConvention::DecimalToHex.key("ff"), None);
+        assert_eq!(IdConvention::HexToDecimal.key("xyz"), None);
     }
 
     #[test]
-    fn hex_response_decimal_receipt_and_case() {
+    fn fixed_conventions_case_and_zeros() {
         let now = Instant::now();
-        let mut mt = m();
-        mt.on_submitted("1A2B", MsgId(1));
-        assert!(matches!(mt.on_receipt(r("6699"), now), Matched::Found(MsgId(1), _)));
-        assert!(matches!(mt.on_receipt(r("001a2b"), now), Matched::Found(MsgId(1), _)));
-        mt.on_submitted("0000012345", MsgId(2));
-        assert!(matches!(mt.on_receipt(r("3039"), now), Matched::Found(MsgId(2), _)));
-        assert!(matches!(mt.on_receipt(r("12345"), now), Matched::Found(MsgId(2), _)));
+        let mut m = fixed(IdConvention::HexToDecimal);
+        m.on_submitted("1A2B", MsgId(1));
+        assert_eq!(ids(m.on_receipt(r("0006699"), now)), vec![1]);
+        let mut m = fixed(IdConvention::DecimalToHex);
+        m.on_submitted("0000012345", MsgId(2));
+        assert_eq!(ids(m.on_receipt(r("3039"), now)), vec![2]);
+        let mut m = fixed(IdConvention::Same);
+        m.on_submitted("abc", MsgId(3));
+        assert_eq!(ids(m.on_receipt(r("000ABC"), now)), vec![3]);
     }
 
     #[test]
-    fn exact_beats_alternative() {
+    fn auto_learns_hex_to_decimal_and_never_misroutes() {
+        // A carrier answering in hex and receipting in decimal, with every message in
+        // flight at once: "16" is message 16's receipt and message 22's hex id.
         let now = Instant::now();
-        let mut mt = m();
-        mt.on_submitted("10", MsgId(1)); // alternatives: "a" (dec->hex), "16" (hex->dec)
-        mt.on_submitted("16", MsgId(2));
-        assert!(matches!(mt.on_receipt(r("16"), now), Matched::Found(MsgId(2), _)));
-        assert!(matches!(mt.on_receipt(r("10"), now), Matched::Found(MsgId(1), _)));
+        let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 10_000);
+        for n in 1..=2000u64 {
+            assert!(m.on_submitted(&format!("{n:X}"), MsgId(n)).is_empty());
+        }
+        let mut got = Vec::new();
+        for n in 1..=2000u64 {
+            for (id, rc) in m.on_receipt(r(&n.to_string()), now) {
+                // the receipt carries the decimal id of its own message
+                assert_eq!(rc.id.parse::<u64>().unwrap(), id.0, "misrouted receipt");
+                got.push(id.0);
+                m.forget(id);
+            }
+        }
+        assert_eq!(m.convention(), Some(IdConvention::HexToDecimal));
+        got.sort();
+        assert_eq!(got, (1..=2000).collect::<Vec<_>>());
+        assert_eq!(m.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn auto_learns_same_for_consistent_decimal_carrier() {
+        let now = Instant::now();
+        let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 10_000);
+        for n in 1..=5000u64 {
+            m.on_submitted(&n.to_string(), MsgId(n));
+        }
+        let mut got = 0;
+        for n in (1..=5000u64).rev() {
+            for (id, rc) in m.on_receipt(r(&format!("{n:010}")), now) {
+                assert_eq!(normalize(&rc.id), id.0.to_string());
+                got += 1;
+                m.forget(id);
+            }
+        }
+        assert_eq!(got, 5000);
+        assert_eq!(m.convention(), Some(IdConvention::Same));
     }
 
     #[test]
     fn receipt_before_response_is_parked_then_handed_over() {
         let now = Instant::now();
-        let mut mt = m();
-        assert_eq!(mt.on_receipt(r("ABC"), now), Matched::Parked);
-        let early = mt.on_submitted("abc", MsgId(7));
-        assert_eq!(early, vec![r("ABC")]);
-        assert_eq!(mt.sizes().1, 0);
-        // decimal form of a hex id parked early
-        assert_eq!(mt.on_receipt(r("4095"), now), Matched::Parked);
-        assert_eq!(mt.on_submitted("FFF", MsgId(8)).len(), 1);
+        let mut m = fixed(IdConvention::Same);
+        assert!(m.on_receipt(r("ABC"), now).is_empty());
+        assert_eq!(m.on_submitted("abc", MsgId(7)), vec![r("ABC")]);
+        assert_eq!(m.sizes().1, 0);
+        let mut m = fixed(IdConvention::HexToDecimal);
+        assert!(m.on_receipt(r("4095"), now).is_empty());
+        assert_eq!(m.on_submitted("FFF", MsgId(8)).len(), 1);
+        let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 10);
+        assert!(m.on_receipt(r("x1"), now).is_empty());
+        assert_eq!(m.on_submitted("X1", MsgId(9)).len(), 1);
     }
 
     #[test]
     fn forget_and_expire() {
         let now = Instant::now();
-        let mut mt = m();
-        mt.on_submitted("99", MsgId(1));
-        mt.forget(MsgId(1));
-        assert_eq!(mt.on_receipt(r("99"), now), Matched::Parked);
-        assert_eq!(mt.expire(now + Duration::from_secs(59)), 0);
-        assert_eq!(mt.expire(now + Duration::from_secs(61)), 1);
-        assert_eq!(mt.sizes(), (0, 0));
+        let mut m = fixed(IdConvention::Same);
+        m.on_submitted("99", MsgId(1));
+        m.forget(MsgId(1));
+        assert!(m.on_receipt(r("99"), now).is_empty());
+        assert_eq!(m.expire(now + Duration::from_secs(59)), 0);
+        assert_eq!(m.expire(now + Duration::from_secs(61)), 1);
+        assert_eq!(m.sizes(), (0, 0));
     }
 }

@@ -1,0 +1,443 @@
+//! The configuration file: one TOML file, parsed strictly (unknown keys are errors,
+//! with line and column) and then checked as a whole. A bad file is never silently
+//! replaced by defaults: `otpgw check-config` and `otpgw serve` refuse it and say
+//! which field is wrong.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use otpgw_carrier::{BindMode, CarrierConfig, IdConvention, IdMode};
+use otpgw_core::Class;
+use otpgw_dispatch::Routes;
+use otpgw_ingest::{BrandConfig, ServerConfig};
+
+/// A configuration problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: String, problems: Vec<String> },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub store: Store,
+    #[serde(default)]
+    pub queue: Queue,
+    #[serde(default)]
+    pub receipts: Receipts,
+    #[serde(rename = "brand", default)]
+    pub brands: Vec<Brand>,
+    #[serde(rename = "carrier", default)]
+    pub carriers: Vec<Carrier>,
+    pub routes: RoutesCfg,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: SocketAddr,
+    #[serde(default = "d_max_pdu")]
+    pub max_pdu_bytes: usize,
+    #[serde(default = "d_30")]
+    pub bind_timeout_secs: u64,
+    #[serde(default = "d_60")]
+    pub enquire_link_secs: u64,
+    #[serde(default = "d_30")]
+    pub response_timeout_secs: u64,
+    #[serde(default = "d_100")]
+    pub receipt_window: usize,
+    #[serde(default = "d_1000")]
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Keeps nothing across a restart.
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    /// Must be given: there is no silent choice of a non-durable store.
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    /// Messages queued per carrier before brands get ESME_RMSGQFUL.
+    #[serde(default = "d_queue")]
+    pub capacity: usize,
+}
+impl Default for Queue {
+    fn default() -> Self {
+        Self { capacity: d_queue() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipts {
+    /// Receipts held per brand while none of its receivers is bound.
+    #[serde(default = "d_outbox")]
+    pub outbox_capacity: usize,
+}
+impl Default for Receipts {
+    fn default() -> Self {
+        Self { outbox_capacity: d_outbox() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassCfg {
+    Otp,
+    Bulk,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Brand {
+    pub system_id: String,
+    pub password: String,
+    #[serde(default = "d_class")]
+    pub default_class: ClassCfg,
+    #[serde(default = "d_600")]
+    pub otp_lifetime_secs: u64,
+    #[serde(default = "d_86400")]
+    pub bulk_lifetime_secs: u64,
+}
+
+impl std::fmt::Debug for Brand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Brand").field("system_id", &self.system_id).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindModeCfg {
+    Transceiver,
+    TransmitterReceiver,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Carrier {
+    pub name: String,
+    pub address: String,
+    pub system_id: String,
+    pub password: String,
+    #[serde(default)]
+    pub system_type: String,
+    #[serde(default = "d_bind_mode")]
+    pub bind_mode: BindModeCfg,
+    #[serde(default = "d_1")]
+    pub binds: usize,
+    #[serde(default = "d_100")]
+    pub window: usize,
+    #[serde(default = "d_10000")]
+    pub response_timeout_ms: u64,
+    #[serde(default = "d_30")]
+    pub enquire_link_secs: u64,
+    #[serde(default = "d_200")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "d_10000")]
+    pub reconnect_max_ms: u64,
+    #[serde(default = "d_200")]
+    pub retry_delay_ms: u64,
+    /// How receipt ids relate to response ids: learned ("auto") or fixed.
+    #[serde(default = "d_receipt_ids")]
+    pub receipt_ids: ReceiptIds,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptIds {
+    Auto,
+    Same,
+    HexToDecimal,
+    DecimalToHex,
+}
+
+fn d_receipt_ids() -> ReceiptIds {
+    ReceiptIds::Auto
+}
+
+impl std::fmt::Debug for Carrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Carrier").field("name", &self.name).field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesCfg {
+    /// Carriers for destinations no prefix matches.
+    #[serde(default)]
+    pub default: Vec<String>,
+    #[serde(default)]
+    pub prefix: Vec<PrefixRoute>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixRoute {
+    pub prefix: String,
+    pub carriers: Vec<String>,
+    /// Only for this brand (system_id), if set.
+    #[serde(default)]
+    pub brand: Option<String>,
+}
+
+fn d_max_pdu() -> usize {
+    otpgw_proto::codec::DEFAULT_MAX_FRAME
+}
+fn d_1() -> usize {
+    1
+}
+fn d_30() -> u64 {
+    30
+}
+fn d_60() -> u64 {
+    60
+}
+fn d_100() -> usize {
+    100
+}
+fn d_200() -> u64 {
+    200
+}
+fn d_600() -> u64 {
+    600
+}
+fn d_1000() -> usize {
+    1000
+}
+fn d_10000() -> u64 {
+    10_000
+}
+fn d_86400() -> u64 {
+    86_400
+}
+fn d_queue() -> usize {
+    1_000_000
+}
+fn d_outbox() -> usize {
+    100_000
+}
+fn d_class() -> ClassCfg {
+    ClassCfg::Otp
+}
+fn d_bind_mode() -> BindModeCfg {
+    BindModeCfg::Transceiver
+}
+
+impl Config {
+    /// Read, parse and check a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        Self::parse(&text, &p)
+    }
+
+    /// Parse and check TOML text; `origin` names it in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid { path: origin.to_string(), problems })
+        }
+    }
+
+    /// Every semantic problem, each naming its field.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let s = &self.server;
+        if s.max_pdu_bytes < 256 || s.max_pdu_bytes > 65_536 {
+            p.push(format!("server.max_pdu_bytes = {}: must be between 256 and 65536", s.max_pdu_bytes));
+        }
+        if s.receipt_window == 0 {
+            p.push("server.receipt_window: must be at least 1".into());
+        }
+        if s.max_connections == 0 {
+            p.push("server.max_connections: must be at least 1".into());
+        }
+        if self.queue.capacity == 0 {
+            p.push("queue.capacity: must be at least 1".into());
+        }
+        if self.receipts.outbox_capacity == 0 {
+            p.push("receipts.outbox_capacity: must be at least 1".into());
+        }
+        if self.brands.is_empty() {
+            p.push("brand: at least one [[brand]] is required".into());
+        }
+        let mut seen = HashSet::new();
+        for (i, b) in self.brands.iter().enumerate() {
+            if b.system_id.is_empty() || b.system_id.len() > 15 || !b.system_id.is_ascii() {
+                p.push(format!("brand[{i}].system_id: must be 1 to 15 ASCII characters"));
+            }
+            if b.password.is_empty() || b.password.len() > 8 || !b.password.is_ascii() {
+                p.push(format!("brand[{i}].password: must be 1 to 8 ASCII characters (SMPP limit)"));
+            }
+            if !seen.insert(b.system_id.clone()) {
+                p.push(format!("brand[{i}].system_id = {:?}: duplicate", b.system_id));
+            }
+            if b.otp_lifetime_secs == 0 || b.bulk_lifetime_secs == 0 {
+                p.push(format!("brand[{i}]: lifetimes must be at least 1 second"));
+            }
+        }
+        if self.carriers.is_empty() {
+            p.push("carrier: at least one [[carrier]] is required".into());
+        }
+        let mut names = HashSet::new();
+        for (i, c) in self.carriers.iter().enumerate() {
+            if c.name.is_empty() {
+                p.push(format!("carrier[{i}].name: must not be empty"));
+            }
+            if !names.insert(c.name.clone()) {
+                p.push(format!("carrier[{i}].name = {:?}: duplicate", c.name));
+            }
+            if !c.address.contains(':') {
+                p.push(format!("carrier[{i}].address = {:?}: must be host:port", c.address));
+            }
+            if c.system_id.is_empty() || c.system_id.len() > 15 {
+                p.push(format!("carrier[{i}].system_id: must be 1 to 15 characters"));
+            }
+            if c.password.len() > 8 {
+                p.push(format!("carrier[{i}].password: at most 8 characters (SMPP limit)"));
+            }
+            if c.binds == 0 || c.binds > 64 {
+                p.push(format!("carrier[{i}].binds = {}: must be between 1 and 64", c.binds));
+            }
+            if c.window == 0 || c.window > 10_000 {
+                p.push(format!("carrier[{i}].window = {}: must be between 1 and 10000", c.window));
+            }
+            if c.response_timeout_ms == 0 {
+                p.push(format!("carrier[{i}].response_timeout_ms: must be positive"));
+            }
+            if c.reconnect_min_ms == 0 || c.reconnect_max_ms < c.reconnect_min_ms {
+                p.push(format!("carrier[{i}]: need 0 < reconnect_min_ms <= reconnect_max_ms"));
+            }
+        }
+        let check_list = |p: &mut Vec<String>, field: String, list: &[String]| {
+            if list.is_empty() {
+                p.push(format!("{field}: must name at least one carrier"));
+            }
+            for c in list {
+                if !names.contains(c) {
+                    p.push(format!("{field}: unknown carrier {c:?}"));
+                }
+            }
+        };
+        if !self.routes.default.is_empty() {
+            check_list(&mut p, "routes.default".into(), &self.routes.default);
+        }
+        for (i, r) in self.routes.prefix.iter().enumerate() {
+            check_list(&mut p, format!("routes.prefix[{i}].carriers"), &r.carriers);
+            if !r.prefix.bytes().all(|b| b.is_ascii_digit()) {
+                p.push(format!("routes.prefix[{i}].prefix = {:?}: digits only", r.prefix));
+            }
+            if let Some(b) = &r.brand
+                && !seen.contains(b)
+            {
+                p.push(format!("routes.prefix[{i}].brand: unknown brand {b:?}"));
+            }
+        }
+        if self.routes.default.is_empty() && self.routes.prefix.is_empty() {
+            p.push("routes: no route at all (set routes.default)".into());
+        }
+        p
+    }
+
+    /// The brand server's settings.
+    pub fn server_config(&self) -> ServerConfig {
+        let s = &self.server;
+        let mut c = ServerConfig::new(s.listen);
+        c.max_frame = s.max_pdu_bytes;
+        c.bind_timeout = Duration::from_secs(s.bind_timeout_secs);
+        c.enquire_link_interval = Duration::from_secs(s.enquire_link_secs);
+        c.response_timeout = Duration::from_secs(s.response_timeout_secs);
+        c.receipt_window = s.receipt_window;
+        c.max_connections = s.max_connections;
+        c
+    }
+
+    /// The brands.
+    pub fn brand_configs(&self) -> Vec<BrandConfig> {
+        self.brands
+            .iter()
+            .map(|b| {
+                let mut c = BrandConfig::new(&b.system_id, &b.password);
+                c.default_class = match b.default_class {
+                    ClassCfg::Otp => Class::Otp,
+                    ClassCfg::Bulk => Class::Bulk,
+                };
+                c.otp_lifetime = Duration::from_secs(b.otp_lifetime_secs);
+                c.bulk_lifetime = Duration::from_secs(b.bulk_lifetime_secs);
+                c
+            })
+            .collect()
+    }
+
+    /// The carriers' connection settings.
+    pub fn carrier_configs(&self) -> Vec<CarrierConfig> {
+        self.carriers
+            .iter()
+            .map(|c| {
+                let mut k = CarrierConfig::new(&c.name, &c.address, &c.system_id, &c.password);
+                k.system_type = c.system_type.clone();
+                k.bind_mode = match c.bind_mode {
+                    BindModeCfg::Transceiver => BindMode::Transceiver,
+                    BindModeCfg::TransmitterReceiver => BindMode::TransmitterReceiver,
+                };
+                k.binds = c.binds;
+                k.window = c.window;
+                k.response_timeout = Duration::from_millis(c.response_timeout_ms);
+                k.enquire_link_interval = Duration::from_secs(c.enquire_link_secs);
+                k.reconnect_min = Duration::from_millis(c.reconnect_min_ms);
+                k.reconnect_max = Duration::from_millis(c.reconnect_max_ms);
+                k.retry_delay = Duration::from_millis(c.retry_delay_ms);
+                k.receipt_ids = match c.receipt_ids {
+                    ReceiptIds::Auto => IdMode::Auto,
+                    ReceiptIds::Same => IdMode::Fixed(IdConvention::Same),
+                    ReceiptIds::HexToDecimal => IdMode::Fixed(IdConvention::HexToDecimal),
+                    ReceiptIds::DecimalToHex => IdMode::Fixed(IdConvention::DecimalToHex),
+                };
+                k
+            })
+            .collect()
+    }
+
+    /// The routing table.
+    pub fn routes(&self) -> Routes {
+        let mut r = Routes::new(self.routes.default.clone());
+        for p in &self.routes.prefix {
+            match &p.brand {
+                Some(b) => r.add_brand_prefix(b, &p.prefix, p.carriers.clone()),
+                None => r.add_prefix(&p.prefix, p.carriers.clone()),
+            }
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! `otpgw demo`: the gateway with an in-process simulated carrier, listening for
+//! brands on 127.0.0.1:2775 as `demo`/`demo`. It first pushes a self-test load
+//! through itself and prints what happened, then runs until interrupted.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use otpgw_sim::{LoadConfig, Outcomes, SimConfig, SimHandle};
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+
+/// Demo options.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub listen: SocketAddr,
+    /// Messages in the self-test (0: none).
+    pub selftest: u64,
+    /// Exit after the self-test instead of waiting for Ctrl-C.
+    pub exit_after_selftest: bool,
+}
+
+/// The config the demo runs with: one brand, one simulated carrier on `carrier`.
+pub fn demo_config(listen: SocketAddr, carrier: SocketAddr) -> Config {
+    let text = format!(
+        r#"
+[server]
+listen = "{listen}"
+[store]
+backend = "memory"
+[[brand]]
+system_id = "demo"
+password = "demo"
+[[carrier]]
+name = "sim"
+address = "{carrier}"
+system_id = "otpgw"
+password = "secret"
+binds = 2
+window = 500
+[routes]
+default = ["sim"]
+"#
+    );
+    match Config::parse(&text, "demo") {
+        Ok(c) => c,
+        Err(e) => unreachable!("built-in demo config is valid: {e}"),
+    }
+}
+
+/// Run the demo.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    let mut sim_cfg = SimConfig::new("127.0.0.1:0".parse()?);
+    sim_cfg.credentials = Some(("otpgw".into(), "secret".into()));
+    sim_cfg.receipt_delay = Duration::from_millis(50);
+    sim_cfg.outcomes = Outcomes { delivered: 95, undeliverable: 4, expired: 1 };
+    let sim = SimHandle::start(sim_cfg).await?;
+    println!("simulated carrier listening on {}", sim.addr());
+    let gw = Gateway::start(&demo_config(opts.listen, sim.addr())).await?;
+    if !gw.wait_bound(2, Duration::from_secs(10)).await {
+        anyhow::bail!("the gateway could not bind to the simulated carrier");
+    }
+    println!("otpgw listening for brands on {} (system_id \"demo\", password \"demo\")", gw.brand_addr());
+    println!("carrier binds up: {:?}", gw.binds_up());
+
+    if opts.selftest > 0 {
+        println!("self-test: a brand binds and submits {} OTPs asking for receipts...", opts.selftest);
+        let mut lc = LoadConfig::new(gw.brand_addr(), "demo", "demo", opts.selftest);
+        lc.binds = 2;
+        lc.window = 500;
+        lc.receipt_timeout = Duration::from_secs(20);
+        let r = otpgw_sim::loadgen::run(lc).await?;
+        print_report(&r, &sim);
+    }
+    if opts.exit_after_selftest {
+        gw.shutdown().await;
+        sim.shutdown();
+        return Ok(());
+    }
+    println!("running; point any SMPP client at {} (Ctrl-C to stop)", gw.brand_addr());
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => {
+                if let Some((acc, fin, fwd)) = gw.counts() {
+                    println!(
+                        "accepted {acc}, finished {fin}, receipts forwarded {fwd}, queued {}, in flight {}, carrier received {}",
+                        gw.queued(), gw.in_flight(), sim.received()
+                    );
+                }
+            }
+        }
+    }
+    println!("stopping...");
+    gw.shutdown().await;
+    sim.shutdown();
+    Ok(())
+}
+
+/// Print a load report for people.
+pub fn print_report(r: &otpgw_sim::LoadReport, sim: &SimHandle) {
+    let p = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "  accepted {} of {} in {:.2}s ({:.0} msg/s); refused {:?}",
+        r.accepted,
+        r.sent,
+        r.submit_elapsed.as_secs_f64(),
+        r.accept_rate(),
+        r.rejected
+    );
+    println!(
+        "  receipts {} ({:?}); missing {}, duplicate {}, unknown {}",
+        r.receipts, r.receipts_by_state, r.missing_receipts, r.duplicate_receipts, r.unknown_receipts
+    );
+    println!(
+        "  submit_sm -> submit_sm_resp: p50 {:.2} ms, p99 {:.2} ms; submit_sm -> receipt: p50 {:.1} ms, p99 {:.1} ms",
+        p(&r.resp_latency_us, 0.5),
+        p(&r.resp_latency_us, 0.99),
+        p(&r.receipt_latency_us, 0.5),
+        p(&r.receipt_latency_us, 0.99)
+    );
+    println!("  the simulated carrier received {} messages", sim.received());
+}

@@ -1,0 +1,169 @@
+//! The `otpgw` command line. Everything it does lives in the library crate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use otpgw::{Config, Gateway, init_logs};
+
+#[derive(Parser)]
+#[command(name = "otpgw", version, about = "SMS one-time-password gateway speaking SMPP")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway with a configuration file.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit (0 when valid).
+    CheckConfig { file: PathBuf },
+    /// Run the gateway with an in-process simulated carrier on 127.0.0.1:2775 (demo/demo).
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:2775")]
+        listen: SocketAddr,
+        /// Messages pushed through at start to show the path works (0: none).
+        #[arg(long, default_value_t = 1000)]
+        selftest: u64,
+        /// Exit after the self-test.
+        #[arg(long)]
+        exit: bool,
+    },
+    /// Run a simulated carrier SMSC.
+    Sim {
+        #[arg(long, default_value = "127.0.0.1:2776")]
+        listen: SocketAddr,
+        /// Required credentials as system_id:password (any are accepted when absent).
+        #[arg(long)]
+        credentials: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        receipt_delay_ms: u64,
+        /// Outcome weights delivered:undeliverable:expired.
+        #[arg(long, default_value = "100:0:0")]
+        outcomes: String,
+        /// Submits per second across binds; above it ESME_RTHROTTLED.
+        #[arg(long)]
+        rate_cap: Option<u32>,
+    },
+    /// Brand-side load generator.
+    Bench {
+        #[arg(long, default_value = "127.0.0.1:2775")]
+        host: SocketAddr,
+        #[arg(long, default_value = "demo")]
+        system_id: String,
+        #[arg(long, default_value = "demo")]
+        password: String,
+        #[arg(long, default_value_t = 1)]
+        binds: usize,
+        #[arg(long, default_value_t = 100)]
+        window: usize,
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Messages per second (flat out when absent).
+        #[arg(long)]
+        rate: Option<u32>,
+        #[arg(long, default_value_t = 20)]
+        text_len: usize,
+        /// Do not ask for receipts.
+        #[arg(long)]
+        no_receipts: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::CheckConfig { file } = &cli.cmd {
+        return match Config::load(file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logs();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::CheckConfig { .. } => Ok(()),
+        Cmd::Serve { config } => {
+            let cfg = Config::load(&config)?;
+            let gw = Gateway::start(&cfg).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            gw.shutdown().await;
+            Ok(())
+        }
+        Cmd::Demo { listen, selftest, exit } => {
+            otpgw::demo::run(otpgw::demo::DemoOptions { listen, selftest, exit_after_selftest: exit }).await
+        }
+        Cmd::Sim { listen, credentials, receipt_delay_ms, outcomes, rate_cap } => {
+            let mut c = otpgw_sim::SimConfig::new(listen);
+            c.credentials = credentials.and_then(|s| s.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())));
+            c.receipt_delay = Duration::from_millis(receipt_delay_ms);
+            let w: Vec<u32> = outcomes.split(':').map(|x| x.parse()).collect::<Result<_, _>>()?;
+            anyhow::ensure!(w.len() == 3, "--outcomes takes delivered:undeliverable:expired");
+            c.outcomes = otpgw_sim::Outcomes { delivered: w[0], undeliverable: w[1], expired: w[2] };
+            c.rate_cap = rate_cap;
+            let sim = otpgw_sim::SimHandle::start(c).await?;
+            println!("simulated carrier listening on {}", sim.addr());
+            shutdown_signal().await;
+            println!("received {} messages, sent {} receipts", sim.received(), sim.receipts_sent());
+            sim.shutdown();
+            Ok(())
+        }
+        Cmd::Bench { host, system_id, password, binds, window, count, rate, text_len, no_receipts, json } => {
+            otpgw::bench::run(host, &system_id, &password, binds, window, count, rate, text_len, !no_receipts, json).await
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
