@@ -14,8 +14,10 @@
 //!   and message B's hex id) until the convention is known, then replays it: guessing
 //!   would hand a brand someone else's receipt;
 //! - parks a receipt whose id is not known yet and hands it over when the
-//!   `submit_sm_resp` with that id arrives; parked receipts older than a TTL are dropped
-//!   and counted as unmatched.
+//!   `submit_sm_resp` with that id arrives (once the convention is known; before, it
+//!   waits for the replay); parked receipts older than a TTL are dropped and counted
+//!   as unmatched. A carrier that sends every receipt before its response gives the
+//!   matcher nothing to learn from: set its convention in the config.
 //!
 //! One matcher serves all binds of a carrier: a receipt may come on any of them.
 
@@ -147,14 +149,15 @@ impl Matcher {
                 keys.push((c, k));
             }
         }
-        // Hand over receipts that came first. Before the convention is known, only
-        // the plain id is trusted for this.
+        // Hand over receipts that came first. Not before the convention is known:
+        // "26" parked may be message 38's hex receipt, not message 26's; those wait
+        // for the replay when the convention settles.
         let mut early = Vec::new();
-        for (c, k) in &keys {
-            if (self.settled.is_some() || *c == IdConvention::Same)
-                && let Some((_, r)) = self.parked.remove(k)
-            {
-                early.push(r);
+        if self.settled.is_some() {
+            for (_, k) in &keys {
+                if let Some((_, r)) = self.parked.remove(k) {
+                    early.push(r);
+                }
             }
         }
         self.keys.insert(msg, keys);
@@ -368,9 +371,21 @@ mod tests {
         let mut m = fixed(IdConvention::HexToDecimal);
         assert!(m.on_receipt(r("4095"), now).is_empty());
         assert_eq!(m.on_submitted("FFF", MsgId(8)).len(), 1);
-        let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 10);
-        assert!(m.on_receipt(r("x1"), now).is_empty());
-        assert_eq!(m.on_submitted("X1", MsgId(9)).len(), 1);
+        // Auto, not settled yet: an early receipt is not handed over on a guess...
+        let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 100);
+        assert!(m.on_receipt(r("26"), now).is_empty()); // really message 38's (hex 0x26)
+        assert!(m.on_submitted("26", MsgId(26)).is_empty());
+        assert!(m.on_submitted("38", MsgId(38)).is_empty());
+        // ...but replayed to the right message once the convention is learned.
+        for n in 1000..1000 + LEARN_AFTER {
+            m.on_submitted(&n.to_string(), MsgId(n));
+        }
+        let mut got = Vec::new();
+        for n in 1000..1000 + LEARN_AFTER {
+            got.extend(ids(m.on_receipt(r(&format!("{n:x}")), now)));
+        }
+        assert_eq!(m.convention(), Some(IdConvention::DecimalToHex));
+        assert!(got.contains(&38) && !got.contains(&26), "{got:?}");
     }
 
     #[test]

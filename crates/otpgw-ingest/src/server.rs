@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Brands that refuse a receipt this many times lose it (counted).
     pub max_receipt_attempts: u8,
+    /// On shutdown, how long a brand may take to answer otpgw's unbind.
+    pub unbind_grace: Duration,
 }
 
 impl ServerConfig {
@@ -48,6 +50,7 @@ impl ServerConfig {
             receipt_window: 100,
             max_connections: 1000,
             max_receipt_attempts: 10,
+            unbind_grace: Duration::from_secs(1),
         }
     }
 }

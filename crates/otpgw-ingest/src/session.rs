@@ -74,6 +74,8 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     };
     let bind_deadline = tokio::time::Instant::from_std(connected + ctx.cfg.bind_timeout);
     let mut jobs = Vec::new();
+    // After otpgw sent unbind (shutdown), the brand gets this long to answer.
+    let mut unbind_deadline: Option<tokio::time::Instant> = None;
     loop {
         let room = c.session.room();
         let can_deliver = c.outbox.is_some() && room > 0;
@@ -82,9 +84,16 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
         let unbound = !c.session.state().is_bound() && c.session.state() != BindState::Unbinding;
         let end = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled(), if c.session.state() != BindState::Unbinding => {
+            _ = ctx.shutdown.cancelled(), if unbind_deadline.is_none() => {
+                unbind_deadline = Some(tokio::time::Instant::now() + ctx.cfg.unbind_grace);
                 c.start_unbind().await
             }
+            _ = async {
+                match unbind_deadline {
+                    Some(d) => sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => Some(End::Closed),
             frame = rx.next() => match frame {
                 None | Some(Err(_)) => Some(End::Closed),
                 Some(Ok(Frame::Command(cmd))) => c.on_command(*cmd).await,
