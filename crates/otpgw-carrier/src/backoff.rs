@@ -16,7 +16,11 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff between `min` and `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max: max.max(min), step: min }
+        Self {
+            min,
+            max: max.max(min),
+            step: min,
+        }
     }
 
     /// The next delay, drawn with `rng`.
@@ -25,7 +29,11 @@ impl Backoff {
         self.step = (self.step * 2).min(self.max);
         let lo = step.as_millis() as u64 / 2;
         let hi = step.as_millis() as u64;
-        Duration::from_millis(if hi > lo { rng.random_range(lo..=hi) } else { hi })
+        Duration::from_millis(if hi > lo {
+            rng.random_range(lo..=hi)
+        } else {
+            hi
+        })
     }
 
     /// The next delay.
@@ -47,7 +55,9 @@ mod tests {
     fn grows_caps_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
         let mut rng = rand::rng();
-        let d: Vec<u64> = (0..6).map(|_| b.next_with(&mut rng).as_millis() as u64).collect();
+        let d: Vec<u64> = (0..6)
+            .map(|_| b.next_with(&mut rng).as_millis() as u64)
+            .collect();
         assert!((50..=100).contains(&d[0]));
         assert!((100..=200).contains(&d[1]));
         assert!((400..=800).contains(&d[5]));

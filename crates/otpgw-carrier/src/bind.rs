@@ -125,12 +125,19 @@ pub async fn run(shared: Arc<Shared>, index: usize, kind: Kind) {
 struct BoundGuard<'a>(&'a Shared);
 impl Drop for BoundGuard<'_> {
     fn drop(&mut self) {
-        self.0.bound.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        metrics::gauge!("otpgw_carrier_binds_up", "carrier" => self.0.cfg.name.clone()).decrement(1.0);
+        self.0
+            .bound
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("otpgw_carrier_binds_up", "carrier" => self.0.cfg.name.clone())
+            .decrement(1.0);
     }
 }
 
-async fn connect_and_serve(shared: &Arc<Shared>, kind: Kind, was_bound: &mut bool) -> Result<(), BindError> {
+async fn connect_and_serve(
+    shared: &Arc<Shared>,
+    kind: Kind,
+    was_bound: &mut bool,
+) -> Result<(), BindError> {
     let cfg = &shared.cfg;
     let stream = timeout(cfg.connect_timeout, TcpStream::connect(&cfg.address))
         .await
@@ -175,7 +182,9 @@ async fn connect_and_serve(shared: &Arc<Shared>, kind: Kind, was_bound: &mut boo
     }
     session.set_state(kind.state());
     *was_bound = true;
-    shared.bound.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .bound
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     metrics::gauge!("otpgw_carrier_binds_up", "carrier" => cfg.name.clone()).increment(1.0);
     let _guard = BoundGuard(shared);
     tracing::info!(carrier = %cfg.name, kind = kind.label(), "bound");
@@ -280,21 +289,31 @@ async fn send_submit(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(carrier = %shared.cfg.name, id = %msg.id, error = %e, "message cannot be encoded");
-            shared.tracker.finish(msg.id, DeliveryState::Undeliverable, Some("ENC"), now);
+            shared
+                .tracker
+                .finish(msg.id, DeliveryState::Undeliverable, Some("ENC"), now);
             return Ok(());
         }
     };
     let seq = session.next_sequence();
     let command = Command::new(otpgw_proto::rusmpp::CommandStatus::EsmeRok, seq, submit);
     if session
-        .track(seq, Tag::Submit { msg: msg.clone(), sent: Instant::now() }, Instant::now())
+        .track(
+            seq,
+            Tag::Submit {
+                msg: msg.clone(),
+                sent: Instant::now(),
+            },
+            Instant::now(),
+        )
         .is_err()
     {
         shared.queue.push(msg, now);
         return Ok(());
     }
     tx.send(command).await.map_err(|_| BindError::WriterGone)?;
-    metrics::counter!("otpgw_carrier_submitted_total", "carrier" => shared.cfg.name.clone()).increment(1);
+    metrics::counter!("otpgw_carrier_submitted_total", "carrier" => shared.cfg.name.clone())
+        .increment(1);
     Ok(())
 }
 
@@ -330,16 +349,22 @@ async fn handle_command(
             if let Some(v) = view {
                 on_deliver(shared, &v);
             }
-            tx.send(pdu::deliver_sm_resp(seq, status::ESME_ROK)).await.map_err(|_| BindError::WriterGone)?;
+            tx.send(pdu::deliver_sm_resp(seq, status::ESME_ROK))
+                .await
+                .map_err(|_| BindError::WriterGone)?;
         }
         cmd::ENQUIRE_LINK => {
-            tx.send(pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, seq)).await.map_err(|_| BindError::WriterGone)?;
+            tx.send(pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, seq))
+                .await
+                .map_err(|_| BindError::WriterGone)?;
         }
         cmd::ENQUIRE_LINK_RESP => {
             session.on_response(seq, now);
         }
         cmd::UNBIND => {
-            tx.send(pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await.map_err(|_| BindError::WriterGone)?;
+            tx.send(pdu::header_only(cmd::UNBIND_RESP, 0, seq))
+                .await
+                .map_err(|_| BindError::WriterGone)?;
             return Err(BindError::Unbound);
         }
         cmd::UNBIND_RESP => {
@@ -351,7 +376,13 @@ async fn handle_command(
             session.on_response(seq, now);
         }
         _ => {
-            tx.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq)).await.map_err(|_| BindError::WriterGone)?;
+            tx.send(pdu::header_only(
+                cmd::GENERIC_NACK,
+                status::ESME_RINVCMDID,
+                seq,
+            ))
+            .await
+            .map_err(|_| BindError::WriterGone)?;
         }
     }
     Ok(false)
@@ -363,7 +394,8 @@ async fn handle_malformed(
     tx: &PduSender,
     m: Malformed,
 ) -> Result<(), BindError> {
-    metrics::counter!("otpgw_carrier_malformed_pdus_total", "carrier" => shared.cfg.name.clone()).increment(1);
+    metrics::counter!("otpgw_carrier_malformed_pdus_total", "carrier" => shared.cfg.name.clone())
+        .increment(1);
     if m.is_fatal() {
         return Err(BindError::Unframeable);
     }
@@ -375,7 +407,9 @@ async fn handle_malformed(
             if let Some(v) = pdu::lenient_deliver_sm(&m.body) {
                 on_deliver(shared, &v);
             }
-            tx.send(pdu::deliver_sm_resp(seq, status::ESME_ROK)).await.map_err(|_| BindError::WriterGone)?;
+            tx.send(pdu::deliver_sm_resp(seq, status::ESME_ROK))
+                .await
+                .map_err(|_| BindError::WriterGone)?;
         }
         Some(cmd::SUBMIT_SM_RESP) => {
             // The carrier answered but its id is unreadable: the receipt can never be
@@ -383,21 +417,35 @@ async fn handle_malformed(
             if let Some(Tag::Submit { msg, sent }) = session.on_response(seq, Instant::now()) {
                 let st = m.command_status.unwrap_or(status::ESME_RSYSERR);
                 if st == status::ESME_ROK {
-                    shared.tracker.finish(msg.id, DeliveryState::Unknown, None, now_ms());
+                    shared
+                        .tracker
+                        .finish(msg.id, DeliveryState::Unknown, None, now_ms());
                 } else {
                     on_submit_resp(shared, msg, sent, st, None);
                 }
             }
         }
         Some(id) if !cmd::is_response(id) => {
-            tx.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, seq)).await.map_err(|_| BindError::WriterGone)?;
+            tx.send(pdu::header_only(
+                cmd::GENERIC_NACK,
+                status::ESME_RINVCMDLEN,
+                seq,
+            ))
+            .await
+            .map_err(|_| BindError::WriterGone)?;
         }
         _ => {}
     }
     Ok(())
 }
 
-fn on_submit_resp(shared: &Arc<Shared>, msg: Arc<Message>, sent: Instant, st: u32, carrier_id: Option<String>) {
+fn on_submit_resp(
+    shared: &Arc<Shared>,
+    msg: Arc<Message>,
+    sent: Instant,
+    st: u32,
+    carrier_id: Option<String>,
+) {
     let name = &shared.cfg.name;
     metrics::histogram!("otpgw_carrier_response_seconds", "carrier" => name.clone())
         .record(sent.elapsed().as_secs_f64());
@@ -420,13 +468,16 @@ fn on_submit_resp(shared: &Arc<Shared>, msg: Arc<Message>, sent: Instant, st: u3
         });
     } else {
         let err = format!("{st:03x}");
-        shared.tracker.finish(msg.id, DeliveryState::Undeliverable, Some(&err), now_ms());
+        shared
+            .tracker
+            .finish(msg.id, DeliveryState::Undeliverable, Some(&err), now_ms());
     }
 }
 
 fn on_deliver(shared: &Arc<Shared>, v: &DeliverView) {
     if !v.is_receipt() {
-        metrics::counter!("otpgw_carrier_mo_ignored_total", "carrier" => shared.cfg.name.clone()).increment(1);
+        metrics::counter!("otpgw_carrier_mo_ignored_total", "carrier" => shared.cfg.name.clone())
+            .increment(1);
         return;
     }
     let Some(r) = v.receipt() else {
@@ -435,7 +486,8 @@ fn on_deliver(shared: &Arc<Shared>, v: &DeliverView) {
     };
     let matched = shared.matcher.lock().on_receipt(r, Instant::now());
     if matched.is_empty() {
-        metrics::counter!("otpgw_receipts_parked_total", "carrier" => shared.cfg.name.clone()).increment(1);
+        metrics::counter!("otpgw_receipts_parked_total", "carrier" => shared.cfg.name.clone())
+            .increment(1);
     }
     for (id, r) in matched {
         apply_receipt(shared, id, r);
@@ -446,7 +498,9 @@ fn apply_receipt(shared: &Arc<Shared>, id: otpgw_core::MsgId, r: pdu::CarrierRec
     if !r.state.is_final() {
         return;
     }
-    shared.tracker.finish(id, r.state, r.err.as_deref(), now_ms());
+    shared
+        .tracker
+        .finish(id, r.state, r.err.as_deref(), now_ms());
     shared.matcher.lock().forget(id);
     metrics::counter!("otpgw_receipts_total", "carrier" => shared.cfg.name.clone(), "state" => r.state.label())
         .increment(1);

@@ -19,9 +19,9 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use otpgw_core::DeliveryState;
 use otpgw_core::clock::now_ms;
 use otpgw_core::tracker::Tracker;
-use otpgw_core::DeliveryState;
 use otpgw_dispatch::CarrierQueue;
 
 use crate::matcher::Matcher;
@@ -143,7 +143,11 @@ impl Carrier {
         shutdown: CancellationToken,
     ) -> Self {
         let shared = Arc::new(Shared {
-            matcher: Mutex::new(Matcher::new(cfg.receipt_ids, cfg.early_receipt_ttl, 100_000)),
+            matcher: Mutex::new(Matcher::new(
+                cfg.receipt_ids,
+                cfg.early_receipt_ttl,
+                100_000,
+            )),
             cfg,
             queue,
             tracker,

@@ -49,8 +49,11 @@ pub enum IdConvention {
     DecimalToHex = 2,
 }
 
-const CONVENTIONS: [IdConvention; 3] =
-    [IdConvention::Same, IdConvention::HexToDecimal, IdConvention::DecimalToHex];
+const CONVENTIONS: [IdConvention; 3] = [
+    IdConvention::Same,
+    IdConvention::HexToDecimal,
+    IdConvention::DecimalToHex,
+];
 
 impl IdConvention {
     /// The receipt-side key of a response id under this convention.
@@ -60,7 +63,9 @@ impl IdConvention {
         }
         match self {
             IdConvention::Same => Some(norm.to_string()),
-            IdConvention::HexToDecimal => u128::from_str_radix(norm, 16).ok().map(|n| n.to_string()),
+            IdConvention::HexToDecimal => {
+                u128::from_str_radix(norm, 16).ok().map(|n| n.to_string())
+            }
             IdConvention::DecimalToHex => norm
                 .bytes()
                 .all(|b| b.is_ascii_digit())
@@ -160,7 +165,8 @@ impl Matcher {
                 }
             }
         }
-        self.keys.insert(msg, keys);
+        // A message sent twice (after a lost connection) keeps both ids until it ends.
+        self.keys.entry(msg).or_default().extend(keys);
         early
     }
 
@@ -183,7 +189,12 @@ impl Matcher {
     }
 
     /// Match or park one receipt; returns a convention when this receipt settled it.
-    fn offer(&mut self, r: CarrierReceipt, at: Instant, out: &mut Vec<(MsgId, CarrierReceipt)>) -> Option<IdConvention> {
+    fn offer(
+        &mut self,
+        r: CarrierReceipt,
+        at: Instant,
+        out: &mut Vec<(MsgId, CarrierReceipt)>,
+    ) -> Option<IdConvention> {
         let norm = normalize(&r.id);
         let mut found: [Option<MsgId>; 3] = [None; 3];
         for &c in self.active() {
@@ -283,7 +294,11 @@ mod tests {
     use otpgw_proto::receipt::DeliveryState;
 
     fn r(id: &str) -> CarrierReceipt {
-        CarrierReceipt { id: id.into(), state: DeliveryState::Delivered, err: None }
+        CarrierReceipt {
+            id: id.into(),
+            state: DeliveryState::Delivered,
+            err: None,
+        }
     }
 
     fn fixed(c: IdConvention) -> Matcher {

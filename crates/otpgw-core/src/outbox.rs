@@ -189,7 +189,10 @@ mod tests {
         b.push_front(vec![job(1), job(2)]);
         let mut out = vec![];
         b.try_take(10, &mut out);
-        assert_eq!(out.iter().map(|j| j.id.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            out.iter().map(|j| j.id.0).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
     }
 
     #[tokio::test]

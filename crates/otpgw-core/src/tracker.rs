@@ -82,7 +82,13 @@ impl Tracker {
     }
 
     /// Finish a message in `state`, once. `err` is the carrier's error code, if any.
-    pub fn finish(&self, id: MsgId, state: DeliveryState, err: Option<&str>, now_ms: u64) -> Finish {
+    pub fn finish(
+        &self,
+        id: MsgId,
+        state: DeliveryState,
+        err: Option<&str>,
+        now_ms: u64,
+    ) -> Finish {
         let Some((_, msg)) = self.inflight.remove(&id) else {
             metrics::counter!("otpgw_receipts_duplicate_total").increment(1);
             return Finish::Unknown;

@@ -23,14 +23,14 @@ impl Routes {
     /// Add a global prefix route.
     pub fn add_prefix(&mut self, prefix: &str, carriers: Vec<String>) {
         self.prefixes.push((prefix.to_string(), carriers));
-        self.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     }
 
     /// Add a prefix route for one brand (empty prefix: that brand's default).
     pub fn add_brand_prefix(&mut self, brand: &str, prefix: &str, carriers: Vec<String>) {
         let v = self.brands.entry(brand.to_string()).or_default();
         v.push((prefix.to_string(), carriers));
-        v.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        v.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     }
 
     /// Every carrier name the table mentions.
@@ -76,10 +76,16 @@ mod tests {
         r.add_prefix("44", v(&["uk"]));
         r.add_prefix("447", v(&["ukmobile", "uk"]));
         r.add_brand_prefix("bank", "49", v(&["de-premium"]));
-        assert_eq!(r.carriers_for("x", "447700900123"), Some(&v(&["ukmobile", "uk"])[..]));
+        assert_eq!(
+            r.carriers_for("x", "447700900123"),
+            Some(&v(&["ukmobile", "uk"])[..])
+        );
         assert_eq!(r.carriers_for("x", "+441234"), Some(&v(&["uk"])[..]));
         assert_eq!(r.carriers_for("x", "4915112345678"), Some(&v(&["def"])[..]));
-        assert_eq!(r.carriers_for("bank", "4915112345678"), Some(&v(&["de-premium"])[..]));
+        assert_eq!(
+            r.carriers_for("bank", "4915112345678"),
+            Some(&v(&["de-premium"])[..])
+        );
         assert_eq!(Routes::default().carriers_for("x", "1"), None);
     }
 }

@@ -135,7 +135,9 @@ mod tests {
         s.push(msg(3, Class::Otp, 300));
         s.push(msg(4, Class::Bulk, 50));
         let mut exp = vec![];
-        let order: Vec<u64> = std::iter::from_fn(|| s.pop(10, &mut exp)).map(|m| m.id.0).collect();
+        let order: Vec<u64> = std::iter::from_fn(|| s.pop(10, &mut exp))
+            .map(|m| m.id.0)
+            .collect();
         assert_eq!(order, vec![3, 2, 4, 1]);
         assert!(exp.is_empty());
     }

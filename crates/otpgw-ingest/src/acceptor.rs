@@ -77,7 +77,11 @@ impl Acceptor {
             accepted_ms: now_ms,
             deadline_ms,
         });
-        self.tracker.store().accept(&msg).await.map_err(|_| AcceptError::StoreUnavailable)?;
+        self.tracker
+            .store()
+            .accept(&msg)
+            .await
+            .map_err(|_| AcceptError::StoreUnavailable)?;
         self.tracker.insert(msg.clone());
         let id = msg.id;
         self.dispatcher.enqueue(queue, msg, now_ms);

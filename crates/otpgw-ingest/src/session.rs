@@ -131,7 +131,9 @@ impl Conn {
     }
 
     fn brand_label(&self) -> String {
-        self.brand.as_ref().map_or_else(|| "-".to_string(), |b| b.system_id.to_string())
+        self.brand
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |b| b.system_id.to_string())
     }
 
     async fn on_command(&mut self, c: Command) -> Option<End> {
@@ -144,29 +146,63 @@ impl Conn {
         }
         match admit(Role::Smsc, self.session.state(), id) {
             Admission::GenericNack => {
-                return self.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq)).await;
+                return self
+                    .send(pdu::header_only(
+                        cmd::GENERIC_NACK,
+                        status::ESME_RINVCMDID,
+                        seq,
+                    ))
+                    .await;
             }
             Admission::Refuse(st) => {
-                return self.send(pdu::header_only(cmd::response_of(id), st, seq)).await;
+                return self
+                    .send(pdu::header_only(cmd::response_of(id), st, seq))
+                    .await;
             }
             Admission::Allowed => {}
         }
         match id {
-            cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER | cmd::BIND_TRANSCEIVER => self.on_bind(&c, id, seq).await,
+            cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER | cmd::BIND_TRANSCEIVER => {
+                self.on_bind(&c, id, seq).await
+            }
             cmd::SUBMIT_SM => match c.pdu() {
-                Some(Pdu::SubmitSm(s)) => self.on_submit(SubmitFields::from_submit_sm(s), seq).await,
-                _ => self.send(pdu::header_only(cmd::SUBMIT_SM_RESP, status::ESME_RSYSERR, seq)).await,
+                Some(Pdu::SubmitSm(s)) => {
+                    self.on_submit(SubmitFields::from_submit_sm(s), seq).await
+                }
+                _ => {
+                    self.send(pdu::header_only(
+                        cmd::SUBMIT_SM_RESP,
+                        status::ESME_RSYSERR,
+                        seq,
+                    ))
+                    .await
+                }
             },
-            cmd::ENQUIRE_LINK => self.send(pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, seq)).await,
+            cmd::ENQUIRE_LINK => {
+                self.send(pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, seq))
+                    .await
+            }
             cmd::UNBIND => {
                 self.session.set_state(BindState::Unbinding);
                 self.send(pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await;
                 Some(End::Closed)
             }
             cmd::QUERY_SM => {
-                self.send(pdu::header_only(cmd::QUERY_SM | 0x8000_0000, status::ESME_RINVCMDID, seq)).await
+                self.send(pdu::header_only(
+                    cmd::QUERY_SM | 0x8000_0000,
+                    status::ESME_RINVCMDID,
+                    seq,
+                ))
+                .await
             }
-            _ => self.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq)).await,
+            _ => {
+                self.send(pdu::header_only(
+                    cmd::GENERIC_NACK,
+                    status::ESME_RINVCMDID,
+                    seq,
+                ))
+                .await
+            }
         }
     }
 
@@ -174,7 +210,11 @@ impl Conn {
         let Some(req) = pdu::bind_request(c) else {
             return self.bind_failed(id, seq).await;
         };
-        let Some(brand) = self.ctx.brands.authenticate(&req.params.system_id, &req.params.password) else {
+        let Some(brand) = self
+            .ctx
+            .brands
+            .authenticate(&req.params.system_id, &req.params.password)
+        else {
             return self.bind_failed(id, seq).await;
         };
         let state = BindState::from_bind_command(id).unwrap_or(BindState::Transceiver);
@@ -182,7 +222,8 @@ impl Conn {
         if state.can_deliver() {
             self.outbox = Some(self.ctx.tracker.outbox().brand(&brand.system_id));
         }
-        metrics::gauge!("otpgw_brand_sessions", "brand" => brand.system_id.to_string()).increment(1.0);
+        metrics::gauge!("otpgw_brand_sessions", "brand" => brand.system_id.to_string())
+            .increment(1.0);
         tracing::info!(brand = %brand.system_id, peer = %self.peer, mode = ?state, "brand bound");
         self.brand = Some(brand);
         self.send(pdu::bind_resp(id, seq, "otpgw")).await
@@ -191,12 +232,23 @@ impl Conn {
     async fn bind_failed(&mut self, id: u32, seq: u32) -> Option<End> {
         metrics::counter!("otpgw_brand_bind_failures_total").increment(1);
         tracing::info!(peer = %self.peer, "bind refused");
-        self.send(pdu::header_only(cmd::response_of(id), status::ESME_RBINDFAIL, seq)).await
+        self.send(pdu::header_only(
+            cmd::response_of(id),
+            status::ESME_RBINDFAIL,
+            seq,
+        ))
+        .await
     }
 
     async fn on_submit(&mut self, fields: SubmitFields, seq: u32) -> Option<End> {
         let Some(brand) = self.brand.clone() else {
-            return self.send(pdu::header_only(cmd::SUBMIT_SM_RESP, status::ESME_RINVBNDSTS, seq)).await;
+            return self
+                .send(pdu::header_only(
+                    cmd::SUBMIT_SM_RESP,
+                    status::ESME_RINVBNDSTS,
+                    seq,
+                ))
+                .await;
         };
         let started = Instant::now();
         let res = self.ctx.acceptor.accept(&brand, fields, now_ms()).await;
@@ -249,7 +301,12 @@ impl Conn {
         metrics::counter!("otpgw_brand_malformed_pdus_total").increment(1);
         let seq = m.sequence_number.unwrap_or(0);
         if m.is_fatal() {
-            self.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, seq)).await;
+            self.send(pdu::header_only(
+                cmd::GENERIC_NACK,
+                status::ESME_RINVCMDLEN,
+                seq,
+            ))
+            .await;
             return Some(End::Fatal);
         }
         match m.command_id {
@@ -258,7 +315,12 @@ impl Conn {
                 if self.session.state() == BindState::Open {
                     self.bind_failed(id, seq).await
                 } else {
-                    self.send(pdu::header_only(cmd::response_of(id), status::ESME_RALYBND, seq)).await
+                    self.send(pdu::header_only(
+                        cmd::response_of(id),
+                        status::ESME_RALYBND,
+                        seq,
+                    ))
+                    .await
                 }
             }
             Some(id) if cmd::is_response(id) => {
@@ -270,9 +332,17 @@ impl Conn {
                     Admission::Refuse(st) => st,
                     _ => status::ESME_RINVCMDLEN,
                 };
-                self.send(pdu::header_only(cmd::response_of(id), st, seq)).await
+                self.send(pdu::header_only(cmd::response_of(id), st, seq))
+                    .await
             }
-            _ => self.send(pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, seq)).await,
+            _ => {
+                self.send(pdu::header_only(
+                    cmd::GENERIC_NACK,
+                    status::ESME_RINVCMDLEN,
+                    seq,
+                ))
+                .await
+            }
         }
     }
 
@@ -300,11 +370,16 @@ impl Conn {
                 }
             };
             let seq = self.session.next_sequence();
-            if let Err(otpgw_proto::session::WindowFull(_)) = self.session.track(seq, Tag::Receipt(job.clone()), now) {
+            if let Err(otpgw_proto::session::WindowFull(_)) =
+                self.session.track(seq, Tag::Receipt(job.clone()), now)
+            {
                 self.receipt_back(job);
                 continue;
             }
-            if let Some(e) = self.send(Command::new(CommandStatus::EsmeRok, seq, d)).await {
+            if let Some(e) = self
+                .send(Command::new(CommandStatus::EsmeRok, seq, d))
+                .await
+            {
                 return Some(e);
             }
         }
@@ -314,10 +389,18 @@ impl Conn {
     async fn on_timers(&mut self) -> Option<End> {
         for t in self.session.poll(Instant::now()) {
             match t {
-                Timeout::Response { tag: Tag::Receipt(job), .. } => self.receipt_back(job),
-                Timeout::Response { tag: Tag::Unbind, .. } => return Some(End::Closed),
+                Timeout::Response {
+                    tag: Tag::Receipt(job),
+                    ..
+                } => self.receipt_back(job),
+                Timeout::Response {
+                    tag: Tag::Unbind, ..
+                } => return Some(End::Closed),
                 Timeout::SendEnquireLink { sequence_number } => {
-                    if let Some(e) = self.send(pdu::header_only(cmd::ENQUIRE_LINK, 0, sequence_number)).await {
+                    if let Some(e) = self
+                        .send(pdu::header_only(cmd::ENQUIRE_LINK, 0, sequence_number))
+                        .await
+                    {
                         return Some(e);
                     }
                 }
@@ -349,7 +432,8 @@ impl Conn {
             o.push_front(back);
         }
         if let Some(b) = &self.brand {
-            metrics::gauge!("otpgw_brand_sessions", "brand" => b.system_id.to_string()).decrement(1.0);
+            metrics::gauge!("otpgw_brand_sessions", "brand" => b.system_id.to_string())
+                .decrement(1.0);
         }
     }
 }

@@ -33,7 +33,11 @@ pub fn plausible_source(s: &str) -> bool {
 
 /// Validate and compute the deadline (ms since epoch). `default_lifetime_ms` applies
 /// when the brand gave no `validity_period`.
-pub fn validate(f: &SubmitFields, now_ms: u64, default_lifetime_ms: u64) -> Result<u64, AcceptError> {
+pub fn validate(
+    f: &SubmitFields,
+    now_ms: u64,
+    default_lifetime_ms: u64,
+) -> Result<u64, AcceptError> {
     if !plausible_number(&f.dest.addr) {
         return Err(AcceptError::BadDestination);
     }
@@ -71,8 +75,16 @@ mod tests {
 
     fn ok() -> SubmitFields {
         SubmitFields {
-            source: Address { ton: 5, npi: 0, addr: "MyBank".into() },
-            dest: Address { ton: 1, npi: 1, addr: "447700900123".into() },
+            source: Address {
+                ton: 5,
+                npi: 0,
+                addr: "MyBank".into(),
+            },
+            dest: Address {
+                ton: 1,
+                npi: 1,
+                addr: "447700900123".into(),
+            },
             short_message: Bytes::from_static(b"123456"),
             ..Default::default()
         }

@@ -200,7 +200,9 @@ impl Decoder for SmppCodec {
         };
         match Command::decode(&mut frame, len - 4) {
             Ok((command, _)) if frame.is_empty() => Ok(Some(Frame::Command(Box::new(command)))),
-            Ok(_) => Ok(Some(malformed(MalformedKind::TrailingBytes { left: frame.len() }))),
+            Ok(_) => Ok(Some(malformed(MalformedKind::TrailingBytes {
+                left: frame.len(),
+            }))),
             Err(e) => Ok(Some(malformed(MalformedKind::Undecodable {
                 reason: e.to_string(),
             }))),

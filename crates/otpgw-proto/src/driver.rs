@@ -46,7 +46,11 @@ pub type PduSender = mpsc::Sender<Command>;
 pub fn spawn_writer<W>(
     mut io: W,
     capacity: usize,
-) -> (PduSender, Arc<WriterStats>, tokio::task::JoinHandle<std::io::Result<()>>)
+) -> (
+    PduSender,
+    Arc<WriterStats>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -82,4 +86,36 @@ where
 /// A framed reader over the frame-isolating codec.
 pub fn reader<R: AsyncRead>(io: R, max_frame: usize) -> FramedRead<R, SmppCodec> {
     FramedRead::with_capacity(io, SmppCodec::new(max_frame), 64 * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Frame;
+    use futures_util::StreamExt;
+    use rusmpp::{CommandStatus, Pdu};
+
+    #[tokio::test]
+    async fn many_pdus_share_one_write_and_arrive_in_order() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (tx, stats, handle) = spawn_writer(a, 2048);
+        // Queue 1000 PDUs before the writer task gets to run.
+        for seq in 1..=1000u32 {
+            tx.try_send(Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLink))
+                .unwrap();
+        }
+        drop(tx);
+        handle.await.unwrap().unwrap();
+        let (pdus, writes) = stats.snapshot();
+        assert_eq!(pdus, 1000);
+        assert!(writes <= 2, "{writes} writes for 1000 PDUs");
+        let mut rd = reader(b, 4096);
+        for seq in 1..=1000u32 {
+            match rd.next().await {
+                Some(Ok(Frame::Command(c))) => assert_eq!(c.sequence_number(), seq),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(rd.next().await.is_none(), "writer shut the stream down");
+    }
 }

@@ -44,7 +44,11 @@ pub fn mask_number(n: &str) -> String {
     }
     let mut out = String::with_capacity(chars.len());
     for (i, c) in chars.iter().enumerate() {
-        out.push(if i < 2 || i >= chars.len() - 2 { *c } else { '*' });
+        out.push(if i < 2 || i >= chars.len() - 2 {
+            *c
+        } else {
+            '*'
+        });
     }
     out
 }
@@ -78,7 +82,10 @@ impl std::fmt::Debug for SubmitFields {
             .field("registered_delivery", &self.registered_delivery)
             .field("data_coding", &self.data_coding)
             .field("short_message_len", &self.short_message.len())
-            .field("payload_len", &self.message_payload.as_ref().map(Bytes::len))
+            .field(
+                "payload_len",
+                &self.message_payload.as_ref().map(Bytes::len),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -122,16 +129,18 @@ impl SubmitFields {
 
     /// The message text (from `message_payload` when present).
     pub fn text(&self) -> &[u8] {
-        self.message_payload.as_deref().unwrap_or(&self.short_message)
+        self.message_payload
+            .as_deref()
+            .unwrap_or(&self.short_message)
     }
 
     /// Build a `submit_sm` from these fields. Fields rusmpp refuses (an address over
     /// 20 characters, a bad time) are reported, not truncated.
     pub fn to_submit_sm(&self) -> Result<SubmitSm, PduError> {
         let mut b = SubmitSm::builder()
-            .service_type(
-                ServiceType::new(COctetString::from_str_checked(&self.service_type)?),
-            )
+            .service_type(ServiceType::new(COctetString::from_str_checked(
+                &self.service_type,
+            )?))
             .source_addr_ton(Ton::from(self.source.ton))
             .source_addr_npi(Npi::from(self.source.npi))
             .source_addr(COctetString::from_str_checked(&self.source.addr)?)

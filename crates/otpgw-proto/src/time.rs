@@ -97,13 +97,23 @@ pub fn parse_smpp_time(field: &str, now_ms: u64) -> Result<Option<u64>, TimeErro
             Ok(Some(now_ms.saturating_add(secs * 1000)))
         }
         p @ (b'+' | b'-') => {
-            if !(1..=12).contains(&mo) || !(1..=31).contains(&dd) || hh > 23 || mi > 59 || ss > 59 || nn > 48 {
+            if !(1..=12).contains(&mo)
+                || !(1..=31).contains(&dd)
+                || hh > 23
+                || mi > 59
+                || ss > 59
+                || nn > 48
+            {
                 return Err(TimeError::Range);
             }
             let days = days_from_civil(2000 + yy as i64, mo as u32, dd as u32);
             let local = days * 86_400 + (hh * 3600 + mi * 60 + ss) as i64;
             let offset = (nn * 15 * 60) as i64;
-            let utc = if p == b'+' { local - offset } else { local + offset };
+            let utc = if p == b'+' {
+                local - offset
+            } else {
+                local + offset
+            };
             if utc < 0 {
                 return Err(TimeError::Range);
             }
@@ -119,7 +129,13 @@ pub fn parse_smpp_time(field: &str, now_ms: u64) -> Result<Option<u64>, TimeErro
 pub fn relative_smpp_time(duration_ms: u64) -> String {
     let secs = (duration_ms / 1000).min(99 * 86_400 + 86_399);
     let (d, r) = (secs / 86_400, secs % 86_400);
-    format!("0000{:02}{:02}{:02}{:02}000R", d, r / 3600, (r % 3600) / 60, r % 60)
+    format!(
+        "0000{:02}{:02}{:02}{:02}000R",
+        d,
+        r / 3600,
+        (r % 3600) / 60,
+        r % 60
+    )
 }
 
 #[cfg(test)]
@@ -150,10 +166,22 @@ mod tests {
         assert_eq!(t, now - 55 * 60 * 1000);
         let r = parse_smpp_time("000000000500000R", now).unwrap().unwrap();
         assert_eq!(r, now + 5 * 60 * 1000);
-        assert_eq!(parse_smpp_time("0000000005", now), Err(TimeError::Length(10)));
-        assert_eq!(parse_smpp_time("26112611250000xR", now), Err(TimeError::NotDigits));
-        assert_eq!(parse_smpp_time("261326112500004+", now), Err(TimeError::Range));
-        assert_eq!(parse_smpp_time("2611261125000040", now), Err(TimeError::Suffix));
+        assert_eq!(
+            parse_smpp_time("0000000005", now),
+            Err(TimeError::Length(10))
+        );
+        assert_eq!(
+            parse_smpp_time("26112611250000xR", now),
+            Err(TimeError::NotDigits)
+        );
+        assert_eq!(
+            parse_smpp_time("261326112500004+", now),
+            Err(TimeError::Range)
+        );
+        assert_eq!(
+            parse_smpp_time("2611261125000040", now),
+            Err(TimeError::Suffix)
+        );
     }
 
     #[test]
@@ -162,7 +190,9 @@ mod tests {
         assert_eq!(relative_smpp_time(90_061_000), "000001010101000R");
         let now = 1_000_000_000_000;
         for ms in [0u64, 999, 1000, 61_500, 86_400_000, 3_000_000_000] {
-            let back = parse_smpp_time(&relative_smpp_time(ms), now).unwrap().unwrap();
+            let back = parse_smpp_time(&relative_smpp_time(ms), now)
+                .unwrap()
+                .unwrap();
             assert!(back <= now + ms);
         }
     }

@@ -175,7 +175,12 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     }
     let mut tasks = Vec::new();
     for conn in conns {
-        tasks.push(tokio::spawn(bind_loop(cfg.clone(), shared.clone(), conn, start)));
+        tasks.push(tokio::spawn(bind_loop(
+            cfg.clone(),
+            shared.clone(),
+            conn,
+            start,
+        )));
     }
     for t in tasks {
         let _ = t.await;
@@ -185,7 +190,10 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
 }
 
 struct Conn {
-    rx: tokio_util::codec::FramedRead<tokio::net::tcp::OwnedReadHalf, otpgw_proto::codec::SmppCodec>,
+    rx: tokio_util::codec::FramedRead<
+        tokio::net::tcp::OwnedReadHalf,
+        otpgw_proto::codec::SmppCodec,
+    >,
     tx: otpgw_proto::driver::PduSender,
     writer: tokio::task::JoinHandle<std::io::Result<()>>,
     seq_start: u32,
@@ -221,7 +229,12 @@ async fn connect(cfg: &LoadConfig) -> Result<Conn, LoadError> {
     if st != status::ESME_ROK {
         return Err(LoadError::BindRefused(st));
     }
-    Ok(Conn { rx, tx, writer, seq_start: 1 })
+    Ok(Conn {
+        rx,
+        tx,
+        writer,
+        seq_start: 1,
+    })
 }
 
 async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Instant) {
@@ -263,8 +276,16 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
                 }
             }
             let f = SubmitFields {
-                source: Address { ton: 5, npi: 0, addr: cfg.source.clone() },
-                dest: Address { ton: 1, npi: 1, addr: dest_for(i) },
+                source: Address {
+                    ton: 5,
+                    npi: 0,
+                    addr: cfg.source.clone(),
+                },
+                dest: Address {
+                    ton: 1,
+                    npi: 1,
+                    addr: dest_for(i),
+                },
                 esm_class: 0,
                 priority_flag: cfg.priority_flag,
                 registered_delivery: cfg.registered_delivery,
@@ -279,7 +300,12 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
                 claimed = Some(i);
                 break;
             }
-            if conn.tx.send(Command::new(CommandStatus::EsmeRok, seq, s)).await.is_err() {
+            if conn
+                .tx
+                .send(Command::new(CommandStatus::EsmeRok, seq, s))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -336,7 +362,8 @@ fn receipts_done(cfg: &LoadConfig, sh: &Shared) -> bool {
         return sh.responses.load(Ordering::Relaxed) >= cfg.count;
     }
     sh.responses.load(Ordering::Relaxed) >= cfg.count
-        && sh.receipts.load(Ordering::Relaxed) >= sh.accepted_wanting_receipt.load(Ordering::Relaxed)
+        && sh.receipts.load(Ordering::Relaxed)
+            >= sh.accepted_wanting_receipt.load(Ordering::Relaxed)
 }
 
 fn receipt_wait_over(cfg: &LoadConfig, sh: &Shared) -> bool {
@@ -376,7 +403,12 @@ async fn on_command(
                         sh.accepted_wanting_receipt.fetch_add(1, Ordering::Relaxed);
                     }
                     // Receipts that overtook their response.
-                    let early: Vec<_> = inner.early.iter().filter(|(r, _, _)| *r == mid).cloned().collect();
+                    let early: Vec<_> = inner
+                        .early
+                        .iter()
+                        .filter(|(r, _, _)| *r == mid)
+                        .cloned()
+                        .collect();
                     inner.early.retain(|(r, _, _)| *r != mid);
                     for (r, state, at) in early {
                         record_receipt(&mut inner, r, state, at);
@@ -406,7 +438,9 @@ async fn on_command(
             let _ = tx.send(pdu::deliver_sm_resp(seq, status::ESME_ROK)).await;
         }
         cmd::ENQUIRE_LINK => {
-            let _ = tx.send(pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, seq)).await;
+            let _ = tx
+                .send(pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, seq))
+                .await;
         }
         cmd::UNBIND => {
             let _ = tx.send(pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await;
@@ -442,12 +476,21 @@ fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadRe
     let unknown = inner.early.len() as u64;
     let accepted = inner.ids.len() as u64;
     let missing = if cfg.registered_delivery & 0x03 == 1 {
-        inner.ids.values().filter(|id| !inner.receipts.contains_key(*id)).count() as u64
+        inner
+            .ids
+            .values()
+            .filter(|id| !inner.receipts.contains_key(*id))
+            .count() as u64
     } else {
         0
     };
     let end_submit = inner.last_response.unwrap_or(start);
-    let end_total = inner.last_receipt.into_iter().chain(inner.last_response).max().unwrap_or(start);
+    let end_total = inner
+        .last_receipt
+        .into_iter()
+        .chain(inner.last_response)
+        .max()
+        .unwrap_or(start);
     LoadReport {
         sent: sh.next.load(Ordering::Relaxed).min(cfg.count),
         accepted,
@@ -461,7 +504,11 @@ fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadRe
         states,
         submit_elapsed: end_submit.saturating_duration_since(start),
         total_elapsed: end_total.saturating_duration_since(start),
-        resp_latency_us: inner.resp_lat.unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
-        receipt_latency_us: inner.rcpt_lat.unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
+        resp_latency_us: inner
+            .resp_lat
+            .unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
+        receipt_latency_us: inner
+            .rcpt_lat
+            .unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
     }
 }

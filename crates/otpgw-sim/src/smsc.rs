@@ -55,7 +55,11 @@ pub struct Outcomes {
 impl Outcomes {
     /// Everything delivered.
     pub fn all_delivered() -> Self {
-        Self { delivered: 1, undeliverable: 0, expired: 0 }
+        Self {
+            delivered: 1,
+            undeliverable: 0,
+            expired: 0,
+        }
     }
 
     /// The outcome of message number `n`.
@@ -335,7 +339,11 @@ async fn serve(st: Arc<State>, stream: TcpStream) {
         }
     }
     // Receipts in flight on this connection were not acknowledged: keep them.
-    let back: Vec<_> = session.drain().into_iter().map(|Tag::Receipt(r)| r).collect();
+    let back: Vec<_> = session
+        .drain()
+        .into_iter()
+        .map(|Tag::Receipt(r)| r)
+        .collect();
     st.receipts.push_front(back);
     if bound {
         st.binds.fetch_sub(1, Ordering::Relaxed);
@@ -351,15 +359,31 @@ async fn send(tx: &PduSender, c: Command) -> bool {
 
 fn build_receipt(st: &State, r: &PendingReceipt) -> Option<otpgw_proto::rusmpp::pdus::DeliverSm> {
     let format = st.cfg.lock().receipt_format;
-    let src = Address { ton: 1, npi: 1, addr: r.dest.clone() };
-    let dst = Address { ton: 1, npi: 1, addr: r.source.clone() };
+    let src = Address {
+        ton: 1,
+        npi: 1,
+        addr: r.dest.clone(),
+    };
+    let dst = Address {
+        ton: 1,
+        npi: 1,
+        addr: r.source.clone(),
+    };
     let date = "2611261120";
     let text = format!(
         "id:{} sub:001 dlvrd:{} submit date:{date} done date:{date} stat:{} err:{} text:{}",
         r.receipt_id,
-        if r.state == DeliveryState::Delivered { "001" } else { "000" },
+        if r.state == DeliveryState::Delivered {
+            "001"
+        } else {
+            "000"
+        },
         r.state.stat(),
-        if r.state == DeliveryState::Delivered { "000" } else { "0x1B" },
+        if r.state == DeliveryState::Delivered {
+            "000"
+        } else {
+            "0x1B"
+        },
         r.text_echo
     );
     let mut d = pdu::receipt_deliver_sm(&pdu::ReceiptPdu {
@@ -372,7 +396,8 @@ fn build_receipt(st: &State, r: &PendingReceipt) -> Option<otpgw_proto::rusmpp::
         err: "000",
     })
     .ok()?;
-    let sm = otpgw_proto::rusmpp::types::OctetString::from_bytes(Bytes::from(text.into_bytes())).ok()?;
+    let sm =
+        otpgw_proto::rusmpp::types::OctetString::from_bytes(Bytes::from(text.into_bytes())).ok()?;
     d.set_short_message(sm);
     if format == ReceiptFormat::TextOnly {
         d.clear_tlvs();
@@ -405,22 +430,36 @@ async fn handle(
     }
     match admit(Role::Smsc, session.state(), id) {
         Admission::GenericNack => {
-            return send(tx, pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq)).await;
+            return send(
+                tx,
+                pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq),
+            )
+            .await;
         }
-        Admission::Refuse(s) => return send(tx, pdu::header_only(cmd::response_of(id), s, seq)).await,
+        Admission::Refuse(s) => {
+            return send(tx, pdu::header_only(cmd::response_of(id), s, seq)).await;
+        }
         Admission::Allowed => {}
     }
     match id {
         cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER | cmd::BIND_TRANSCEIVER => {
             let Some(req) = pdu::bind_request(&c) else {
-                return send(tx, pdu::header_only(cmd::response_of(id), status::ESME_RBINDFAIL, seq)).await;
+                return send(
+                    tx,
+                    pdu::header_only(cmd::response_of(id), status::ESME_RBINDFAIL, seq),
+                )
+                .await;
             };
             let ok = match &st.cfg.lock().credentials {
                 None => true,
                 Some((u, p)) => *u == req.params.system_id && *p == req.params.password,
             };
             if !ok {
-                return send(tx, pdu::header_only(cmd::response_of(id), status::ESME_RBINDFAIL, seq)).await;
+                return send(
+                    tx,
+                    pdu::header_only(cmd::response_of(id), status::ESME_RBINDFAIL, seq),
+                )
+                .await;
             }
             *system_id = req.params.system_id;
             session.set_state(BindState::from_bind_command(id).unwrap_or(BindState::Transceiver));
@@ -430,11 +469,19 @@ async fn handle(
         }
         cmd::SUBMIT_SM => {
             let Some(Pdu::SubmitSm(s)) = c.pdu() else {
-                return send(tx, pdu::header_only(cmd::SUBMIT_SM_RESP, status::ESME_RSYSERR, seq)).await;
+                return send(
+                    tx,
+                    pdu::header_only(cmd::SUBMIT_SM_RESP, status::ESME_RSYSERR, seq),
+                )
+                .await;
             };
             if !st.admit_rate() {
                 st.throttled.fetch_add(1, Ordering::Relaxed);
-                return send(tx, pdu::header_only(cmd::SUBMIT_SM_RESP, status::ESME_RTHROTTLED, seq)).await;
+                return send(
+                    tx,
+                    pdu::header_only(cmd::SUBMIT_SM_RESP, status::ESME_RTHROTTLED, seq),
+                )
+                .await;
             }
             let fields = SubmitFields::from_submit_sm(s);
             let n = st.next_id.fetch_add(1, Ordering::Relaxed);
@@ -449,7 +496,10 @@ async fn handle(
                 )
             };
             let wants = fields.registered_delivery & 0x03 != 0;
-            let text_echo: String = String::from_utf8_lossy(fields.text()).chars().take(20).collect();
+            let text_echo: String = String::from_utf8_lossy(fields.text())
+                .chars()
+                .take(20)
+                .collect();
             let pending = PendingReceipt {
                 due: now + if early { Duration::ZERO } else { delay },
                 receipt_id,
@@ -469,7 +519,9 @@ async fn handle(
                 // The receipt goes out before the response that carries the id.
                 let rseq = session.next_sequence();
                 if let Some(d) = build_receipt(st, &pending)
-                    && session.track(rseq, Tag::Receipt(pending.clone()), now).is_ok()
+                    && session
+                        .track(rseq, Tag::Receipt(pending.clone()), now)
+                        .is_ok()
                     && send(tx, Command::new(CommandStatus::EsmeRok, rseq, d)).await
                 {
                     return true;
@@ -484,7 +536,13 @@ async fn handle(
             let _ = send(tx, pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await;
             true
         }
-        _ => send(tx, pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq)).await,
+        _ => {
+            send(
+                tx,
+                pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDID, seq),
+            )
+            .await
+        }
     }
 }
 

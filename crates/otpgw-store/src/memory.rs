@@ -5,9 +5,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use otpgw_core::DeliveryState;
 use otpgw_core::message::{Message, MsgId};
 use otpgw_core::store::{Store, StoreFuture};
-use otpgw_core::DeliveryState;
 
 /// See the module docs.
 #[derive(Debug, Default)]

@@ -19,7 +19,10 @@ use otpgw_ingest::{BrandConfig, ServerConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -83,7 +86,9 @@ pub struct Queue {
 }
 impl Default for Queue {
     fn default() -> Self {
-        Self { capacity: d_queue() }
+        Self {
+            capacity: d_queue(),
+        }
     }
 }
 
@@ -96,7 +101,9 @@ pub struct Receipts {
 }
 impl Default for Receipts {
     fn default() -> Self {
-        Self { outbox_capacity: d_outbox() }
+        Self {
+            outbox_capacity: d_outbox(),
+        }
     }
 }
 
@@ -122,7 +129,9 @@ pub struct Brand {
 
 impl std::fmt::Debug for Brand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Brand").field("system_id", &self.system_id).finish_non_exhaustive()
+        f.debug_struct("Brand")
+            .field("system_id", &self.system_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -178,7 +187,10 @@ fn d_receipt_ids() -> ReceiptIds {
 
 impl std::fmt::Debug for Carrier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Carrier").field("name", &self.name).field("address", &self.address).finish_non_exhaustive()
+        f.debug_struct("Carrier")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
     }
 }
 
@@ -249,7 +261,10 @@ impl Config {
     /// Read, parse and check a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
         Self::parse(&text, &p)
     }
 
@@ -263,7 +278,10 @@ impl Config {
         if problems.is_empty() {
             Ok(cfg)
         } else {
-            Err(ConfigError::Invalid { path: origin.to_string(), problems })
+            Err(ConfigError::Invalid {
+                path: origin.to_string(),
+                problems,
+            })
         }
     }
 
@@ -272,7 +290,10 @@ impl Config {
         let mut p = Vec::new();
         let s = &self.server;
         if s.max_pdu_bytes < 256 || s.max_pdu_bytes > 65_536 {
-            p.push(format!("server.max_pdu_bytes = {}: must be between 256 and 65536", s.max_pdu_bytes));
+            p.push(format!(
+                "server.max_pdu_bytes = {}: must be between 256 and 65536",
+                s.max_pdu_bytes
+            ));
         }
         if s.receipt_window == 0 {
             p.push("server.receipt_window: must be at least 1".into());
@@ -292,13 +313,20 @@ impl Config {
         let mut seen = HashSet::new();
         for (i, b) in self.brands.iter().enumerate() {
             if b.system_id.is_empty() || b.system_id.len() > 15 || !b.system_id.is_ascii() {
-                p.push(format!("brand[{i}].system_id: must be 1 to 15 ASCII characters"));
+                p.push(format!(
+                    "brand[{i}].system_id: must be 1 to 15 ASCII characters"
+                ));
             }
             if b.password.is_empty() || b.password.len() > 8 || !b.password.is_ascii() {
-                p.push(format!("brand[{i}].password: must be 1 to 8 ASCII characters (SMPP limit)"));
+                p.push(format!(
+                    "brand[{i}].password: must be 1 to 8 ASCII characters (SMPP limit)"
+                ));
             }
             if !seen.insert(b.system_id.clone()) {
-                p.push(format!("brand[{i}].system_id = {:?}: duplicate", b.system_id));
+                p.push(format!(
+                    "brand[{i}].system_id = {:?}: duplicate",
+                    b.system_id
+                ));
             }
             if b.otp_lifetime_secs == 0 || b.bulk_lifetime_secs == 0 {
                 p.push(format!("brand[{i}]: lifetimes must be at least 1 second"));
@@ -316,25 +344,42 @@ impl Config {
                 p.push(format!("carrier[{i}].name = {:?}: duplicate", c.name));
             }
             if !c.address.contains(':') {
-                p.push(format!("carrier[{i}].address = {:?}: must be host:port", c.address));
+                p.push(format!(
+                    "carrier[{i}].address = {:?}: must be host:port",
+                    c.address
+                ));
             }
             if c.system_id.is_empty() || c.system_id.len() > 15 {
-                p.push(format!("carrier[{i}].system_id: must be 1 to 15 characters"));
+                p.push(format!(
+                    "carrier[{i}].system_id: must be 1 to 15 characters"
+                ));
             }
             if c.password.len() > 8 {
-                p.push(format!("carrier[{i}].password: at most 8 characters (SMPP limit)"));
+                p.push(format!(
+                    "carrier[{i}].password: at most 8 characters (SMPP limit)"
+                ));
             }
             if c.binds == 0 || c.binds > 64 {
-                p.push(format!("carrier[{i}].binds = {}: must be between 1 and 64", c.binds));
+                p.push(format!(
+                    "carrier[{i}].binds = {}: must be between 1 and 64",
+                    c.binds
+                ));
             }
             if c.window == 0 || c.window > 10_000 {
-                p.push(format!("carrier[{i}].window = {}: must be between 1 and 10000", c.window));
+                p.push(format!(
+                    "carrier[{i}].window = {}: must be between 1 and 10000",
+                    c.window
+                ));
             }
             if c.response_timeout_ms == 0 {
-                p.push(format!("carrier[{i}].response_timeout_ms: must be positive"));
+                p.push(format!(
+                    "carrier[{i}].response_timeout_ms: must be positive"
+                ));
             }
             if c.reconnect_min_ms == 0 || c.reconnect_max_ms < c.reconnect_min_ms {
-                p.push(format!("carrier[{i}]: need 0 < reconnect_min_ms <= reconnect_max_ms"));
+                p.push(format!(
+                    "carrier[{i}]: need 0 < reconnect_min_ms <= reconnect_max_ms"
+                ));
             }
         }
         let check_list = |p: &mut Vec<String>, field: String, list: &[String]| {
@@ -353,7 +398,10 @@ impl Config {
         for (i, r) in self.routes.prefix.iter().enumerate() {
             check_list(&mut p, format!("routes.prefix[{i}].carriers"), &r.carriers);
             if !r.prefix.bytes().all(|b| b.is_ascii_digit()) {
-                p.push(format!("routes.prefix[{i}].prefix = {:?}: digits only", r.prefix));
+                p.push(format!(
+                    "routes.prefix[{i}].prefix = {:?}: digits only",
+                    r.prefix
+                ));
             }
             if let Some(b) = &r.brand
                 && !seen.contains(b)

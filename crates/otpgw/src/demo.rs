@@ -53,18 +53,28 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let mut sim_cfg = SimConfig::new("127.0.0.1:0".parse()?);
     sim_cfg.credentials = Some(("otpgw".into(), "secret".into()));
     sim_cfg.receipt_delay = Duration::from_millis(50);
-    sim_cfg.outcomes = Outcomes { delivered: 95, undeliverable: 4, expired: 1 };
+    sim_cfg.outcomes = Outcomes {
+        delivered: 95,
+        undeliverable: 4,
+        expired: 1,
+    };
     let sim = SimHandle::start(sim_cfg).await?;
     println!("simulated carrier listening on {}", sim.addr());
     let gw = Gateway::start(&demo_config(opts.listen, sim.addr())).await?;
     if !gw.wait_bound(2, Duration::from_secs(10)).await {
         anyhow::bail!("the gateway could not bind to the simulated carrier");
     }
-    println!("otpgw listening for brands on {} (system_id \"demo\", password \"demo\")", gw.brand_addr());
+    println!(
+        "otpgw listening for brands on {} (system_id \"demo\", password \"demo\")",
+        gw.brand_addr()
+    );
     println!("carrier binds up: {:?}", gw.binds_up());
 
     if opts.selftest > 0 {
-        println!("self-test: a brand binds and submits {} OTPs asking for receipts...", opts.selftest);
+        println!(
+            "self-test: a brand binds and submits {} OTPs asking for receipts...",
+            opts.selftest
+        );
         let mut lc = LoadConfig::new(gw.brand_addr(), "demo", "demo", opts.selftest);
         lc.binds = 2;
         lc.window = 500;
@@ -77,7 +87,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         sim.shutdown();
         return Ok(());
     }
-    println!("running; point any SMPP client at {} (Ctrl-C to stop)", gw.brand_addr());
+    println!(
+        "running; point any SMPP client at {} (Ctrl-C to stop)",
+        gw.brand_addr()
+    );
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.tick().await;
     loop {
@@ -112,7 +125,11 @@ pub fn print_report(r: &otpgw_sim::LoadReport, sim: &SimHandle) {
     );
     println!(
         "  receipts {} ({:?}); missing {}, duplicate {}, unknown {}",
-        r.receipts, r.receipts_by_state, r.missing_receipts, r.duplicate_receipts, r.unknown_receipts
+        r.receipts,
+        r.receipts_by_state,
+        r.missing_receipts,
+        r.duplicate_receipts,
+        r.unknown_receipts
     );
     println!(
         "  submit_sm -> submit_sm_resp: p50 {:.2} ms, p99 {:.2} ms; submit_sm -> receipt: p50 {:.1} ms, p99 {:.1} ms",
@@ -121,5 +138,8 @@ pub fn print_report(r: &otpgw_sim::LoadReport, sim: &SimHandle) {
         p(&r.receipt_latency_us, 0.5),
         p(&r.receipt_latency_us, 0.99)
     );
-    println!("  the simulated carrier received {} messages", sim.received());
+    println!(
+        "  the simulated carrier received {} messages",
+        sim.received()
+    );
 }

@@ -37,7 +37,9 @@ impl Gateway {
     pub async fn start(cfg: &Config) -> anyhow::Result<Self> {
         let (store, memory): (Arc<dyn Store>, Option<Arc<MemoryStore>>) = match cfg.store.backend {
             Backend::Memory => {
-                tracing::warn!("store backend is MEMORY: accepted messages and pending receipts are LOST on a crash or restart");
+                tracing::warn!(
+                    "store backend is MEMORY: accepted messages and pending receipts are LOST on a crash or restart"
+                );
                 let m = Arc::new(MemoryStore::new());
                 (m.clone(), Some(m))
             }
@@ -50,7 +52,12 @@ impl Gateway {
         let mut carriers = Vec::new();
         for cc in cfg.carrier_configs() {
             let q = dispatcher.queue(&cc.name).context("carrier queue")?;
-            carriers.push(Carrier::spawn(cc, q, tracker.clone(), shutdown.child_token()));
+            carriers.push(Carrier::spawn(
+                cc,
+                q,
+                tracker.clone(),
+                shutdown.child_token(),
+            ));
         }
         let acceptor = Arc::new(Acceptor::new(
             dispatcher.clone(),
@@ -69,7 +76,16 @@ impl Gateway {
         let brand_addr = server.local_addr()?;
         let server = tokio::spawn(server.run());
         tracing::info!(%brand_addr, carriers = carriers.len(), "otpgw started");
-        Ok(Self { brand_addr, shutdown, server, carriers, tracker, dispatcher, acceptor, memory })
+        Ok(Self {
+            brand_addr,
+            shutdown,
+            server,
+            carriers,
+            tracker,
+            dispatcher,
+            acceptor,
+            memory,
+        })
     }
 
     /// Where brands connect.
@@ -90,7 +106,10 @@ impl Gateway {
     }
     /// Binds up, per carrier.
     pub fn binds_up(&self) -> Vec<(String, usize)> {
-        self.carriers.iter().map(|c| (c.name().to_string(), c.bound())).collect()
+        self.carriers
+            .iter()
+            .map(|c| (c.name().to_string(), c.bound()))
+            .collect()
     }
     /// (accepted, finished, receipts forwarded), when the store is the memory store.
     pub fn counts(&self) -> Option<(u64, u64, u64)> {

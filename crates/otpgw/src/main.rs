@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use otpgw::{Config, Gateway, init_logs};
 
 #[derive(Parser)]
-#[command(name = "otpgw", version, about = "SMS one-time-password gateway speaking SMPP")]
+#[command(
+    name = "otpgw",
+    version,
+    about = "SMS one-time-password gateway speaking SMPP"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -94,7 +98,10 @@ fn main() -> ExitCode {
         };
     }
     init_logs();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -121,26 +128,81 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             gw.shutdown().await;
             Ok(())
         }
-        Cmd::Demo { listen, selftest, exit } => {
-            otpgw::demo::run(otpgw::demo::DemoOptions { listen, selftest, exit_after_selftest: exit }).await
+        Cmd::Demo {
+            listen,
+            selftest,
+            exit,
+        } => {
+            otpgw::demo::run(otpgw::demo::DemoOptions {
+                listen,
+                selftest,
+                exit_after_selftest: exit,
+            })
+            .await
         }
-        Cmd::Sim { listen, credentials, receipt_delay_ms, outcomes, rate_cap } => {
+        Cmd::Sim {
+            listen,
+            credentials,
+            receipt_delay_ms,
+            outcomes,
+            rate_cap,
+        } => {
             let mut c = otpgw_sim::SimConfig::new(listen);
-            c.credentials = credentials.and_then(|s| s.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())));
+            c.credentials = credentials.and_then(|s| {
+                s.split_once(':')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            });
             c.receipt_delay = Duration::from_millis(receipt_delay_ms);
-            let w: Vec<u32> = outcomes.split(':').map(|x| x.parse()).collect::<Result<_, _>>()?;
-            anyhow::ensure!(w.len() == 3, "--outcomes takes delivered:undeliverable:expired");
-            c.outcomes = otpgw_sim::Outcomes { delivered: w[0], undeliverable: w[1], expired: w[2] };
+            let w: Vec<u32> = outcomes
+                .split(':')
+                .map(|x| x.parse())
+                .collect::<Result<_, _>>()?;
+            anyhow::ensure!(
+                w.len() == 3,
+                "--outcomes takes delivered:undeliverable:expired"
+            );
+            c.outcomes = otpgw_sim::Outcomes {
+                delivered: w[0],
+                undeliverable: w[1],
+                expired: w[2],
+            };
             c.rate_cap = rate_cap;
             let sim = otpgw_sim::SimHandle::start(c).await?;
             println!("simulated carrier listening on {}", sim.addr());
             shutdown_signal().await;
-            println!("received {} messages, sent {} receipts", sim.received(), sim.receipts_sent());
+            println!(
+                "received {} messages, sent {} receipts",
+                sim.received(),
+                sim.receipts_sent()
+            );
             sim.shutdown();
             Ok(())
         }
-        Cmd::Bench { host, system_id, password, binds, window, count, rate, text_len, no_receipts, json } => {
-            otpgw::bench::run(host, &system_id, &password, binds, window, count, rate, text_len, !no_receipts, json).await
+        Cmd::Bench {
+            host,
+            system_id,
+            password,
+            binds,
+            window,
+            count,
+            rate,
+            text_len,
+            no_receipts,
+            json,
+        } => {
+            otpgw::bench::run(
+                host,
+                &system_id,
+                &password,
+                binds,
+                window,
+                count,
+                rate,
+                text_len,
+                !no_receipts,
+                json,
+            )
+            .await
         }
     }
 }

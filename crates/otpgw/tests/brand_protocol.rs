@@ -26,7 +26,10 @@ impl Raw {
     async fn connect(addr: std::net::SocketAddr) -> Self {
         let s = TcpStream::connect(addr).await.unwrap();
         let (r, w) = s.into_split();
-        Raw { rd: FramedRead::new(r, SmppCodec::default()), wr: w }
+        Raw {
+            rd: FramedRead::new(r, SmppCodec::default()),
+            wr: w,
+        }
     }
     async fn send(&mut self, c: &Command) {
         let mut b = BytesMut::new();
@@ -38,13 +41,24 @@ impl Raw {
     }
     /// Next PDU as (command_id, status, sequence).
     async fn next(&mut self) -> Option<(u32, u32, u32)> {
-        match tokio::time::timeout(Duration::from_secs(5), self.rd.next()).await.ok()?? {
-            Ok(Frame::Command(c)) => Some((u32::from(c.id()), u32::from(c.status()), c.sequence_number())),
+        match tokio::time::timeout(Duration::from_secs(5), self.rd.next())
+            .await
+            .ok()??
+        {
+            Ok(Frame::Command(c)) => Some((
+                u32::from(c.id()),
+                u32::from(c.status()),
+                c.sequence_number(),
+            )),
             _ => None,
         }
     }
     async fn bind(&mut self, id: u32, user: &str, pw: &str, seq: u32) -> (u32, u32, u32) {
-        let p = BindParams { system_id: user.into(), password: pw.into(), system_type: String::new() };
+        let p = BindParams {
+            system_id: user.into(),
+            password: pw.into(),
+            system_type: String::new(),
+        };
         self.send(&pdu::bind(id, seq, &p).unwrap()).await;
         self.next().await.unwrap()
     }
@@ -52,8 +66,16 @@ impl Raw {
 
 fn submit(seq: u32, dest: &str) -> Command {
     let f = SubmitFields {
-        source: Address { ton: 5, npi: 0, addr: "BANK".into() },
-        dest: Address { ton: 1, npi: 1, addr: dest.into() },
+        source: Address {
+            ton: 5,
+            npi: 0,
+            addr: "BANK".into(),
+        },
+        dest: Address {
+            ton: 1,
+            npi: 1,
+            addr: dest.into(),
+        },
         registered_delivery: 0,
         short_message: bytes::Bytes::from_static(b"Your code is 123456"),
         ..Default::default()
@@ -69,8 +91,14 @@ async fn bind_state_unknown_commands_and_malformed_frames() {
 
     // Wrong password and unknown system_id both answer ESME_RBINDFAIL.
     let mut c = Raw::connect(addr).await;
-    assert_eq!(c.bind(cmd::BIND_TRANSCEIVER, "bank", "nope", 1).await, (cmd::BIND_TRANSCEIVER_RESP, status::ESME_RBINDFAIL, 1));
-    assert_eq!(c.bind(cmd::BIND_TRANSCEIVER, "nobody", "pw1", 2).await, (cmd::BIND_TRANSCEIVER_RESP, status::ESME_RBINDFAIL, 2));
+    assert_eq!(
+        c.bind(cmd::BIND_TRANSCEIVER, "bank", "nope", 1).await,
+        (cmd::BIND_TRANSCEIVER_RESP, status::ESME_RBINDFAIL, 1)
+    );
+    assert_eq!(
+        c.bind(cmd::BIND_TRANSCEIVER, "nobody", "pw1", 2).await,
+        (cmd::BIND_TRANSCEIVER_RESP, status::ESME_RBINDFAIL, 2)
+    );
     // A 9-character password (over the SMPP limit) is a bind failure, not a dead session.
     let mut raw = BytesMut::new();
     let body: &[u8] = b"bank\0ninechars\0\0\x34\0\0\0";
@@ -80,22 +108,40 @@ async fn bind_state_unknown_commands_and_malformed_frames() {
     raw.put_u32(3);
     raw.put_slice(body);
     c.send_raw(&raw).await;
-    assert_eq!(c.next().await, Some((cmd::BIND_TRANSMITTER_RESP, status::ESME_RBINDFAIL, 3)));
+    assert_eq!(
+        c.next().await,
+        Some((cmd::BIND_TRANSMITTER_RESP, status::ESME_RBINDFAIL, 3))
+    );
 
     // submit_sm before bind: ESME_RINVBNDSTS.
     c.send(&submit(4, "447700900123")).await;
-    assert_eq!(c.next().await, Some((cmd::SUBMIT_SM_RESP, status::ESME_RINVBNDSTS, 4)));
+    assert_eq!(
+        c.next().await,
+        Some((cmd::SUBMIT_SM_RESP, status::ESME_RINVBNDSTS, 4))
+    );
 
     // Bind as receiver: submit is not allowed there either.
-    assert_eq!(c.bind(cmd::BIND_RECEIVER, "bank", "pw1", 5).await, (cmd::BIND_RECEIVER_RESP, status::ESME_ROK, 5));
+    assert_eq!(
+        c.bind(cmd::BIND_RECEIVER, "bank", "pw1", 5).await,
+        (cmd::BIND_RECEIVER_RESP, status::ESME_ROK, 5)
+    );
     c.send(&submit(6, "447700900123")).await;
-    assert_eq!(c.next().await, Some((cmd::SUBMIT_SM_RESP, status::ESME_RINVBNDSTS, 6)));
+    assert_eq!(
+        c.next().await,
+        Some((cmd::SUBMIT_SM_RESP, status::ESME_RINVBNDSTS, 6))
+    );
     // Binding twice: ESME_RALYBND.
-    assert_eq!(c.bind(cmd::BIND_TRANSCEIVER, "bank", "pw1", 7).await, (cmd::BIND_TRANSCEIVER_RESP, status::ESME_RALYBND, 7));
+    assert_eq!(
+        c.bind(cmd::BIND_TRANSCEIVER, "bank", "pw1", 7).await,
+        (cmd::BIND_TRANSCEIVER_RESP, status::ESME_RALYBND, 7)
+    );
 
     // A transmitter session for the rest.
     let mut t = Raw::connect(addr).await;
-    assert_eq!(t.bind(cmd::BIND_TRANSMITTER, "shop", "pw2", 1).await.1, status::ESME_ROK);
+    assert_eq!(
+        t.bind(cmd::BIND_TRANSMITTER, "shop", "pw2", 1).await.1,
+        status::ESME_ROK
+    );
 
     // Unknown command id: generic_nack ESME_RINVCMDID, session stays up.
     let mut raw = BytesMut::new();
@@ -104,7 +150,10 @@ async fn bind_state_unknown_commands_and_malformed_frames() {
     raw.put_u32(0);
     raw.put_u32(2);
     t.send_raw(&raw).await;
-    assert_eq!(t.next().await, Some((cmd::GENERIC_NACK, status::ESME_RINVCMDID, 2)));
+    assert_eq!(
+        t.next().await,
+        Some((cmd::GENERIC_NACK, status::ESME_RINVCMDID, 2))
+    );
 
     // A submit_sm with trailing bytes: answered with an error, session stays up.
     let mut b = BytesMut::new();
@@ -124,17 +173,26 @@ async fn bind_state_unknown_commands_and_malformed_frames() {
     big.put_u32(0);
     big.put_u32(4);
     t.send_raw(&big).await;
-    assert_eq!(t.next().await, Some((cmd::SUBMIT_SM_RESP, status::ESME_RINVCMDLEN, 4)));
+    assert_eq!(
+        t.next().await,
+        Some((cmd::SUBMIT_SM_RESP, status::ESME_RINVCMDLEN, 4))
+    );
     t.send_raw(&vec![0u8; 1_000_000 - 16]).await;
 
     // Validation answers with precise codes.
     t.send(&submit(5, "12ab")).await;
-    assert_eq!(t.next().await, Some((cmd::SUBMIT_SM_RESP, status::ESME_RINVDSTADR, 5)));
+    assert_eq!(
+        t.next().await,
+        Some((cmd::SUBMIT_SM_RESP, status::ESME_RINVDSTADR, 5))
+    );
     // enquire_link answered; a good submit still works after all of the above.
     t.send(&pdu::header_only(cmd::ENQUIRE_LINK, 0, 6)).await;
     assert_eq!(t.next().await, Some((cmd::ENQUIRE_LINK_RESP, 0, 6)));
     t.send(&submit(7, "447700900123")).await;
-    assert_eq!(t.next().await, Some((cmd::SUBMIT_SM_RESP, status::ESME_ROK, 7)));
+    assert_eq!(
+        t.next().await,
+        Some((cmd::SUBMIT_SM_RESP, status::ESME_ROK, 7))
+    );
 
     // unbind answered with unbind_resp.
     t.send(&pdu::header_only(cmd::UNBIND, 0, 8)).await;
@@ -143,7 +201,10 @@ async fn bind_state_unknown_commands_and_malformed_frames() {
     // command_length below the header: generic_nack and the connection is closed.
     let mut d = Raw::connect(addr).await;
     d.send_raw(&[0, 0, 0, 8, 0, 0, 0, 4]).await;
-    assert_eq!(d.next().await, Some((cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, 0)));
+    assert_eq!(
+        d.next().await,
+        Some((cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, 0))
+    );
     assert_eq!(d.next().await, None, "connection closed");
 
     gw.shutdown().await;
@@ -182,7 +243,12 @@ async fn receipts_wait_for_a_receiver_and_go_to_the_right_brand() {
     let (id, st, seq) = r.next().await.unwrap();
     assert_eq!((id, st), (cmd::DELIVER_SM, 0));
     r.send(&pdu::deliver_sm_resp(seq, 0)).await;
-    assert!(tokio::time::timeout(Duration::from_millis(300), other.rd.next()).await.is_err(), "other brand got a receipt");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), other.rd.next())
+            .await
+            .is_err(),
+        "other brand got a receipt"
+    );
     gw.shutdown().await;
     sim.shutdown();
 }

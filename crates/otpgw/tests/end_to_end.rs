@@ -35,17 +35,27 @@ async fn run_and_check(count: u64, sim: otpgw_sim::SimHandle, extra: &str, binds
 
     // Every message reached the carrier exactly once, unchanged.
     let records = sim.records();
-    assert_eq!(records.len() as u64, count, "carrier received a different number of messages");
+    assert_eq!(
+        records.len() as u64,
+        count,
+        "carrier received a different number of messages"
+    );
     let mut outcome_by_index: HashMap<u64, DeliveryState> = HashMap::new();
     for r in &records {
         let i = index_of(r.text());
-        assert!(outcome_by_index.insert(i, r.outcome).is_none(), "message {i} reached the carrier twice");
+        assert!(
+            outcome_by_index.insert(i, r.outcome).is_none(),
+            "message {i} reached the carrier twice"
+        );
         assert_eq!(r.text(), &text_for(i, 20)[..], "text changed");
         assert_eq!(r.fields.dest.addr, dest_for(i), "destination changed");
         assert_eq!(r.fields.data_coding, 0, "data_coding changed");
         assert_eq!(r.fields.source.addr, "OTPGW", "source changed");
         assert_eq!(r.fields.registered_delivery, 1);
-        assert!(!r.fields.validity_period.is_empty(), "carrier must be told the deadline");
+        assert!(
+            !r.fields.validity_period.is_empty(),
+            "carrier must be told the deadline"
+        );
     }
 
     // Exactly one receipt per message, with the brand's own id and the carrier's outcome.
@@ -53,12 +63,34 @@ async fn run_and_check(count: u64, sim: otpgw_sim::SimHandle, extra: &str, binds
     assert_eq!(report.duplicate_receipts, 0, "duplicate receipts");
     assert_eq!(report.unknown_receipts, 0, "receipts for unknown ids");
     assert_eq!(report.receipts, count);
-    assert_eq!(report.states.len() as u64, count, "a final state for every message");
+    assert_eq!(
+        report.states.len() as u64,
+        count,
+        "a final state for every message"
+    );
     for (i, state) in &report.states {
-        assert_eq!(Some(state), outcome_by_index.get(i), "wrong final state for message {i}");
+        assert_eq!(
+            Some(state),
+            outcome_by_index.get(i),
+            "wrong final state for message {i}"
+        );
     }
-    assert!(report.receipts_by_state.get("undeliverable").copied().unwrap_or(0) > 0);
-    assert!(report.receipts_by_state.get("expired").copied().unwrap_or(0) > 0);
+    assert!(
+        report
+            .receipts_by_state
+            .get("undeliverable")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+    assert!(
+        report
+            .receipts_by_state
+            .get("expired")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
     assert_eq!(gw.in_flight(), 0, "nothing may stay in flight");
     gw.shutdown().await;
     sim.shutdown();
@@ -67,7 +99,11 @@ async fn run_and_check(count: u64, sim: otpgw_sim::SimHandle, extra: &str, binds
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_messages_each_delivered_once_with_one_receipt() {
     let sim = common::sim(|c| {
-        c.outcomes = Outcomes { delivered: 90, undeliverable: 7, expired: 3 };
+        c.outcomes = Outcomes {
+            delivered: 90,
+            undeliverable: 7,
+            expired: 3,
+        };
         c.receipt_delay = Duration::from_millis(20);
     })
     .await;
@@ -80,7 +116,11 @@ async fn receipts_before_responses_text_only_and_decimal_to_hex_ids() {
     // use hex where the response used decimal; the gateway binds tx + rx. Such a
     // carrier gives nothing to learn from, so its convention is configured.
     let sim = common::sim(|c| {
-        c.outcomes = Outcomes { delivered: 80, undeliverable: 15, expired: 5 };
+        c.outcomes = Outcomes {
+            delivered: 80,
+            undeliverable: 15,
+            expired: 5,
+        };
         c.early_receipts = true;
         c.receipt_format = ReceiptFormat::TextOnly;
         c.resp_id_style = IdStyle::Decimal;

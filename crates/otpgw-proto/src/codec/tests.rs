@@ -1,13 +1,21 @@
 use super::*;
-use crate::pdu::{Address, SubmitFields, ReceiptPdu, receipt_deliver_sm};
+use crate::pdu::{Address, ReceiptPdu, SubmitFields, receipt_deliver_sm};
 use crate::receipt::DeliveryState;
 use crate::status::{self, cmd};
 use rusmpp::{CommandStatus, Pdu};
 
 fn submit(seq: u32, text: &str) -> Command {
     let f = SubmitFields {
-        source: Address { ton: 5, npi: 0, addr: "BANK".into() },
-        dest: Address { ton: 1, npi: 1, addr: "447700900123".into() },
+        source: Address {
+            ton: 5,
+            npi: 0,
+            addr: "BANK".into(),
+        },
+        dest: Address {
+            ton: 1,
+            npi: 1,
+            addr: "447700900123".into(),
+        },
         registered_delivery: 1,
         short_message: Bytes::copy_from_slice(text.as_bytes()),
         ..Default::default()
@@ -43,7 +51,11 @@ fn seqs(frames: &[Frame]) -> Vec<u32> {
 
 #[test]
 fn split_at_every_byte_boundary() {
-    let cmds = [submit(1, "code 123456"), submit(2, "code 654321"), submit(3, "x")];
+    let cmds = [
+        submit(1, "code 123456"),
+        submit(2, "code 654321"),
+        submit(3, "x"),
+    ];
     let wire = encoded(&cmds);
     for cut in 0..=wire.len() {
         let mut codec = SmppCodec::default();
@@ -94,12 +106,21 @@ fn too_long_length_is_skipped_without_buffering_and_stream_continues() {
         [Frame::Malformed(m)] => {
             assert_eq!(m.sequence_number, Some(9));
             assert_eq!(m.command_id, Some(cmd::SUBMIT_SM));
-            assert!(matches!(m.kind, MalformedKind::TooLong { length: 100_000, .. }));
+            assert!(matches!(
+                m.kind,
+                MalformedKind::TooLong {
+                    length: 100_000,
+                    ..
+                }
+            ));
             assert!(!m.is_fatal());
         }
         other => panic!("{other:?}"),
     }
-    assert!(buf.capacity() < 100_000, "oversized frame must not be reserved");
+    assert!(
+        buf.capacity() < 100_000,
+        "oversized frame must not be reserved"
+    );
     // the rest of the oversized frame arrives in pieces, then a good PDU
     let mut left = 100_000 - 16;
     while left > 0 {
@@ -171,8 +192,16 @@ fn header_only_enquire(seq: u32) -> Command {
 
 #[test]
 fn receipt_without_nul_in_receipted_message_id_is_read_leniently() {
-    let a = Address { ton: 1, npi: 1, addr: "447700900123".into() };
-    let b = Address { ton: 5, npi: 0, addr: "BANK".into() };
+    let a = Address {
+        ton: 1,
+        npi: 1,
+        addr: "447700900123".into(),
+    };
+    let b = Address {
+        ton: 5,
+        npi: 0,
+        addr: "BANK".into(),
+    };
     let d = receipt_deliver_sm(&ReceiptPdu {
         source: &a,
         dest: &b,
@@ -185,7 +214,10 @@ fn receipt_without_nul_in_receipted_message_id_is_read_leniently() {
     .unwrap();
     let full = encoded(&[Command::new(CommandStatus::EsmeRok, 77, d)]);
     // Strip the NUL of the receipted_message_id TLV (tag 0x001E, len 7 -> 6).
-    let pos = full.windows(4).position(|w| w == [0x00, 0x1E, 0x00, 0x07]).unwrap();
+    let pos = full
+        .windows(4)
+        .position(|w| w == [0x00, 0x1E, 0x00, 0x07])
+        .unwrap();
     let nul = pos + 4 + 6;
     assert_eq!(full[nul], 0);
     let mut wire = BytesMut::new();

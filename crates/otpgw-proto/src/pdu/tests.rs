@@ -16,8 +16,16 @@ fn roundtrip(c: &Command) -> Command {
 fn submit_fields_round_trip_all_kept_fields() {
     let f = SubmitFields {
         service_type: "OTP".into(),
-        source: Address { ton: 5, npi: 0, addr: "MyBank".into() },
-        dest: Address { ton: 1, npi: 1, addr: "4915112345678".into() },
+        source: Address {
+            ton: 5,
+            npi: 0,
+            addr: "MyBank".into(),
+        },
+        dest: Address {
+            ton: 1,
+            npi: 1,
+            addr: "4915112345678".into(),
+        },
         esm_class: 0x40,
         protocol_id: 0,
         priority_flag: 3,
@@ -28,21 +36,41 @@ fn submit_fields_round_trip_all_kept_fields() {
         short_message: Bytes::from_static(&[0, 0x41, 0, 0x42]),
         message_payload: None,
     };
-    let c = roundtrip(&Command::new(CommandStatus::EsmeRok, 9, f.to_submit_sm().unwrap()));
-    let Some(Pdu::SubmitSm(s)) = c.pdu() else { panic!() };
+    let c = roundtrip(&Command::new(
+        CommandStatus::EsmeRok,
+        9,
+        f.to_submit_sm().unwrap(),
+    ));
+    let Some(Pdu::SubmitSm(s)) = c.pdu() else {
+        panic!()
+    };
     assert_eq!(SubmitFields::from_submit_sm(s), f);
 }
 
 #[test]
 fn message_payload_is_kept() {
     let f = SubmitFields {
-        source: Address { ton: 5, npi: 0, addr: "X".into() },
-        dest: Address { ton: 1, npi: 1, addr: "4915112345678".into() },
+        source: Address {
+            ton: 5,
+            npi: 0,
+            addr: "X".into(),
+        },
+        dest: Address {
+            ton: 1,
+            npi: 1,
+            addr: "4915112345678".into(),
+        },
         message_payload: Some(Bytes::from(vec![b'a'; 600])),
         ..Default::default()
     };
-    let c = roundtrip(&Command::new(CommandStatus::EsmeRok, 9, f.to_submit_sm().unwrap()));
-    let Some(Pdu::SubmitSm(s)) = c.pdu() else { panic!() };
+    let c = roundtrip(&Command::new(
+        CommandStatus::EsmeRok,
+        9,
+        f.to_submit_sm().unwrap(),
+    ));
+    let Some(Pdu::SubmitSm(s)) = c.pdu() else {
+        panic!()
+    };
     let back = SubmitFields::from_submit_sm(s);
     assert_eq!(back.text().len(), 600);
     assert!(back.short_message.is_empty());
@@ -50,8 +78,16 @@ fn message_payload_is_kept() {
 
 #[test]
 fn receipt_deliver_sm_has_tlvs_and_text() {
-    let a = Address { ton: 1, npi: 1, addr: "4915112345678".into() };
-    let b = Address { ton: 5, npi: 0, addr: "MyBank".into() };
+    let a = Address {
+        ton: 1,
+        npi: 1,
+        addr: "4915112345678".into(),
+    };
+    let b = Address {
+        ton: 5,
+        npi: 0,
+        addr: "MyBank".into(),
+    };
     let d = receipt_deliver_sm(&ReceiptPdu {
         source: &a,
         dest: &b,
@@ -63,7 +99,9 @@ fn receipt_deliver_sm_has_tlvs_and_text() {
     })
     .unwrap();
     let c = roundtrip(&Command::new(CommandStatus::EsmeRok, 1, d));
-    let Some(Pdu::DeliverSm(d)) = c.pdu() else { panic!() };
+    let Some(Pdu::DeliverSm(d)) = c.pdu() else {
+        panic!()
+    };
     let v = DeliverView::from_deliver_sm(d);
     assert!(v.is_receipt());
     assert_eq!(v.esm_class, 0x04);
@@ -97,16 +135,28 @@ fn tlvs_win_over_text() {
 fn mask_keeps_only_ends() {
     assert_eq!(mask_number("447700900123"), "44********23");
     assert_eq!(mask_number("123"), "***");
-    let a = Address { ton: 1, npi: 1, addr: "447700900123".into() };
+    let a = Address {
+        ton: 1,
+        npi: 1,
+        addr: "447700900123".into(),
+    };
     assert!(!format!("{a:?}").contains("7700900"));
 }
 
 #[test]
 fn header_only_and_bind_builders() {
-    let c = roundtrip(&header_only(cmd::SUBMIT_SM_RESP, crate::status::ESME_RTHROTTLED, 12));
+    let c = roundtrip(&header_only(
+        cmd::SUBMIT_SM_RESP,
+        crate::status::ESME_RTHROTTLED,
+        12,
+    ));
     assert_eq!(u32::from(c.id()), cmd::SUBMIT_SM_RESP);
     assert_eq!(u32::from(c.status()), crate::status::ESME_RTHROTTLED);
-    let p = BindParams { system_id: "brand".into(), password: "pw".into(), system_type: String::new() };
+    let p = BindParams {
+        system_id: "brand".into(),
+        password: "pw".into(),
+        system_type: String::new(),
+    };
     let c = roundtrip(&bind(cmd::BIND_TRANSCEIVER, 1, &p).unwrap());
     let r = bind_request(&c).unwrap();
     assert_eq!(r.command_id, cmd::BIND_TRANSCEIVER);

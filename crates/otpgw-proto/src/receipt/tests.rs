@@ -27,7 +27,9 @@ fn missing_fields_and_odd_case() {
 
 #[test]
 fn twelve_digit_dates_and_underscored_keys() {
-    let r = parse(b"id:77 sub:1 dlvrd:1 submit_date:261126112059 done_date:261126112101 stat:DELIVRD err:0");
+    let r = parse(
+        b"id:77 sub:1 dlvrd:1 submit_date:261126112059 done_date:261126112101 stat:DELIVRD err:0",
+    );
     assert_eq!(r.submit_date.as_deref(), Some("261126112059"));
     assert_eq!(r.done_date.as_deref(), Some("261126112101"));
     assert_eq!(r.err.as_deref(), Some("0"));
@@ -35,8 +37,14 @@ fn twelve_digit_dates_and_underscored_keys() {
 
 #[test]
 fn odd_err_values() {
-    assert_eq!(parse(b"id:1 stat:UNDELIV err:0x1B").err.as_deref(), Some("0x1B"));
-    assert_eq!(parse(b"id:1 stat:REJECTD err:E012").err.as_deref(), Some("E012"));
+    assert_eq!(
+        parse(b"id:1 stat:UNDELIV err:0x1B").err.as_deref(),
+        Some("0x1B")
+    );
+    assert_eq!(
+        parse(b"id:1 stat:REJECTD err:E012").err.as_deref(),
+        Some("E012")
+    );
     assert_eq!(parse(b"id:1 stat:REJECTD err:").err, None);
 }
 
@@ -65,13 +73,32 @@ fn keys_must_start_a_word() {
 
 #[test]
 fn format_round_trips_through_parse() {
-    for st in [DeliveryState::Delivered, DeliveryState::Undeliverable, DeliveryState::Expired, DeliveryState::Rejected] {
-        let t = format("00ab12", st == DeliveryState::Delivered, "2611261120", "2611261121", st, "000");
+    for st in [
+        DeliveryState::Delivered,
+        DeliveryState::Undeliverable,
+        DeliveryState::Expired,
+        DeliveryState::Rejected,
+    ] {
+        let t = format(
+            "00ab12",
+            st == DeliveryState::Delivered,
+            "2611261120",
+            "2611261121",
+            st,
+            "000",
+        );
         assert!(t.ends_with("text:"));
         let r = parse(t.as_bytes());
         assert_eq!(r.id.as_deref(), Some("00ab12"));
         assert_eq!(r.stat, Some(st));
-        assert_eq!(r.dlvrd.as_deref(), Some(if st == DeliveryState::Delivered { "001" } else { "000" }));
+        assert_eq!(
+            r.dlvrd.as_deref(),
+            Some(if st == DeliveryState::Delivered {
+                "001"
+            } else {
+                "000"
+            })
+        );
     }
 }
 

@@ -38,7 +38,10 @@ fn response_timeout_on_simulated_time() {
     assert!(s.poll(t0 + Duration::from_millis(4999)).is_empty());
     assert_eq!(
         s.poll(t0 + Duration::from_secs(5)),
-        vec![Timeout::Response { sequence_number: 1, tag: 100 }]
+        vec![Timeout::Response {
+            sequence_number: 1,
+            tag: 100
+        }]
     );
     // Answer 2 before its deadline: nothing expires later.
     assert_eq!(s.on_response(2, t0 + Duration::from_secs(5)), Some(200));
@@ -52,20 +55,29 @@ fn enquire_link_when_idle_and_its_timeout() {
     let mut s: Session<()> = Session::new(cfg(), t0);
     assert_eq!(s.next_deadline(), t0 + Duration::from_secs(30));
     s.on_receive(t0 + Duration::from_secs(10));
-    assert!(s.poll(t0 + Duration::from_secs(30)).is_empty(), "traffic resets idleness");
+    assert!(
+        s.poll(t0 + Duration::from_secs(30)).is_empty(),
+        "traffic resets idleness"
+    );
     let t1 = t0 + Duration::from_secs(40);
     let ev = s.poll(t1);
     let seq = match ev.as_slice() {
         [Timeout::SendEnquireLink { sequence_number }] => *sequence_number,
         other => panic!("{other:?}"),
     };
-    assert!(s.poll(t1 + Duration::from_secs(1)).is_empty(), "one enquire_link at a time");
+    assert!(
+        s.poll(t1 + Duration::from_secs(1)).is_empty(),
+        "one enquire_link at a time"
+    );
     // answered: link alive
     assert_eq!(s.on_response(seq, t1 + Duration::from_secs(1)), None);
     assert!(s.poll(t1 + Duration::from_secs(3)).is_empty());
     // idle again, not answered: dead
     let t2 = t1 + Duration::from_secs(31);
-    assert!(matches!(s.poll(t2).as_slice(), [Timeout::SendEnquireLink { .. }]));
+    assert!(matches!(
+        s.poll(t2).as_slice(),
+        [Timeout::SendEnquireLink { .. }]
+    ));
     assert_eq!(s.poll(t2 + Duration::from_secs(2)), vec![Timeout::LinkDead]);
 }
 
@@ -87,7 +99,13 @@ fn sequence_wraps_and_skips_outstanding() {
 #[test]
 fn deadline_queue_stays_small_under_steady_traffic() {
     let t0 = Instant::now();
-    let mut s: Session<u32> = Session::new(SessionConfig { window: 10, ..cfg() }, t0);
+    let mut s: Session<u32> = Session::new(
+        SessionConfig {
+            window: 10,
+            ..cfg()
+        },
+        t0,
+    );
     for i in 0..100_000u32 {
         let seq = s.next_sequence();
         s.track(seq, i, t0).unwrap();
@@ -111,14 +129,44 @@ fn drain_returns_all_tags() {
 #[test]
 fn admission_by_bind_state() {
     use BindState::*;
-    assert_eq!(admit(Role::Smsc, Open, cmd::SUBMIT_SM), Admission::Refuse(ESME_RINVBNDSTS));
-    assert_eq!(admit(Role::Smsc, Receiver, cmd::SUBMIT_SM), Admission::Refuse(ESME_RINVBNDSTS));
-    assert_eq!(admit(Role::Smsc, Transmitter, cmd::SUBMIT_SM), Admission::Allowed);
-    assert_eq!(admit(Role::Smsc, Transceiver, cmd::BIND_TRANSCEIVER), Admission::Refuse(ESME_RALYBND));
-    assert_eq!(admit(Role::Smsc, Open, cmd::BIND_RECEIVER), Admission::Allowed);
-    assert_eq!(admit(Role::Smsc, Open, cmd::ENQUIRE_LINK), Admission::Allowed);
-    assert_eq!(admit(Role::Smsc, Open, cmd::UNBIND), Admission::Refuse(ESME_RINVBNDSTS));
-    assert_eq!(admit(Role::Smsc, Transceiver, 0x0000_0777), Admission::GenericNack);
-    assert_eq!(admit(Role::Esme, Transmitter, cmd::DELIVER_SM), Admission::Refuse(ESME_RINVBNDSTS));
-    assert_eq!(admit(Role::Esme, Transceiver, cmd::DELIVER_SM), Admission::Allowed);
+    assert_eq!(
+        admit(Role::Smsc, Open, cmd::SUBMIT_SM),
+        Admission::Refuse(ESME_RINVBNDSTS)
+    );
+    assert_eq!(
+        admit(Role::Smsc, Receiver, cmd::SUBMIT_SM),
+        Admission::Refuse(ESME_RINVBNDSTS)
+    );
+    assert_eq!(
+        admit(Role::Smsc, Transmitter, cmd::SUBMIT_SM),
+        Admission::Allowed
+    );
+    assert_eq!(
+        admit(Role::Smsc, Transceiver, cmd::BIND_TRANSCEIVER),
+        Admission::Refuse(ESME_RALYBND)
+    );
+    assert_eq!(
+        admit(Role::Smsc, Open, cmd::BIND_RECEIVER),
+        Admission::Allowed
+    );
+    assert_eq!(
+        admit(Role::Smsc, Open, cmd::ENQUIRE_LINK),
+        Admission::Allowed
+    );
+    assert_eq!(
+        admit(Role::Smsc, Open, cmd::UNBIND),
+        Admission::Refuse(ESME_RINVBNDSTS)
+    );
+    assert_eq!(
+        admit(Role::Smsc, Transceiver, 0x0000_0777),
+        Admission::GenericNack
+    );
+    assert_eq!(
+        admit(Role::Esme, Transmitter, cmd::DELIVER_SM),
+        Admission::Refuse(ESME_RINVBNDSTS)
+    );
+    assert_eq!(
+        admit(Role::Esme, Transceiver, cmd::DELIVER_SM),
+        Admission::Allowed
+    );
 }

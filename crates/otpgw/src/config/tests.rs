@@ -7,12 +7,18 @@ fn example_config_is_valid() {
     let c = Config::parse(EXAMPLE, "deploy/otpgw.toml").unwrap();
     assert_eq!(c.brands.len(), 1);
     assert_eq!(c.carrier_configs()[0].binds, 2);
-    assert_eq!(c.routes().carriers_for("demo", "447700900123"), Some(&["sim".to_string()][..]));
+    assert_eq!(
+        c.routes().carriers_for("demo", "447700900123"),
+        Some(&["sim".to_string()][..])
+    );
 }
 
 #[test]
 fn unknown_key_is_an_error_with_its_line() {
-    let bad = EXAMPLE.replace("max_connections = 1000", "max_connections = 1000\nmax_conections = 5");
+    let bad = EXAMPLE.replace(
+        "max_connections = 1000",
+        "max_connections = 1000\nmax_conections = 5",
+    );
     let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
     assert!(e.contains("max_conections"), "{e}");
     assert!(e.contains("line"), "{e}");
@@ -22,7 +28,10 @@ fn unknown_key_is_an_error_with_its_line() {
 fn unknown_carrier_in_route_is_rejected() {
     let bad = EXAMPLE.replace("default = [\"sim\"]", "default = [\"nope\"]");
     let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
-    assert!(e.contains("routes.default: unknown carrier \"nope\""), "{e}");
+    assert!(
+        e.contains("routes.default: unknown carrier \"nope\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -42,5 +51,8 @@ fn semantic_problems_name_their_fields() {
     let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
     assert!(e.contains("carrier[0].binds = 0"), "{e}");
     assert!(e.contains("brand[0].password"), "{e}");
-    assert!(!e.contains("much-too-long"), "a password must never be echoed: {e}");
+    assert!(
+        !e.contains("much-too-long"),
+        "a password must never be echoed: {e}"
+    );
 }

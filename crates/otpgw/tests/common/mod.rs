@@ -56,6 +56,9 @@ pub async fn gateway(sim: &SimHandle, extra_carrier: &str) -> Gateway {
     let text = config_text("127.0.0.1:0", &[("sim", sim.addr())], extra_carrier);
     let cfg = Config::parse(&text, "test").unwrap();
     let gw = Gateway::start(&cfg).await.unwrap();
-    assert!(gw.wait_bound(2, Duration::from_secs(10)).await, "carrier binds did not come up");
+    assert!(
+        gw.wait_bound(2, Duration::from_secs(10)).await,
+        "carrier binds did not come up"
+    );
     gw
 }

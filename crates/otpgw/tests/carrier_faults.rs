@@ -1,0 +1,193 @@
+//! The carrier side under faults: connections dropped mid-run, a carrier capping its
+//! rate, and a carrier that sends receipts rusmpp cannot decode.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_util::codec::FramedRead;
+
+use otpgw::{Config, Gateway};
+use otpgw_proto::codec::{Frame, SmppCodec, encode_command};
+use otpgw_proto::pdu;
+use otpgw_proto::rusmpp::Pdu;
+use otpgw_proto::status::cmd;
+use otpgw_sim::loadgen::{self, LoadConfig};
+
+fn index_of(text: &[u8]) -> u64 {
+    std::str::from_utf8(&text[5..15]).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binds_dropped_mid_run_reconnect_and_nothing_is_lost() {
+    let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(5)).await;
+    let gw = common::gateway(&sim, "").await;
+    let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 20_000);
+    lc.rate = Some(10_000);
+    lc.window = 200;
+    lc.receipt_timeout = Duration::from_secs(20);
+    let load = tokio::spawn(loadgen::run(lc));
+    // Drop every carrier connection three times during the run.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        sim.drop_connections();
+    }
+    let report = tokio::time::timeout(Duration::from_secs(60), load)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.accepted, 20_000);
+    // Every accepted message reached the carrier at least once; repeats only for
+    // messages that were in flight when a connection dropped.
+    let records = sim.records();
+    let distinct: HashSet<u64> = records.iter().map(|r| index_of(r.text())).collect();
+    assert_eq!(distinct.len(), 20_000, "messages lost");
+    let dups = records.len() - distinct.len();
+    assert!(
+        dups <= 3 * 2 * 200,
+        "{dups} duplicates: more than three windows' worth"
+    );
+    // Each message still gets exactly one receipt.
+    assert_eq!(report.missing_receipts, 0);
+    assert_eq!(report.duplicate_receipts, 0);
+    assert_eq!(report.receipts, 20_000);
+    assert!(gw.binds_up()[0].1 >= 1);
+    gw.shutdown().await;
+    sim.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_carrier_gets_everything_and_cap_is_lifted() {
+    let sim = common::sim(|c| c.rate_cap = Some(1_000)).await;
+    let gw = common::gateway(&sim, "").await;
+    let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 3_000);
+    lc.receipt_timeout = Duration::from_secs(20);
+    let load = tokio::spawn(loadgen::run(lc));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(sim.throttled() > 0, "the cap was never hit");
+    sim.set_rate_cap(None);
+    let report = tokio::time::timeout(Duration::from_secs(60), load)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.accepted, 3_000);
+    assert_eq!(report.receipts, 3_000);
+    assert_eq!(report.missing_receipts, 0);
+    let distinct: HashSet<u64> = sim.records().iter().map(|r| index_of(r.text())).collect();
+    assert_eq!(distinct.len(), 3_000);
+    assert_eq!(
+        sim.records().len(),
+        3_000,
+        "a throttled submit is not a duplicate"
+    );
+    gw.shutdown().await;
+    sim.shutdown();
+}
+
+/// A carrier written by hand: answers the bind and each submit, then sends a receipt
+/// whose receipted_message_id TLV lacks its NUL, and records what the gateway acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_without_nul_is_acknowledged_and_matched() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let carrier_addr = listener.local_addr().unwrap();
+    let carrier = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let (r, mut w) = s.into_split();
+        let mut rd = FramedRead::new(r, SmppCodec::default());
+        let mut acks = Vec::new();
+        let mut next_id = 100u32;
+        while let Ok(Some(Ok(f))) = tokio::time::timeout(Duration::from_secs(10), rd.next()).await {
+            let Frame::Command(c) = f else { continue };
+            let mut out = BytesMut::new();
+            match u32::from(c.id()) {
+                cmd::BIND_TRANSCEIVER => encode_command(
+                    &pdu::bind_resp(cmd::BIND_TRANSCEIVER, c.sequence_number(), "raw"),
+                    &mut out,
+                ),
+                cmd::SUBMIT_SM => {
+                    let Some(Pdu::SubmitSm(s)) = c.pdu() else {
+                        continue;
+                    };
+                    let f = pdu::SubmitFields::from_submit_sm(s);
+                    next_id += 1;
+                    let id = next_id.to_string();
+                    encode_command(&pdu::submit_sm_resp(c.sequence_number(), &id), &mut out);
+                    // A receipt whose receipted_message_id has no NUL terminator.
+                    let rd_sm = pdu::receipt_deliver_sm(&pdu::ReceiptPdu {
+                        source: &f.dest,
+                        dest: &f.source,
+                        message_id: &id,
+                        state: otpgw_proto::receipt::DeliveryState::Delivered,
+                        submit_date: "2611261120",
+                        done_date: "2611261121",
+                        err: "000",
+                    })
+                    .unwrap();
+                    let mut full = BytesMut::new();
+                    encode_command(
+                        &otpgw_proto::rusmpp::Command::new(
+                            otpgw_proto::rusmpp::CommandStatus::EsmeRok,
+                            9000 + next_id,
+                            rd_sm,
+                        ),
+                        &mut full,
+                    );
+                    let tlv = [0x00, 0x1E, 0x00, (id.len() + 1) as u8];
+                    let pos = full.windows(4).position(|x| x == tlv).unwrap();
+                    let nul = pos + 4 + id.len();
+                    let mut bad = BytesMut::new();
+                    bad.put_slice(&full[..pos + 3]);
+                    bad.put_u8(id.len() as u8);
+                    bad.put_slice(&full[pos + 4..nul]);
+                    bad.put_slice(&full[nul + 1..]);
+                    let len = bad.len() as u32;
+                    bad[..4].copy_from_slice(&len.to_be_bytes());
+                    out.put_slice(&bad);
+                }
+                cmd::DELIVER_SM_RESP => acks.push((c.sequence_number(), u32::from(c.status()))),
+                cmd::ENQUIRE_LINK => encode_command(
+                    &pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, c.sequence_number()),
+                    &mut out,
+                ),
+                cmd::UNBIND => {
+                    encode_command(
+                        &pdu::header_only(cmd::UNBIND_RESP, 0, c.sequence_number()),
+                        &mut out,
+                    );
+                    let _ = w.write_all(&out).await;
+                    break;
+                }
+                _ => {}
+            }
+            if !out.is_empty() && w.write_all(&out).await.is_err() {
+                break;
+            }
+            if acks.len() == 5 {
+                break;
+            }
+        }
+        acks
+    });
+    let text = common::config_text("127.0.0.1:0", &[("raw", carrier_addr)], "")
+        .replace("binds = 2", "binds = 1");
+    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
+        .await
+        .unwrap();
+    assert!(gw.wait_bound(1, Duration::from_secs(5)).await);
+    let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 5);
+    lc.receipt_timeout = Duration::from_secs(5);
+    let report = loadgen::run(lc).await.unwrap();
+    let acks = carrier.await.unwrap();
+    assert_eq!(acks.len(), 5, "every malformed receipt is acknowledged");
+    assert!(acks.iter().all(|(seq, st)| *seq > 9000 && *st == 0));
+    assert_eq!(report.receipts, 5, "and reaches the brand");
+    assert_eq!(report.missing_receipts, 0);
+    gw.shutdown().await;
+}
