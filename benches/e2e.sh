@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# End-to-end benchmark on loopback: the simulated carrier, `otpgw serve` and the
+# brand load generator `otpgw bench`, each its own process on this machine.
+# Prints the load generator's summary and the gateway's own CPU time per message
+# (utime+stime of the otpgw serve process from /proc, over the run).
+#
+#   COUNT=200000 BINDS=2 WINDOW=500 CARRIER_BINDS=2 CARRIER_WINDOW=500 benches/e2e.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COUNT=${COUNT:-200000}
+BINDS=${BINDS:-2}
+WINDOW=${WINDOW:-500}
+CARRIER_BINDS=${CARRIER_BINDS:-2}
+CARRIER_WINDOW=${CARRIER_WINDOW:-500}
+RATE=${RATE:-}
+SIM_PORT=${SIM_PORT:-27760}
+GW_PORT=${GW_PORT:-27750}
+
+cargo build --release -q -p otpgw
+BIN=target/release/otpgw
+tmp=$(mktemp -d)
+cleanup() { kill "${GW:-}" "${SIM:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+sed -e "s/127.0.0.1:2776\"/127.0.0.1:${SIM_PORT}\"/" \
+    -e "s/127.0.0.1:2775\"/127.0.0.1:${GW_PORT}\"/" \
+    -e "s/^binds = 2 .*/binds = ${CARRIER_BINDS}/" \
+    -e "s/^window = 100 .*/window = ${CARRIER_WINDOW}/" \
+    deploy/otpgw.toml > "$tmp/otpgw.toml"
+
+"$BIN" sim --listen "127.0.0.1:${SIM_PORT}" --credentials otpgw:secret --receipt-delay-ms 10 >"$tmp/sim.log" 2>&1 &
+SIM=$!
+RUST_LOG=warn "$BIN" serve --config "$tmp/otpgw.toml" >"$tmp/gw.log" 2>&1 &
+GW=$!
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/${GW_PORT}") 2>/dev/null && break
+    sleep 0.1
+done
+sleep 0.5
+
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+g0=$(cpu "$GW"); s0=$(cpu "$SIM")
+rate_arg=()
+[ -n "$RATE" ] && rate_arg=(--rate "$RATE")
+/usr/bin/time -f "%e %U %S" -o "$tmp/time" \
+    "$BIN" bench --host "127.0.0.1:${GW_PORT}" --binds "$BINDS" --window "$WINDOW" --count "$COUNT" "${rate_arg[@]}" | tee "$tmp/bench.txt"
+g1=$(cpu "$GW"); s1=$(cpu "$SIM")
+read -r wall lu ls < "$tmp/time"
+awk -v g=$((g1 - g0)) -v s=$((s1 - s0)) -v t="$ticks" -v n="$COUNT" -v lu="$lu" -v ls="$ls" -v w="$wall" 'BEGIN {
+    printf "machine: %s, %d cores\n", "'"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"'", '"$(nproc)"'
+    printf "gateway (otpgw serve) CPU: %.2f s for %d messages = %.4f ms/message\n", g/t, n, g/t/n*1000
+    printf "simulator CPU: %.2f s; load generator CPU: %.2f s; wall %.2f s\n", s/t, lu+ls, w
+}'
