@@ -26,6 +26,8 @@ use crate::message::MsgId;
 #[derive(Debug, Clone)]
 pub struct ReceiptJob {
     pub id: MsgId,
+    /// The brand the receipt is for.
+    pub brand: Arc<str>,
     /// The original destination (the receipt's source).
     pub source: Address,
     /// The original source (the receipt's destination).
@@ -159,6 +161,7 @@ mod tests {
     fn job(n: u64) -> ReceiptJob {
         ReceiptJob {
             id: MsgId(n),
+            brand: "x".into(),
             source: Address::default(),
             dest: Address::default(),
             state: DeliveryState::Delivered,

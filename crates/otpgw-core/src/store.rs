@@ -9,8 +9,45 @@ use std::future::Future;
 use std::pin::Pin;
 
 use otpgw_proto::receipt::DeliveryState;
+use tokio::sync::oneshot;
 
 use crate::message::{Message, MsgId};
+use crate::outbox::ReceiptJob;
+
+/// Resolves when a write the store took is durable (`true`), or can no longer
+/// become durable (`false`: the store failed or closed).
+#[derive(Debug)]
+pub struct Ticket(Option<oneshot::Receiver<bool>>);
+
+impl Ticket {
+    /// A write that is as durable as it will get already.
+    pub fn ready() -> Self {
+        Self(None)
+    }
+    /// A ticket resolved by the store through the paired sender.
+    pub fn pending() -> (oneshot::Sender<bool>, Self) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Self(Some(rx)))
+    }
+    /// Wait for the write.
+    pub async fn wait(self) -> bool {
+        match self.0 {
+            None => true,
+            Some(rx) => rx.await.unwrap_or(false),
+        }
+    }
+}
+
+/// What a store hands back at start: the state the previous run left.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Accepted, no carrier has confirmed them. `bool`: a submit may have been sent.
+    pub unconfirmed: Vec<(Message, bool)>,
+    /// Confirmed by a carrier, waiting for its receipt: (message, carrier, carrier id).
+    pub confirmed: Vec<(Message, String, String)>,
+    /// Receipts finished but not yet delivered to their brand.
+    pub receipts: Vec<ReceiptJob>,
+}
 
 /// A store operation's future.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -24,18 +61,33 @@ pub enum StoreError {
     /// The backend is shutting down.
     #[error("store closed")]
     Closed,
+    /// Too many accepts are waiting for the disk: the brand gets a temporary error.
+    #[error("store busy")]
+    Busy,
+    /// The data on disk could not be read.
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
 }
 
 /// A message store backend.
 pub trait Store: Send + Sync + 'static {
     /// Record an accepted message; resolves when it is safe to acknowledge.
     fn accept<'a>(&'a self, msg: &'a Message) -> StoreFuture<'a, ()>;
-    /// The carrier acknowledged the message with its own id.
+    /// A `submit_sm` for the message is about to be written to a carrier (so a
+    /// restart knows it may be a duplicate). Batched.
+    fn submitted(&self, id: MsgId);
+    /// The carrier acknowledged the message with its own id. Batched.
     fn carrier_accepted(&self, id: MsgId, carrier: &str, carrier_msg_id: &str);
-    /// The message reached its final state.
-    fn finished(&self, id: MsgId, state: DeliveryState);
-    /// The brand acknowledged the receipt for this message.
+    /// The message reached its final state; `receipt` is what the brand is owed, if
+    /// anything. The ticket resolves when this is durable (a carrier's receipt is
+    /// acknowledged only then).
+    fn finished(&self, id: MsgId, state: DeliveryState, receipt: Option<&ReceiptJob>, now_ms: u64) -> Ticket;
+    /// The brand acknowledged the receipt for this message. Batched.
     fn receipt_forwarded(&self, id: MsgId);
+    /// What the previous run left (empty for a store that keeps nothing).
+    fn recover(&self, now_ms: u64) -> Result<Recovered, StoreError>;
+    /// Wait until every write taken so far is durable.
+    fn flush(&self) -> Ticket;
     /// Whether an acknowledged message survives a crash.
     fn is_durable(&self) -> bool;
     /// Backend name for logs and metrics.

@@ -14,7 +14,7 @@ use otpgw_proto::receipt::DeliveryState;
 
 use crate::message::{Message, MsgId};
 use crate::outbox::{Outbox, ReceiptJob};
-use crate::store::Store;
+use crate::store::{Store, Ticket};
 
 /// See the module docs.
 pub struct Tracker {
@@ -82,24 +82,27 @@ impl Tracker {
     }
 
     /// Finish a message in `state`, once. `err` is the carrier's error code, if any.
+    /// The ticket resolves when the store has made the final state (and the brand's
+    /// receipt) durable.
     pub fn finish(
         &self,
         id: MsgId,
         state: DeliveryState,
         err: Option<&str>,
         now_ms: u64,
-    ) -> Finish {
+    ) -> (Finish, Ticket) {
         let Some((_, msg)) = self.inflight.remove(&id) else {
             metrics::counter!("otpgw_receipts_duplicate_total").increment(1);
-            return Finish::Unknown;
+            return (Finish::Unknown, Ticket::ready());
         };
-        self.store.finished(id, state);
         metrics::counter!("otpgw_messages_finished_total", "state" => state.label()).increment(1);
         if !msg.wants_receipt(state) {
-            return Finish::Done { receipt: false };
+            let t = self.store.finished(id, state, None, now_ms);
+            return (Finish::Done { receipt: false }, t);
         }
-        self.outbox.brand(&msg.brand).push(ReceiptJob {
+        let job = ReceiptJob {
             id,
+            brand: msg.brand.clone(),
             source: msg.fields.dest.clone(),
             dest: msg.fields.source.clone(),
             state,
@@ -107,7 +110,15 @@ impl Tracker {
             submit_ms: msg.accepted_ms,
             done_ms: now_ms,
             attempts: 0,
-        });
-        Finish::Done { receipt: true }
+        };
+        let t = self.store.finished(id, state, Some(&job), now_ms);
+        self.outbox.brand(&msg.brand).push(job);
+        (Finish::Done { receipt: true }, t)
+    }
+
+    /// Queue a receipt recovered from the store for its brand.
+    pub fn restore_receipt(&self, job: ReceiptJob) {
+        let brand = job.brand.clone();
+        self.outbox.brand(&brand).push(job);
     }
 }

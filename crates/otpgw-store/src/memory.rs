@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use otpgw_core::DeliveryState;
 use otpgw_core::message::{Message, MsgId};
-use otpgw_core::store::{Store, StoreFuture};
+use otpgw_core::outbox::ReceiptJob;
+use otpgw_core::store::{Recovered, Store, StoreError, StoreFuture, Ticket};
 
 /// See the module docs.
 #[derive(Debug, Default)]
@@ -37,9 +38,17 @@ impl Store for MemoryStore {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         Box::pin(std::future::ready(Ok(())))
     }
+    fn submitted(&self, _id: MsgId) {}
     fn carrier_accepted(&self, _id: MsgId, _carrier: &str, _carrier_msg_id: &str) {}
-    fn finished(&self, _id: MsgId, _state: DeliveryState) {
+    fn finished(&self, _id: MsgId, _state: DeliveryState, _r: Option<&ReceiptJob>, _now_ms: u64) -> Ticket {
         self.finished.fetch_add(1, Ordering::Relaxed);
+        Ticket::ready()
+    }
+    fn recover(&self, _now_ms: u64) -> Result<Recovered, StoreError> {
+        Ok(Recovered::default())
+    }
+    fn flush(&self) -> Ticket {
+        Ticket::ready()
     }
     fn receipt_forwarded(&self, _id: MsgId) {
         self.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -69,7 +78,7 @@ mod tests {
             deadline_ms: 0,
         };
         s.accept(&m).await.unwrap();
-        s.finished(m.id, DeliveryState::Delivered);
+        s.finished(m.id, DeliveryState::Delivered, None, 0);
         s.receipt_forwarded(m.id);
         assert_eq!(s.counts(), (1, 1, 1));
         assert!(!s.is_durable());

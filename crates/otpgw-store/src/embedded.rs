@@ -1,0 +1,432 @@
+//! The embedded store: a redb file on local disk, written by one thread with group
+//! commit.
+//!
+//! Every write goes through one channel to the writer thread. The thread takes the
+//! first operation, then whatever else arrives within `commit_window` (or up to
+//! `batch_max` operations), applies them all in one write transaction and commits it
+//! with fsync (redb's `Durability::Immediate`). Only then are the waiting accepts
+//! told their message is safe, so `submit_sm_resp` ESME_ROK never precedes the fsync,
+//! and concurrent accepts share one fsync. Later writes (sent marker, carrier id,
+//! final state, receipt forwarded) ride in the same batches.
+//!
+//! Tables:
+//! - `messages`: id -> message, for every accepted message not yet finished;
+//! - `carrier_state`: id -> sent marker or (carrier, carrier id);
+//! - `receipts`: id -> receipt owed to a brand, until the brand acknowledges it;
+//! - `receipts_by_age`: (done_ms, id), to drop receipts past their retention;
+//! - `finished`: (finish_ms, id) -> state, kept for `finished_retention`, then purged.
+//!
+//! Bounded: accepts waiting for the disk are capped (`max_pending_accepts`; beyond it
+//! `accept` fails with `Busy` at once, which brands see as a temporary error); the
+//! file holds unfinished messages, receipts not yet forwarded (at most
+//! `receipt_retention` old) and finished records (at most `finished_retention` old),
+//! so under steady load its size levels off.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use otpgw_core::clock::now_ms;
+use otpgw_core::outbox::ReceiptJob;
+use otpgw_core::store::{Recovered, Store, StoreError, StoreFuture, Ticket};
+use otpgw_core::{DeliveryState, Message, MsgId};
+
+use crate::record::{self, CarrierState};
+
+const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+const CARRIER_STATE: TableDefinition<u64, &[u8]> = TableDefinition::new("carrier_state");
+const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
+const RECEIPTS_BY_AGE: TableDefinition<(u64, u64), ()> = TableDefinition::new("receipts_by_age");
+const FINISHED: TableDefinition<(u64, u64), u8> = TableDefinition::new("finished");
+
+/// Settings of the embedded store.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub path: PathBuf,
+    /// Wait this long after the first write of a batch for more to join it.
+    pub commit_window: Duration,
+    /// Most operations in one commit.
+    pub batch_max: usize,
+    /// Accepts waiting for the disk before `accept` answers `Busy`.
+    pub max_pending_accepts: usize,
+    /// How long finished-message records are kept.
+    pub finished_retention: Duration,
+    /// How long a receipt waits for its brand to bind before it is dropped.
+    pub receipt_retention: Duration,
+    /// How often old records are purged.
+    pub purge_interval: Duration,
+}
+
+impl EmbeddedConfig {
+    /// Defaults at `path`: 200 us commit window, 8192 operations per batch, 100,000
+    /// pending accepts, finished records kept 1 hour, receipts kept 3 days.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            commit_window: Duration::from_micros(200),
+            batch_max: 8192,
+            max_pending_accepts: 100_000,
+            finished_retention: Duration::from_secs(3600),
+            receipt_retention: Duration::from_secs(3 * 86_400),
+            purge_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+enum Op {
+    Accept { id: u64, rec: Vec<u8>, done: oneshot::Sender<bool> },
+    Sent(u64),
+    Confirmed(u64, Vec<u8>),
+    Finished { id: u64, state: u8, receipt: Option<(u64, Vec<u8>)>, now_ms: u64, done: oneshot::Sender<bool> },
+    Forwarded(u64),
+    Flush(oneshot::Sender<bool>),
+    Stop,
+}
+
+/// Counters of the writer, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub ops: AtomicU64,
+}
+
+/// See the module docs.
+pub struct EmbeddedStore {
+    cfg: EmbeddedConfig,
+    db: Arc<Database>,
+    tx: Sender<Op>,
+    pending_accepts: Arc<AtomicUsize>,
+    stats: Arc<WriterStats>,
+    writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").field("path", &self.cfg.path).finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl EmbeddedStore {
+    /// Open (or create) the store file and start the writer thread.
+    pub fn open(cfg: EmbeddedConfig) -> Result<Self, StoreError> {
+        if let Some(dir) = cfg.path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let db = Database::create(&cfg.path).map_err(err)?;
+        // Create the tables so readers never meet a missing one.
+        let w = db.begin_write().map_err(err)?;
+        {
+            w.open_table(MESSAGES).map_err(err)?;
+            w.open_table(CARRIER_STATE).map_err(err)?;
+            w.open_table(RECEIPTS).map_err(err)?;
+            w.open_table(RECEIPTS_BY_AGE).map_err(err)?;
+            w.open_table(FINISHED).map_err(err)?;
+        }
+        w.commit().map_err(err)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(WriterStats::default());
+        let writer = {
+            let (db, cfg, pending, stats) = (db.clone(), cfg.clone(), pending.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("otpgw-store".into())
+                .spawn(move || writer_loop(db, cfg, rx, pending, stats))
+                .map_err(err)?
+        };
+        Ok(Self { cfg, db, tx, pending_accepts: pending, stats, writer: parking_lot::Mutex::new(Some(writer)) })
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// The store file's size in bytes.
+    pub fn file_size(&self) -> u64 {
+        std::fs::metadata(&self.cfg.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Stop the writer after it committed everything queued before this call.
+    pub fn close(&self) {
+        let _ = self.tx.send(Op::Stop);
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Rows in (messages, receipts, finished), for tests.
+    pub fn counts(&self) -> Result<(u64, u64, u64), StoreError> {
+        use redb::ReadableTableMetadata;
+        let r = self.db.begin_read().map_err(err)?;
+        Ok((
+            r.open_table(MESSAGES).map_err(err)?.len().map_err(err)?,
+            r.open_table(RECEIPTS).map_err(err)?.len().map_err(err)?,
+            r.open_table(FINISHED).map_err(err)?.len().map_err(err)?,
+        ))
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn accept<'a>(&'a self, msg: &'a Message) -> StoreFuture<'a, ()> {
+        if self.pending_accepts.load(Ordering::Relaxed) >= self.cfg.max_pending_accepts {
+            metrics::counter!("otpgw_store_busy_total").increment(1);
+            return Box::pin(std::future::ready(Err(StoreError::Busy)));
+        }
+        let (done, rx) = oneshot::channel();
+        self.pending_accepts.fetch_add(1, Ordering::Relaxed);
+        let sent = self.tx.send(Op::Accept { id: msg.id.0, rec: record::encode_message(msg), done });
+        Box::pin(async move {
+            if sent.is_err() {
+                return Err(StoreError::Closed);
+            }
+            match rx.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(StoreError::Unavailable("commit failed".into())),
+                Err(_) => Err(StoreError::Closed),
+            }
+        })
+    }
+
+    fn submitted(&self, id: MsgId) {
+        let _ = self.tx.send(Op::Sent(id.0));
+    }
+
+    fn carrier_accepted(&self, id: MsgId, carrier: &str, carrier_msg_id: &str) {
+        let s = CarrierState::Confirmed { carrier: carrier.into(), carrier_id: carrier_msg_id.into() };
+        let _ = self.tx.send(Op::Confirmed(id.0, record::encode_state(&s)));
+    }
+
+    fn finished(&self, id: MsgId, state: DeliveryState, receipt: Option<&ReceiptJob>, now_ms: u64) -> Ticket {
+        let (done, t) = Ticket::pending();
+        let receipt = receipt.map(|j| (j.done_ms, record::encode_receipt(j)));
+        let _ = self.tx.send(Op::Finished { id: id.0, state: state.tlv(), receipt, now_ms, done });
+        t
+    }
+
+    fn receipt_forwarded(&self, id: MsgId) {
+        let _ = self.tx.send(Op::Forwarded(id.0));
+    }
+
+    fn recover(&self, now_ms: u64) -> Result<Recovered, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let msgs = r.open_table(MESSAGES).map_err(err)?;
+        let states = r.open_table(CARRIER_STATE).map_err(err)?;
+        let receipts = r.open_table(RECEIPTS).map_err(err)?;
+        let mut out = Recovered::default();
+        for row in msgs.iter().map_err(err)? {
+            let (k, v) = row.map_err(err)?;
+            let Some(m) = record::decode_message(v.value()) else {
+                tracing::error!(id = k.value(), "unreadable message record skipped");
+                continue;
+            };
+            match states.get(k.value()).map_err(err)?.and_then(|s| record::decode_state(s.value())) {
+                Some(CarrierState::Confirmed { carrier, carrier_id }) => out.confirmed.push((m, carrier, carrier_id)),
+                Some(CarrierState::Sent) => out.unconfirmed.push((m, true)),
+                None => out.unconfirmed.push((m, false)),
+            }
+        }
+        let cutoff = now_ms.saturating_sub(self.cfg.receipt_retention.as_millis() as u64);
+        for row in receipts.iter().map_err(err)? {
+            let (_, v) = row.map_err(err)?;
+            if let Some(j) = record::decode_receipt(v.value())
+                && j.done_ms >= cutoff
+            {
+                out.receipts.push(j);
+            }
+        }
+        out.receipts.sort_by_key(|j| j.done_ms);
+        Ok(out)
+    }
+
+    fn flush(&self) -> Ticket {
+        let (done, t) = Ticket::pending();
+        let _ = self.tx.send(Op::Flush(done));
+        t
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+fn writer_loop(db: Arc<Database>, cfg: EmbeddedConfig, rx: Receiver<Op>, pending: Arc<AtomicUsize>, stats: Arc<WriterStats>) {
+    let mut batch: Vec<Op> = Vec::with_capacity(cfg.batch_max);
+    let mut last_purge = Instant::now();
+    loop {
+        let first = match rx.recv_timeout(cfg.purge_interval) {
+            Ok(op) => Some(op),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        if let Some(op) = first {
+            batch.push(op);
+            let deadline = Instant::now() + cfg.commit_window;
+            while batch.len() < cfg.batch_max {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        match rx.recv_timeout(deadline - now) {
+                            Ok(op) => batch.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            let started = Instant::now();
+            let ok = match apply(&db, &batch) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, ops = batch.len(), "store commit failed");
+                    metrics::counter!("otpgw_store_commit_failures_total").increment(1);
+                    false
+                }
+            };
+            metrics::histogram!("otpgw_store_commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("otpgw_store_batch_ops").record(batch.len() as f64);
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let mut stop = false;
+            for op in batch.drain(..) {
+                match op {
+                    Op::Accept { done, .. } => {
+                        pending.fetch_sub(1, Ordering::Relaxed);
+                        let _ = done.send(ok);
+                    }
+                    Op::Finished { done, .. } | Op::Flush(done) => {
+                        let _ = done.send(ok);
+                    }
+                    Op::Stop => stop = true,
+                    _ => {}
+                }
+            }
+            if stop {
+                return;
+            }
+        }
+        if last_purge.elapsed() >= cfg.purge_interval {
+            last_purge = Instant::now();
+            if let Err(e) = purge(&db, &cfg, now_ms()) {
+                tracing::error!(error = %e, "store purge failed");
+            }
+        }
+    }
+}
+
+fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
+    let w = db.begin_write()?;
+    {
+        let mut msgs = w.open_table(MESSAGES)?;
+        let mut states = w.open_table(CARRIER_STATE)?;
+        let mut receipts = w.open_table(RECEIPTS)?;
+        let mut by_age = w.open_table(RECEIPTS_BY_AGE)?;
+        let mut finished = w.open_table(FINISHED)?;
+        for op in batch {
+            match op {
+                Op::Accept { id, rec, .. } => {
+                    msgs.insert(*id, rec.as_slice())?;
+                }
+                Op::Sent(id) => {
+                    if msgs.get(*id)?.is_some() && states.get(*id)?.is_none() {
+                        states.insert(*id, record::encode_state(&CarrierState::Sent).as_slice())?;
+                    }
+                }
+                Op::Confirmed(id, st) => {
+                    if msgs.get(*id)?.is_some() {
+                        states.insert(*id, st.as_slice())?;
+                    }
+                }
+                Op::Finished { id, state, receipt, now_ms, .. } => {
+                    msgs.remove(*id)?;
+                    states.remove(*id)?;
+                    finished.insert((*now_ms, *id), *state)?;
+                    if let Some((done_ms, rec)) = receipt {
+                        receipts.insert(*id, rec.as_slice())?;
+                        by_age.insert((*done_ms, *id), ())?;
+                    }
+                }
+                Op::Forwarded(id) => {
+                    let done_ms = receipts
+                        .remove(*id)?
+                        .and_then(|v| record::decode_receipt(v.value()))
+                        .map(|j| j.done_ms);
+                    if let Some(d) = done_ms {
+                        by_age.remove((d, *id))?;
+                    }
+                }
+                Op::Flush(_) | Op::Stop => {}
+            }
+        }
+    }
+    w.commit()?;
+    Ok(())
+}
+
+/// Drop finished records and undelivered receipts past their retention.
+fn purge(db: &Database, cfg: &EmbeddedConfig, now: u64) -> Result<(), redb::Error> {
+    const MAX: usize = 200_000;
+    let fin_cut = now.saturating_sub(cfg.finished_retention.as_millis() as u64);
+    let rc_cut = now.saturating_sub(cfg.receipt_retention.as_millis() as u64);
+    let w = db.begin_write()?;
+    let (mut n_fin, mut n_rc) = (0u64, 0u64);
+    {
+        let mut finished = w.open_table(FINISHED)?;
+        let old: Vec<(u64, u64)> = finished
+            .range(..(fin_cut, 0))?
+            .take(MAX)
+            .filter_map(|r| r.ok().map(|(k, _)| k.value()))
+            .collect();
+        for k in old {
+            finished.remove(k)?;
+            n_fin += 1;
+        }
+        let mut by_age = w.open_table(RECEIPTS_BY_AGE)?;
+        let mut receipts = w.open_table(RECEIPTS)?;
+        let old: Vec<(u64, u64)> = by_age
+            .range(..(rc_cut, 0))?
+            .take(MAX)
+            .filter_map(|r| r.ok().map(|(k, _)| k.value()))
+            .collect();
+        for k in old {
+            by_age.remove(k)?;
+            receipts.remove(k.1)?;
+            n_rc += 1;
+        }
+    }
+    w.commit()?;
+    if n_rc > 0 {
+        metrics::counter!("otpgw_receipts_expired_total").increment(n_rc);
+        tracing::warn!(receipts = n_rc, "receipts dropped after their retention: their brands never bound");
+    }
+    let _ = n_fin;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

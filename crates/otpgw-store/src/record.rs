@@ -1,0 +1,260 @@
+//! Compact binary records for the embedded store: a message, a receipt job, a
+//! message's carrier state. Version byte first; reading checks every length and
+//! returns `None` on anything short or unknown, never panics.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use otpgw_core::outbox::ReceiptJob;
+use otpgw_core::{Class, DeliveryState, Message, MsgId};
+use otpgw_proto::pdu::{Address, SubmitFields};
+
+const V1: u8 = 1;
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    put_bytes(b, s.as_bytes());
+}
+fn put_bytes(b: &mut BytesMut, s: &[u8]) {
+    b.put_u16(s.len().min(u16::MAX as usize) as u16);
+    b.put_slice(&s[..s.len().min(u16::MAX as usize)]);
+}
+fn put_addr(b: &mut BytesMut, a: &Address) {
+    b.put_u8(a.ton);
+    b.put_u8(a.npi);
+    put_str(b, &a.addr);
+}
+
+/// A bounds-checked reader.
+struct Rd<'a>(&'a [u8]);
+
+impl<'a> Rd<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(|b| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            u64::from_be_bytes(a)
+        })
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u16()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self) -> Option<String> {
+        self.bytes().map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+    fn addr(&mut self) -> Option<Address> {
+        Some(Address { ton: self.u8()?, npi: self.u8()?, addr: self.string()? })
+    }
+}
+
+/// Encode a message (its id is the table key, but is kept inside too).
+pub fn encode_message(m: &Message) -> Vec<u8> {
+    let f = &m.fields;
+    let mut b = BytesMut::with_capacity(96 + f.short_message.len());
+    b.put_u8(V1);
+    b.put_u64(m.id.0);
+    put_str(&mut b, &m.brand);
+    b.put_u8(m.class as u8);
+    b.put_u64(m.accepted_ms);
+    b.put_u64(m.deadline_ms);
+    put_str(&mut b, &f.service_type);
+    put_addr(&mut b, &f.source);
+    put_addr(&mut b, &f.dest);
+    b.put_u8(f.esm_class);
+    b.put_u8(f.protocol_id);
+    b.put_u8(f.priority_flag);
+    put_str(&mut b, &f.schedule_delivery_time);
+    put_str(&mut b, &f.validity_period);
+    b.put_u8(f.registered_delivery);
+    b.put_u8(f.data_coding);
+    put_bytes(&mut b, &f.short_message);
+    match &f.message_payload {
+        Some(p) => {
+            b.put_u8(1);
+            put_bytes(&mut b, p);
+        }
+        None => b.put_u8(0),
+    }
+    b.to_vec()
+}
+
+/// Decode a message.
+pub fn decode_message(buf: &[u8]) -> Option<Message> {
+    let mut r = Rd(buf);
+    if r.u8()? != V1 {
+        return None;
+    }
+    let id = MsgId(r.u64()?);
+    let brand: Arc<str> = r.string()?.into();
+    let class = match r.u8()? {
+        0 => Class::Otp,
+        _ => Class::Bulk,
+    };
+    let accepted_ms = r.u64()?;
+    let deadline_ms = r.u64()?;
+    let fields = SubmitFields {
+        service_type: r.string()?,
+        source: r.addr()?,
+        dest: r.addr()?,
+        esm_class: r.u8()?,
+        protocol_id: r.u8()?,
+        priority_flag: r.u8()?,
+        schedule_delivery_time: r.string()?,
+        validity_period: r.string()?,
+        registered_delivery: r.u8()?,
+        data_coding: r.u8()?,
+        short_message: Bytes::copy_from_slice(r.bytes()?),
+        message_payload: match r.u8()? {
+            1 => Some(Bytes::copy_from_slice(r.bytes()?)),
+            _ => None,
+        },
+    };
+    Some(Message { id, brand, fields, class, accepted_ms, deadline_ms })
+}
+
+/// Encode a receipt job.
+pub fn encode_receipt(j: &ReceiptJob) -> Vec<u8> {
+    let mut b = BytesMut::with_capacity(96);
+    b.put_u8(V1);
+    b.put_u64(j.id.0);
+    put_str(&mut b, &j.brand);
+    put_addr(&mut b, &j.source);
+    put_addr(&mut b, &j.dest);
+    b.put_u8(j.state.tlv());
+    put_str(&mut b, &j.err);
+    b.put_u64(j.submit_ms);
+    b.put_u64(j.done_ms);
+    b.put_u8(j.attempts);
+    b.to_vec()
+}
+
+/// Decode a receipt job.
+pub fn decode_receipt(buf: &[u8]) -> Option<ReceiptJob> {
+    let mut r = Rd(buf);
+    if r.u8()? != V1 {
+        return None;
+    }
+    Some(ReceiptJob {
+        id: MsgId(r.u64()?),
+        brand: r.string()?.into(),
+        source: r.addr()?,
+        dest: r.addr()?,
+        state: DeliveryState::from_tlv(r.u8()?)?,
+        err: r.string()?,
+        submit_ms: r.u64()?,
+        done_ms: r.u64()?,
+        attempts: r.u8()?,
+    })
+}
+
+/// A message's carrier state: sent (maybe), or confirmed with the carrier's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CarrierState {
+    Sent,
+    Confirmed { carrier: String, carrier_id: String },
+}
+
+/// Encode a carrier state.
+pub fn encode_state(s: &CarrierState) -> Vec<u8> {
+    let mut b = BytesMut::with_capacity(32);
+    match s {
+        CarrierState::Sent => b.put_u8(1),
+        CarrierState::Confirmed { carrier, carrier_id } => {
+            b.put_u8(2);
+            put_str(&mut b, carrier);
+            put_str(&mut b, carrier_id);
+        }
+    }
+    b.to_vec()
+}
+
+/// Decode a carrier state.
+pub fn decode_state(buf: &[u8]) -> Option<CarrierState> {
+    let mut r = Rd(buf);
+    match r.u8()? {
+        1 => Some(CarrierState::Sent),
+        2 => Some(CarrierState::Confirmed { carrier: r.string()?, carrier_id: r.string()? }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn msg() -> Message {
+        Message {
+            id: MsgId(0x19a_0000_1234),
+            brand: "bank".into(),
+            fields: SubmitFields {
+                service_type: "OTP".into(),
+                source: Address { ton: 5, npi: 0, addr: "MyBank".into() },
+                dest: Address { ton: 1, npi: 1, addr: "447700900123".into() },
+                esm_class: 0x40,
+                protocol_id: 0,
+                priority_flag: 1,
+                schedule_delivery_time: String::new(),
+                validity_period: "000000000500000R".into(),
+                registered_delivery: 1,
+                data_coding: 8,
+                short_message: Bytes::from_static(&[0, 0x41]),
+                message_payload: Some(Bytes::from_static(b"payload")),
+            },
+            class: Class::Otp,
+            accepted_ms: 1,
+            deadline_ms: 2,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = msg();
+        let back = decode_message(&encode_message(&m)).unwrap();
+        assert_eq!(back.id, m.id);
+        assert_eq!(back.fields, m.fields);
+        assert_eq!((back.class, back.accepted_ms, back.deadline_ms, &*back.brand), (Class::Otp, 1, 2, "bank"));
+        let j = ReceiptJob {
+            id: MsgId(7),
+            brand: "bank".into(),
+            source: m.fields.dest.clone(),
+            dest: m.fields.source.clone(),
+            state: DeliveryState::Undeliverable,
+            err: "0x1".into(),
+            submit_ms: 3,
+            done_ms: 4,
+            attempts: 2,
+        };
+        let b = decode_receipt(&encode_receipt(&j)).unwrap();
+        assert_eq!((b.id, &*b.brand, b.state, b.err.as_str(), b.attempts), (j.id, "bank", j.state, "0x1", 2));
+        for s in [CarrierState::Sent, CarrierState::Confirmed { carrier: "c".into(), carrier_id: "1A".into() }] {
+            assert_eq!(decode_state(&encode_state(&s)), Some(s));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn truncated_or_garbage_never_panics(cut in 0usize..200, junk in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let e = encode_message(&msg());
+            let _ = decode_message(&e[..cut.min(e.len())]);
+            let _ = decode_message(&junk);
+            let _ = decode_receipt(&junk);
+            let _ = decode_state(&junk);
+        }
+    }
+}
