@@ -222,18 +222,31 @@ where
     let mut out: Vec<Arc<Message>> = Vec::with_capacity(shared.cfg.window);
     let mut expired = Vec::new();
     let mut unbinding = false;
+    // Set on shutdown: take no more messages, unbind once the window drained or at this instant.
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
-        let can_send = kind != Kind::Receiver && !unbinding && session.room() > 0;
+        if let Some(d) = drain_until
+            && !unbinding
+            && (session.in_flight() == 0 || tokio::time::Instant::now() >= d)
+        {
+            unbinding = true;
+            let seq = session.next_sequence();
+            session.set_state(BindState::Unbinding);
+            let _ = session.track(seq, Tag::Unbind, Instant::now());
+            tx.send(pdu::header_only(cmd::UNBIND, 0, seq)).await.map_err(|_| BindError::WriterGone)?;
+        }
+        let can_send = kind != Kind::Receiver && drain_until.is_none() && session.room() > 0;
         let room = session.room();
-        let deadline = tokio::time::Instant::from_std(session.next_deadline());
+        let mut deadline = tokio::time::Instant::from_std(session.next_deadline());
+        if let Some(d) = drain_until
+            && !unbinding
+        {
+            deadline = deadline.min(d);
+        }
         tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled(), if !unbinding => {
-                unbinding = true;
-                let seq = session.next_sequence();
-                let _ = session.track(seq, Tag::Unbind, Instant::now());
-                session.set_state(BindState::Unbinding);
-                tx.send(pdu::header_only(cmd::UNBIND, 0, seq)).await.map_err(|_| BindError::WriterGone)?;
+            _ = shared.shutdown.cancelled(), if drain_until.is_none() => {
+                drain_until = Some(tokio::time::Instant::now() + shared.cfg.drain_grace);
             }
             frame = rx.next() => {
                 match frame {
@@ -311,6 +324,7 @@ async fn send_submit(
         shared.queue.push(msg, now);
         return Ok(());
     }
+    shared.tracker.store().submitted(msg.id);
     tx.send(command).await.map_err(|_| BindError::WriterGone)?;
     metrics::counter!("otpgw_carrier_submitted_total", "carrier" => shared.cfg.name.clone())
         .increment(1);
@@ -346,12 +360,8 @@ async fn handle_command(
                 Some(Pdu::DeliverSm(d)) => Some(DeliverView::from_deliver_sm(d)),
                 _ => None,
             };
-            if let Some(v) = view {
-                on_deliver(shared, &v);
-            }
-            tx.send(pdu::deliver_sm_resp(seq, status::ESME_ROK))
-                .await
-                .map_err(|_| BindError::WriterGone)?;
+            let tickets = view.map(|v| on_deliver(shared, &v)).unwrap_or_default();
+            ack_when_durable(tx, seq, tickets).await?;
         }
         cmd::ENQUIRE_LINK => {
             tx.send(pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, seq))
@@ -404,12 +414,10 @@ async fn handle_malformed(
         Some(cmd::DELIVER_SM) => {
             // A receipt rusmpp refused (say, receipted_message_id without its NUL):
             // read it leniently, record it, and acknowledge it.
-            if let Some(v) = pdu::lenient_deliver_sm(&m.body) {
-                on_deliver(shared, &v);
-            }
-            tx.send(pdu::deliver_sm_resp(seq, status::ESME_ROK))
-                .await
-                .map_err(|_| BindError::WriterGone)?;
+            let tickets = pdu::lenient_deliver_sm(&m.body)
+                .map(|v| on_deliver(shared, &v))
+                .unwrap_or_default();
+            ack_when_durable(tx, seq, tickets).await?;
         }
         Some(cmd::SUBMIT_SM_RESP) => {
             // The carrier answered but its id is unreadable: the receipt can never be
@@ -456,7 +464,8 @@ fn on_submit_resp(
         shared.tracker.store().carrier_accepted(msg.id, name, &cid);
         let early = shared.matcher.lock().on_submitted(&cid, msg.id);
         for r in early {
-            apply_receipt(shared, msg.id, r);
+            // The early receipt was acknowledged when it arrived (parked in memory).
+            let _ = apply_receipt(shared, msg.id, r);
         }
     } else if status::is_temporary(st) {
         metrics::counter!("otpgw_carrier_retries_total", "carrier" => name.clone()).increment(1);
@@ -468,40 +477,68 @@ fn on_submit_resp(
         });
     } else {
         let err = format!("{st:03x}");
-        shared
+        let _ = shared
             .tracker
             .finish(msg.id, DeliveryState::Undeliverable, Some(&err), now_ms());
     }
 }
 
-fn on_deliver(shared: &Arc<Shared>, v: &DeliverView) {
+/// Acknowledge a `deliver_sm` once what it carried is durable. When the store fails,
+/// the receipt is not acknowledged: the carrier sends it again.
+async fn ack_when_durable(tx: &PduSender, seq: u32, tickets: Vec<otpgw_core::store::Ticket>) -> Result<(), BindError> {
+    if tickets.iter().all(|t| t.is_ready()) {
+        return tx
+            .send(pdu::deliver_sm_resp(seq, status::ESME_ROK))
+            .await
+            .map_err(|_| BindError::WriterGone);
+    }
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        for t in tickets {
+            if !t.wait().await {
+                return;
+            }
+        }
+        let _ = tx.send(pdu::deliver_sm_resp(seq, status::ESME_ROK)).await;
+    });
+    Ok(())
+}
+
+/// Record a `deliver_sm`; returns the store tickets its receipt produced.
+fn on_deliver(shared: &Arc<Shared>, v: &DeliverView) -> Vec<otpgw_core::store::Ticket> {
     if !v.is_receipt() {
         metrics::counter!("otpgw_carrier_mo_ignored_total", "carrier" => shared.cfg.name.clone())
             .increment(1);
-        return;
+        return Vec::new();
     }
     let Some(r) = v.receipt() else {
         metrics::counter!("otpgw_receipts_unmatched_total").increment(1);
-        return;
+        return Vec::new();
     };
     let matched = shared.matcher.lock().on_receipt(r, Instant::now());
     if matched.is_empty() {
         metrics::counter!("otpgw_receipts_parked_total", "carrier" => shared.cfg.name.clone())
             .increment(1);
     }
-    for (id, r) in matched {
-        apply_receipt(shared, id, r);
-    }
+    matched
+        .into_iter()
+        .map(|(id, r)| apply_receipt(shared, id, r))
+        .collect()
 }
 
-fn apply_receipt(shared: &Arc<Shared>, id: otpgw_core::MsgId, r: pdu::CarrierReceipt) {
+fn apply_receipt(
+    shared: &Arc<Shared>,
+    id: otpgw_core::MsgId,
+    r: pdu::CarrierReceipt,
+) -> otpgw_core::store::Ticket {
     if !r.state.is_final() {
-        return;
+        return otpgw_core::store::Ticket::ready();
     }
-    shared
+    let (_, ticket) = shared
         .tracker
         .finish(id, r.state, r.err.as_deref(), now_ms());
     shared.matcher.lock().forget(id);
     metrics::counter!("otpgw_receipts_total", "carrier" => shared.cfg.name.clone(), "state" => r.state.label())
         .increment(1);
+    ticket
 }

@@ -64,6 +64,8 @@ pub struct CarrierConfig {
     pub early_receipt_ttl: Duration,
     /// How the carrier's receipt ids relate to its response ids.
     pub receipt_ids: IdMode,
+    /// On shutdown, how long a bind waits for its window to drain before unbinding.
+    pub drain_grace: Duration,
 }
 
 impl std::fmt::Debug for CarrierConfig {
@@ -102,6 +104,7 @@ impl CarrierConfig {
             max_frame: otpgw_proto::codec::DEFAULT_MAX_FRAME,
             early_receipt_ttl: Duration::from_secs(600),
             receipt_ids: IdMode::Auto,
+            drain_grace: Duration::from_secs(10),
         }
     }
 }
@@ -123,7 +126,7 @@ impl Shared {
         for m in expired.drain(..) {
             metrics::counter!("otpgw_messages_expired_total", "carrier" => self.cfg.name.clone())
                 .increment(1);
-            self.tracker.finish(m.id, DeliveryState::Expired, None, now);
+            let _ = self.tracker.finish(m.id, DeliveryState::Expired, None, now);
         }
     }
 }
@@ -142,12 +145,24 @@ impl Carrier {
         tracker: Arc<Tracker>,
         shutdown: CancellationToken,
     ) -> Self {
+        Self::spawn_with(cfg, queue, tracker, shutdown, Vec::new())
+    }
+
+    /// Start the binds, with the carrier ids of messages it confirmed before a restart
+    /// (so their receipts still match).
+    pub fn spawn_with(
+        cfg: CarrierConfig,
+        queue: Arc<CarrierQueue>,
+        tracker: Arc<Tracker>,
+        shutdown: CancellationToken,
+        confirmed: Vec<(String, otpgw_core::MsgId)>,
+    ) -> Self {
+        let mut matcher = Matcher::new(cfg.receipt_ids, cfg.early_receipt_ttl, 100_000);
+        for (cid, id) in confirmed {
+            matcher.on_submitted(&cid, id);
+        }
         let shared = Arc::new(Shared {
-            matcher: Mutex::new(Matcher::new(
-                cfg.receipt_ids,
-                cfg.early_receipt_ttl,
-                100_000,
-            )),
+            matcher: Mutex::new(matcher),
             cfg,
             queue,
             tracker,

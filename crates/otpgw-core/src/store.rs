@@ -29,6 +29,10 @@ impl Ticket {
         let (tx, rx) = oneshot::channel();
         (tx, Self(Some(rx)))
     }
+    /// Whether it is resolved already (nothing to wait for).
+    pub fn is_ready(&self) -> bool {
+        self.0.is_none()
+    }
     /// Wait for the write.
     pub async fn wait(self) -> bool {
         match self.0 {

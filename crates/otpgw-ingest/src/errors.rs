@@ -11,6 +11,7 @@
 //! | schedule_delivery_time set (not supported) | ESME_RINVSCHED (0x61) |
 //! | queue for the route full | ESME_RMSGQFUL (0x14) |
 //! | store unavailable | ESME_RSYSERR (0x08) |
+//! | too many submits of the session waiting for the disk, or the store's queue full | ESME_RTHROTTLED (0x58) |
 //! | gateway shutting down | ESME_RTHROTTLED (0x58), temporary: retry elsewhere or later |
 
 use otpgw_proto::status::*;
@@ -38,6 +39,8 @@ pub enum AcceptError {
     QueueFull,
     #[error("store unavailable")]
     StoreUnavailable,
+    #[error("too many messages waiting: slow down")]
+    Throttled,
     #[error("gateway shutting down")]
     ShuttingDown,
 }
@@ -54,6 +57,7 @@ impl AcceptError {
             Self::Scheduled => ESME_RINVSCHED,
             Self::QueueFull => ESME_RMSGQFUL,
             Self::StoreUnavailable => ESME_RSYSERR,
+            Self::Throttled => ESME_RTHROTTLED,
             Self::ShuttingDown => ESME_RTHROTTLED,
         }
     }

@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub max_receipt_attempts: u8,
     /// On shutdown, how long a brand may take to answer otpgw's unbind.
     pub unbind_grace: Duration,
+    /// submit_sm one session may have waiting for the store; beyond: ESME_RTHROTTLED.
+    pub max_pending_submits: usize,
 }
 
 impl ServerConfig {
@@ -51,6 +53,7 @@ impl ServerConfig {
             max_connections: 1000,
             max_receipt_attempts: 10,
             unbind_grace: Duration::from_secs(1),
+            max_pending_submits: 2000,
         }
     }
 }

@@ -10,7 +10,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+
+use futures_util::FutureExt;
 
 use futures_util::StreamExt;
 use tokio::net::TcpStream;
@@ -27,6 +30,7 @@ use otpgw_proto::status::{self, cmd};
 use otpgw_proto::time::receipt_date;
 
 use crate::brands::BrandConfig;
+use crate::errors::AcceptError;
 use crate::server::Context;
 
 /// Outstanding requests this side sent.
@@ -49,6 +53,8 @@ struct Conn {
     brand: Option<Arc<BrandConfig>>,
     outbox: Option<Arc<BrandOutbox>>,
     peer: SocketAddr,
+    /// Submits of this session waiting for the store.
+    pending_submits: Arc<AtomicUsize>,
 }
 
 /// Serve one connection until it closes.
@@ -71,6 +77,7 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
         brand: None,
         outbox: None,
         peer,
+        pending_submits: Arc::new(AtomicUsize::new(0)),
     };
     let bind_deadline = tokio::time::Instant::from_std(connected + ctx.cfg.bind_timeout);
     let mut jobs = Vec::new();
@@ -123,6 +130,24 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     c.close();
     drop(c);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+}
+
+/// The `submit_sm_resp` for an acceptance's outcome.
+fn reply(brand: &BrandConfig, res: Result<otpgw_core::MsgId, AcceptError>, seq: u32) -> Command {
+    match res {
+        Ok(id) => {
+            metrics::counter!("otpgw_messages_accepted_total", "brand" => brand.system_id.to_string()).increment(1);
+            pdu::submit_sm_resp(seq, &id.to_string())
+        }
+        Err(e) => refusal(brand, e, seq),
+    }
+}
+
+fn refusal(brand: &BrandConfig, e: AcceptError, seq: u32) -> Command {
+    let st = e.status();
+    metrics::counter!("otpgw_messages_rejected_total", "brand" => brand.system_id.to_string(), "status" => status::name(st)).increment(1);
+    tracing::debug!(brand = %brand.system_id, reason = %e, status = st, "submit refused");
+    pdu::header_only(cmd::SUBMIT_SM_RESP, st, seq)
 }
 
 impl Conn {
@@ -251,22 +276,29 @@ impl Conn {
                 .await;
         };
         let started = Instant::now();
-        let res = self.ctx.acceptor.accept(&brand, fields, now_ms()).await;
-        let reply = match res {
-            Ok(id) => {
-                metrics::counter!("otpgw_messages_accepted_total", "brand" => brand.system_id.to_string()).increment(1);
-                pdu::submit_sm_resp(seq, &id.to_string())
-            }
-            Err(e) => {
-                let st = e.status();
-                metrics::counter!("otpgw_messages_rejected_total", "brand" => brand.system_id.to_string(), "status" => status::name(st)).increment(1);
-                tracing::debug!(brand = %brand.system_id, reason = %e, status = st, "submit refused");
-                pdu::header_only(cmd::SUBMIT_SM_RESP, st, seq)
-            }
-        };
-        let end = self.send(reply).await;
-        metrics::histogram!("otpgw_accept_latency_seconds").record(started.elapsed().as_secs_f64());
-        end
+        if self.pending_submits.load(Ordering::Relaxed) >= self.ctx.cfg.max_pending_submits {
+            return self.send(refusal(&brand, AcceptError::Throttled, seq)).await;
+        }
+        let acceptor = self.ctx.acceptor.clone();
+        let b = brand.clone();
+        let mut accept = Box::pin(async move { acceptor.accept(&b, fields, now_ms()).await });
+        // With a store that answers at once (memory), reply inline; otherwise the
+        // acceptance waits for its group commit in its own task so this session keeps
+        // reading, and the response goes out when the message is safe.
+        if let Some(res) = (&mut accept).now_or_never() {
+            let end = self.send(reply(&brand, res, seq)).await;
+            metrics::histogram!("otpgw_accept_latency_seconds").record(started.elapsed().as_secs_f64());
+            return end;
+        }
+        self.pending_submits.fetch_add(1, Ordering::Relaxed);
+        let (tx, pending) = (self.tx.clone(), self.pending_submits.clone());
+        tokio::spawn(async move {
+            let res = accept.await;
+            let _ = tx.send(reply(&brand, res, seq)).await;
+            pending.fetch_sub(1, Ordering::Relaxed);
+            metrics::histogram!("otpgw_accept_latency_seconds").record(started.elapsed().as_secs_f64());
+        });
+        None
     }
 
     fn on_response(&mut self, id: u32, st: u32, seq: u32, now: Instant) -> Option<End> {

@@ -33,6 +33,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: Server,
+    #[serde(default)]
     pub store: Store,
     #[serde(default)]
     pub queue: Queue,
@@ -61,20 +62,82 @@ pub struct Server {
     pub receipt_window: usize,
     #[serde(default = "d_1000")]
     pub max_connections: usize,
+    /// submit_sm a session may have waiting for the store before ESME_RTHROTTLED.
+    #[serde(default = "d_max_pending_submits")]
+    pub max_pending_submits: usize,
+    /// On SIGTERM/Ctrl-C: how long carrier windows may take to drain.
+    #[serde(default = "d_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+fn d_max_pending_submits() -> usize {
+    2000
+}
+fn d_grace() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// Keeps nothing across a restart.
+    /// A redb file on local disk with group commit: the default.
+    Embedded,
+    /// Keeps nothing across a restart; only when named, and logged loudly.
     Memory,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Store {
-    /// Must be given: there is no silent choice of a non-durable store.
+    #[serde(default = "d_backend")]
     pub backend: Backend,
+    /// The embedded store's file.
+    #[serde(default = "d_store_path")]
+    pub path: std::path::PathBuf,
+    /// Group commit: wait this long after a batch's first write for more.
+    #[serde(default = "d_commit_window")]
+    pub commit_window_us: u64,
+    /// Group commit: most writes in one commit.
+    #[serde(default = "d_batch_max")]
+    pub batch_max: usize,
+    /// Finished-message records are kept this long.
+    #[serde(default = "d_finished_retention")]
+    pub finished_retention_secs: u64,
+    /// A receipt waits this long for its brand to bind, then is dropped (counted).
+    #[serde(default = "d_receipt_retention")]
+    pub receipt_retention_secs: u64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            backend: d_backend(),
+            path: d_store_path(),
+            commit_window_us: d_commit_window(),
+            batch_max: d_batch_max(),
+            finished_retention_secs: d_finished_retention(),
+            receipt_retention_secs: d_receipt_retention(),
+        }
+    }
+}
+
+fn d_backend() -> Backend {
+    Backend::Embedded
+}
+fn d_store_path() -> std::path::PathBuf {
+    "data/otpgw.redb".into()
+}
+fn d_commit_window() -> u64 {
+    200
+}
+fn d_batch_max() -> usize {
+    8192
+}
+fn d_finished_retention() -> u64 {
+    3600
+}
+fn d_receipt_retention() -> u64 {
+    3 * 86_400
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -301,6 +364,22 @@ impl Config {
         if s.max_connections == 0 {
             p.push("server.max_connections: must be at least 1".into());
         }
+        if s.max_pending_submits == 0 {
+            p.push("server.max_pending_submits: must be at least 1".into());
+        }
+        let st = &self.store;
+        if st.backend == Backend::Embedded && st.path.as_os_str().is_empty() {
+            p.push("store.path: must not be empty".into());
+        }
+        if st.commit_window_us > 100_000 {
+            p.push(format!("store.commit_window_us = {}: at most 100000", st.commit_window_us));
+        }
+        if st.batch_max == 0 {
+            p.push("store.batch_max: must be at least 1".into());
+        }
+        if st.receipt_retention_secs == 0 {
+            p.push("store.receipt_retention_secs: must be at least 1".into());
+        }
         if self.queue.capacity == 0 {
             p.push("queue.capacity: must be at least 1".into());
         }
@@ -425,6 +504,18 @@ impl Config {
         c.response_timeout = Duration::from_secs(s.response_timeout_secs);
         c.receipt_window = s.receipt_window;
         c.max_connections = s.max_connections;
+        c.max_pending_submits = s.max_pending_submits;
+        c
+    }
+
+    /// The embedded store's settings.
+    pub fn embedded_config(&self) -> otpgw_store::EmbeddedConfig {
+        let s = &self.store;
+        let mut c = otpgw_store::EmbeddedConfig::new(&s.path);
+        c.commit_window = Duration::from_micros(s.commit_window_us);
+        c.batch_max = s.batch_max;
+        c.finished_retention = Duration::from_secs(s.finished_retention_secs);
+        c.receipt_retention = Duration::from_secs(s.receipt_retention_secs);
         c
     }
 

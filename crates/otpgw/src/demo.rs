@@ -21,13 +21,14 @@ pub struct DemoOptions {
 }
 
 /// The config the demo runs with: one brand, one simulated carrier on `carrier`.
-pub fn demo_config(listen: SocketAddr, carrier: SocketAddr) -> Config {
+pub fn demo_config(listen: SocketAddr, carrier: SocketAddr, store: &std::path::Path) -> Config {
+    let store = store.display();
     let text = format!(
         r#"
 [server]
 listen = "{listen}"
 [store]
-backend = "memory"
+path = "{store}"
 [[brand]]
 system_id = "demo"
 password = "demo"
@@ -60,7 +61,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     };
     let sim = SimHandle::start(sim_cfg).await?;
     println!("simulated carrier listening on {}", sim.addr());
-    let gw = Gateway::start(&demo_config(opts.listen, sim.addr())).await?;
+    // The demo runs on the durable embedded store, in a fresh directory of its own.
+    let dir = std::env::temp_dir().join(format!("otpgw-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = dir.join("otpgw.redb");
+    println!("embedded store at {}", store.display());
+    let gw = Gateway::start(&demo_config(opts.listen, sim.addr(), &store)).await?;
     if !gw.wait_bound(2, Duration::from_secs(10)).await {
         anyhow::bail!("the gateway could not bind to the simulated carrier");
     }
@@ -85,6 +91,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     if opts.exit_after_selftest {
         gw.shutdown().await;
         sim.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
     }
     println!(
@@ -97,18 +104,18 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick() => {
-                if let Some((acc, fin, fwd)) = gw.counts() {
-                    println!(
-                        "accepted {acc}, finished {fin}, receipts forwarded {fwd}, queued {}, in flight {}, carrier received {}",
-                        gw.queued(), gw.in_flight(), sim.received()
-                    );
-                }
+                println!(
+                    "queued {}, in flight {}, receipts waiting for brands {}, carrier received {}, store {} KiB",
+                    gw.queued(), gw.in_flight(), gw.receipts_waiting(), sim.received(),
+                    gw.embedded().map_or(0, |e| e.file_size() / 1024)
+                );
             }
         }
     }
     println!("stopping...");
     gw.shutdown().await;
     sim.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

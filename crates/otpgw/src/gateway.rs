@@ -15,9 +15,10 @@ use otpgw_core::tracker::Tracker;
 use otpgw_core::{Store, clock};
 use otpgw_dispatch::Dispatcher;
 use otpgw_ingest::{Acceptor, Brands, Server};
-use otpgw_store::MemoryStore;
+use otpgw_store::{EmbeddedStore, MemoryStore};
 
 use crate::config::{Backend, Config};
+
 
 /// A running gateway.
 pub struct Gateway {
@@ -29,36 +30,117 @@ pub struct Gateway {
     dispatcher: Arc<Dispatcher>,
     acceptor: Arc<Acceptor>,
     memory: Option<Arc<MemoryStore>>,
+    embedded: Option<Arc<EmbeddedStore>>,
+    grace: std::time::Duration,
+}
+
+/// What recovery found at start.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecoverySummary {
+    /// Unconfirmed messages queued again.
+    pub requeued: usize,
+    /// Of those, how many may already have reached a carrier (possible duplicates).
+    pub possibly_sent: usize,
+    /// Confirmed by a carrier, waiting for their receipt again.
+    pub awaiting_receipt: usize,
+    /// Past their deadline: finished as EXPIRED, never sent.
+    pub expired: usize,
+    /// Receipts owed to brands, queued again.
+    pub receipts: usize,
 }
 
 impl Gateway {
     /// Start everything the config describes. The brand listener is bound when this
     /// returns (port 0 in the config picks a free port: see [`Gateway::brand_addr`]).
     pub async fn start(cfg: &Config) -> anyhow::Result<Self> {
-        let (store, memory): (Arc<dyn Store>, Option<Arc<MemoryStore>>) = match cfg.store.backend {
+        Ok(Self::start_with_summary(cfg).await?.0)
+    }
+
+    /// Start, and say what recovery found.
+    pub async fn start_with_summary(cfg: &Config) -> anyhow::Result<(Self, RecoverySummary)> {
+        let mut memory = None;
+        let mut embedded = None;
+        let store: Arc<dyn Store> = match cfg.store.backend {
             Backend::Memory => {
-                tracing::warn!(
-                    "store backend is MEMORY: accepted messages and pending receipts are LOST on a crash or restart"
-                );
+                tracing::warn!("store backend is MEMORY: accepted messages and pending receipts are LOST on a crash or restart");
                 let m = Arc::new(MemoryStore::new());
-                (m.clone(), Some(m))
+                memory = Some(m.clone());
+                m
+            }
+            Backend::Embedded => {
+                let e = Arc::new(
+                    EmbeddedStore::open(cfg.embedded_config())
+                        .with_context(|| format!("cannot open the store {}", cfg.store.path.display()))?,
+                );
+                tracing::info!(path = %cfg.store.path.display(), "embedded store open");
+                embedded = Some(e.clone());
+                e
             }
         };
+        let now = clock::now_ms();
+        let recovered = store.recover(now).context("cannot read the store")?;
         let outbox = Arc::new(Outbox::new(cfg.receipts.outbox_capacity));
         let tracker = Arc::new(Tracker::new(store, outbox));
         let names: Vec<String> = cfg.carriers.iter().map(|c| c.name.clone()).collect();
         let dispatcher = Arc::new(Dispatcher::new(cfg.routes(), &names, cfg.queue.capacity));
-        let shutdown = CancellationToken::new();
-        let mut carriers = Vec::new();
-        for cc in cfg.carrier_configs() {
-            let q = dispatcher.queue(&cc.name).context("carrier queue")?;
-            carriers.push(Carrier::spawn(
-                cc,
-                q,
-                tracker.clone(),
-                shutdown.child_token(),
-            ));
+        let mut summary = RecoverySummary::default();
+
+        // Messages a carrier confirmed: their receipts must still match after the restart.
+        let mut preload: std::collections::HashMap<String, Vec<(String, otpgw_core::MsgId)>> = Default::default();
+        for (m, carrier, cid) in recovered.confirmed {
+            if !names.contains(&carrier) {
+                tracing::warn!(%carrier, id = %m.id, "message confirmed by a carrier no longer configured; its receipt cannot arrive");
+            }
+            preload.entry(carrier).or_default().push((cid, m.id));
+            tracker.insert(Arc::new(m));
+            summary.awaiting_receipt += 1;
         }
+        let shutdown = CancellationToken::new();
+        let grace = std::time::Duration::from_secs(cfg.server.shutdown_grace_secs);
+        let mut carriers = Vec::new();
+        for mut cc in cfg.carrier_configs() {
+            cc.drain_grace = grace;
+            let q = dispatcher.queue(&cc.name).context("carrier queue")?;
+            let pre = preload.remove(&cc.name).unwrap_or_default();
+            carriers.push(Carrier::spawn_with(cc, q, tracker.clone(), shutdown.child_token(), pre));
+        }
+        // Messages no carrier confirmed: queued again with their remaining validity,
+        // or finished as EXPIRED (with a receipt if asked) when it ran out.
+        for (m, sent) in recovered.unconfirmed {
+            let m = Arc::new(m);
+            tracker.insert(m.clone());
+            if m.deadline_ms <= now {
+                tracker.finish(m.id, otpgw_core::DeliveryState::Expired, None, now);
+                summary.expired += 1;
+                continue;
+            }
+            match dispatcher.route(&m.brand, &m.fields.dest.addr) {
+                Ok(q) => {
+                    q.push(m, now);
+                    summary.requeued += 1;
+                    if sent {
+                        summary.possibly_sent += 1;
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(id = %m.id, "recovered message has no route any more");
+                    tracker.finish(m.id, otpgw_core::DeliveryState::Undeliverable, Some("RTE"), now);
+                }
+            }
+        }
+        metrics::counter!("otpgw_recovered_possible_duplicates_total").increment(summary.possibly_sent as u64);
+        for j in recovered.receipts {
+            tracker.restore_receipt(j);
+            summary.receipts += 1;
+        }
+        tracing::info!(
+            requeued = summary.requeued,
+            possibly_sent = summary.possibly_sent,
+            awaiting_receipt = summary.awaiting_receipt,
+            expired = summary.expired,
+            receipts = summary.receipts,
+            "recovered state of the previous run"
+        );
         let acceptor = Arc::new(Acceptor::new(
             dispatcher.clone(),
             tracker.clone(),
@@ -76,16 +158,10 @@ impl Gateway {
         let brand_addr = server.local_addr()?;
         let server = tokio::spawn(server.run());
         tracing::info!(%brand_addr, carriers = carriers.len(), "otpgw started");
-        Ok(Self {
-            brand_addr,
-            shutdown,
-            server,
-            carriers,
-            tracker,
-            dispatcher,
-            acceptor,
-            memory,
-        })
+        Ok((
+            Self { brand_addr, shutdown, server, carriers, tracker, dispatcher, acceptor, memory, embedded, grace },
+            summary,
+        ))
     }
 
     /// Where brands connect.
@@ -128,13 +204,35 @@ impl Gateway {
         false
     }
 
-    /// Stop: refuse new messages, unbind brands and carriers, wait for tasks.
+    /// The embedded store, when that is the backend.
+    pub fn embedded(&self) -> Option<&Arc<EmbeddedStore>> {
+        self.embedded.as_ref()
+    }
+
+    /// Graceful stop: new submits get ESME_RTHROTTLED, brands are unbound, carrier
+    /// binds stop taking messages and wait (up to the grace period) for their windows
+    /// to drain, then unbind; the store is flushed and closed. What could not be
+    /// drained stays in the store and goes out after the next start.
     pub async fn shutdown(self) {
         self.acceptor.close();
         self.shutdown.cancel();
         let _ = self.server.await;
-        for c in self.carriers {
-            c.join().await;
+        let limit = self.grace + std::time::Duration::from_secs(3);
+        let carriers = async {
+            for c in self.carriers {
+                c.join().await;
+            }
+        };
+        if tokio::time::timeout(limit, carriers).await.is_err() {
+            tracing::warn!("carrier binds did not stop within the grace period");
         }
+        if !self.tracker.store().flush().wait().await {
+            tracing::error!("store flush failed at shutdown");
+        }
+        if let Some(e) = self.embedded {
+            let e2 = e.clone();
+            let _ = tokio::task::spawn_blocking(move || e2.close()).await;
+        }
+        tracing::info!("otpgw stopped");
     }
 }

@@ -35,12 +35,16 @@ fn unknown_carrier_in_route_is_rejected() {
 }
 
 #[test]
-fn store_backend_must_be_named() {
-    let bad = EXAMPLE.replace("backend = \"memory\"", "");
+fn store_is_embedded_unless_memory_is_named() {
+    let c = Config::parse(EXAMPLE, "x").unwrap();
+    assert_eq!(c.store.backend, Backend::Embedded);
+    let no_store = EXAMPLE.replace("[store]", "[unused_store_section_marker]");
+    assert!(Config::parse(&no_store, "x").is_err(), "unknown section must be refused");
+    let mem = EXAMPLE.replace("backend = \"embedded\"", "backend = \"memory\"");
+    assert_eq!(Config::parse(&mem, "x").unwrap().store.backend, Backend::Memory);
+    let bad = EXAMPLE.replace("backend = \"embedded\"", "backend = \"floppy\"");
     let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
-    assert!(e.contains("backend"), "{e}");
-    let bad = EXAMPLE.replace("backend = \"memory\"", "backend = \"floppy\"");
-    assert!(Config::parse(&bad, "x.toml").is_err());
+    assert!(e.contains("floppy") || e.contains("backend"), "{e}");
 }
 
 #[test]

@@ -8,13 +8,36 @@ use std::time::Duration;
 use otpgw::{Config, Gateway};
 use otpgw_sim::{SimConfig, SimHandle};
 
+/// A fresh directory for one test's store.
+pub fn store_dir(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "otpgw-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A config with two brands (bank/pw1, shop/pw2), the given carriers, and the
+/// embedded store in a fresh directory.
 pub fn config_text(listen: &str, carriers: &[(&str, SocketAddr)], extra_carrier: &str) -> String {
+    let store = store_dir("store").join("otpgw.redb");
+    config_text_with_store(listen, carriers, extra_carrier, &format!("path = \"{}\"", store.display()))
+}
+
+/// Like [`config_text`] with the given `[store]` body.
+pub fn config_text_with_store(listen: &str, carriers: &[(&str, SocketAddr)], extra_carrier: &str, store: &str) -> String {
     let mut t = format!(
         r#"
 [server]
 listen = "{listen}"
+shutdown_grace_secs = 2
 [store]
-backend = "memory"
+{store}
 [[brand]]
 system_id = "bank"
 password = "pw1"
