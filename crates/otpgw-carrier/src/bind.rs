@@ -233,7 +233,9 @@ where
             let seq = session.next_sequence();
             session.set_state(BindState::Unbinding);
             let _ = session.track(seq, Tag::Unbind, Instant::now());
-            tx.send(pdu::header_only(cmd::UNBIND, 0, seq)).await.map_err(|_| BindError::WriterGone)?;
+            tx.send(pdu::header_only(cmd::UNBIND, 0, seq))
+                .await
+                .map_err(|_| BindError::WriterGone)?;
         }
         let can_send = kind != Kind::Receiver && drain_until.is_none() && session.room() > 0;
         let room = session.room();
@@ -262,6 +264,20 @@ where
             }
             _ = shared.queue.pop(room, now_ms, &mut out, &mut expired), if can_send => {
                 shared.finish_expired(&mut expired);
+                // Mark them sent (one shared commit), then write them.
+                let marks: Vec<_> = out.iter().map(|m| shared.tracker.store().submitted(m.id)).collect();
+                let mut durable = true;
+                for t in marks {
+                    durable &= t.wait().await;
+                }
+                if !durable {
+                    // The store failed: put them back rather than send unrecorded.
+                    for m in out.drain(..) {
+                        shared.queue.push(m, now_ms());
+                    }
+                    tokio::time::sleep(shared.cfg.retry_delay).await;
+                    continue;
+                }
                 for msg in out.drain(..) {
                     send_submit(shared, session, tx, msg).await?;
                 }
@@ -324,7 +340,6 @@ async fn send_submit(
         shared.queue.push(msg, now);
         return Ok(());
     }
-    shared.tracker.store().submitted(msg.id);
     tx.send(command).await.map_err(|_| BindError::WriterGone)?;
     metrics::counter!("otpgw_carrier_submitted_total", "carrier" => shared.cfg.name.clone())
         .increment(1);
@@ -485,7 +500,11 @@ fn on_submit_resp(
 
 /// Acknowledge a `deliver_sm` once what it carried is durable. When the store fails,
 /// the receipt is not acknowledged: the carrier sends it again.
-async fn ack_when_durable(tx: &PduSender, seq: u32, tickets: Vec<otpgw_core::store::Ticket>) -> Result<(), BindError> {
+async fn ack_when_durable(
+    tx: &PduSender,
+    seq: u32,
+    tickets: Vec<otpgw_core::store::Ticket>,
+) -> Result<(), BindError> {
     if tickets.iter().all(|t| t.is_ready()) {
         return tx
             .send(pdu::deliver_sm_resp(seq, status::ESME_ROK))

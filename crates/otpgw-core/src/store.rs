@@ -77,15 +77,23 @@ pub enum StoreError {
 pub trait Store: Send + Sync + 'static {
     /// Record an accepted message; resolves when it is safe to acknowledge.
     fn accept<'a>(&'a self, msg: &'a Message) -> StoreFuture<'a, ()>;
-    /// A `submit_sm` for the message is about to be written to a carrier (so a
-    /// restart knows it may be a duplicate). Batched.
-    fn submitted(&self, id: MsgId);
+    /// A `submit_sm` for the message is about to be written to a carrier. The
+    /// carrier bind writes it only after the ticket resolved, so after a crash every
+    /// message that may have reached a carrier is known (and counted as a possible
+    /// duplicate when it is sent again). Batched with other writes.
+    fn submitted(&self, id: MsgId) -> Ticket;
     /// The carrier acknowledged the message with its own id. Batched.
     fn carrier_accepted(&self, id: MsgId, carrier: &str, carrier_msg_id: &str);
     /// The message reached its final state; `receipt` is what the brand is owed, if
     /// anything. The ticket resolves when this is durable (a carrier's receipt is
     /// acknowledged only then).
-    fn finished(&self, id: MsgId, state: DeliveryState, receipt: Option<&ReceiptJob>, now_ms: u64) -> Ticket;
+    fn finished(
+        &self,
+        id: MsgId,
+        state: DeliveryState,
+        receipt: Option<&ReceiptJob>,
+        now_ms: u64,
+    ) -> Ticket;
     /// The brand acknowledged the receipt for this message. Batched.
     fn receipt_forwarded(&self, id: MsgId);
     /// What the previous run left (empty for a store that keeps nothing).

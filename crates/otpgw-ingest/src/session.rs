@@ -277,7 +277,9 @@ impl Conn {
         };
         let started = Instant::now();
         if self.pending_submits.load(Ordering::Relaxed) >= self.ctx.cfg.max_pending_submits {
-            return self.send(refusal(&brand, AcceptError::Throttled, seq)).await;
+            return self
+                .send(refusal(&brand, AcceptError::Throttled, seq))
+                .await;
         }
         let acceptor = self.ctx.acceptor.clone();
         let b = brand.clone();
@@ -287,7 +289,8 @@ impl Conn {
         // reading, and the response goes out when the message is safe.
         if let Some(res) = (&mut accept).now_or_never() {
             let end = self.send(reply(&brand, res, seq)).await;
-            metrics::histogram!("otpgw_accept_latency_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("otpgw_accept_latency_seconds")
+                .record(started.elapsed().as_secs_f64());
             return end;
         }
         self.pending_submits.fetch_add(1, Ordering::Relaxed);
@@ -296,7 +299,8 @@ impl Conn {
             let res = accept.await;
             let _ = tx.send(reply(&brand, res, seq)).await;
             pending.fetch_sub(1, Ordering::Relaxed);
-            metrics::histogram!("otpgw_accept_latency_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("otpgw_accept_latency_seconds")
+                .record(started.elapsed().as_secs_f64());
         });
         None
     }

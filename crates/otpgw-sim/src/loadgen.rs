@@ -51,6 +51,14 @@ pub struct LoadConfig {
     pub receipt_timeout: Duration,
     /// Source address.
     pub source: String,
+    /// Index of the first message (its text and destination derive from the index),
+    /// so several runs against one gateway send distinct messages.
+    pub first_index: u64,
+    /// Keep the binds open until this many receipts arrived (or the timeout), e.g. to
+    /// collect receipts for messages an earlier run submitted.
+    pub expect_receipts: Option<u64>,
+    /// validity_period for every message (empty: none).
+    pub validity_period: String,
 }
 
 impl LoadConfig {
@@ -70,6 +78,9 @@ impl LoadConfig {
             text_len: 20,
             receipt_timeout: Duration::from_secs(30),
             source: "OTPGW".into(),
+            first_index: 0,
+            expect_receipts: None,
+            validity_period: String::new(),
         }
     }
 }
@@ -114,6 +125,8 @@ pub struct LoadReport {
     pub resp_latency_us: Histogram<u64>,
     /// Microseconds from submit_sm to receipt.
     pub receipt_latency_us: Histogram<u64>,
+    /// Receipts for ids this run was not given (an earlier run's messages): (id, state).
+    pub foreign_receipts: Vec<(String, DeliveryState)>,
 }
 
 impl LoadReport {
@@ -158,6 +171,7 @@ struct Inner {
     rcpt_lat: Option<Histogram<u64>>,
     last_response: Option<Instant>,
     last_receipt: Option<Instant>,
+    started: Option<Instant>,
 }
 
 /// Run a load and report. Binds `binds` transceivers; fails if any bind is refused.
@@ -167,6 +181,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
         let mut i = shared.inner.lock();
         i.resp_lat = Histogram::new_with_bounds(1, 60_000_000, 3).ok();
         i.rcpt_lat = Histogram::new_with_bounds(1, 600_000_000, 3).ok();
+        i.started = Some(Instant::now());
     }
     let start = Instant::now();
     let mut conns = Vec::new();
@@ -267,10 +282,14 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
                 all_sent = true;
                 break;
             }
+            let i = i + cfg.first_index;
             if let Some(rate) = cfg.rate {
-                let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate.max(1)));
+                let due = start
+                    + Duration::from_secs_f64(
+                        (i - cfg.first_index) as f64 / f64::from(rate.max(1)),
+                    );
                 if due > Instant::now() {
-                    claimed = Some(i);
+                    claimed = Some(i - cfg.first_index);
                     wake = tokio::time::Instant::from_std(due);
                     break;
                 }
@@ -291,13 +310,14 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
                 registered_delivery: cfg.registered_delivery,
                 data_coding: cfg.data_coding,
                 short_message: Bytes::from(text_for(i, cfg.text_len)),
+                validity_period: cfg.validity_period.clone(),
                 ..Default::default()
             };
             let Ok(s) = f.to_submit_sm() else { continue };
             let seq = session.next_sequence();
             let now = Instant::now();
             if session.track(seq, (i, now), now).is_err() {
-                claimed = Some(i);
+                claimed = Some(i - cfg.first_index);
                 break;
             }
             if conn
@@ -358,6 +378,10 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
 }
 
 fn receipts_done(cfg: &LoadConfig, sh: &Shared) -> bool {
+    if let Some(n) = cfg.expect_receipts {
+        return sh.responses.load(Ordering::Relaxed) >= cfg.count
+            && sh.receipts.load(Ordering::Relaxed) >= n;
+    }
     if cfg.registered_delivery & 0x03 == 0 {
         return sh.responses.load(Ordering::Relaxed) >= cfg.count;
     }
@@ -371,7 +395,12 @@ fn receipt_wait_over(cfg: &LoadConfig, sh: &Shared) -> bool {
         return true;
     }
     let i = sh.inner.lock();
-    let last = i.last_receipt.into_iter().chain(i.last_response).max();
+    let last = i
+        .last_receipt
+        .into_iter()
+        .chain(i.last_response)
+        .chain(i.started)
+        .max();
     last.is_some_and(|t| t.elapsed() >= cfg.receipt_timeout)
 }
 
@@ -474,6 +503,11 @@ fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadRe
         }
     }
     let unknown = inner.early.len() as u64;
+    let foreign_receipts = inner
+        .early
+        .iter()
+        .map(|(id, st, _)| (id.clone(), *st))
+        .collect();
     let accepted = inner.ids.len() as u64;
     let missing = if cfg.registered_delivery & 0x03 == 1 {
         inner
@@ -510,5 +544,6 @@ fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadRe
         receipt_latency_us: inner
             .rcpt_lat
             .unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
+        foreign_receipts,
     }
 }

@@ -79,10 +79,20 @@ impl EmbeddedConfig {
 }
 
 enum Op {
-    Accept { id: u64, rec: Vec<u8>, done: oneshot::Sender<bool> },
-    Sent(u64),
+    Accept {
+        id: u64,
+        rec: Vec<u8>,
+        done: oneshot::Sender<bool>,
+    },
+    Sent(u64, oneshot::Sender<bool>),
     Confirmed(u64, Vec<u8>),
-    Finished { id: u64, state: u8, receipt: Option<(u64, Vec<u8>)>, now_ms: u64, done: oneshot::Sender<bool> },
+    Finished {
+        id: u64,
+        state: u8,
+        receipt: Option<(u64, Vec<u8>)>,
+        now_ms: u64,
+        done: oneshot::Sender<bool>,
+    },
     Forwarded(u64),
     Flush(oneshot::Sender<bool>),
     Stop,
@@ -107,7 +117,9 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("path", &self.cfg.path).finish_non_exhaustive()
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.cfg.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,13 +151,21 @@ impl EmbeddedStore {
         let pending = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(WriterStats::default());
         let writer = {
-            let (db, cfg, pending, stats) = (db.clone(), cfg.clone(), pending.clone(), stats.clone());
+            let (db, cfg, pending, stats) =
+                (db.clone(), cfg.clone(), pending.clone(), stats.clone());
             std::thread::Builder::new()
                 .name("otpgw-store".into())
                 .spawn(move || writer_loop(db, cfg, rx, pending, stats))
                 .map_err(err)?
         };
-        Ok(Self { cfg, db, tx, pending_accepts: pending, stats, writer: parking_lot::Mutex::new(Some(writer)) })
+        Ok(Self {
+            cfg,
+            db,
+            tx,
+            pending_accepts: pending,
+            stats,
+            writer: parking_lot::Mutex::new(Some(writer)),
+        })
     }
 
     /// The writer's counters.
@@ -155,7 +175,9 @@ impl EmbeddedStore {
 
     /// The store file's size in bytes.
     pub fn file_size(&self) -> u64 {
-        std::fs::metadata(&self.cfg.path).map(|m| m.len()).unwrap_or(0)
+        std::fs::metadata(&self.cfg.path)
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 
     /// Stop the writer after it committed everything queued before this call.
@@ -192,7 +214,11 @@ impl Store for EmbeddedStore {
         }
         let (done, rx) = oneshot::channel();
         self.pending_accepts.fetch_add(1, Ordering::Relaxed);
-        let sent = self.tx.send(Op::Accept { id: msg.id.0, rec: record::encode_message(msg), done });
+        let sent = self.tx.send(Op::Accept {
+            id: msg.id.0,
+            rec: record::encode_message(msg),
+            done,
+        });
         Box::pin(async move {
             if sent.is_err() {
                 return Err(StoreError::Closed);
@@ -205,19 +231,36 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn submitted(&self, id: MsgId) {
-        let _ = self.tx.send(Op::Sent(id.0));
+    fn submitted(&self, id: MsgId) -> Ticket {
+        let (done, t) = Ticket::pending();
+        let _ = self.tx.send(Op::Sent(id.0, done));
+        t
     }
 
     fn carrier_accepted(&self, id: MsgId, carrier: &str, carrier_msg_id: &str) {
-        let s = CarrierState::Confirmed { carrier: carrier.into(), carrier_id: carrier_msg_id.into() };
+        let s = CarrierState::Confirmed {
+            carrier: carrier.into(),
+            carrier_id: carrier_msg_id.into(),
+        };
         let _ = self.tx.send(Op::Confirmed(id.0, record::encode_state(&s)));
     }
 
-    fn finished(&self, id: MsgId, state: DeliveryState, receipt: Option<&ReceiptJob>, now_ms: u64) -> Ticket {
+    fn finished(
+        &self,
+        id: MsgId,
+        state: DeliveryState,
+        receipt: Option<&ReceiptJob>,
+        now_ms: u64,
+    ) -> Ticket {
         let (done, t) = Ticket::pending();
         let receipt = receipt.map(|j| (j.done_ms, record::encode_receipt(j)));
-        let _ = self.tx.send(Op::Finished { id: id.0, state: state.tlv(), receipt, now_ms, done });
+        let _ = self.tx.send(Op::Finished {
+            id: id.0,
+            state: state.tlv(),
+            receipt,
+            now_ms,
+            done,
+        });
         t
     }
 
@@ -237,8 +280,15 @@ impl Store for EmbeddedStore {
                 tracing::error!(id = k.value(), "unreadable message record skipped");
                 continue;
             };
-            match states.get(k.value()).map_err(err)?.and_then(|s| record::decode_state(s.value())) {
-                Some(CarrierState::Confirmed { carrier, carrier_id }) => out.confirmed.push((m, carrier, carrier_id)),
+            match states
+                .get(k.value())
+                .map_err(err)?
+                .and_then(|s| record::decode_state(s.value()))
+            {
+                Some(CarrierState::Confirmed {
+                    carrier,
+                    carrier_id,
+                }) => out.confirmed.push((m, carrier, carrier_id)),
                 Some(CarrierState::Sent) => out.unconfirmed.push((m, true)),
                 None => out.unconfirmed.push((m, false)),
             }
@@ -271,7 +321,13 @@ impl Store for EmbeddedStore {
     }
 }
 
-fn writer_loop(db: Arc<Database>, cfg: EmbeddedConfig, rx: Receiver<Op>, pending: Arc<AtomicUsize>, stats: Arc<WriterStats>) {
+fn writer_loop(
+    db: Arc<Database>,
+    cfg: EmbeddedConfig,
+    rx: Receiver<Op>,
+    pending: Arc<AtomicUsize>,
+    stats: Arc<WriterStats>,
+) {
     let mut batch: Vec<Op> = Vec::with_capacity(cfg.batch_max);
     let mut last_purge = Instant::now();
     loop {
@@ -308,7 +364,8 @@ fn writer_loop(db: Arc<Database>, cfg: EmbeddedConfig, rx: Receiver<Op>, pending
                     false
                 }
             };
-            metrics::histogram!("otpgw_store_commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("otpgw_store_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
             metrics::histogram!("otpgw_store_batch_ops").record(batch.len() as f64);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -319,7 +376,7 @@ fn writer_loop(db: Arc<Database>, cfg: EmbeddedConfig, rx: Receiver<Op>, pending
                         pending.fetch_sub(1, Ordering::Relaxed);
                         let _ = done.send(ok);
                     }
-                    Op::Finished { done, .. } | Op::Flush(done) => {
+                    Op::Finished { done, .. } | Op::Flush(done) | Op::Sent(_, done) => {
                         let _ = done.send(ok);
                     }
                     Op::Stop => stop = true,
@@ -352,7 +409,7 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
                 Op::Accept { id, rec, .. } => {
                     msgs.insert(*id, rec.as_slice())?;
                 }
-                Op::Sent(id) => {
+                Op::Sent(id, _) => {
                     if msgs.get(*id)?.is_some() && states.get(*id)?.is_none() {
                         states.insert(*id, record::encode_state(&CarrierState::Sent).as_slice())?;
                     }
@@ -362,7 +419,13 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
                         states.insert(*id, st.as_slice())?;
                     }
                 }
-                Op::Finished { id, state, receipt, now_ms, .. } => {
+                Op::Finished {
+                    id,
+                    state,
+                    receipt,
+                    now_ms,
+                    ..
+                } => {
                     msgs.remove(*id)?;
                     states.remove(*id)?;
                     finished.insert((*now_ms, *id), *state)?;
@@ -422,7 +485,10 @@ fn purge(db: &Database, cfg: &EmbeddedConfig, now: u64) -> Result<(), redb::Erro
     w.commit()?;
     if n_rc > 0 {
         metrics::counter!("otpgw_receipts_expired_total").increment(n_rc);
-        tracing::warn!(receipts = n_rc, "receipts dropped after their retention: their brands never bound");
+        tracing::warn!(
+            receipts = n_rc,
+            "receipts dropped after their retention: their brands never bound"
+        );
     }
     let _ = n_fin;
     Ok(())

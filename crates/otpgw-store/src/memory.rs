@@ -38,9 +38,17 @@ impl Store for MemoryStore {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         Box::pin(std::future::ready(Ok(())))
     }
-    fn submitted(&self, _id: MsgId) {}
+    fn submitted(&self, _id: MsgId) -> Ticket {
+        Ticket::ready()
+    }
     fn carrier_accepted(&self, _id: MsgId, _carrier: &str, _carrier_msg_id: &str) {}
-    fn finished(&self, _id: MsgId, _state: DeliveryState, _r: Option<&ReceiptJob>, _now_ms: u64) -> Ticket {
+    fn finished(
+        &self,
+        _id: MsgId,
+        _state: DeliveryState,
+        _r: Option<&ReceiptJob>,
+        _now_ms: u64,
+    ) -> Ticket {
         self.finished.fetch_add(1, Ordering::Relaxed);
         Ticket::ready()
     }

@@ -55,10 +55,15 @@ impl<'a> Rd<'a> {
         self.take(n)
     }
     fn string(&mut self) -> Option<String> {
-        self.bytes().map(|b| String::from_utf8_lossy(b).into_owned())
+        self.bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
     }
     fn addr(&mut self) -> Option<Address> {
-        Some(Address { ton: self.u8()?, npi: self.u8()?, addr: self.string()? })
+        Some(Address {
+            ton: self.u8()?,
+            npi: self.u8()?,
+            addr: self.string()?,
+        })
     }
 }
 
@@ -124,7 +129,14 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
             _ => None,
         },
     };
-    Some(Message { id, brand, fields, class, accepted_ms, deadline_ms })
+    Some(Message {
+        id,
+        brand,
+        fields,
+        class,
+        accepted_ms,
+        deadline_ms,
+    })
 }
 
 /// Encode a receipt job.
@@ -174,7 +186,10 @@ pub fn encode_state(s: &CarrierState) -> Vec<u8> {
     let mut b = BytesMut::with_capacity(32);
     match s {
         CarrierState::Sent => b.put_u8(1),
-        CarrierState::Confirmed { carrier, carrier_id } => {
+        CarrierState::Confirmed {
+            carrier,
+            carrier_id,
+        } => {
             b.put_u8(2);
             put_str(&mut b, carrier);
             put_str(&mut b, carrier_id);
@@ -188,7 +203,10 @@ pub fn decode_state(buf: &[u8]) -> Option<CarrierState> {
     let mut r = Rd(buf);
     match r.u8()? {
         1 => Some(CarrierState::Sent),
-        2 => Some(CarrierState::Confirmed { carrier: r.string()?, carrier_id: r.string()? }),
+        2 => Some(CarrierState::Confirmed {
+            carrier: r.string()?,
+            carrier_id: r.string()?,
+        }),
         _ => None,
     }
 }
@@ -204,8 +222,16 @@ mod tests {
             brand: "bank".into(),
             fields: SubmitFields {
                 service_type: "OTP".into(),
-                source: Address { ton: 5, npi: 0, addr: "MyBank".into() },
-                dest: Address { ton: 1, npi: 1, addr: "447700900123".into() },
+                source: Address {
+                    ton: 5,
+                    npi: 0,
+                    addr: "MyBank".into(),
+                },
+                dest: Address {
+                    ton: 1,
+                    npi: 1,
+                    addr: "447700900123".into(),
+                },
                 esm_class: 0x40,
                 protocol_id: 0,
                 priority_flag: 1,
@@ -228,7 +254,10 @@ mod tests {
         let back = decode_message(&encode_message(&m)).unwrap();
         assert_eq!(back.id, m.id);
         assert_eq!(back.fields, m.fields);
-        assert_eq!((back.class, back.accepted_ms, back.deadline_ms, &*back.brand), (Class::Otp, 1, 2, "bank"));
+        assert_eq!(
+            (back.class, back.accepted_ms, back.deadline_ms, &*back.brand),
+            (Class::Otp, 1, 2, "bank")
+        );
         let j = ReceiptJob {
             id: MsgId(7),
             brand: "bank".into(),
@@ -241,8 +270,17 @@ mod tests {
             attempts: 2,
         };
         let b = decode_receipt(&encode_receipt(&j)).unwrap();
-        assert_eq!((b.id, &*b.brand, b.state, b.err.as_str(), b.attempts), (j.id, "bank", j.state, "0x1", 2));
-        for s in [CarrierState::Sent, CarrierState::Confirmed { carrier: "c".into(), carrier_id: "1A".into() }] {
+        assert_eq!(
+            (b.id, &*b.brand, b.state, b.err.as_str(), b.attempts),
+            (j.id, "bank", j.state, "0x1", 2)
+        );
+        for s in [
+            CarrierState::Sent,
+            CarrierState::Confirmed {
+                carrier: "c".into(),
+                carrier_id: "1A".into(),
+            },
+        ] {
             assert_eq!(decode_state(&encode_state(&s)), Some(s));
         }
     }

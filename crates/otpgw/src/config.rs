@@ -372,7 +372,10 @@ impl Config {
             p.push("store.path: must not be empty".into());
         }
         if st.commit_window_us > 100_000 {
-            p.push(format!("store.commit_window_us = {}: at most 100000", st.commit_window_us));
+            p.push(format!(
+                "store.commit_window_us = {}: at most 100000",
+                st.commit_window_us
+            ));
         }
         if st.batch_max == 0 {
             p.push("store.batch_max: must be at least 1".into());

@@ -19,7 +19,6 @@ use otpgw_store::{EmbeddedStore, MemoryStore};
 
 use crate::config::{Backend, Config};
 
-
 /// A running gateway.
 pub struct Gateway {
     brand_addr: SocketAddr,
@@ -62,16 +61,18 @@ impl Gateway {
         let mut embedded = None;
         let store: Arc<dyn Store> = match cfg.store.backend {
             Backend::Memory => {
-                tracing::warn!("store backend is MEMORY: accepted messages and pending receipts are LOST on a crash or restart");
+                tracing::warn!(
+                    "store backend is MEMORY: accepted messages and pending receipts are LOST on a crash or restart"
+                );
                 let m = Arc::new(MemoryStore::new());
                 memory = Some(m.clone());
                 m
             }
             Backend::Embedded => {
-                let e = Arc::new(
-                    EmbeddedStore::open(cfg.embedded_config())
-                        .with_context(|| format!("cannot open the store {}", cfg.store.path.display()))?,
-                );
+                let e =
+                    Arc::new(EmbeddedStore::open(cfg.embedded_config()).with_context(|| {
+                        format!("cannot open the store {}", cfg.store.path.display())
+                    })?);
                 tracing::info!(path = %cfg.store.path.display(), "embedded store open");
                 embedded = Some(e.clone());
                 e
@@ -86,7 +87,8 @@ impl Gateway {
         let mut summary = RecoverySummary::default();
 
         // Messages a carrier confirmed: their receipts must still match after the restart.
-        let mut preload: std::collections::HashMap<String, Vec<(String, otpgw_core::MsgId)>> = Default::default();
+        let mut preload: std::collections::HashMap<String, Vec<(String, otpgw_core::MsgId)>> =
+            Default::default();
         for (m, carrier, cid) in recovered.confirmed {
             if !names.contains(&carrier) {
                 tracing::warn!(%carrier, id = %m.id, "message confirmed by a carrier no longer configured; its receipt cannot arrive");
@@ -102,7 +104,13 @@ impl Gateway {
             cc.drain_grace = grace;
             let q = dispatcher.queue(&cc.name).context("carrier queue")?;
             let pre = preload.remove(&cc.name).unwrap_or_default();
-            carriers.push(Carrier::spawn_with(cc, q, tracker.clone(), shutdown.child_token(), pre));
+            carriers.push(Carrier::spawn_with(
+                cc,
+                q,
+                tracker.clone(),
+                shutdown.child_token(),
+                pre,
+            ));
         }
         // Messages no carrier confirmed: queued again with their remaining validity,
         // or finished as EXPIRED (with a receipt if asked) when it ran out.
@@ -124,11 +132,17 @@ impl Gateway {
                 }
                 Err(_) => {
                     tracing::warn!(id = %m.id, "recovered message has no route any more");
-                    tracker.finish(m.id, otpgw_core::DeliveryState::Undeliverable, Some("RTE"), now);
+                    tracker.finish(
+                        m.id,
+                        otpgw_core::DeliveryState::Undeliverable,
+                        Some("RTE"),
+                        now,
+                    );
                 }
             }
         }
-        metrics::counter!("otpgw_recovered_possible_duplicates_total").increment(summary.possibly_sent as u64);
+        metrics::counter!("otpgw_recovered_possible_duplicates_total")
+            .increment(summary.possibly_sent as u64);
         for j in recovered.receipts {
             tracker.restore_receipt(j);
             summary.receipts += 1;
@@ -159,7 +173,18 @@ impl Gateway {
         let server = tokio::spawn(server.run());
         tracing::info!(%brand_addr, carriers = carriers.len(), "otpgw started");
         Ok((
-            Self { brand_addr, shutdown, server, carriers, tracker, dispatcher, acceptor, memory, embedded, grace },
+            Self {
+                brand_addr,
+                shutdown,
+                server,
+                carriers,
+                tracker,
+                dispatcher,
+                acceptor,
+                memory,
+                embedded,
+                grace,
+            },
             summary,
         ))
     }

@@ -9,8 +9,16 @@ fn msg(id: u64) -> Message {
         id: MsgId(id),
         brand: "bank".into(),
         fields: SubmitFields {
-            source: Address { ton: 5, npi: 0, addr: "BANK".into() },
-            dest: Address { ton: 1, npi: 1, addr: format!("4477{id:08}") },
+            source: Address {
+                ton: 5,
+                npi: 0,
+                addr: "BANK".into(),
+            },
+            dest: Address {
+                ton: 1,
+                npi: 1,
+                addr: format!("4477{id:08}"),
+            },
             registered_delivery: 1,
             short_message: Bytes::from(format!("code {id:06}")),
             ..Default::default()
@@ -54,7 +62,10 @@ async fn concurrent_accepts_share_commits() {
         assert!(t.await.unwrap());
     }
     let commits = s.stats().commits.load(Ordering::Relaxed);
-    assert!(commits < 500, "{commits} commits for 2000 accepts: no group commit");
+    assert!(
+        commits < 500,
+        "{commits} commits for 2000 accepts: no group commit"
+    );
     assert_eq!(s.counts().unwrap().0, 2000);
 }
 
@@ -67,24 +78,39 @@ async fn recovery_from_a_store_written_by_the_previous_run() {
             s.accept(&msg(i)).await.unwrap();
         }
         s.submitted(MsgId(2));
-        s.submitted(MsgId(3));
+        assert!(s.submitted(MsgId(3)).wait().await);
         s.carrier_accepted(MsgId(3), "sim", "1A2B");
-        assert!(s.finished(MsgId(4), DeliveryState::Delivered, Some(&job(4, 10)), 10).wait().await);
-        assert!(s.finished(MsgId(5), DeliveryState::Delivered, Some(&job(5, 11)), 11).wait().await);
+        assert!(
+            s.finished(MsgId(4), DeliveryState::Delivered, Some(&job(4, 10)), 10)
+                .wait()
+                .await
+        );
+        assert!(
+            s.finished(MsgId(5), DeliveryState::Delivered, Some(&job(5, 11)), 11)
+                .wait()
+                .await
+        );
         s.receipt_forwarded(MsgId(5));
         assert!(s.flush().wait().await);
         s.close();
     }
     let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
     let r = s.recover(20).unwrap();
-    let mut un: Vec<(u64, bool)> = r.unconfirmed.iter().map(|(m, sent)| (m.id.0, *sent)).collect();
+    let mut un: Vec<(u64, bool)> = r
+        .unconfirmed
+        .iter()
+        .map(|(m, sent)| (m.id.0, *sent))
+        .collect();
     un.sort();
     assert_eq!(un, vec![(1, false), (2, true)]);
     assert_eq!(r.confirmed.len(), 1);
     let (m, carrier, cid) = &r.confirmed[0];
     assert_eq!((m.id.0, carrier.as_str(), cid.as_str()), (3, "sim", "1A2B"));
     assert_eq!(m.fields.short_message, Bytes::from("code 000003"));
-    assert_eq!(r.receipts.iter().map(|j| j.id.0).collect::<Vec<_>>(), vec![4]);
+    assert_eq!(
+        r.receipts.iter().map(|j| j.id.0).collect::<Vec<_>>(),
+        vec![4]
+    );
 }
 
 #[tokio::test]
@@ -96,7 +122,9 @@ async fn retention_purges_finished_records_and_old_receipts() {
     let s = EmbeddedStore::open(cfg).unwrap();
     for i in 0..100 {
         s.accept(&msg(i)).await.unwrap();
-        s.finished(MsgId(i), DeliveryState::Delivered, Some(&job(i, 1)), 1).wait().await;
+        s.finished(MsgId(i), DeliveryState::Delivered, Some(&job(i, 1)), 1)
+            .wait()
+            .await;
     }
     // (purging may already be under way: the records are born past their retention)
     for _ in 0..100 {
@@ -122,7 +150,9 @@ async fn busy_when_too_many_accepts_wait() {
 /// re-executes this binary with OTPGW_STORE_CRASH_CHILD set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child() {
-    let Some(path) = std::env::var_os("OTPGW_STORE_CRASH_CHILD") else { return };
+    let Some(path) = std::env::var_os("OTPGW_STORE_CRASH_CHILD") else {
+        return;
+    };
     let s = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(PathBuf::from(path))).unwrap());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for w in 0..64u64 {
@@ -156,7 +186,12 @@ fn sigkill_loses_nothing_acknowledged() {
     let mut total_acked = 0usize;
     for round in 0..3u64 {
         let mut child = std::process::Command::new(&exe)
-            .args(["--exact", "embedded::tests::crash_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "embedded::tests::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("OTPGW_STORE_CRASH_CHILD", &path)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -165,8 +200,14 @@ fn sigkill_loses_nothing_acknowledged() {
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut acked = Vec::new();
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(id) = line.strip_prefix("ACK ").and_then(|x| x.parse::<u64>().ok()) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(id) = line
+                    .strip_prefix("ACK ")
+                    .and_then(|x| x.parse::<u64>().ok())
+                {
                     acked.push(id);
                 }
             }
@@ -174,19 +215,35 @@ fn sigkill_loses_nothing_acknowledged() {
         });
         // Let it run for a varying time, then kill it mid-flight.
         std::thread::sleep(Duration::from_millis(300 + 170 * round));
-        let _ = std::process::Command::new("kill").args(["-9", &child.id().to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &child.id().to_string()])
+            .status();
         let _ = child.wait();
         let acked = reader.join().unwrap();
-        assert!(!acked.is_empty(), "child acknowledged nothing in round {round}");
+        assert!(
+            !acked.is_empty(),
+            "child acknowledged nothing in round {round}"
+        );
         let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
         let r = s.recover(now_ms()).unwrap();
-        let on_disk: std::collections::HashSet<u64> = r.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
-        let lost: Vec<_> = acked.iter().filter(|id| !on_disk.contains(id)).take(5).collect();
-        assert!(lost.is_empty(), "round {round}: acknowledged but lost: {lost:?}");
+        let on_disk: std::collections::HashSet<u64> =
+            r.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
+        let lost: Vec<_> = acked
+            .iter()
+            .filter(|id| !on_disk.contains(id))
+            .take(5)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: acknowledged but lost: {lost:?}"
+        );
         total_acked += acked.len();
         s.close();
         let _ = std::fs::remove_file(&path);
     }
     eprintln!("{total_acked} acknowledged accepts survived three SIGKILLs");
-    assert!(total_acked > 1000, "only {total_acked} acks in three rounds");
+    assert!(
+        total_acked > 1000,
+        "only {total_acked} acks in three rounds"
+    );
 }

@@ -39,9 +39,15 @@ fn store_is_embedded_unless_memory_is_named() {
     let c = Config::parse(EXAMPLE, "x").unwrap();
     assert_eq!(c.store.backend, Backend::Embedded);
     let no_store = EXAMPLE.replace("[store]", "[unused_store_section_marker]");
-    assert!(Config::parse(&no_store, "x").is_err(), "unknown section must be refused");
+    assert!(
+        Config::parse(&no_store, "x").is_err(),
+        "unknown section must be refused"
+    );
     let mem = EXAMPLE.replace("backend = \"embedded\"", "backend = \"memory\"");
-    assert_eq!(Config::parse(&mem, "x").unwrap().store.backend, Backend::Memory);
+    assert_eq!(
+        Config::parse(&mem, "x").unwrap().store.backend,
+        Backend::Memory
+    );
     let bad = EXAMPLE.replace("backend = \"embedded\"", "backend = \"floppy\"");
     let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
     assert!(e.contains("floppy") || e.contains("backend"), "{e}");

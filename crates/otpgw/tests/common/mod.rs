@@ -26,11 +26,21 @@ pub fn store_dir(tag: &str) -> std::path::PathBuf {
 /// embedded store in a fresh directory.
 pub fn config_text(listen: &str, carriers: &[(&str, SocketAddr)], extra_carrier: &str) -> String {
     let store = store_dir("store").join("otpgw.redb");
-    config_text_with_store(listen, carriers, extra_carrier, &format!("path = \"{}\"", store.display()))
+    config_text_with_store(
+        listen,
+        carriers,
+        extra_carrier,
+        &format!("path = \"{}\"", store.display()),
+    )
 }
 
 /// Like [`config_text`] with the given `[store]` body.
-pub fn config_text_with_store(listen: &str, carriers: &[(&str, SocketAddr)], extra_carrier: &str, store: &str) -> String {
+pub fn config_text_with_store(
+    listen: &str,
+    carriers: &[(&str, SocketAddr)],
+    extra_carrier: &str,
+    store: &str,
+) -> String {
     let mut t = format!(
         r#"
 [server]
@@ -84,4 +94,124 @@ pub async fn gateway(sim: &SimHandle, extra_carrier: &str) -> Gateway {
         "carrier binds did not come up"
     );
     gw
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `otpgw serve` binary as a child process.
+pub struct GwProc {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    cfg: std::path::PathBuf,
+    log: std::path::PathBuf,
+    starts: u32,
+}
+
+impl GwProc {
+    /// Write `config` to `dir` and start `otpgw serve` on it; waits for the brand port.
+    pub async fn start(dir: &std::path::Path, port: u16, config: &str) -> Self {
+        let cfg = dir.join("otpgw.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut g = GwProc {
+            child: None,
+            port,
+            cfg,
+            log: dir.join("otpgw.log"),
+            starts: 0,
+        };
+        g.restart().await;
+        g
+    }
+
+    /// Start it again (after a kill).
+    pub async fn restart(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_otpgw"))
+            .args(["serve", "--config"])
+            .arg(&self.cfg)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "otpgw serve did not listen on {}:\n{}",
+            self.port,
+            self.logs()
+        );
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status (killed after `limit`).
+    pub async fn term(&mut self, limit: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    /// Everything the process logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sum of a numeric field (`name=N`) over every "recovered state" log line.
+    pub fn recovered(&self, field: &str) -> u64 {
+        let key = format!("{field}=");
+        self.logs()
+            .lines()
+            .filter(|l| l.contains("recovered state of the previous run"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key.as_str()))
+            })
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for GwProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }
