@@ -5,6 +5,9 @@
 # (utime+stime of the otpgw serve process from /proc, over the run).
 #
 #   COUNT=200000 BINDS=2 WINDOW=500 CARRIER_BINDS=2 CARRIER_WINDOW=500 benches/e2e.sh
+#   STORE=memory benches/e2e.sh          # the non-durable store, for comparison
+#   RATE=10000 COUNT=100000 benches/e2e.sh   # offered rate instead of flat out
+#   FINISHED_RETENTION=10 COUNT=1000000 benches/e2e.sh   # store size over a long run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-200000}
@@ -13,6 +16,8 @@ WINDOW=${WINDOW:-500}
 CARRIER_BINDS=${CARRIER_BINDS:-2}
 CARRIER_WINDOW=${CARRIER_WINDOW:-500}
 RATE=${RATE:-}
+STORE=${STORE:-embedded}
+FINISHED_RETENTION=${FINISHED_RETENTION:-3600}
 SIM_PORT=${SIM_PORT:-27760}
 GW_PORT=${GW_PORT:-27750}
 
@@ -26,6 +31,9 @@ sed -e "s/127.0.0.1:2776\"/127.0.0.1:${SIM_PORT}\"/" \
     -e "s/127.0.0.1:2775\"/127.0.0.1:${GW_PORT}\"/" \
     -e "s/^binds = 2 .*/binds = ${CARRIER_BINDS}/" \
     -e "s/^window = 100 .*/window = ${CARRIER_WINDOW}/" \
+    -e "s|^backend = \"embedded\"|backend = \"${STORE}\"|" \
+    -e "s|^path = \"data/otpgw.redb\"|path = \"$tmp/otpgw.redb\"|" \
+    -e "s/^finished_retention_secs = 3600 .*/finished_retention_secs = ${FINISHED_RETENTION}/" \
     deploy/otpgw.toml > "$tmp/otpgw.toml"
 
 "$BIN" sim --listen "127.0.0.1:${SIM_PORT}" --credentials otpgw:secret --receipt-delay-ms 10 >"$tmp/sim.log" 2>&1 &
@@ -39,6 +47,11 @@ done
 sleep 0.5
 
 ticks=$(getconf CLK_TCK)
+# Sample the store file's size every 2 s.
+( while sleep 2; do
+    [ -f "$tmp/otpgw.redb" ] && echo "  store file after $SECONDS s: $(( $(stat -c %s "$tmp/otpgw.redb") / 1048576 )) MiB" >> "$tmp/sizes"
+  done ) &
+SAMPLER=$!
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 g0=$(cpu "$GW"); s0=$(cpu "$SIM")
 rate_arg=()
@@ -46,6 +59,10 @@ rate_arg=()
 /usr/bin/time -f "%e %U %S" -o "$tmp/time" \
     "$BIN" bench --host "127.0.0.1:${GW_PORT}" --binds "$BINDS" --window "$WINDOW" --count "$COUNT" "${rate_arg[@]}" | tee "$tmp/bench.txt"
 g1=$(cpu "$GW"); s1=$(cpu "$SIM")
+kill "$SAMPLER" 2>/dev/null || true
+[ -f "$tmp/sizes" ] && cat "$tmp/sizes"
+[ -f "$tmp/otpgw.redb" ] && echo "store file at the end: $(( $(stat -c %s "$tmp/otpgw.redb") / 1048576 )) MiB"
+echo "store: $STORE"
 read -r wall lu ls < "$tmp/time"
 awk -v g=$((g1 - g0)) -v s=$((s1 - s0)) -v t="$ticks" -v n="$COUNT" -v lu="$lu" -v ls="$ls" -v w="$wall" 'BEGIN {
     printf "machine: %s, %d cores\n", "'"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"'", '"$(nproc)"'

@@ -7,12 +7,13 @@
 //! - knows three conventions: the same id, hex in the response and decimal in the
 //!   receipt, or the reverse ([`IdConvention`]). A carrier follows one of them; which
 //!   one is set in the config or, by default, learned: until then every message is
-//!   recorded under all three keys, a receipt that only one convention can explain
-//!   counts as evidence, and after [`LEARN_AFTER`] such receipts for one convention
-//!   and none for another the matcher settles on it;
-//! - parks a receipt that two messages could own (`"16"` is message A's decimal id
-//!   and message B's hex id) until the convention is known, then replays it: guessing
-//!   would hand a brand someone else's receipt;
+//!   recorded under all three keys, every receipt is parked (nothing is delivered on
+//!   a guess: a receipt that overtook its own response may find exactly one, wrong,
+//!   candidate), a receipt that only one convention can explain counts as evidence,
+//!   and after [`LEARN_AFTER`] such receipts for one convention (and twenty times more
+//!   than for the others) the matcher settles on it and replays what it parked;
+//!   `"16"` may be message A's decimal id and message B's hex id, so guessing would
+//!   hand a brand someone else's receipt;
 //! - parks a receipt whose id is not known yet and hands it over when the
 //!   `submit_sm_resp` with that id arrives (once the convention is known; before, it
 //!   waits for the replay); parked receipts older than a TTL are dropped and counted
@@ -84,14 +85,13 @@ pub enum IdMode {
     Auto,
 }
 
-/// Unambiguous matches needed (with none for any other convention) to settle on a
-/// convention in [`IdMode::Auto`].
+/// Receipts that only one convention explains needed to settle on it in
+/// [`IdMode::Auto`] (and at least 20 times as many as for all others together).
 pub const LEARN_AFTER: u64 = 16;
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct Matcher {
-    mode: IdMode,
     /// The settled convention (fixed, or learned).
     settled: Option<IdConvention>,
     evidence: [u64; 3],
@@ -109,7 +109,6 @@ impl Matcher {
     /// `max_parked` of them.
     pub fn new(mode: IdMode, park_ttl: Duration, max_parked: usize) -> Self {
         Self {
-            mode,
             settled: match mode {
                 IdMode::Fixed(c) => Some(c),
                 IdMode::Auto => None,
@@ -189,6 +188,11 @@ impl Matcher {
     }
 
     /// Match or park one receipt; returns a convention when this receipt settled it.
+    ///
+    /// Until the convention is settled nothing is delivered: a receipt that overtook
+    /// its own `submit_sm_resp` may find exactly one candidate that is the wrong
+    /// message. Receipts that one convention alone explains only count as evidence;
+    /// everything is replayed once the convention is known.
     fn offer(
         &mut self,
         r: CarrierReceipt,
@@ -196,39 +200,30 @@ impl Matcher {
         out: &mut Vec<(MsgId, CarrierReceipt)>,
     ) -> Option<IdConvention> {
         let norm = normalize(&r.id);
+        if let Some(c) = self.settled {
+            match self.maps[c as usize].get(&norm).copied() {
+                Some(id) => out.push((id, r)),
+                None => self.park(norm, r, at),
+            }
+            return None;
+        }
         let mut found: [Option<MsgId>; 3] = [None; 3];
-        for &c in self.active() {
+        for c in CONVENTIONS {
             found[c as usize] = self.maps[c as usize].get(&norm).copied();
         }
-        let mut distinct: Vec<MsgId> = found.iter().flatten().copied().collect();
-        distinct.sort();
-        distinct.dedup();
-        match distinct.as_slice() {
-            [] => {
-                self.park(norm, r, at);
-                None
+        let kinds: Vec<usize> = (0..3).filter(|&k| found[k].is_some()).collect();
+        let mut learned = None;
+        if let [k] = kinds.as_slice() {
+            self.evidence[*k] += 1;
+            let others: u64 = (0..3).filter(|i| i != k).map(|i| self.evidence[i]).sum();
+            if self.evidence[*k] >= LEARN_AFTER && self.evidence[*k] >= 20 * others {
+                learned = Some(CONVENTIONS[*k]);
             }
-            [id] => {
-                out.push((*id, r));
-                if self.mode == IdMode::Auto && self.settled.is_none() {
-                    let kinds: Vec<usize> = (0..3).filter(|&k| found[k].is_some()).collect();
-                    if let [k] = kinds.as_slice() {
-                        self.evidence[*k] += 1;
-                        let others: u64 = (0..3).filter(|i| i != k).map(|i| self.evidence[i]).sum();
-                        if self.evidence[*k] >= LEARN_AFTER && others == 0 {
-                            return Some(CONVENTIONS[*k]);
-                        }
-                    }
-                }
-                None
-            }
-            _ => {
-                // Two messages could own this receipt: wait until the convention is known.
-                metrics::counter!("otpgw_receipts_ambiguous_total").increment(1);
-                self.park(norm, r, at);
-                None
-            }
+        } else if kinds.len() > 1 {
+            metrics::counter!("otpgw_receipts_ambiguous_total").increment(1);
         }
+        self.park(norm, r, at);
+        learned
     }
 
     fn settle(&mut self, c: IdConvention) {
@@ -355,6 +350,40 @@ mod tests {
         got.sort();
         assert_eq!(got, (1..=2000).collect::<Vec<_>>());
         assert_eq!(m.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn auto_never_misroutes_receipts_that_overtake_their_response() {
+        // Hex responses, decimal receipts, 200 messages in flight ahead; every fourth
+        // receipt arrives before the response carrying its id (it came on another
+        // bind), while later messages whose hex ids read like its decimal id are known.
+        let now = Instant::now();
+        let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 100_000);
+        let mut got = Vec::new();
+        let delayed = |n: u64| n % 4 == 0;
+        let mut next = 1u64;
+        for n in 1..=3000u64 {
+            while next <= (n + 200).min(3000) {
+                if !delayed(next) {
+                    m.on_submitted(&format!("{next:X}"), MsgId(next));
+                }
+                next += 1;
+            }
+            let mut delivered = m.on_receipt(r(&n.to_string()), now);
+            if delayed(n) {
+                let early = m.on_submitted(&format!("{n:X}"), MsgId(n));
+                delivered.extend(early.into_iter().map(|rc| (MsgId(n), rc)));
+            }
+            for (id, rc) in delivered {
+                assert_eq!(rc.id.parse::<u64>().unwrap(), id.0, "misrouted receipt");
+                got.push(id.0);
+                m.forget(id);
+            }
+        }
+        assert_eq!(m.convention(), Some(IdConvention::HexToDecimal));
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 3000, "every receipt delivered once");
     }
 
     #[test]
