@@ -201,6 +201,7 @@ async fn connect_and_serve(
         }
     }
     if requeued > 0 {
+        answered(shared, requeued as usize);
         metrics::counter!("otpgw_carrier_possible_duplicates_total", "carrier" => cfg.name.clone())
             .increment(requeued);
     }
@@ -278,8 +279,15 @@ where
                     tokio::time::sleep(shared.cfg.retry_delay).await;
                     continue;
                 }
-                for msg in out.drain(..) {
-                    send_submit(shared, session, tx, msg).await?;
+                let mut batch = out.drain(..);
+                while let Some(msg) = batch.next() {
+                    if let Err(e) = send_submit(shared, session, tx, msg).await {
+                        // The link failed mid-batch: what was not written goes back.
+                        for m in batch {
+                            shared.queue.push(m, now_ms());
+                        }
+                        return Err(e);
+                    }
                 }
             }
             _ = sleep_until(deadline) => {
@@ -289,6 +297,7 @@ where
                             metrics::counter!("otpgw_carrier_possible_duplicates_total", "carrier" => shared.cfg.name.clone()).increment(1);
                             metrics::counter!("otpgw_carrier_response_timeouts_total", "carrier" => shared.cfg.name.clone()).increment(1);
                             shared.queue.push(msg, now_ms());
+                            answered(shared, 1);
                         }
                         Timeout::Response { tag: Tag::Unbind, .. } => return Ok(()),
                         Timeout::SendEnquireLink { sequence_number } => {
@@ -340,6 +349,7 @@ async fn send_submit(
         shared.queue.push(msg, now);
         return Ok(());
     }
+    shared.matcher.lock().sent();
     tx.send(command).await.map_err(|_| BindError::WriterGone)?;
     metrics::counter!("otpgw_carrier_submitted_total", "carrier" => shared.cfg.name.clone())
         .increment(1);
@@ -440,7 +450,8 @@ async fn handle_malformed(
             if let Some(Tag::Submit { msg, sent }) = session.on_response(seq, Instant::now()) {
                 let st = m.command_status.unwrap_or(status::ESME_RSYSERR);
                 if st == status::ESME_ROK {
-                    shared
+                    answered(shared, 1);
+                    let _ = shared
                         .tracker
                         .finish(msg.id, DeliveryState::Unknown, None, now_ms());
                 } else {
@@ -478,11 +489,12 @@ fn on_submit_resp(
         let cid = carrier_id.unwrap_or_default();
         shared.tracker.store().carrier_accepted(msg.id, name, &cid);
         let early = shared.matcher.lock().on_submitted(&cid, msg.id);
-        for r in early {
-            // The early receipt was acknowledged when it arrived (parked in memory).
-            let _ = apply_receipt(shared, msg.id, r);
+        for (id, r) in early {
+            // Parked receipts were acknowledged when they arrived (kept in memory).
+            let _ = apply_receipt(shared, id, r);
         }
     } else if status::is_temporary(st) {
+        answered(shared, 1);
         metrics::counter!("otpgw_carrier_retries_total", "carrier" => name.clone()).increment(1);
         let q = shared.queue.clone();
         let delay = shared.cfg.retry_delay;
@@ -491,10 +503,19 @@ fn on_submit_resp(
             q.push(msg, now_ms());
         });
     } else {
+        answered(shared, 1);
         let err = format!("{st:03x}");
         let _ = shared
             .tracker
             .finish(msg.id, DeliveryState::Undeliverable, Some(&err), now_ms());
+    }
+}
+
+/// `n` submits ended without a success response: receipts may become deliverable.
+fn answered(shared: &Arc<Shared>, n: usize) {
+    let ready = shared.matcher.lock().answered(n);
+    for (id, r) in ready {
+        let _ = apply_receipt(shared, id, r);
     }
 }
 

@@ -159,7 +159,7 @@ impl Carrier {
     ) -> Self {
         let mut matcher = Matcher::new(cfg.receipt_ids, cfg.early_receipt_ttl, 100_000);
         for (cid, id) in confirmed {
-            matcher.on_submitted(&cid, id);
+            matcher.preload(&cid, id);
         }
         let shared = Arc::new(Shared {
             matcher: Mutex::new(matcher),

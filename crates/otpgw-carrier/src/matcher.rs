@@ -102,6 +102,8 @@ pub struct Matcher {
     parked_order: VecDeque<(Instant, String)>,
     park_ttl: Duration,
     max_parked: usize,
+    /// Submits written to the carrier whose response has not been processed yet.
+    unanswered: usize,
 }
 
 impl Matcher {
@@ -120,7 +122,35 @@ impl Matcher {
             parked_order: VecDeque::new(),
             park_ttl,
             max_parked,
+            unanswered: 0,
         }
+    }
+
+    /// A `submit_sm` was written to the carrier.
+    pub fn sent(&mut self) {
+        self.unanswered += 1;
+    }
+
+    /// `n` submits got an answer other than success (error, timeout, lost link).
+    /// Returns receipts that became deliverable.
+    pub fn answered(&mut self, n: usize) -> Vec<(MsgId, CarrierReceipt)> {
+        self.unanswered = self.unanswered.saturating_sub(n);
+        self.replay_if_quiet()
+    }
+
+    /// Before the convention is known, receipts are safe to hand over when no submit
+    /// awaits its response: then every message a parked receipt could belong to is
+    /// known, and a single candidate is the owner.
+    fn replay_if_quiet(&mut self) -> Vec<(MsgId, CarrierReceipt)> {
+        let mut out = Vec::new();
+        if self.settled.is_none() && self.unanswered == 0 && !self.parked.is_empty() {
+            let waiting: Vec<_> = self.parked.drain().map(|(_, (t, r))| (t, r)).collect();
+            self.parked_order.clear();
+            for (t, r) in waiting {
+                self.offer(r, t, &mut out, false);
+            }
+        }
+        out
     }
 
     /// The convention in use, once known.
@@ -142,9 +172,25 @@ impl Matcher {
         }
     }
 
-    /// The carrier accepted `msg` with `carrier_id`. Returns receipts that arrived
-    /// before this response and now match.
-    pub fn on_submitted(&mut self, carrier_id: &str, msg: MsgId) -> Vec<CarrierReceipt> {
+    /// The carrier accepted `msg` with `carrier_id` (its response). Returns receipts
+    /// that arrived before and now match, with the message each belongs to.
+    pub fn on_submitted(&mut self, carrier_id: &str, msg: MsgId) -> Vec<(MsgId, CarrierReceipt)> {
+        self.unanswered = self.unanswered.saturating_sub(1);
+        let mut out: Vec<(MsgId, CarrierReceipt)> = self
+            .record(carrier_id, msg)
+            .into_iter()
+            .map(|r| (msg, r))
+            .collect();
+        out.extend(self.replay_if_quiet());
+        out
+    }
+
+    /// Record a message confirmed before a restart (no response is awaited for it).
+    pub fn preload(&mut self, carrier_id: &str, msg: MsgId) {
+        let _ = self.record(carrier_id, msg);
+    }
+
+    fn record(&mut self, carrier_id: &str, msg: MsgId) -> Vec<CarrierReceipt> {
         let norm = normalize(carrier_id);
         let mut keys = Vec::with_capacity(3);
         for &c in self.active() {
@@ -175,13 +221,13 @@ impl Matcher {
     /// once it has finished a message.
     pub fn on_receipt(&mut self, r: CarrierReceipt, now: Instant) -> Vec<(MsgId, CarrierReceipt)> {
         let mut out = Vec::new();
-        if let Some(learned) = self.offer(r, now, &mut out) {
+        if let Some(learned) = self.offer(r, now, &mut out, true) {
             // The convention was just learned: replay what waited for it.
             self.settle(learned);
             let waiting: Vec<_> = self.parked.drain().map(|(_, (t, r))| (t, r)).collect();
             self.parked_order.clear();
             for (t, r) in waiting {
-                self.offer(r, t, &mut out);
+                self.offer(r, t, &mut out, false);
             }
         }
         out
@@ -189,15 +235,16 @@ impl Matcher {
 
     /// Match or park one receipt; returns a convention when this receipt settled it.
     ///
-    /// Until the convention is settled nothing is delivered: a receipt that overtook
-    /// its own `submit_sm_resp` may find exactly one candidate that is the wrong
-    /// message. Receipts that one convention alone explains only count as evidence;
-    /// everything is replayed once the convention is known.
+    /// Before the convention is settled, a receipt is delivered only when it has a
+    /// single candidate and no submit awaits its response: a receipt that overtook
+    /// its own `submit_sm_resp` could otherwise find exactly one, wrong, candidate.
+    /// Receipts that one convention alone explains count as evidence (`learn`).
     fn offer(
         &mut self,
         r: CarrierReceipt,
         at: Instant,
         out: &mut Vec<(MsgId, CarrierReceipt)>,
+        learn: bool,
     ) -> Option<IdConvention> {
         let norm = normalize(&r.id);
         if let Some(c) = self.settled {
@@ -212,17 +259,24 @@ impl Matcher {
             found[c as usize] = self.maps[c as usize].get(&norm).copied();
         }
         let kinds: Vec<usize> = (0..3).filter(|&k| found[k].is_some()).collect();
+        let mut distinct: Vec<MsgId> = found.iter().flatten().copied().collect();
+        distinct.sort();
+        distinct.dedup();
         let mut learned = None;
-        if let [k] = kinds.as_slice() {
+        if learn && let [k] = kinds.as_slice() {
             self.evidence[*k] += 1;
             let others: u64 = (0..3).filter(|i| i != k).map(|i| self.evidence[i]).sum();
             if self.evidence[*k] >= LEARN_AFTER && self.evidence[*k] >= 20 * others {
                 learned = Some(CONVENTIONS[*k]);
             }
-        } else if kinds.len() > 1 {
+        }
+        if distinct.len() > 1 {
             metrics::counter!("otpgw_receipts_ambiguous_total").increment(1);
         }
-        self.park(norm, r, at);
+        match distinct.as_slice() {
+            [id] if self.unanswered == 0 => out.push((*id, r)),
+            _ => self.park(norm, r, at),
+        }
         learned
     }
 
@@ -335,6 +389,7 @@ mod tests {
         let now = Instant::now();
         let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 10_000);
         for n in 1..=2000u64 {
+            m.sent();
             assert!(m.on_submitted(&format!("{n:X}"), MsgId(n)).is_empty());
         }
         let mut got = Vec::new();
@@ -360,19 +415,20 @@ mod tests {
         let now = Instant::now();
         let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 100_000);
         let mut got = Vec::new();
-        let delayed = |n: u64| n % 4 == 0;
+        let delayed = |n: u64| n.is_multiple_of(4);
         let mut next = 1u64;
         for n in 1..=3000u64 {
+            let mut delivered = Vec::new();
             while next <= (n + 200).min(3000) {
+                m.sent();
                 if !delayed(next) {
-                    m.on_submitted(&format!("{next:X}"), MsgId(next));
+                    delivered.extend(m.on_submitted(&format!("{next:X}"), MsgId(next)));
                 }
                 next += 1;
             }
-            let mut delivered = m.on_receipt(r(&n.to_string()), now);
+            delivered.extend(m.on_receipt(r(&n.to_string()), now));
             if delayed(n) {
-                let early = m.on_submitted(&format!("{n:X}"), MsgId(n));
-                delivered.extend(early.into_iter().map(|rc| (MsgId(n), rc)));
+                delivered.extend(m.on_submitted(&format!("{n:X}"), MsgId(n)));
             }
             for (id, rc) in delivered {
                 assert_eq!(rc.id.parse::<u64>().unwrap(), id.0, "misrouted receipt");
@@ -410,18 +466,24 @@ mod tests {
         let now = Instant::now();
         let mut m = fixed(IdConvention::Same);
         assert!(m.on_receipt(r("ABC"), now).is_empty());
-        assert_eq!(m.on_submitted("abc", MsgId(7)), vec![r("ABC")]);
+        assert_eq!(m.on_submitted("abc", MsgId(7)), vec![(MsgId(7), r("ABC"))]);
         assert_eq!(m.sizes().1, 0);
         let mut m = fixed(IdConvention::HexToDecimal);
         assert!(m.on_receipt(r("4095"), now).is_empty());
         assert_eq!(m.on_submitted("FFF", MsgId(8)).len(), 1);
         // Auto, not settled yet: an early receipt is not handed over on a guess...
         let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 100);
+        m.sent();
+        m.sent();
         assert!(m.on_receipt(r("26"), now).is_empty()); // really message 38's (hex 0x26)
         assert!(m.on_submitted("26", MsgId(26)).is_empty());
-        assert!(m.on_submitted("38", MsgId(38)).is_empty());
+        assert!(
+            m.on_submitted("38", MsgId(38)).is_empty(),
+            "ambiguous: must wait"
+        );
         // ...but replayed to the right message once the convention is learned.
         for n in 1000..1000 + LEARN_AFTER {
+            m.sent();
             m.on_submitted(&n.to_string(), MsgId(n));
         }
         let mut got = Vec::new();
@@ -430,6 +492,26 @@ mod tests {
         }
         assert_eq!(m.convention(), Some(IdConvention::DecimalToHex));
         assert!(got.contains(&38) && !got.contains(&26), "{got:?}");
+    }
+
+    #[test]
+    fn a_single_receipt_is_delivered_once_no_submit_awaits_its_response() {
+        // A quiet carrier never gives 16 receipts to learn from: a receipt with one
+        // candidate goes out as soon as no response is outstanding.
+        let now = Instant::now();
+        let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 100);
+        m.sent();
+        m.sent();
+        assert!(m.on_submitted("1F", MsgId(1)).is_empty());
+        assert!(
+            m.on_receipt(r("31"), now).is_empty(),
+            "one response still outstanding"
+        );
+        assert_eq!(m.answered(1), vec![(MsgId(1), r("31"))]);
+        assert_eq!(m.convention(), None);
+        m.sent();
+        m.on_submitted("2A", MsgId(2));
+        assert_eq!(m.on_receipt(r("42"), now), vec![(MsgId(2), r("42"))]);
     }
 
     #[test]

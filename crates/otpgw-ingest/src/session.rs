@@ -384,7 +384,10 @@ impl Conn {
 
     async fn send_receipts(&mut self, jobs: &mut Vec<ReceiptJob>) -> Option<End> {
         let now = Instant::now();
-        for job in jobs.drain(..) {
+        let mut batch = jobs.drain(..);
+        // Not a `for` loop: on a write failure the rest of `batch` goes back.
+        #[allow(clippy::while_let_on_iterator)]
+        while let Some(job) = batch.next() {
             let id = job.id.to_string();
             let submit = receipt_date(job.submit_ms);
             let done = receipt_date(job.done_ms);
