@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::index_of;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -18,10 +20,6 @@ use otpgw_proto::pdu;
 use otpgw_proto::rusmpp::Pdu;
 use otpgw_proto::status::cmd;
 use otpgw_sim::loadgen::{self, LoadConfig};
-
-fn index_of(text: &[u8]) -> u64 {
-    std::str::from_utf8(&text[5..15]).unwrap().parse().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binds_dropped_mid_run_reconnect_and_nothing_is_lost() {

@@ -7,14 +7,10 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::GwProc;
+use common::index_of;
 use otpgw_proto::receipt::DeliveryState;
 use otpgw_sim::loadgen::{self, LoadConfig, LoadReport};
 use otpgw_sim::smsc::Outcomes;
-
-fn index_of(text: &[u8]) -> u64 {
-    std::str::from_utf8(&text[5..15]).unwrap().parse().unwrap()
-}
 
 /// Receipts a brand saw, by otpgw message id: own receipts of a run by index, and
 /// receipts for earlier runs' ids.
@@ -62,16 +58,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         };
     })
     .await;
-    let dir = common::store_dir("crash");
-    let port = common::free_port();
-    let store = format!("path = \"{}\"", dir.join("otpgw.redb").display());
-    let cfg = common::config_text_with_store(
-        &format!("127.0.0.1:{port}"),
-        &[("sim", sim.addr())],
-        "",
-        &store,
-    );
-    let mut gw = GwProc::start(&dir, port, &cfg).await;
+    let mut gw = common::serve_process(&sim, "crash").await;
     let mut brand = BrandView::default();
     let mut seed = u64::from(std::process::id());
     let rounds = 4u64;
@@ -169,16 +156,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_that_arrive_while_down_reach_the_brand_after_restart() {
     let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(1500)).await;
-    let dir = common::store_dir("down");
-    let port = common::free_port();
-    let store = format!("path = \"{}\"", dir.join("otpgw.redb").display());
-    let cfg = common::config_text_with_store(
-        &format!("127.0.0.1:{port}"),
-        &[("sim", sim.addr())],
-        "",
-        &store,
-    );
-    let mut gw = GwProc::start(&dir, port, &cfg).await;
+    let mut gw = common::serve_process(&sim, "down").await;
     let mut lc = LoadConfig::new(gw.addr(), "bank", "pw1", 300);
     lc.receipt_timeout = Duration::from_millis(200);
     let first = loadgen::run(lc).await.unwrap();
@@ -208,16 +186,7 @@ async fn receipts_that_arrive_while_down_reach_the_brand_after_restart() {
 async fn messages_that_expire_while_down_are_never_sent() {
     let sim = common::sim(|_| {}).await;
     sim.set_accepting(false); // the carrier is unreachable: messages stay queued
-    let dir = common::store_dir("expire");
-    let port = common::free_port();
-    let store = format!("path = \"{}\"", dir.join("otpgw.redb").display());
-    let cfg = common::config_text_with_store(
-        &format!("127.0.0.1:{port}"),
-        &[("sim", sim.addr())],
-        "",
-        &store,
-    );
-    let mut gw = GwProc::start(&dir, port, &cfg).await;
+    let mut gw = common::serve_process(&sim, "expire").await;
     let mut lc = LoadConfig::new(gw.addr(), "bank", "pw1", 50);
     lc.validity_period = "000000000002000R".into(); // 2 seconds
     lc.receipt_timeout = Duration::from_millis(100);
@@ -245,16 +214,7 @@ async fn messages_that_expire_while_down_are_never_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_exits_zero_and_the_rest_goes_out_after_restart() {
     let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(20)).await;
-    let dir = common::store_dir("term");
-    let port = common::free_port();
-    let store = format!("path = \"{}\"", dir.join("otpgw.redb").display());
-    let cfg = common::config_text_with_store(
-        &format!("127.0.0.1:{port}"),
-        &[("sim", sim.addr())],
-        "",
-        &store,
-    );
-    let mut gw = GwProc::start(&dir, port, &cfg).await;
+    let mut gw = common::serve_process(&sim, "term").await;
     let mut lc = LoadConfig::new(gw.addr(), "bank", "pw1", 5_000);
     lc.rate = Some(5_000);
     lc.receipt_timeout = Duration::from_secs(1);

@@ -3,17 +3,14 @@
 
 mod common;
 
+use common::index_of;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use otpgw_proto::receipt::DeliveryState;
 use otpgw_sim::loadgen::{self, LoadConfig, dest_for, text_for};
 use otpgw_sim::smsc::{IdStyle, Outcomes, ReceiptFormat};
-
-/// Index of a message from the text the load generator gave it ("code NNNNNNNNNN...").
-fn index_of(text: &[u8]) -> u64 {
-    std::str::from_utf8(&text[5..15]).unwrap().parse().unwrap()
-}
 
 async fn run_and_check(count: u64, sim: otpgw_sim::SimHandle, extra: &str, binds: usize) {
     let gw = common::gateway(&sim, extra).await;

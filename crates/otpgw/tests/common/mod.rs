@@ -215,3 +215,23 @@ impl Drop for GwProc {
         self.kill9();
     }
 }
+
+/// Index of a message from the text the load generator gave it ("code NNNNNNNNNN...").
+pub fn index_of(text: &[u8]) -> u64 {
+    std::str::from_utf8(&text[5..15]).unwrap().parse().unwrap()
+}
+
+/// `otpgw serve` on a free port with the embedded store in a fresh directory,
+/// in front of `sim`.
+pub async fn serve_process(sim: &SimHandle, tag: &str) -> GwProc {
+    let dir = store_dir(tag);
+    let port = free_port();
+    let store = format!("path = \"{}\"", dir.join("otpgw.redb").display());
+    let cfg = config_text_with_store(
+        &format!("127.0.0.1:{port}"),
+        &[("sim", sim.addr())],
+        "",
+        &store,
+    );
+    GwProc::start(&dir, port, &cfg).await
+}
