@@ -120,6 +120,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Binds of this carrier currently bound.
+    pub fn bound(&self) -> usize {
+        self.bound.load(Ordering::Relaxed)
+    }
+
     /// Finish messages the queue found expired.
     pub fn finish_expired(&self, expired: &mut Vec<Arc<otpgw_core::Message>>) {
         let now = now_ms();

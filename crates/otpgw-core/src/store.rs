@@ -102,6 +102,10 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Ticket;
     /// Whether an acknowledged message survives a crash.
     fn is_durable(&self) -> bool;
+    /// Whether the last writes succeeded (readiness).
+    fn is_healthy(&self) -> bool {
+        true
+    }
     /// Backend name for logs and metrics.
     fn name(&self) -> &'static str;
 }

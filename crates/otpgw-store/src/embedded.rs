@@ -103,6 +103,10 @@ enum Op {
 pub struct WriterStats {
     pub commits: AtomicU64,
     pub ops: AtomicU64,
+    /// Commits that failed (the store is not healthy while the last one failed).
+    pub failures: AtomicU64,
+    /// Whether the last commit failed.
+    pub last_failed: std::sync::atomic::AtomicBool,
 }
 
 /// See the module docs.
@@ -314,6 +318,10 @@ impl Store for EmbeddedStore {
 
     fn is_durable(&self) -> bool {
         true
+    }
+
+    fn is_healthy(&self) -> bool {
+        !self.stats.last_failed.load(Ordering::Relaxed)
     }
 
     fn name(&self) -> &'static str {

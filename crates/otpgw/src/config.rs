@@ -39,6 +39,8 @@ pub struct Config {
     pub queue: Queue,
     #[serde(default)]
     pub receipts: Receipts,
+    #[serde(default)]
+    pub ops: Ops,
     #[serde(rename = "brand", default)]
     pub brands: Vec<Brand>,
     #[serde(rename = "carrier", default)]
@@ -168,6 +170,31 @@ impl Default for Receipts {
             outbox_capacity: d_outbox(),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ops {
+    /// Serve /metrics, /healthz and /readyz.
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+    /// Where (loopback by default: it is not for the internet).
+    #[serde(default = "d_ops_listen")]
+    pub listen: SocketAddr,
+}
+impl Default for Ops {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: d_ops_listen(),
+        }
+    }
+}
+fn d_true() -> bool {
+    true
+}
+fn d_ops_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -565,6 +592,14 @@ impl Config {
                 };
                 k
             })
+            .collect()
+    }
+
+    /// Every route's carrier list (the default route first), for readiness.
+    pub fn route_lists(&self) -> Vec<Vec<String>> {
+        std::iter::once(self.routes.default.clone())
+            .filter(|d| !d.is_empty())
+            .chain(self.routes.prefix.iter().map(|p| p.carriers.clone()))
             .collect()
     }
 

@@ -29,6 +29,8 @@ pub fn demo_config(listen: SocketAddr, carrier: SocketAddr, store: &std::path::P
 listen = "{listen}"
 [store]
 path = "{store}"
+[ops]
+enabled = false
 [[brand]]
 system_id = "demo"
 password = "demo"

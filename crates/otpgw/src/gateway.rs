@@ -31,6 +31,33 @@ pub struct Gateway {
     memory: Option<Arc<MemoryStore>>,
     embedded: Option<Arc<EmbeddedStore>>,
     grace: std::time::Duration,
+    ops_addr: Option<SocketAddr>,
+}
+
+/// `/readyz`: the store is healthy and every route has a carrier with a bind up.
+struct GatewayReadiness {
+    store: Arc<dyn Store>,
+    carriers: Vec<Arc<otpgw_carrier::Shared>>,
+    routes: Vec<Vec<String>>,
+}
+
+impl crate::ops::Readiness for GatewayReadiness {
+    fn ready(&self) -> Result<(), String> {
+        if !self.store.is_healthy() {
+            return Err("store failing".into());
+        }
+        let up = |name: &String| {
+            self.carriers
+                .iter()
+                .any(|c| &c.cfg.name == name && c.bound() > 0)
+        };
+        for route in &self.routes {
+            if !route.iter().any(up) {
+                return Err(format!("no carrier bound for route {route:?}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What recovery found at start.
@@ -57,6 +84,9 @@ impl Gateway {
 
     /// Start, and say what recovery found.
     pub async fn start_with_summary(cfg: &Config) -> anyhow::Result<(Self, RecoverySummary)> {
+        if cfg.ops.enabled {
+            crate::ops::recorder();
+        }
         let mut memory = None;
         let mut embedded = None;
         let store: Arc<dyn Store> = match cfg.store.backend {
@@ -171,6 +201,20 @@ impl Gateway {
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
         let brand_addr = server.local_addr()?;
         let server = tokio::spawn(server.run());
+        let ops_addr = if cfg.ops.enabled {
+            let readiness = Arc::new(GatewayReadiness {
+                store: tracker.store().clone(),
+                carriers: carriers.iter().map(|c| c.shared().clone()).collect(),
+                routes: cfg.route_lists(),
+            });
+            Some(
+                crate::ops::serve(cfg.ops.listen, readiness, shutdown.child_token())
+                    .await
+                    .with_context(|| format!("cannot listen on {} for ops", cfg.ops.listen))?,
+            )
+        } else {
+            None
+        };
         tracing::info!(%brand_addr, carriers = carriers.len(), "otpgw started");
         Ok((
             Self {
@@ -184,6 +228,7 @@ impl Gateway {
                 memory,
                 embedded,
                 grace,
+                ops_addr,
             },
             summary,
         ))
@@ -192,6 +237,10 @@ impl Gateway {
     /// Where brands connect.
     pub fn brand_addr(&self) -> SocketAddr {
         self.brand_addr
+    }
+    /// Where /metrics, /healthz and /readyz are served, if enabled.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
     }
     /// Messages accepted and not yet finished.
     pub fn in_flight(&self) -> usize {

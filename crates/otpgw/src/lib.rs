@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod ops;
 
 pub use config::Config;
 pub use gateway::Gateway;

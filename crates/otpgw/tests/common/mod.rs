@@ -46,6 +46,8 @@ pub fn config_text_with_store(
 [server]
 listen = "{listen}"
 shutdown_grace_secs = 2
+[ops]
+listen = "127.0.0.1:0"
 [store]
 {store}
 [[brand]]
