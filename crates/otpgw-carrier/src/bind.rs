@@ -350,6 +350,8 @@ async fn send_submit(
         return Ok(());
     }
     shared.matcher.lock().sent();
+    metrics::histogram!("otpgw_queue_wait_seconds", "carrier" => shared.cfg.name.clone())
+        .record(now.saturating_sub(msg.accepted_ms) as f64 / 1000.0);
     tx.send(command).await.map_err(|_| BindError::WriterGone)?;
     metrics::counter!("otpgw_carrier_submitted_total", "carrier" => shared.cfg.name.clone())
         .increment(1);
@@ -573,6 +575,10 @@ fn apply_receipt(
 ) -> otpgw_core::store::Ticket {
     if !r.state.is_final() {
         return otpgw_core::store::Ticket::ready();
+    }
+    if let Some(m) = shared.tracker.get(id) {
+        metrics::histogram!("otpgw_receipt_latency_seconds", "carrier" => shared.cfg.name.clone())
+            .record(now_ms().saturating_sub(m.accepted_ms) as f64 / 1000.0);
     }
     let (_, ticket) = shared
         .tracker

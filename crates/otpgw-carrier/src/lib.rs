@@ -162,6 +162,19 @@ impl Carrier {
         shutdown: CancellationToken,
         confirmed: Vec<(String, otpgw_core::MsgId)>,
     ) -> Self {
+        // Every per-carrier counter exists from the start (at zero), so rates and
+        // alerts see a series before the first event.
+        for name in [
+            "otpgw_carrier_submitted_total",
+            "otpgw_carrier_retries_total",
+            "otpgw_carrier_response_timeouts_total",
+            "otpgw_carrier_possible_duplicates_total",
+            "otpgw_carrier_bind_failures_total",
+            "otpgw_messages_expired_total",
+        ] {
+            metrics::counter!(name, "carrier" => cfg.name.clone()).increment(0);
+        }
+        metrics::gauge!("otpgw_carrier_binds_up", "carrier" => cfg.name.clone()).increment(0.0);
         let mut matcher = Matcher::new(cfg.receipt_ids, cfg.early_receipt_ttl, 100_000);
         for (cid, id) in confirmed {
             matcher.preload(&cid, id);
@@ -223,7 +236,9 @@ async fn housekeeping(shared: Arc<Shared>) {
         shared.queue.expire(now_ms(), &mut expired);
         shared.finish_expired(&mut expired);
         shared.matcher.lock().expire(std::time::Instant::now());
-        metrics::gauge!("otpgw_queue_depth_messages", "carrier" => shared.cfg.name.clone())
-            .set(shared.queue.len() as f64);
+        for class in [otpgw_core::Class::Otp, otpgw_core::Class::Bulk] {
+            metrics::gauge!("otpgw_queue_depth_messages", "carrier" => shared.cfg.name.clone(), "class" => class.label())
+                .set(shared.queue.len_class(class) as f64);
+        }
     }
 }

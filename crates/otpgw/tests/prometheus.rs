@@ -1,0 +1,198 @@
+//! A real Prometheus (Debian package `prometheus`, installed by scripts/test.sh)
+//! scrapes otpgw during an end-to-end run. promtool checks the shipped config and
+//! rules; then every expression of the shipped Grafana dashboard, and the signal of
+//! every shipped alert rule, must return data from the Prometheus API.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use otpgw::{Config, Gateway};
+use otpgw_sim::loadgen::{self, LoadConfig};
+use otpgw_sim::smsc::Outcomes;
+
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+
+fn have(bin: &str) -> bool {
+    Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// Series returned by an instant query.
+async fn query(prom: std::net::SocketAddr, q: &str) -> usize {
+    let body = http_get(prom, &format!("/api/v1/query?query={}", encode(q))).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(v["status"], "success", "query failed: {q}: {body}");
+    v["data"]["result"].as_array().map_or(0, Vec::len)
+}
+
+/// The signal of an alert expression: the expression without its final comparison.
+fn signal(expr: &str) -> String {
+    let e = expr.trim();
+    for op in [" == ", " != ", " >= ", " <= ", " > ", " < "] {
+        if let Some(i) = e.rfind(op) {
+            let rhs = e[i + op.len()..].trim();
+            if rhs.parse::<f64>().is_ok() {
+                return e[..i].trim().to_string();
+            }
+        }
+    }
+    e.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() {
+    if !have("prometheus") || !have("promtool") {
+        assert!(
+            std::env::var_os("OTPGW_REQUIRE_PROMETHEUS").is_none(),
+            "prometheus is required (scripts/test.sh installs it)"
+        );
+        eprintln!("SKIPPED: prometheus/promtool not installed; run scripts/test.sh");
+        return;
+    }
+    // The shipped files are valid.
+    let ok = |args: &[&str]| {
+        let o = Command::new("promtool").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    ok(&[
+        "check",
+        "config",
+        &format!("{DEPLOY}/prometheus/prometheus.yml"),
+    ]);
+    ok(&["check", "rules", &format!("{DEPLOY}/prometheus/alerts.yml")]);
+
+    // otpgw in front of a carrier whose receipts include every outcome.
+    let sim = common::sim(|c| {
+        c.outcomes = Outcomes {
+            delivered: 80,
+            undeliverable: 10,
+            expired: 10,
+        };
+        c.receipt_delay = Duration::from_millis(20);
+        c.rate_cap = Some(1_800); // below the offered 2,000/s: some throttling and retries
+    })
+    .await;
+    let text = common::config_text("127.0.0.1:0", &[("sim", sim.addr())], "");
+    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
+        .await
+        .unwrap();
+    assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
+    let ops = gw.ops_addr().unwrap();
+
+    // A Prometheus scraping it every second, with the shipped rules.
+    let dir = common::store_dir("prom");
+    let port = common::free_port();
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {DEPLOY}/prometheus/alerts.yml\nscrape_configs:\n  - job_name: otpgw\n    static_configs:\n      - targets: [\"{ops}\"]\n"
+        ),
+    )
+    .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prom = Kill(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let prom = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+
+    // Traffic: OTPs with receipts, and a few refused ones (bad destination).
+    let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 12_000);
+    lc.rate = Some(2_000);
+    lc.receipt_timeout = Duration::from_secs(5);
+    let load = tokio::spawn(loadgen::run(lc));
+    let mut bad = LoadConfig::new(gw.brand_addr(), "shop", "pw2", 3);
+    bad.source = String::new(); // refused: ESME_RINVSRCADR
+    bad.receipt_timeout = Duration::from_millis(100);
+    let refused = loadgen::run(bad).await.unwrap();
+    assert_eq!(refused.accepted, 0);
+    let report = load.await.unwrap().unwrap();
+    assert_eq!(report.accepted, 12_000);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    assert!(
+        query(prom, "up{job=\"otpgw\"} == 1").await >= 1,
+        "Prometheus is not scraping otpgw"
+    );
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{DEPLOY}/grafana/otpgw-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs: Vec<String> = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    let rules = std::fs::read_to_string(format!("{DEPLOY}/prometheus/alerts.yml")).unwrap();
+    let alert_signals: Vec<String> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+        .map(signal)
+        .collect();
+    assert_eq!(alert_signals.len(), 6);
+    let mut empty = Vec::new();
+    for q in exprs.iter().chain(alert_signals.iter()) {
+        let n = query(prom, q).await;
+        eprintln!("{n:>3} series  {q}");
+        if n == 0 {
+            empty.push(q.clone());
+        }
+    }
+    assert!(empty.is_empty(), "expressions without data: {empty:#?}");
+    gw.shutdown().await;
+    sim.shutdown();
+}
