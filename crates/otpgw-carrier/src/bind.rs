@@ -238,7 +238,10 @@ where
                 .await
                 .map_err(|_| BindError::WriterGone)?;
         }
-        let can_send = kind != Kind::Receiver && drain_until.is_none() && session.room() > 0;
+        session.set_window(shared.window());
+        let paused = shared.is_paused();
+        let can_send =
+            kind != Kind::Receiver && drain_until.is_none() && !paused && session.room() > 0;
         let room = session.room();
         let mut deadline = tokio::time::Instant::from_std(session.next_deadline());
         if let Some(d) = drain_until
@@ -251,6 +254,8 @@ where
             _ = shared.shutdown.cancelled(), if drain_until.is_none() => {
                 drain_until = Some(tokio::time::Instant::now() + shared.cfg.drain_grace);
             }
+            // While paused, look again for a resume every 100 ms.
+            _ = tokio::time::sleep(Duration::from_millis(100)), if paused => {}
             frame = rx.next() => {
                 match frame {
                     None => return if unbinding { Ok(()) } else { Err(BindError::Closed) },
@@ -265,6 +270,13 @@ where
             }
             _ = shared.queue.pop(room, now_ms, &mut out, &mut expired), if can_send => {
                 shared.finish_expired(&mut expired);
+                if shared.is_paused() {
+                    // Paused while this bind was waiting: the messages go back.
+                    for m in out.drain(..) {
+                        shared.queue.push(m, now_ms());
+                    }
+                    continue;
+                }
                 // Mark them sent (one shared commit), then write them.
                 let marks: Vec<_> = out.iter().map(|m| shared.tracker.store().submitted(m.id)).collect();
                 let mut durable = true;
@@ -350,6 +362,7 @@ async fn send_submit(
         return Ok(());
     }
     shared.matcher.lock().sent();
+    shared.count_submit();
     metrics::histogram!("otpgw_queue_wait_seconds", "carrier" => shared.cfg.name.clone())
         .record(now.saturating_sub(msg.accepted_ms) as f64 / 1000.0);
     tx.send(command).await.map_err(|_| BindError::WriterGone)?;

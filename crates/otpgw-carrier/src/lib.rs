@@ -117,9 +117,41 @@ pub struct Shared {
     pub matcher: Mutex<Matcher>,
     bound: AtomicUsize,
     pub shutdown: CancellationToken,
+    /// Paused by an operator: binds stay up but take no messages.
+    paused: std::sync::atomic::AtomicBool,
+    /// Outstanding submits per bind (reloadable).
+    window: AtomicUsize,
+    /// Submits written, and how many were written in the last full second.
+    submitted: std::sync::atomic::AtomicU64,
+    rate: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
+    /// Whether an operator paused the carrier.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+    /// Pause (binds stay up, no messages taken) or resume.
+    pub fn set_paused(&self, on: bool) {
+        self.paused.store(on, Ordering::Relaxed);
+        tracing::info!(carrier = %self.cfg.name, paused = on, "carrier pause changed");
+    }
+    /// The window per bind now in force.
+    pub fn window(&self) -> usize {
+        self.window.load(Ordering::Relaxed)
+    }
+    /// Change the window per bind (applies at once to every bind).
+    pub fn set_window(&self, w: usize) {
+        self.window.store(w.max(1), Ordering::Relaxed);
+    }
+    /// Submits written in the last full second.
+    pub fn rate(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
+    }
+    pub(crate) fn count_submit(&self) {
+        self.submitted.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Binds of this carrier currently bound.
     pub fn bound(&self) -> usize {
         self.bound.load(Ordering::Relaxed)
@@ -181,6 +213,10 @@ impl Carrier {
         }
         let shared = Arc::new(Shared {
             matcher: Mutex::new(matcher),
+            paused: std::sync::atomic::AtomicBool::new(false),
+            window: AtomicUsize::new(cfg.window.max(1)),
+            submitted: std::sync::atomic::AtomicU64::new(0),
+            rate: std::sync::atomic::AtomicU64::new(0),
             cfg,
             queue,
             tracker,
@@ -228,11 +264,15 @@ impl Carrier {
 async fn housekeeping(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut expired = Vec::new();
+    let mut last = 0u64;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let now_count = shared.submitted.load(Ordering::Relaxed);
+        shared.rate.store(now_count - last, Ordering::Relaxed);
+        last = now_count;
         shared.queue.expire(now_ms(), &mut expired);
         shared.finish_expired(&mut expired);
         shared.matcher.lock().expire(std::time::Instant::now());

@@ -34,7 +34,8 @@ pub enum DispatchError {
 /// Routes messages into per-carrier queues.
 #[derive(Debug)]
 pub struct Dispatcher {
-    routes: Routes,
+    /// Reloaded on SIGHUP.
+    routes: parking_lot::RwLock<Routes>,
     queues: HashMap<String, Arc<CarrierQueue>>,
 }
 
@@ -45,7 +46,19 @@ impl Dispatcher {
             .iter()
             .map(|c| (c.clone(), Arc::new(CarrierQueue::new(c.clone(), capacity))))
             .collect();
-        Self { routes, queues }
+        Self {
+            routes: parking_lot::RwLock::new(routes),
+            queues,
+        }
+    }
+
+    /// Replace the routing table (every carrier it names must have a queue).
+    pub fn set_routes(&self, routes: Routes) -> Result<(), String> {
+        if let Some(c) = routes.carriers().find(|c| !self.queues.contains_key(*c)) {
+            return Err(format!("route names carrier {c:?}, which is not running"));
+        }
+        *self.routes.write() = routes;
+        Ok(())
     }
 
     /// The queue of a carrier.
@@ -60,8 +73,8 @@ impl Dispatcher {
 
     /// The queue a message for `brand` and `dest` goes to.
     pub fn route(&self, brand: &str, dest: &str) -> Result<&Arc<CarrierQueue>, DispatchError> {
-        let carrier = self
-            .routes
+        let routes = self.routes.read();
+        let carrier = routes
             .carriers_for(brand, dest)
             .and_then(|cs| cs.first())
             .ok_or(DispatchError::NoRoute)?;

@@ -61,7 +61,10 @@ impl ServerConfig {
 /// Everything a brand session needs.
 pub struct Context {
     pub cfg: ServerConfig,
-    pub brands: Brands,
+    /// Reloaded on SIGHUP; sessions already bound keep their brand's settings.
+    pub brands: parking_lot::RwLock<Brands>,
+    /// Bound sessions per brand.
+    pub sessions: dashmap::DashMap<Arc<str>, usize>,
     pub acceptor: Arc<Acceptor>,
     pub tracker: Arc<Tracker>,
     pub shutdown: CancellationToken,
@@ -88,13 +91,19 @@ impl Server {
             listener,
             ctx: Arc::new(Context {
                 cfg,
-                brands,
+                brands: parking_lot::RwLock::new(brands),
+                sessions: dashmap::DashMap::new(),
                 acceptor,
                 tracker,
                 shutdown,
                 connections: AtomicUsize::new(0),
             }),
         })
+    }
+
+    /// The shared context (brands, session counts), for reloads and the admin API.
+    pub fn context(&self) -> Arc<Context> {
+        self.ctx.clone()
     }
 
     /// The address the listener is bound to.

@@ -238,6 +238,7 @@ impl Conn {
         let Some(brand) = self
             .ctx
             .brands
+            .read()
             .authenticate(&req.params.system_id, &req.params.password)
         else {
             return self.bind_failed(id, seq).await;
@@ -247,6 +248,11 @@ impl Conn {
         if state.can_deliver() {
             self.outbox = Some(self.ctx.tracker.outbox().brand(&brand.system_id));
         }
+        *self
+            .ctx
+            .sessions
+            .entry(brand.system_id.clone())
+            .or_default() += 1;
         metrics::gauge!("otpgw_brand_sessions", "brand" => brand.system_id.to_string())
             .increment(1.0);
         tracing::info!(brand = %brand.system_id, peer = %self.peer, mode = ?state, "brand bound");
@@ -471,6 +477,9 @@ impl Conn {
             o.push_front(back);
         }
         if let Some(b) = &self.brand {
+            if let Some(mut n) = self.ctx.sessions.get_mut(&b.system_id) {
+                *n = n.saturating_sub(1);
+            }
             metrics::gauge!("otpgw_brand_sessions", "brand" => b.system_id.to_string())
                 .decrement(1.0);
         }

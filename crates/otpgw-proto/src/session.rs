@@ -199,6 +199,11 @@ impl<T> Session<T> {
         }
     }
 
+    /// Change the window (requests already outstanding stay; new ones wait for room).
+    pub fn set_window(&mut self, window: usize) {
+        self.cfg.window = window.max(1);
+    }
+
     /// Requests awaiting a response.
     pub fn in_flight(&self) -> usize {
         self.outstanding.len()

@@ -181,12 +181,16 @@ pub struct Ops {
     /// Where (loopback by default: it is not for the internet).
     #[serde(default = "d_ops_listen")]
     pub listen: SocketAddr,
+    /// Bearer token for /admin; without one the admin API is off.
+    #[serde(default)]
+    pub admin_token: Option<String>,
 }
 impl Default for Ops {
     fn default() -> Self {
         Self {
             enabled: true,
             listen: d_ops_listen(),
+            admin_token: None,
         }
     }
 }
@@ -409,6 +413,11 @@ impl Config {
         }
         if st.receipt_retention_secs == 0 {
             p.push("store.receipt_retention_secs: must be at least 1".into());
+        }
+        if let Some(t) = &self.ops.admin_token
+            && t.len() < 16
+        {
+            p.push("ops.admin_token: must be at least 16 characters".into());
         }
         if self.queue.capacity == 0 {
             p.push("queue.capacity: must be at least 1".into());

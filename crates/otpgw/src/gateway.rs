@@ -41,6 +41,58 @@ struct GatewayReadiness {
     routes: Vec<Vec<String>>,
 }
 
+/// The admin API's view of the gateway.
+struct GatewayAdmin {
+    carriers: Vec<Arc<otpgw_carrier::Shared>>,
+    dispatcher: Arc<Dispatcher>,
+    tracker: Arc<Tracker>,
+    ingest: Arc<otpgw_ingest::server::Context>,
+}
+
+impl crate::ops::Admin for GatewayAdmin {
+    fn carriers(&self) -> serde_json::Value {
+        use otpgw_core::Class;
+        serde_json::Value::Array(
+            self.carriers
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "name": c.cfg.name,
+                        "binds_up": c.bound(),
+                        "binds_configured": c.cfg.binds,
+                        "window": c.window(),
+                        "paused": c.is_paused(),
+                        "submitted_last_second": c.rate(),
+                        "queued": {"otp": c.queue.len_class(Class::Otp), "bulk": c.queue.len_class(Class::Bulk)},
+                    })
+                })
+                .collect(),
+        )
+    }
+    fn set_paused(&self, carrier: &str, paused: bool) -> Option<serde_json::Value> {
+        let c = self.carriers.iter().find(|c| c.cfg.name == carrier)?;
+        c.set_paused(paused);
+        Some(serde_json::json!({"name": c.cfg.name, "paused": c.is_paused()}))
+    }
+    fn brands(&self) -> serde_json::Value {
+        let mut v: Vec<_> = self
+            .ingest
+            .sessions
+            .iter()
+            .map(|e| serde_json::json!({"system_id": &**e.key(), "sessions": *e.value()}))
+            .collect();
+        v.sort_by(|a, b| a["system_id"].as_str().cmp(&b["system_id"].as_str()));
+        serde_json::Value::Array(v)
+    }
+    fn queue(&self) -> serde_json::Value {
+        serde_json::json!({
+            "queued": self.dispatcher.depth(),
+            "in_flight": self.tracker.len(),
+            "receipts_waiting": self.tracker.outbox().total(),
+        })
+    }
+}
+
 impl crate::ops::Readiness for GatewayReadiness {
     fn ready(&self) -> Result<(), String> {
         if !self.store.is_healthy() {
@@ -200,6 +252,7 @@ impl Gateway {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
         let brand_addr = server.local_addr()?;
+        let ingest = server.context();
         let server = tokio::spawn(server.run());
         let ops_addr = if cfg.ops.enabled {
             let readiness = Arc::new(GatewayReadiness {
@@ -207,8 +260,17 @@ impl Gateway {
                 carriers: carriers.iter().map(|c| c.shared().clone()).collect(),
                 routes: cfg.route_lists(),
             });
+            let admin = cfg.ops.admin_token.clone().map(|t| {
+                let a: Arc<dyn crate::ops::Admin> = Arc::new(GatewayAdmin {
+                    carriers: carriers.iter().map(|c| c.shared().clone()).collect(),
+                    dispatcher: dispatcher.clone(),
+                    tracker: tracker.clone(),
+                    ingest: ingest.clone(),
+                });
+                (a, t)
+            });
             Some(
-                crate::ops::serve(cfg.ops.listen, readiness, shutdown.child_token())
+                crate::ops::serve(cfg.ops.listen, readiness, admin, shutdown.child_token())
                     .await
                     .with_context(|| format!("cannot listen on {} for ops", cfg.ops.listen))?,
             )

@@ -1,16 +1,26 @@
 //! The operator's HTTP listener (loopback by default): `/metrics` (Prometheus text
-//! format), `/healthz` (the process is alive) and `/readyz` (the store is open and
-//! every route has at least one carrier bound).
+//! format), `/healthz` (the process is alive), `/readyz` (the store is healthy and
+//! every route has at least one carrier bound), and the admin API under `/admin`
+//! (JSON; every call needs `Authorization: Bearer <ops.admin_token>`; without a
+//! configured token the admin API answers 404):
+//! - `GET /admin/carriers`: binds up and configured, window, paused, submits in the
+//!   last second, queue per class;
+//! - `POST /admin/carriers/{name}/pause` and `.../resume`: stop or restart taking
+//!   messages (binds stay up);
+//! - `GET /admin/brands`: bound sessions per brand;
+//! - `GET /admin/queue`: queued, in flight and receipts waiting.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
+use axum::Json;
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 /// Latency buckets (seconds) for every `*_seconds` histogram.
@@ -50,25 +60,42 @@ pub trait Readiness: Send + Sync + 'static {
     fn ready(&self) -> Result<(), String>;
 }
 
+/// What the admin API reads and changes.
+pub trait Admin: Send + Sync + 'static {
+    fn carriers(&self) -> Value;
+    /// `None` when no carrier has that name.
+    fn set_paused(&self, carrier: &str, paused: bool) -> Option<Value>;
+    fn brands(&self) -> Value;
+    fn queue(&self) -> Value;
+}
+
 struct Ctx {
     prom: Option<PrometheusHandle>,
     readiness: Arc<dyn Readiness>,
+    admin: Option<(Arc<dyn Admin>, String)>,
 }
 
 /// Bind the listener and serve until `shutdown`. Returns the bound address.
 pub async fn serve(
     listen: SocketAddr,
     readiness: Arc<dyn Readiness>,
+    admin: Option<(Arc<dyn Admin>, String)>,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let ctx = Arc::new(Ctx {
         prom: recorder(),
         readiness,
+        admin,
     });
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/admin/carriers", get(admin_carriers))
+        .route("/admin/carriers/{name}/pause", post(admin_pause))
+        .route("/admin/carriers/{name}/resume", post(admin_resume))
+        .route("/admin/brands", get(admin_brands))
+        .route("/admin/queue", get(admin_queue))
         .with_state(ctx);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -107,4 +134,86 @@ async fn ready(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
             format!("not ready: {why}\n"),
         ),
     }
+}
+
+/// The admin API if the request carries the right token, or the response to send.
+#[allow(clippy::result_large_err)]
+fn authorized<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a dyn Admin, Response> {
+    let Some((admin, token)) = &ctx.admin else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "admin API disabled"})),
+        )
+            .into_response());
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    if diff != 0 {
+        metrics::counter!("otpgw_admin_unauthorized_total").increment(1);
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "unauthorized"})),
+        )
+            .into_response());
+    }
+    Ok(admin.as_ref())
+}
+
+async fn admin_carriers(State(ctx): State<Arc<Ctx>>, h: HeaderMap) -> Response {
+    match authorized(&ctx, &h) {
+        Ok(a) => Json(a.carriers()).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn admin_brands(State(ctx): State<Arc<Ctx>>, h: HeaderMap) -> Response {
+    match authorized(&ctx, &h) {
+        Ok(a) => Json(a.brands()).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn admin_queue(State(ctx): State<Arc<Ctx>>, h: HeaderMap) -> Response {
+    match authorized(&ctx, &h) {
+        Ok(a) => Json(a.queue()).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn pause(ctx: &Ctx, h: &HeaderMap, name: &str, on: bool) -> Response {
+    match authorized(ctx, h) {
+        Ok(a) => match a.set_paused(name, on) {
+            Some(v) => Json(v).into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "no such carrier"})),
+            )
+                .into_response(),
+        },
+        Err(r) => r,
+    }
+}
+
+async fn admin_pause(
+    State(ctx): State<Arc<Ctx>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    pause(&ctx, &h, &name, true).await
+}
+
+async fn admin_resume(
+    State(ctx): State<Arc<Ctx>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    pause(&ctx, &h, &name, false).await
 }

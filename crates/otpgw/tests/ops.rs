@@ -84,3 +84,133 @@ async fn health_readiness_and_metrics() {
     gw.shutdown().await;
     sim.shutdown();
 }
+
+/// An HTTP/1.0 request with an optional bearer token: (status, body).
+async fn call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("{method} {path} HTTP/1.0\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_needs_the_token_and_pauses_a_carrier() {
+    const TOKEN: &str = "s3cret-admin-token-0123";
+    let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(1)).await;
+    let text = common::config_text("127.0.0.1:0", &[("sim", sim.addr())], "")
+        .replace("[ops]\n", &format!("[ops]\nadmin_token = \"{TOKEN}\"\n"));
+    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
+        .await
+        .unwrap();
+    assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
+    let ops = gw.ops_addr().unwrap();
+
+    assert_eq!(call(ops, "GET", "/admin/carriers", None).await.0, 401);
+    assert_eq!(
+        call(
+            ops,
+            "GET",
+            "/admin/carriers",
+            Some("wrong-token-wrong-token")
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        call(ops, "POST", "/admin/carriers/sim/pause", None).await.0,
+        401
+    );
+    let (code, body) = call(ops, "GET", "/admin/carriers", Some(TOKEN)).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v[0]["name"], "sim");
+    assert_eq!(v[0]["binds_up"], 2);
+    assert_eq!(v[0]["paused"], false);
+    assert_eq!(
+        call(ops, "POST", "/admin/carriers/nope/pause", Some(TOKEN))
+            .await
+            .0,
+        404
+    );
+
+    // Paused: messages are accepted and queued, nothing goes to the carrier.
+    let (code, body) = call(ops, "POST", "/admin/carriers/sim/pause", Some(TOKEN)).await;
+    assert_eq!(
+        (code, body.contains("\"paused\":true")),
+        (200, true),
+        "{body}"
+    );
+    let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 50);
+    lc.receipt_timeout = Duration::from_secs(10);
+    let load = tokio::spawn(loadgen::run(lc));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sim.received(), 0, "a paused carrier got messages");
+    let q: serde_json::Value =
+        serde_json::from_str(&call(ops, "GET", "/admin/queue", Some(TOKEN)).await.1).unwrap();
+    assert_eq!(q["queued"], 50);
+    let b: serde_json::Value =
+        serde_json::from_str(&call(ops, "GET", "/admin/brands", Some(TOKEN)).await.1).unwrap();
+    assert_eq!(b[0]["system_id"], "bank");
+    assert_eq!(b[0]["sessions"], 1);
+    assert_eq!(sim.binds(), 2, "binds stay up while paused");
+
+    // Resumed: everything goes out and the receipts come back.
+    assert_eq!(
+        call(ops, "POST", "/admin/carriers/sim/resume", Some(TOKEN))
+            .await
+            .0,
+        200
+    );
+    let r = load.await.unwrap().unwrap();
+    assert_eq!(r.receipts, 50);
+    assert_eq!(sim.received(), 50);
+    gw.shutdown().await;
+    sim.shutdown();
+}
+
+#[tokio::test]
+async fn admin_api_is_off_without_a_token() {
+    let sim = common::sim(|_| {}).await;
+    let text = common::config_text("127.0.0.1:0", &[("sim", sim.addr())], "");
+    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
+        .await
+        .unwrap();
+    let ops = gw.ops_addr().unwrap();
+    assert_eq!(
+        call(ops, "GET", "/admin/carriers", Some("anything-at-all-here"))
+            .await
+            .0,
+        404
+    );
+    gw.shutdown().await;
+    sim.shutdown();
+}
