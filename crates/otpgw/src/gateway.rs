@@ -32,6 +32,9 @@ pub struct Gateway {
     embedded: Option<Arc<EmbeddedStore>>,
     grace: std::time::Duration,
     ops_addr: Option<SocketAddr>,
+    ingest: Arc<otpgw_ingest::server::Context>,
+    /// The configuration in force (for reloads).
+    current: parking_lot::Mutex<Config>,
 }
 
 /// `/readyz`: the store is healthy and every route has a carrier with a bind up.
@@ -291,6 +294,8 @@ impl Gateway {
                 embedded,
                 grace,
                 ops_addr,
+                ingest,
+                current: parking_lot::Mutex::new(cfg.clone()),
             },
             summary,
         ))
@@ -338,6 +343,51 @@ impl Gateway {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         false
+    }
+
+    /// Apply a new, already validated configuration without dropping sessions:
+    /// brands (new binds use the new credentials), routes, and each carrier's window.
+    /// Refused as a whole (the old configuration stays) when carriers were added or
+    /// removed. Returns the changes that need a restart to take effect.
+    pub fn reload(&self, new: &Config) -> Result<Vec<String>, String> {
+        let mut cur = self.current.lock();
+        let names = |c: &Config| {
+            let mut v: Vec<String> = c.carriers.iter().map(|c| c.name.clone()).collect();
+            v.sort();
+            v
+        };
+        if names(&cur) != names(new) {
+            return Err("carriers were added or removed: that needs a restart".into());
+        }
+        self.dispatcher.set_routes(new.routes())?;
+        *self.ingest.brands.write() = Brands::new(new.brand_configs());
+        let mut restart = Vec::new();
+        for (c, old) in new.carriers.iter().zip(cur.carriers.iter()) {
+            if let Some(k) = self.carriers.iter().find(|k| k.name() == c.name) {
+                k.shared().set_window(c.window);
+            }
+            if c.address != old.address
+                || c.system_id != old.system_id
+                || c.password != old.password
+                || c.binds != old.binds
+            {
+                restart.push(format!(
+                    "carrier {:?}: address, credentials or binds",
+                    c.name
+                ));
+            }
+        }
+        if new.server.listen != cur.server.listen {
+            restart.push("server.listen".into());
+        }
+        if new.store.path != cur.store.path || new.store.backend != cur.store.backend {
+            restart.push("store".into());
+        }
+        if new.ops.listen != cur.ops.listen || new.ops.admin_token != cur.ops.admin_token {
+            restart.push("ops".into());
+        }
+        *cur = new.clone();
+        Ok(restart)
     }
 
     /// The embedded store, when that is the backend.

@@ -123,7 +123,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Serve { config } => {
             let cfg = Config::load(&config)?;
             let gw = Gateway::start(&cfg).await?;
-            shutdown_signal().await;
+            serve_until_stopped(&gw, &config).await;
             tracing::info!("shutting down");
             gw.shutdown().await;
             Ok(())
@@ -204,6 +204,39 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             )
             .await
         }
+    }
+}
+
+/// Run until Ctrl-C or SIGTERM; on SIGHUP reload the configuration file, keeping
+/// the old configuration when the new one is invalid.
+async fn serve_until_stopped(gw: &Gateway, path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            loop {
+                tokio::select! {
+                    _ = shutdown_signal() => return,
+                    _ = hup.recv() => reload(gw, path),
+                }
+            }
+        }
+    }
+    shutdown_signal().await;
+}
+
+fn reload(gw: &Gateway, path: &std::path::Path) {
+    match Config::load(path) {
+        Ok(new) => match gw.reload(&new) {
+            Ok(restart) => {
+                tracing::info!("configuration reloaded");
+                for r in restart {
+                    tracing::warn!(change = %r, "this change takes effect after a restart");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reload refused; old configuration kept"),
+        },
+        Err(e) => tracing::error!(error = %e, "new configuration invalid; old configuration kept"),
     }
 }
 

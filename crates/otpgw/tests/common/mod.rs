@@ -166,6 +166,20 @@ impl GwProc {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Send a signal by name (HUP, TERM, ...).
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = std::process::Command::new("kill")
+                .args([&format!("-{sig}"), &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Replace the config file (for a reload).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.cfg, text).unwrap();
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
