@@ -29,7 +29,7 @@ trap cleanup EXIT
 
 sed -e "s/127.0.0.1:2776\"/127.0.0.1:${SIM_PORT}\"/" \
     -e "s/127.0.0.1:2775\"/127.0.0.1:${GW_PORT}\"/" \
-    -e "s/^binds = 2 .*/binds = ${CARRIER_BINDS}/" \
+    -e "s/^binds = 2$/binds = ${CARRIER_BINDS}/" \
     -e "s/^window = 100 .*/window = ${CARRIER_WINDOW}/" \
     -e "s|^backend = \"embedded\"|backend = \"${STORE}\"|" \
     -e "s|^path = \"data/otpgw.redb\"|path = \"$tmp/otpgw.redb\"|" \

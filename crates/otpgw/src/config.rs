@@ -41,6 +41,8 @@ pub struct Config {
     pub receipts: Receipts,
     #[serde(default)]
     pub ops: Ops,
+    #[serde(default)]
+    pub log: Log,
     #[serde(rename = "brand", default)]
     pub brands: Vec<Brand>,
     #[serde(rename = "carrier", default)]
@@ -170,6 +172,14 @@ impl Default for Receipts {
             outbox_capacity: d_outbox(),
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// "text" (default) or "json".
+    #[serde(default)]
+    pub format: crate::LogFormat,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -368,7 +378,14 @@ impl Config {
             path: origin.to_string(),
             message: e.to_string(),
         })?;
-        let problems = cfg.problems();
+        let problems: Vec<String> = cfg
+            .problems()
+            .into_iter()
+            .map(|p| match locate(text, field_of(&p)) {
+                Some(line) => format!("line {line}: {p}"),
+                None => p,
+            })
+            .collect();
         if problems.is_empty() {
             Ok(cfg)
         } else {
@@ -623,6 +640,61 @@ impl Config {
         }
         r
     }
+}
+
+/// The field path a problem message starts with ("carrier[1].binds = 0: ..." ->
+/// "carrier[1].binds").
+fn field_of(problem: &str) -> &str {
+    let end = problem.find([' ', ':']).unwrap_or(problem.len());
+    &problem[..end]
+}
+
+/// The 1-based line of a field path ("server.listen", "carrier[1].binds",
+/// "routes.prefix[0].carriers") in TOML text: the key's line, or its table's header
+/// when the key is absent. `None` when the path names no table in the text.
+pub fn locate(text: &str, path: &str) -> Option<usize> {
+    let segs: Vec<(&str, Option<usize>)> = path
+        .split('.')
+        .map(|s| match s.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse().ok()),
+            None => (s, None),
+        })
+        .collect();
+    let (table, key): (&[(&str, Option<usize>)], Option<&str>) = match segs.last() {
+        Some((k, None)) if segs.len() > 1 => (&segs[..segs.len() - 1], Some(k)),
+        _ => (&segs[..], None),
+    };
+    let name = table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(".");
+    let nth = table.last().and_then(|(_, i)| *i);
+    let header = match nth {
+        Some(_) => format!("[[{name}]]"),
+        None => format!("[{name}]"),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let mut seen = 0usize;
+    let start = lines.iter().position(|l| {
+        if l.trim() == header {
+            seen += 1;
+            seen == nth.unwrap_or(0) + 1
+        } else {
+            false
+        }
+    })?;
+    let Some(key) = key else {
+        return Some(start + 1);
+    };
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        let t = l.trim_start();
+        if t.starts_with('[') {
+            break;
+        }
+        if let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(i + 1);
+        }
+    }
+    Some(start + 1)
 }
 
 #[cfg(test)]

@@ -11,16 +11,30 @@ pub mod ops;
 pub use config::Config;
 pub use gateway::Gateway;
 
-/// Install the log subscriber: `RUST_LOG` or `info`. Logs never carry message text,
-/// passwords or full phone numbers (types that hold them redact their `Debug`).
-pub fn init_logs() {
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the span fields (brand, carrier, ids).
+    Json,
+}
+
+/// Install the log subscriber on stderr: `RUST_LOG` or `info`. Logs never carry
+/// message text, passwords or full phone numbers (types that hold them redact their
+/// `Debug`, and no code logs them).
+pub fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => b.with_ansi(ansi).try_init(),
+        LogFormat::Json => b.json().with_current_span(true).try_init(),
+    };
 }

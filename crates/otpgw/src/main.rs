@@ -97,7 +97,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logs();
+    // `serve` logs in the format its config asks for; the other commands in text.
+    let format = match &cli.cmd {
+        Cmd::Serve { config } => Config::load(config)
+            .map(|c| c.log.format)
+            .unwrap_or_default(),
+        _ => otpgw::LogFormat::Text,
+    };
+    init_logs(format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -66,3 +66,33 @@ fn semantic_problems_name_their_fields() {
         "a password must never be echoed: {e}"
     );
 }
+
+#[test]
+fn semantic_problems_carry_their_line() {
+    let bad = EXAMPLE.replace("binds = 2\n", "binds = 0\n");
+    let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+    let line = EXAMPLE.lines().position(|l| l == &"binds = 2").unwrap() + 1;
+    assert!(
+        e.contains(&format!("line {line}: carrier[0].binds = 0")),
+        "{e}"
+    );
+    let bad = EXAMPLE.replace("default = [\"sim\"]", "default = [\"nope\"]");
+    let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+    let line = EXAMPLE
+        .lines()
+        .position(|l| l.starts_with("default = ["))
+        .unwrap()
+        + 1;
+    assert!(e.contains(&format!("line {line}: routes.default")), "{e}");
+}
+
+#[test]
+fn locate_finds_nth_tables_and_keys() {
+    let t = "[server]\nlisten = 1\n[[carrier]]\nname = \"a\"\n[[carrier]]\nname = \"b\"\nbinds = 0\n[[routes.prefix]]\ncarriers = []\n";
+    assert_eq!(locate(t, "server.listen"), Some(2));
+    assert_eq!(locate(t, "carrier[1].binds"), Some(7));
+    assert_eq!(locate(t, "carrier[1].window"), Some(5));
+    assert_eq!(locate(t, "carrier[0].name"), Some(4));
+    assert_eq!(locate(t, "routes.prefix[0].carriers"), Some(9));
+    assert_eq!(locate(t, "brand[0].password"), None);
+}
