@@ -71,7 +71,7 @@ fn semantic_problems_name_their_fields() {
 fn semantic_problems_carry_their_line() {
     let bad = EXAMPLE.replace("binds = 2\n", "binds = 0\n");
     let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
-    let line = EXAMPLE.lines().position(|l| l == &"binds = 2").unwrap() + 1;
+    let line = EXAMPLE.lines().position(|l| l == "binds = 2").unwrap() + 1;
     assert!(
         e.contains(&format!("line {line}: carrier[0].binds = 0")),
         "{e}"
