@@ -122,6 +122,24 @@ pub async fn run(shared: Arc<Shared>, index: usize, kind: Kind) {
     }
 }
 
+/// Keeps the carrier's window-in-flight count true for this bind, also when the
+/// bind ends early.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    counted: usize,
+}
+impl InFlight<'_> {
+    fn update(&mut self, now: usize) {
+        self.shared.window_moved(self.counted, now);
+        self.counted = now;
+    }
+}
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.shared.window_moved(self.counted, 0);
+    }
+}
+
 struct BoundGuard<'a>(&'a Shared);
 impl Drop for BoundGuard<'_> {
     fn drop(&mut self) {
@@ -225,7 +243,9 @@ where
     let mut unbinding = false;
     // Set on shutdown: take no more messages, unbind once the window drained or at this instant.
     let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut gauge = InFlight { shared, counted: 0 };
     loop {
+        gauge.update(session.in_flight());
         if let Some(d) = drain_until
             && !unbinding
             && (session.in_flight() == 0 || tokio::time::Instant::now() >= d)

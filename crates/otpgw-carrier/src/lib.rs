@@ -124,6 +124,8 @@ pub struct Shared {
     /// Submits written, and how many were written in the last full second.
     submitted: std::sync::atomic::AtomicU64,
     rate: std::sync::atomic::AtomicU64,
+    /// Submits awaiting a response, across binds.
+    in_flight: AtomicUsize,
 }
 
 impl Shared {
@@ -147,6 +149,18 @@ impl Shared {
     /// Submits written in the last full second.
     pub fn rate(&self) -> u64 {
         self.rate.load(Ordering::Relaxed)
+    }
+    /// Submits awaiting a response, across binds.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+    /// A bind's window changed from `before` to `after` outstanding submits.
+    pub(crate) fn window_moved(&self, before: usize, after: usize) {
+        if after >= before {
+            self.in_flight.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.in_flight.fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
     pub(crate) fn count_submit(&self) {
         self.submitted.fetch_add(1, Ordering::Relaxed);
@@ -207,6 +221,7 @@ impl Carrier {
             metrics::counter!(name, "carrier" => cfg.name.clone()).increment(0);
         }
         metrics::gauge!("otpgw_carrier_binds_up", "carrier" => cfg.name.clone()).increment(0.0);
+        metrics::gauge!("otpgw_carrier_window_in_flight", "carrier" => cfg.name.clone()).set(0.0);
         let mut matcher = Matcher::new(cfg.receipt_ids, cfg.early_receipt_ttl, 100_000);
         for (cid, id) in confirmed {
             matcher.preload(&cid, id);
@@ -217,6 +232,7 @@ impl Carrier {
             window: AtomicUsize::new(cfg.window.max(1)),
             submitted: std::sync::atomic::AtomicU64::new(0),
             rate: std::sync::atomic::AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
             cfg,
             queue,
             tracker,
@@ -231,7 +247,11 @@ impl Carrier {
                 .collect(),
         };
         for (i, kind) in kinds.into_iter().enumerate() {
-            tasks.push(tokio::spawn(bind::run(shared.clone(), i, kind)));
+            let span = tracing::info_span!("carrier_bind", carrier = %shared.cfg.name, bind = i);
+            tasks.push(tokio::spawn(tracing::Instrument::instrument(
+                bind::run(shared.clone(), i, kind),
+                span,
+            )));
         }
         tasks.push(tokio::spawn(housekeeping(shared.clone())));
         Self { shared, tasks }
@@ -272,6 +292,8 @@ async fn housekeeping(shared: Arc<Shared>) {
         }
         let now_count = shared.submitted.load(Ordering::Relaxed);
         shared.rate.store(now_count - last, Ordering::Relaxed);
+        metrics::gauge!("otpgw_carrier_window_in_flight", "carrier" => shared.cfg.name.clone())
+            .set(shared.in_flight() as f64);
         last = now_count;
         shared.queue.expire(now_ms(), &mut expired);
         shared.finish_expired(&mut expired);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use otpgw_core::tracker::Tracker;
 
@@ -134,10 +135,15 @@ impl Server {
             }
             self.ctx.connections.fetch_add(1, Ordering::Relaxed);
             let ctx = self.ctx.clone();
-            tasks.spawn(async move {
-                session::run(ctx.clone(), stream, peer).await;
-                ctx.connections.fetch_sub(1, Ordering::Relaxed);
-            });
+            // Every log line of the session carries the peer, and the brand once bound.
+            let span = tracing::info_span!("brand_session", %peer, brand = tracing::field::Empty);
+            tasks.spawn(
+                async move {
+                    session::run(ctx.clone(), stream, peer).await;
+                    ctx.connections.fetch_sub(1, Ordering::Relaxed);
+                }
+                .instrument(span),
+            );
         }
         tasks.close();
         tasks.wait().await;

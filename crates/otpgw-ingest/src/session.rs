@@ -256,6 +256,7 @@ impl Conn {
         metrics::gauge!("otpgw_brand_sessions", "brand" => brand.system_id.to_string())
             .increment(1.0);
         tracing::info!(brand = %brand.system_id, peer = %self.peer, mode = ?state, "brand bound");
+        tracing::Span::current().record("brand", &*brand.system_id);
         self.brand = Some(brand);
         self.send(pdu::bind_resp(id, seq, "otpgw")).await
     }

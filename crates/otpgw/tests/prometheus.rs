@@ -49,12 +49,27 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Series returned by an instant query.
-async fn query(prom: std::net::SocketAddr, q: &str) -> usize {
+/// Series returned by an instant query, and the first series' value.
+async fn query_values(prom: std::net::SocketAddr, q: &str) -> (usize, String) {
     let body = http_get(prom, &format!("/api/v1/query?query={}", encode(q))).await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     assert_eq!(v["status"], "success", "query failed: {q}: {body}");
-    v["data"]["result"].as_array().map_or(0, Vec::len)
+    let r = v["data"]["result"].as_array().cloned().unwrap_or_default();
+    let first = r
+        .first()
+        .map(|s| {
+            format!(
+                "{} = {}",
+                s["metric"],
+                s["value"][1].as_str().unwrap_or("?")
+            )
+        })
+        .unwrap_or_default();
+    (r.len(), first)
+}
+
+async fn query(prom: std::net::SocketAddr, q: &str) -> usize {
+    query_values(prom, q).await.0
 }
 
 /// The signal of an alert expression: the expression without its final comparison.
@@ -186,8 +201,8 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
     assert_eq!(alert_signals.len(), 6);
     let mut empty = Vec::new();
     for q in exprs.iter().chain(alert_signals.iter()) {
-        let n = query(prom, q).await;
-        eprintln!("{n:>3} series  {q}");
+        let (n, first) = query_values(prom, q).await;
+        eprintln!("{n:>3} series  {q}  ->  {first}");
         if n == 0 {
             empty.push(q.clone());
         }
