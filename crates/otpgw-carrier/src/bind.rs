@@ -244,6 +244,8 @@ where
     // Set on shutdown: take no more messages, unbind once the window drained or at this instant.
     let mut drain_until: Option<tokio::time::Instant> = None;
     let mut gauge = InFlight { shared, counted: 0 };
+    // Set when the carrier's rate allows nothing now: no taking until this instant.
+    let mut rate_wait: Option<tokio::time::Instant> = None;
     loop {
         gauge.update(session.in_flight());
         if let Some(d) = drain_until
@@ -260,8 +262,15 @@ where
         }
         session.set_window(shared.window());
         let paused = shared.is_paused();
-        let can_send =
-            kind != Kind::Receiver && drain_until.is_none() && !paused && session.room() > 0;
+        let rate_ok = rate_wait.is_none_or(|t| tokio::time::Instant::now() >= t);
+        if rate_ok {
+            rate_wait = None;
+        }
+        let can_send = kind != Kind::Receiver
+            && drain_until.is_none()
+            && !paused
+            && rate_ok
+            && session.room() > 0;
         let room = session.room();
         let mut deadline = tokio::time::Instant::from_std(session.next_deadline());
         if let Some(d) = drain_until
@@ -276,6 +285,12 @@ where
             }
             // While paused, look again for a resume every 100 ms.
             _ = tokio::time::sleep(Duration::from_millis(100)), if paused => {}
+            _ = async {
+                match rate_wait {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            }, if rate_wait.is_some() => {}
             frame = rx.next() => {
                 match frame {
                     None => return if unbinding { Ok(()) } else { Err(BindError::Closed) },
@@ -295,6 +310,22 @@ where
                     for m in out.drain(..) {
                         shared.queue.push(m, now_ms());
                     }
+                    continue;
+                }
+                // The carrier's rate: send what it allows now, the rest goes back.
+                let granted = {
+                    let mut l = shared.limiter.lock();
+                    let now = Instant::now();
+                    let g = l.take(out.len(), now);
+                    if g < out.len() {
+                        rate_wait = l.next_token_at(now).map(tokio::time::Instant::from_std);
+                    }
+                    g
+                };
+                for m in out.drain(granted..) {
+                    shared.queue.push(m, now_ms());
+                }
+                if out.is_empty() {
                     continue;
                 }
                 // Mark them sent (one shared commit), then write them.
@@ -530,6 +561,10 @@ fn on_submit_resp(
         }
     } else if status::is_temporary(st) {
         answered(shared, 1);
+        if st == status::ESME_RTHROTTLED || st == status::ESME_RMSGQFUL {
+            // Too fast: halve this carrier's rate (once per burst of such answers).
+            shared.limiter.lock().on_throttled(Instant::now());
+        }
         metrics::counter!("otpgw_carrier_retries_total", "carrier" => name.clone()).increment(1);
         let q = shared.queue.clone();
         let delay = shared.cfg.retry_delay;

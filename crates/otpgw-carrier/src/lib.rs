@@ -66,6 +66,9 @@ pub struct CarrierConfig {
     pub receipt_ids: IdMode,
     /// On shutdown, how long a bind waits for its window to drain before unbinding.
     pub drain_grace: Duration,
+    /// Messages per second for all binds together (`None`: as fast as the windows
+    /// allow, until the carrier throttles).
+    pub rate_limit: Option<f64>,
 }
 
 impl std::fmt::Debug for CarrierConfig {
@@ -105,6 +108,7 @@ impl CarrierConfig {
             early_receipt_ttl: Duration::from_secs(600),
             receipt_ids: IdMode::Auto,
             drain_grace: Duration::from_secs(10),
+            rate_limit: None,
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct Shared {
     rate: std::sync::atomic::AtomicU64,
     /// Submits awaiting a response, across binds.
     in_flight: AtomicUsize,
+    /// The carrier's rate, shared by its binds (AIMD on throttling).
+    pub limiter: Mutex<otpgw_dispatch::RateLimiter>,
 }
 
 impl Shared {
@@ -233,6 +239,10 @@ impl Carrier {
             submitted: std::sync::atomic::AtomicU64::new(0),
             rate: std::sync::atomic::AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            limiter: Mutex::new(otpgw_dispatch::RateLimiter::new(
+                cfg.rate_limit,
+                std::time::Instant::now(),
+            )),
             cfg,
             queue,
             tracker,

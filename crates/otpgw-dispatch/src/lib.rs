@@ -7,6 +7,7 @@
 //!   `pop` for the carrier binds;
 //! - [`Dispatcher`]: routes a message to its carrier's queue.
 
+pub mod limiter;
 pub mod queue;
 pub mod routes;
 pub mod scheduler;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use otpgw_core::Message;
 
+pub use limiter::RateLimiter;
 pub use queue::CarrierQueue;
 pub use routes::Routes;
 pub use scheduler::Scheduler;

@@ -274,6 +274,9 @@ pub struct Carrier {
     /// How receipt ids relate to response ids: learned ("auto") or fixed.
     #[serde(default = "d_receipt_ids")]
     pub receipt_ids: ReceiptIds,
+    /// Messages per second for all binds together; absent: no cap until throttled.
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -511,6 +514,11 @@ impl Config {
                     "carrier[{i}].response_timeout_ms: must be positive"
                 ));
             }
+            if c.rate_limit == Some(0) {
+                p.push(format!(
+                    "carrier[{i}].rate_limit: must be at least 1 (or absent)"
+                ));
+            }
             if c.reconnect_min_ms == 0 || c.reconnect_max_ms < c.reconnect_min_ms {
                 p.push(format!(
                     "carrier[{i}]: need 0 < reconnect_min_ms <= reconnect_max_ms"
@@ -610,6 +618,7 @@ impl Config {
                 k.reconnect_min = Duration::from_millis(c.reconnect_min_ms);
                 k.reconnect_max = Duration::from_millis(c.reconnect_max_ms);
                 k.retry_delay = Duration::from_millis(c.retry_delay_ms);
+                k.rate_limit = c.rate_limit.map(f64::from);
                 k.receipt_ids = match c.receipt_ids {
                     ReceiptIds::Auto => IdMode::Auto,
                     ReceiptIds::Same => IdMode::Fixed(IdConvention::Same),

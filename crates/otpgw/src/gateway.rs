@@ -66,6 +66,8 @@ impl crate::ops::Admin for GatewayAdmin {
                         "window": c.window(),
                         "paused": c.is_paused(),
                         "submitted_last_second": c.rate(),
+                        "rate_limit_configured": c.cfg.rate_limit,
+                        "rate_limit_now": c.limiter.lock().rate().map(|r| r.round()),
                         "queued": {"otp": c.queue.len_class(Class::Otp), "bulk": c.queue.len_class(Class::Bulk)},
                     })
                 })
@@ -365,6 +367,10 @@ impl Gateway {
         for (c, old) in new.carriers.iter().zip(cur.carriers.iter()) {
             if let Some(k) = self.carriers.iter().find(|k| k.name() == c.name) {
                 k.shared().set_window(c.window);
+                k.shared()
+                    .limiter
+                    .lock()
+                    .set_cap(c.rate_limit.map(f64::from), std::time::Instant::now());
             }
             if c.address != old.address
                 || c.system_id != old.system_id

@@ -189,3 +189,48 @@ async fn receipt_without_nul_is_acknowledged_and_matched() {
     assert_eq!(report.missing_receipts, 0);
     gw.shutdown().await;
 }
+
+/// A carrier capped at 1,000/s while brands offer 2,000/s: the gateway lowers its
+/// rate on the throttle answers (AIMD), so they settle to a trickle instead of
+/// hitting the cap on every retry, and everything is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_answers_settle_under_a_carrier_cap() {
+    let sim = common::sim(|c| {
+        c.rate_cap = Some(1_000);
+        c.receipt_delay = Duration::from_millis(5);
+    })
+    .await;
+    let gw = common::gateway(&sim, "").await;
+    let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 8_000);
+    lc.rate = Some(2_000);
+    lc.receipt_timeout = Duration::from_secs(10);
+    let load = tokio::spawn(loadgen::run(lc));
+    let mut samples = Vec::new();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        samples.push((sim.received(), sim.throttled()));
+    }
+    let report = tokio::time::timeout(Duration::from_secs(60), load)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.receipts, 8_000, "everything delivered");
+    let per_second: Vec<(usize, u64)> = samples
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0, w[1].1 - w[0].1))
+        .collect();
+    eprintln!("carrier took / throttled, per second: {per_second:?}");
+    let first = samples[0].1;
+    let last3: u64 = per_second.iter().rev().take(3).map(|(_, t)| t).sum();
+    assert!(first > 0, "the cap was hit");
+    assert!(
+        last3 * 3 < first.max(30),
+        "throttle answers did not settle: first second {first}, last three {last3}"
+    );
+    for (took, _) in &per_second {
+        assert!(*took <= 1_100, "carrier cap exceeded: {took} in a second");
+    }
+    gw.shutdown().await;
+    sim.shutdown();
+}
