@@ -69,6 +69,9 @@ pub struct CarrierConfig {
     /// Messages per second for all binds together (`None`: as fast as the windows
     /// allow, until the carrier throttles).
     pub rate_limit: Option<f64>,
+    /// With no bind up (or paused) this long, queued messages move to the next
+    /// available carrier of their route.
+    pub failover_after: Duration,
 }
 
 impl std::fmt::Debug for CarrierConfig {
@@ -109,6 +112,7 @@ impl CarrierConfig {
             receipt_ids: IdMode::Auto,
             drain_grace: Duration::from_secs(10),
             rate_limit: None,
+            failover_after: Duration::from_secs(2),
         }
     }
 }
@@ -132,6 +136,8 @@ pub struct Shared {
     in_flight: AtomicUsize,
     /// The carrier's rate, shared by its binds (AIMD on throttling).
     pub limiter: Mutex<otpgw_dispatch::RateLimiter>,
+    /// For failover: the other carriers' queues.
+    pub dispatcher: Option<Arc<otpgw_dispatch::Dispatcher>>,
 }
 
 impl Shared {
@@ -202,7 +208,7 @@ impl Carrier {
         tracker: Arc<Tracker>,
         shutdown: CancellationToken,
     ) -> Self {
-        Self::spawn_with(cfg, queue, tracker, shutdown, Vec::new())
+        Self::spawn_with(cfg, queue, tracker, shutdown, Vec::new(), None)
     }
 
     /// Start the binds, with the carrier ids of messages it confirmed before a restart
@@ -213,6 +219,7 @@ impl Carrier {
         tracker: Arc<Tracker>,
         shutdown: CancellationToken,
         confirmed: Vec<(String, otpgw_core::MsgId)>,
+        dispatcher: Option<Arc<otpgw_dispatch::Dispatcher>>,
     ) -> Self {
         // Every per-carrier counter exists from the start (at zero), so rates and
         // alerts see a series before the first event.
@@ -223,6 +230,7 @@ impl Carrier {
             "otpgw_carrier_possible_duplicates_total",
             "otpgw_carrier_bind_failures_total",
             "otpgw_messages_expired_total",
+            "otpgw_messages_failed_over_total",
         ] {
             metrics::counter!(name, "carrier" => cfg.name.clone()).increment(0);
         }
@@ -243,6 +251,7 @@ impl Carrier {
                 cfg.rate_limit,
                 std::time::Instant::now(),
             )),
+            dispatcher,
             cfg,
             queue,
             tracker,
@@ -290,15 +299,51 @@ impl Carrier {
     }
 }
 
+/// Move every queued message to the next available carrier of its route (those
+/// with no other carrier stay).
+fn fail_over(shared: &Arc<Shared>, expired: &mut Vec<Arc<otpgw_core::Message>>) {
+    let Some(d) = &shared.dispatcher else { return };
+    let mut msgs = Vec::new();
+    shared.queue.drain_all(now_ms(), &mut msgs, expired);
+    shared.finish_expired(expired);
+    let mut moved = 0u64;
+    for m in msgs {
+        match d.route_except(&m.brand, &m.fields.dest.addr, Some(&shared.cfg.name)) {
+            Ok(q) if q.is_available() => {
+                q.push(m, now_ms());
+                moved += 1;
+            }
+            _ => shared.queue.push(m, now_ms()),
+        }
+    }
+    if moved > 0 {
+        metrics::counter!("otpgw_messages_failed_over_total", "carrier" => shared.cfg.name.clone())
+            .increment(moved);
+        tracing::warn!(carrier = %shared.cfg.name, moved, "carrier down: messages moved to the next carrier of their routes");
+    }
+}
+
 /// Once a second: finish expired queued messages and drop stale early receipts.
 async fn housekeeping(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut expired = Vec::new();
     let mut last = 0u64;
+    let mut down_since: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        // Availability for routing, and failover of what waits here.
+        let up = shared.bound() > 0 && !shared.is_paused();
+        shared.queue.set_available(up);
+        if up {
+            down_since = None;
+        } else {
+            let since = *down_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= shared.cfg.failover_after {
+                fail_over(&shared, &mut expired);
+            }
         }
         let now_count = shared.submitted.load(Ordering::Relaxed);
         shared.rate.store(now_count - last, Ordering::Relaxed);

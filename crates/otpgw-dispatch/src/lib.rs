@@ -75,12 +75,31 @@ impl Dispatcher {
 
     /// The queue a message for `brand` and `dest` goes to.
     pub fn route(&self, brand: &str, dest: &str) -> Result<&Arc<CarrierQueue>, DispatchError> {
+        self.route_except(brand, dest, None)
+    }
+
+    /// The queue for a message: the first carrier of its route that is available
+    /// (a bind up, not paused), skipping `except`; when none is, the first carrier
+    /// other than `except` (it waits there for a bind to come back).
+    pub fn route_except(
+        &self,
+        brand: &str,
+        dest: &str,
+        except: Option<&str>,
+    ) -> Result<&Arc<CarrierQueue>, DispatchError> {
         let routes = self.routes.read();
-        let carrier = routes
+        let list = routes
             .carriers_for(brand, dest)
-            .and_then(|cs| cs.first())
             .ok_or(DispatchError::NoRoute)?;
-        self.queues.get(carrier).ok_or(DispatchError::NoRoute)
+        let candidates = || {
+            list.iter()
+                .filter(|c| Some(c.as_str()) != except)
+                .filter_map(|c| self.queues.get(c))
+        };
+        candidates()
+            .find(|q| q.is_available())
+            .or_else(|| candidates().next())
+            .ok_or(DispatchError::NoRoute)
     }
 
     /// Check that a message for `dest` can be queued now (before the store is asked).

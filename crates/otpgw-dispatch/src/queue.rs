@@ -17,6 +17,8 @@ pub struct CarrierQueue {
     carrier: String,
     sched: Mutex<Scheduler>,
     notify: Notify,
+    /// Kept by the carrier: a bind is up and the carrier is not paused.
+    available: std::sync::atomic::AtomicBool,
 }
 
 impl CarrierQueue {
@@ -26,6 +28,31 @@ impl CarrierQueue {
             carrier,
             sched: Mutex::new(Scheduler::new(capacity)),
             notify: Notify::new(),
+            available: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    /// Whether the carrier can take messages now (routing prefers available ones).
+    pub fn is_available(&self) -> bool {
+        self.available.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Set by the carrier when its binds come up or all go down, or on pause.
+    pub fn set_available(&self, on: bool) {
+        self.available
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Take every queued message (for failover to another carrier).
+    pub fn drain_all(
+        &self,
+        now_ms: u64,
+        out: &mut Vec<Arc<Message>>,
+        expired: &mut Vec<Arc<Message>>,
+    ) {
+        let mut s = self.sched.lock();
+        while let Some(m) = s.pop(now_ms, expired) {
+            out.push(m);
         }
     }
 

@@ -277,6 +277,14 @@ pub struct Carrier {
     /// Messages per second for all binds together; absent: no cap until throttled.
     #[serde(default)]
     pub rate_limit: Option<u32>,
+    /// With no bind up (or paused) this long, queued messages move to the next
+    /// carrier of their route.
+    #[serde(default = "d_failover")]
+    pub failover_after_ms: u64,
+}
+
+fn d_failover() -> u64 {
+    2000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -619,6 +627,7 @@ impl Config {
                 k.reconnect_max = Duration::from_millis(c.reconnect_max_ms);
                 k.retry_delay = Duration::from_millis(c.retry_delay_ms);
                 k.rate_limit = c.rate_limit.map(f64::from);
+                k.failover_after = Duration::from_millis(c.failover_after_ms);
                 k.receipt_ids = match c.receipt_ids {
                     ReceiptIds::Auto => IdMode::Auto,
                     ReceiptIds::Same => IdMode::Fixed(IdConvention::Same),

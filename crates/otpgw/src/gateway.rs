@@ -197,6 +197,7 @@ impl Gateway {
                 tracker.clone(),
                 shutdown.child_token(),
                 pre,
+                Some(dispatcher.clone()),
             ));
         }
         // Messages no carrier confirmed: queued again with their remaining validity,

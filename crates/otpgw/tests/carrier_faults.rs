@@ -234,3 +234,58 @@ async fn throttle_answers_settle_under_a_carrier_cap() {
     gw.shutdown().await;
     sim.shutdown();
 }
+
+/// Two carriers on one route; the first dies mid-run (connections dropped, new ones
+/// refused). Its queued and in-flight messages move to the second within the
+/// configured failover time; every message is delivered, none expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carrier_killed_mid_run_fails_over_to_the_next_on_the_route() {
+    let a = common::sim(|c| c.receipt_delay = Duration::from_millis(5)).await;
+    let b = common::sim(|c| c.receipt_delay = Duration::from_millis(5)).await;
+    let text = common::config_text(
+        "127.0.0.1:0",
+        &[("a", a.addr()), ("b", b.addr())],
+        "failover_after_ms = 500",
+    );
+    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
+        .await
+        .unwrap();
+    assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
+    let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 6_000);
+    lc.rate = Some(3_000);
+    lc.receipt_timeout = Duration::from_secs(10);
+    let load = tokio::spawn(loadgen::run(lc));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    a.set_accepting(false);
+    a.drop_connections();
+    // Carrier a comes back later: the receipts it held for messages it had
+    // acknowledged before dying arrive then.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after_kill = b.received();
+    a.set_accepting(true);
+    let report = tokio::time::timeout(Duration::from_secs(60), load)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.accepted, 6_000);
+    let mut at_carriers: HashSet<u64> = a.records().iter().map(|r| index_of(r.text())).collect();
+    let before = at_carriers.len();
+    at_carriers.extend(b.records().iter().map(|r| index_of(r.text())));
+    assert_eq!(at_carriers.len(), 6_000, "messages lost");
+    assert!(
+        before > 0 && after_kill > 0,
+        "both carriers were used (a: {before}, b: {after_kill})"
+    );
+    assert_eq!(report.receipts, 6_000, "every message's receipt");
+    assert_eq!(report.missing_receipts, 0);
+    assert_eq!(
+        report.receipts_by_state.get("expired"),
+        None,
+        "an expired message was sent or dropped"
+    );
+    eprintln!("carrier a took {before}, carrier b took {}", b.received());
+    gw.shutdown().await;
+    a.shutdown();
+    b.shutdown();
+}
