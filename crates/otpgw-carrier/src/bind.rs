@@ -143,9 +143,15 @@ impl Drop for InFlight<'_> {
 struct BoundGuard<'a>(&'a Shared);
 impl Drop for BoundGuard<'_> {
     fn drop(&mut self) {
-        self.0
+        if self
+            .0
             .bound
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed)
+            == 1
+        {
+            // The last bind went down: route new messages elsewhere at once.
+            self.0.queue.set_available(false);
+        }
         metrics::gauge!("otpgw_carrier_binds_up", "carrier" => self.0.cfg.name.clone())
             .decrement(1.0);
     }
@@ -203,6 +209,7 @@ async fn connect_and_serve(
     shared
         .bound
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.queue.set_available(!shared.is_paused());
     metrics::gauge!("otpgw_carrier_binds_up", "carrier" => cfg.name.clone()).increment(1.0);
     let _guard = BoundGuard(shared);
     tracing::info!(carrier = %cfg.name, kind = kind.label(), "bound");

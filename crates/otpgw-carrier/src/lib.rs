@@ -148,6 +148,7 @@ impl Shared {
     /// Pause (binds stay up, no messages taken) or resume.
     pub fn set_paused(&self, on: bool) {
         self.paused.store(on, Ordering::Relaxed);
+        self.queue.set_available(!on && self.bound() > 0);
         tracing::info!(carrier = %self.cfg.name, paused = on, "carrier pause changed");
     }
     /// The window per bind now in force.
@@ -335,8 +336,15 @@ async fn housekeeping(shared: Arc<Shared>) {
             _ = tick.tick() => {}
         }
         // Availability for routing, and failover of what waits here.
+        // Binds mark the carrier available when they come up; this only marks it
+        // down (and re-checks, so a bind that came up meanwhile is not overwritten).
         let up = shared.bound() > 0 && !shared.is_paused();
-        shared.queue.set_available(up);
+        if !up {
+            shared.queue.set_available(false);
+            if shared.bound() > 0 && !shared.is_paused() {
+                shared.queue.set_available(true);
+            }
+        }
         if up {
             down_since = None;
         } else {
