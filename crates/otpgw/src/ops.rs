@@ -151,12 +151,7 @@ fn authorized<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a dyn Admin, Re
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    if diff != 0 {
+    if !otpgw_ingest::brands::constant_time_eq(given.as_bytes(), token.as_bytes()) {
         metrics::counter!("otpgw_admin_unauthorized_total").increment(1);
         return Err((
             StatusCode::UNAUTHORIZED,

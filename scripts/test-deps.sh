@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the tests need outside Cargo (used by scripts/test.sh and .ci/run):
+# - python-smpplib: an SMPP client nobody here wrote, for the interop test;
+# - prometheus and promtool (Debian package): a real Prometheus scrapes otpgw and
+#   checks the shipped dashboard and alert rules.
+set -euo pipefail
+
+if ! python3 -c "import smpplib" 2>/dev/null; then
+    echo "installing python smpplib (interop test client)..."
+    python3 -m pip install --quiet --disable-pip-version-check smpplib==2.2.4
+fi
+
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    echo "installing prometheus (Debian package) for the monitoring test..."
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # The package's own service is not wanted: the test starts its own server.
+    $SUDO pkill -x prometheus 2>/dev/null || true
+fi
