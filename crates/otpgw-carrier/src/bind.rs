@@ -26,6 +26,10 @@ use otpgw_proto::session::{BindState, Session, SessionConfig, Timeout};
 use otpgw_proto::status::{self, cmd};
 use otpgw_proto::time::relative_smpp_time;
 
+use otpgw_core::tracker::Finish;
+use otpgw_dispatch::RetryCause;
+use otpgw_proto::split::{self, Plan};
+
 use crate::Shared;
 use crate::backoff::Backoff;
 
@@ -89,8 +93,28 @@ pub enum BindError {
 /// What the window remembers of each request.
 #[derive(Debug)]
 enum Tag {
-    Submit { msg: Arc<Message>, sent: Instant },
+    /// A message, or with `part` one part of a long message (its body with UDH).
+    Submit {
+        msg: Arc<Message>,
+        sent: Instant,
+        part: Option<bytes::Bytes>,
+    },
     Unbind,
+}
+
+/// What to send again when a submit failed: the message, or for a part of a long
+/// message only that part (same UDH, so the phone still joins it to the others).
+fn resend_unit(msg: Arc<Message>, part: Option<bytes::Bytes>) -> Arc<Message> {
+    match part {
+        None => msg,
+        Some(body) => {
+            let mut fields = msg.fields.clone();
+            fields.short_message = body;
+            fields.message_payload = None;
+            fields.esm_class |= otpgw_proto::split::UDHI;
+            Arc::new(msg.part(fields))
+        }
+    }
 }
 
 /// Run one bind until shutdown.
@@ -150,7 +174,7 @@ impl Drop for BoundGuard<'_> {
             == 1
         {
             // The last bind went down: route new messages elsewhere at once.
-            self.0.queue.set_available(false);
+            self.0.refresh_available();
         }
         metrics::gauge!("otpgw_carrier_binds_up", "carrier" => self.0.cfg.name.clone())
             .decrement(1.0);
@@ -209,26 +233,24 @@ async fn connect_and_serve(
     shared
         .bound
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    shared.queue.set_available(!shared.is_paused());
+    shared.refresh_available();
     metrics::gauge!("otpgw_carrier_binds_up", "carrier" => cfg.name.clone()).increment(1.0);
     let _guard = BoundGuard(shared);
     tracing::info!(carrier = %cfg.name, kind = kind.label(), "bound");
 
     let res = serve(shared, kind, &mut session, &mut rx, &tx).await;
 
-    // Whatever is still unanswered may or may not have reached the carrier: offer it
-    // again (at-least-once) and count it as a possible duplicate.
-    let mut requeued = 0u64;
+    // Whatever is still unanswered may or may not have reached the carrier: resend
+    // it or finish it, by the carrier's policy for unanswered submits.
+    let mut unanswered = 0usize;
     for tag in session.drain() {
-        if let Tag::Submit { msg, .. } = tag {
-            requeued += 1;
-            shared.queue.push(msg, now_ms());
+        if let Tag::Submit { msg, part, .. } = tag {
+            unanswered += 1;
+            shared.unanswered(resend_unit(msg, part));
         }
     }
-    if requeued > 0 {
-        answered(shared, requeued as usize);
-        metrics::counter!("otpgw_carrier_possible_duplicates_total", "carrier" => cfg.name.clone())
-            .increment(requeued);
+    if unanswered > 0 {
+        answered(shared, unanswered);
     }
     drop(tx);
     let _ = timeout(Duration::from_secs(1), writer).await;
@@ -363,10 +385,9 @@ where
             _ = sleep_until(deadline) => {
                 for t in session.poll(Instant::now()) {
                     match t {
-                        Timeout::Response { tag: Tag::Submit { msg, .. }, .. } => {
-                            metrics::counter!("otpgw_carrier_possible_duplicates_total", "carrier" => shared.cfg.name.clone()).increment(1);
+                        Timeout::Response { tag: Tag::Submit { msg, part, .. }, .. } => {
                             metrics::counter!("otpgw_carrier_response_timeouts_total", "carrier" => shared.cfg.name.clone()).increment(1);
-                            shared.queue.push(msg, now_ms());
+                            shared.unanswered(resend_unit(msg, part));
                             answered(shared, 1);
                         }
                         Timeout::Response { tag: Tag::Unbind, .. } => return Ok(()),
@@ -388,44 +409,67 @@ async fn send_submit(
     msg: Arc<Message>,
 ) -> Result<(), BindError> {
     let now = now_ms();
-    let mut fields = msg.fields.clone();
-    if fields.validity_period.is_empty() {
-        // Tell the carrier when to give up: never later than our own deadline.
-        fields.validity_period = relative_smpp_time(msg.deadline_ms.saturating_sub(now));
-    }
-    let submit = match fields.to_submit_sm() {
-        Ok(s) => s,
+    // Tell the carrier when to give up: never later than our own deadline.
+    let validity = msg
+        .fields
+        .validity_period
+        .is_empty()
+        .then(|| relative_smpp_time(msg.deadline_ms.saturating_sub(now)));
+    let bodies = match split::plan(&msg.fields, shared.next_reference()) {
+        Ok(Plan::AsIs) => vec![None],
+        Ok(Plan::Parts(p)) => p.into_iter().map(Some).collect(),
         Err(e) => {
-            tracing::warn!(carrier = %shared.cfg.name, id = %msg.id, error = %e, "message cannot be encoded");
+            tracing::warn!(carrier = %shared.cfg.name, id = %msg.id, error = %e, "message cannot be split");
             shared
                 .tracker
                 .finish(msg.id, DeliveryState::Undeliverable, Some("ENC"), now);
             return Ok(());
         }
     };
-    let seq = session.next_sequence();
-    let command = Command::new(otpgw_proto::rusmpp::CommandStatus::EsmeRok, seq, submit);
-    if session
-        .track(
-            seq,
-            Tag::Submit {
-                msg: msg.clone(),
-                sent: Instant::now(),
-            },
-            Instant::now(),
-        )
-        .is_err()
-    {
+    let udh = bodies.len() > 1;
+    let mut pdus = Vec::with_capacity(bodies.len());
+    for body in &bodies {
+        match msg
+            .fields
+            .to_submit_sm_part(validity.as_deref(), body.as_ref(), udh)
+        {
+            Ok(s) => pdus.push(s),
+            Err(e) => {
+                tracing::warn!(carrier = %shared.cfg.name, id = %msg.id, error = %e, "message cannot be encoded");
+                shared
+                    .tracker
+                    .finish(msg.id, DeliveryState::Undeliverable, Some("ENC"), now);
+                return Ok(());
+            }
+        }
+    }
+    if session.room() == 0 {
         shared.queue.push(msg, now);
         return Ok(());
     }
-    shared.matcher.lock().sent();
-    shared.count_submit();
-    metrics::histogram!("otpgw_queue_wait_seconds", "carrier" => shared.cfg.name.clone())
+    if udh {
+        shared.tracker.expect_parts(msg.id, pdus.len() as u32);
+    }
+    shared
+        .metrics
+        .queue_wait
         .record(now.saturating_sub(msg.accepted_ms) as f64 / 1000.0);
-    tx.send(command).await.map_err(|_| BindError::WriterGone)?;
-    metrics::counter!("otpgw_carrier_submitted_total", "carrier" => shared.cfg.name.clone())
-        .increment(1);
+    // Every part on this bind, one after the other: the first takes a window slot,
+    // the others may go beyond it (a long message is never split across binds).
+    for (submit, body) in pdus.into_iter().zip(bodies) {
+        let seq = session.next_sequence();
+        let tag = Tag::Submit {
+            msg: msg.clone(),
+            sent: Instant::now(),
+            part: body.filter(|_| udh),
+        };
+        session.track_beyond_window(seq, tag, Instant::now());
+        shared.matcher.lock().sent();
+        shared.count_submit();
+        let command = Command::new(otpgw_proto::rusmpp::CommandStatus::EsmeRok, seq, submit);
+        tx.send(command).await.map_err(|_| BindError::WriterGone)?;
+        shared.metrics.submitted.increment(1);
+    }
     Ok(())
 }
 
@@ -445,9 +489,9 @@ async fn handle_command(
         cmd::SUBMIT_SM_RESP | cmd::GENERIC_NACK => {
             if let Some(tag) = session.on_response(seq, now) {
                 match tag {
-                    Tag::Submit { msg, sent } => {
+                    Tag::Submit { msg, sent, part } => {
                         let carrier_id = pdu::submit_sm_resp_id(&c);
-                        on_submit_resp(shared, msg, sent, st, carrier_id);
+                        on_submit_resp(shared, msg, part, sent, st, carrier_id);
                     }
                     Tag::Unbind => return Ok(true),
                 }
@@ -520,7 +564,8 @@ async fn handle_malformed(
         Some(cmd::SUBMIT_SM_RESP) => {
             // The carrier answered but its id is unreadable: the receipt can never be
             // matched, so the message is finished as UNKNOWN rather than kept forever.
-            if let Some(Tag::Submit { msg, sent }) = session.on_response(seq, Instant::now()) {
+            if let Some(Tag::Submit { msg, sent, part }) = session.on_response(seq, Instant::now())
+            {
                 let st = m.command_status.unwrap_or(status::ESME_RSYSERR);
                 if st == status::ESME_ROK {
                     answered(shared, 1);
@@ -528,7 +573,7 @@ async fn handle_malformed(
                         .tracker
                         .finish(msg.id, DeliveryState::Unknown, None, now_ms());
                 } else {
-                    on_submit_resp(shared, msg, sent, st, None);
+                    on_submit_resp(shared, msg, part, sent, st, None);
                 }
             }
         }
@@ -549,16 +594,21 @@ async fn handle_malformed(
 fn on_submit_resp(
     shared: &Arc<Shared>,
     msg: Arc<Message>,
+    part: Option<bytes::Bytes>,
     sent: Instant,
     st: u32,
     carrier_id: Option<String>,
 ) {
     let name = &shared.cfg.name;
-    metrics::histogram!("otpgw_carrier_response_seconds", "carrier" => name.clone())
-        .record(sent.elapsed().as_secs_f64());
-    metrics::counter!("otpgw_carrier_responses_total", "carrier" => name.clone(), "status" => status::name(st))
-        .increment(1);
+    shared.metrics.response.record(sent.elapsed().as_secs_f64());
     if st == status::ESME_ROK {
+        shared.metrics.responses_ok.increment(1);
+        shared.note_ok();
+        if part.is_some() && shared.tracker.get(msg.id).is_none() {
+            // Another part of this message already finished it (refused for good).
+            answered(shared, 1);
+            return;
+        }
         let cid = carrier_id.unwrap_or_default();
         shared.tracker.store().carrier_accepted(msg.id, name, &cid);
         let early = shared.matcher.lock().on_submitted(&cid, msg.id);
@@ -566,21 +616,19 @@ fn on_submit_resp(
             // Parked receipts were acknowledged when they arrived (kept in memory).
             let _ = apply_receipt(shared, id, r);
         }
+        return;
+    }
+    metrics::counter!("otpgw_carrier_responses_total", "carrier" => name.clone(), "status" => status::name(st))
+        .increment(1);
+    answered(shared, 1);
+    if st == status::ESME_RTHROTTLED || st == status::ESME_RMSGQFUL {
+        // Too fast: halve this carrier's rate (once per burst of such answers), and
+        // offer the message again within a fraction of a second.
+        shared.limiter.lock().on_throttled(Instant::now());
+        shared.retry(resend_unit(msg, part), RetryCause::Throttled);
     } else if status::is_temporary(st) {
-        answered(shared, 1);
-        if st == status::ESME_RTHROTTLED || st == status::ESME_RMSGQFUL {
-            // Too fast: halve this carrier's rate (once per burst of such answers).
-            shared.limiter.lock().on_throttled(Instant::now());
-        }
-        metrics::counter!("otpgw_carrier_retries_total", "carrier" => name.clone()).increment(1);
-        let q = shared.queue.clone();
-        let delay = shared.cfg.retry_delay;
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            q.push(msg, now_ms());
-        });
+        shared.retry(resend_unit(msg, part), RetryCause::Temporary);
     } else {
-        answered(shared, 1);
         let err = format!("{st:03x}");
         let _ = shared
             .tracker
@@ -651,15 +699,20 @@ fn apply_receipt(
     if !r.state.is_final() {
         return otpgw_core::store::Ticket::ready();
     }
-    if let Some(m) = shared.tracker.get(id) {
-        metrics::histogram!("otpgw_receipt_latency_seconds", "carrier" => shared.cfg.name.clone())
-            .record(now_ms().saturating_sub(m.accepted_ms) as f64 / 1000.0);
+    shared.metrics.receipt(r.state);
+    if r.state == DeliveryState::Delivered && !shared.tracker.part_delivered(id) {
+        // A part of a long message: it finishes when every part was delivered.
+        return otpgw_core::store::Ticket::ready();
     }
-    let (_, ticket) = shared
+    let (finish, ticket) = shared
         .tracker
         .finish(id, r.state, r.err.as_deref(), now_ms());
+    if let Finish::Done { accepted_ms, .. } = finish {
+        shared
+            .metrics
+            .receipt_latency
+            .record(now_ms().saturating_sub(accepted_ms) as f64 / 1000.0);
+    }
     shared.matcher.lock().forget(id);
-    metrics::counter!("otpgw_receipts_total", "carrier" => shared.cfg.name.clone(), "state" => r.state.label())
-        .increment(1);
     ticket
 }

@@ -36,6 +36,16 @@ pub enum BindMode {
     TransmitterReceiver,
 }
 
+/// The policy for a `submit_sm` that may or may not have reached the carrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// Send it again (at least once: the phone may get it twice; counted in
+    /// `otpgw_carrier_possible_duplicates_total`).
+    Resend,
+    /// Finish it as UNKNOWN with a receipt (at most once: the code may never arrive).
+    Fail,
+}
+
 /// One carrier's connection settings.
 #[derive(Clone)]
 pub struct CarrierConfig {
@@ -56,8 +66,18 @@ pub struct CarrierConfig {
     pub enquire_link_timeout: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
-    /// Delay before a message refused with a temporary error is offered again.
+    /// Delay before a batch is offered again after the store failed to record it.
     pub retry_delay: Duration,
+    /// Backoff of retries after throttling, temporary errors and unanswered submits.
+    pub retry: otpgw_dispatch::RetryPolicy,
+    /// What happens to a `submit_sm` whose response never came (timeout, lost bind).
+    pub on_unanswered: Unanswered,
+    /// After this many failed sends of one message on this carrier (throttling not
+    /// counted), it moves to the next available carrier of its route (0: never).
+    pub failover_attempts: u32,
+    /// This many failed sends in a row (throttling not counted) and no success for
+    /// `failover_after`: the carrier counts as failing, as if its binds were down.
+    pub failing_errors: u32,
     /// Largest PDU accepted from the carrier.
     pub max_frame: usize,
     /// How long a receipt that arrived before its `submit_sm_resp` is kept.
@@ -107,6 +127,10 @@ impl CarrierConfig {
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
             retry_delay: Duration::from_millis(200),
+            retry: otpgw_dispatch::RetryPolicy::default(),
+            on_unanswered: Unanswered::Resend,
+            failover_attempts: 2,
+            failing_errors: 20,
             max_frame: otpgw_proto::codec::DEFAULT_MAX_FRAME,
             early_receipt_ttl: Duration::from_secs(600),
             receipt_ids: IdMode::Auto,
@@ -117,9 +141,43 @@ impl CarrierConfig {
     }
 }
 
+/// Metric handles of one carrier, built once (no label allocation per message).
+pub struct CarrierMetrics {
+    pub submitted: metrics::Counter,
+    pub responses_ok: metrics::Counter,
+    pub response: metrics::Histogram,
+    pub queue_wait: metrics::Histogram,
+    pub receipt_latency: metrics::Histogram,
+    receipts: [metrics::Counter; 9],
+}
+
+impl CarrierMetrics {
+    fn new(carrier: &str) -> Self {
+        let c = || carrier.to_string();
+        Self {
+            submitted: metrics::counter!("otpgw_carrier_submitted_total", "carrier" => c()),
+            responses_ok: metrics::counter!("otpgw_carrier_responses_total", "carrier" => c(), "status" => otpgw_proto::status::name(otpgw_proto::status::ESME_ROK)),
+            response: metrics::histogram!("otpgw_carrier_response_seconds", "carrier" => c()),
+            queue_wait: metrics::histogram!("otpgw_queue_wait_seconds", "carrier" => c()),
+            receipt_latency: metrics::histogram!("otpgw_receipt_latency_seconds", "carrier" => c()),
+            receipts: std::array::from_fn(|i| {
+                let state = DeliveryState::from_tlv(i as u8 + 1).unwrap_or(DeliveryState::Unknown);
+                metrics::counter!("otpgw_receipts_total", "carrier" => c(), "state" => state.label())
+            }),
+        }
+    }
+
+    /// Count a carrier receipt in `state`.
+    pub fn receipt(&self, state: DeliveryState) {
+        let i = (state.tlv() as usize).saturating_sub(1).min(8);
+        self.receipts[i].increment(1);
+    }
+}
+
 /// State shared by all binds of one carrier.
 pub struct Shared {
     pub cfg: CarrierConfig,
+    pub metrics: CarrierMetrics,
     pub queue: Arc<CarrierQueue>,
     pub tracker: Arc<Tracker>,
     pub matcher: Mutex<Matcher>,
@@ -138,6 +196,13 @@ pub struct Shared {
     pub limiter: Mutex<otpgw_dispatch::RateLimiter>,
     /// For failover: the other carriers' queues.
     pub dispatcher: Option<Arc<otpgw_dispatch::Dispatcher>>,
+    /// Failed sends in a row (throttling not counted), and the last success (ms).
+    errors_in_row: std::sync::atomic::AtomicU32,
+    last_ok_ms: std::sync::atomic::AtomicU64,
+    /// Since when (ms) the carrier counts as failing; 0 when it does not.
+    failing_since: std::sync::atomic::AtomicU64,
+    /// Concatenation reference of the next long message.
+    next_ref: std::sync::atomic::AtomicU8,
 }
 
 impl Shared {
@@ -148,7 +213,7 @@ impl Shared {
     /// Pause (binds stay up, no messages taken) or resume.
     pub fn set_paused(&self, on: bool) {
         self.paused.store(on, Ordering::Relaxed);
-        self.queue.set_available(!on && self.bound() > 0);
+        self.refresh_available();
         tracing::info!(carrier = %self.cfg.name, paused = on, "carrier pause changed");
     }
     /// The window per bind now in force.
@@ -177,6 +242,117 @@ impl Shared {
     }
     pub(crate) fn count_submit(&self) {
         self.submitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether routing should send here: a bind is up, not paused, not failing.
+    pub fn is_up(&self) -> bool {
+        self.bound() > 0 && !self.is_paused() && !self.is_failing()
+    }
+
+    /// Whether the carrier's errors persist (see [`CarrierConfig::failing_errors`]).
+    pub fn is_failing(&self) -> bool {
+        self.failing_since.load(Ordering::Relaxed) != 0
+    }
+
+    /// Tell routing whether the carrier is up. Racing with a bind that comes up, it
+    /// looks again after marking the carrier down, so "up" is never overwritten.
+    pub fn refresh_available(&self) {
+        let up = self.is_up();
+        self.queue.set_available(up, now_ms());
+        if !up && self.is_up() {
+            self.queue.set_available(true, now_ms());
+        }
+    }
+
+    /// A submit was accepted by the carrier.
+    pub(crate) fn note_ok(&self) {
+        if self.errors_in_row.load(Ordering::Relaxed) != 0 {
+            self.errors_in_row.store(0, Ordering::Relaxed);
+        }
+        self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The next concatenation reference (a counter, so consecutive long messages to
+    /// one phone never share one).
+    pub(crate) fn next_reference(&self) -> u8 {
+        self.next_ref.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Offer a message whose send failed again, after a backoff capped by its
+    /// deadline. After `failover_attempts` failures here (throttling aside), it goes
+    /// to the next available carrier of its route instead.
+    pub(crate) fn retry(&self, msg: Arc<otpgw_core::Message>, cause: otpgw_dispatch::RetryCause) {
+        use otpgw_dispatch::RetryCause;
+        let now = now_ms();
+        let attempt = msg.note_attempt();
+        if cause != RetryCause::Throttled {
+            self.errors_in_row.fetch_add(1, Ordering::Relaxed);
+        }
+        metrics::counter!("otpgw_carrier_retries_total", "carrier" => self.cfg.name.clone())
+            .increment(1);
+        let at = self
+            .cfg
+            .retry
+            .retry_at(cause, attempt, now, msg.deadline_ms, rand::random());
+        let n = self.cfg.failover_attempts;
+        if cause != RetryCause::Throttled
+            && n > 0
+            && attempt.is_multiple_of(n)
+            && let Some(d) = &self.dispatcher
+            && let Ok(q) = d.route_except(&msg.brand, &msg.fields.dest.addr, Some(&self.cfg.name))
+            && q.is_available()
+        {
+            metrics::counter!("otpgw_messages_failed_over_total", "carrier" => self.cfg.name.clone())
+                .increment(1);
+            q.push_at(msg, at);
+            return;
+        }
+        self.queue.push_at(msg, at);
+    }
+
+    /// A submit got no answer (timeout, or the bind went down with it outstanding):
+    /// resend it or finish it as UNKNOWN, by the configured policy.
+    pub(crate) fn unanswered(&self, msg: Arc<otpgw_core::Message>) {
+        match self.cfg.on_unanswered {
+            Unanswered::Resend => {
+                metrics::counter!("otpgw_carrier_possible_duplicates_total", "carrier" => self.cfg.name.clone())
+                    .increment(1);
+                self.retry(msg, otpgw_dispatch::RetryCause::Unanswered);
+            }
+            Unanswered::Fail => {
+                metrics::counter!("otpgw_carrier_unanswered_failed_total", "carrier" => self.cfg.name.clone())
+                    .increment(1);
+                let _ = self
+                    .tracker
+                    .finish(msg.id, DeliveryState::Unknown, None, now_ms());
+            }
+        }
+    }
+
+    /// Once a second: whether the carrier's errors persist, and whether it recovered.
+    fn check_failing(&self) {
+        let now = now_ms();
+        let since = self.failing_since.load(Ordering::Relaxed);
+        let window = self.cfg.failover_after.as_millis() as u64;
+        if since == 0 {
+            let errors = self.errors_in_row.load(Ordering::Relaxed);
+            let quiet = now.saturating_sub(self.last_ok_ms.load(Ordering::Relaxed));
+            if self.cfg.failing_errors > 0 && errors >= self.cfg.failing_errors && quiet >= window {
+                self.failing_since.store(now.max(1), Ordering::Relaxed);
+                tracing::warn!(carrier = %self.cfg.name, errors, "carrier failing: its errors persist; routing elsewhere");
+                self.refresh_available();
+            }
+        } else if self.errors_in_row.load(Ordering::Relaxed) == 0
+            || now.saturating_sub(since) >= 5 * window.max(1000)
+        {
+            // A success since, or time to probe again: take traffic again (it trips
+            // again if the errors go on).
+            self.errors_in_row.store(0, Ordering::Relaxed);
+            self.last_ok_ms.store(now, Ordering::Relaxed);
+            self.failing_since.store(0, Ordering::Relaxed);
+            tracing::info!(carrier = %self.cfg.name, "carrier no longer failing");
+            self.refresh_available();
+        }
     }
 
     /// Binds of this carrier currently bound.
@@ -232,6 +408,7 @@ impl Carrier {
             "otpgw_carrier_bind_failures_total",
             "otpgw_messages_expired_total",
             "otpgw_messages_failed_over_total",
+            "otpgw_carrier_unanswered_failed_total",
         ] {
             metrics::counter!(name, "carrier" => cfg.name.clone()).increment(0);
         }
@@ -253,6 +430,11 @@ impl Carrier {
                 std::time::Instant::now(),
             )),
             dispatcher,
+            metrics: CarrierMetrics::new(&cfg.name),
+            errors_in_row: std::sync::atomic::AtomicU32::new(0),
+            last_ok_ms: std::sync::atomic::AtomicU64::new(now_ms()),
+            failing_since: std::sync::atomic::AtomicU64::new(0),
+            next_ref: std::sync::atomic::AtomicU8::new(rand::random()),
             cfg,
             queue,
             tracker,
@@ -336,20 +518,16 @@ async fn housekeeping(shared: Arc<Shared>) {
             _ = tick.tick() => {}
         }
         // Availability for routing, and failover of what waits here.
-        // Binds mark the carrier available when they come up; this only marks it
-        // down (and re-checks, so a bind that came up meanwhile is not overwritten).
-        let up = shared.bound() > 0 && !shared.is_paused();
+        shared.check_failing();
+        let up = shared.is_up();
         if !up {
-            shared.queue.set_available(false);
-            if shared.bound() > 0 && !shared.is_paused() {
-                shared.queue.set_available(true);
-            }
+            shared.refresh_available();
         }
         if up {
             down_since = None;
         } else {
             let since = *down_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() >= shared.cfg.failover_after {
+            if since.elapsed() >= shared.cfg.failover_after || shared.is_failing() {
                 fail_over(&shared, &mut expired);
             }
         }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use otpgw_proto::pdu::SubmitFields;
 use otpgw_proto::receipt::DeliveryState;
@@ -84,9 +84,31 @@ pub struct Message {
     pub accepted_ms: u64,
     /// After this instant (ms since epoch) it must never be submitted.
     pub deadline_ms: u64,
+    /// Sends so far that ended without an answer or with a temporary error (drives
+    /// the retry backoff; kept in memory only).
+    pub attempts: AtomicU32,
 }
 
 impl Message {
+    /// One part of this message, to be sent again on its own (a concatenated part
+    /// whose send failed): same id, class and deadline, `fields` holding the part.
+    pub fn part(&self, fields: SubmitFields) -> Self {
+        Self {
+            id: self.id,
+            brand: self.brand.clone(),
+            fields,
+            class: self.class,
+            accepted_ms: self.accepted_ms,
+            deadline_ms: self.deadline_ms,
+            attempts: AtomicU32::new(self.attempts.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Count one more failed send; returns the number of failed sends so far.
+    pub fn note_attempt(&self) -> u32 {
+        self.attempts.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// Whether the brand asked for a receipt for a message ending in `state`
     /// (registered_delivery bits 0-1: 1 = always, 2 = on failure only).
     pub fn wants_receipt(&self, state: DeliveryState) -> bool {
@@ -122,6 +144,7 @@ mod tests {
             class: Class::Otp,
             accepted_ms: 0,
             deadline_ms: 0,
+            attempts: Default::default(),
         };
         assert!(!m.wants_receipt(DeliveryState::Delivered));
         m.fields.registered_delivery = 1;

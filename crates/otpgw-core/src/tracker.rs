@@ -5,6 +5,10 @@
 //! tells the store, and queues the brand's receipt if the brand asked for one. A
 //! second final receipt for the same message finds nothing and is counted, so a
 //! brand never gets two receipts for one message.
+//!
+//! A long message sent as several parts finishes when every part was DELIVERED, or
+//! at the first part that ended otherwise (that state is the message's); see
+//! [`Tracker::expect_parts`].
 
 use std::sync::Arc;
 
@@ -19,6 +23,8 @@ use crate::store::{Store, Ticket};
 /// See the module docs.
 pub struct Tracker {
     inflight: DashMap<MsgId, Arc<Message>>,
+    /// Long messages: parts not yet reported DELIVERED.
+    parts: DashMap<MsgId, u32>,
     outbox: Arc<Outbox>,
     store: Arc<dyn Store>,
 }
@@ -36,7 +42,11 @@ impl std::fmt::Debug for Tracker {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finish {
     /// The message was finished now; `receipt` says whether a receipt was queued.
-    Done { receipt: bool },
+    Done {
+        receipt: bool,
+        /// When the message was accepted (for latency metrics).
+        accepted_ms: u64,
+    },
     /// It was already finished (or never known): nothing happened.
     Unknown,
 }
@@ -46,6 +56,7 @@ impl Tracker {
     pub fn new(store: Arc<dyn Store>, outbox: Arc<Outbox>) -> Self {
         Self {
             inflight: DashMap::with_capacity(1 << 16),
+            parts: DashMap::new(),
             outbox,
             store,
         }
@@ -69,6 +80,30 @@ impl Tracker {
     /// A tracked message.
     pub fn get(&self, id: MsgId) -> Option<Arc<Message>> {
         self.inflight.get(&id).map(|m| m.clone())
+    }
+
+    /// `id` went out as `n` parts: a DELIVERED receipt finishes it only once all `n`
+    /// reported DELIVERED (held in memory: after a restart, the first receipt decides).
+    pub fn expect_parts(&self, id: MsgId, n: u32) {
+        if n > 1 {
+            self.parts.insert(id, n);
+        }
+    }
+
+    /// A part of `id` was DELIVERED: whether the message is now complete (always true
+    /// for a message sent whole).
+    pub fn part_delivered(&self, id: MsgId) -> bool {
+        let done = match self.parts.get_mut(&id) {
+            None => return true,
+            Some(mut left) => {
+                *left = left.saturating_sub(1);
+                *left == 0
+            }
+        };
+        if done {
+            self.parts.remove(&id);
+        }
+        done
     }
 
     /// Messages not yet finished.
@@ -95,10 +130,19 @@ impl Tracker {
             metrics::counter!("otpgw_receipts_duplicate_total").increment(1);
             return (Finish::Unknown, Ticket::ready());
         };
+        if !self.parts.is_empty() {
+            self.parts.remove(&id);
+        }
         metrics::counter!("otpgw_messages_finished_total", "state" => state.label()).increment(1);
         if !msg.wants_receipt(state) {
             let t = self.store.finished(id, state, None, now_ms);
-            return (Finish::Done { receipt: false }, t);
+            return (
+                Finish::Done {
+                    receipt: false,
+                    accepted_ms: msg.accepted_ms,
+                },
+                t,
+            );
         }
         let job = ReceiptJob {
             id,
@@ -113,7 +157,13 @@ impl Tracker {
         };
         let t = self.store.finished(id, state, Some(&job), now_ms);
         self.outbox.brand(&msg.brand).push(job);
-        (Finish::Done { receipt: true }, t)
+        (
+            Finish::Done {
+                receipt: true,
+                accepted_ms: msg.accepted_ms,
+            },
+            t,
+        )
     }
 
     /// Queue a receipt recovered from the store for its brand.

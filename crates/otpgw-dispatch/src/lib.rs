@@ -9,16 +9,19 @@
 
 pub mod limiter;
 pub mod queue;
+pub mod retry;
 pub mod routes;
 pub mod scheduler;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use otpgw_core::Message;
 
 pub use limiter::RateLimiter;
 pub use queue::CarrierQueue;
+pub use retry::{RetryCause, RetryPolicy};
 pub use routes::Routes;
 pub use scheduler::Scheduler;
 
@@ -31,6 +34,10 @@ pub enum DispatchError {
     /// The carrier's queue is at capacity: the brand gets ESME_RMSGQFUL.
     #[error("queue full for carrier {0}")]
     QueueFull(String),
+    /// No carrier of the route has been available for the configured time: the
+    /// brand gets ESME_RTHROTTLED rather than a message that waits in vain.
+    #[error("no carrier of the route available (first: {0})")]
+    NoCarrier(String),
 }
 
 /// Routes messages into per-carrier queues.
@@ -39,6 +46,9 @@ pub struct Dispatcher {
     /// Reloaded on SIGHUP.
     routes: parking_lot::RwLock<Routes>,
     queues: HashMap<String, Arc<CarrierQueue>>,
+    /// Refuse new messages for a route whose carriers have all been unavailable this
+    /// long (ms; 0 = never refuse). Reloadable.
+    refuse_after_down_ms: AtomicU64,
 }
 
 impl Dispatcher {
@@ -51,7 +61,14 @@ impl Dispatcher {
         Self {
             routes: parking_lot::RwLock::new(routes),
             queues,
+            refuse_after_down_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Refuse messages for a route once none of its carriers was available for
+    /// `ms` milliseconds (0: never refuse, let them wait in the queue).
+    pub fn set_refuse_after_down(&self, ms: u64) {
+        self.refuse_after_down_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Replace the routing table (every carrier it names must have a queue).
@@ -102,11 +119,24 @@ impl Dispatcher {
             .ok_or(DispatchError::NoRoute)
     }
 
-    /// Check that a message for `dest` can be queued now (before the store is asked).
-    pub fn check(&self, brand: &str, dest: &str) -> Result<&Arc<CarrierQueue>, DispatchError> {
+    /// Check that a message for `dest` can be queued at `now_ms` (before the store is
+    /// asked): its route exists, its queue has room, and some carrier of the route
+    /// was available lately.
+    pub fn check(
+        &self,
+        brand: &str,
+        dest: &str,
+        now_ms: u64,
+    ) -> Result<&Arc<CarrierQueue>, DispatchError> {
         let q = self.route(brand, dest)?;
         if q.is_full() {
             return Err(DispatchError::QueueFull(q.carrier().to_string()));
+        }
+        // `route` prefers an available carrier: if it returned one that is down,
+        // every carrier of the route is down.
+        let refuse = self.refuse_after_down_ms.load(Ordering::Relaxed);
+        if refuse > 0 && !q.is_available() && q.down_for(now_ms) >= refuse {
+            return Err(DispatchError::NoCarrier(q.carrier().to_string()));
         }
         Ok(q)
     }

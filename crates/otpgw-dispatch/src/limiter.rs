@@ -1,16 +1,21 @@
 //! Sans-IO rate limiter for one carrier, shared by all its binds, with additive
 //! increase and multiplicative decrease (AIMD) on throttling.
 //!
-//! A token bucket refilled at the current rate (burst: a tenth of a second's worth,
+//! A token bucket refilled at the current rate (burst: 20 ms worth,
 //! at least one). The current rate starts at the configured cap (or unlimited when
 //! none is configured). When the carrier answers ESME_RTHROTTLED or ESME_RMSGQFUL,
-//! `on_throttled` halves the rate (at most once per `decrease_every`, so one burst of
-//! throttle answers is one decrease), starting from what the limiter granted lately
-//! when no cap is configured. Each second without throttling adds
-//! `increase_fraction` of the cap (or of the rate at the last decrease) back, up to
-//! the cap; an uncapped carrier becomes unlimited again once it climbed back to twice
-//! the rate it was throttled at. Own code rather than a crate: the AIMD rate change
-//! and the simulated clock are the point, and both are a few lines here.
+//! `on_throttled` notes the rate that was too fast (the *ceiling*: the rate in force,
+//! or what was granted lately when none was, or what the carrier took lately if
+//! less) and drops to `decrease` (0.7) times it, at most once per `decrease_every`
+//! (500 ms), so one burst of throttle answers is one decrease. After that pause the
+//! rate climbs back fast (half the ceiling per second) to 95 % of the ceiling, holds
+//! near it and probes on a cubic curve: back at the ceiling after `probe_period`
+//! (10 s), faster beyond it, so a lifted cap is found; never above the configured
+//! cap. An uncapped carrier becomes unlimited again at twice the ceiling. So a
+//! carrier's hidden cap is found within a second or two, then used at about 95 %
+//! with one short burst of throttle answers per probe period, where plain halving
+//! and a linear climb would average three quarters. Own code rather than a crate (governor has no AIMD): the rate
+//! change and the simulated clock are the point, and both are a few lines here.
 
 use std::time::{Duration, Instant};
 
@@ -23,15 +28,22 @@ pub struct RateLimiter {
     tokens: f64,
     last_refill: Instant,
     last_decrease: Option<Instant>,
-    /// The rate right after the last decrease (base for additive increase).
-    throttled_at: f64,
+    /// The rate that was too fast at the last throttle answer.
+    ceiling: f64,
     min_rate: f64,
-    increase_fraction: f64,
+    decrease: f64,
     decrease_every: Duration,
+    /// When the rate reached 95 % of the ceiling after the last decrease.
+    probe_start: Option<Instant>,
+    probe_period: Duration,
     /// What was granted in the current one-second window, and the rate of the last.
     window_start: Instant,
     window_taken: f64,
+    /// Throttle answers in the current window (so the carrier's accepted rate is
+    /// known: granted minus throttled).
+    window_throttled: f64,
     last_window_rate: f64,
+    last_window_accepted: f64,
 }
 
 impl RateLimiter {
@@ -44,13 +56,17 @@ impl RateLimiter {
             tokens: cap.map_or(0.0, burst),
             last_refill: now,
             last_decrease: None,
-            throttled_at: 0.0,
+            ceiling: 0.0,
             min_rate: 1.0,
-            increase_fraction: 0.1,
+            decrease: 0.7,
             decrease_every: Duration::from_millis(500),
+            probe_start: None,
+            probe_period: Duration::from_secs(10),
             window_start: now,
             window_taken: 0.0,
+            window_throttled: 0.0,
             last_window_rate: 0.0,
+            last_window_accepted: 0.0,
         }
     }
 
@@ -60,8 +76,10 @@ impl RateLimiter {
             .as_secs_f64();
         if el >= 1.0 {
             self.last_window_rate = self.window_taken / el;
+            self.last_window_accepted = (self.window_taken - self.window_throttled).max(0.0) / el;
             self.window_start = now;
             self.window_taken = 0.0;
+            self.window_throttled = 0.0;
         }
         self.window_taken += n as f64;
     }
@@ -78,6 +96,20 @@ impl RateLimiter {
             0.0
         };
         self.last_window_rate.max(cur)
+    }
+
+    /// What the carrier took lately (granted minus throttled, per second), from the
+    /// current window once it is a quarter of a second old, else the last one.
+    fn accepted(&self, now: Instant) -> Option<f64> {
+        let el = now
+            .saturating_duration_since(self.window_start)
+            .as_secs_f64();
+        let a = if el >= 0.25 {
+            (self.window_taken - self.window_throttled).max(0.0) / el
+        } else {
+            self.last_window_accepted
+        };
+        (a > 0.0).then_some(a)
     }
 
     /// The rate now in force (`None`: unlimited).
@@ -98,23 +130,35 @@ impl RateLimiter {
     }
 
     fn refill(&mut self, now: Instant) {
-        let dt = now
-            .saturating_duration_since(self.last_refill)
-            .as_secs_f64();
+        let prev = self.last_refill;
+        let dt = now.saturating_duration_since(prev).as_secs_f64();
         self.last_refill = now;
         let Some(rate) = self.rate else { return };
-        // Additive increase after a quiet spell.
-        let quiet = self
-            .last_decrease
-            .is_none_or(|d| now.saturating_duration_since(d) >= Duration::from_secs(1));
+        // Climb back once the burst that caused the decrease is over.
         let mut rate = rate;
-        if quiet && self.last_decrease.is_some() {
-            let step =
-                self.cap.unwrap_or(self.throttled_at.max(self.min_rate)) * self.increase_fraction;
-            rate += step * dt;
+        if let Some(d) = self.last_decrease {
+            let climb = now
+                .saturating_duration_since(prev.max(d + self.decrease_every))
+                .as_secs_f64();
+            let ceiling = self.ceiling.max(self.min_rate);
+            if rate < 0.95 * ceiling {
+                // Fast back to just under what was too fast.
+                rate = (rate + ceiling * 0.5 * climb).min(0.95 * ceiling);
+                if rate >= 0.95 * ceiling {
+                    self.probe_start = Some(now);
+                }
+            } else {
+                // Then hold near it and probe on a cubic: the old ceiling again
+                // after `probe_period`, faster and faster beyond (a lifted cap is
+                // found), never above the configured cap.
+                let start = *self.probe_start.get_or_insert(now);
+                let x = now.saturating_duration_since(start).as_secs_f64()
+                    / self.probe_period.as_secs_f64();
+                rate = rate.max(ceiling * (0.95 + 0.05 * x * x * x));
+            }
             match self.cap {
                 Some(c) => rate = rate.min(c),
-                None if rate >= 2.0 * self.throttled_at.max(self.min_rate) => {
+                None if rate >= 2.0 * ceiling => {
                     self.rate = None;
                     return;
                 }
@@ -147,10 +191,11 @@ impl RateLimiter {
         Some(now + Duration::from_secs_f64((1.0 - self.tokens) / rate.max(self.min_rate)))
     }
 
-    /// The carrier said "too fast": halve the rate (once per burst of answers). An
-    /// uncapped carrier is halved from what was granted lately.
+    /// The carrier said "too fast": drop to `decrease` times the rate in force (once
+    /// per burst of answers). An uncapped carrier drops from what was granted lately.
     pub fn on_throttled(&mut self, now: Instant) {
         self.refill(now);
+        self.window_throttled += 1.0;
         if self
             .last_decrease
             .is_some_and(|d| now.saturating_duration_since(d) < self.decrease_every)
@@ -160,17 +205,24 @@ impl RateLimiter {
         let base = self
             .rate
             .unwrap_or_else(|| self.observed(now).max(self.min_rate));
-        let new = (base * 0.5).max(self.min_rate);
+        // The ceiling: what was too fast, or what the carrier actually took if less
+        // (so a carrier first met far above its cap is found in one or two steps).
+        let ceiling = self
+            .accepted(now)
+            .map_or(base, |a| a.min(base))
+            .max(self.min_rate);
+        let new = (ceiling * self.decrease).max(self.min_rate);
         self.rate = Some(new);
         self.tokens = self.tokens.min(burst(new));
-        self.throttled_at = new;
+        self.ceiling = ceiling;
+        self.probe_start = None;
         self.last_decrease = Some(now);
     }
 }
 
-/// Tokens a bucket may hold at `rate`: a tenth of a second's worth, at least one.
+/// Tokens a bucket may hold at `rate`: a fiftieth of a second (20 ms)'s worth, at least one.
 fn burst(rate: f64) -> f64 {
-    (rate / 10.0).max(1.0)
+    (rate / 50.0).max(1.0)
 }
 
 #[cfg(test)]
@@ -205,20 +257,31 @@ mod tests {
     }
 
     #[test]
-    fn throttle_halves_once_per_burst_then_climbs_back() {
+    fn throttle_decreases_once_per_burst_then_climbs_back() {
         let t0 = Instant::now();
         let mut l = RateLimiter::new(Some(1000.0), t0);
         l.on_throttled(t0);
-        l.on_throttled(ms(t0, 10)); // same burst: no second halving
-        assert_eq!(l.rate(), Some(500.0));
-        l.on_throttled(ms(t0, 600));
-        assert_eq!(l.rate(), Some(250.0));
-        // Quiet for a while: +10 % of the cap per second, up to the cap.
-        l.take(0, ms(t0, 1600));
+        l.on_throttled(ms(t0, 10)); // same burst: no second decrease
+        assert_eq!(l.rate(), Some(700.0));
+        l.take(0, ms(t0, 400));
+        l.take(0, ms(t0, 500));
+        assert_eq!(l.rate(), Some(700.0), "no climb during the burst");
+        // Fast back towards the ceiling (1000): 95 % of it within half a second...
+        l.take(0, ms(t0, 1_000));
         let r = l.rate().unwrap();
-        assert!(r > 250.0 && r < 400.0, "{r}");
-        l.take(0, ms(t0, 20_000));
-        assert_eq!(l.rate(), Some(1000.0));
+        assert!((949.0..=951.0).contains(&r), "{r}");
+        // ...then holds near it, back at the ceiling after the probe period (10 s).
+        l.take(0, ms(t0, 6_000));
+        let r = l.rate().unwrap();
+        assert!((950.0..=958.0).contains(&r), "{r}");
+        l.take(0, ms(t0, 10_500));
+        let r = l.rate().unwrap();
+        assert!((990.0..=1000.0).contains(&r), "{r}");
+        l.take(0, ms(t0, 13_000));
+        assert_eq!(l.rate(), Some(1000.0), "never above the cap");
+        // The next throttle starts from the rate in force.
+        l.on_throttled(ms(t0, 13_100));
+        assert_eq!(l.rate(), Some(700.0));
     }
 
     #[test]
@@ -231,9 +294,17 @@ mod tests {
         }
         l.on_throttled(ms(t0, 1000));
         let r = l.rate().unwrap();
-        assert!((380.0..=420.0).contains(&r), "{r}");
-        assert!(l.take(10_000, ms(t0, 1000)) <= 42);
-        l.take(0, ms(t0, 40_000));
+        assert!((530.0..=590.0).contains(&r), "{r}");
+        assert!(l.take(10_000, ms(t0, 1000)) <= 60);
+        // Quiet: near the ceiling for a while, then faster, then unlimited.
+        for step in 11..=100u64 {
+            l.take(0, ms(t0, step * 100));
+        }
+        let r = l.rate().unwrap();
+        assert!((740.0..=800.0).contains(&r), "{r} after 10 s");
+        for step in 101..=400u64 {
+            l.take(0, ms(t0, step * 100));
+        }
         assert_eq!(l.rate(), None, "unlimited again after climbing back");
     }
 

@@ -1,8 +1,11 @@
 //! One carrier's queue: a [`Scheduler`] behind a lock, with an async `pop` for the
 //! carrier's binds. Several binds may wait at once; each push wakes one, and a bind
-//! that leaves messages behind wakes the next.
+//! that leaves messages behind wakes the next. A waiting bind also wakes when the
+//! earliest delayed retry becomes ready.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -17,8 +20,10 @@ pub struct CarrierQueue {
     carrier: String,
     sched: Mutex<Scheduler>,
     notify: Notify,
-    /// Kept by the carrier: a bind is up and the carrier is not paused.
-    available: std::sync::atomic::AtomicBool,
+    /// Kept by the carrier: a bind is up, the carrier is not paused and not failing.
+    available: AtomicBool,
+    /// Since when (ms since epoch) the carrier is unavailable; 0 while available.
+    down_since: AtomicU64,
 }
 
 impl CarrierQueue {
@@ -28,19 +33,38 @@ impl CarrierQueue {
             carrier,
             sched: Mutex::new(Scheduler::new(capacity)),
             notify: Notify::new(),
-            available: std::sync::atomic::AtomicBool::new(true),
+            available: AtomicBool::new(true),
+            down_since: AtomicU64::new(0),
         }
     }
 
     /// Whether the carrier can take messages now (routing prefers available ones).
     pub fn is_available(&self) -> bool {
-        self.available.load(std::sync::atomic::Ordering::Relaxed)
+        self.available.load(Ordering::Relaxed)
     }
 
-    /// Set by the carrier when its binds come up or all go down, or on pause.
-    pub fn set_available(&self, on: bool) {
-        self.available
-            .store(on, std::sync::atomic::Ordering::Relaxed);
+    /// Set by the carrier when its binds come up or all go down, on pause, and when
+    /// its errors persist.
+    pub fn set_available(&self, on: bool, now_ms: u64) {
+        self.available.store(on, Ordering::Relaxed);
+        if on {
+            self.down_since.store(0, Ordering::Relaxed);
+        } else {
+            let _ = self.down_since.compare_exchange(
+                0,
+                now_ms.max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// How long (ms) the carrier has been unavailable at `now_ms`; 0 while available.
+    pub fn down_for(&self, now_ms: u64) -> u64 {
+        match self.down_since.load(Ordering::Relaxed) {
+            0 => 0,
+            t => now_ms.saturating_sub(t),
+        }
     }
 
     /// Take every queued message (for failover to another carrier).
@@ -50,10 +74,7 @@ impl CarrierQueue {
         out: &mut Vec<Arc<Message>>,
         expired: &mut Vec<Arc<Message>>,
     ) {
-        let mut s = self.sched.lock();
-        while let Some(m) = s.pop(now_ms, expired) {
-            out.push(m);
-        }
+        self.sched.lock().drain(now_ms, out, expired);
     }
 
     /// The carrier's name.
@@ -84,15 +105,29 @@ impl CarrierQueue {
         self.notify.notify_one();
     }
 
+    /// Queue a retry that waits until `not_before` (ms since epoch), keeping its class
+    /// and deadline order once ready.
+    pub fn push_at(&self, msg: Arc<Message>, not_before: u64) {
+        self.sched.lock().push_at(msg, not_before);
+        // A waiting bind re-arms its timer for the new earliest retry.
+        self.notify.notify_one();
+    }
+
+    /// Retries waiting for their time.
+    pub fn len_delayed(&self) -> usize {
+        self.sched.lock().len_delayed()
+    }
+
     /// Take up to `max` sendable messages without waiting; expired ones go to `expired`.
+    /// Returns when the earliest waiting retry becomes ready, if one waits.
     pub fn try_pop(
         &self,
         max: usize,
         now_ms: u64,
         out: &mut Vec<Arc<Message>>,
         expired: &mut Vec<Arc<Message>>,
-    ) {
-        let more = {
+    ) -> Option<u64> {
+        let (more, next) = {
             let mut s = self.sched.lock();
             while out.len() < max {
                 match s.pop(now_ms, expired) {
@@ -100,11 +135,12 @@ impl CarrierQueue {
                     None => break,
                 }
             }
-            !s.is_empty()
+            (s.len() > s.len_delayed(), s.next_ready_at())
         };
         if more && !out.is_empty() {
             self.notify.notify_one();
         }
+        next
     }
 
     /// Wait until something can be taken, then take up to `max`. Cancel-safe: nothing
@@ -120,11 +156,18 @@ impl CarrierQueue {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            self.try_pop(max, now(), out, expired);
+            let t = now();
+            let next = self.try_pop(max, t, out, expired);
             if !out.is_empty() || !expired.is_empty() {
                 return;
             }
-            notified.await;
+            match next {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(t).max(1));
+                    let _ = tokio::time::timeout(wait, notified).await;
+                }
+                None => notified.await,
+            }
         }
     }
 

@@ -1,11 +1,14 @@
-//! Sans-IO scheduler: strict priority classes, earliest deadline first within a class.
+//! Sans-IO scheduler: strict priority classes, earliest deadline first within a class,
+//! and retries that wait for a not-before time.
 //!
 //! It never reads a clock: [`Scheduler::pop`] and [`Scheduler::expire`] take `now`
 //! (milliseconds since the epoch). A message whose deadline is at or before `now` is
 //! never returned by `pop`; it goes to the caller's `expired` list instead, so the
-//! caller can finish it as EXPIRED.
+//! caller can finish it as EXPIRED. A message pushed with [`Scheduler::push_at`] (a
+//! retry after a throttle or a temporary error) waits aside until its not-before time
+//! and then rejoins its class in deadline order, so a retry keeps its priority.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
@@ -13,14 +16,15 @@ use otpgw_core::{Class, Message};
 
 #[derive(Debug)]
 struct Entry {
-    deadline: u64,
+    /// Deadline for ready entries; not-before time for delayed ones.
+    key: u64,
     seq: u64,
     msg: Arc<Message>,
 }
 
 impl PartialEq for Entry {
     fn eq(&self, o: &Self) -> bool {
-        self.deadline == o.deadline && self.seq == o.seq
+        self.key == o.key && self.seq == o.seq
     }
 }
 impl Eq for Entry {}
@@ -30,16 +34,19 @@ impl PartialOrd for Entry {
     }
 }
 impl Ord for Entry {
-    /// Reversed, so the max-heap yields the earliest deadline, then the oldest arrival.
+    /// Ordered by key, then arrival; the heaps hold `Reverse` so the earliest comes first.
     fn cmp(&self, o: &Self) -> Ordering {
-        o.deadline.cmp(&self.deadline).then(o.seq.cmp(&self.seq))
+        self.key.cmp(&o.key).then(self.seq.cmp(&o.seq))
     }
 }
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct Scheduler {
-    classes: [BinaryHeap<Entry>; 2],
+    classes: [BinaryHeap<Reverse<Entry>>; 2],
+    /// Retries waiting for their not-before time, earliest first.
+    delayed: BinaryHeap<Reverse<Entry>>,
+    delayed_per_class: [usize; 2],
     capacity: usize,
     seq: u64,
 }
@@ -49,18 +56,24 @@ impl Scheduler {
     pub fn new(capacity: usize) -> Self {
         Self {
             classes: [BinaryHeap::new(), BinaryHeap::new()],
+            delayed: BinaryHeap::new(),
+            delayed_per_class: [0, 0],
             capacity,
             seq: 0,
         }
     }
 
-    /// Messages queued.
+    /// Messages queued (waiting retries included).
     pub fn len(&self) -> usize {
-        self.classes.iter().map(BinaryHeap::len).sum()
+        self.classes.iter().map(BinaryHeap::len).sum::<usize>() + self.delayed.len()
     }
-    /// Messages queued in one class.
+    /// Messages queued in one class (waiting retries included).
     pub fn len_class(&self, class: Class) -> usize {
-        self.classes[class as usize].len()
+        self.classes[class as usize].len() + self.delayed_per_class[class as usize]
+    }
+    /// Retries waiting for their not-before time.
+    pub fn len_delayed(&self) -> usize {
+        self.delayed.len()
     }
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
@@ -71,23 +84,51 @@ impl Scheduler {
         self.len() >= self.capacity
     }
 
-    /// Queue a message (the capacity is checked by the caller before acceptance).
-    pub fn push(&mut self, msg: Arc<Message>) {
+    fn entry(&mut self, key: u64, msg: Arc<Message>) -> Reverse<Entry> {
         self.seq += 1;
-        let e = Entry {
-            deadline: msg.deadline_ms,
+        Reverse(Entry {
+            key,
             seq: self.seq,
             msg,
-        };
-        self.classes[e.msg.class as usize].push(e);
+        })
+    }
+
+    /// Queue a message (the capacity is checked by the caller before acceptance).
+    pub fn push(&mut self, msg: Arc<Message>) {
+        let class = msg.class as usize;
+        let e = self.entry(msg.deadline_ms, msg);
+        self.classes[class].push(e);
+    }
+
+    /// Queue a message that must not be sent before `not_before` (a retry).
+    pub fn push_at(&mut self, msg: Arc<Message>, not_before: u64) {
+        self.delayed_per_class[msg.class as usize] += 1;
+        let e = self.entry(not_before, msg);
+        self.delayed.push(e);
+    }
+
+    /// When the earliest waiting retry becomes ready, if any waits.
+    pub fn next_ready_at(&self) -> Option<u64> {
+        self.delayed.peek().map(|e| e.0.key)
+    }
+
+    /// Move retries whose time came into their class.
+    fn promote(&mut self, now: u64) {
+        while self.delayed.peek().is_some_and(|e| e.0.key <= now) {
+            if let Some(Reverse(e)) = self.delayed.pop() {
+                self.delayed_per_class[e.msg.class as usize] -= 1;
+                self.push(e.msg);
+            }
+        }
     }
 
     /// The next message to send at `now`: the highest class first, earliest deadline
     /// first within it. Messages found expired on the way go to `expired`.
     pub fn pop(&mut self, now: u64, expired: &mut Vec<Arc<Message>>) -> Option<Arc<Message>> {
+        self.promote(now);
         for heap in &mut self.classes {
-            while let Some(top) = heap.pop() {
-                if top.deadline <= now {
+            while let Some(Reverse(top)) = heap.pop() {
+                if top.key <= now {
                     expired.push(top.msg);
                 } else {
                     return Some(top.msg);
@@ -97,15 +138,47 @@ impl Scheduler {
         None
     }
 
+    /// Take everything, waiting retries included (failover to another carrier);
+    /// expired messages go to `expired`.
+    pub fn drain(
+        &mut self,
+        now: u64,
+        out: &mut Vec<Arc<Message>>,
+        expired: &mut Vec<Arc<Message>>,
+    ) {
+        self.promote(u64::MAX);
+        for heap in &mut self.classes {
+            for Reverse(e) in heap.drain() {
+                if e.msg.deadline_ms <= now {
+                    expired.push(e.msg);
+                } else {
+                    out.push(e.msg);
+                }
+            }
+        }
+    }
+
     /// Move every message whose deadline passed to `expired` (a periodic sweep, so
     /// expired messages are finished even while no carrier takes from the queue).
     pub fn expire(&mut self, now: u64, expired: &mut Vec<Arc<Message>>) {
         for heap in &mut self.classes {
-            while heap.peek().is_some_and(|t| t.deadline <= now) {
-                if let Some(t) = heap.pop() {
+            while heap.peek().is_some_and(|t| t.0.key <= now) {
+                if let Some(Reverse(t)) = heap.pop() {
                     expired.push(t.msg);
                 }
             }
+        }
+        if self.delayed.iter().any(|e| e.0.msg.deadline_ms <= now) {
+            let mut keep = BinaryHeap::with_capacity(self.delayed.len());
+            for Reverse(e) in self.delayed.drain() {
+                if e.msg.deadline_ms <= now {
+                    self.delayed_per_class[e.msg.class as usize] -= 1;
+                    expired.push(e.msg);
+                } else {
+                    keep.push(Reverse(e));
+                }
+            }
+            self.delayed = keep;
         }
     }
 }
@@ -124,6 +197,7 @@ mod tests {
             class,
             accepted_ms: 0,
             deadline_ms: deadline,
+            attempts: Default::default(),
         })
     }
 
@@ -184,7 +258,7 @@ mod tests {
                     now += v / 10;
                     let mut exp = vec![];
                     let snapshot: Vec<(u8, u64)> = s.classes.iter().enumerate()
-                        .flat_map(|(i, h)| h.iter().filter(|e| e.deadline > now).map(move |e| (i as u8, e.deadline)))
+                        .flat_map(|(i, h)| h.iter().filter(|e| e.0.key > now).map(move |e| (i as u8, e.0.key)))
                         .collect();
                     if let Some(m) = s.pop(now, &mut exp) {
                         prop_assert!(m.deadline_ms > now);

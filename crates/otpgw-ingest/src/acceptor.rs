@@ -64,10 +64,11 @@ impl Acceptor {
         let deadline_ms = validate(&fields, now_ms, lifetime.as_millis() as u64)?;
         let queue = self
             .dispatcher
-            .check(&brand.system_id, &fields.dest.addr)
+            .check(&brand.system_id, &fields.dest.addr, now_ms)
             .map_err(|e| match e {
                 DispatchError::NoRoute => AcceptError::NoRoute,
                 DispatchError::QueueFull(_) => AcceptError::QueueFull,
+                DispatchError::NoCarrier(_) => AcceptError::CarrierDown,
             })?;
         let msg = Arc::new(Message {
             id: self.ids.next(),
@@ -76,6 +77,7 @@ impl Acceptor {
             class,
             accepted_ms: now_ms,
             deadline_ms,
+            attempts: Default::default(),
         });
         self.tracker
             .store()

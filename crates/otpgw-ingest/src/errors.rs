@@ -10,6 +10,7 @@
 //! | validity_period malformed or already past | ESME_RINVEXPIRY (0x62) |
 //! | schedule_delivery_time set (not supported) | ESME_RINVSCHED (0x61) |
 //! | queue for the route full | ESME_RMSGQFUL (0x14) |
+//! | no carrier of the route available for `queue.refuse_after_down_ms` | ESME_RTHROTTLED (0x58) |
 //! | store unavailable | ESME_RSYSERR (0x08) |
 //! | too many submits of the session waiting for the disk, or the store's queue full | ESME_RTHROTTLED (0x58) |
 //! | gateway shutting down | ESME_RTHROTTLED (0x58), temporary: retry elsewhere or later |
@@ -37,6 +38,8 @@ pub enum AcceptError {
     Scheduled,
     #[error("queue full")]
     QueueFull,
+    #[error("no carrier available for the route")]
+    CarrierDown,
     #[error("store unavailable")]
     StoreUnavailable,
     #[error("too many messages waiting: slow down")]
@@ -56,6 +59,7 @@ impl AcceptError {
             Self::BadValidity => ESME_RINVEXPIRY,
             Self::Scheduled => ESME_RINVSCHED,
             Self::QueueFull => ESME_RMSGQFUL,
+            Self::CarrierDown => ESME_RTHROTTLED,
             Self::StoreUnavailable => ESME_RSYSERR,
             Self::Throttled => ESME_RTHROTTLED,
             Self::ShuttingDown => ESME_RTHROTTLED,

@@ -10,6 +10,7 @@
 //!   extraction from `deliver_sm` (TLVs preferred);
 //! - [`pdu`]: builders and accessors for the PDUs the gateway uses, and a lenient
 //!   `deliver_sm` reader for receipts that rusmpp refuses;
+//! - [`split`]: long messages cut into concatenated parts with a UDH;
 //! - [`driver`]: the async writer that owns the socket's write half and batches PDUs;
 //! - [`status`]: SMPP command status and command id constants.
 
@@ -18,6 +19,7 @@ pub mod driver;
 pub mod pdu;
 pub mod receipt;
 pub mod session;
+pub mod split;
 pub mod status;
 pub mod time;
 

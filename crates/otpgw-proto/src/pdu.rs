@@ -137,6 +137,24 @@ impl SubmitFields {
     /// Build a `submit_sm` from these fields. Fields rusmpp refuses (an address over
     /// 20 characters, a bad time) are reported, not truncated.
     pub fn to_submit_sm(&self) -> Result<SubmitSm, PduError> {
+        self.to_submit_sm_part(None, None, false)
+    }
+
+    /// Build the `submit_sm` for these fields with two changes: `validity`, when
+    /// given, replaces the validity_period; `part`, when given, replaces the text
+    /// (sent as `short_message`, no `message_payload`), and `udh` sets esm_class's
+    /// UDHI bit for a concatenated part.
+    pub fn to_submit_sm_part(
+        &self,
+        validity: Option<&str>,
+        part: Option<&Bytes>,
+        udh: bool,
+    ) -> Result<SubmitSm, PduError> {
+        let esm_class = if udh {
+            self.esm_class | crate::split::UDHI
+        } else {
+            self.esm_class
+        };
         let mut b = SubmitSm::builder()
             .service_type(ServiceType::new(COctetString::from_str_checked(
                 &self.service_type,
@@ -147,14 +165,16 @@ impl SubmitFields {
             .dest_addr_ton(Ton::from(self.dest.ton))
             .dest_addr_npi(Npi::from(self.dest.npi))
             .destination_addr(COctetString::from_str_checked(&self.dest.addr)?)
-            .esm_class(EsmClass::from(self.esm_class))
+            .esm_class(EsmClass::from(esm_class))
             .protocol_id(self.protocol_id)
             .priority_flag(PriorityFlag::from(self.priority_flag))
             .schedule_delivery_time(time_field(&self.schedule_delivery_time)?)
-            .validity_period(time_field(&self.validity_period)?)
+            .validity_period(time_field(validity.unwrap_or(&self.validity_period))?)
             .registered_delivery(RegisteredDelivery::from(self.registered_delivery))
             .data_coding(DataCoding::from(self.data_coding));
-        if let Some(p) = &self.message_payload {
+        if let Some(t) = part {
+            b = b.short_message(octets(t)?);
+        } else if let Some(p) = &self.message_payload {
             b = b.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(
                 MessagePayload::new(rusmpp::types::AnyOctetString::from_bytes(p.clone())),
             ));

@@ -224,6 +224,14 @@ impl<T> Session<T> {
         Ok(())
     }
 
+    /// Track a request even when the window is full: the later parts of a long
+    /// message, which go out on the same bind right after the first.
+    pub fn track_beyond_window(&mut self, sequence_number: u32, tag: T, now: Instant) {
+        let deadline = now + self.cfg.response_timeout;
+        self.outstanding.insert(sequence_number, (deadline, tag));
+        self.deadlines.push_back((deadline, sequence_number));
+    }
+
     /// A response arrived: release its window slot and return the request's tag.
     /// `None` means no such request is outstanding (late or unsolicited response).
     pub fn on_response(&mut self, sequence_number: u32, now: Instant) -> Option<T> {

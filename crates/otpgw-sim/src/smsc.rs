@@ -129,6 +129,8 @@ pub struct Received {
     /// The simulator's id (as a number).
     pub sim_id: u64,
     pub system_id: String,
+    /// Which connection (bind) it came on, numbered from 0 in accept order.
+    pub connection: u64,
     pub fields: SubmitFields,
     pub outcome: DeliveryState,
     pub at: Instant,
@@ -145,6 +147,7 @@ struct State {
     cfg: Mutex<SimConfig>,
     next_id: AtomicU64,
     records: Mutex<Vec<Received>>,
+    connections: AtomicU64,
     throttled: AtomicU64,
     window: Mutex<(Instant, u32)>,
     receipts: ReceiptQueue,
@@ -154,6 +157,11 @@ struct State {
     shutdown: CancellationToken,
     accepting: AtomicBool,
     rate_cap: AtomicU32,
+    /// Fault injection for submits: 0 = normal, u32::MAX = never answer (and keep
+    /// nothing), any other value = answer with that status.
+    submit_fault: AtomicU32,
+    /// Submits swallowed or refused by the fault switch.
+    faulted: AtomicU64,
 }
 
 /// A running simulator.
@@ -171,6 +179,8 @@ impl SimHandle {
         let (drop_gen, _) = watch::channel(0);
         let st = Arc::new(State {
             rate_cap: AtomicU32::new(cfg.rate_cap.unwrap_or(0)),
+            submit_fault: AtomicU32::new(0),
+            faulted: AtomicU64::new(0),
             cfg: Mutex::new(cfg),
             next_id: AtomicU64::new(1),
             records: Mutex::new(Vec::new()),
@@ -182,6 +192,7 @@ impl SimHandle {
             drop_gen,
             shutdown: CancellationToken::new(),
             accepting: AtomicBool::new(true),
+            connections: AtomicU64::new(0),
         });
         let st2 = st.clone();
         tokio::spawn(async move {
@@ -228,6 +239,25 @@ impl SimHandle {
     pub fn binds(&self) -> usize {
         self.st.binds.load(Ordering::Relaxed)
     }
+    /// Answer every submit with `status` (`Some(0)` or `None`: behave normally).
+    pub fn set_submit_error(&self, status: Option<u32>) {
+        self.st
+            .submit_fault
+            .store(status.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Swallow every submit without answering (a carrier that hangs), or stop doing so.
+    pub fn set_silent(&self, on: bool) {
+        self.st
+            .submit_fault
+            .store(if on { u32::MAX } else { 0 }, Ordering::Relaxed);
+    }
+
+    /// Submits the fault switches swallowed or refused.
+    pub fn faulted(&self) -> u64 {
+        self.st.faulted.load(Ordering::Relaxed)
+    }
+
     /// Change the rate cap (0 or `None`: no cap).
     pub fn set_rate_cap(&self, cap: Option<u32>) {
         self.st.rate_cap.store(cap.unwrap_or(0), Ordering::Relaxed);
@@ -288,6 +318,7 @@ async fn serve(st: Arc<State>, stream: TcpStream) {
     );
     let mut drops = st.drop_gen.subscribe();
     let mut system_id = String::new();
+    let connection = st.connections.fetch_add(1, Ordering::Relaxed);
     let mut bound = false;
     let mut due = Vec::new();
     loop {
@@ -303,7 +334,7 @@ async fn serve(st: Arc<State>, stream: TcpStream) {
                     let seq = m.sequence_number.unwrap_or(0);
                     send(&tx, pdu::header_only(cmd::GENERIC_NACK, status::ESME_RINVCMDLEN, seq)).await || m.is_fatal()
                 }
-                Some(Ok(Frame::Command(c))) => handle(&st, &tx, &mut session, &mut system_id, &mut bound, *c).await,
+                Some(Ok(Frame::Command(c))) => handle(&st, &tx, &mut session, (&mut system_id, connection), &mut bound, *c).await,
             },
             _ = st.receipts.take_due(room, &mut due), if can_deliver => {
                 let mut stop = false;
@@ -410,7 +441,7 @@ async fn handle(
     st: &Arc<State>,
     tx: &PduSender,
     session: &mut Session<Tag>,
-    system_id: &mut String,
+    (system_id, connection): (&mut String, u64),
     bound: &mut bool,
     c: Command,
 ) -> bool {
@@ -475,6 +506,17 @@ async fn handle(
                 )
                 .await;
             };
+            match st.submit_fault.load(Ordering::Relaxed) {
+                0 => {}
+                u32::MAX => {
+                    st.faulted.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+                err => {
+                    st.faulted.fetch_add(1, Ordering::Relaxed);
+                    return send(tx, pdu::header_only(cmd::SUBMIT_SM_RESP, err, seq)).await;
+                }
+            }
             if !st.admit_rate() {
                 st.throttled.fetch_add(1, Ordering::Relaxed);
                 return send(
@@ -511,6 +553,7 @@ async fn handle(
             st.records.lock().push(Received {
                 sim_id: n,
                 system_id: system_id.clone(),
+                connection,
                 fields,
                 outcome,
                 at: now,

@@ -84,6 +84,7 @@ mod tests {
             class: Class::Otp,
             accepted_ms: 0,
             deadline_ms: 0,
+            attempts: Default::default(),
         };
         s.accept(&m).await.unwrap();
         s.finished(m.id, DeliveryState::Delivered, None, 0);

@@ -136,6 +136,7 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
         class,
         accepted_ms,
         deadline_ms,
+        attempts: Default::default(),
     })
 }
 
@@ -245,6 +246,7 @@ mod tests {
             class: Class::Otp,
             accepted_ms: 1,
             deadline_ms: 2,
+            attempts: Default::default(),
         }
     }
 

@@ -150,13 +150,22 @@ pub struct Queue {
     /// Messages queued per carrier before brands get ESME_RMSGQFUL.
     #[serde(default = "d_queue")]
     pub capacity: usize,
+    /// When no carrier of a route has been available this long, brands get
+    /// ESME_RTHROTTLED for messages to it at once (0: they queue and wait).
+    #[serde(default = "d_refuse_down")]
+    pub refuse_after_down_ms: u64,
 }
 impl Default for Queue {
     fn default() -> Self {
         Self {
             capacity: d_queue(),
+            refuse_after_down_ms: d_refuse_down(),
         }
     }
+}
+
+fn d_refuse_down() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +290,46 @@ pub struct Carrier {
     /// carrier of their route.
     #[serde(default = "d_failover")]
     pub failover_after_ms: u64,
+    /// First retry delay after ESME_RTHROTTLED / ESME_RMSGQFUL (doubles per attempt
+    /// up to 25 times this).
+    #[serde(default = "d_throttle_retry")]
+    pub throttle_retry_ms: u64,
+    /// Longest delay between retries after temporary errors and unanswered submits
+    /// (they start at `retry_delay_ms` and double).
+    #[serde(default = "d_10000")]
+    pub retry_max_ms: u64,
+    /// A submit whose response never came: "resend" (at least once, counted as a
+    /// possible duplicate) or "fail" (at most once: finished as UNKNOWN).
+    #[serde(default = "d_unanswered")]
+    pub unanswered: UnansweredCfg,
+    /// Failed sends of one message here (throttling aside) before it moves to the
+    /// next carrier of its route; 0: never.
+    #[serde(default = "d_failover_attempts")]
+    pub failover_attempts: u32,
+    /// Failed sends in a row (throttling aside), with no success for
+    /// `failover_after_ms`, before the whole carrier counts as failing; 0: never.
+    #[serde(default = "d_failing_errors")]
+    pub failing_errors: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnansweredCfg {
+    Resend,
+    Fail,
+}
+
+fn d_unanswered() -> UnansweredCfg {
+    UnansweredCfg::Resend
+}
+fn d_throttle_retry() -> u64 {
+    20
+}
+fn d_failover_attempts() -> u32 {
+    2
+}
+fn d_failing_errors() -> u32 {
+    20
 }
 
 fn d_failover() -> u64 {
@@ -511,6 +560,11 @@ impl Config {
                     c.binds
                 ));
             }
+            if c.throttle_retry_ms == 0 || c.retry_delay_ms == 0 {
+                p.push(format!(
+                    "carrier[{i}]: throttle_retry_ms and retry_delay_ms must be at least 1"
+                ));
+            }
             if c.window == 0 || c.window > 10_000 {
                 p.push(format!(
                     "carrier[{i}].window = {}: must be between 1 and 10000",
@@ -628,6 +682,18 @@ impl Config {
                 k.retry_delay = Duration::from_millis(c.retry_delay_ms);
                 k.rate_limit = c.rate_limit.map(f64::from);
                 k.failover_after = Duration::from_millis(c.failover_after_ms);
+                k.retry = otpgw_dispatch::RetryPolicy {
+                    throttle_base: c.throttle_retry_ms,
+                    throttle_max: c.throttle_retry_ms.saturating_mul(25),
+                    base: c.retry_delay_ms,
+                    max: c.retry_max_ms.max(c.retry_delay_ms),
+                };
+                k.on_unanswered = match c.unanswered {
+                    UnansweredCfg::Resend => otpgw_carrier::Unanswered::Resend,
+                    UnansweredCfg::Fail => otpgw_carrier::Unanswered::Fail,
+                };
+                k.failover_attempts = c.failover_attempts;
+                k.failing_errors = c.failing_errors;
                 k.receipt_ids = match c.receipt_ids {
                     ReceiptIds::Auto => IdMode::Auto,
                     ReceiptIds::Same => IdMode::Fixed(IdConvention::Same),

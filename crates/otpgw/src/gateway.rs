@@ -171,6 +171,7 @@ impl Gateway {
         let tracker = Arc::new(Tracker::new(store, outbox));
         let names: Vec<String> = cfg.carriers.iter().map(|c| c.name.clone()).collect();
         let dispatcher = Arc::new(Dispatcher::new(cfg.routes(), &names, cfg.queue.capacity));
+        dispatcher.set_refuse_after_down(cfg.queue.refuse_after_down_ms);
         let mut summary = RecoverySummary::default();
 
         // Messages a carrier confirmed: their receipts must still match after the restart.
@@ -363,6 +364,8 @@ impl Gateway {
             return Err("carriers were added or removed: that needs a restart".into());
         }
         self.dispatcher.set_routes(new.routes())?;
+        self.dispatcher
+            .set_refuse_after_down(new.queue.refuse_after_down_ms);
         *self.ingest.brands.write() = Brands::new(new.brand_configs());
         let mut restart = Vec::new();
         for (c, old) in new.carriers.iter().zip(cur.carriers.iter()) {

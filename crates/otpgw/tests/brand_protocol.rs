@@ -4,65 +4,17 @@
 
 mod common;
 
+use common::Raw;
+
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
-use otpgw_proto::codec::{Frame, SmppCodec, encode_command};
-use otpgw_proto::pdu::{self, Address, BindParams, SubmitFields};
+use otpgw_proto::codec::encode_command;
+use otpgw_proto::pdu::{self, Address, SubmitFields};
 use otpgw_proto::rusmpp::{Command, CommandStatus};
 use otpgw_proto::status::{self, cmd};
-use tokio_util::codec::FramedRead;
-
-struct Raw {
-    rd: FramedRead<tokio::net::tcp::OwnedReadHalf, SmppCodec>,
-    wr: tokio::net::tcp::OwnedWriteHalf,
-}
-
-impl Raw {
-    async fn connect(addr: std::net::SocketAddr) -> Self {
-        let s = TcpStream::connect(addr).await.unwrap();
-        let (r, w) = s.into_split();
-        Raw {
-            rd: FramedRead::new(r, SmppCodec::default()),
-            wr: w,
-        }
-    }
-    async fn send(&mut self, c: &Command) {
-        let mut b = BytesMut::new();
-        encode_command(c, &mut b);
-        self.wr.write_all(&b).await.unwrap();
-    }
-    async fn send_raw(&mut self, b: &[u8]) {
-        self.wr.write_all(b).await.unwrap();
-    }
-    /// Next PDU as (command_id, status, sequence).
-    async fn next(&mut self) -> Option<(u32, u32, u32)> {
-        match tokio::time::timeout(Duration::from_secs(5), self.rd.next())
-            .await
-            .ok()??
-        {
-            Ok(Frame::Command(c)) => Some((
-                u32::from(c.id()),
-                u32::from(c.status()),
-                c.sequence_number(),
-            )),
-            _ => None,
-        }
-    }
-    async fn bind(&mut self, id: u32, user: &str, pw: &str, seq: u32) -> (u32, u32, u32) {
-        let p = BindParams {
-            system_id: user.into(),
-            password: pw.into(),
-            system_type: String::new(),
-        };
-        self.send(&pdu::bind(id, seq, &p).unwrap()).await;
-        self.next().await.unwrap()
-    }
-}
 
 fn submit(seq: u32, dest: &str) -> Command {
     let f = SubmitFields {

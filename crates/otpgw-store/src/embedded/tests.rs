@@ -26,6 +26,7 @@ fn msg(id: u64) -> Message {
         class: Class::Otp,
         accepted_ms: 1,
         deadline_ms: u64::MAX / 2,
+        attempts: Default::default(),
     }
 }
 

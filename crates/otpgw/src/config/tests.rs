@@ -96,3 +96,23 @@ fn locate_finds_nth_tables_and_keys() {
     assert_eq!(locate(t, "routes.prefix[0].carriers"), Some(9));
     assert_eq!(locate(t, "brand[0].password"), None);
 }
+
+#[test]
+fn dispatch_settings_are_read_and_checked() {
+    let c = Config::parse(EXAMPLE, "x").unwrap();
+    assert_eq!(c.queue.refuse_after_down_ms, 10_000);
+    let k = &c.carrier_configs()[0];
+    assert_eq!(k.on_unanswered, otpgw_carrier::Unanswered::Resend);
+    assert_eq!(k.retry.throttle_base, 20);
+    assert_eq!(k.retry.base, 200);
+    assert_eq!(k.failover_attempts, 2);
+    let fail = EXAMPLE.replace("unanswered = \"resend\"", "unanswered = \"fail\"");
+    let k = Config::parse(&fail, "x").unwrap().carrier_configs()[0].clone();
+    assert_eq!(k.on_unanswered, otpgw_carrier::Unanswered::Fail);
+    let bad = EXAMPLE.replace("unanswered = \"resend\"", "unanswered = \"maybe\"");
+    let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+    assert!(e.contains("maybe") && e.contains("line"), "{e}");
+    let bad = EXAMPLE.replace("throttle_retry_ms = 20", "throttle_retry_ms = 0");
+    let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+    assert!(e.contains("throttle_retry_ms"), "{e}");
+}

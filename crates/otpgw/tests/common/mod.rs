@@ -5,7 +5,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
 use otpgw::{Config, Gateway};
+use otpgw_proto::codec::{Frame, SmppCodec, encode_command};
+use otpgw_proto::pdu::{self, BindParams};
+use otpgw_proto::rusmpp::Command;
 use otpgw_sim::{SimConfig, SimHandle};
 
 /// A fresh directory for one test's store.
@@ -250,4 +259,62 @@ pub async fn serve_process(sim: &SimHandle, tag: &str) -> GwProc {
         &store,
     );
     GwProc::start(&dir, port, &cfg).await
+}
+
+/// A raw SMPP client for brand-side tests: send any bytes, read PDUs one by one.
+pub struct Raw {
+    pub rd: FramedRead<tokio::net::tcp::OwnedReadHalf, SmppCodec>,
+    pub wr: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Raw {
+    pub async fn connect(addr: std::net::SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (r, w) = s.into_split();
+        Raw {
+            rd: FramedRead::new(r, SmppCodec::default()),
+            wr: w,
+        }
+    }
+    pub async fn send(&mut self, c: &Command) {
+        let mut b = BytesMut::new();
+        encode_command(c, &mut b);
+        self.wr.write_all(&b).await.unwrap();
+    }
+    pub async fn send_raw(&mut self, b: &[u8]) {
+        self.wr.write_all(b).await.unwrap();
+    }
+    /// Next PDU, whole (`None` on timeout, close or a malformed frame).
+    pub async fn next_command(&mut self) -> Option<Command> {
+        match tokio::time::timeout(Duration::from_secs(5), self.rd.next())
+            .await
+            .ok()??
+        {
+            Ok(Frame::Command(c)) => Some(*c),
+            _ => None,
+        }
+    }
+    /// Next PDU as (command_id, status, sequence).
+    pub async fn next(&mut self) -> Option<(u32, u32, u32)> {
+        match tokio::time::timeout(Duration::from_secs(5), self.rd.next())
+            .await
+            .ok()??
+        {
+            Ok(Frame::Command(c)) => Some((
+                u32::from(c.id()),
+                u32::from(c.status()),
+                c.sequence_number(),
+            )),
+            _ => None,
+        }
+    }
+    pub async fn bind(&mut self, id: u32, user: &str, pw: &str, seq: u32) -> (u32, u32, u32) {
+        let p = BindParams {
+            system_id: user.into(),
+            password: pw.into(),
+            system_type: String::new(),
+        };
+        self.send(&pdu::bind(id, seq, &p).unwrap()).await;
+        self.next().await.unwrap()
+    }
 }
