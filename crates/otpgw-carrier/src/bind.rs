@@ -409,11 +409,12 @@ async fn send_submit(
     msg: Arc<Message>,
 ) -> Result<(), BindError> {
     let now = now_ms();
-    // Tell the carrier when to give up: never later than our own deadline.
-    let validity = msg
-        .fields
-        .validity_period
-        .is_empty()
+    // Tell the carrier when to give up: never later than our own deadline. An
+    // absolute validity_period is the deadline itself and goes on unchanged; none, or
+    // a relative one (which the carrier would count from now, not from acceptance),
+    // becomes the time left.
+    let vp = &msg.fields.validity_period;
+    let validity = (vp.is_empty() || vp.ends_with('R'))
         .then(|| relative_smpp_time(msg.deadline_ms.saturating_sub(now)));
     let bodies = match split::plan(&msg.fields, shared.next_reference()) {
         Ok(Plan::AsIs) => vec![None],

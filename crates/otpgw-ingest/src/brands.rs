@@ -1,4 +1,5 @@
-//! Brands allowed to bind, with their credentials and message defaults.
+//! Brands allowed to bind, with their credentials (argon2id hashes), where they may
+//! bind from, how many binds they may hold, and their message defaults.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,12 @@ use otpgw_core::Class;
 pub struct BrandConfig {
     /// The `system_id` it binds with.
     pub system_id: Arc<str>,
-    pub password: String,
+    /// argon2id PHC string of the password.
+    pub password_hash: String,
+    /// Simultaneous binds allowed.
+    pub max_binds: usize,
+    /// Networks it may bind from (empty: anywhere).
+    pub allowed_nets: Vec<ipnet::IpNet>,
     /// Class for messages whose `priority_flag` is 0 (1 and above are always OTP).
     pub default_class: Class,
     /// Lifetime of an OTP-class message without a `validity_period`.
@@ -24,18 +30,32 @@ impl std::fmt::Debug for BrandConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrandConfig")
             .field("system_id", &self.system_id)
-            .field("password", &"<redacted>")
+            .field("password_hash", &"<redacted>")
+            .field("max_binds", &self.max_binds)
+            .field("allowed_nets", &self.allowed_nets)
             .field("default_class", &self.default_class)
             .finish_non_exhaustive()
     }
 }
 
 impl BrandConfig {
-    /// A brand with OTP as default class, 10 minutes OTP and 24 hours bulk lifetime.
-    pub fn new(system_id: &str, password: &str) -> Self {
+    /// Whether it may bind from `ip` (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.allowed_nets.is_empty() || self.allowed_nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// A brand with its password's argon2id hash, OTP as default class, 10 minutes
+    /// OTP and 24 hours bulk lifetime, 10 binds, from anywhere.
+    pub fn new(system_id: &str, password_hash: &str) -> Self {
         Self {
             system_id: system_id.into(),
-            password: password.into(),
+            password_hash: password_hash.into(),
+            max_binds: 10,
+            allowed_nets: Vec::new(),
             default_class: Class::Otp,
             otp_lifetime: Duration::from_secs(600),
             bulk_lifetime: Duration::from_secs(86_400),
@@ -60,11 +80,9 @@ impl Brands {
         }
     }
 
-    /// The brand these credentials belong to, or `None` whatever was wrong (unknown
-    /// system_id or wrong password are not told apart).
-    pub fn authenticate(&self, system_id: &str, password: &str) -> Option<Arc<BrandConfig>> {
-        let b = self.by_id.get(system_id)?;
-        constant_time_eq(b.password.as_bytes(), password.as_bytes()).then(|| b.clone())
+    /// The brand with this `system_id` (its password is checked by the session).
+    pub fn get(&self, system_id: &str) -> Option<Arc<BrandConfig>> {
+        self.by_id.get(system_id).cloned()
     }
 }
 
@@ -82,12 +100,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn authenticates_only_exact_credentials() {
-        let b = Brands::new([BrandConfig::new("bank", "s3cret")]);
-        assert!(b.authenticate("bank", "s3cret").is_some());
-        assert!(b.authenticate("bank", "s3cre").is_none());
-        assert!(b.authenticate("bank", "s3cret1").is_none());
-        assert!(b.authenticate("bonk", "s3cret").is_none());
-        assert!(!format!("{:?}", BrandConfig::new("x", "s3cret")).contains("s3cret"));
+    fn lookup_allow_list_and_redacted_debug() {
+        let mut b = BrandConfig::new("bank", "$argon2id$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$aGFzaA");
+        assert!(
+            b.allows("203.0.113.9".parse().unwrap()),
+            "empty list: anywhere"
+        );
+        b.allowed_nets = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ];
+        assert!(b.allows("10.1.2.3".parse().unwrap()));
+        assert!(b.allows("::ffff:10.1.2.3".parse().unwrap()), "mapped IPv4");
+        assert!(b.allows("2001:db8::1".parse().unwrap()));
+        assert!(!b.allows("127.0.0.1".parse().unwrap()));
+        assert!(!format!("{b:?}").contains("argon2id"));
+        let all = Brands::new([b]);
+        assert!(all.get("bank").is_some());
+        assert!(all.get("bonk").is_none());
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

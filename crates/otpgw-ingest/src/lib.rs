@@ -8,6 +8,7 @@
 //! - [`server`]: the listener.
 
 pub mod acceptor;
+pub mod auth;
 pub mod brands;
 pub mod errors;
 pub mod server;

@@ -38,6 +38,15 @@ pub struct ServerConfig {
     pub unbind_grace: Duration,
     /// submit_sm one session may have waiting for the store; beyond: ESME_RTHROTTLED.
     pub max_pending_submits: usize,
+    /// Failed binds of one account before it is locked (0: never).
+    pub lockout_after: u32,
+    /// Failed binds from one IP before it is locked (0: never).
+    pub lockout_ip_after: u32,
+    /// How long a lock lasts (and the window failures are counted in).
+    pub lockout: Duration,
+    /// Answer bind failures with the specific status (ESME_RINVSYSID, ESME_RINVPASWD)
+    /// instead of ESME_RBINDFAIL for all (which tells an attacker nothing).
+    pub specific_bind_errors: bool,
 }
 
 impl ServerConfig {
@@ -55,6 +64,10 @@ impl ServerConfig {
             max_receipt_attempts: 10,
             unbind_grace: Duration::from_secs(1),
             max_pending_submits: 2000,
+            lockout_after: 5,
+            lockout_ip_after: 20,
+            lockout: Duration::from_secs(300),
+            specific_bind_errors: false,
         }
     }
 }
@@ -70,6 +83,10 @@ pub struct Context {
     pub tracker: Arc<Tracker>,
     pub shutdown: CancellationToken,
     pub connections: AtomicUsize,
+    /// Failed binds per account and per IP.
+    pub lockout: parking_lot::Mutex<crate::auth::Lockout>,
+    /// Password verifications running at once.
+    pub verify_slots: tokio::sync::Semaphore,
 }
 
 /// A bound listener.
@@ -88,9 +105,13 @@ impl Server {
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(cfg.listen).await?;
+        let lockout =
+            crate::auth::Lockout::new(cfg.lockout_after, cfg.lockout_ip_after, cfg.lockout);
         Ok(Self {
             listener,
             ctx: Arc::new(Context {
+                lockout: parking_lot::Mutex::new(lockout),
+                verify_slots: tokio::sync::Semaphore::new(crate::auth::MAX_CONCURRENT_VERIFIES),
                 cfg,
                 brands: parking_lot::RwLock::new(brands),
                 sessions: dashmap::DashMap::new(),

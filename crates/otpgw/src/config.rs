@@ -72,6 +72,32 @@ pub struct Server {
     /// On SIGTERM/Ctrl-C: how long carrier windows may take to drain.
     #[serde(default = "d_grace")]
     pub shutdown_grace_secs: u64,
+    /// Failed binds of one account before it is locked (0: never).
+    #[serde(default = "d_lockout_after")]
+    pub lockout_after: u32,
+    /// Failed binds from one IP address before it is locked (0: never).
+    #[serde(default = "d_lockout_ip_after")]
+    pub lockout_ip_after: u32,
+    /// How long a lock lasts, and the window failures are counted in.
+    #[serde(default = "d_lockout_secs")]
+    pub lockout_secs: u64,
+    /// Answer bind failures with ESME_RINVSYSID / ESME_RINVPASWD instead of
+    /// ESME_RBINDFAIL for every failure.
+    #[serde(default)]
+    pub specific_bind_errors: bool,
+}
+
+fn d_lockout_after() -> u32 {
+    5
+}
+fn d_lockout_ip_after() -> u32 {
+    20
+}
+fn d_lockout_secs() -> u64 {
+    300
+}
+fn d_max_binds() -> usize {
+    10
 }
 
 fn d_max_pending_submits() -> usize {
@@ -231,7 +257,18 @@ pub enum ClassCfg {
 #[serde(deny_unknown_fields)]
 pub struct Brand {
     pub system_id: String,
-    pub password: String,
+    /// Refused: passwords are configured only as hashes (kept so the error says so).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// argon2id PHC string from `otpgw hash-password`.
+    #[serde(default)]
+    pub password_hash: String,
+    /// Simultaneous binds allowed.
+    #[serde(default = "d_max_binds")]
+    pub max_binds: usize,
+    /// Networks (CIDR) the brand may bind from; empty: anywhere.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
     #[serde(default = "d_class")]
     pub default_class: ClassCfg,
     #[serde(default = "d_600")]
@@ -512,10 +549,22 @@ impl Config {
                     "brand[{i}].system_id: must be 1 to 15 ASCII characters"
                 ));
             }
-            if b.password.is_empty() || b.password.len() > 8 || !b.password.is_ascii() {
+            if b.password.is_some() {
                 p.push(format!(
-                    "brand[{i}].password: must be 1 to 8 ASCII characters (SMPP limit)"
+                    "brand[{i}].password: plain passwords are not accepted; set password_hash to the output of `otpgw hash-password`"
                 ));
+            } else if let Err(e) = otpgw_ingest::auth::check_hash(&b.password_hash) {
+                p.push(format!("brand[{i}].password_hash: {e}"));
+            }
+            if b.max_binds == 0 {
+                p.push(format!("brand[{i}].max_binds: must be at least 1"));
+            }
+            for n in &b.allowed_ips {
+                if parse_net(n).is_none() {
+                    p.push(format!(
+                        "brand[{i}].allowed_ips: {n:?} is not an address or a CIDR network"
+                    ));
+                }
             }
             if !seen.insert(b.system_id.clone()) {
                 p.push(format!(
@@ -631,6 +680,10 @@ impl Config {
         c.receipt_window = s.receipt_window;
         c.max_connections = s.max_connections;
         c.max_pending_submits = s.max_pending_submits;
+        c.lockout_after = s.lockout_after;
+        c.lockout_ip_after = s.lockout_ip_after;
+        c.lockout = Duration::from_secs(s.lockout_secs);
+        c.specific_bind_errors = s.specific_bind_errors;
         c
     }
 
@@ -650,7 +703,9 @@ impl Config {
         self.brands
             .iter()
             .map(|b| {
-                let mut c = BrandConfig::new(&b.system_id, &b.password);
+                let mut c = BrandConfig::new(&b.system_id, &b.password_hash);
+                c.max_binds = b.max_binds;
+                c.allowed_nets = b.allowed_ips.iter().filter_map(|n| parse_net(n)).collect();
                 c.default_class = match b.default_class {
                     ClassCfg::Otp => Class::Otp,
                     ClassCfg::Bulk => Class::Bulk,
@@ -783,3 +838,10 @@ pub fn locate(text: &str, path: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests;
+
+/// An address (a /32 or /128 network) or a CIDR network.
+fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}

@@ -33,7 +33,7 @@ path = "{store}"
 enabled = false
 [[brand]]
 system_id = "demo"
-password = "demo"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$anGSFxH6/AWb3F6Kk0Mbsw$IWAPpx5SQ2/McJPwYGogMh0oLQBCwWT3oCcKM2NX5Gg" # "demo"
 [[carrier]]
 name = "sim"
 address = "{carrier}"

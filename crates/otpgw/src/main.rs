@@ -29,6 +29,9 @@ enum Cmd {
     },
     /// Check a configuration file and exit (0 when valid).
     CheckConfig { file: PathBuf },
+    /// Read a brand password from standard input (one line) and print its argon2id
+    /// hash for `password_hash` in the config. Never pass a password as an argument.
+    HashPassword,
     /// Run the gateway with an in-process simulated carrier on 127.0.0.1:2775 (demo/demo).
     Demo {
         #[arg(long, default_value = "127.0.0.1:2775")]
@@ -85,6 +88,9 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::HashPassword = &cli.cmd {
+        return hash_password();
+    }
     if let Cmd::CheckConfig { file } = &cli.cmd {
         return match Config::load(file) {
             Ok(_) => {
@@ -126,7 +132,7 @@ fn main() -> ExitCode {
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::CheckConfig { .. } => Ok(()),
+        Cmd::CheckConfig { .. } | Cmd::HashPassword => Ok(()),
         Cmd::Serve { config } => {
             let cfg = Config::load(&config)?;
             let gw = Gateway::start(&cfg).await?;
@@ -267,5 +273,29 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `otpgw hash-password`: one line from stdin, its hash on stdout.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        eprintln!("could not read the password from standard input");
+        return ExitCode::FAILURE;
+    }
+    let pw = line.trim_end_matches(['\r', '\n']);
+    if pw.is_empty() || pw.len() > 8 || !pw.is_ascii() {
+        eprintln!("a brand password must be 1 to 8 ASCII characters (SMPP limit)");
+        return ExitCode::FAILURE;
+    }
+    match otpgw_ingest::auth::hash_password(pw) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hashing failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -182,8 +182,8 @@ async fn bench_otp_latency_behind_a_bulk_backlog() {
     let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(5)).await;
     let mut text = common::config_text("127.0.0.1:0", &[("sim", sim.addr())], "rate_limit = 5000")
         .replace(
-            "system_id = \"shop\"\npassword = \"pw2\"",
-            "system_id = \"shop\"\npassword = \"pw2\"\ndefault_class = \"bulk\"",
+            "system_id = \"shop\"\n",
+            "system_id = \"shop\"\ndefault_class = \"bulk\"\n",
         );
     text.push_str("\n[queue]\ncapacity = 300000\n");
     let gw = start(&text).await;

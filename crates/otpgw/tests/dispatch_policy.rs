@@ -48,6 +48,7 @@ async fn brands_are_throttled_while_no_carrier_of_the_route_is_up() {
     // Within the grace time messages are still accepted (they wait for a bind).
     let mut lc = load(&gw, 20, 0);
     lc.registered_delivery = 0;
+    lc.validity_period = "000000001000000R".into(); // 10 minutes, relative
     let early = loadgen::run(lc).await.unwrap();
     assert_eq!(
         early.accepted, 20,
@@ -90,6 +91,15 @@ async fn brands_are_throttled_while_no_carrier_of_the_route_is_up() {
         (0..20).all(|i| got.contains(&i)),
         "early messages delivered"
     );
+    // They waited over a second: the relative validity the carrier got is shorter
+    // than the brand's 10 minutes by at least that (never later than the deadline).
+    for r in sim.records().iter().filter(|r| index_of(r.text()) < 20) {
+        let left = otpgw_proto::time::parse_smpp_time(&r.fields.validity_period, 0)
+            .unwrap()
+            .unwrap();
+        assert!(left <= 599_000, "validity sent: {left} ms");
+        assert!(left >= 590_000, "validity sent: {left} ms");
+    }
     gw.shutdown().await;
     sim.shutdown();
 }

@@ -51,7 +51,7 @@ async fn sighup_applies_a_valid_file_and_keeps_the_old_one_when_invalid() {
 
     // Valid: a new brand, and a smaller window.
     let valid = base.replace("window = 200", "window = 50")
-        + "\n[[brand]]\nsystem_id = \"newbrand\"\npassword = \"pw3\"\n";
+        + "\n[[brand]]\nsystem_id = \"newbrand\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$RY+7lXgCRZMOcPxXhRy0tQ$BzwV5qwh7DwPs6fp4HxaiUk/Y9bCZnGRLFIhJRf60cM\"\n";
     gw.write_config(&valid);
     gw.signal("HUP");
     wait_log(&gw, "configuration reloaded").await;
@@ -68,7 +68,7 @@ async fn sighup_applies_a_valid_file_and_keeps_the_old_one_when_invalid() {
 
     // Invalid: a route naming a carrier that does not exist; the old config stays.
     let invalid = valid.replace("default = [\"sim\"]", "default = [\"ghost\"]")
-        + "\n[[brand]]\nsystem_id = \"other\"\npassword = \"pw4\"\n";
+        + "\n[[brand]]\nsystem_id = \"other\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$oBu7+Fr6yO3rdWfKoEEcyg$RiHKBNmbfuLmMmf+h60MZp+PYfK+JpwICWsq9x7a+xc\"\n";
     gw.write_config(&invalid);
     gw.signal("HUP");
     wait_log(&gw, "new configuration invalid; old configuration kept").await;

@@ -55,9 +55,10 @@ fn store_is_embedded_unless_memory_is_named() {
 
 #[test]
 fn semantic_problems_name_their_fields() {
-    let bad = EXAMPLE
-        .replace("binds = 2", "binds = 0")
-        .replace("password = \"demo\"", "password = \"much-too-long\"");
+    let bad = EXAMPLE.replace("binds = 2", "binds = 0").replace(
+        "password_hash = ",
+        "password = \"much-too-long\"\npassword_hash = ",
+    );
     let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
     assert!(e.contains("carrier[0].binds = 0"), "{e}");
     assert!(e.contains("brand[0].password"), "{e}");
@@ -115,4 +116,28 @@ fn dispatch_settings_are_read_and_checked() {
     let bad = EXAMPLE.replace("throttle_retry_ms = 20", "throttle_retry_ms = 0");
     let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
     assert!(e.contains("throttle_retry_ms"), "{e}");
+}
+
+#[test]
+fn brand_credentials_and_limits_are_checked() {
+    let c = Config::parse(EXAMPLE, "x").unwrap();
+    assert_eq!(c.brand_configs()[0].max_binds, 10);
+    assert!(c.brand_configs()[0].allowed_nets.is_empty());
+    let weak = EXAMPLE.replace("$argon2id$", "$argon2i$");
+    let e = Config::parse(&weak, "x.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("brand[0].password_hash") && e.contains("argon2id"),
+        "{e}"
+    );
+    let nets = EXAMPLE.replace(
+        "allowed_ips = []",
+        "allowed_ips = [\"10.0.0.0/8\", \"192.0.2.7\", \"nonsense\"]",
+    );
+    let e = Config::parse(&nets, "x.toml").unwrap_err().to_string();
+    assert!(e.contains("\"nonsense\" is not an address"), "{e}");
+    let nets = nets.replace(", \"nonsense\"", "");
+    let b = &Config::parse(&nets, "x").unwrap().brand_configs()[0];
+    assert!(b.allows("10.9.8.7".parse().unwrap()));
+    assert!(b.allows("192.0.2.7".parse().unwrap()));
+    assert!(!b.allows("192.0.2.8".parse().unwrap()));
 }

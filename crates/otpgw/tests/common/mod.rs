@@ -61,10 +61,10 @@ listen = "127.0.0.1:0"
 {store}
 [[brand]]
 system_id = "bank"
-password = "pw1"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$ZsxRHVrDzMPWgzbh8LlRVA$oq2uNdpAD6ds4B/9end6jzCP4LegVA8dSS1bA5Dwyj0" # pw1
 [[brand]]
 system_id = "shop"
-password = "pw2"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$YlYZDJtddaEsiNJX4yYNgA$EJuT18m+e8JijaJM6Q9JCh1sYCOrwkGtrCxWWqnU2PU" # pw2
 "#
     );
     for (name, addr) in carriers {
@@ -123,6 +123,8 @@ pub struct GwProc {
     cfg: std::path::PathBuf,
     log: std::path::PathBuf,
     starts: u32,
+    /// `RUST_LOG` for the process (default `info`).
+    pub rust_log: String,
 }
 
 impl GwProc {
@@ -136,6 +138,28 @@ impl GwProc {
             cfg,
             log: dir.join("otpgw.log"),
             starts: 0,
+            rust_log: "info".into(),
+        };
+        g.restart().await;
+        g
+    }
+
+    /// Like [`GwProc::start`] with `RUST_LOG` set to `rust_log`.
+    pub async fn start_with_log(
+        dir: &std::path::Path,
+        port: u16,
+        config: &str,
+        rust_log: &str,
+    ) -> Self {
+        let cfg = dir.join("otpgw.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut g = GwProc {
+            child: None,
+            port,
+            cfg,
+            log: dir.join("otpgw.log"),
+            starts: 0,
+            rust_log: rust_log.into(),
         };
         g.restart().await;
         g
@@ -152,7 +176,7 @@ impl GwProc {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_otpgw"))
             .args(["serve", "--config"])
             .arg(&self.cfg)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,0 +1,125 @@
+//! Brand authentication over real sockets: argon2id hashes, lockout per account and
+//! per IP, the allow-list, the per-brand bind limit, and the choice between
+//! ESME_RBINDFAIL and specific codes; while a well-behaved brand keeps its full
+//! throughput on another session.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Raw;
+use otpgw::{Config, Gateway};
+use otpgw_proto::status::{self, cmd};
+use otpgw_sim::loadgen::{self, LoadConfig};
+
+const PW3_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$RY+7lXgCRZMOcPxXhRy0tQ$BzwV5qwh7DwPs6fp4HxaiUk/Y9bCZnGRLFIhJRf60cM";
+
+fn config(sim: &otpgw_sim::SimHandle, server_extra: &str) -> String {
+    let mut text = common::config_text("127.0.0.1:0", &[("sim", sim.addr())], "")
+        .replace(
+            "shutdown_grace_secs = 2\n",
+            &format!("shutdown_grace_secs = 2\n{server_extra}\n"),
+        )
+        .replace(
+            "system_id = \"shop\"\n",
+            "system_id = \"shop\"\nmax_binds = 2\n",
+        );
+    text.push_str(&format!(
+        "\n[[brand]]\nsystem_id = \"remote\"\npassword_hash = \"{PW3_HASH}\"\nallowed_ips = [\"10.0.0.0/8\"]\n"
+    ));
+    text
+}
+
+async fn bind(gw: &Gateway, user: &str, pw: &str) -> (u32, Raw) {
+    let mut c = Raw::connect(gw.brand_addr()).await;
+    let (id, st, _) = c.bind(cmd::BIND_TRANSCEIVER, user, pw, 1).await;
+    assert_eq!(id, cmd::BIND_TRANSCEIVER_RESP);
+    (st, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockouts_allow_list_and_bind_limit_leave_good_brands_alone() {
+    let sim = common::sim(|_| {}).await;
+    let text = config(
+        &sim,
+        "lockout_after = 3\nlockout_ip_after = 6\nlockout_secs = 4",
+    );
+    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
+        .await
+        .unwrap();
+    assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
+
+    // A good brand sends throughout, on its own session.
+    let mut lc = LoadConfig::new(gw.brand_addr(), "shop", "pw2", 5_000);
+    lc.rate = Some(1_000);
+    lc.receipt_timeout = Duration::from_secs(10);
+    let good = tokio::spawn(loadgen::run(lc));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Three wrong passwords lock the account: the right one is refused too.
+    for _ in 0..3 {
+        assert_eq!(bind(&gw, "bank", "wrong").await.0, status::ESME_RBINDFAIL);
+    }
+    assert_eq!(
+        bind(&gw, "bank", "pw1").await.0,
+        status::ESME_RBINDFAIL,
+        "locked account"
+    );
+    // Right password from an address outside the brand's allow-list.
+    assert_eq!(
+        bind(&gw, "remote", "pw3").await.0,
+        status::ESME_RBINDFAIL,
+        "disallowed address"
+    );
+    // The bind limit: shop holds one bind (the load), may open one more, not two.
+    let (st, extra) = bind(&gw, "shop", "pw2").await;
+    assert_eq!(st, status::ESME_ROK);
+    assert_eq!(
+        bind(&gw, "shop", "pw2").await.0,
+        status::ESME_RBINDFAIL,
+        "over max_binds"
+    );
+    drop(extra);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Failures from this IP (3 + 1 so far, plus two unknown names) lock the IP:
+    // even good credentials are refused from it now.
+    for name in ["nobody1", "nobody2"] {
+        assert_eq!(bind(&gw, name, "x").await.0, status::ESME_RBINDFAIL);
+    }
+    assert_eq!(
+        bind(&gw, "shop", "pw2").await.0,
+        status::ESME_RBINDFAIL,
+        "locked IP"
+    );
+
+    // The good brand was not disturbed.
+    let report = good.await.unwrap().unwrap();
+    assert_eq!(report.accepted, 5_000, "{:?}", report.rejected);
+    assert_eq!(report.receipts, 5_000);
+    assert!(
+        report.accept_rate() > 900.0,
+        "kept its rate: {:.0}/s",
+        report.accept_rate()
+    );
+
+    // After the cooling period both locks are gone.
+    tokio::time::sleep(Duration::from_millis(4_100)).await;
+    assert_eq!(bind(&gw, "bank", "pw1").await.0, status::ESME_ROK);
+    assert_eq!(bind(&gw, "shop", "pw2").await.0, status::ESME_ROK);
+    gw.shutdown().await;
+    sim.shutdown();
+}
+
+#[tokio::test]
+async fn specific_bind_errors_when_configured() {
+    let sim = common::sim(|_| {}).await;
+    let text = config(&sim, "specific_bind_errors = true");
+    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(bind(&gw, "bank", "wrong").await.0, status::ESME_RINVPASWD);
+    assert_eq!(bind(&gw, "nobody", "pw1").await.0, status::ESME_RINVSYSID);
+    assert_eq!(bind(&gw, "bank", "pw1").await.0, status::ESME_ROK);
+    gw.shutdown().await;
+    sim.shutdown();
+}
