@@ -4,7 +4,9 @@
 //! queue answers ESME_RMSGQFUL at once), the message is tracked before it is queued
 //! (so its receipt can always find it), and the caller answers `submit_sm_resp`
 //! ESME_ROK only after [`Acceptor::accept`] returned, that is after the store said the
-//! message is safe.
+//! message is safe. The brand's own limits (sender ids, destination prefixes,
+//! messages per destination number, messages per second) are checked right after
+//! validation.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +27,8 @@ pub struct Acceptor {
     tracker: Arc<Tracker>,
     ids: IdGen,
     closing: AtomicBool,
+    /// Messages per destination number per brand (SMS pumping defence).
+    destinations: parking_lot::Mutex<crate::limits::DestinationLimiter>,
 }
 
 impl Acceptor {
@@ -35,6 +39,9 @@ impl Acceptor {
             tracker,
             ids,
             closing: AtomicBool::new(false),
+            destinations: parking_lot::Mutex::new(crate::limits::DestinationLimiter::new(
+                1_000_000,
+            )),
         }
     }
 
@@ -62,6 +69,28 @@ impl Acceptor {
             Class::Bulk => brand.bulk_lifetime,
         };
         let deadline_ms = validate(&fields, now_ms, lifetime.as_millis() as u64)?;
+        let limits = &brand.limits;
+        if !limits.source_allowed(&fields.source.addr) {
+            return Err(AcceptError::SourceNotAllowed);
+        }
+        if !limits.destination_allowed(&fields.dest.addr) {
+            return Err(AcceptError::DestinationNotAllowed);
+        }
+        let now = std::time::Instant::now();
+        if let Some((max, window)) = brand.per_destination
+            && !self.destinations.lock().admit(
+                &brand.system_id,
+                &fields.dest.addr,
+                max,
+                window,
+                now,
+            )
+        {
+            return Err(AcceptError::DestinationOverLimit);
+        }
+        if !limits.take(now) {
+            return Err(AcceptError::BrandRate);
+        }
         let queue = self
             .dispatcher
             .check(&brand.system_id, &fields.dest.addr, now_ms)

@@ -18,6 +18,10 @@ pub struct BrandConfig {
     pub max_binds: usize,
     /// Networks it may bind from (empty: anywhere).
     pub allowed_nets: Vec<ipnet::IpNet>,
+    /// Its rate, sender ids and destination prefixes.
+    pub limits: Arc<crate::limits::BrandLimits>,
+    /// At most this many messages per destination number per window (`None`: no limit).
+    pub per_destination: Option<(u32, Duration)>,
     /// Class for messages whose `priority_flag` is 0 (1 and above are always OTP).
     pub default_class: Class,
     /// Lifetime of an OTP-class message without a `validity_period`.
@@ -56,6 +60,8 @@ impl BrandConfig {
             password_hash: password_hash.into(),
             max_binds: 10,
             allowed_nets: Vec::new(),
+            limits: Arc::default(),
+            per_destination: None,
             default_class: Class::Otp,
             otp_lifetime: Duration::from_secs(600),
             bulk_lifetime: Duration::from_secs(86_400),

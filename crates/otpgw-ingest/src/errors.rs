@@ -14,6 +14,10 @@
 //! | store unavailable | ESME_RSYSERR (0x08) |
 //! | too many submits of the session waiting for the disk, or the store's queue full | ESME_RTHROTTLED (0x58) |
 //! | gateway shutting down | ESME_RTHROTTLED (0x58), temporary: retry elsewhere or later |
+//! | brand over its `max_rate` | ESME_RTHROTTLED (0x58) |
+//! | source address not in the brand's `allowed_sources` | ESME_RINVSRCADR (0x0A) |
+//! | destination outside the brand's `allowed_prefixes` | ESME_RINVDSTADR (0x0B) |
+//! | destination number over the brand's `max_per_destination` in its window | ESME_RSUBMITFAIL (0x45) |
 
 use otpgw_proto::status::*;
 
@@ -46,6 +50,14 @@ pub enum AcceptError {
     Throttled,
     #[error("gateway shutting down")]
     ShuttingDown,
+    #[error("brand over its message rate")]
+    BrandRate,
+    #[error("source address not allowed for this brand")]
+    SourceNotAllowed,
+    #[error("destination not allowed for this brand")]
+    DestinationNotAllowed,
+    #[error("too many messages to this destination number")]
+    DestinationOverLimit,
 }
 
 impl AcceptError {
@@ -63,6 +75,10 @@ impl AcceptError {
             Self::StoreUnavailable => ESME_RSYSERR,
             Self::Throttled => ESME_RTHROTTLED,
             Self::ShuttingDown => ESME_RTHROTTLED,
+            Self::BrandRate => ESME_RTHROTTLED,
+            Self::SourceNotAllowed => ESME_RINVSRCADR,
+            Self::DestinationNotAllowed => ESME_RINVDSTADR,
+            Self::DestinationOverLimit => ESME_RSUBMITFAIL,
         }
     }
 }

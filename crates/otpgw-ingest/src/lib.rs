@@ -11,6 +11,7 @@ pub mod acceptor;
 pub mod auth;
 pub mod brands;
 pub mod errors;
+pub mod limits;
 pub mod server;
 pub mod session;
 pub mod validate;

@@ -99,6 +99,9 @@ fn d_lockout_secs() -> u64 {
 fn d_max_binds() -> usize {
     10
 }
+fn d_dest_window() -> u64 {
+    3600
+}
 
 fn d_max_pending_submits() -> usize {
     2000
@@ -269,6 +272,21 @@ pub struct Brand {
     /// Networks (CIDR) the brand may bind from; empty: anywhere.
     #[serde(default)]
     pub allowed_ips: Vec<String>,
+    /// Messages per second for all its sessions (over it: ESME_RTHROTTLED); absent: no limit.
+    #[serde(default)]
+    pub max_rate: Option<u32>,
+    /// Sender ids it may use; empty: any.
+    #[serde(default)]
+    pub allowed_sources: Vec<String>,
+    /// Destination prefixes (country codes, ranges) it may send to; empty: any.
+    #[serde(default)]
+    pub allowed_prefixes: Vec<String>,
+    /// Messages per destination number per `destination_window_secs` (SMS pumping
+    /// defence); absent: no limit.
+    #[serde(default)]
+    pub max_per_destination: Option<u32>,
+    #[serde(default = "d_dest_window")]
+    pub destination_window_secs: u64,
     #[serde(default = "d_class")]
     pub default_class: ClassCfg,
     #[serde(default = "d_600")]
@@ -559,6 +577,25 @@ impl Config {
             if b.max_binds == 0 {
                 p.push(format!("brand[{i}].max_binds: must be at least 1"));
             }
+            if b.max_rate == Some(0) || b.max_per_destination == Some(0) {
+                p.push(format!(
+                    "brand[{i}]: max_rate and max_per_destination must be at least 1 (leave them out for no limit)"
+                ));
+            }
+            if b.destination_window_secs == 0 {
+                p.push(format!(
+                    "brand[{i}].destination_window_secs: must be at least 1"
+                ));
+            }
+            if let Some(bad) = b
+                .allowed_prefixes
+                .iter()
+                .find(|p| p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()))
+            {
+                p.push(format!(
+                    "brand[{i}].allowed_prefixes: {bad:?} must be digits (no + or spaces)"
+                ));
+            }
             for n in &b.allowed_ips {
                 if parse_net(n).is_none() {
                     p.push(format!(
@@ -706,6 +743,14 @@ impl Config {
                 let mut c = BrandConfig::new(&b.system_id, &b.password_hash);
                 c.max_binds = b.max_binds;
                 c.allowed_nets = b.allowed_ips.iter().filter_map(|n| parse_net(n)).collect();
+                let mut limits =
+                    otpgw_ingest::limits::BrandLimits::new(b.max_rate, std::time::Instant::now());
+                limits.allowed_sources = b.allowed_sources.clone();
+                limits.allowed_prefixes = b.allowed_prefixes.clone();
+                c.limits = std::sync::Arc::new(limits);
+                c.per_destination = b
+                    .max_per_destination
+                    .map(|m| (m, Duration::from_secs(b.destination_window_secs)));
                 c.default_class = match b.default_class {
                     ClassCfg::Otp => Class::Otp,
                     ClassCfg::Bulk => Class::Bulk,
