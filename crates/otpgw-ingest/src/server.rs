@@ -47,6 +47,16 @@ pub struct ServerConfig {
     /// Answer bind failures with the specific status (ESME_RINVSYSID, ESME_RINVPASWD)
     /// instead of ESME_RBINDFAIL for all (which tells an attacker nothing).
     pub specific_bind_errors: bool,
+    /// A PDU whose first bytes arrived must be complete within this time (slow
+    /// senders holding a connection open byte by byte are closed).
+    pub pdu_timeout: Duration,
+    /// A bound session that receives nothing but keepalives (enquire_link) for this
+    /// long is closed.
+    pub idle_timeout: Duration,
+    /// Connections at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Connections from one IP address that are not (yet) bound.
+    pub max_unbound_per_ip: usize,
 }
 
 impl ServerConfig {
@@ -68,6 +78,10 @@ impl ServerConfig {
             lockout_ip_after: 20,
             lockout: Duration::from_secs(300),
             specific_bind_errors: false,
+            pdu_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(3600),
+            max_connections_per_ip: 100,
+            max_unbound_per_ip: 10,
         }
     }
 }
@@ -87,6 +101,45 @@ pub struct Context {
     pub lockout: parking_lot::Mutex<crate::auth::Lockout>,
     /// Password verifications running at once.
     pub verify_slots: tokio::sync::Semaphore,
+    /// Per source IP: connections, and those not bound.
+    pub per_ip: dashmap::DashMap<std::net::IpAddr, (usize, usize)>,
+}
+
+impl Context {
+    /// Count a new connection from `ip`, or refuse it (over a per-IP limit).
+    fn admit_ip(&self, ip: std::net::IpAddr) -> bool {
+        let mut e = self.per_ip.entry(ip).or_insert((0, 0));
+        if e.0 >= self.cfg.max_connections_per_ip || e.1 >= self.cfg.max_unbound_per_ip {
+            return false;
+        }
+        e.0 += 1;
+        e.1 += 1;
+        true
+    }
+
+    /// A connection from `ip` bound.
+    pub(crate) fn ip_bound(&self, ip: std::net::IpAddr) {
+        if let Some(mut e) = self.per_ip.get_mut(&ip) {
+            e.1 = e.1.saturating_sub(1);
+        }
+    }
+
+    /// A connection from `ip` ended (`bound`: it had bound and stayed counted so).
+    fn ip_closed(&self, ip: std::net::IpAddr, bound: bool) {
+        let gone = {
+            let Some(mut e) = self.per_ip.get_mut(&ip) else {
+                return;
+            };
+            e.0 = e.0.saturating_sub(1);
+            if !bound {
+                e.1 = e.1.saturating_sub(1);
+            }
+            e.0 == 0
+        };
+        if gone {
+            self.per_ip.remove_if(&ip, |_, e| e.0 == 0);
+        }
+    }
 }
 
 /// A bound listener.
@@ -112,6 +165,7 @@ impl Server {
             ctx: Arc::new(Context {
                 lockout: parking_lot::Mutex::new(lockout),
                 verify_slots: tokio::sync::Semaphore::new(crate::auth::MAX_CONCURRENT_VERIFIES),
+                per_ip: dashmap::DashMap::new(),
                 cfg,
                 brands: parking_lot::RwLock::new(brands),
                 sessions: dashmap::DashMap::new(),
@@ -154,13 +208,19 @@ impl Server {
                 drop(stream);
                 continue;
             }
+            if !self.ctx.admit_ip(peer.ip()) {
+                metrics::counter!("otpgw_brand_connections_refused_total").increment(1);
+                drop(stream);
+                continue;
+            }
             self.ctx.connections.fetch_add(1, Ordering::Relaxed);
             let ctx = self.ctx.clone();
             // Every log line of the session carries the peer, and the brand once bound.
             let span = tracing::info_span!("brand_session", %peer, brand = tracing::field::Empty);
             tasks.spawn(
                 async move {
-                    session::run(ctx.clone(), stream, peer).await;
+                    let bound = session::run(ctx.clone(), stream, peer).await;
+                    ctx.ip_closed(peer.ip(), bound);
                     ctx.connections.fetch_sub(1, Ordering::Relaxed);
                 }
                 .instrument(span),

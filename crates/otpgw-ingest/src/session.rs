@@ -58,8 +58,8 @@ struct Conn {
     pending_submits: Arc<AtomicUsize>,
 }
 
-/// Serve one connection until it closes.
-pub async fn run(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
+/// Serve one connection until it closes; returns whether it ever bound.
+pub async fn run(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) -> bool {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let mut rx = reader(rd, ctx.cfg.max_frame);
@@ -84,7 +84,23 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     let mut jobs = Vec::new();
     // After otpgw sent unbind (shutdown), the brand gets this long to answer.
     let mut unbind_deadline: Option<tokio::time::Instant> = None;
+    // Slow-sender and idle defences: when the first bytes of an unfinished PDU
+    // arrived, and when anything but a keepalive last arrived.
+    let mut partial_since: Option<tokio::time::Instant> = None;
+    let mut last_rx = tokio::time::Instant::now();
+    let mut ever_bound = false;
     loop {
+        if !ever_bound && c.brand.is_some() {
+            ever_bound = true;
+            ctx.ip_bound(peer.ip());
+        }
+        if rx.read_buffer().is_empty() {
+            partial_since = None;
+        } else if partial_since.is_none() {
+            partial_since = Some(tokio::time::Instant::now());
+        }
+        let pdu_deadline = partial_since.map(|t| t + ctx.cfg.pdu_timeout);
+        let idle_deadline = last_rx + ctx.cfg.idle_timeout;
         let room = c.session.room();
         let can_deliver = c.outbox.is_some() && room > 0;
         let outbox = c.outbox.clone();
@@ -104,7 +120,14 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
             } => Some(End::Closed),
             frame = rx.next() => match frame {
                 None | Some(Err(_)) => Some(End::Closed),
-                Some(Ok(Frame::Command(cmd))) => c.on_command(*cmd).await,
+                Some(Ok(Frame::Command(cmd))) => {
+                    // Keepalives are not activity: a session that only exchanges
+                    // enquire_link is idle.
+                    if !matches!(u32::from(cmd.id()), cmd::ENQUIRE_LINK | cmd::ENQUIRE_LINK_RESP) {
+                        last_rx = tokio::time::Instant::now();
+                    }
+                    c.on_command(*cmd).await
+                }
                 Some(Ok(Frame::Malformed(m))) => c.on_malformed(m).await,
             },
             _ = async {
@@ -119,6 +142,21 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
                 metrics::counter!("otpgw_brand_bind_timeouts_total").increment(1);
                 Some(End::Closed)
             }
+            _ = async {
+                match pdu_deadline {
+                    Some(d) => sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                metrics::counter!("otpgw_brand_slow_pdus_total").increment(1);
+                tracing::info!(peer = %peer, "PDU not complete in time: connection closed");
+                Some(End::Closed)
+            }
+            _ = sleep_until(idle_deadline), if !unbound => {
+                metrics::counter!("otpgw_brand_idle_closed_total").increment(1);
+                tracing::info!(peer = %peer, "idle session closed");
+                Some(End::Closed)
+            }
             _ = sleep_until(timer) => c.on_timers().await,
         };
         if let Some(e) = end {
@@ -131,6 +169,7 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     c.close();
     drop(c);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    ever_bound
 }
 
 /// The `submit_sm_resp` for an acceptance's outcome.

@@ -85,6 +85,28 @@ pub struct Server {
     /// ESME_RBINDFAIL for every failure.
     #[serde(default)]
     pub specific_bind_errors: bool,
+    /// A PDU whose first bytes arrived must be complete within this time.
+    #[serde(default = "d_10")]
+    pub pdu_timeout_secs: u64,
+    /// A bound session with nothing but keepalives for this long is closed.
+    #[serde(default = "d_3600")]
+    pub idle_timeout_secs: u64,
+    /// Connections at once from one IP address.
+    #[serde(default = "d_100")]
+    pub max_connections_per_ip: usize,
+    /// Not-yet-bound connections from one IP address.
+    #[serde(default = "d_10usize")]
+    pub max_unbound_per_ip: usize,
+}
+
+fn d_10() -> u64 {
+    10
+}
+fn d_3600() -> u64 {
+    3600
+}
+fn d_10usize() -> usize {
+    10
 }
 
 fn d_lockout_after() -> u32 {
@@ -527,6 +549,14 @@ impl Config {
         if s.max_connections == 0 {
             p.push("server.max_connections: must be at least 1".into());
         }
+        if s.pdu_timeout_secs == 0 || s.idle_timeout_secs == 0 {
+            p.push("server: pdu_timeout_secs and idle_timeout_secs must be at least 1".into());
+        }
+        if s.max_connections_per_ip == 0 || s.max_unbound_per_ip == 0 {
+            p.push(
+                "server: max_connections_per_ip and max_unbound_per_ip must be at least 1".into(),
+            );
+        }
         if s.max_pending_submits == 0 {
             p.push("server.max_pending_submits: must be at least 1".into());
         }
@@ -721,6 +751,10 @@ impl Config {
         c.lockout_ip_after = s.lockout_ip_after;
         c.lockout = Duration::from_secs(s.lockout_secs);
         c.specific_bind_errors = s.specific_bind_errors;
+        c.pdu_timeout = Duration::from_secs(s.pdu_timeout_secs);
+        c.idle_timeout = Duration::from_secs(s.idle_timeout_secs);
+        c.max_connections_per_ip = s.max_connections_per_ip;
+        c.max_unbound_per_ip = s.max_unbound_per_ip;
         c
     }
 
