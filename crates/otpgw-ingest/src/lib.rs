@@ -14,6 +14,7 @@ pub mod errors;
 pub mod limits;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod validate;
 
 pub use acceptor::Acceptor;

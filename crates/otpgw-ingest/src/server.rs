@@ -1,11 +1,12 @@
-//! The brand listener: accepts TCP connections and runs a [`crate::session`] for each.
+//! The brand listeners (plain TCP and/or TLS): accept connections and run a
+//! [`crate::session`] for each.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -38,6 +39,10 @@ pub struct ServerConfig {
     pub unbind_grace: Duration,
     /// submit_sm one session may have waiting for the store; beyond: ESME_RTHROTTLED.
     pub max_pending_submits: usize,
+    /// Whether the plain-TCP listener on `listen` runs.
+    pub plain: bool,
+    /// The TLS listener, if any.
+    pub tls: Option<crate::tls::TlsListen>,
     /// Failed binds of one account before it is locked (0: never).
     pub lockout_after: u32,
     /// Failed binds from one IP before it is locked (0: never).
@@ -74,6 +79,8 @@ impl ServerConfig {
             max_receipt_attempts: 10,
             unbind_grace: Duration::from_secs(1),
             max_pending_submits: 2000,
+            plain: true,
+            tls: None,
             lockout_after: 5,
             lockout_ip_after: 20,
             lockout: Duration::from_secs(300),
@@ -142,14 +149,23 @@ impl Context {
     }
 }
 
-/// A bound listener.
+/// The bound listeners: plain TCP and/or TLS.
 pub struct Server {
-    listener: TcpListener,
+    listener: Option<TcpListener>,
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     ctx: Arc<Context>,
 }
 
+/// Accept on an optional listener (pending forever when there is none).
+async fn accept_on(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Server {
-    /// Bind the listener (port 0 picks a free port; see [`Server::local_addr`]).
+    /// Bind the listeners (port 0 picks a free port; see [`Server::local_addr`]).
     pub async fn bind(
         cfg: ServerConfig,
         brands: Brands,
@@ -157,11 +173,22 @@ impl Server {
         tracker: Arc<Tracker>,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(cfg.listen).await?;
+        let listener = match cfg.plain {
+            true => Some(TcpListener::bind(cfg.listen).await?),
+            false => None,
+        };
+        let tls = match &cfg.tls {
+            Some(t) => Some((
+                TcpListener::bind(t.listen).await?,
+                tokio_rustls::TlsAcceptor::from(t.config.clone()),
+            )),
+            None => None,
+        };
         let lockout =
             crate::auth::Lockout::new(cfg.lockout_after, cfg.lockout_ip_after, cfg.lockout);
         Ok(Self {
             listener,
+            tls,
             ctx: Arc::new(Context {
                 lockout: parking_lot::Mutex::new(lockout),
                 verify_slots: tokio::sync::Semaphore::new(crate::auth::MAX_CONCURRENT_VERIFIES),
@@ -182,18 +209,24 @@ impl Server {
         self.ctx.clone()
     }
 
-    /// The address the listener is bound to.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    /// The plain listener's address (`None` when only TLS is configured).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The TLS listener's address, when TLS is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Accept connections until shutdown; then wait for sessions to end.
     pub async fn run(self) {
         let tasks = TaskTracker::new();
         loop {
-            let accepted = tokio::select! {
+            let (accepted, tls) = tokio::select! {
                 _ = self.ctx.shutdown.cancelled() => break,
-                a = self.listener.accept() => a,
+                a = accept_on(self.listener.as_ref()) => (a, None),
+                a = accept_on(self.tls.as_ref().map(|(l, _)| l)) => (a, self.tls.as_ref().map(|(_, t)| t.clone())),
             };
             let (stream, peer) = match accepted {
                 Ok(x) => x,
@@ -219,7 +252,29 @@ impl Server {
             let span = tracing::info_span!("brand_session", %peer, brand = tracing::field::Empty);
             tasks.spawn(
                 async move {
-                    let bound = session::run(ctx.clone(), stream, peer).await;
+                    let _ = stream.set_nodelay(true);
+                    let bound = match tls {
+                        None => {
+                            let (rd, wr) = stream.into_split();
+                            session::run(ctx.clone(), rd, wr, peer).await
+                        }
+                        // The handshake must finish within the bind timeout.
+                        Some(t) => {
+                            match tokio::time::timeout(ctx.cfg.bind_timeout, t.accept(stream)).await
+                            {
+                                Ok(Ok(s)) => {
+                                    let (rd, wr) = tokio::io::split(s);
+                                    session::run(ctx.clone(), rd, wr, peer).await
+                                }
+                                _ => {
+                                    metrics::counter!("otpgw_brand_tls_handshake_failures_total")
+                                        .increment(1);
+                                    tracing::info!(%peer, "TLS handshake failed or timed out");
+                                    false
+                                }
+                            }
+                        }
+                    };
                     ctx.ip_closed(peer.ip(), bound);
                     ctx.connections.fetch_sub(1, Ordering::Relaxed);
                 }

@@ -16,7 +16,6 @@ use std::time::Instant;
 use futures_util::FutureExt;
 
 use futures_util::StreamExt;
-use tokio::net::TcpStream;
 use tokio::time::sleep_until;
 
 use otpgw_core::clock::now_ms;
@@ -58,10 +57,13 @@ struct Conn {
     pending_submits: Arc<AtomicUsize>,
 }
 
-/// Serve one connection until it closes; returns whether it ever bound.
-pub async fn run(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) -> bool {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+/// Serve one connection (its read and write halves, plain or TLS) until it closes;
+/// returns whether it ever bound.
+pub async fn run<R, W>(ctx: Arc<Context>, rd: R, wr: W, peer: SocketAddr) -> bool
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut rx = reader(rd, ctx.cfg.max_frame);
     let (tx, _stats, writer) = spawn_writer(wr, 4096);
     let scfg = SessionConfig {

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -48,6 +48,11 @@ pub struct Config {
     #[serde(rename = "carrier", default)]
     pub carriers: Vec<Carrier>,
     pub routes: RoutesCfg,
+    /// The TLS listener, loaded from `server.tls_*` when the file is parsed.
+    #[serde(skip)]
+    pub tls: Option<otpgw_ingest::tls::TlsListen>,
+    #[serde(skip)]
+    tls_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +77,16 @@ pub struct Server {
     /// On SIGTERM/Ctrl-C: how long carrier windows may take to drain.
     #[serde(default = "d_grace")]
     pub shutdown_grace_secs: u64,
+    /// Whether the plain-TCP listener on `listen` runs (false: TLS only).
+    #[serde(default = "d_true")]
+    pub plain_listener: bool,
+    /// A TLS listener for brands (rustls), with its PEM certificate chain and key.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// Failed binds of one account before it is locked (0: never).
     #[serde(default = "d_lockout_after")]
     pub lockout_after: u32,
@@ -511,10 +526,19 @@ impl Config {
 
     /// Parse and check TOML text; `origin` names it in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string(),
         })?;
+        let s = &cfg.server;
+        if let (Some(listen), Some(cert), Some(key)) =
+            (s.tls_listen, &s.tls_cert_file, &s.tls_key_file)
+        {
+            match otpgw_ingest::tls::server_config(cert, key) {
+                Ok(config) => cfg.tls = Some(otpgw_ingest::tls::TlsListen { listen, config }),
+                Err(e) => cfg.tls_error = Some(e),
+            }
+        }
         let problems: Vec<String> = cfg
             .problems()
             .into_iter()
@@ -548,6 +572,18 @@ impl Config {
         }
         if s.max_connections == 0 {
             p.push("server.max_connections: must be at least 1".into());
+        }
+        match (&s.tls_listen, &s.tls_cert_file, &s.tls_key_file) {
+            (None, None, None) if !s.plain_listener => {
+                p.push("server.plain_listener = false needs tls_listen".into());
+            }
+            (None, None, None) => {}
+            (Some(_), Some(_), Some(_)) => {
+                if let Some(e) = &self.tls_error {
+                    p.push(format!("server.tls_cert_file: {e}"));
+                }
+            }
+            _ => p.push("server: tls_listen, tls_cert_file and tls_key_file go together".into()),
         }
         if s.pdu_timeout_secs == 0 || s.idle_timeout_secs == 0 {
             p.push("server: pdu_timeout_secs and idle_timeout_secs must be at least 1".into());
@@ -751,6 +787,8 @@ impl Config {
         c.lockout_ip_after = s.lockout_ip_after;
         c.lockout = Duration::from_secs(s.lockout_secs);
         c.specific_bind_errors = s.specific_bind_errors;
+        c.plain = s.plain_listener;
+        c.tls = self.tls.clone();
         c.pdu_timeout = Duration::from_secs(s.pdu_timeout_secs);
         c.idle_timeout = Duration::from_secs(s.idle_timeout_secs);
         c.max_connections_per_ip = s.max_connections_per_ip;

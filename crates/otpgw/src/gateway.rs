@@ -22,6 +22,7 @@ use crate::config::{Backend, Config};
 /// A running gateway.
 pub struct Gateway {
     brand_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     carriers: Vec<Carrier>,
@@ -258,7 +259,11 @@ impl Gateway {
         )
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
-        let brand_addr = server.local_addr()?;
+        let tls_addr = server.tls_addr();
+        let brand_addr = server
+            .local_addr()
+            .or(tls_addr)
+            .context("no brand listener")?;
         let ingest = server.context();
         let server = tokio::spawn(server.run());
         let ops_addr = if cfg.ops.enabled {
@@ -284,10 +289,11 @@ impl Gateway {
         } else {
             None
         };
-        tracing::info!(%brand_addr, carriers = carriers.len(), "otpgw started");
+        tracing::info!(%brand_addr, tls_addr = ?tls_addr, carriers = carriers.len(), "otpgw started");
         Ok((
             Self {
                 brand_addr,
+                tls_addr,
                 shutdown,
                 server,
                 carriers,
@@ -305,9 +311,13 @@ impl Gateway {
         ))
     }
 
-    /// Where brands connect.
+    /// Where brands connect: the plain listener, or the TLS one when it is the only one.
     pub fn brand_addr(&self) -> SocketAddr {
         self.brand_addr
+    }
+    /// The TLS listener, when configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
     /// Where /metrics, /healthz and /readyz are served, if enabled.
     pub fn ops_addr(&self) -> Option<SocketAddr> {
