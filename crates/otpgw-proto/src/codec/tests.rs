@@ -282,5 +282,57 @@ mod props {
                 }
             }
         }
+
+        /// Valid PDUs with flipped bits (anywhere, the length field included) and
+        /// optionally truncated, then a valid enquire_link: never a panic; when the
+        /// length fields were left intact and nothing was cut, every frame stays
+        /// isolated and the enquire_link comes out whole at the end.
+        #[test]
+        fn mutated_pdus_never_panic_and_isolable_frames_stay_isolated(
+            flips in proptest::collection::vec((0usize..400, 0u8..8), 0..6),
+            cut in proptest::option::of(0usize..400),
+        ) {
+            let mut bytes = encoded(&[submit(1, "Your code is 123456"), submit(2, "and another")]);
+            let n = bytes.len();
+            // The second PDU starts where the (unflipped) first length says.
+            let second_start = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+            let mut length_touched = false;
+            for (pos, bit) in &flips {
+                let p = pos % n;
+                length_touched |= p < 4;
+                bytes[p] ^= 1 << bit;
+            }
+            length_touched |= flips.iter().any(|(pos, _)| {
+                let p = pos % n;
+                p >= second_start && p < second_start + 4
+            });
+            if let Some(c) = cut {
+                bytes.truncate(c % n);
+            }
+            bytes.extend_from_slice(&encoded(&[Command::new(
+                CommandStatus::EsmeRok,
+                0x7FFF_FFF0,
+                Pdu::EnquireLink,
+            )]));
+            let mut codec = SmppCodec::new(4096);
+            let mut frames = Vec::new();
+            let mut guard = 0;
+            loop {
+                match codec.decode(&mut bytes) {
+                    Ok(Some(f)) => frames.push(f),
+                    Ok(None) | Err(_) => break,
+                }
+                guard += 1;
+                prop_assert!(guard < 10_000);
+            }
+            if !length_touched && cut.is_none() {
+                prop_assert_eq!(frames.len(), 3);
+                let last = frames.last().unwrap();
+                prop_assert!(
+                    matches!(last, Frame::Command(c) if c.sequence_number() == 0x7FFF_FFF0),
+                    "the probe after isolable frames: {:?}", last
+                );
+            }
+        }
     }
 }
