@@ -409,6 +409,10 @@ async fn send_submit(
     msg: Arc<Message>,
 ) -> Result<(), BindError> {
     let now = now_ms();
+    if session.room() == 0 {
+        shared.queue.push(msg, now);
+        return Ok(());
+    }
     // Tell the carrier when to give up: never later than our own deadline. An
     // absolute validity_period is the deadline itself and goes on unchanged; none, or
     // a relative one (which the carrier would count from now, not from acceptance),
@@ -416,61 +420,84 @@ async fn send_submit(
     let vp = &msg.fields.validity_period;
     let validity = (vp.is_empty() || vp.ends_with('R'))
         .then(|| relative_smpp_time(msg.deadline_ms.saturating_sub(now)));
-    let bodies = match split::plan(&msg.fields, shared.next_reference()) {
-        Ok(Plan::AsIs) => vec![None],
-        Ok(Plan::Parts(p)) => p.into_iter().map(Some).collect(),
-        Err(e) => {
-            tracing::warn!(carrier = %shared.cfg.name, id = %msg.id, error = %e, "message cannot be split");
-            shared
-                .tracker
-                .finish(msg.id, DeliveryState::Undeliverable, Some("ENC"), now);
-            return Ok(());
-        }
-    };
-    let udh = bodies.len() > 1;
-    let mut pdus = Vec::with_capacity(bodies.len());
-    for body in &bodies {
-        match msg
-            .fields
-            .to_submit_sm_part(validity.as_deref(), body.as_ref(), udh)
-        {
-            Ok(s) => pdus.push(s),
-            Err(e) => {
-                tracing::warn!(carrier = %shared.cfg.name, id = %msg.id, error = %e, "message cannot be encoded");
-                shared
-                    .tracker
-                    .finish(msg.id, DeliveryState::Undeliverable, Some("ENC"), now);
-                return Ok(());
+    let validity = validity.as_deref();
+    match split::plan(&msg.fields, shared.next_reference()) {
+        // The common case: one PDU, no intermediate collections.
+        Ok(Plan::AsIs) => match msg.fields.to_submit_sm_part(validity, None, false) {
+            Ok(submit) => {
+                record_queue_wait(shared, &msg, now);
+                submit_one(shared, session, tx, &msg, submit, None).await
             }
+            Err(e) => unsendable(shared, &msg, now, &e),
+        },
+        Ok(Plan::Parts(bodies)) => {
+            let udh = bodies.len() > 1;
+            let pdus: Result<Vec<_>, _> = bodies
+                .iter()
+                .map(|b| msg.fields.to_submit_sm_part(validity, Some(b), udh))
+                .collect();
+            let pdus = match pdus {
+                Ok(p) => p,
+                Err(e) => return unsendable(shared, &msg, now, &e),
+            };
+            if udh {
+                shared.tracker.expect_parts(msg.id, pdus.len() as u32);
+            }
+            record_queue_wait(shared, &msg, now);
+            // Every part on this bind, one after the other: the first took a window
+            // slot, the others may go beyond it (a long message never spans binds).
+            for (submit, body) in pdus.into_iter().zip(bodies) {
+                submit_one(shared, session, tx, &msg, submit, udh.then_some(body)).await?;
+            }
+            Ok(())
         }
+        Err(e) => unsendable(shared, &msg, now, &e),
     }
-    if session.room() == 0 {
-        shared.queue.push(msg, now);
-        return Ok(());
-    }
-    if udh {
-        shared.tracker.expect_parts(msg.id, pdus.len() as u32);
-    }
+}
+
+fn record_queue_wait(shared: &Shared, msg: &Message, now: u64) {
     shared
         .metrics
         .queue_wait
         .record(now.saturating_sub(msg.accepted_ms) as f64 / 1000.0);
-    // Every part on this bind, one after the other: the first takes a window slot,
-    // the others may go beyond it (a long message is never split across binds).
-    for (submit, body) in pdus.into_iter().zip(bodies) {
-        let seq = session.next_sequence();
-        let tag = Tag::Submit {
-            msg: msg.clone(),
-            sent: Instant::now(),
-            part: body.filter(|_| udh),
-        };
-        session.track_beyond_window(seq, tag, Instant::now());
-        shared.matcher.lock().sent();
-        shared.count_submit();
-        let command = Command::new(otpgw_proto::rusmpp::CommandStatus::EsmeRok, seq, submit);
-        tx.send(command).await.map_err(|_| BindError::WriterGone)?;
-        shared.metrics.submitted.increment(1);
-    }
+}
+
+/// A message that cannot be encoded or split is finished as UNDELIVERABLE.
+fn unsendable(
+    shared: &Shared,
+    msg: &Message,
+    now: u64,
+    e: &dyn std::fmt::Display,
+) -> Result<(), BindError> {
+    tracing::warn!(carrier = %shared.cfg.name, id = %msg.id, error = %e, "message cannot be sent");
+    shared
+        .tracker
+        .finish(msg.id, DeliveryState::Undeliverable, Some("ENC"), now);
+    Ok(())
+}
+
+/// Track and write one `submit_sm` (a message, or one part of it).
+async fn submit_one(
+    shared: &Shared,
+    session: &mut Session<Tag>,
+    tx: &PduSender,
+    msg: &Arc<Message>,
+    submit: otpgw_proto::rusmpp::pdus::SubmitSm,
+    part: Option<bytes::Bytes>,
+) -> Result<(), BindError> {
+    let seq = session.next_sequence();
+    let sent = Instant::now();
+    let tag = Tag::Submit {
+        msg: msg.clone(),
+        sent,
+        part,
+    };
+    session.track_beyond_window(seq, tag, sent);
+    shared.matcher.lock().sent();
+    shared.count_submit();
+    let command = Command::new(otpgw_proto::rusmpp::CommandStatus::EsmeRok, seq, submit);
+    tx.send(command).await.map_err(|_| BindError::WriterGone)?;
+    shared.metrics.submitted.increment(1);
     Ok(())
 }
 

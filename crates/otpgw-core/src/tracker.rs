@@ -11,6 +11,7 @@
 //! [`Tracker::expect_parts`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
@@ -25,6 +26,9 @@ pub struct Tracker {
     inflight: DashMap<MsgId, Arc<Message>>,
     /// Long messages: parts not yet reported DELIVERED.
     parts: DashMap<MsgId, u32>,
+    /// Entries in `parts`, so the common case (no long message pending) costs one
+    /// atomic load per receipt instead of a map lookup.
+    parts_pending: AtomicUsize,
     outbox: Arc<Outbox>,
     store: Arc<dyn Store>,
 }
@@ -57,6 +61,7 @@ impl Tracker {
         Self {
             inflight: DashMap::with_capacity(1 << 16),
             parts: DashMap::new(),
+            parts_pending: AtomicUsize::new(0),
             outbox,
             store,
         }
@@ -85,14 +90,17 @@ impl Tracker {
     /// `id` went out as `n` parts: a DELIVERED receipt finishes it only once all `n`
     /// reported DELIVERED (held in memory: after a restart, the first receipt decides).
     pub fn expect_parts(&self, id: MsgId, n: u32) {
-        if n > 1 {
-            self.parts.insert(id, n);
+        if n > 1 && self.parts.insert(id, n).is_none() {
+            self.parts_pending.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A part of `id` was DELIVERED: whether the message is now complete (always true
     /// for a message sent whole).
     pub fn part_delivered(&self, id: MsgId) -> bool {
+        if self.parts_pending.load(Ordering::Relaxed) == 0 {
+            return true;
+        }
         let done = match self.parts.get_mut(&id) {
             None => return true,
             Some(mut left) => {
@@ -101,9 +109,15 @@ impl Tracker {
             }
         };
         if done {
-            self.parts.remove(&id);
+            self.forget_parts(id);
         }
         done
+    }
+
+    fn forget_parts(&self, id: MsgId) {
+        if self.parts_pending.load(Ordering::Relaxed) != 0 && self.parts.remove(&id).is_some() {
+            self.parts_pending.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Messages not yet finished.
@@ -130,9 +144,7 @@ impl Tracker {
             metrics::counter!("otpgw_receipts_duplicate_total").increment(1);
             return (Finish::Unknown, Ticket::ready());
         };
-        if !self.parts.is_empty() {
-            self.parts.remove(&id);
-        }
+        self.forget_parts(id);
         metrics::counter!("otpgw_messages_finished_total", "state" => state.label()).increment(1);
         if !msg.wants_receipt(state) {
             let t = self.store.finished(id, state, None, now_ms);
