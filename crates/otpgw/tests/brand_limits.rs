@@ -9,25 +9,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::Raw;
 use otpgw::{Config, Gateway};
-use otpgw_proto::pdu::{Address, SubmitFields};
+use otpgw_proto::pdu::SubmitFields;
 use otpgw_proto::rusmpp::{Command, CommandStatus};
 use otpgw_proto::status::{self, cmd};
 use otpgw_sim::loadgen::{self, LoadConfig};
 
 async fn submit(c: &mut Raw, seq: u32, source: &str, dest: &str) -> u32 {
     let f = SubmitFields {
-        source: Address {
-            ton: 5,
-            npi: 0,
-            addr: source.into(),
-        },
-        dest: Address {
-            ton: 1,
-            npi: 1,
-            addr: dest.into(),
-        },
         short_message: Bytes::from_static(b"Your code is 424242"),
-        ..Default::default()
+        ..common::submit_fields(source, dest)
     };
     c.send(&Command::new(
         CommandStatus::EsmeRok,

@@ -12,25 +12,15 @@ use bytes::{BufMut, BytesMut};
 use futures_util::StreamExt;
 
 use otpgw_proto::codec::encode_command;
-use otpgw_proto::pdu::{self, Address, SubmitFields};
+use otpgw_proto::pdu::{self, SubmitFields};
 use otpgw_proto::rusmpp::{Command, CommandStatus};
 use otpgw_proto::status::{self, cmd};
 
 fn submit(seq: u32, dest: &str) -> Command {
     let f = SubmitFields {
-        source: Address {
-            ton: 5,
-            npi: 0,
-            addr: "BANK".into(),
-        },
-        dest: Address {
-            ton: 1,
-            npi: 1,
-            addr: dest.into(),
-        },
         registered_delivery: 0,
         short_message: bytes::Bytes::from_static(b"Your code is 123456"),
-        ..Default::default()
+        ..common::submit_fields("BANK", dest)
     };
     Command::new(CommandStatus::EsmeRok, seq, f.to_submit_sm().unwrap())
 }

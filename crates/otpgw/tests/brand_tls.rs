@@ -16,7 +16,7 @@ use tokio_util::codec::FramedRead;
 
 use otpgw::{Config, Gateway};
 use otpgw_proto::codec::{Frame, SmppCodec, encode_command};
-use otpgw_proto::pdu::{self, Address, BindParams, SubmitFields};
+use otpgw_proto::pdu::{self, BindParams, SubmitFields};
 use otpgw_proto::rusmpp::{Command, CommandStatus};
 use otpgw_proto::status::{self, cmd};
 
@@ -126,19 +126,9 @@ async fn tls_bind_submit_and_receipt_with_a_real_client() {
         (cmd::BIND_TRANSCEIVER_RESP, status::ESME_ROK)
     );
     let f = SubmitFields {
-        source: Address {
-            ton: 5,
-            npi: 0,
-            addr: "BANK".into(),
-        },
-        dest: Address {
-            ton: 1,
-            npi: 1,
-            addr: "447700900777".into(),
-        },
         registered_delivery: 1,
         short_message: Bytes::from_static(b"Your code is 909090"),
-        ..Default::default()
+        ..common::submit_fields("BANK", "447700900777")
     };
     wr.write_all(&encode(&Command::new(
         CommandStatus::EsmeRok,

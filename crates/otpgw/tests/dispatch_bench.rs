@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Raw, index_of};
 use otpgw::{Config, Gateway};
-use otpgw_proto::pdu::{self, Address, SubmitFields};
+use otpgw_proto::pdu::{self, SubmitFields};
 use otpgw_proto::rusmpp::{Command, CommandStatus};
 use otpgw_proto::status::{self, cmd};
 use otpgw_sim::loadgen::{self, LoadConfig};
@@ -205,19 +205,9 @@ async fn bench_otp_latency_behind_a_bulk_backlog() {
     for i in 0..500u32 {
         let dest = format!("4479{i:08}");
         let f = SubmitFields {
-            source: Address {
-                ton: 5,
-                npi: 0,
-                addr: "BANK".into(),
-            },
-            dest: Address {
-                ton: 1,
-                npi: 1,
-                addr: dest.clone(),
-            },
             priority_flag: 1,
             short_message: Bytes::from(format!("Your code is {:06}", i * 7919 % 1_000_000)),
-            ..Default::default()
+            ..common::submit_fields("BANK", &dest)
         };
         let seq = 100 + i;
         brand

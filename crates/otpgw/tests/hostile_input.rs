@@ -27,7 +27,7 @@ use tokio::io::AsyncWriteExt;
 use common::Raw;
 use otpgw::{Config, Gateway};
 use otpgw_proto::codec::{Frame, encode_command};
-use otpgw_proto::pdu::{self, Address, SubmitFields};
+use otpgw_proto::pdu::{self, SubmitFields};
 use otpgw_proto::rusmpp::{Command, CommandStatus};
 use otpgw_proto::status::{self, cmd};
 use otpgw_sim::loadgen::{self, LoadConfig};
@@ -72,19 +72,9 @@ fn cases() -> u32 {
 
 fn submit_bytes(seq: u32) -> BytesMut {
     let f = SubmitFields {
-        source: Address {
-            ton: 5,
-            npi: 0,
-            addr: "BANK".into(),
-        },
-        dest: Address {
-            ton: 1,
-            npi: 1,
-            addr: "447700900123".into(),
-        },
         registered_delivery: 0,
         short_message: Bytes::from_static(b"Your code is 123456"),
-        ..Default::default()
+        ..common::submit_fields("BANK", "447700900123")
     };
     let mut b = BytesMut::new();
     encode_command(

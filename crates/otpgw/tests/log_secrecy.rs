@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{GwProc, Raw};
-use otpgw_proto::pdu::{self, Address, SubmitFields};
+use otpgw_proto::pdu::{self, SubmitFields};
 use otpgw_proto::rusmpp::{Command, CommandStatus};
 use otpgw_proto::status::{self, cmd};
 
@@ -51,20 +51,10 @@ async fn codes_numbers_and_passwords_never_reach_the_logs() {
         secrets.push(code.clone());
         secrets.push(dest.clone());
         let mut f = SubmitFields {
-            source: Address {
-                ton: 5,
-                npi: 0,
-                addr: "BANK".into(),
-            },
-            dest: Address {
-                ton: 1,
-                npi: 1,
-                addr: dest,
-            },
             registered_delivery: 1,
             priority_flag: 1,
             short_message: Bytes::from(format!("Your login code is {code}. Do not share it.")),
-            ..Default::default()
+            ..common::submit_fields("BANK", &dest)
         };
         if i % 10 == 9 {
             f.data_coding = 0xF5; // refused: ESME_RINVDCS, with the text and number in it

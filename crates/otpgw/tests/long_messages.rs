@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::Raw;
-use otpgw_proto::pdu::{self, Address, DeliverView, SubmitFields};
+use otpgw_proto::pdu::{self, DeliverView, SubmitFields};
 use otpgw_proto::receipt::DeliveryState;
 use otpgw_proto::rusmpp::{Command, CommandStatus, Pdu};
 use otpgw_proto::split::{UDHI, reassemble};
@@ -19,20 +19,10 @@ use otpgw_proto::status::{self, cmd};
 
 fn fields(dest: &str, dc: u8) -> SubmitFields {
     SubmitFields {
-        source: Address {
-            ton: 5,
-            npi: 0,
-            addr: "BANK".into(),
-        },
-        dest: Address {
-            ton: 1,
-            npi: 1,
-            addr: dest.into(),
-        },
         registered_delivery: 1,
         priority_flag: 1,
         data_coding: dc,
-        ..Default::default()
+        ..common::submit_fields("BANK", dest)
     }
 }
 

@@ -342,3 +342,23 @@ impl Raw {
         self.next().await.unwrap()
     }
 }
+
+/// A brand's `submit_sm` fields: an alphanumeric sender (TON 5) and an international
+/// destination (TON 1, NPI 1); everything else default. Tests set what they need with
+/// struct update syntax.
+pub fn submit_fields(source: &str, dest: &str) -> otpgw_proto::pdu::SubmitFields {
+    use otpgw_proto::pdu::Address;
+    otpgw_proto::pdu::SubmitFields {
+        source: Address {
+            ton: 5,
+            npi: 0,
+            addr: source.into(),
+        },
+        dest: Address {
+            ton: 1,
+            npi: 1,
+            addr: dest.into(),
+        },
+        ..Default::default()
+    }
+}
