@@ -76,19 +76,18 @@ impl Acceptor {
         if !limits.destination_allowed(&fields.dest.addr) {
             return Err(AcceptError::DestinationNotAllowed);
         }
-        let now = std::time::Instant::now();
         if let Some((max, window)) = brand.per_destination
             && !self.destinations.lock().admit(
                 &brand.system_id,
                 &fields.dest.addr,
                 max,
                 window,
-                now,
+                std::time::Instant::now(),
             )
         {
             return Err(AcceptError::DestinationOverLimit);
         }
-        if !limits.take(now) {
+        if !limits.take_now() {
             return Err(AcceptError::BrandRate);
         }
         let queue = self

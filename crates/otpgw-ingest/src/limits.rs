@@ -10,6 +10,7 @@
 //!   dropped, and if none has, new numbers are refused rather than left unchecked.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -69,6 +70,13 @@ impl BrandLimits {
         self.rate.as_ref().is_none_or(|b| b.lock().take(now))
     }
 
+    /// [`BrandLimits::take`] at the current instant (no clock read without a rate).
+    pub fn take_now(&self) -> bool {
+        self.rate
+            .as_ref()
+            .is_none_or(|b| b.lock().take(Instant::now()))
+    }
+
     /// Whether the brand may send from this source address.
     pub fn source_allowed(&self, source: &str) -> bool {
         self.allowed_sources.is_empty() || self.allowed_sources.iter().any(|s| s == source)
@@ -89,7 +97,8 @@ impl BrandLimits {
 #[derive(Debug)]
 pub struct DestinationLimiter {
     max_entries: usize,
-    counts: HashMap<(String, String), (Instant, u32)>,
+    /// Keyed by brand and number (digit count and value: no allocation per message).
+    counts: HashMap<(Arc<str>, u8, u64), (Instant, u32)>,
 }
 
 impl DestinationLimiter {
@@ -105,16 +114,18 @@ impl DestinationLimiter {
     /// false when it is over the limit (it is then not counted).
     pub fn admit(
         &mut self,
-        brand: &str,
+        brand: &Arc<str>,
         dest: &str,
         max: u32,
         window: Duration,
         now: Instant,
     ) -> bool {
-        let key = (
-            brand.to_string(),
-            dest.strip_prefix('+').unwrap_or(dest).to_string(),
-        );
+        // Validation let only 7-15 digit numbers (optional `+`) through.
+        let digits = dest.strip_prefix('+').unwrap_or(dest);
+        let Ok(number) = digits.parse::<u64>() else {
+            return false;
+        };
+        let key = (brand.clone(), digits.len() as u8, number);
         if !self.counts.contains_key(&key) && self.counts.len() >= self.max_entries {
             self.counts
                 .retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
@@ -173,16 +184,17 @@ mod tests {
         let t0 = Instant::now();
         let w = Duration::from_secs(60);
         let mut d = DestinationLimiter::new(1000);
+        let (bank, shop): (Arc<str>, Arc<str>) = ("bank".into(), "shop".into());
         for _ in 0..3 {
-            assert!(d.admit("bank", "447700900123", 3, w, t0));
+            assert!(d.admit(&bank, "447700900123", 3, w, t0));
         }
         assert!(
-            !d.admit("bank", "+447700900123", 3, w, t0),
+            !d.admit(&bank, "+447700900123", 3, w, t0),
             "same number with +"
         );
-        assert!(d.admit("shop", "447700900123", 3, w, t0), "per brand");
-        assert!(d.admit("bank", "447700900124", 3, w, t0), "per number");
-        assert!(d.admit("bank", "447700900123", 3, w, t0 + w), "next window");
+        assert!(d.admit(&shop, "447700900123", 3, w, t0), "per brand");
+        assert!(d.admit(&bank, "447700900124", 3, w, t0), "per number");
+        assert!(d.admit(&bank, "447700900123", 3, w, t0 + w), "next window");
     }
 
     #[test]
@@ -190,15 +202,16 @@ mod tests {
         let t0 = Instant::now();
         let w = Duration::from_secs(60);
         let mut d = DestinationLimiter::new(10);
+        let b: Arc<str> = "b".into();
         for i in 0..10 {
-            assert!(d.admit("b", &format!("44770090{i:04}"), 5, w, t0));
+            assert!(d.admit(&b, &format!("44770090{i:04}"), 5, w, t0));
         }
         assert!(
-            !d.admit("b", "447700991111", 5, w, t0),
+            !d.admit(&b, "447700991111", 5, w, t0),
             "full: refused, not unchecked"
         );
         assert!(
-            d.admit("b", "447700991111", 5, w, t0 + w),
+            d.admit(&b, "447700991111", 5, w, t0 + w),
             "expired pairs make room"
         );
         assert_eq!(d.len(), 1);
