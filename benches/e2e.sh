@@ -8,6 +8,9 @@
 #   STORE=memory benches/e2e.sh          # the non-durable store, for comparison
 #   RATE=10000 COUNT=100000 benches/e2e.sh   # offered rate instead of flat out
 #   FINISHED_RETENTION=10 COUNT=1000000 benches/e2e.sh   # store size over a long run
+#   BENCH_ARGS="--otp-percent 80 --encoding ucs2 --chart run.svg" benches/e2e.sh
+#                                        # any further `otpgw bench` options
+#   PERF_OUT=gw.perf benches/e2e.sh      # also sample the gateway with `perf record -g`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-200000}
@@ -54,15 +57,21 @@ ticks=$(getconf CLK_TCK)
 SAMPLER=$!
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 g0=$(cpu "$GW"); s0=$(cpu "$SIM")
+if [ -n "${PERF_OUT:-}" ]; then
+    perf record -q -F 299 --call-graph dwarf,16384 -p "$GW" -o "$PERF_OUT" 2>"$tmp/perf.log" &
+    PERF=$!
+fi
 rate_arg=()
 [ -n "$RATE" ] && rate_arg=(--rate "$RATE")
 /usr/bin/time -f "%e %U %S" -o "$tmp/time" \
-    "$BIN" bench --host "127.0.0.1:${GW_PORT}" --binds "$BINDS" --window "$WINDOW" --count "$COUNT" "${rate_arg[@]}" | tee "$tmp/bench.txt"
+    "$BIN" bench --host "127.0.0.1:${GW_PORT}" --binds "$BINDS" --window "$WINDOW" --count "$COUNT" "${rate_arg[@]}" ${BENCH_ARGS:-} | tee "$tmp/bench.txt"
 g1=$(cpu "$GW"); s1=$(cpu "$SIM")
+if [ -n "${PERF:-}" ]; then kill -INT "$PERF"; wait "$PERF" || true; echo "perf data: $PERF_OUT"; fi
 kill "$SAMPLER" 2>/dev/null || true
 [ -f "$tmp/sizes" ] && cat "$tmp/sizes"
 [ -f "$tmp/otpgw.redb" ] && echo "store file at the end: $(( $(stat -c %s "$tmp/otpgw.redb") / 1048576 )) MiB"
 echo "store: $STORE"
+echo "gateway resident memory: $(awk '/VmRSS/ {print $2}' "/proc/$GW/status") KiB now, peak $(awk '/VmHWM/ {print $2}' "/proc/$GW/status") KiB"
 read -r wall lu ls < "$tmp/time"
 awk -v g=$((g1 - g0)) -v s=$((s1 - s0)) -v t="$ticks" -v n="$COUNT" -v lu="$lu" -v ls="$ls" -v w="$wall" 'BEGIN {
     printf "machine: %s, %d cores\n", "'"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"'", '"$(nproc)"'

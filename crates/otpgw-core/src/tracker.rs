@@ -31,6 +31,9 @@ pub struct Tracker {
     parts_pending: AtomicUsize,
     outbox: Arc<Outbox>,
     store: Arc<dyn Store>,
+    /// `otpgw_messages_finished_total{state}` by message_state value, registered on
+    /// first use.
+    finished_counters: [std::sync::OnceLock<metrics::Counter>; 10],
 }
 
 impl std::fmt::Debug for Tracker {
@@ -64,6 +67,7 @@ impl Tracker {
             parts_pending: AtomicUsize::new(0),
             outbox,
             store,
+            finished_counters: Default::default(),
         }
     }
 
@@ -145,7 +149,11 @@ impl Tracker {
             return (Finish::Unknown, Ticket::ready());
         };
         self.forget_parts(id);
-        metrics::counter!("otpgw_messages_finished_total", "state" => state.label()).increment(1);
+        self.finished_counters[usize::from(state.tlv()).min(9)]
+            .get_or_init(
+                || metrics::counter!("otpgw_messages_finished_total", "state" => state.label()),
+            )
+            .increment(1);
         if !msg.wants_receipt(state) {
             let t = self.store.finished(id, state, None, now_ms);
             return (

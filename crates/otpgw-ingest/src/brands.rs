@@ -28,6 +28,9 @@ pub struct BrandConfig {
     pub otp_lifetime: Duration,
     /// Lifetime of a bulk message without a `validity_period`.
     pub bulk_lifetime: Duration,
+    /// `otpgw_messages_accepted_total{brand}`, registered on first use and then
+    /// incremented without a registry lookup.
+    accepted_counter: std::sync::OnceLock<metrics::Counter>,
 }
 
 impl std::fmt::Debug for BrandConfig {
@@ -65,7 +68,17 @@ impl BrandConfig {
             default_class: Class::Otp,
             otp_lifetime: Duration::from_secs(600),
             bulk_lifetime: Duration::from_secs(86_400),
+            accepted_counter: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Count one accepted message.
+    pub fn count_accepted(&self) {
+        self.accepted_counter
+            .get_or_init(|| {
+                metrics::counter!("otpgw_messages_accepted_total", "brand" => self.system_id.to_string())
+            })
+            .increment(1);
     }
 }
 

@@ -178,7 +178,7 @@ where
 fn reply(brand: &BrandConfig, res: Result<otpgw_core::MsgId, AcceptError>, seq: u32) -> Command {
     match res {
         Ok(id) => {
-            metrics::counter!("otpgw_messages_accepted_total", "brand" => brand.system_id.to_string()).increment(1);
+            brand.count_accepted();
             pdu::submit_sm_resp(seq, &id.to_string())
         }
         Err(e) => refusal(brand, e, seq),

@@ -42,11 +42,19 @@ pub struct LoadConfig {
     pub rate: Option<u32>,
     /// registered_delivery for every message (1: receipts wanted).
     pub registered_delivery: u8,
-    /// priority_flag for every message.
+    /// priority_flag of the OTP share of messages.
     pub priority_flag: u8,
+    /// Percent of messages sent as OTP (`priority_flag`); the rest as bulk
+    /// (priority_flag 0), spread evenly over the run.
+    pub otp_percent: u8,
+    /// 0 (GSM 7-bit default alphabet, one octet per character here) or 8 (UCS-2, two
+    /// octets per character).
     pub data_coding: u8,
-    /// Octets of text per message (at least 14: the text carries the message's index).
+    /// Characters of text per message (at least 15: the text carries the message's
+    /// index). Texts over 254 octets go in the `message_payload` TLV.
     pub text_len: usize,
+    /// Stop submitting after this long even if `count` is not reached.
+    pub duration: Option<Duration>,
     /// Stop waiting for receipts this long after the last response.
     pub receipt_timeout: Duration,
     /// Source address.
@@ -74,8 +82,10 @@ impl LoadConfig {
             rate: None,
             registered_delivery: 1,
             priority_flag: 1,
+            otp_percent: 100,
             data_coding: 0,
             text_len: 20,
+            duration: None,
             receipt_timeout: Duration::from_secs(30),
             source: "OTPGW".into(),
             first_index: 0,
@@ -90,6 +100,23 @@ pub fn text_for(i: u64, len: usize) -> Vec<u8> {
     let mut t = format!("code {i:010}").into_bytes();
     t.resize(len.max(t.len()), b'x');
     t
+}
+
+/// The text of message `i` encoded for `data_coding` (UCS-2 for 8, else as is).
+pub fn encoded_text_for(i: u64, len: usize, data_coding: u8) -> Vec<u8> {
+    let t = text_for(i, len);
+    if data_coding == 8 {
+        t.iter().flat_map(|&c| u16::from(c).to_be_bytes()).collect()
+    } else {
+        t
+    }
+}
+
+/// Whether message `i` is one of the OTP share (`otp_percent` of every 100).
+pub fn is_otp(i: u64, otp_percent: u8) -> bool {
+    // Spread evenly: message i is OTP when the running share crosses an integer.
+    let p = u64::from(otp_percent.min(100));
+    (i + 1) * p / 100 > i * p / 100
 }
 
 /// The destination of message `i` (a plausible international number).
@@ -127,6 +154,35 @@ pub struct LoadReport {
     pub receipt_latency_us: Histogram<u64>,
     /// Receipts for ids this run was not given (an earlier run's messages): (id, state).
     pub foreign_receipts: Vec<(String, DeliveryState)>,
+    /// The run second by second (at most the first [`MAX_SERIES_SECONDS`]).
+    pub per_second: Vec<SecondStats>,
+}
+
+/// Seconds of a run kept in [`LoadReport::per_second`]; later seconds are counted
+/// in the totals only.
+pub const MAX_SERIES_SECONDS: usize = 3600;
+
+/// One second of a run: what was answered in it and the latencies of those answers.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SecondStats {
+    /// Seconds since the first submit (this entry covers [second, second + 1)).
+    pub second: u32,
+    pub accepted: u64,
+    pub refused: u64,
+    pub receipts: u64,
+    /// submit -> submit_sm_resp percentiles of the responses in this second (ms).
+    pub resp_p50_ms: f64,
+    pub resp_p99_ms: f64,
+    pub resp_p999_ms: f64,
+}
+
+/// Live counters of a run, readable while it goes (e.g. for a progress bar).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub sent: AtomicU64,
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub receipts: AtomicU64,
 }
 
 impl LoadReport {
@@ -151,13 +207,43 @@ pub enum LoadError {
     NoBindResponse,
 }
 
-#[derive(Default)]
 struct Shared {
     next: AtomicU64,
+    /// Messages this run sends at most: `count`, lowered when `duration` ends it.
+    limit: AtomicU64,
     responses: AtomicU64,
     accepted_wanting_receipt: AtomicU64,
-    receipts: AtomicU64,
+    progress: Arc<Progress>,
     inner: Mutex<Inner>,
+}
+
+/// A second of the run as it is being counted.
+struct Slot {
+    accepted: u64,
+    refused: u64,
+    receipts: u64,
+    resp: Option<Histogram<u64>>,
+}
+
+impl Inner {
+    /// The slot of the second `at` falls in, created on first use; `None` past
+    /// [`MAX_SERIES_SECONDS`].
+    fn slot(&mut self, at: Instant) -> Option<&mut Slot> {
+        let start = self.started?;
+        let sec = at.saturating_duration_since(start).as_secs() as usize;
+        if sec >= MAX_SERIES_SECONDS {
+            return None;
+        }
+        while self.series.len() <= sec {
+            self.series.push(Slot {
+                accepted: 0,
+                refused: 0,
+                receipts: 0,
+                resp: None,
+            });
+        }
+        self.series.get_mut(sec)
+    }
 }
 
 #[derive(Default)]
@@ -172,11 +258,27 @@ struct Inner {
     last_response: Option<Instant>,
     last_receipt: Option<Instant>,
     started: Option<Instant>,
+    series: Vec<Slot>,
 }
 
 /// Run a load and report. Binds `binds` transceivers; fails if any bind is refused.
 pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
-    let shared = Arc::new(Shared::default());
+    run_with_progress(cfg, Arc::new(Progress::default())).await
+}
+
+/// [`run`], counting into `progress` as it goes.
+pub async fn run_with_progress(
+    cfg: LoadConfig,
+    progress: Arc<Progress>,
+) -> Result<LoadReport, LoadError> {
+    let shared = Arc::new(Shared {
+        next: AtomicU64::new(0),
+        limit: AtomicU64::new(cfg.count),
+        responses: AtomicU64::new(0),
+        accepted_wanting_receipt: AtomicU64::new(0),
+        progress,
+        inner: Mutex::new(Inner::default()),
+    });
     {
         let mut i = shared.inner.lock();
         i.resp_lat = Histogram::new_with_bounds(1, 60_000_000, 3).ok();
@@ -278,7 +380,10 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
                 Some(i) => i,
                 None => sh.next.fetch_add(1, Ordering::Relaxed),
             };
-            if i >= cfg.count {
+            if cfg.duration.is_some_and(|d| start.elapsed() >= d) {
+                sh.limit.fetch_min(i, Ordering::Relaxed);
+            }
+            if i >= sh.limit.load(Ordering::Relaxed) {
                 all_sent = true;
                 break;
             }
@@ -294,6 +399,12 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
                     break;
                 }
             }
+            let text = Bytes::from(encoded_text_for(i, cfg.text_len, cfg.data_coding));
+            let (short_message, message_payload) = if text.len() > 254 {
+                (Bytes::new(), Some(text))
+            } else {
+                (text, None)
+            };
             let f = SubmitFields {
                 source: Address {
                     ton: 5,
@@ -306,10 +417,15 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
                     addr: dest_for(i),
                 },
                 esm_class: 0,
-                priority_flag: cfg.priority_flag,
+                priority_flag: if is_otp(i, cfg.otp_percent) {
+                    cfg.priority_flag
+                } else {
+                    0
+                },
                 registered_delivery: cfg.registered_delivery,
                 data_coding: cfg.data_coding,
-                short_message: Bytes::from(text_for(i, cfg.text_len)),
+                short_message,
+                message_payload,
                 validity_period: cfg.validity_period.clone(),
                 ..Default::default()
             };
@@ -328,6 +444,7 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
             {
                 return;
             }
+            sh.progress.sent.fetch_add(1, Ordering::Relaxed);
         }
         if all_sent && session.in_flight() == 0 && receipts_done(&cfg, &sh) {
             break;
@@ -378,16 +495,15 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
 }
 
 fn receipts_done(cfg: &LoadConfig, sh: &Shared) -> bool {
+    let answered = sh.responses.load(Ordering::Relaxed) >= sh.limit.load(Ordering::Relaxed);
+    let receipts = sh.progress.receipts.load(Ordering::Relaxed);
     if let Some(n) = cfg.expect_receipts {
-        return sh.responses.load(Ordering::Relaxed) >= cfg.count
-            && sh.receipts.load(Ordering::Relaxed) >= n;
+        return answered && receipts >= n;
     }
     if cfg.registered_delivery & 0x03 == 0 {
-        return sh.responses.load(Ordering::Relaxed) >= cfg.count;
+        return answered;
     }
-    sh.responses.load(Ordering::Relaxed) >= cfg.count
-        && sh.receipts.load(Ordering::Relaxed)
-            >= sh.accepted_wanting_receipt.load(Ordering::Relaxed)
+    answered && receipts >= sh.accepted_wanting_receipt.load(Ordering::Relaxed)
 }
 
 fn receipt_wait_over(cfg: &LoadConfig, sh: &Shared) -> bool {
@@ -420,11 +536,24 @@ async fn on_command(
         cmd::SUBMIT_SM_RESP | cmd::GENERIC_NACK => {
             if let Some((i, sent)) = session.on_response(seq, now) {
                 let mut inner = sh.inner.lock();
+                let lat = now.saturating_duration_since(sent).as_micros().max(1) as u64;
                 if let Some(h) = inner.resp_lat.as_mut() {
-                    let _ = h.record(sent.elapsed().as_micros().max(1) as u64);
+                    let _ = h.record(lat);
                 }
                 inner.last_response = Some(now);
+                if let Some(slot) = inner.slot(now) {
+                    if st == status::ESME_ROK {
+                        slot.accepted += 1;
+                    } else {
+                        slot.refused += 1;
+                    }
+                    let h = slot.resp.get_or_insert_with(|| {
+                        Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds")
+                    });
+                    let _ = h.record(lat);
+                }
                 if st == status::ESME_ROK {
+                    sh.progress.accepted.fetch_add(1, Ordering::Relaxed);
                     let mid = pdu::submit_sm_resp_id(&c).unwrap_or_default();
                     inner.ids.insert(i, mid.clone());
                     inner.by_id.insert(mid.clone(), (i, sent));
@@ -443,6 +572,7 @@ async fn on_command(
                         record_receipt(&mut inner, r, state, at);
                     }
                 } else {
+                    sh.progress.refused.fetch_add(1, Ordering::Relaxed);
                     *inner.rejected.entry(st).or_default() += 1;
                 }
                 drop(inner);
@@ -455,13 +585,16 @@ async fn on_command(
                 if let Some(r) = v.receipt() {
                     let mut inner = sh.inner.lock();
                     inner.last_receipt = Some(now);
+                    if let Some(slot) = inner.slot(now) {
+                        slot.receipts += 1;
+                    }
                     if inner.by_id.contains_key(&r.id) {
                         record_receipt(&mut inner, r.id, r.state, now);
                     } else {
                         inner.early.push((r.id, r.state, now));
                     }
                     drop(inner);
-                    sh.receipts.fetch_add(1, Ordering::Relaxed);
+                    sh.progress.receipts.fetch_add(1, Ordering::Relaxed);
                 }
             }
             let _ = tx.send(pdu::deliver_sm_resp(seq, status::ESME_ROK)).await;
@@ -518,6 +651,27 @@ fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadRe
     } else {
         0
     };
+    let per_second = inner
+        .series
+        .iter()
+        .enumerate()
+        .map(|(sec, slot)| {
+            let q = |p: f64| {
+                slot.resp
+                    .as_ref()
+                    .map_or(0.0, |h| h.value_at_quantile(p) as f64 / 1000.0)
+            };
+            SecondStats {
+                second: sec as u32,
+                accepted: slot.accepted,
+                refused: slot.refused,
+                receipts: slot.receipts,
+                resp_p50_ms: q(0.5),
+                resp_p99_ms: q(0.99),
+                resp_p999_ms: q(0.999),
+            }
+        })
+        .collect();
     let end_submit = inner.last_response.unwrap_or(start);
     let end_total = inner
         .last_receipt
@@ -526,10 +680,10 @@ fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadRe
         .max()
         .unwrap_or(start);
     LoadReport {
-        sent: sh.next.load(Ordering::Relaxed).min(cfg.count),
+        sent: sh.progress.sent.load(Ordering::Relaxed),
         accepted,
         rejected: inner.rejected,
-        receipts: sh.receipts.load(Ordering::Relaxed),
+        receipts: sh.progress.receipts.load(Ordering::Relaxed),
         receipts_by_state: by_state,
         unknown_receipts: unknown,
         duplicate_receipts: duplicates,
@@ -545,5 +699,6 @@ fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadRe
             .rcpt_lat
             .unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
         foreign_receipts,
+        per_second,
     }
 }

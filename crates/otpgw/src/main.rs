@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 
 use otpgw::{Config, Gateway, init_logs};
 
+/// mimalloc instead of the system allocator: the hot path allocates and frees small
+/// buffers on one thread and drops them on another, where glibc malloc spent a
+/// quarter of the gateway's CPU (see docs/benchmarks.md, "Where the time goes").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "otpgw",
@@ -60,30 +66,7 @@ enum Cmd {
         rate_cap: Option<u32>,
     },
     /// Brand-side load generator.
-    Bench {
-        #[arg(long, default_value = "127.0.0.1:2775")]
-        host: SocketAddr,
-        #[arg(long, default_value = "demo")]
-        system_id: String,
-        #[arg(long, default_value = "demo")]
-        password: String,
-        #[arg(long, default_value_t = 1)]
-        binds: usize,
-        #[arg(long, default_value_t = 100)]
-        window: usize,
-        #[arg(long, default_value_t = 10_000)]
-        count: u64,
-        /// Messages per second (flat out when absent).
-        #[arg(long)]
-        rate: Option<u32>,
-        #[arg(long, default_value_t = 20)]
-        text_len: usize,
-        /// Do not ask for receipts.
-        #[arg(long)]
-        no_receipts: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(otpgw::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -191,32 +174,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             sim.shutdown();
             Ok(())
         }
-        Cmd::Bench {
-            host,
-            system_id,
-            password,
-            binds,
-            window,
-            count,
-            rate,
-            text_len,
-            no_receipts,
-            json,
-        } => {
-            otpgw::bench::run(
-                host,
-                &system_id,
-                &password,
-                binds,
-                window,
-                count,
-                rate,
-                text_len,
-                !no_receipts,
-                json,
-            )
-            .await
-        }
+        Cmd::Bench(args) => otpgw::bench::run(args).await,
     }
 }
 

@@ -132,3 +132,74 @@ async fn receipts_before_responses_text_only_and_decimal_to_hex_ids() {
     )
     .await;
 }
+
+/// The load generator's options (`otpgw bench`): a priority mix, UCS-2 texts, long
+/// texts sent as message_payload, and a run ended by its duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_generator_mix_encoding_long_texts_and_duration() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    let sim = common::sim(|_| {}).await;
+    let gw = common::gateway(&sim, "").await;
+    let run = |lc: LoadConfig, p: Arc<loadgen::Progress>| async move {
+        tokio::time::timeout(Duration::from_secs(60), loadgen::run_with_progress(lc, p))
+            .await
+            .expect("load finished in time")
+            .expect("load ran")
+    };
+
+    // 25 % OTP, UCS-2, 30 characters.
+    let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 400);
+    lc.otp_percent = 25;
+    lc.data_coding = 8;
+    lc.text_len = 30;
+    let p = Arc::new(loadgen::Progress::default());
+    let r = run(lc, p.clone()).await;
+    assert_eq!((r.accepted, r.receipts, r.missing_receipts), (400, 400, 0));
+    assert_eq!(p.accepted.load(Ordering::Relaxed), 400);
+    assert_eq!(p.sent.load(Ordering::Relaxed), 400);
+    assert_eq!(r.per_second.iter().map(|s| s.accepted).sum::<u64>(), 400);
+    assert_eq!(r.per_second.iter().map(|s| s.receipts).sum::<u64>(), 400);
+    let recs = sim.records();
+    assert_eq!(recs.len(), 400);
+    let otp = recs.iter().filter(|r| r.fields.priority_flag > 0).count();
+    assert_eq!(otp, 100, "a quarter sent as OTP");
+    for rec in &recs {
+        assert_eq!(rec.fields.data_coding, 8);
+        let units: Vec<u16> = rec
+            .text()
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
+        let text = String::from_utf16(&units).expect("UCS-2 text");
+        let i = common::index_of(text.as_bytes());
+        assert_eq!(text.as_bytes(), &text_for(i, 30)[..]);
+        assert_eq!(rec.fields.priority_flag > 0, loadgen::is_otp(i, 25));
+    }
+
+    // 300 GSM characters: message_payload at the gateway, two parts at the carrier,
+    // one receipt per message at the brand.
+    let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 20);
+    lc.text_len = 300;
+    lc.first_index = 1_000;
+    let r = run(lc, Arc::new(loadgen::Progress::default())).await;
+    assert_eq!((r.accepted, r.receipts, r.duplicate_receipts), (20, 20, 0));
+    assert_eq!(sim.records().len(), 400 + 40, "two parts per long message");
+
+    // A paced run ended by its duration long before its count.
+    let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 1_000_000);
+    lc.rate = Some(200);
+    lc.duration = Some(Duration::from_millis(500));
+    lc.first_index = 2_000;
+    let p = Arc::new(loadgen::Progress::default());
+    let r = run(lc, p.clone()).await;
+    assert!(
+        (50..=200).contains(&r.sent),
+        "sent {} in 0.5 s at 200/s",
+        r.sent
+    );
+    assert_eq!(r.accepted, r.sent);
+    assert_eq!(r.receipts, r.sent);
+    assert_eq!(p.sent.load(Ordering::Relaxed), r.sent);
+}

@@ -248,3 +248,63 @@ fn sigkill_loses_nothing_acknowledged() {
         "only {total_acked} acks in three rounds"
     );
 }
+
+#[tokio::test]
+async fn a_batch_skips_writes_a_later_op_of_it_cancels() {
+    let path = tmp("coalesce");
+    {
+        let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
+        for i in 1..=4 {
+            s.accept(&msg(i)).await.unwrap();
+        }
+        let confirmed = |c: &str| {
+            record::encode_state(&CarrierState::Confirmed {
+                carrier: "sim".into(),
+                carrier_id: c.into(),
+            })
+        };
+        let receipt = |i| Some((10, record::encode_receipt(&job(i, 10))));
+        let done = || oneshot::channel().0;
+        let batch = vec![
+            // Sent then confirmed: only the confirmation is written.
+            Op::Sent(1, done()),
+            Op::Confirmed(1, confirmed("C1")),
+            // Sent only.
+            Op::Sent(2, done()),
+            // Finished and forwarded: no receipt left behind.
+            Op::Finished {
+                id: 3,
+                state: DeliveryState::Delivered.tlv(),
+                receipt: receipt(3),
+                now_ms: 10,
+                done: done(),
+            },
+            Op::Forwarded(3),
+            // Finished, its receipt not yet forwarded: kept for the brand.
+            Op::Finished {
+                id: 4,
+                state: DeliveryState::Delivered.tlv(),
+                receipt: receipt(4),
+                now_ms: 10,
+                done: done(),
+            },
+        ];
+        apply(&s.db, &batch).unwrap();
+        s.close();
+    }
+    let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
+    let r = s.recover(20).unwrap();
+    let un: Vec<(u64, bool)> = r.unconfirmed.iter().map(|(m, s)| (m.id.0, *s)).collect();
+    assert_eq!(un, vec![(2, true)]);
+    let conf: Vec<(u64, &str)> = r
+        .confirmed
+        .iter()
+        .map(|(m, _, c)| (m.id.0, c.as_str()))
+        .collect();
+    assert_eq!(conf, vec![(1, "C1")]);
+    assert_eq!(
+        r.receipts.iter().map(|j| j.id.0).collect::<Vec<_>>(),
+        vec![4]
+    );
+    assert_eq!(s.counts().unwrap().1, 1, "only the receipt of 4 is stored");
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Resident memory per queued message: `otpgw serve` with its carrier paused (nothing
+# listens at the carrier's address, and `refuse_after_down_ms = 0` so brands are not
+# refused), then `otpgw bench` submits COUNT messages without receipts. Every one
+# stays queued. Prints the gateway's resident set (VmRSS from /proc) before and after,
+# and the difference per queued message.
+#
+#   benches/queued-memory.sh                    # 1,000,000 messages, durable store
+#   STORE=memory COUNT=200000 benches/queued-memory.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COUNT=${COUNT:-1000000}
+STORE=${STORE:-embedded}
+TEXT_LEN=${TEXT_LEN:-20}
+GW_PORT=${GW_PORT:-27751}
+DEAD_PORT=${DEAD_PORT:-27761}
+METRICS_PORT=${METRICS_PORT:-29464}
+
+cargo build --release -q -p otpgw
+BIN=target/release/otpgw
+tmp=$(mktemp -d)
+cleanup() { kill "${GW:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+sed -e "s/127.0.0.1:2776\"/127.0.0.1:${DEAD_PORT}\"/" \
+    -e "s/127.0.0.1:2775\"/127.0.0.1:${GW_PORT}\"/" \
+    -e "s|^backend = \"embedded\"|backend = \"${STORE}\"|" \
+    -e "s|^path = \"data/otpgw.redb\"|path = \"$tmp/otpgw.redb\"|" \
+    -e "s/127.0.0.1:9464/127.0.0.1:${METRICS_PORT}/" \
+    -e "s/^refuse_after_down_ms = .*/refuse_after_down_ms = 0/" \
+    -e "s/^capacity = 1000000 .*/capacity = $((COUNT + 1000))/" \
+    deploy/otpgw.toml > "$tmp/otpgw.toml"
+grep -q "^refuse_after_down_ms = 0$" "$tmp/otpgw.toml"
+
+RUST_LOG=error "$BIN" serve --config "$tmp/otpgw.toml" >"$tmp/gw.log" 2>&1 &
+GW=$!
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/${GW_PORT}") 2>/dev/null && break
+    sleep 0.1
+done
+sleep 1
+rss() { awk '/VmRSS/ {print $2}' "/proc/$GW/status"; }
+before=$(rss)
+"$BIN" bench --host "127.0.0.1:${GW_PORT}" --binds 2 --window 500 --count "$COUNT" \
+    --no-receipts --text-len "$TEXT_LEN" --no-progress | tee "$tmp/bench.txt"
+sleep 2
+after=$(rss)
+queued=$(curl -s "http://127.0.0.1:${METRICS_PORT}/metrics" \
+    | awk '/^otpgw_queue_depth_messages/ {s += $2} END {print s + 0}')
+echo "store: $STORE; text: $TEXT_LEN octets"
+echo "queued (otpgw_queue_depth_messages): $queued"
+echo "gateway resident memory: before $before KiB, after $after KiB, peak $(awk '/VmHWM/ {print $2}' "/proc/$GW/status") KiB"
+awk -v b="$before" -v a="$after" -v n="$queued" 'BEGIN {
+    if (n > 0) printf "resident memory per queued message: %.0f bytes\n", (a - b) * 1024 / n
+}'
