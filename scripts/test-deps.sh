@@ -2,7 +2,9 @@
 # Installs what the tests need outside Cargo (used by scripts/test.sh and .ci/run):
 # - python-smpplib: an SMPP client nobody here wrote, for the interop test;
 # - prometheus and promtool (Debian package): a real Prometheus scrapes otpgw and
-#   checks the shipped dashboard and alert rules.
+#   checks the shipped dashboard and alert rules;
+# - redis-server (Debian package): the Redis store tests start their own durable
+#   servers (appendonly yes, appendfsync always) on free ports of 127.0.0.1.
 set -euo pipefail
 
 if ! python3 -c "import smpplib" 2>/dev/null; then
@@ -18,4 +20,12 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     # The package's own service is not wanted: the test starts its own server.
     $SUDO pkill -x prometheus 2>/dev/null || true
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "installing redis-server (Debian package) for the Redis store tests..."
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 fi

@@ -8,9 +8,11 @@
 //!   and duplicates.
 //! - [`loadgen`]: a brand load generator: binds, submits at a rate or as fast as the
 //!   window allows, matches receipts, and reports throughput and latency.
+//! - [`redis_server`]: a durable `redis-server` process for tests.
 
 pub mod loadgen;
 pub mod receipts;
+pub mod redis_server;
 pub mod smsc;
 
 pub use loadgen::{LoadConfig, LoadReport};

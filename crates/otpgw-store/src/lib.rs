@@ -4,11 +4,15 @@
 //!   message survives a crash. The default.
 //! - [`memory::MemoryStore`]: keeps nothing across a restart; chosen explicitly, and
 //!   logged loudly as not durable by the binary.
-//! - [`record`]: the binary records the embedded store writes.
+//! - [`redis_store::RedisStore`]: Redis Streams with a consumer group, for several
+//!   nodes on one Redis (durable with `appendfsync always`).
+//! - [`record`]: the binary records the embedded and Redis stores write.
 
 pub mod embedded;
 pub mod memory;
 pub mod record;
+pub mod redis_store;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use memory::MemoryStore;
+pub use redis_store::{RedisConfig, RedisStore};

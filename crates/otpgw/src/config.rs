@@ -154,6 +154,9 @@ pub enum Backend {
     Embedded,
     /// Keeps nothing across a restart; only when named, and logged loudly.
     Memory,
+    /// Redis Streams (`redis_url`, `redis_prefix`, `node_id`); durable when Redis
+    /// runs with `appendonly yes` and `appendfsync always`.
+    Redis,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +179,16 @@ pub struct Store {
     /// A receipt waits this long for its brand to bind, then is dropped (counted).
     #[serde(default = "d_receipt_retention")]
     pub receipt_retention_secs: u64,
+    /// Redis backend: the server (`redis://host:port/db`).
+    #[serde(default)]
+    pub redis_url: String,
+    /// Redis backend: prefix of every key, so gateways can share a Redis.
+    #[serde(default = "d_redis_prefix")]
+    pub redis_prefix: String,
+    /// Redis backend: this node's id, the same across its restarts and different
+    /// from every other node's.
+    #[serde(default)]
+    pub node_id: String,
 }
 
 impl Default for Store {
@@ -187,8 +200,15 @@ impl Default for Store {
             batch_max: d_batch_max(),
             finished_retention_secs: d_finished_retention(),
             receipt_retention_secs: d_receipt_retention(),
+            redis_url: String::new(),
+            redis_prefix: d_redis_prefix(),
+            node_id: String::new(),
         }
     }
+}
+
+fn d_redis_prefix() -> String {
+    "otpgw".into()
 }
 
 fn d_backend() -> Backend {
@@ -600,6 +620,25 @@ impl Config {
         if st.backend == Backend::Embedded && st.path.as_os_str().is_empty() {
             p.push("store.path: must not be empty".into());
         }
+        if st.backend == Backend::Redis {
+            if !(st.redis_url.starts_with("redis://") || st.redis_url.starts_with("rediss://")) {
+                p.push(
+                    "store.redis_url: required with backend = \"redis\" (redis://host:port/db)"
+                        .into(),
+                );
+            }
+            if st.node_id.is_empty()
+                || !st
+                    .node_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                p.push("store.node_id: required with backend = \"redis\": letters, digits, '-', '_' or '.', unique per node".into());
+            }
+            if st.redis_prefix.is_empty() || st.redis_prefix.contains(char::is_whitespace) {
+                p.push("store.redis_prefix: must be a non-empty word".into());
+            }
+        }
         if st.commit_window_us > 100_000 {
             p.push(format!(
                 "store.commit_window_us = {}: at most 100000",
@@ -804,6 +843,14 @@ impl Config {
         c.batch_max = s.batch_max;
         c.finished_retention = Duration::from_secs(s.finished_retention_secs);
         c.receipt_retention = Duration::from_secs(s.receipt_retention_secs);
+        c
+    }
+
+    /// The Redis store's settings.
+    pub fn redis_config(&self) -> otpgw_store::RedisConfig {
+        let s = &self.store;
+        let mut c = otpgw_store::RedisConfig::new(&s.redis_url, &s.redis_prefix, &s.node_id);
+        c.batch_max = s.batch_max;
         c
     }
 

@@ -165,6 +165,18 @@ impl Gateway {
                 embedded = Some(e.clone());
                 e
             }
+            Backend::Redis => {
+                let r = otpgw_store::RedisStore::open(cfg.redis_config())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot open the redis store (node {}, prefix {})",
+                            cfg.store.node_id, cfg.store.redis_prefix
+                        )
+                    })?;
+                tracing::info!(node = %cfg.store.node_id, prefix = %cfg.store.redis_prefix, "redis store open");
+                Arc::new(r)
+            }
         };
         let now = clock::now_ms();
         let recovered = store.recover(now).context("cannot read the store")?;
@@ -400,7 +412,12 @@ impl Gateway {
         if new.server.listen != cur.server.listen {
             restart.push("server.listen".into());
         }
-        if new.store.path != cur.store.path || new.store.backend != cur.store.backend {
+        if new.store.path != cur.store.path
+            || new.store.backend != cur.store.backend
+            || new.store.redis_url != cur.store.redis_url
+            || new.store.redis_prefix != cur.store.redis_prefix
+            || new.store.node_id != cur.store.node_id
+        {
             restart.push("store".into());
         }
         if new.ops.listen != cur.ops.listen || new.ops.admin_token != cur.ops.admin_token {

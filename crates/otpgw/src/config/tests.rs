@@ -54,6 +54,33 @@ fn store_is_embedded_unless_memory_is_named() {
 }
 
 #[test]
+fn redis_backend_needs_its_url_and_a_node_id() {
+    let bare = EXAMPLE.replace("backend = \"embedded\"", "backend = \"redis\"");
+    let e = Config::parse(&bare, "x.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("store.redis_url") && e.contains("store.node_id"),
+        "{e}"
+    );
+    let bad_node = bare.replace(
+        "backend = \"redis\"",
+        "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:6390/0\"\nnode_id = \"a b\"",
+    );
+    let e = Config::parse(&bad_node, "x.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("store.node_id") && !e.contains("store.redis_url"),
+        "{e}"
+    );
+    let ok = bare.replace(
+        "backend = \"redis\"",
+        "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:6390/0\"\nnode_id = \"node-1\"",
+    );
+    let c = Config::parse(&ok, "x.toml").unwrap();
+    assert_eq!(c.store.backend, Backend::Redis);
+    assert_eq!(c.redis_config().node, "node-1");
+    assert_eq!(c.store.redis_prefix, "otpgw");
+}
+
+#[test]
 fn semantic_problems_name_their_fields() {
     let bad = EXAMPLE.replace("binds = 2", "binds = 0").replace(
         "password_hash = ",

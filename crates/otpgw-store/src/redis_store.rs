@@ -1,0 +1,507 @@
+//! The Redis backend: accepted messages in a Redis Stream with a consumer group, so
+//! several otpgw nodes can share one Redis and a message always has one owning node.
+//!
+//! Keys, under a configurable prefix `P`:
+//! - `P:msgs`: the stream; each entry holds one accepted message (`rec`, the binary
+//!   record of [`crate::record`]). Consumer group `otpgw`; each node is a consumer
+//!   named by its node id. Accepting is one Lua script that `XADD`s the entry and at
+//!   once `XREADGROUP`s it for this node, so the entry sits in this node's pending
+//!   list (PEL) from the moment it exists. A finished message is `XACK`ed and
+//!   `XDEL`eted.
+//! - `P:state`: hash, message id -> carrier state (sent mark, or carrier and the
+//!   carrier's message id).
+//! - `P:receipts:NODE`: hash, message id -> receipt owed to a brand, until the brand
+//!   acknowledged it.
+//!
+//! Durability is Redis's: a write is acknowledged to the brand after Redis answered
+//! the script, so with `appendonly yes` and `appendfsync always` an acknowledged
+//! message is on Redis's disk. At open the store asks Redis for `appendfsync` and
+//! logs an error when it is not `always` (or cannot be read).
+//!
+//! Writes go through one task that pipelines everything queued (up to `batch_max`)
+//! into one round trip, like the embedded store's group commit. When Redis is
+//! unreachable every write of the batch fails: accepts resolve to
+//! [`StoreError::Unavailable`] (the brand gets a temporary error, nothing is
+//! acknowledged), the store reports unhealthy (readiness goes false) and a `PING`
+//! every second notices when Redis is back. A connection lost while a pipeline was
+//! under way may leave some of its accepts written although their brand got an
+//! error: the brand sends again and the message can go out twice (at-least-once,
+//! never lost).
+//!
+//! Recovery (`recover`) reads this node's own pending entries (`XREADGROUP ... 0`),
+//! their carrier states and this node's owed receipts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use otpgw_core::outbox::ReceiptJob;
+use otpgw_core::store::{Recovered, Store, StoreError, StoreFuture, Ticket};
+use otpgw_core::{DeliveryState, Message, MsgId};
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::record::{self, CarrierState};
+
+/// Consumer group every node reads the stream with.
+pub const GROUP: &str = "otpgw";
+
+const ACCEPT_LUA: &str = r"
+local e = redis.call('XADD', KEYS[1], '*', 'rec', ARGV[1])
+redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', '1', 'STREAMS', KEYS[1], '>')
+return e
+";
+
+/// Where and how.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://` with TLS support compiled in).
+    pub url: String,
+    /// Key prefix, so several gateways can share one Redis.
+    pub prefix: String,
+    /// This node's id: its consumer name in the group. Must stay the same across
+    /// restarts of the node (its pending messages are found by it).
+    pub node: String,
+    /// Most writes in one pipeline.
+    pub batch_max: usize,
+    /// Accepts waiting for Redis beyond which brands get a temporary error.
+    pub max_pending_accepts: usize,
+    /// How long a connection attempt or a command may take.
+    pub timeout: Duration,
+}
+
+impl RedisConfig {
+    /// Defaults: batches of 1,000, 50,000 pending accepts, 2 s timeout.
+    pub fn new(url: &str, prefix: &str, node: &str) -> Self {
+        Self {
+            url: url.into(),
+            prefix: prefix.into(),
+            node: node.into(),
+            batch_max: 1000,
+            max_pending_accepts: 50_000,
+            timeout: Duration::from_secs(2),
+        }
+    }
+    fn stream(&self) -> String {
+        format!("{}:msgs", self.prefix)
+    }
+    fn state(&self) -> String {
+        format!("{}:state", self.prefix)
+    }
+    fn receipts(&self) -> String {
+        format!("{}:receipts:{}", self.prefix, self.node)
+    }
+}
+
+enum Op {
+    Accept {
+        id: u64,
+        rec: Vec<u8>,
+        done: oneshot::Sender<bool>,
+    },
+    Sent(u64, oneshot::Sender<bool>),
+    Confirmed(u64, Vec<u8>),
+    Finished {
+        id: u64,
+        receipt: Option<Vec<u8>>,
+        done: oneshot::Sender<bool>,
+    },
+    Forwarded(u64),
+    Flush(oneshot::Sender<bool>),
+}
+
+/// The Redis store (see the module docs).
+pub struct RedisStore {
+    cfg: RedisConfig,
+    client: redis::Client,
+    tx: mpsc::UnboundedSender<Op>,
+    /// Stream entry id of each accepted, unfinished message of this node.
+    entries: Arc<DashMap<u64, String>>,
+    pending_accepts: Arc<AtomicUsize>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.cfg.prefix)
+            .field("node", &self.cfg.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Connect, create the consumer group if missing, check Redis's fsync setting
+    /// and start the writer task. Fails when Redis cannot be reached.
+    pub async fn open(cfg: RedisConfig) -> Result<Self, StoreError> {
+        if cfg.node.is_empty() || cfg.prefix.is_empty() {
+            return Err(StoreError::Unavailable(
+                "redis store needs a node id and a key prefix".into(),
+            ));
+        }
+        let client = redis::Client::open(cfg.url.as_str()).map_err(err)?;
+        let mcfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(cfg.timeout)
+            .set_response_timeout(cfg.timeout)
+            .set_number_of_retries(1);
+        let mut conn = tokio::time::timeout(
+            cfg.timeout,
+            ConnectionManager::new_with_config(client.clone(), mcfg),
+        )
+        .await
+        .map_err(|_| err("connecting to redis timed out"))?
+        .map_err(err)?;
+        ensure_group(&mut conn, &cfg).await?;
+        check_fsync(&mut conn).await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let entries = Arc::new(DashMap::new());
+        let pending = Arc::new(AtomicUsize::new(0));
+        let healthy = Arc::new(AtomicBool::new(true));
+        tokio::spawn(writer(
+            cfg.clone(),
+            conn,
+            rx,
+            entries.clone(),
+            pending.clone(),
+            healthy.clone(),
+        ));
+        Ok(Self {
+            cfg,
+            client,
+            tx,
+            entries,
+            pending_accepts: pending,
+            healthy,
+        })
+    }
+}
+
+async fn ensure_group(conn: &mut ConnectionManager, cfg: &RedisConfig) -> Result<(), StoreError> {
+    let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(cfg.stream())
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Log an error when Redis does not fsync every write.
+async fn check_fsync(conn: &mut ConnectionManager) {
+    let r: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendfsync")
+        .query_async(conn)
+        .await;
+    let aof: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query_async(conn)
+        .await;
+    match (r, aof) {
+        (Ok(f), Ok(a))
+            if f.get(1).map(String::as_str) == Some("always")
+                && a.get(1).map(String::as_str) == Some("yes") => {}
+        (Ok(f), Ok(a)) => tracing::error!(
+            appendonly = a.get(1).map(String::as_str).unwrap_or("?"),
+            appendfsync = f.get(1).map(String::as_str).unwrap_or("?"),
+            "redis is not configured to fsync every write (appendonly yes, appendfsync always): acknowledged messages can be lost if redis crashes"
+        ),
+        _ => tracing::error!(
+            "cannot read redis's appendfsync setting (CONFIG GET refused?): make sure it is appendonly yes, appendfsync always"
+        ),
+    }
+}
+
+async fn writer(
+    cfg: RedisConfig,
+    mut conn: ConnectionManager,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    entries: Arc<DashMap<u64, String>>,
+    pending: Arc<AtomicUsize>,
+    healthy: Arc<AtomicBool>,
+) {
+    let script = redis::Script::new(ACCEPT_LUA);
+    let (stream, state, receipts) = (cfg.stream(), cfg.state(), cfg.receipts());
+    let mut batch = Vec::with_capacity(cfg.batch_max);
+    loop {
+        let first = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(Some(op)) => op,
+            Ok(None) => return,
+            Err(_) => {
+                // Idle: find out whether Redis is (still) there.
+                let ok = redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok();
+                if ok && !healthy.load(Ordering::Relaxed) {
+                    let _ = ensure_group(&mut conn, &cfg).await;
+                }
+                healthy.store(ok, Ordering::Relaxed);
+                continue;
+            }
+        };
+        batch.push(first);
+        while batch.len() < cfg.batch_max {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut pipe = redis::pipe();
+        for op in &batch {
+            match op {
+                Op::Accept { rec, .. } => {
+                    pipe.cmd("EVALSHA")
+                        .arg(script.get_hash())
+                        .arg(1)
+                        .arg(&stream)
+                        .arg(rec.as_slice())
+                        .arg(GROUP)
+                        .arg(&cfg.node);
+                }
+                Op::Sent(id, _) => {
+                    pipe.cmd("HSETNX")
+                        .arg(&state)
+                        .arg(id)
+                        .arg(record::encode_state(&CarrierState::Sent))
+                        .ignore();
+                }
+                Op::Confirmed(id, st) => {
+                    pipe.cmd("HSET")
+                        .arg(&state)
+                        .arg(id)
+                        .arg(st.as_slice())
+                        .ignore();
+                }
+                Op::Finished { id, receipt, .. } => {
+                    if let Some(e) = entries.get(id).map(|e| e.value().clone()) {
+                        pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&e).ignore();
+                        pipe.cmd("XDEL").arg(&stream).arg(&e).ignore();
+                    }
+                    pipe.cmd("HDEL").arg(&state).arg(id).ignore();
+                    if let Some(r) = receipt {
+                        pipe.cmd("HSET")
+                            .arg(&receipts)
+                            .arg(id)
+                            .arg(r.as_slice())
+                            .ignore();
+                    }
+                }
+                Op::Forwarded(id) => {
+                    pipe.cmd("HDEL").arg(&receipts).arg(id).ignore();
+                }
+                Op::Flush(_) => {}
+            }
+        }
+        let mut res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut conn).await;
+        if matches!(&res, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
+            // Redis restarted (its script cache is empty): load and send again.
+            let loaded = script.prepare_invoke().load_async(&mut conn).await.is_ok();
+            if loaded {
+                res = pipe.query_async(&mut conn).await;
+            }
+        }
+        let ok = res.is_ok();
+        if let Err(e) = &res {
+            tracing::error!(error = %e, writes = batch.len(), "redis write failed");
+            metrics::counter!("otpgw_store_write_failures_total").increment(1);
+        }
+        healthy.store(ok, Ordering::Relaxed);
+        let mut ids = res.ok().map(Vec::into_iter);
+        for op in batch.drain(..) {
+            match op {
+                Op::Accept { id, done, .. } => {
+                    pending.fetch_sub(1, Ordering::Relaxed);
+                    let entry = ids
+                        .as_mut()
+                        .and_then(Iterator::next)
+                        .and_then(|v| redis::from_redis_value::<String>(&v).ok());
+                    if let Some(e) = &entry {
+                        entries.insert(id, e.clone());
+                    }
+                    let _ = done.send(entry.is_some());
+                }
+                Op::Sent(_, done) | Op::Flush(done) => {
+                    let _ = done.send(ok);
+                }
+                Op::Finished { id, done, .. } => {
+                    if ok {
+                        entries.remove(&id);
+                    }
+                    let _ = done.send(ok);
+                }
+                Op::Confirmed(..) | Op::Forwarded(_) => {}
+            }
+        }
+    }
+}
+
+impl Store for RedisStore {
+    fn accept<'a>(&'a self, msg: &'a Message) -> StoreFuture<'a, ()> {
+        if self.pending_accepts.load(Ordering::Relaxed) >= self.cfg.max_pending_accepts {
+            metrics::counter!("otpgw_store_busy_total").increment(1);
+            return Box::pin(std::future::ready(Err(StoreError::Busy)));
+        }
+        if !self.healthy.load(Ordering::Relaxed) {
+            return Box::pin(std::future::ready(Err(StoreError::Unavailable(
+                "redis unreachable".into(),
+            ))));
+        }
+        let (done, rx) = oneshot::channel();
+        self.pending_accepts.fetch_add(1, Ordering::Relaxed);
+        let sent = self.tx.send(Op::Accept {
+            id: msg.id.0,
+            rec: record::encode_message(msg),
+            done,
+        });
+        if sent.is_err() {
+            self.pending_accepts.fetch_sub(1, Ordering::Relaxed);
+        }
+        Box::pin(async move {
+            if sent.is_err() {
+                return Err(StoreError::Closed);
+            }
+            match rx.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(StoreError::Unavailable("redis write failed".into())),
+                Err(_) => Err(StoreError::Closed),
+            }
+        })
+    }
+
+    fn submitted(&self, id: MsgId) -> Ticket {
+        let (done, t) = Ticket::pending();
+        let _ = self.tx.send(Op::Sent(id.0, done));
+        t
+    }
+
+    fn carrier_accepted(&self, id: MsgId, carrier: &str, carrier_msg_id: &str) {
+        let s = CarrierState::Confirmed {
+            carrier: carrier.into(),
+            carrier_id: carrier_msg_id.into(),
+        };
+        let _ = self.tx.send(Op::Confirmed(id.0, record::encode_state(&s)));
+    }
+
+    fn finished(
+        &self,
+        id: MsgId,
+        _state: DeliveryState,
+        receipt: Option<&ReceiptJob>,
+        _now_ms: u64,
+    ) -> Ticket {
+        let (done, t) = Ticket::pending();
+        let _ = self.tx.send(Op::Finished {
+            id: id.0,
+            receipt: receipt.map(record::encode_receipt),
+            done,
+        });
+        t
+    }
+
+    fn receipt_forwarded(&self, id: MsgId) {
+        let _ = self.tx.send(Op::Forwarded(id.0));
+    }
+
+    fn recover(&self, _now_ms: u64) -> Result<Recovered, StoreError> {
+        let mut c = self
+            .client
+            .get_connection_with_timeout(self.cfg.timeout)
+            .map_err(err)?;
+        let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut out = Recovered::default();
+        let stream = self.cfg.stream();
+        let mut after = "0-0".to_string();
+        loop {
+            // This node's pending entries, oldest first, 1,000 at a time.
+            let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.cfg.node)
+                .arg("COUNT")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(&after)
+                .query(&mut c)
+                .map_err(err)?;
+            let ids: Vec<redis::streams::StreamId> =
+                reply.keys.into_iter().flat_map(|k| k.ids).collect();
+            let Some(last) = ids.last() else { break };
+            after = last.id.clone();
+            let mut msgs = Vec::with_capacity(ids.len());
+            for e in &ids {
+                let rec: Option<Vec<u8>> = e.get("rec");
+                match rec.as_deref().and_then(record::decode_message) {
+                    Some(m) => {
+                        self.entries.insert(m.id.0, e.id.clone());
+                        msgs.push(m);
+                    }
+                    // An entry deleted after it was read leaves an empty history
+                    // entry: nothing to recover.
+                    None => {
+                        tracing::warn!(entry = %e.id, "unreadable or deleted stream entry skipped")
+                    }
+                }
+            }
+            if msgs.is_empty() {
+                continue;
+            }
+            let states: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(self.cfg.state())
+                .arg(msgs.iter().map(|m| m.id.0).collect::<Vec<_>>())
+                .query(&mut c)
+                .map_err(err)?;
+            for (m, s) in msgs.into_iter().zip(states) {
+                match s.as_deref().and_then(record::decode_state) {
+                    Some(CarrierState::Confirmed {
+                        carrier,
+                        carrier_id,
+                    }) => out.confirmed.push((m, carrier, carrier_id)),
+                    Some(CarrierState::Sent) => out.unconfirmed.push((m, true)),
+                    None => out.unconfirmed.push((m, false)),
+                }
+            }
+        }
+        let owed: Vec<Vec<u8>> = redis::cmd("HVALS")
+            .arg(self.cfg.receipts())
+            .query(&mut c)
+            .map_err(err)?;
+        out.receipts = owed
+            .iter()
+            .filter_map(|v| record::decode_receipt(v))
+            .collect();
+        out.receipts.sort_by_key(|j| j.done_ms);
+        Ok(out)
+    }
+
+    fn flush(&self) -> Ticket {
+        let (done, t) = Ticket::pending();
+        let _ = self.tx.send(Op::Flush(done));
+        t
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}

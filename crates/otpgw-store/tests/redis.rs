@@ -1,0 +1,191 @@
+//! The Redis store against a real `redis-server` that each test starts on a free
+//! port of 127.0.0.1, with the settings durability needs (`appendonly yes`,
+//! `appendfsync always`), in its own directory. Skipped when `redis-server` is not
+//! installed, unless `OTPGW_REQUIRE_REDIS=1` (as in `.ci/run`, whose
+//! `scripts/test-deps.sh` installs it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use otpgw_core::outbox::ReceiptJob;
+use otpgw_core::store::{Store, StoreError};
+use otpgw_core::{Class, DeliveryState, Message, MsgId};
+use otpgw_proto::pdu::{Address, SubmitFields};
+use otpgw_sim::redis_server::TestRedis as Redis;
+use otpgw_store::{RedisConfig, RedisStore};
+
+fn msg(id: u64) -> Message {
+    Message {
+        id: MsgId(id),
+        brand: "bank".into(),
+        fields: SubmitFields {
+            source: Address {
+                ton: 5,
+                npi: 0,
+                addr: "BANK".into(),
+            },
+            dest: Address {
+                ton: 1,
+                npi: 1,
+                addr: format!("4477{id:08}"),
+            },
+            registered_delivery: 1,
+            short_message: Bytes::from(format!("code {id:06}")),
+            ..Default::default()
+        },
+        class: Class::Otp,
+        accepted_ms: 1,
+        deadline_ms: u64::MAX / 2,
+        attempts: Default::default(),
+    }
+}
+
+fn job(id: u64, done_ms: u64) -> ReceiptJob {
+    ReceiptJob {
+        id: MsgId(id),
+        brand: "bank".into(),
+        source: Address::default(),
+        dest: Address::default(),
+        state: DeliveryState::Delivered,
+        err: "000".into(),
+        submit_ms: 0,
+        done_ms,
+        attempts: 0,
+    }
+}
+
+async fn open(r: &Redis, node: &str) -> RedisStore {
+    RedisStore::open(RedisConfig::new(&r.url(), "t", node))
+        .await
+        .expect("redis store opens")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_after_a_restart_of_the_node() {
+    let Some(r) = Redis::start("recover") else {
+        return;
+    };
+    {
+        let s = Arc::new(open(&r, "n1").await);
+        // 2,000 concurrent accepts share pipelines.
+        let mut tasks = Vec::new();
+        for i in 100..2100u64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move { s.accept(&msg(i)).await.is_ok() }));
+        }
+        for t in tasks {
+            assert!(t.await.expect("task"));
+        }
+        for i in 1..=5 {
+            s.accept(&msg(i)).await.expect("accepted");
+        }
+        s.submitted(MsgId(2));
+        assert!(s.submitted(MsgId(3)).wait().await);
+        s.carrier_accepted(MsgId(3), "sim", "1A2B");
+        let r4 = s.finished(MsgId(4), DeliveryState::Delivered, Some(&job(4, 10)), 10);
+        assert!(r4.wait().await);
+        let r5 = s.finished(MsgId(5), DeliveryState::Delivered, Some(&job(5, 11)), 11);
+        assert!(r5.wait().await);
+        s.receipt_forwarded(MsgId(5));
+        for i in 100..2100u64 {
+            s.finished(MsgId(i), DeliveryState::Delivered, None, 12);
+        }
+        assert!(s.flush().wait().await);
+    }
+    // Another node on the same Redis sees none of n1's messages as its own.
+    let other = open(&r, "n2").await;
+    let rec = other.recover(20).expect("recover");
+    assert!(rec.unconfirmed.is_empty() && rec.confirmed.is_empty() && rec.receipts.is_empty());
+
+    let s = open(&r, "n1").await;
+    let rec = s.recover(20).expect("recover");
+    let mut un: Vec<(u64, bool)> = rec.unconfirmed.iter().map(|(m, s)| (m.id.0, *s)).collect();
+    un.sort();
+    assert_eq!(un, vec![(1, false), (2, true)]);
+    assert_eq!(rec.confirmed.len(), 1);
+    let (m, carrier, cid) = &rec.confirmed[0];
+    assert_eq!((m.id.0, carrier.as_str(), cid.as_str()), (3, "sim", "1A2B"));
+    assert_eq!(m.fields.short_message, Bytes::from("code 000003"));
+    assert_eq!(
+        rec.receipts.iter().map(|j| j.id.0).collect::<Vec<_>>(),
+        vec![4]
+    );
+
+    // Finishing a recovered message removes it from the stream.
+    assert!(
+        s.finished(MsgId(1), DeliveryState::Delivered, None, 30)
+            .wait()
+            .await
+    );
+    let rec = s.recover(40).expect("recover");
+    assert_eq!(rec.unconfirmed.len(), 1, "only message 2 left unconfirmed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_loses_nothing_acknowledged() {
+    let Some(mut r) = Redis::start("restart") else {
+        return;
+    };
+    let s = open(&r, "n1").await;
+    for i in 1..=500 {
+        s.accept(&msg(i)).await.expect("accepted");
+    }
+    r.kill9();
+    // Accepts fail with a temporary error; nothing is acknowledged.
+    let mut refused = 0;
+    for i in 501..=510 {
+        match tokio::time::timeout(Duration::from_secs(10), s.accept(&msg(i))).await {
+            Ok(Err(StoreError::Unavailable(_))) => refused += 1,
+            other => panic!("accept while redis is down: {other:?}"),
+        }
+    }
+    assert_eq!(refused, 10);
+    assert!(!s.is_healthy(), "unhealthy while redis is down");
+
+    assert!(r.spawn(), "redis restarts");
+    // Health comes back within a few idle pings.
+    let mut healthy = false;
+    for _ in 0..100 {
+        if s.is_healthy() {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "healthy again after redis came back");
+    let mut accepted_after = 0;
+    for i in 511..=520 {
+        if s.accept(&msg(i)).await.is_ok() {
+            accepted_after += 1;
+        }
+    }
+    assert!(
+        accepted_after >= 9,
+        "accepts work again ({accepted_after}/10)"
+    );
+
+    // Everything acknowledged before the crash is still there (AOF, fsync always).
+    let rec = open(&r, "n1").await.recover(0).expect("recover");
+    let ids: std::collections::HashSet<u64> = rec.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
+    for i in 1..=500 {
+        assert!(ids.contains(&i), "acknowledged message {i} lost");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let e = RedisStore::open(RedisConfig::new(
+        &format!("redis://127.0.0.1:{port}/"),
+        "t",
+        "n1",
+    ))
+    .await
+    .expect_err("nothing listens there");
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+}
