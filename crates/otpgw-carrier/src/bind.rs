@@ -351,6 +351,12 @@ where
                     }
                     g
                 };
+                let granted = match (&shared.cfg.shared_limit, shared.cfg.rate_limit) {
+                    (Some(sl), Some(rate)) if granted > 0 => {
+                        shared_grant(shared, sl.as_ref(), rate, granted, &mut rate_wait).await
+                    }
+                    _ => granted,
+                };
                 for m in out.drain(granted..) {
                     shared.queue.push(m, now_ms());
                 }
@@ -743,4 +749,30 @@ fn apply_receipt(
     }
     shared.matcher.lock().forget(id);
     ticket
+}
+
+/// Ask the rate limit shared with other nodes for `want` of the tokens this node's
+/// own limiter granted; what it refuses goes back to the local limiter and the bind
+/// waits a little (5 ms; 50 ms when the shared state is unreachable: then nothing
+/// is sent, as the store cannot record sends either).
+async fn shared_grant(
+    shared: &Shared,
+    sl: &dyn otpgw_core::shared_limit::SharedLimit,
+    rate: f64,
+    want: usize,
+    rate_wait: &mut Option<tokio::time::Instant>,
+) -> usize {
+    let burst = (rate / 50.0).max(1.0);
+    let (got, wait_ms) = match sl.take(&shared.cfg.name, rate, burst, want).await {
+        Ok(g) => (g.min(want), 5),
+        Err(e) => {
+            tracing::warn!(carrier = %shared.cfg.name, error = %e, "shared rate limit unreachable: not sending");
+            (0, 50)
+        }
+    };
+    if got < want {
+        shared.limiter.lock().refund(want - got);
+        *rate_wait = Some(tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms));
+    }
+    got
 }

@@ -89,6 +89,9 @@ pub struct CarrierConfig {
     /// Messages per second for all binds together (`None`: as fast as the windows
     /// allow, until the carrier throttles).
     pub rate_limit: Option<f64>,
+    /// Nodes sharing this carrier: the rate limit holds for all of them together
+    /// (every batch also asks this shared bucket). `None`: this node alone.
+    pub shared_limit: Option<std::sync::Arc<dyn otpgw_core::shared_limit::SharedLimit>>,
     /// With no bind up (or paused) this long, queued messages move to the next
     /// available carrier of their route.
     pub failover_after: Duration,
@@ -136,6 +139,7 @@ impl CarrierConfig {
             receipt_ids: IdMode::Auto,
             drain_grace: Duration::from_secs(10),
             rate_limit: None,
+            shared_limit: None,
             failover_after: Duration::from_secs(2),
         }
     }

@@ -1,16 +1,18 @@
 //! The shared model of otpgw, below every crate that moves messages.
 //!
 //! - [`message`]: a message as accepted from a brand ([`Message`], [`MsgId`], [`Class`]);
-//! - [`store`]: the [`Store`] trait every backend implements (memory now, embedded
-//!   and Redis later);
+//! - [`store`]: the [`Store`] trait every backend implements (memory, embedded,
+//!   Redis);
 //! - [`tracker`]: messages between acceptance and their final state, and what
 //!   happens when they reach it;
 //! - [`outbox`]: per-brand queues of receipts waiting for a receiver session;
-//! - [`clock`]: the wall clock, read only by drivers and passed down as `now`.
+//! - [`clock`]: the wall clock, read only by drivers and passed down as `now`;
+//! - [`shared_limit`]: a carrier rate limit several nodes hold together.
 
 pub mod clock;
 pub mod message;
 pub mod outbox;
+pub mod shared_limit;
 pub mod store;
 pub mod tracker;
 

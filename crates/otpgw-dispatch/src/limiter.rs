@@ -182,6 +182,15 @@ impl RateLimiter {
         n
     }
 
+    /// Give back `n` tokens taken by [`RateLimiter::take`] but not used (another
+    /// limit, such as one shared with other nodes, granted fewer).
+    pub fn refund(&mut self, n: usize) {
+        if let Some(rate) = self.rate {
+            self.tokens = (self.tokens + n as f64).min(burst(rate));
+            self.window_taken = (self.window_taken - n as f64).max(0.0);
+        }
+    }
+
     /// When the next token is available (`None`: now, or unlimited).
     pub fn next_token_at(&self, now: Instant) -> Option<Instant> {
         let rate = self.rate?;

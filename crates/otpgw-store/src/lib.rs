@@ -6,13 +6,16 @@
 //!   logged loudly as not durable by the binary.
 //! - [`redis_store::RedisStore`]: Redis Streams with a consumer group, for several
 //!   nodes on one Redis (durable with `appendfsync always`).
+//! - [`redis_limit::RedisRateLimit`]: carrier rate limits shared by the nodes.
 //! - [`record`]: the binary records the embedded and Redis stores write.
 
 pub mod embedded;
 pub mod memory;
 pub mod record;
+pub mod redis_limit;
 pub mod redis_store;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use memory::MemoryStore;
+pub use redis_limit::RedisRateLimit;
 pub use redis_store::{RedisConfig, RedisStore};

@@ -47,6 +47,22 @@ use crate::record::{self, CarrierState};
 /// Consumer group every node reads the stream with.
 pub const GROUP: &str = "otpgw";
 
+/// Registers a node id under the prefix once and returns its number (1, 2, ...).
+const NODE_NUMBER_LUA: &str = r"
+local n = redis.call('HGET', KEYS[1], ARGV[1])
+if not n then
+  n = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], ARGV[1], n)
+end
+return tonumber(n)
+";
+
+/// The first message id of node number `node` starting at `now_us`: the number in
+/// the top byte, the microsecond clock below it (56 bits last until the year 4253).
+pub fn id_start(node: u8, now_us: u64) -> u64 {
+    (u64::from(node) << 56) | (now_us & ((1 << 56) - 1))
+}
+
 const ACCEPT_LUA: &str = r"
 local e = redis.call('XADD', KEYS[1], '*', 'rec', ARGV[1])
 redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', '1', 'STREAMS', KEYS[1], '>')
@@ -120,6 +136,7 @@ pub struct RedisStore {
     entries: Arc<DashMap<u64, String>>,
     pending_accepts: Arc<AtomicUsize>,
     healthy: Arc<AtomicBool>,
+    node_number: u8,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -158,6 +175,19 @@ impl RedisStore {
         .map_err(err)?;
         ensure_group(&mut conn, &cfg).await?;
         check_fsync(&mut conn).await;
+        let n: i64 = redis::Script::new(NODE_NUMBER_LUA)
+            .key(format!("{}:nodes", cfg.prefix))
+            .key(format!("{}:node_seq", cfg.prefix))
+            .arg(&cfg.node)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(err)?;
+        let node_number = u8::try_from(n).map_err(|_| {
+            err(format!(
+                "node number {n}: at most 255 node ids can be registered under prefix {} (see the hash {}:nodes)",
+                cfg.prefix, cfg.prefix
+            ))
+        })?;
         let (tx, rx) = mpsc::unbounded_channel();
         let entries = Arc::new(DashMap::new());
         let pending = Arc::new(AtomicUsize::new(0));
@@ -177,6 +207,7 @@ impl RedisStore {
             entries,
             pending_accepts: pending,
             healthy,
+            node_number,
         })
     }
 }
@@ -345,6 +376,13 @@ async fn writer(
                 Op::Confirmed(..) | Op::Forwarded(_) => {}
             }
         }
+    }
+}
+
+impl RedisStore {
+    /// This node's number under the prefix (1 for the first node id registered).
+    pub fn node_number(&self) -> u8 {
+        self.node_number
     }
 }
 

@@ -189,3 +189,58 @@ async fn unreachable_redis_is_a_clear_error() {
     .expect_err("nothing listens there");
     assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
 }
+
+/// Three clients of one carrier's shared bucket, each asking flat out: in every
+/// sliding second together they get at most the rate plus the burst, and close to
+/// the rate overall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_bucket_caps_three_clients_together() {
+    use otpgw_core::shared_limit::SharedLimit;
+    let Some(r) = Redis::start("bucket") else {
+        return;
+    };
+    let (rate, burst) = (1000.0, 20.0);
+    let start = tokio::time::Instant::now();
+    let run = Duration::from_millis(2500);
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let l = otpgw_store::RedisRateLimit::connect(&r.url(), "t", Duration::from_secs(2))
+            .await
+            .expect("connect");
+        tasks.push(tokio::spawn(async move {
+            let mut grants = Vec::new();
+            while start.elapsed() < run {
+                let n = l.take("sim", rate, burst, 10).await.expect("grant");
+                if n > 0 {
+                    grants.push((start.elapsed(), n));
+                } else {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            grants
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all.sort();
+    let total: usize = all.iter().map(|(_, n)| n).sum();
+    let mut worst = 0;
+    for (i, (t0, _)) in all.iter().enumerate() {
+        let in_window: usize = all[i..]
+            .iter()
+            .take_while(|(t, _)| *t < *t0 + Duration::from_secs(1))
+            .map(|(_, n)| n)
+            .sum();
+        worst = worst.max(in_window);
+    }
+    assert!(
+        worst as f64 <= rate + burst,
+        "{worst} granted in one second at {rate}/s (burst {burst})"
+    );
+    assert!(
+        total as f64 >= rate * 2.3,
+        "only {total} granted in 2.5 s at {rate}/s"
+    );
+}

@@ -189,6 +189,10 @@ pub struct Store {
     /// from every other node's.
     #[serde(default)]
     pub node_id: String,
+    /// Redis backend: each carrier's `rate_limit` holds for all nodes on this Redis
+    /// prefix together (a token bucket in Redis), not per node.
+    #[serde(default = "d_true")]
+    pub share_carrier_limits: bool,
 }
 
 impl Default for Store {
@@ -203,6 +207,7 @@ impl Default for Store {
             redis_url: String::new(),
             redis_prefix: d_redis_prefix(),
             node_id: String::new(),
+            share_carrier_limits: true,
         }
     }
 }

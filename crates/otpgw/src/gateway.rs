@@ -147,6 +147,10 @@ impl Gateway {
         }
         let mut memory = None;
         let mut embedded = None;
+        // First message id; with Redis the node's number goes in the top byte so
+        // nodes sharing a Redis never hand out the same id.
+        let mut id_start = clock::now_us();
+        let mut shared_limit: Option<Arc<dyn otpgw_core::shared_limit::SharedLimit>> = None;
         let store: Arc<dyn Store> = match cfg.store.backend {
             Backend::Memory => {
                 tracing::warn!(
@@ -174,7 +178,20 @@ impl Gateway {
                             cfg.store.node_id, cfg.store.redis_prefix
                         )
                     })?;
-                tracing::info!(node = %cfg.store.node_id, prefix = %cfg.store.redis_prefix, "redis store open");
+                tracing::info!(node = %cfg.store.node_id, number = r.node_number(), prefix = %cfg.store.redis_prefix, "redis store open");
+                id_start = otpgw_store::redis_store::id_start(r.node_number(), id_start);
+                if cfg.store.share_carrier_limits {
+                    let l = otpgw_store::RedisRateLimit::connect(
+                        &cfg.store.redis_url,
+                        &cfg.store.redis_prefix,
+                        std::time::Duration::from_secs(2),
+                    )
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot connect the shared rate limit to redis: {e}")
+                    })?;
+                    shared_limit = Some(Arc::new(l));
+                }
                 Arc::new(r)
             }
         };
@@ -203,6 +220,7 @@ impl Gateway {
         let mut carriers = Vec::new();
         for mut cc in cfg.carrier_configs() {
             cc.drain_grace = grace;
+            cc.shared_limit = shared_limit.clone();
             let q = dispatcher.queue(&cc.name).context("carrier queue")?;
             let pre = preload.remove(&cc.name).unwrap_or_default();
             carriers.push(Carrier::spawn_with(
@@ -260,7 +278,7 @@ impl Gateway {
         let acceptor = Arc::new(Acceptor::new(
             dispatcher.clone(),
             tracker.clone(),
-            IdGen::starting_at(clock::now_us()),
+            IdGen::starting_at(id_start),
         ));
         let server = Server::bind(
             cfg.server_config(),
@@ -417,6 +435,7 @@ impl Gateway {
             || new.store.redis_url != cur.store.redis_url
             || new.store.redis_prefix != cur.store.redis_prefix
             || new.store.node_id != cur.store.node_id
+            || new.store.share_carrier_limits != cur.store.share_carrier_limits
         {
             restart.push("store".into());
         }

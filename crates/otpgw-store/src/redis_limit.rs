@@ -1,0 +1,89 @@
+//! A carrier's rate limit held by several nodes together: one token bucket per
+//! carrier in Redis (`PREFIX:rate:CARRIER`, a hash of tokens and the time of the
+//! last refill), taken from by a Lua script that reads Redis's own clock (`TIME`),
+//! so the nodes' clocks do not matter. A bucket holds at most `burst` tokens (the
+//! callers pass 20 ms worth), so in any second all nodes together send at most
+//! `rate` plus `burst`.
+
+use std::time::Duration;
+
+use otpgw_core::shared_limit::{GrantFuture, SharedLimit};
+use redis::aio::ConnectionManager;
+
+const TAKE_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1])
+local ts = tonumber(b[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+if now > ts then
+  tokens = math.min(burst, tokens + (now - ts) * rate / 1000000)
+end
+local n = math.min(want, math.floor(tokens))
+tokens = tokens - n
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(math.max(now, ts)))
+redis.call('PEXPIRE', KEYS[1], 60000)
+return n
+";
+
+/// The shared buckets of every carrier, on one Redis connection.
+#[derive(Clone)]
+pub struct RedisRateLimit {
+    conn: ConnectionManager,
+    prefix: String,
+    script: redis::Script,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisRateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRateLimit")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRateLimit {
+    /// Connect to `url`; keys go under `prefix`.
+    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, cfg))
+            .await
+            .map_err(|_| "connecting to redis timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            conn,
+            prefix: prefix.into(),
+            script: redis::Script::new(TAKE_LUA),
+            timeout,
+        })
+    }
+}
+
+impl SharedLimit for RedisRateLimit {
+    fn take<'a>(&'a self, carrier: &'a str, rate: f64, burst: f64, want: usize) -> GrantFuture<'a> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let key = format!("{}:rate:{carrier}", self.prefix);
+            let mut inv = self.script.key(key);
+            inv.arg(rate).arg(burst).arg(want);
+            let call = inv.invoke_async::<usize>(&mut conn);
+            match tokio::time::timeout(self.timeout, call).await {
+                Ok(Ok(n)) => Ok(n),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("redis did not answer in time".into()),
+            }
+        })
+    }
+}
