@@ -351,12 +351,6 @@ where
                     }
                     g
                 };
-                let granted = match (&shared.cfg.shared_limit, shared.cfg.rate_limit) {
-                    (Some(sl), Some(rate)) if granted > 0 => {
-                        shared_grant(shared, sl.as_ref(), rate, granted, &mut rate_wait).await
-                    }
-                    _ => granted,
-                };
                 for m in out.drain(granted..) {
                     shared.queue.push(m, now_ms());
                 }
@@ -376,6 +370,15 @@ where
                     }
                     tokio::time::sleep(shared.cfg.retry_delay).await;
                     continue;
+                }
+                // The rate shared with other nodes, asked last so the grant is
+                // spent at once (what it refuses goes back, marked as possibly sent).
+                if let (Some(sl), Some(rate)) = (&shared.cfg.shared_limit, shared.cfg.rate_limit) {
+                    let want = out.len();
+                    let got = shared_grant(shared, sl.as_ref(), rate, want, &mut rate_wait).await;
+                    for m in out.drain(got..) {
+                        shared.queue.push(m, now_ms());
+                    }
                 }
                 let mut batch = out.drain(..);
                 while let Some(msg) = batch.next() {
@@ -714,10 +717,19 @@ fn on_deliver(shared: &Arc<Shared>, v: &DeliverView) -> Vec<otpgw_core::store::T
         metrics::counter!("otpgw_receipts_unmatched_total").increment(1);
         return Vec::new();
     };
+    let copy = r.clone();
     let matched = shared.matcher.lock().on_receipt(r, Instant::now());
     if matched.is_empty() {
         metrics::counter!("otpgw_receipts_parked_total", "carrier" => shared.cfg.name.clone())
             .increment(1);
+        // Another node may have sent the message (a carrier delivers receipts on
+        // any bind of the account): publish it for them before acknowledging.
+        return vec![
+            shared
+                .tracker
+                .store()
+                .publish_receipt(&shared.cfg.name, &copy),
+        ];
     }
     matched
         .into_iter()
@@ -725,7 +737,7 @@ fn on_deliver(shared: &Arc<Shared>, v: &DeliverView) -> Vec<otpgw_core::store::T
         .collect()
 }
 
-fn apply_receipt(
+pub(crate) fn apply_receipt(
     shared: &Arc<Shared>,
     id: otpgw_core::MsgId,
     r: pdu::CarrierReceipt,

@@ -210,6 +210,19 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A receipt another node published because it could not match it: finish the
+    /// message here if this node sent it.
+    pub fn on_foreign_receipt(
+        self: &Arc<Self>,
+        r: otpgw_proto::pdu::CarrierReceipt,
+    ) -> matcher::Lookup {
+        let found = self.matcher.lock().lookup(&r);
+        if let matcher::Lookup::Found(id) = found {
+            let _ = bind::apply_receipt(self, id, r);
+        }
+        found
+    }
+
     /// Whether an operator paused the carrier.
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)

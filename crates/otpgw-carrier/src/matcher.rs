@@ -29,6 +29,15 @@ use otpgw_core::MsgId;
 use otpgw_proto::pdu::CarrierReceipt;
 
 /// Normalise a carrier message id: trim, lower-case, drop leading zeros.
+/// What [`Matcher::lookup`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Found(MsgId),
+    /// Candidates under several id conventions, or a submit awaits its response.
+    Ambiguous,
+    None,
+}
+
 pub fn normalize(id: &str) -> String {
     let t = id.trim().trim_matches(char::from(0)).to_ascii_lowercase();
     let stripped = t.trim_start_matches('0');
@@ -302,6 +311,31 @@ impl Matcher {
         }
         self.parked_order.push_back((at, norm.clone()));
         self.parked.insert(norm, (at, r));
+    }
+
+    /// The message a receipt another node could not match belongs to here, if any.
+    /// Never parks: a receipt that is not this node's is simply not ours. Before the
+    /// id convention is settled, several candidates are [`Lookup::Ambiguous`] (the
+    /// caller asks again later).
+    pub fn lookup(&self, r: &CarrierReceipt) -> Lookup {
+        let norm = normalize(&r.id);
+        if let Some(c) = self.settled {
+            return self.maps[c as usize]
+                .get(&norm)
+                .copied()
+                .map_or(Lookup::None, Lookup::Found);
+        }
+        let mut found: Vec<MsgId> = CONVENTIONS
+            .iter()
+            .filter_map(|c| self.maps[*c as usize].get(&norm).copied())
+            .collect();
+        found.sort();
+        found.dedup();
+        match found.as_slice() {
+            [] => Lookup::None,
+            [id] if self.unanswered == 0 => Lookup::Found(*id),
+            _ => Lookup::Ambiguous,
+        }
     }
 
     /// Forget a finished message's ids.

@@ -53,6 +53,14 @@ pub struct Recovered {
     pub receipts: Vec<ReceiptJob>,
 }
 
+/// A carrier receipt that arrived at another node, which could not match it.
+#[derive(Debug, Clone)]
+pub struct ForeignReceipt {
+    /// The carrier's name (as configured on every node).
+    pub carrier: String,
+    pub receipt: otpgw_proto::pdu::CarrierReceipt,
+}
+
 /// A store operation's future.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -108,4 +116,26 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Backend name for logs and metrics.
     fn name(&self) -> &'static str;
+
+    // Several nodes on one store (only the Redis backend shares; the defaults are
+    // those of a store that serves one node).
+
+    /// A receipt this node could not match (yet): make it available to the other
+    /// nodes, one of which may have sent the message. The carrier's `deliver_sm` is
+    /// acknowledged once the ticket resolved.
+    fn publish_receipt(&self, _carrier: &str, _r: &otpgw_proto::pdu::CarrierReceipt) -> Ticket {
+        Ticket::ready()
+    }
+    /// Receipts other nodes published, for this node to try to match (taken once).
+    fn take_foreign_receipts(&self) -> Option<tokio::sync::mpsc::Receiver<ForeignReceipt>> {
+        None
+    }
+    /// Take over what nodes that stopped renewing their lease left: their messages
+    /// and the receipts they owed brands.
+    fn claim_orphans(&self, _now_ms: u64) -> StoreFuture<'_, Recovered> {
+        Box::pin(std::future::ready(Ok(Recovered::default())))
+    }
+    /// Offer the published receipts still kept again (after claiming messages whose
+    /// receipts may have been published before).
+    fn rescan_receipts(&self) {}
 }

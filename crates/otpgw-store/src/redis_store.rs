@@ -30,6 +30,19 @@
 //!
 //! Recovery (`recover`) reads this node's own pending entries (`XREADGROUP ... 0`),
 //! their carrier states and this node's owed receipts.
+//!
+//! Several nodes:
+//! - Each node renews `P:alive:NODE` (a key with an expiry, `lease`) every third of
+//!   the lease. `claim_orphans` looks at the group's consumers; for one with
+//!   pending messages and no live key, one Lua script (atomic, so two claimers never
+//!   both take an entry, and a node that came back first keeps its own) moves its
+//!   pending entries to this node (`XCLAIM`), and another moves the receipts it
+//!   owed brands. A restarting node sets its key before it recovers.
+//! - Carriers deliver receipts on any bind of the account, so on any node. A receipt
+//!   a node cannot match goes to the stream `P:rcpt` (kept `receipt_keep`, trimmed
+//!   by `MINID`) before the carrier gets its `deliver_sm_resp`; every node reads it
+//!   and offers the entries to its matchers (without parking), where only the
+//!   sender's matches. After claiming, a node reads the kept entries again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -63,6 +76,36 @@ pub fn id_start(node: u8, now_us: u64) -> u64 {
     (u64::from(node) << 56) | (now_us & ((1 << 56) - 1))
 }
 
+/// Move a dead consumer's pending entries to this node, unless it is alive again.
+/// KEYS: stream, the consumer's alive key. ARGV: group, consumer, me, count.
+const CLAIM_LUA: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', tonumber(ARGV[4]), ARGV[2])
+if #p == 0 then return {} end
+local ids = {}
+for i, e in ipairs(p) do ids[i] = e[1] end
+local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, unpack(ids))
+if #got == 0 then
+  -- Every entry listed was deleted already (finished): drop them from the PEL.
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+end
+return got
+";
+
+/// Move a dead node's owed receipts to this node. KEYS: its alive key, its receipts
+/// hash, mine. Returns the moved records.
+const CLAIM_RECEIPTS_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+local all = redis.call('HGETALL', KEYS[2])
+local out = {}
+for i = 1, #all, 2 do
+  redis.call('HSET', KEYS[3], all[i], all[i + 1])
+  out[#out + 1] = all[i + 1]
+end
+redis.call('DEL', KEYS[2])
+return out
+";
+
 const ACCEPT_LUA: &str = r"
 local e = redis.call('XADD', KEYS[1], '*', 'rec', ARGV[1])
 redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', '1', 'STREAMS', KEYS[1], '>')
@@ -85,6 +128,10 @@ pub struct RedisConfig {
     pub max_pending_accepts: usize,
     /// How long a connection attempt or a command may take.
     pub timeout: Duration,
+    /// A node whose alive key is older than this is dead: others claim its work.
+    pub lease: Duration,
+    /// Published receipts are kept this long for the node that sent their message.
+    pub receipt_keep: Duration,
 }
 
 impl RedisConfig {
@@ -97,7 +144,18 @@ impl RedisConfig {
             batch_max: 1000,
             max_pending_accepts: 50_000,
             timeout: Duration::from_secs(2),
+            lease: Duration::from_secs(5),
+            receipt_keep: Duration::from_secs(600),
         }
+    }
+    fn alive(&self, node: &str) -> String {
+        format!("{}:alive:{node}", self.prefix)
+    }
+    fn receipts_of(&self, node: &str) -> String {
+        format!("{}:receipts:{node}", self.prefix)
+    }
+    fn rcpt(&self) -> String {
+        format!("{}:rcpt", self.prefix)
     }
     fn stream(&self) -> String {
         format!("{}:msgs", self.prefix)
@@ -125,6 +183,11 @@ enum Op {
     },
     Forwarded(u64),
     Flush(oneshot::Sender<bool>),
+    Publish {
+        carrier: String,
+        r: otpgw_proto::pdu::CarrierReceipt,
+        done: oneshot::Sender<bool>,
+    },
 }
 
 /// The Redis store (see the module docs).
@@ -137,6 +200,10 @@ pub struct RedisStore {
     pending_accepts: Arc<AtomicUsize>,
     healthy: Arc<AtomicBool>,
     node_number: u8,
+    /// For claims.
+    conn: ConnectionManager,
+    foreign: parking_lot::Mutex<Option<mpsc::Receiver<otpgw_core::store::ForeignReceipt>>>,
+    rescan: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -188,13 +255,24 @@ impl RedisStore {
                 cfg.prefix, cfg.prefix
             ))
         })?;
+        // Alive before anything else: a claimer must not take what we recover.
+        renew_lease(&mut conn, &cfg).await.map_err(err)?;
+        tokio::spawn(heartbeat(cfg.clone(), conn.clone()));
+        let (ftx, frx) = mpsc::channel(10_000);
+        let rescan = Arc::new(AtomicBool::new(false));
+        tokio::spawn(read_published(
+            cfg.clone(),
+            conn.clone(),
+            ftx,
+            rescan.clone(),
+        ));
         let (tx, rx) = mpsc::unbounded_channel();
         let entries = Arc::new(DashMap::new());
         let pending = Arc::new(AtomicUsize::new(0));
         let healthy = Arc::new(AtomicBool::new(true));
         tokio::spawn(writer(
             cfg.clone(),
-            conn,
+            conn.clone(),
             rx,
             entries.clone(),
             pending.clone(),
@@ -208,6 +286,9 @@ impl RedisStore {
             pending_accepts: pending,
             healthy,
             node_number,
+            conn,
+            foreign: parking_lot::Mutex::new(Some(frx)),
+            rescan,
         })
     }
 }
@@ -333,6 +414,27 @@ async fn writer(
                 Op::Forwarded(id) => {
                     pipe.cmd("HDEL").arg(&receipts).arg(id).ignore();
                 }
+                Op::Publish { carrier, r, .. } => {
+                    let keep = cfg.receipt_keep.as_millis() as u64;
+                    let min = otpgw_core::clock::now_ms().saturating_sub(keep);
+                    pipe.cmd("XADD")
+                        .arg(cfg.rcpt())
+                        .arg("MINID")
+                        .arg("~")
+                        .arg(min)
+                        .arg("*")
+                        .arg("o")
+                        .arg(&cfg.node)
+                        .arg("c")
+                        .arg(carrier)
+                        .arg("i")
+                        .arg(&r.id)
+                        .arg("s")
+                        .arg(r.state.tlv())
+                        .arg("e")
+                        .arg(r.err.as_deref().unwrap_or(""))
+                        .ignore();
+                }
                 Op::Flush(_) => {}
             }
         }
@@ -364,7 +466,7 @@ async fn writer(
                     }
                     let _ = done.send(entry.is_some());
                 }
-                Op::Sent(_, done) | Op::Flush(done) => {
+                Op::Sent(_, done) | Op::Flush(done) | Op::Publish { done, .. } => {
                     let _ = done.send(ok);
                 }
                 Op::Finished { id, done, .. } => {
@@ -502,16 +604,7 @@ impl Store for RedisStore {
                 .arg(msgs.iter().map(|m| m.id.0).collect::<Vec<_>>())
                 .query(&mut c)
                 .map_err(err)?;
-            for (m, s) in msgs.into_iter().zip(states) {
-                match s.as_deref().and_then(record::decode_state) {
-                    Some(CarrierState::Confirmed {
-                        carrier,
-                        carrier_id,
-                    }) => out.confirmed.push((m, carrier, carrier_id)),
-                    Some(CarrierState::Sent) => out.unconfirmed.push((m, true)),
-                    None => out.unconfirmed.push((m, false)),
-                }
-            }
+            classify(msgs, states, &mut out);
         }
         let owed: Vec<Vec<u8>> = redis::cmd("HVALS")
             .arg(self.cfg.receipts())
@@ -541,5 +634,189 @@ impl Store for RedisStore {
 
     fn name(&self) -> &'static str {
         "redis"
+    }
+
+    fn publish_receipt(&self, carrier: &str, r: &otpgw_proto::pdu::CarrierReceipt) -> Ticket {
+        let (done, t) = Ticket::pending();
+        let _ = self.tx.send(Op::Publish {
+            carrier: carrier.into(),
+            r: r.clone(),
+            done,
+        });
+        t
+    }
+
+    fn take_foreign_receipts(&self) -> Option<mpsc::Receiver<otpgw_core::store::ForeignReceipt>> {
+        self.foreign.lock().take()
+    }
+
+    fn rescan_receipts(&self) {
+        self.rescan.store(true, Ordering::Relaxed);
+    }
+
+    fn claim_orphans(&self, _now_ms: u64) -> StoreFuture<'_, Recovered> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            claim(&self.cfg, &mut conn, &self.entries).await
+        })
+    }
+}
+
+async fn renew_lease(conn: &mut ConnectionManager, cfg: &RedisConfig) -> redis::RedisResult<()> {
+    redis::cmd("SET")
+        .arg(cfg.alive(&cfg.node))
+        .arg(1)
+        .arg("PX")
+        .arg(cfg.lease.as_millis() as u64)
+        .query_async(conn)
+        .await
+}
+
+/// Renew this node's alive key every third of the lease.
+async fn heartbeat(cfg: RedisConfig, mut conn: ConnectionManager) {
+    let mut tick = tokio::time::interval(cfg.lease / 3);
+    loop {
+        tick.tick().await;
+        if let Err(e) = renew_lease(&mut conn, &cfg).await {
+            tracing::warn!(error = %e, "cannot renew this node's lease in redis");
+        }
+    }
+}
+
+/// Read the receipts other nodes published and hand them to the gateway. Polls
+/// every 20 ms when there is nothing new; starts from the oldest kept entry (and
+/// again after a claim), so receipts published while this node was down or before
+/// it claimed a message still find it.
+async fn read_published(
+    cfg: RedisConfig,
+    mut conn: ConnectionManager,
+    tx: mpsc::Sender<otpgw_core::store::ForeignReceipt>,
+    rescan: Arc<AtomicBool>,
+) {
+    let key = cfg.rcpt();
+    let mut last = "0-0".to_string();
+    loop {
+        if rescan.swap(false, Ordering::Relaxed) {
+            last = "0-0".into();
+        }
+        let reply: redis::RedisResult<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(&last)
+            .query_async(&mut conn)
+            .await;
+        let entries: Vec<redis::streams::StreamId> = match reply {
+            Ok(r) => r.keys.into_iter().flat_map(|k| k.ids).collect(),
+            Err(_) => Vec::new(),
+        };
+        if entries.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        for e in entries {
+            // This node's own entries too: a receipt it parked before it claimed the
+            // message the receipt belongs to matches only now.
+            last = e.id.clone();
+            let (Some(carrier), Some(id), Some(state)) = (
+                e.get::<String>("c"),
+                e.get::<String>("i"),
+                e.get::<u8>("s").and_then(DeliveryState::from_tlv),
+            ) else {
+                continue;
+            };
+            let err: Option<String> = e.get::<String>("e").filter(|s| !s.is_empty());
+            let f = otpgw_core::store::ForeignReceipt {
+                carrier,
+                receipt: otpgw_proto::pdu::CarrierReceipt { id, state, err },
+            };
+            if tx.send(f).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Claim what dead nodes left (see the module docs).
+async fn claim(
+    cfg: &RedisConfig,
+    conn: &mut ConnectionManager,
+    entries: &DashMap<u64, String>,
+) -> Result<Recovered, StoreError> {
+    let stream = cfg.stream();
+    let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&stream)
+        .arg(GROUP)
+        .query_async(conn)
+        .await
+        .map_err(err)?;
+    let claim = redis::Script::new(CLAIM_LUA);
+    let claim_receipts = redis::Script::new(CLAIM_RECEIPTS_LUA);
+    let mut out = Recovered::default();
+    for c in info.consumers {
+        if c.name == cfg.node {
+            continue;
+        }
+        let mut msgs = Vec::new();
+        if c.pending > 0 {
+            loop {
+                let got: redis::streams::StreamClaimReply = claim
+                    .key(&stream)
+                    .key(cfg.alive(&c.name))
+                    .arg(GROUP)
+                    .arg(&c.name)
+                    .arg(&cfg.node)
+                    .arg(1000)
+                    .invoke_async(conn)
+                    .await
+                    .map_err(err)?;
+                if got.ids.is_empty() {
+                    break;
+                }
+                for e in got.ids {
+                    let rec: Option<Vec<u8>> = e.get("rec");
+                    if let Some(m) = rec.as_deref().and_then(record::decode_message) {
+                        entries.insert(m.id.0, e.id.clone());
+                        msgs.push(m);
+                    }
+                }
+            }
+        }
+        if !msgs.is_empty() {
+            let states: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(cfg.state())
+                .arg(msgs.iter().map(|m| m.id.0).collect::<Vec<_>>())
+                .query_async(conn)
+                .await
+                .map_err(err)?;
+            tracing::warn!(node = %c.name, messages = msgs.len(), "claimed the messages of a node whose lease ran out");
+            classify(msgs, states, &mut out);
+        }
+        let owed: Vec<Vec<u8>> = claim_receipts
+            .key(cfg.alive(&c.name))
+            .key(cfg.receipts_of(&c.name))
+            .key(cfg.receipts())
+            .invoke_async(conn)
+            .await
+            .map_err(err)?;
+        out.receipts
+            .extend(owed.iter().filter_map(|v| record::decode_receipt(v)));
+    }
+    Ok(out)
+}
+
+/// Sort messages by their carrier state into `out`.
+fn classify(msgs: Vec<Message>, states: Vec<Option<Vec<u8>>>, out: &mut Recovered) {
+    for (m, s) in msgs.into_iter().zip(states) {
+        match s.as_deref().and_then(record::decode_state) {
+            Some(CarrierState::Confirmed {
+                carrier,
+                carrier_id,
+            }) => out.confirmed.push((m, carrier, carrier_id)),
+            Some(CarrierState::Sent) => out.unconfirmed.push((m, true)),
+            None => out.unconfirmed.push((m, false)),
+        }
     }
 }

@@ -193,6 +193,14 @@ pub struct Store {
     /// prefix together (a token bucket in Redis), not per node.
     #[serde(default = "d_true")]
     pub share_carrier_limits: bool,
+    /// Redis backend: a node that has not renewed its lease for this long is dead,
+    /// and the others take over its messages and owed receipts.
+    #[serde(default = "d_node_lease")]
+    pub node_lease_ms: u64,
+}
+
+fn d_node_lease() -> u64 {
+    5000
 }
 
 impl Default for Store {
@@ -208,6 +216,7 @@ impl Default for Store {
             redis_prefix: d_redis_prefix(),
             node_id: String::new(),
             share_carrier_limits: true,
+            node_lease_ms: d_node_lease(),
         }
     }
 }
@@ -640,6 +649,12 @@ impl Config {
             {
                 p.push("store.node_id: required with backend = \"redis\": letters, digits, '-', '_' or '.', unique per node".into());
             }
+            if !(300..=600_000).contains(&st.node_lease_ms) {
+                p.push(format!(
+                    "store.node_lease_ms = {}: must be 300 to 600000",
+                    st.node_lease_ms
+                ));
+            }
             if st.redis_prefix.is_empty() || st.redis_prefix.contains(char::is_whitespace) {
                 p.push("store.redis_prefix: must be a non-empty word".into());
             }
@@ -772,6 +787,11 @@ impl Config {
                     "carrier[{i}].response_timeout_ms: must be positive"
                 ));
             }
+            if self.store.backend == Backend::Redis && c.receipt_ids == ReceiptIds::Auto {
+                p.push(format!(
+                    "carrier[{i}].receipt_ids: must be set (same, hex_to_decimal or decimal_to_hex) with backend = \"redis\": nodes sharing a Redis see each other's receipts and cannot learn the carrier's id convention from them"
+                ));
+            }
             if c.rate_limit == Some(0) {
                 p.push(format!(
                     "carrier[{i}].rate_limit: must be at least 1 (or absent)"
@@ -856,6 +876,8 @@ impl Config {
         let s = &self.store;
         let mut c = otpgw_store::RedisConfig::new(&s.redis_url, &s.redis_prefix, &s.node_id);
         c.batch_max = s.batch_max;
+        c.lease = Duration::from_millis(s.node_lease_ms);
+        c.receipt_keep = Duration::from_secs(600);
         c
     }
 

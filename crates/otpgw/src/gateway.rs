@@ -232,41 +232,14 @@ impl Gateway {
                 Some(dispatcher.clone()),
             ));
         }
-        // Messages no carrier confirmed: queued again with their remaining validity,
-        // or finished as EXPIRED (with a receipt if asked) when it ran out.
-        for (m, sent) in recovered.unconfirmed {
-            let m = Arc::new(m);
-            tracker.insert(m.clone());
-            if m.deadline_ms <= now {
-                tracker.finish(m.id, otpgw_core::DeliveryState::Expired, None, now);
-                summary.expired += 1;
-                continue;
-            }
-            match dispatcher.route(&m.brand, &m.fields.dest.addr) {
-                Ok(q) => {
-                    q.push(m, now);
-                    summary.requeued += 1;
-                    if sent {
-                        summary.possibly_sent += 1;
-                    }
-                }
-                Err(_) => {
-                    tracing::warn!(id = %m.id, "recovered message has no route any more");
-                    tracker.finish(
-                        m.id,
-                        otpgw_core::DeliveryState::Undeliverable,
-                        Some("RTE"),
-                        now,
-                    );
-                }
-            }
-        }
-        metrics::counter!("otpgw_recovered_possible_duplicates_total")
-            .increment(summary.possibly_sent as u64);
-        for j in recovered.receipts {
-            tracker.restore_receipt(j);
-            summary.receipts += 1;
-        }
+        adopt(
+            recovered.unconfirmed,
+            recovered.receipts,
+            &tracker,
+            &dispatcher,
+            now,
+            &mut summary,
+        );
         tracing::info!(
             requeued = summary.requeued,
             possibly_sent = summary.possibly_sent,
@@ -296,6 +269,13 @@ impl Gateway {
             .context("no brand listener")?;
         let ingest = server.context();
         let server = tokio::spawn(server.run());
+        spawn_sharing(
+            tracker.clone(),
+            dispatcher.clone(),
+            carriers.iter().map(|c| c.shared().clone()).collect(),
+            cfg.redis_config().lease,
+            shutdown.child_token(),
+        );
         let ops_addr = if cfg.ops.enabled {
             let readiness = Arc::new(GatewayReadiness {
                 store: tracker.store().clone(),
@@ -477,4 +457,179 @@ impl Gateway {
         }
         tracing::info!("otpgw stopped");
     }
+}
+
+/// Take on messages no carrier confirmed (queued again with their remaining
+/// validity, or finished as EXPIRED when it ran out) and receipts owed to brands:
+/// at start from the previous run, and at run time from a dead node's claim.
+fn adopt(
+    unconfirmed: Vec<(otpgw_core::Message, bool)>,
+    receipts: Vec<otpgw_core::outbox::ReceiptJob>,
+    tracker: &Arc<Tracker>,
+    dispatcher: &Dispatcher,
+    now: u64,
+    summary: &mut RecoverySummary,
+) {
+    let before = summary.possibly_sent;
+    for (m, sent) in unconfirmed {
+        let m = Arc::new(m);
+        tracker.insert(m.clone());
+        if m.deadline_ms <= now {
+            tracker.finish(m.id, otpgw_core::DeliveryState::Expired, None, now);
+            summary.expired += 1;
+            continue;
+        }
+        match dispatcher.route(&m.brand, &m.fields.dest.addr) {
+            Ok(q) => {
+                q.push(m, now);
+                summary.requeued += 1;
+                if sent {
+                    summary.possibly_sent += 1;
+                }
+            }
+            Err(_) => {
+                tracing::warn!(id = %m.id, "recovered message has no route any more");
+                tracker.finish(
+                    m.id,
+                    otpgw_core::DeliveryState::Undeliverable,
+                    Some("RTE"),
+                    now,
+                );
+            }
+        }
+    }
+    metrics::counter!("otpgw_recovered_possible_duplicates_total")
+        .increment((summary.possibly_sent - before) as u64);
+    for j in receipts {
+        tracker.restore_receipt(j);
+        summary.receipts += 1;
+    }
+}
+
+/// Several nodes on one store: offer receipts other nodes could not match to this
+/// node's carriers, and every half lease claim what dead nodes left.
+fn spawn_sharing(
+    tracker: Arc<Tracker>,
+    dispatcher: Arc<Dispatcher>,
+    carriers: Vec<Arc<otpgw_carrier::Shared>>,
+    lease: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let store = tracker.store().clone();
+    if let Some(mut rx) = store.take_foreign_receipts() {
+        let carriers = carriers.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            // A receipt can come before this node has the carrier's response for its
+            // message: one that matches nothing is tried again after 0.1, 0.5 and 2
+            // seconds; one with several candidates (the carrier's id convention is
+            // not learned yet) every half second for a minute. At most RETRY_MAX
+            // wait; the oldest go first when full.
+            const RETRY_MAX: usize = 200_000;
+            const AGAIN_MS: [u64; 3] = [100, 500, 2000];
+            const AMBIGUOUS_TRIES: usize = 120;
+            let mut again: std::collections::VecDeque<(
+                tokio::time::Instant,
+                usize,
+                otpgw_core::store::ForeignReceipt,
+            )> = Default::default();
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+            // When to try `f` again after try `n` (`None`: give up).
+            let offer = |f: &otpgw_core::store::ForeignReceipt, n: usize| {
+                use otpgw_carrier::matcher::Lookup;
+                let found = carriers
+                    .iter()
+                    .find(|c| c.cfg.name == f.carrier)
+                    .map_or(Lookup::None, |c| c.on_foreign_receipt(f.receipt.clone()));
+                let ms = match found {
+                    Lookup::Found(_) => {
+                        metrics::counter!("otpgw_receipts_from_other_nodes_total").increment(1);
+                        return None;
+                    }
+                    Lookup::Ambiguous if n < AMBIGUOUS_TRIES => 500,
+                    Lookup::None if n < AGAIN_MS.len() => AGAIN_MS[n],
+                    _ => return None,
+                };
+                Some(tokio::time::Instant::now() + std::time::Duration::from_millis(ms))
+            };
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    f = rx.recv() => {
+                        let Some(f) = f else { return };
+                        if let Some(at) = offer(&f, 0) {
+                            if again.len() >= RETRY_MAX {
+                                again.pop_front();
+                            }
+                            again.push_back((at, 1, f));
+                        }
+                    }
+                    _ = tick.tick() => {
+                        let now = tokio::time::Instant::now();
+                        let mut keep = std::collections::VecDeque::with_capacity(again.len());
+                        for (at, n, f) in again.drain(..) {
+                            if at > now {
+                                keep.push_back((at, n, f));
+                            } else if let Some(at) = offer(&f, n) {
+                                keep.push_back((at, n + 1, f));
+                            }
+                        }
+                        again = keep;
+                    }
+                }
+            }
+        });
+    }
+    if store.name() != "redis" {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(lease / 2);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = clock::now_ms();
+            let rec = match store.claim_orphans(now).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look for dead nodes' work");
+                    continue;
+                }
+            };
+            if rec.unconfirmed.is_empty() && rec.confirmed.is_empty() && rec.receipts.is_empty() {
+                continue;
+            }
+            let mut summary = RecoverySummary::default();
+            for (m, carrier, cid) in rec.confirmed {
+                match carriers.iter().find(|c| c.cfg.name == carrier) {
+                    Some(c) => c.matcher.lock().preload(&cid, m.id),
+                    None => {
+                        tracing::warn!(%carrier, id = %m.id, "claimed message confirmed by a carrier not configured here")
+                    }
+                }
+                tracker.insert(Arc::new(m));
+                summary.awaiting_receipt += 1;
+            }
+            adopt(
+                rec.unconfirmed,
+                rec.receipts,
+                &tracker,
+                &dispatcher,
+                now,
+                &mut summary,
+            );
+            // Receipts for the claimed messages may have been published already.
+            store.rescan_receipts();
+            tracing::warn!(
+                requeued = summary.requeued,
+                possibly_sent = summary.possibly_sent,
+                awaiting_receipt = summary.awaiting_receipt,
+                expired = summary.expired,
+                receipts = summary.receipts,
+                "took over the work of a dead node"
+            );
+        }
+    });
 }

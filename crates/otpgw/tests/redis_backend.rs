@@ -27,7 +27,7 @@ async fn sigkill_with_the_redis_store_loses_nothing_acknowledged() {
     let cfg = common::config_text_with_store(
         &format!("127.0.0.1:{port}"),
         &[("sim", sim.addr())],
-        "",
+        "receipt_ids = \"hex_to_decimal\"",
         &store,
     );
     let mut gw = common::GwProc::start(&dir, port, &cfg).await;

@@ -74,6 +74,9 @@ fn redis_backend_needs_its_url_and_a_node_id() {
         "backend = \"redis\"",
         "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:6390/0\"\nnode_id = \"node-1\"",
     );
+    let e = Config::parse(&ok, "x.toml").unwrap_err().to_string();
+    assert!(e.contains("carrier[0].receipt_ids"), "{e}");
+    let ok = ok.replace("receipt_ids = \"auto\"", "receipt_ids = \"same\"");
     let c = Config::parse(&ok, "x.toml").unwrap();
     assert_eq!(c.store.backend, Backend::Redis);
     assert_eq!(c.redis_config().node, "node-1");
