@@ -143,7 +143,8 @@ impl Gateway {
     /// Start, and say what recovery found.
     pub async fn start_with_summary(cfg: &Config) -> anyhow::Result<(Self, RecoverySummary)> {
         if cfg.ops.enabled {
-            crate::ops::recorder();
+            let node = (cfg.store.backend == Backend::Redis).then_some(cfg.store.node_id.as_str());
+            crate::ops::recorder_for_node(node);
         }
         let mut memory = None;
         let mut embedded = None;

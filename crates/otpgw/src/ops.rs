@@ -38,9 +38,20 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// Install the process-wide Prometheus recorder (once; later calls return the same
 /// handle). `None` if another recorder was installed first.
 pub fn recorder() -> Option<PrometheusHandle> {
+    recorder_for_node(None)
+}
+
+/// Like [`recorder`]; with `Some(node)` every series carries the label
+/// `node="<node id>"` (nodes sharing a Redis tell themselves apart by it). The
+/// first call in a process decides.
+pub fn recorder_for_node(node: Option<&str>) -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let b = PrometheusBuilder::new()
+            let mut b = PrometheusBuilder::new();
+            if let Some(n) = node {
+                b = b.add_global_label("node", n);
+            }
+            let b = b
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_ops".into()), BATCH));
             match b.and_then(|b| b.install_recorder()) {

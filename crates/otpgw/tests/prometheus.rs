@@ -8,8 +8,6 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use otpgw::{Config, Gateway};
 use otpgw_sim::loadgen::{self, LoadConfig};
 use otpgw_sim::smsc::Outcomes;
@@ -37,16 +35,7 @@ fn encode(q: &str) -> String {
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+    common::http_get(addr, path).await.1
 }
 
 /// Series returned by an instant query, and the first series' value.

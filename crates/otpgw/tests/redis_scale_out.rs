@@ -268,8 +268,16 @@ async fn redis_restart_under_load_loses_nothing_acknowledged() {
     let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(30)).await;
     let dir = common::store_dir("scale-redis-restart");
     let port = common::free_port();
-    let mut gw =
-        common::GwProc::start(&dir, port, &node_config(&redis, "a", port, sim.addr(), "")).await;
+    let ops: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .expect("addr");
+    let cfg = node_config(&redis, "a", port, sim.addr(), "")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{ops}\""));
+    let mut gw = common::GwProc::start(&dir, port, &cfg).await;
+    let (code, metrics) = common::http_get(ops, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(metrics.contains("node=\"a\""), "series carry the node id");
+    assert_eq!(common::http_get(ops, "/readyz").await.0, 200);
     let mut lc = LoadConfig::new(gw.addr(), "bank", "pw1", 9_000);
     lc.rate = Some(1_500);
     lc.window = 100;
@@ -278,12 +286,18 @@ async fn redis_restart_under_load_loses_nothing_acknowledged() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     redis.kill9();
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        common::http_get(ops, "/readyz").await.0,
+        503,
+        "not ready while redis is away"
+    );
     assert!(redis.spawn(), "redis restarts");
     let r = tokio::time::timeout(Duration::from_secs(60), load)
         .await
         .expect("load ends")
         .expect("task")
         .expect("load ran");
+    assert_eq!(common::http_get(ops, "/readyz").await.0, 200, "ready again");
     let temporary = r
         .rejected
         .get(&otpgw_proto::status::ESME_RSYSERR)
