@@ -88,6 +88,8 @@ pub enum BindError {
     Unframeable,
     #[error("writer gone")]
     WriterGone,
+    #[error("bind slot shared with other nodes lost")]
+    SlotLost,
 }
 
 /// What the window remembers of each request.
@@ -123,7 +125,26 @@ pub async fn run(shared: Arc<Shared>, index: usize, kind: Kind) {
     let carrier = shared.cfg.name.clone();
     while !shared.shutdown.is_cancelled() {
         let mut was_bound = false;
-        let res = connect_and_serve(&shared, kind, &mut was_bound).await;
+        let slots = match (&shared.cfg.bind_slots, shared.cfg.max_binds_total) {
+            (Some(b), Some(total)) => Some((b.clone(), total)),
+            _ => None,
+        };
+        if let Some((b, total)) = &slots
+            && !wait_for_slot(&shared, b.as_ref(), *total, index).await
+        {
+            break;
+        }
+        let res = match &slots {
+            None => connect_and_serve(&shared, kind, &mut was_bound).await,
+            Some((b, total)) => {
+                let res = tokio::select! {
+                    r = connect_and_serve(&shared, kind, &mut was_bound) => r,
+                    () = keep_slot(&shared, b.as_ref(), *total, index) => Err(BindError::SlotLost),
+                };
+                let _ = b.release(&carrier, index).await;
+                res
+            }
+        };
         if was_bound {
             backoff.reset();
         }
@@ -787,4 +808,53 @@ async fn shared_grant(
         *rate_wait = Some(tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms));
     }
     got
+}
+
+/// Wait until this bind holds one of the carrier's bind slots shared by all nodes;
+/// `false` on shutdown.
+async fn wait_for_slot(
+    shared: &Shared,
+    slots: &dyn otpgw_core::shared_limit::BindSlots,
+    total: usize,
+    index: usize,
+) -> bool {
+    let mut logged = false;
+    loop {
+        match slots.hold(&shared.cfg.name, total, index).await {
+            Ok(true) => return true,
+            Ok(false) if !logged => {
+                tracing::info!(carrier = %shared.cfg.name, bind = index, total, "every bind slot of the carrier is held by other nodes: waiting");
+                logged = true;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(carrier = %shared.cfg.name, error = %e, "cannot reach the shared bind slots")
+            }
+        }
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(slots.renew_every()) => {}
+        }
+    }
+}
+
+/// Renew the slot while the bind runs; returns when it was lost (another node took
+/// it after this node failed to renew in time). While the shared state cannot be
+/// reached the bind stays up.
+async fn keep_slot(
+    shared: &Shared,
+    slots: &dyn otpgw_core::shared_limit::BindSlots,
+    total: usize,
+    index: usize,
+) {
+    loop {
+        tokio::time::sleep(slots.renew_every()).await;
+        match slots.hold(&shared.cfg.name, total, index).await {
+            Ok(true) | Err(_) => {}
+            Ok(false) => {
+                tracing::warn!(carrier = %shared.cfg.name, bind = index, "bind slot lost: closing the bind");
+                return;
+            }
+        }
+    }
 }

@@ -92,6 +92,10 @@ pub struct CarrierConfig {
     /// Nodes sharing this carrier: the rate limit holds for all of them together
     /// (every batch also asks this shared bucket). `None`: this node alone.
     pub shared_limit: Option<std::sync::Arc<dyn otpgw_core::shared_limit::SharedLimit>>,
+    /// The carrier's allowance of binds for all nodes together; a bind connects
+    /// only while it holds one of these slots (`bind_slots`).
+    pub max_binds_total: Option<usize>,
+    pub bind_slots: Option<std::sync::Arc<dyn otpgw_core::shared_limit::BindSlots>>,
     /// With no bind up (or paused) this long, queued messages move to the next
     /// available carrier of their route.
     pub failover_after: Duration,
@@ -140,6 +144,8 @@ impl CarrierConfig {
             drain_grace: Duration::from_secs(10),
             rate_limit: None,
             shared_limit: None,
+            max_binds_total: None,
+            bind_slots: None,
             failover_after: Duration::from_secs(2),
         }
     }

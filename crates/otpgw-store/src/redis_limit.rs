@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use otpgw_core::shared_limit::{GrantFuture, SharedLimit};
+use otpgw_core::shared_limit::{BindSlots, GrantFuture, SharedLimit, SlotFuture};
 use redis::aio::ConnectionManager;
 
 const TAKE_LUA: &str = r"
@@ -33,13 +33,31 @@ redis.call('PEXPIRE', KEYS[1], 60000)
 return n
 ";
 
-/// The shared buckets of every carrier, on one Redis connection.
+/// Hold or renew a bind slot: a sorted set of holders scored by when their lease
+/// ends (Redis's clock). KEYS: the set. ARGV: holder, total, lease ms.
+const HOLD_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local lease = tonumber(ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], lease * 4)
+  return 1
+end
+return 0
+";
+
+/// The shared buckets and bind slots of every carrier, on one Redis connection.
 #[derive(Clone)]
 pub struct RedisRateLimit {
     conn: ConnectionManager,
     prefix: String,
     script: redis::Script,
+    hold: redis::Script,
     timeout: Duration,
+    node: String,
+    lease: Duration,
 }
 
 impl std::fmt::Debug for RedisRateLimit {
@@ -51,8 +69,15 @@ impl std::fmt::Debug for RedisRateLimit {
 }
 
 impl RedisRateLimit {
-    /// Connect to `url`; keys go under `prefix`.
-    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
+    /// Connect to `url`; keys go under `prefix`. Bind slots are held as `node` for
+    /// `lease` at a time.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        node: &str,
+        lease: Duration,
+    ) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)
@@ -66,7 +91,10 @@ impl RedisRateLimit {
             conn,
             prefix: prefix.into(),
             script: redis::Script::new(TAKE_LUA),
+            hold: redis::Script::new(HOLD_LUA),
             timeout,
+            node: node.into(),
+            lease,
         })
     }
 }
@@ -85,5 +113,42 @@ impl SharedLimit for RedisRateLimit {
                 Err(_) => Err("redis did not answer in time".into()),
             }
         })
+    }
+}
+
+impl BindSlots for RedisRateLimit {
+    fn hold<'a>(&'a self, carrier: &'a str, total: usize, bind: usize) -> SlotFuture<'a> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut inv = self.hold.key(format!("{}:binds:{carrier}", self.prefix));
+            inv.arg(format!("{}:{bind}", self.node))
+                .arg(total)
+                .arg(self.lease.as_millis() as u64);
+            let call = inv.invoke_async::<i64>(&mut conn);
+            match tokio::time::timeout(self.timeout, call).await {
+                Ok(Ok(n)) => Ok(n == 1),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("redis did not answer in time".into()),
+            }
+        })
+    }
+
+    fn release<'a>(&'a self, carrier: &'a str, bind: usize) -> SlotFuture<'a> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(format!("{}:binds:{carrier}", self.prefix))
+                .arg(format!("{}:{bind}", self.node));
+            let call = cmd.query_async::<i64>(&mut conn);
+            match tokio::time::timeout(self.timeout, call).await {
+                Ok(Ok(n)) => Ok(n == 1),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("redis did not answer in time".into()),
+            }
+        })
+    }
+
+    fn renew_every(&self) -> Duration {
+        self.lease / 3
     }
 }

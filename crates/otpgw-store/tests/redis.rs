@@ -204,9 +204,15 @@ async fn shared_bucket_caps_three_clients_together() {
     let run = Duration::from_millis(2500);
     let mut tasks = Vec::new();
     for _ in 0..3 {
-        let l = otpgw_store::RedisRateLimit::connect(&r.url(), "t", Duration::from_secs(2))
-            .await
-            .expect("connect");
+        let l = otpgw_store::RedisRateLimit::connect(
+            &r.url(),
+            "t",
+            Duration::from_secs(2),
+            "n",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect");
         tasks.push(tokio::spawn(async move {
             let mut grants = Vec::new();
             while start.elapsed() < run {

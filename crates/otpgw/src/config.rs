@@ -412,6 +412,10 @@ pub struct Carrier {
     /// Messages per second for all binds together; absent: no cap until throttled.
     #[serde(default)]
     pub rate_limit: Option<u32>,
+    /// Binds the carrier allows for all nodes together (Redis backend): each node
+    /// opens `binds`, but only as many as hold one of these slots connect.
+    #[serde(default)]
+    pub max_binds_total: Option<usize>,
     /// With no bind up (or paused) this long, queued messages move to the next
     /// carrier of their route.
     #[serde(default = "d_failover")]
@@ -792,6 +796,16 @@ impl Config {
                     "carrier[{i}].receipt_ids: must be set (same, hex_to_decimal or decimal_to_hex) with backend = \"redis\": nodes sharing a Redis see each other's receipts and cannot learn the carrier's id convention from them"
                 ));
             }
+            if c.max_binds_total == Some(0) {
+                p.push(format!(
+                    "carrier[{i}].max_binds_total: must be at least 1 (or absent)"
+                ));
+            }
+            if c.max_binds_total.is_some() && self.store.backend != Backend::Redis {
+                p.push(format!(
+                    "carrier[{i}].max_binds_total: only with backend = \"redis\" (nodes sharing binds); one node's binds are `binds`"
+                ));
+            }
             if c.rate_limit == Some(0) {
                 p.push(format!(
                     "carrier[{i}].rate_limit: must be at least 1 (or absent)"
@@ -927,6 +941,7 @@ impl Config {
                 k.reconnect_max = Duration::from_millis(c.reconnect_max_ms);
                 k.retry_delay = Duration::from_millis(c.retry_delay_ms);
                 k.rate_limit = c.rate_limit.map(f64::from);
+                k.max_binds_total = c.max_binds_total;
                 k.failover_after = Duration::from_millis(c.failover_after_ms);
                 k.retry = otpgw_dispatch::RetryPolicy {
                     throttle_base: c.throttle_retry_ms,

@@ -152,6 +152,7 @@ impl Gateway {
         // nodes sharing a Redis never hand out the same id.
         let mut id_start = clock::now_us();
         let mut shared_limit: Option<Arc<dyn otpgw_core::shared_limit::SharedLimit>> = None;
+        let mut bind_slots: Option<Arc<dyn otpgw_core::shared_limit::BindSlots>> = None;
         let store: Arc<dyn Store> = match cfg.store.backend {
             Backend::Memory => {
                 tracing::warn!(
@@ -181,18 +182,23 @@ impl Gateway {
                     })?;
                 tracing::info!(node = %cfg.store.node_id, number = r.node_number(), prefix = %cfg.store.redis_prefix, "redis store open");
                 id_start = otpgw_store::redis_store::id_start(r.node_number(), id_start);
-                if cfg.store.share_carrier_limits {
-                    let l = otpgw_store::RedisRateLimit::connect(
+                let l = Arc::new(
+                    otpgw_store::RedisRateLimit::connect(
                         &cfg.store.redis_url,
                         &cfg.store.redis_prefix,
                         std::time::Duration::from_secs(2),
+                        &cfg.store.node_id,
+                        std::time::Duration::from_millis(cfg.store.node_lease_ms),
                     )
                     .await
                     .map_err(|e| {
-                        anyhow::anyhow!("cannot connect the shared rate limit to redis: {e}")
-                    })?;
-                    shared_limit = Some(Arc::new(l));
+                        anyhow::anyhow!("cannot connect the shared carrier limits to redis: {e}")
+                    })?,
+                );
+                if cfg.store.share_carrier_limits {
+                    shared_limit = Some(l.clone());
                 }
+                bind_slots = Some(l);
                 Arc::new(r)
             }
         };
@@ -222,6 +228,9 @@ impl Gateway {
         for mut cc in cfg.carrier_configs() {
             cc.drain_grace = grace;
             cc.shared_limit = shared_limit.clone();
+            if cc.max_binds_total.is_some() {
+                cc.bind_slots = bind_slots.clone();
+            }
             let q = dispatcher.queue(&cc.name).context("carrier queue")?;
             let pre = preload.remove(&cc.name).unwrap_or_default();
             carriers.push(Carrier::spawn_with(

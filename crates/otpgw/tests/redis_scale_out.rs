@@ -337,3 +337,63 @@ async fn redis_restart_under_load_loses_nothing_acknowledged() {
         gw.logs()
     );
 }
+
+/// A carrier allowing 3 binds for the account, three nodes configured with 2 binds
+/// each: the simulator never sees more than 3 bound at once, and when a node holding
+/// slots is killed the others take them over after its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carrier_bind_allowance_holds_across_nodes() {
+    let Some(redis) = TestRedis::start("binds") else {
+        return;
+    };
+    let sim = common::sim(|_| {}).await;
+    let mut nodes = Vec::new();
+    for n in ["a", "b", "c"] {
+        let dir = common::store_dir(&format!("scale-binds-{n}"));
+        let port = common::free_port();
+        let cfg = node_config(&redis, n, port, sim.addr(), "max_binds_total = 3").replace(
+            "redis_prefix = \"gw\"",
+            "redis_prefix = \"gw\"\nnode_lease_ms = 1500",
+        );
+        nodes.push(common::GwProc::start(&dir, port, &cfg).await);
+    }
+    // Sample the simulator's binds for 3 s, then kill the node with the most slots
+    // (judged by its log) and sample again.
+    let sample = |secs: u64| {
+        let sim = &sim;
+        async move {
+            let mut most = 0;
+            let mut last = 0;
+            for _ in 0..secs * 20 {
+                last = sim.binds();
+                most = most.max(last);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (most, last)
+        }
+    };
+    let (most, last) = sample(3).await;
+    assert!(most <= 3, "{most} binds up with an allowance of 3");
+    assert_eq!(last, 3, "the allowance is used");
+    let held: Vec<usize> = nodes
+        .iter()
+        .map(|n| n.logs().matches(": bound carrier").count())
+        .collect();
+    assert!(
+        held.iter().sum::<usize>() >= 3,
+        "binds seen in the logs: {held:?}"
+    );
+    let victim = (0..3).max_by_key(|&k| held[k]).expect("three nodes");
+    nodes[victim].kill9();
+    let (most, last) = sample(4).await;
+    assert!(
+        most <= 3,
+        "{most} binds up with an allowance of 3 after a kill"
+    );
+    assert_eq!(last, 3, "the dead node's slots were taken over ({held:?})");
+    for (k, n) in nodes.iter_mut().enumerate() {
+        if k != victim {
+            assert_eq!(n.term(Duration::from_secs(10)).await, Some(0));
+        }
+    }
+}
