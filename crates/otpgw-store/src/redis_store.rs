@@ -336,6 +336,15 @@ async fn check_fsync(conn: &mut ConnectionManager) {
     }
 }
 
+/// Pipelines in flight at once. Redis runs the commands of one connection in the
+/// order they were sent, so later pipelines never overtake earlier ones; having
+/// several in flight hides the round trip (and Redis's fsync) behind the next batch.
+const PIPELINES_IN_FLIGHT: usize = 4;
+
+type Flight = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Vec<Op>, redis::RedisResult<Vec<redis::Value>>)> + Send>,
+>;
+
 async fn writer(
     cfg: RedisConfig,
     mut conn: ConnectionManager,
@@ -344,14 +353,51 @@ async fn writer(
     pending: Arc<AtomicUsize>,
     healthy: Arc<AtomicBool>,
 ) {
+    use futures_util::StreamExt;
     let script = redis::Script::new(ACCEPT_LUA);
-    let (stream, state, receipts) = (cfg.stream(), cfg.state(), cfg.receipts());
-    let mut batch = Vec::with_capacity(cfg.batch_max);
+    let mut flights: futures_util::stream::FuturesOrdered<Flight> = Default::default();
+    let mut closed = false;
     loop {
-        let first = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-            Ok(Some(op)) => op,
-            Ok(None) => return,
-            Err(_) => {
+        if closed && flights.is_empty() {
+            return;
+        }
+        tokio::select! {
+            op = rx.recv(), if !closed && flights.len() < PIPELINES_IN_FLIGHT => {
+                let Some(first) = op else {
+                    closed = true;
+                    continue;
+                };
+                let mut batch = Vec::with_capacity(64);
+                batch.push(first);
+                while batch.len() < cfg.batch_max {
+                    match rx.try_recv() {
+                        Ok(op) => batch.push(op),
+                        Err(_) => break,
+                    }
+                }
+                let pipe = build(&cfg, &script, &batch, &entries);
+                let (mut c, script) = (conn.clone(), script.clone());
+                flights.push_back(Box::pin(async move {
+                    let mut res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut c).await;
+                    if matches!(&res, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
+                        // Redis restarted (its script cache is empty): load and send again.
+                        if script.prepare_invoke().load_async(&mut c).await.is_ok() {
+                            res = pipe.query_async(&mut c).await;
+                        }
+                    }
+                    (batch, res)
+                }));
+            }
+            Some((batch, res)) = flights.next(), if !flights.is_empty() => {
+                let ok = res.is_ok();
+                if let Err(e) = &res {
+                    tracing::error!(error = %e, writes = batch.len(), "redis write failed");
+                    metrics::counter!("otpgw_store_write_failures_total").increment(1);
+                }
+                healthy.store(ok, Ordering::Relaxed);
+                complete(batch, res, &entries, &pending);
+            }
+            () = tokio::time::sleep(Duration::from_secs(1)), if flights.is_empty() && !closed => {
                 // Idle: find out whether Redis is (still) there.
                 let ok = redis::cmd("PING")
                     .query_async::<String>(&mut conn)
@@ -361,122 +407,121 @@ async fn writer(
                     let _ = ensure_group(&mut conn, &cfg).await;
                 }
                 healthy.store(ok, Ordering::Relaxed);
-                continue;
-            }
-        };
-        batch.push(first);
-        while batch.len() < cfg.batch_max {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
             }
         }
-        let mut pipe = redis::pipe();
-        for op in &batch {
-            match op {
-                Op::Accept { rec, .. } => {
-                    pipe.cmd("EVALSHA")
-                        .arg(script.get_hash())
-                        .arg(1)
-                        .arg(&stream)
-                        .arg(rec.as_slice())
-                        .arg(GROUP)
-                        .arg(&cfg.node);
+    }
+}
+
+/// One pipeline for a batch of writes.
+fn build(
+    cfg: &RedisConfig,
+    script: &redis::Script,
+    batch: &[Op],
+    entries: &DashMap<u64, String>,
+) -> redis::Pipeline {
+    let (stream, state, receipts) = (cfg.stream(), cfg.state(), cfg.receipts());
+    let mut pipe = redis::pipe();
+    for op in batch {
+        match op {
+            Op::Accept { rec, .. } => {
+                pipe.cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(1)
+                    .arg(&stream)
+                    .arg(rec.as_slice())
+                    .arg(GROUP)
+                    .arg(&cfg.node);
+            }
+            Op::Sent(id, _) => {
+                pipe.cmd("HSETNX")
+                    .arg(&state)
+                    .arg(id)
+                    .arg(record::encode_state(&CarrierState::Sent))
+                    .ignore();
+            }
+            Op::Confirmed(id, st) => {
+                pipe.cmd("HSET")
+                    .arg(&state)
+                    .arg(id)
+                    .arg(st.as_slice())
+                    .ignore();
+            }
+            Op::Finished { id, receipt, .. } => {
+                if let Some(e) = entries.get(id).map(|e| e.value().clone()) {
+                    pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&e).ignore();
+                    pipe.cmd("XDEL").arg(&stream).arg(&e).ignore();
                 }
-                Op::Sent(id, _) => {
-                    pipe.cmd("HSETNX")
-                        .arg(&state)
-                        .arg(id)
-                        .arg(record::encode_state(&CarrierState::Sent))
-                        .ignore();
-                }
-                Op::Confirmed(id, st) => {
+                pipe.cmd("HDEL").arg(&state).arg(id).ignore();
+                if let Some(r) = receipt {
                     pipe.cmd("HSET")
-                        .arg(&state)
+                        .arg(&receipts)
                         .arg(id)
-                        .arg(st.as_slice())
+                        .arg(r.as_slice())
                         .ignore();
                 }
-                Op::Finished { id, receipt, .. } => {
-                    if let Some(e) = entries.get(id).map(|e| e.value().clone()) {
-                        pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&e).ignore();
-                        pipe.cmd("XDEL").arg(&stream).arg(&e).ignore();
-                    }
-                    pipe.cmd("HDEL").arg(&state).arg(id).ignore();
-                    if let Some(r) = receipt {
-                        pipe.cmd("HSET")
-                            .arg(&receipts)
-                            .arg(id)
-                            .arg(r.as_slice())
-                            .ignore();
-                    }
-                }
-                Op::Forwarded(id) => {
-                    pipe.cmd("HDEL").arg(&receipts).arg(id).ignore();
-                }
-                Op::Publish { carrier, r, .. } => {
-                    let keep = cfg.receipt_keep.as_millis() as u64;
-                    let min = otpgw_core::clock::now_ms().saturating_sub(keep);
-                    pipe.cmd("XADD")
-                        .arg(cfg.rcpt())
-                        .arg("MINID")
-                        .arg("~")
-                        .arg(min)
-                        .arg("*")
-                        .arg("o")
-                        .arg(&cfg.node)
-                        .arg("c")
-                        .arg(carrier)
-                        .arg("i")
-                        .arg(&r.id)
-                        .arg("s")
-                        .arg(r.state.tlv())
-                        .arg("e")
-                        .arg(r.err.as_deref().unwrap_or(""))
-                        .ignore();
-                }
-                Op::Flush(_) => {}
             }
-        }
-        let mut res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut conn).await;
-        if matches!(&res, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
-            // Redis restarted (its script cache is empty): load and send again.
-            let loaded = script.prepare_invoke().load_async(&mut conn).await.is_ok();
-            if loaded {
-                res = pipe.query_async(&mut conn).await;
+            Op::Forwarded(id) => {
+                pipe.cmd("HDEL").arg(&receipts).arg(id).ignore();
             }
-        }
-        let ok = res.is_ok();
-        if let Err(e) = &res {
-            tracing::error!(error = %e, writes = batch.len(), "redis write failed");
-            metrics::counter!("otpgw_store_write_failures_total").increment(1);
-        }
-        healthy.store(ok, Ordering::Relaxed);
-        let mut ids = res.ok().map(Vec::into_iter);
-        for op in batch.drain(..) {
-            match op {
-                Op::Accept { id, done, .. } => {
-                    pending.fetch_sub(1, Ordering::Relaxed);
-                    let entry = ids
-                        .as_mut()
-                        .and_then(Iterator::next)
-                        .and_then(|v| redis::from_redis_value::<String>(&v).ok());
-                    if let Some(e) = &entry {
-                        entries.insert(id, e.clone());
-                    }
-                    let _ = done.send(entry.is_some());
-                }
-                Op::Sent(_, done) | Op::Flush(done) | Op::Publish { done, .. } => {
-                    let _ = done.send(ok);
-                }
-                Op::Finished { id, done, .. } => {
-                    if ok {
-                        entries.remove(&id);
-                    }
-                    let _ = done.send(ok);
-                }
-                Op::Confirmed(..) | Op::Forwarded(_) => {}
+            Op::Publish { carrier, r, .. } => {
+                let keep = cfg.receipt_keep.as_millis() as u64;
+                let min = otpgw_core::clock::now_ms().saturating_sub(keep);
+                pipe.cmd("XADD")
+                    .arg(cfg.rcpt())
+                    .arg("MINID")
+                    .arg("~")
+                    .arg(min)
+                    .arg("*")
+                    .arg("o")
+                    .arg(&cfg.node)
+                    .arg("c")
+                    .arg(carrier)
+                    .arg("i")
+                    .arg(&r.id)
+                    .arg("s")
+                    .arg(r.state.tlv())
+                    .arg("e")
+                    .arg(r.err.as_deref().unwrap_or(""))
+                    .ignore();
             }
+            Op::Flush(_) => {}
+        }
+    }
+    pipe
+}
+
+/// Resolve a batch's waiters with its pipeline's outcome.
+fn complete(
+    batch: Vec<Op>,
+    res: redis::RedisResult<Vec<redis::Value>>,
+    entries: &DashMap<u64, String>,
+    pending: &AtomicUsize,
+) {
+    let ok = res.is_ok();
+    let mut ids = res.ok().map(Vec::into_iter);
+    for op in batch {
+        match op {
+            Op::Accept { id, done, .. } => {
+                pending.fetch_sub(1, Ordering::Relaxed);
+                let entry = ids
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .and_then(|v| redis::from_redis_value::<String>(&v).ok());
+                if let Some(e) = &entry {
+                    entries.insert(id, e.clone());
+                }
+                let _ = done.send(entry.is_some());
+            }
+            Op::Sent(_, done) | Op::Flush(done) | Op::Publish { done, .. } => {
+                let _ = done.send(ok);
+            }
+            Op::Finished { id, done, .. } => {
+                if ok {
+                    entries.remove(&id);
+                }
+                let _ = done.send(ok);
+            }
+            Op::Confirmed(..) | Op::Forwarded(_) => {}
         }
     }
 }

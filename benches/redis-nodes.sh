@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Scale-out on Redis: end-to-end throughput with 1, 2 and 3 `otpgw serve` nodes on
+# one durable redis-server (appendonly yes, appendfsync always, started here on a
+# side port), one simulated carrier, and one `otpgw bench` per node (each node's
+# share of the messages, all at once). Prints per run the aggregate accepted and
+# end-to-end rates and the CPU seconds of the nodes, redis-server, the simulator and
+# the load generators (utime + stime from /proc), so where the limit lies shows.
+#
+#   benches/redis-nodes.sh              # 1, 2, 3 nodes, 120,000 messages each run
+#   COUNT=60000 NODES="1 3" benches/redis-nodes.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COUNT=${COUNT:-120000}
+NODES=${NODES:-"1 2 3"}
+REDIS_PORT=${REDIS_PORT:-26390}
+SIM_PORT=${SIM_PORT:-27770}
+BASE_PORT=${BASE_PORT:-27780}
+
+cargo build --release -q -p otpgw
+BIN=target/release/otpgw
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+echo "| nodes | accepted msg/s | end to end msg/s | CPU s: nodes / redis / sim / load generators |"
+echo "|---|---|---|---|"
+for n in $NODES; do
+    run="$tmp/run$n"
+    mkdir -p "$run/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --appendonly yes --appendfsync always \
+        --save "" --dir "$run/redis" --daemonize no >"$run/redis.log" 2>&1 &
+    REDIS=$!; pids+=("$REDIS")
+    wait_port "$REDIS_PORT"
+    "$BIN" sim --listen "127.0.0.1:${SIM_PORT}" --credentials otpgw:secret --receipt-delay-ms 10 >"$run/sim.log" 2>&1 &
+    SIM=$!; pids+=("$SIM")
+    gws=()
+    for k in $(seq 1 "$n"); do
+        port=$((BASE_PORT + k)); ops=$((BASE_PORT + 10 + k))
+        sed -e "s/127.0.0.1:2776\"/127.0.0.1:${SIM_PORT}\"/" \
+            -e "s/127.0.0.1:2775\"/127.0.0.1:${port}\"/" \
+            -e "s/127.0.0.1:9464\"/127.0.0.1:${ops}\"/" \
+            -e "s|^backend = \"embedded\"|backend = \"redis\"\nredis_url = \"redis://127.0.0.1:${REDIS_PORT}/\"\nnode_id = \"node${k}\"\nredis_prefix = \"bench\"|" \
+            -e "s/^receipt_ids = \"auto\"/receipt_ids = \"hex_to_decimal\"/" \
+            -e "s/^window = 100 .*/window = 500/" \
+            deploy/otpgw.toml > "$run/node$k.toml"
+        RUST_LOG=warn "$BIN" serve --config "$run/node$k.toml" >"$run/node$k.log" 2>&1 &
+        gws+=($!); pids+=($!)
+        wait_port "$port"
+    done
+    sleep 1
+    r0=$(cpu "$REDIS"); s0=$(cpu "$SIM"); g0=0
+    for g in "${gws[@]}"; do g0=$((g0 + $(cpu "$g"))); done
+    start=$(date +%s.%N)
+    benches=()
+    for k in $(seq 1 "$n"); do
+        /usr/bin/time -f "%U %S" -o "$run/time$k" "$BIN" bench --host "127.0.0.1:$((BASE_PORT + k))" \
+            --binds 2 --window 250 --count $((COUNT / n)) --no-progress --json >"$run/bench$k.json" &
+        benches+=($!)
+    done
+    for b in "${benches[@]}"; do wait "$b"; done
+    r1=$(cpu "$REDIS"); s1=$(cpu "$SIM"); g1=0
+    for g in "${gws[@]}"; do g1=$((g1 + $(cpu "$g"))); done
+    lg=$(cat "$run"/time* | awk '{s += $1 + $2} END {print s}')
+    # Aggregate: messages over the longest run of the nodes.
+    jq -s --arg n "$n" --argjson t "$ticks" --argjson g "$((g1 - g0))" --argjson r "$((r1 - r0))" \
+        --argjson s "$((s1 - s0))" --argjson lg "$lg" '
+        (map(.accepted) | add) as $acc | (map(.receipts) | add) as $rc |
+        (map(.submit_seconds) | max) as $ts | (map(.total_seconds) | max) as $tt |
+        "| \($n) | \($acc / $ts | floor) | \($rc / $tt | floor) | \($g / $t) / \($r / $t) / \($s / $t) / \($lg) |"' \
+        "$run"/bench*.json | tr -d '"'
+    missing=$(jq -s 'map(.missing_receipts) | add' "$run"/bench*.json)
+    [ "$missing" = 0 ] || echo "  ($missing receipts missing)"
+    for p in "${gws[@]}" "$SIM" "$REDIS"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    pids=()
+done
