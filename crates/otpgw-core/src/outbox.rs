@@ -148,6 +148,14 @@ impl Outbox {
             .clone()
     }
 
+    /// Every brand's outbox.
+    pub fn all(&self) -> Vec<(Arc<str>, Arc<BrandOutbox>)> {
+        self.brands
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+
     /// Receipts waiting across all brands.
     pub fn total(&self) -> usize {
         self.brands.iter().map(|b| b.len()).sum()

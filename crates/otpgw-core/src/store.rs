@@ -138,4 +138,26 @@ pub trait Store: Send + Sync + 'static {
     /// Offer the published receipts still kept again (after claiming messages whose
     /// receipts may have been published before).
     fn rescan_receipts(&self) {}
+    /// A receiver session of `brand` opened (`true`) or closed here, so other nodes
+    /// know where to hand the brand's receipts.
+    fn brand_receiver(&self, _brand: &str, _opened: bool) {}
+    /// Whether `brand` has a receiver session on this node.
+    fn brand_bound_here(&self, _brand: &str) -> bool {
+        true
+    }
+    /// Hand receipts this node owes `brand` to a node where the brand has a receiver
+    /// bound (they leave this node's durable copy in the same step). `Ok(false)`:
+    /// no such node; the caller keeps them.
+    fn hand_over_receipts<'a>(
+        &'a self,
+        _brand: &'a str,
+        _jobs: &'a [ReceiptJob],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(std::future::ready(Ok(false)))
+    }
+    /// Receipts other nodes handed to this one, already stored as owed here (taken
+    /// once).
+    fn take_handed_receipts(&self) -> Option<tokio::sync::mpsc::Receiver<ReceiptJob>> {
+        None
+    }
 }

@@ -348,6 +348,10 @@ impl Conn {
         self.session.set_state(state);
         if state.can_deliver() {
             self.outbox = Some(self.ctx.tracker.outbox().brand(&brand.system_id));
+            self.ctx
+                .tracker
+                .store()
+                .brand_receiver(&brand.system_id, true);
         }
         metrics::gauge!("otpgw_brand_sessions", "brand" => brand.system_id.to_string())
             .increment(1.0);
@@ -576,6 +580,9 @@ impl Conn {
         }
         if let Some(o) = &self.outbox {
             o.push_front(back);
+            if let Some(b) = &self.brand {
+                self.ctx.tracker.store().brand_receiver(&b.system_id, false);
+            }
         }
         if let Some(b) = &self.brand {
             if let Some(mut n) = self.ctx.sessions.get_mut(&b.system_id) {

@@ -106,6 +106,27 @@ redis.call('DEL', KEYS[2])
 return out
 ";
 
+/// Move the receipts handed to a dead node (its inbox, read or not) to this node's
+/// owed receipts. KEYS: its alive key, its inbox, my receipts hash. Returns the
+/// records.
+const CLAIM_INBOX_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+local out = {}
+for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+  local f = e[2]
+  local id, rec = nil, nil
+  for k = 1, #f, 2 do
+    if f[k] == 'id' then id = f[k + 1] elseif f[k] == 'rec' then rec = f[k + 1] end
+  end
+  if id and rec then
+    redis.call('HSET', KEYS[3], id, rec)
+    out[#out + 1] = rec
+  end
+end
+redis.call('DEL', KEYS[2])
+return out
+";
+
 const ACCEPT_LUA: &str = r"
 local e = redis.call('XADD', KEYS[1], '*', 'rec', ARGV[1])
 redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', '1', 'STREAMS', KEYS[1], '>')
@@ -157,6 +178,12 @@ impl RedisConfig {
     fn rcpt(&self) -> String {
         format!("{}:rcpt", self.prefix)
     }
+    fn inbox(&self, node: &str) -> String {
+        format!("{}:inbox:{node}", self.prefix)
+    }
+    fn bound(&self, brand: &str) -> String {
+        format!("{}:bound:{brand}", self.prefix)
+    }
     fn stream(&self) -> String {
         format!("{}:msgs", self.prefix)
     }
@@ -204,6 +231,9 @@ pub struct RedisStore {
     conn: ConnectionManager,
     foreign: parking_lot::Mutex<Option<mpsc::Receiver<otpgw_core::store::ForeignReceipt>>>,
     rescan: Arc<AtomicBool>,
+    /// Receiver sessions per brand on this node.
+    receivers: Arc<DashMap<String, usize>>,
+    handed: parking_lot::Mutex<Option<mpsc::Receiver<ReceiptJob>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -257,7 +287,11 @@ impl RedisStore {
         })?;
         // Alive before anything else: a claimer must not take what we recover.
         renew_lease(&mut conn, &cfg).await.map_err(err)?;
-        tokio::spawn(heartbeat(cfg.clone(), conn.clone()));
+        let receivers: Arc<DashMap<String, usize>> = Arc::new(DashMap::new());
+        tokio::spawn(heartbeat(cfg.clone(), conn.clone(), receivers.clone()));
+        ensure_inbox(&mut conn, &cfg, &cfg.node).await?;
+        let (htx, hrx) = mpsc::channel(10_000);
+        tokio::spawn(read_inbox(cfg.clone(), conn.clone(), htx));
         let (ftx, frx) = mpsc::channel(10_000);
         let rescan = Arc::new(AtomicBool::new(false));
         tokio::spawn(read_published(
@@ -289,6 +323,8 @@ impl RedisStore {
             conn,
             foreign: parking_lot::Mutex::new(Some(frx)),
             rescan,
+            receivers,
+            handed: parking_lot::Mutex::new(Some(hrx)),
         })
     }
 }
@@ -699,6 +735,64 @@ impl Store for RedisStore {
         self.rescan.store(true, Ordering::Relaxed);
     }
 
+    fn brand_receiver(&self, brand: &str, opened: bool) {
+        let mut e = self.receivers.entry(brand.to_string()).or_insert(0);
+        if opened {
+            *e += 1;
+        } else {
+            *e = e.saturating_sub(1);
+        }
+    }
+
+    fn brand_bound_here(&self, brand: &str) -> bool {
+        self.receivers.get(brand).is_some_and(|n| *n > 0)
+    }
+
+    fn hand_over_receipts<'a>(
+        &'a self,
+        brand: &'a str,
+        jobs: &'a [ReceiptJob],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let now = otpgw_core::clock::now_ms();
+            // Nodes whose presence for the brand has not lapsed, this one excepted.
+            let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(self.cfg.bound(brand))
+                .arg(now)
+                .arg("+inf")
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            let Some(target) = nodes.into_iter().find(|n| *n != self.cfg.node) else {
+                return Ok(false);
+            };
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for j in jobs {
+                pipe.cmd("XADD")
+                    .arg(self.cfg.inbox(&target))
+                    .arg("*")
+                    .arg("id")
+                    .arg(j.id.0)
+                    .arg("rec")
+                    .arg(record::encode_receipt(j))
+                    .ignore();
+                pipe.cmd("HDEL")
+                    .arg(self.cfg.receipts())
+                    .arg(j.id.0)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await.map_err(err)?;
+            tracing::debug!(%brand, to = %target, receipts = jobs.len(), "receipts handed to the node where the brand is bound");
+            Ok(true)
+        })
+    }
+
+    fn take_handed_receipts(&self) -> Option<mpsc::Receiver<ReceiptJob>> {
+        self.handed.lock().take()
+    }
+
     fn claim_orphans(&self, _now_ms: u64) -> StoreFuture<'_, Recovered> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
@@ -717,13 +811,117 @@ async fn renew_lease(conn: &mut ConnectionManager, cfg: &RedisConfig) -> redis::
         .await
 }
 
-/// Renew this node's alive key every third of the lease.
-async fn heartbeat(cfg: RedisConfig, mut conn: ConnectionManager) {
+/// Renew this node's alive key every third of the lease, and its presence in the
+/// sets of nodes where each brand has a receiver bound (`P:bound:BRAND`, scored by
+/// when the presence lapses).
+async fn heartbeat(
+    cfg: RedisConfig,
+    mut conn: ConnectionManager,
+    receivers: Arc<DashMap<String, usize>>,
+) {
     let mut tick = tokio::time::interval(cfg.lease / 3);
     loop {
         tick.tick().await;
         if let Err(e) = renew_lease(&mut conn, &cfg).await {
             tracing::warn!(error = %e, "cannot renew this node's lease in redis");
+        }
+        let until = otpgw_core::clock::now_ms() + cfg.lease.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for e in receivers.iter() {
+            if *e.value() > 0 {
+                pipe.cmd("ZADD")
+                    .arg(cfg.bound(e.key()))
+                    .arg(until)
+                    .arg(&cfg.node)
+                    .ignore();
+            } else {
+                pipe.cmd("ZREM")
+                    .arg(cfg.bound(e.key()))
+                    .arg(&cfg.node)
+                    .ignore();
+            }
+        }
+        receivers.retain(|_, n| *n > 0);
+        let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+    }
+}
+
+async fn ensure_inbox(
+    conn: &mut ConnectionManager,
+    cfg: &RedisConfig,
+    node: &str,
+) -> Result<(), StoreError> {
+    let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(cfg.inbox(node))
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Take the receipts other nodes handed to this one (`P:inbox:NODE`, read with the
+/// group so one not yet stored here is read again after a restart): store each as
+/// owed here, acknowledge it, then hand it to the gateway.
+async fn read_inbox(cfg: RedisConfig, mut conn: ConnectionManager, tx: mpsc::Sender<ReceiptJob>) {
+    let key = cfg.inbox(&cfg.node);
+    // First what was read before a restart but not acknowledged, then new entries.
+    let mut from = "0".to_string();
+    loop {
+        let reply: redis::RedisResult<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&cfg.node)
+            .arg("COUNT")
+            .arg(500)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(&from)
+            .query_async(&mut conn)
+            .await;
+        let entries: Vec<redis::streams::StreamId> = match reply {
+            Ok(r) => r.keys.into_iter().flat_map(|k| k.ids).collect(),
+            Err(_) => Vec::new(),
+        };
+        if entries.is_empty() {
+            if from != ">" {
+                from = ">".into();
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let mut jobs = Vec::with_capacity(entries.len());
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for e in &entries {
+            let rec: Option<Vec<u8>> = e.get("rec");
+            if let Some(j) = rec.as_deref().and_then(record::decode_receipt) {
+                pipe.cmd("HSET")
+                    .arg(cfg.receipts())
+                    .arg(j.id.0)
+                    .arg(rec.as_deref().unwrap_or_default())
+                    .ignore();
+                jobs.push(j);
+            }
+            pipe.cmd("XACK").arg(&key).arg(GROUP).arg(&e.id).ignore();
+            pipe.cmd("XDEL").arg(&key).arg(&e.id).ignore();
+        }
+        if pipe.query_async::<()>(&mut conn).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            from = "0".into();
+            continue;
+        }
+        for j in jobs {
+            if tx.send(j).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -848,6 +1046,15 @@ async fn claim(
             .map_err(err)?;
         out.receipts
             .extend(owed.iter().filter_map(|v| record::decode_receipt(v)));
+        let handed: Vec<Vec<u8>> = redis::Script::new(CLAIM_INBOX_LUA)
+            .key(cfg.alive(&c.name))
+            .key(cfg.inbox(&c.name))
+            .key(cfg.receipts())
+            .invoke_async(conn)
+            .await
+            .map_err(err)?;
+        out.receipts
+            .extend(handed.iter().filter_map(|v| record::decode_receipt(v)));
     }
     Ok(out)
 }

@@ -593,6 +593,52 @@ fn spawn_sharing(
     if store.name() != "redis" {
         return;
     }
+    // Receipts other nodes handed over: owed to a brand bound here.
+    if let Some(mut rx) = store.take_handed_receipts() {
+        let (tracker, stop) = (tracker.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    j = rx.recv() => match j {
+                        Some(j) => tracker.restore_receipt(j),
+                        None => return,
+                    },
+                }
+            }
+        });
+    }
+    // Receipts for brands with no receiver here go to a node where they have one.
+    {
+        let (tracker, stop) = (tracker.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            let mut jobs = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let store = tracker.store().clone();
+                for (brand, ob) in tracker.outbox().all() {
+                    while !ob.is_empty() && !store.brand_bound_here(&brand) {
+                        jobs.clear();
+                        ob.try_take(500, &mut jobs);
+                        match store.hand_over_receipts(&brand, &jobs).await {
+                            Ok(true) => {
+                                metrics::counter!("otpgw_receipts_handed_over_total")
+                                    .increment(jobs.len() as u64);
+                            }
+                            Ok(false) | Err(_) => {
+                                ob.push_front(jobs.drain(..));
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(lease / 2);
         loop {

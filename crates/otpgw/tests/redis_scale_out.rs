@@ -397,3 +397,69 @@ async fn carrier_bind_allowance_holds_across_nodes() {
         }
     }
 }
+
+/// A brand that submits on node a (a transmitter: no receiver there) and receives on
+/// node b gets its receipts on b: node a hands them over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_reach_the_brand_on_the_node_where_it_receives() {
+    use otpgw_proto::rusmpp::{Command, CommandStatus};
+    use otpgw_proto::status::{self, cmd};
+    let Some(redis) = TestRedis::start("handover") else {
+        return;
+    };
+    let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(20)).await;
+    let mut nodes = Vec::new();
+    for n in ["a", "b"] {
+        let dir = common::store_dir(&format!("scale-handover-{n}"));
+        let port = common::free_port();
+        let cfg = node_config(&redis, n, port, sim.addr(), "");
+        nodes.push(common::GwProc::start(&dir, port, &cfg).await);
+    }
+    // The receiving side on b first (its presence is published within a lease/3).
+    let mut lc = LoadConfig::new(nodes[1].addr(), "bank", "pw1", 0);
+    lc.expect_receipts = Some(40);
+    lc.receipt_timeout = Duration::from_secs(8);
+    let receiver = tokio::spawn(loadgen::run(lc));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let mut tx = common::Raw::connect(nodes[0].addr()).await;
+    assert_eq!(
+        tx.bind(cmd::BIND_TRANSMITTER, "bank", "pw1", 1).await,
+        (cmd::BIND_TRANSMITTER_RESP, status::ESME_ROK, 1)
+    );
+    let mut ids = HashSet::new();
+    for i in 0..40u32 {
+        let f = otpgw_proto::pdu::SubmitFields {
+            registered_delivery: 1,
+            priority_flag: 1,
+            ..common::submit_fields("BANK", &format!("4477009{i:05}"))
+        };
+        let c = Command::new(
+            CommandStatus::EsmeRok,
+            2 + i,
+            f.to_submit_sm().expect("pdu"),
+        );
+        tx.send(&c).await;
+        let resp = tx.next_command().await.expect("submit_sm_resp");
+        assert_eq!(u32::from(resp.status()), status::ESME_ROK);
+        ids.insert(otpgw_proto::pdu::submit_sm_resp_id(&resp).expect("id"));
+    }
+    let r = tokio::time::timeout(Duration::from_secs(30), receiver)
+        .await
+        .expect("receiver ends")
+        .expect("task")
+        .expect("receiver ran");
+    let got: HashSet<String> = r
+        .foreign_receipts
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    let missing = ids.iter().filter(|id| !got.contains(*id)).count();
+    assert_eq!(
+        missing, 0,
+        "{missing} of 40 receipts did not reach the brand on node b"
+    );
+    for n in &mut nodes {
+        assert_eq!(n.term(Duration::from_secs(10)).await, Some(0));
+    }
+}
