@@ -394,7 +394,8 @@ where
                 }
                 // The rate shared with other nodes, asked last so the grant is
                 // spent at once (what it refuses goes back, marked as possibly sent).
-                if let (Some(sl), Some(rate)) = (&shared.cfg.shared_limit, shared.cfg.rate_limit) {
+                let cap = shared.limiter.lock().cap();
+                if let (Some(sl), Some(rate)) = (&shared.cfg.shared_limit, cap) {
                     let want = out.len();
                     let got = shared_grant(shared, sl.as_ref(), rate, want, &mut rate_wait).await;
                     for m in out.drain(got..) {

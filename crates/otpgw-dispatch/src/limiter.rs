@@ -117,6 +117,11 @@ impl RateLimiter {
         self.rate
     }
 
+    /// The configured cap (messages per second), if any.
+    pub fn cap(&self) -> Option<f64> {
+        self.cap
+    }
+
     /// Change the cap (config reload).
     pub fn set_cap(&mut self, cap: Option<f64>, now: Instant) {
         let cap = cap.filter(|c| *c > 0.0);
