@@ -5,37 +5,11 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::time::Duration;
 
-use bytes::Bytes;
+use otpgw_core::Message;
 use otpgw_core::store::Store;
-use otpgw_core::{Class, Message, MsgId};
-use otpgw_proto::pdu::{Address, SubmitFields};
 use otpgw_store::{EmbeddedConfig, EmbeddedStore};
 
-fn msg(id: u64) -> Message {
-    Message {
-        id: MsgId(id),
-        brand: "bank".into(),
-        fields: SubmitFields {
-            source: Address {
-                ton: 5,
-                npi: 0,
-                addr: "BANK".into(),
-            },
-            dest: Address {
-                ton: 1,
-                npi: 1,
-                addr: format!("4477{:08}", id % 100_000_000),
-            },
-            registered_delivery: 1,
-            short_message: Bytes::from_static(b"Your code is 482913"),
-            ..Default::default()
-        },
-        class: Class::Otp,
-        accepted_ms: 1,
-        deadline_ms: u64::MAX / 2,
-        attempts: Default::default(),
-    }
-}
+use otpgw_store::fixtures::message as msg;
 
 fn bench(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("otpgw-bench-store-{}", std::process::id()));

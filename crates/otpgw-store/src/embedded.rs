@@ -213,27 +213,20 @@ impl Drop for EmbeddedStore {
 
 impl Store for EmbeddedStore {
     fn accept<'a>(&'a self, msg: &'a Message) -> StoreFuture<'a, ()> {
-        if self.pending_accepts.load(Ordering::Relaxed) >= self.cfg.max_pending_accepts {
-            metrics::counter!("otpgw_store_busy_total").increment(1);
-            return Box::pin(std::future::ready(Err(StoreError::Busy)));
-        }
-        let (done, rx) = oneshot::channel();
-        self.pending_accepts.fetch_add(1, Ordering::Relaxed);
-        let sent = self.tx.send(Op::Accept {
-            id: msg.id.0,
-            rec: record::encode_message(msg),
-            done,
-        });
-        Box::pin(async move {
-            if sent.is_err() {
-                return Err(StoreError::Closed);
-            }
-            match rx.await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(StoreError::Unavailable("commit failed".into())),
-                Err(_) => Err(StoreError::Closed),
-            }
-        })
+        crate::accept_through(
+            &self.pending_accepts,
+            self.cfg.max_pending_accepts,
+            |done| {
+                self.tx
+                    .send(Op::Accept {
+                        id: msg.id.0,
+                        rec: record::encode_message(msg),
+                        done,
+                    })
+                    .is_ok()
+            },
+            "commit failed",
+        )
     }
 
     fn submitted(&self, id: MsgId) -> Ticket {

@@ -8,52 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use otpgw_core::outbox::ReceiptJob;
 use otpgw_core::store::{Store, StoreError};
-use otpgw_core::{Class, DeliveryState, Message, MsgId};
-use otpgw_proto::pdu::{Address, SubmitFields};
+use otpgw_core::{DeliveryState, MsgId};
 use otpgw_sim::redis_server::TestRedis as Redis;
 use otpgw_store::{RedisConfig, RedisStore};
 
-fn msg(id: u64) -> Message {
-    Message {
-        id: MsgId(id),
-        brand: "bank".into(),
-        fields: SubmitFields {
-            source: Address {
-                ton: 5,
-                npi: 0,
-                addr: "BANK".into(),
-            },
-            dest: Address {
-                ton: 1,
-                npi: 1,
-                addr: format!("4477{id:08}"),
-            },
-            registered_delivery: 1,
-            short_message: Bytes::from(format!("code {id:06}")),
-            ..Default::default()
-        },
-        class: Class::Otp,
-        accepted_ms: 1,
-        deadline_ms: u64::MAX / 2,
-        attempts: Default::default(),
-    }
-}
-
-fn job(id: u64, done_ms: u64) -> ReceiptJob {
-    ReceiptJob {
-        id: MsgId(id),
-        brand: "bank".into(),
-        source: Address::default(),
-        dest: Address::default(),
-        state: DeliveryState::Delivered,
-        err: "000".into(),
-        submit_ms: 0,
-        done_ms,
-        attempts: 0,
-    }
-}
+use otpgw_store::fixtures::{message as msg, receipt_job as job};
 
 async fn open(r: &Redis, node: &str) -> RedisStore {
     RedisStore::open(RedisConfig::new(&r.url(), "t", node))

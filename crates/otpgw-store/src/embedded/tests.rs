@@ -1,48 +1,8 @@
 use super::*;
 use bytes::Bytes;
-use otpgw_core::Class;
-use otpgw_proto::pdu::{Address, SubmitFields};
 use std::io::{BufRead, Write};
 
-fn msg(id: u64) -> Message {
-    Message {
-        id: MsgId(id),
-        brand: "bank".into(),
-        fields: SubmitFields {
-            source: Address {
-                ton: 5,
-                npi: 0,
-                addr: "BANK".into(),
-            },
-            dest: Address {
-                ton: 1,
-                npi: 1,
-                addr: format!("4477{id:08}"),
-            },
-            registered_delivery: 1,
-            short_message: Bytes::from(format!("code {id:06}")),
-            ..Default::default()
-        },
-        class: Class::Otp,
-        accepted_ms: 1,
-        deadline_ms: u64::MAX / 2,
-        attempts: Default::default(),
-    }
-}
-
-fn job(id: u64, done_ms: u64) -> ReceiptJob {
-    ReceiptJob {
-        id: MsgId(id),
-        brand: "bank".into(),
-        source: Address::default(),
-        dest: Address::default(),
-        state: DeliveryState::Delivered,
-        err: "000".into(),
-        submit_ms: 0,
-        done_ms,
-        attempts: 0,
-    }
-}
+use crate::fixtures::{message as msg, receipt_job as job};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("otpgw-store-{}-{name}", std::process::id()));
