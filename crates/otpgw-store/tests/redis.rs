@@ -176,9 +176,11 @@ async fn shared_bucket_caps_three_clients_together() {
         tasks.push(tokio::spawn(async move {
             let mut grants = Vec::new();
             while start.elapsed() < run {
+                let sent = start.elapsed();
                 let n = l.take("sim", rate, burst, 10).await.expect("grant");
+                let got = start.elapsed();
                 if n > 0 {
-                    grants.push((start.elapsed(), n));
+                    grants.push((got, n, got - sent));
                 } else {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
@@ -191,20 +193,26 @@ async fn shared_bucket_caps_three_clients_together() {
         all.extend(t.await.expect("task"));
     }
     all.sort();
-    let total: usize = all.iter().map(|(_, n)| n).sum();
+    let total: usize = all.iter().map(|(_, n, _)| n).sum();
     let mut worst = 0;
-    for (i, (t0, _)) in all.iter().enumerate() {
+    for (i, (t0, _, _)) in all.iter().enumerate() {
         let in_window: usize = all[i..]
             .iter()
-            .take_while(|(t, _)| *t < *t0 + Duration::from_secs(1))
-            .map(|(_, n)| n)
+            .take_while(|(t, _, _)| *t < *t0 + Duration::from_secs(1))
+            .map(|(_, n, _)| n)
             .sum();
         worst = worst.max(in_window);
     }
+    // The bucket holds on Redis's clock; a grant is timed here when its answer
+    // arrives, up to one round trip after Redis made it, so a window measured here
+    // can hold up to two round trips' worth more.
+    let rtt = all.iter().map(|(_, _, r)| *r).max().unwrap_or_default();
+    let allowed = rate + burst + rate * 2.0 * rtt.as_secs_f64();
     assert!(
-        worst as f64 <= rate + burst,
-        "{worst} granted in one second at {rate}/s (burst {burst})"
+        worst as f64 <= allowed,
+        "{worst} granted in one second at {rate}/s (burst {burst}, longest round trip {rtt:?})"
     );
+    eprintln!("most in one second: {worst} (allowed {allowed:.0}, longest round trip {rtt:?})");
     assert!(
         total as f64 >= rate * 2.3,
         "only {total} granted in 2.5 s at {rate}/s"
