@@ -673,7 +673,7 @@ fn on_submit_resp(
         let early = shared.matcher.lock().on_submitted(&cid, msg.id);
         for (id, r) in early {
             // Parked receipts were acknowledged when they arrived (kept in memory).
-            let _ = apply_receipt(shared, id, r);
+            let _ = apply_receipt(shared, id, &r);
         }
         return;
     }
@@ -699,7 +699,7 @@ fn on_submit_resp(
 fn answered(shared: &Arc<Shared>, n: usize) {
     let ready = shared.matcher.lock().answered(n);
     for (id, r) in ready {
-        let _ = apply_receipt(shared, id, r);
+        let _ = apply_receipt(shared, id, &r);
     }
 }
 
@@ -739,30 +739,30 @@ fn on_deliver(shared: &Arc<Shared>, v: &DeliverView) -> Vec<otpgw_core::store::T
         metrics::counter!("otpgw_receipts_unmatched_total").increment(1);
         return Vec::new();
     };
-    let copy = r.clone();
+    // Another node may have sent the message (a carrier delivers receipts on any
+    // bind of the account): a receipt that parks here is published for the others
+    // before it is acknowledged. Only a shared store needs the copy.
+    let store = shared.tracker.store();
+    let copy = store.is_shared().then(|| r.clone());
     let matched = shared.matcher.lock().on_receipt(r, Instant::now());
     if matched.is_empty() {
         metrics::counter!("otpgw_receipts_parked_total", "carrier" => shared.cfg.name.clone())
             .increment(1);
-        // Another node may have sent the message (a carrier delivers receipts on
-        // any bind of the account): publish it for them before acknowledging.
-        return vec![
-            shared
-                .tracker
-                .store()
-                .publish_receipt(&shared.cfg.name, &copy),
-        ];
+        return copy
+            .map(|r| store.publish_receipt(&shared.cfg.name, &r))
+            .into_iter()
+            .collect();
     }
     matched
         .into_iter()
-        .map(|(id, r)| apply_receipt(shared, id, r))
+        .map(|(id, r)| apply_receipt(shared, id, &r))
         .collect()
 }
 
 pub(crate) fn apply_receipt(
     shared: &Arc<Shared>,
     id: otpgw_core::MsgId,
-    r: pdu::CarrierReceipt,
+    r: &pdu::CarrierReceipt,
 ) -> otpgw_core::store::Ticket {
     if !r.state.is_final() {
         return otpgw_core::store::Ticket::ready();
@@ -796,7 +796,7 @@ async fn shared_grant(
     want: usize,
     rate_wait: &mut Option<tokio::time::Instant>,
 ) -> usize {
-    let burst = (rate / 50.0).max(1.0);
+    let burst = otpgw_dispatch::limiter::burst(rate);
     let (got, wait_ms) = match sl.take(&shared.cfg.name, rate, burst, want).await {
         Ok(g) => (g.min(want), 5),
         Err(e) => {

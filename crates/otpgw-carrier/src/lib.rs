@@ -220,9 +220,9 @@ impl Shared {
     /// message here if this node sent it.
     pub fn on_foreign_receipt(
         self: &Arc<Self>,
-        r: otpgw_proto::pdu::CarrierReceipt,
+        r: &otpgw_proto::pdu::CarrierReceipt,
     ) -> matcher::Lookup {
-        let found = self.matcher.lock().lookup(&r);
+        let found = self.matcher.lock().lookup(r);
         if let matcher::Lookup::Found(id) = found {
             let _ = bind::apply_receipt(self, id, r);
         }

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use otpgw_core::MsgId;
 use otpgw_proto::pdu::CarrierReceipt;
 
-/// Normalise a carrier message id: trim, lower-case, drop leading zeros.
 /// What [`Matcher::lookup`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -38,6 +37,7 @@ pub enum Lookup {
     None,
 }
 
+/// Normalise a carrier message id: trim, lower-case, drop leading zeros.
 pub fn normalize(id: &str) -> String {
     let t = id.trim().trim_matches(char::from(0)).to_ascii_lowercase();
     let stripped = t.trim_start_matches('0');

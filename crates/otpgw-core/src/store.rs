@@ -120,6 +120,11 @@ pub trait Store: Send + Sync + 'static {
     // Several nodes on one store (only the Redis backend shares; the defaults are
     // those of a store that serves one node).
 
+    /// Whether several nodes share this store (and the calls below do anything).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// A receipt this node could not match (yet): make it available to the other
     /// nodes, one of which may have sent the message. The carrier's `deliver_sm` is
     /// acknowledged once the ticket resolved.

@@ -235,7 +235,7 @@ impl RateLimiter {
 }
 
 /// Tokens a bucket may hold at `rate`: a fiftieth of a second (20 ms)'s worth, at least one.
-fn burst(rate: f64) -> f64 {
+pub fn burst(rate: f64) -> f64 {
     (rate / 50.0).max(1.0)
 }
 

@@ -218,6 +218,7 @@ struct Shared {
 }
 
 /// A second of the run as it is being counted.
+#[derive(Default)]
 struct Slot {
     accepted: u64,
     refused: u64,
@@ -234,13 +235,8 @@ impl Inner {
         if sec >= MAX_SERIES_SECONDS {
             return None;
         }
-        while self.series.len() <= sec {
-            self.series.push(Slot {
-                accepted: 0,
-                refused: 0,
-                receipts: 0,
-                resp: None,
-            });
+        if self.series.len() <= sec {
+            self.series.resize_with(sec + 1, Slot::default);
         }
         self.series.get_mut(sec)
     }

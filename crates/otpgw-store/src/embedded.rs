@@ -30,7 +30,6 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::oneshot;
 
 use otpgw_core::clock::now_ms;
 use otpgw_core::outbox::ReceiptJob;
@@ -38,6 +37,7 @@ use otpgw_core::store::{Recovered, Store, StoreError, StoreFuture, Ticket};
 use otpgw_core::{DeliveryState, Message, MsgId};
 
 use crate::record::{self, CarrierState};
+use crate::writes::{self, Op};
 
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const CARRIER_STATE: TableDefinition<u64, &[u8]> = TableDefinition::new("carrier_state");
@@ -77,26 +77,6 @@ impl EmbeddedConfig {
             purge_interval: Duration::from_secs(5),
         }
     }
-}
-
-enum Op {
-    Accept {
-        id: u64,
-        rec: Vec<u8>,
-        done: oneshot::Sender<bool>,
-    },
-    Sent(u64, oneshot::Sender<bool>),
-    Confirmed(u64, Vec<u8>),
-    Finished {
-        id: u64,
-        state: u8,
-        receipt: Option<(u64, Vec<u8>)>,
-        now_ms: u64,
-        done: oneshot::Sender<bool>,
-    },
-    Forwarded(u64),
-    Flush(oneshot::Sender<bool>),
-    Stop,
 }
 
 /// Counters of the writer, for tests and benchmarks.
@@ -213,34 +193,21 @@ impl Drop for EmbeddedStore {
 
 impl Store for EmbeddedStore {
     fn accept<'a>(&'a self, msg: &'a Message) -> StoreFuture<'a, ()> {
-        crate::accept_through(
+        writes::accept(
+            &self.tx,
             &self.pending_accepts,
             self.cfg.max_pending_accepts,
-            |done| {
-                self.tx
-                    .send(Op::Accept {
-                        id: msg.id.0,
-                        rec: record::encode_message(msg),
-                        done,
-                    })
-                    .is_ok()
-            },
+            msg,
             "commit failed",
         )
     }
 
     fn submitted(&self, id: MsgId) -> Ticket {
-        let (done, t) = Ticket::pending();
-        let _ = self.tx.send(Op::Sent(id.0, done));
-        t
+        writes::submitted(&self.tx, id)
     }
 
     fn carrier_accepted(&self, id: MsgId, carrier: &str, carrier_msg_id: &str) {
-        let s = CarrierState::Confirmed {
-            carrier: carrier.into(),
-            carrier_id: carrier_msg_id.into(),
-        };
-        let _ = self.tx.send(Op::Confirmed(id.0, record::encode_state(&s)));
+        writes::carrier_accepted(&self.tx, id, carrier, carrier_msg_id);
     }
 
     fn finished(
@@ -250,20 +217,11 @@ impl Store for EmbeddedStore {
         receipt: Option<&ReceiptJob>,
         now_ms: u64,
     ) -> Ticket {
-        let (done, t) = Ticket::pending();
-        let receipt = receipt.map(|j| (j.done_ms, record::encode_receipt(j)));
-        let _ = self.tx.send(Op::Finished {
-            id: id.0,
-            state: state.tlv(),
-            receipt,
-            now_ms,
-            done,
-        });
-        t
+        writes::finished(&self.tx, id, state, receipt, now_ms)
     }
 
     fn receipt_forwarded(&self, id: MsgId) {
-        let _ = self.tx.send(Op::Forwarded(id.0));
+        writes::forwarded(&self.tx, id);
     }
 
     fn recover(&self, now_ms: u64) -> Result<Recovered, StoreError> {
@@ -305,9 +263,7 @@ impl Store for EmbeddedStore {
     }
 
     fn flush(&self) -> Ticket {
-        let (done, t) = Ticket::pending();
-        let _ = self.tx.send(Op::Flush(done));
-        t
+        writes::flush(&self.tx)
     }
 
     fn is_durable(&self) -> bool {
@@ -378,7 +334,10 @@ fn writer_loop(
                         pending.fetch_sub(1, Ordering::Relaxed);
                         let _ = done.send(ok);
                     }
-                    Op::Finished { done, .. } | Op::Flush(done) | Op::Sent(_, done) => {
+                    Op::Finished { done, .. }
+                    | Op::Flush(done)
+                    | Op::Sent(_, done)
+                    | Op::Publish { done, .. } => {
                         let _ = done.send(ok);
                     }
                     Op::Stop => stop = true,
@@ -474,7 +433,8 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
                         by_age.remove((d, *id))?;
                     }
                 }
-                Op::Flush(_) | Op::Stop => {}
+                // Nothing to keep: one node shares nothing.
+                Op::Flush(_) | Op::Stop | Op::Publish { .. } => {}
             }
         }
     }

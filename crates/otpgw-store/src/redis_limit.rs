@@ -55,7 +55,6 @@ pub struct RedisRateLimit {
     prefix: String,
     script: redis::Script,
     hold: redis::Script,
-    timeout: Duration,
     node: String,
     lease: Duration,
 }
@@ -78,21 +77,12 @@ impl RedisRateLimit {
         node: &str,
         lease: Duration,
     ) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
-            .set_number_of_retries(1);
-        let conn = tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, cfg))
-            .await
-            .map_err(|_| "connecting to redis timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+        let (_, conn) = crate::redis_store::connect(url, timeout).await?;
         Ok(Self {
             conn,
             prefix: prefix.into(),
             script: redis::Script::new(TAKE_LUA),
             hold: redis::Script::new(HOLD_LUA),
-            timeout,
             node: node.into(),
             lease,
         })
@@ -106,12 +96,10 @@ impl SharedLimit for RedisRateLimit {
             let key = format!("{}:rate:{carrier}", self.prefix);
             let mut inv = self.script.key(key);
             inv.arg(rate).arg(burst).arg(want);
-            let call = inv.invoke_async::<usize>(&mut conn);
-            match tokio::time::timeout(self.timeout, call).await {
-                Ok(Ok(n)) => Ok(n),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("redis did not answer in time".into()),
-            }
+            // The connection's response timeout bounds the wait.
+            inv.invoke_async::<usize>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
         })
     }
 }
@@ -124,12 +112,8 @@ impl BindSlots for RedisRateLimit {
             inv.arg(format!("{}:{bind}", self.node))
                 .arg(total)
                 .arg(self.lease.as_millis() as u64);
-            let call = inv.invoke_async::<i64>(&mut conn);
-            match tokio::time::timeout(self.timeout, call).await {
-                Ok(Ok(n)) => Ok(n == 1),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("redis did not answer in time".into()),
-            }
+            let n = inv.invoke_async::<i64>(&mut conn).await;
+            n.map(|n| n == 1).map_err(|e| e.to_string())
         })
     }
 
@@ -139,12 +123,8 @@ impl BindSlots for RedisRateLimit {
             let mut cmd = redis::cmd("ZREM");
             cmd.arg(format!("{}:binds:{carrier}", self.prefix))
                 .arg(format!("{}:{bind}", self.node));
-            let call = cmd.query_async::<i64>(&mut conn);
-            match tokio::time::timeout(self.timeout, call).await {
-                Ok(Ok(n)) => Ok(n == 1),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("redis did not answer in time".into()),
-            }
+            let n = cmd.query_async::<i64>(&mut conn).await;
+            n.map(|n| n == 1).map_err(|e| e.to_string())
         })
     }
 

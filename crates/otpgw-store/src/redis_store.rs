@@ -53,9 +53,10 @@ use otpgw_core::outbox::ReceiptJob;
 use otpgw_core::store::{Recovered, Store, StoreError, StoreFuture, Ticket};
 use otpgw_core::{DeliveryState, Message, MsgId};
 use redis::aio::ConnectionManager;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::record::{self, CarrierState};
+use crate::writes::{self, Op};
 
 /// Consumer group every node reads the stream with.
 pub const GROUP: &str = "otpgw";
@@ -92,38 +93,29 @@ end
 return got
 ";
 
-/// Move a dead node's owed receipts to this node. KEYS: its alive key, its receipts
-/// hash, mine. Returns the moved records.
+/// Move what a dead node owed brands to this node's owed receipts: its receipts
+/// hash and the receipts handed to it (its inbox, read or not). KEYS: its alive key,
+/// its receipts hash, its inbox, my receipts hash. Returns the moved records.
 const CLAIM_RECEIPTS_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
-local all = redis.call('HGETALL', KEYS[2])
 local out = {}
+local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
-  redis.call('HSET', KEYS[3], all[i], all[i + 1])
+  redis.call('HSET', KEYS[4], all[i], all[i + 1])
   out[#out + 1] = all[i + 1]
 end
-redis.call('DEL', KEYS[2])
-return out
-";
-
-/// Move the receipts handed to a dead node (its inbox, read or not) to this node's
-/// owed receipts. KEYS: its alive key, its inbox, my receipts hash. Returns the
-/// records.
-const CLAIM_INBOX_LUA: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
-local out = {}
-for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+for _, e in ipairs(redis.call('XRANGE', KEYS[3], '-', '+')) do
   local f = e[2]
   local id, rec = nil, nil
   for k = 1, #f, 2 do
     if f[k] == 'id' then id = f[k + 1] elseif f[k] == 'rec' then rec = f[k + 1] end
   end
   if id and rec then
-    redis.call('HSET', KEYS[3], id, rec)
+    redis.call('HSET', KEYS[4], id, rec)
     out[#out + 1] = rec
   end
 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[3])
 return out
 ";
 
@@ -195,28 +187,6 @@ impl RedisConfig {
     }
 }
 
-enum Op {
-    Accept {
-        id: u64,
-        rec: Vec<u8>,
-        done: oneshot::Sender<bool>,
-    },
-    Sent(u64, oneshot::Sender<bool>),
-    Confirmed(u64, Vec<u8>),
-    Finished {
-        id: u64,
-        receipt: Option<Vec<u8>>,
-        done: oneshot::Sender<bool>,
-    },
-    Forwarded(u64),
-    Flush(oneshot::Sender<bool>),
-    Publish {
-        carrier: String,
-        r: otpgw_proto::pdu::CarrierReceipt,
-        done: oneshot::Sender<bool>,
-    },
-}
-
 /// The Redis store (see the module docs).
 pub struct RedisStore {
     cfg: RedisConfig,
@@ -249,6 +219,27 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// A connection that reconnects by itself; every command (and each connection
+/// attempt) gives up after `timeout`.
+pub(crate) async fn connect(
+    url: &str,
+    timeout: Duration,
+) -> Result<(redis::Client, ConnectionManager), String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout)
+        .set_number_of_retries(1);
+    let conn = tokio::time::timeout(
+        timeout,
+        ConnectionManager::new_with_config(client.clone(), cfg),
+    )
+    .await
+    .map_err(|_| "connecting to redis timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    Ok((client, conn))
+}
+
 impl RedisStore {
     /// Connect, create the consumer group if missing, check Redis's fsync setting
     /// and start the writer task. Fails when Redis cannot be reached.
@@ -258,19 +249,8 @@ impl RedisStore {
                 "redis store needs a node id and a key prefix".into(),
             ));
         }
-        let client = redis::Client::open(cfg.url.as_str()).map_err(err)?;
-        let mcfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(cfg.timeout)
-            .set_response_timeout(cfg.timeout)
-            .set_number_of_retries(1);
-        let mut conn = tokio::time::timeout(
-            cfg.timeout,
-            ConnectionManager::new_with_config(client.clone(), mcfg),
-        )
-        .await
-        .map_err(|_| err("connecting to redis timed out"))?
-        .map_err(err)?;
-        ensure_group(&mut conn, &cfg).await?;
+        let (client, mut conn) = connect(&cfg.url, cfg.timeout).await.map_err(err)?;
+        ensure_group(&mut conn, &cfg.stream()).await?;
         check_fsync(&mut conn).await;
         let n: i64 = redis::Script::new(NODE_NUMBER_LUA)
             .key(format!("{}:nodes", cfg.prefix))
@@ -289,7 +269,7 @@ impl RedisStore {
         renew_lease(&mut conn, &cfg).await.map_err(err)?;
         let receivers: Arc<DashMap<String, usize>> = Arc::new(DashMap::new());
         tokio::spawn(heartbeat(cfg.clone(), conn.clone(), receivers.clone()));
-        ensure_inbox(&mut conn, &cfg, &cfg.node).await?;
+        ensure_group(&mut conn, &cfg.inbox(&cfg.node)).await?;
         let (htx, hrx) = mpsc::channel(10_000);
         tokio::spawn(read_inbox(cfg.clone(), conn.clone(), htx));
         let (ftx, frx) = mpsc::channel(10_000);
@@ -329,10 +309,11 @@ impl RedisStore {
     }
 }
 
-async fn ensure_group(conn: &mut ConnectionManager, cfg: &RedisConfig) -> Result<(), StoreError> {
+/// Create the consumer group of stream `key` (and the stream) unless it exists.
+async fn ensure_group(conn: &mut ConnectionManager, key: &str) -> Result<(), StoreError> {
     let r: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
-        .arg(cfg.stream())
+        .arg(key)
         .arg(GROUP)
         .arg("0")
         .arg("MKSTREAM")
@@ -377,8 +358,18 @@ async fn check_fsync(conn: &mut ConnectionManager) {
 /// several in flight hides the round trip (and Redis's fsync) behind the next batch.
 const PIPELINES_IN_FLIGHT: usize = 4;
 
+/// A batch under way: its writes, the stream entries its finished messages took out
+/// of the entry map (put back if the pipeline fails), and the pipeline's answer.
 type Flight = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Vec<Op>, redis::RedisResult<Vec<redis::Value>>)> + Send>,
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    Vec<Op>,
+                    Vec<(u64, String)>,
+                    redis::RedisResult<Vec<redis::Value>>,
+                ),
+            > + Send,
+    >,
 >;
 
 async fn writer(
@@ -411,7 +402,7 @@ async fn writer(
                         Err(_) => break,
                     }
                 }
-                let pipe = build(&cfg, &script, &batch, &entries);
+                let (pipe, taken) = build(&cfg, &script, &batch, &entries);
                 let (mut c, script) = (conn.clone(), script.clone());
                 flights.push_back(Box::pin(async move {
                     let mut res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut c).await;
@@ -421,17 +412,17 @@ async fn writer(
                             res = pipe.query_async(&mut c).await;
                         }
                     }
-                    (batch, res)
+                    (batch, taken, res)
                 }));
             }
-            Some((batch, res)) = flights.next(), if !flights.is_empty() => {
+            Some((batch, taken, res)) = flights.next(), if !flights.is_empty() => {
                 let ok = res.is_ok();
                 if let Err(e) = &res {
                     tracing::error!(error = %e, writes = batch.len(), "redis write failed");
                     metrics::counter!("otpgw_store_write_failures_total").increment(1);
                 }
                 healthy.store(ok, Ordering::Relaxed);
-                complete(batch, res, &entries, &pending);
+                complete(batch, taken, res, &entries, &pending);
             }
             () = tokio::time::sleep(Duration::from_secs(1)), if flights.is_empty() && !closed => {
                 // Idle: find out whether Redis is (still) there.
@@ -440,7 +431,7 @@ async fn writer(
                     .await
                     .is_ok();
                 if ok && !healthy.load(Ordering::Relaxed) {
-                    let _ = ensure_group(&mut conn, &cfg).await;
+                    let _ = ensure_group(&mut conn, &cfg.stream()).await;
                 }
                 healthy.store(ok, Ordering::Relaxed);
             }
@@ -448,15 +439,17 @@ async fn writer(
     }
 }
 
-/// One pipeline for a batch of writes.
+/// One pipeline for a batch of writes, and the stream entries of the messages it
+/// finishes (taken out of `entries`).
 fn build(
     cfg: &RedisConfig,
     script: &redis::Script,
     batch: &[Op],
     entries: &DashMap<u64, String>,
-) -> redis::Pipeline {
+) -> (redis::Pipeline, Vec<(u64, String)>) {
     let (stream, state, receipts) = (cfg.stream(), cfg.state(), cfg.receipts());
     let mut pipe = redis::pipe();
+    let mut taken = Vec::new();
     for op in batch {
         match op {
             Op::Accept { rec, .. } => {
@@ -483,12 +476,13 @@ fn build(
                     .ignore();
             }
             Op::Finished { id, receipt, .. } => {
-                if let Some(e) = entries.get(id).map(|e| e.value().clone()) {
+                if let Some((id, e)) = entries.remove(id) {
                     pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&e).ignore();
                     pipe.cmd("XDEL").arg(&stream).arg(&e).ignore();
+                    taken.push((id, e));
                 }
                 pipe.cmd("HDEL").arg(&state).arg(id).ignore();
-                if let Some(r) = receipt {
+                if let Some((_, r)) = receipt {
                     pipe.cmd("HSET")
                         .arg(&receipts)
                         .arg(id)
@@ -499,7 +493,8 @@ fn build(
             Op::Forwarded(id) => {
                 pipe.cmd("HDEL").arg(&receipts).arg(id).ignore();
             }
-            Op::Publish { carrier, r, .. } => {
+            Op::Publish { published, .. } => {
+                let (carrier, r) = &**published;
                 let keep = cfg.receipt_keep.as_millis() as u64;
                 let min = otpgw_core::clock::now_ms().saturating_sub(keep);
                 pipe.cmd("XADD")
@@ -520,20 +515,27 @@ fn build(
                     .arg(r.err.as_deref().unwrap_or(""))
                     .ignore();
             }
-            Op::Flush(_) => {}
+            Op::Flush(_) | Op::Stop => {}
         }
     }
-    pipe
+    (pipe, taken)
 }
 
 /// Resolve a batch's waiters with its pipeline's outcome.
 fn complete(
     batch: Vec<Op>,
+    taken: Vec<(u64, String)>,
     res: redis::RedisResult<Vec<redis::Value>>,
     entries: &DashMap<u64, String>,
     pending: &AtomicUsize,
 ) {
     let ok = res.is_ok();
+    if !ok {
+        // Not finished in Redis: their entries are still pending there.
+        for (id, e) in taken {
+            entries.insert(id, e);
+        }
+    }
     let mut ids = res.ok().map(Vec::into_iter);
     for op in batch {
         match op {
@@ -543,21 +545,19 @@ fn complete(
                     .as_mut()
                     .and_then(Iterator::next)
                     .and_then(|v| redis::from_redis_value::<String>(&v).ok());
-                if let Some(e) = &entry {
-                    entries.insert(id, e.clone());
+                let stored = entry.is_some();
+                if let Some(e) = entry {
+                    entries.insert(id, e);
                 }
-                let _ = done.send(entry.is_some());
+                let _ = done.send(stored);
             }
-            Op::Sent(_, done) | Op::Flush(done) | Op::Publish { done, .. } => {
+            Op::Sent(_, done)
+            | Op::Flush(done)
+            | Op::Publish { done, .. }
+            | Op::Finished { done, .. } => {
                 let _ = done.send(ok);
             }
-            Op::Finished { id, done, .. } => {
-                if ok {
-                    entries.remove(&id);
-                }
-                let _ = done.send(ok);
-            }
-            Op::Confirmed(..) | Op::Forwarded(_) => {}
+            Op::Confirmed(..) | Op::Forwarded(_) | Op::Stop => {}
         }
     }
 }
@@ -576,54 +576,35 @@ impl Store for RedisStore {
                 "redis unreachable".into(),
             ))));
         }
-        crate::accept_through(
+        writes::accept(
+            &self.tx,
             &self.pending_accepts,
             self.cfg.max_pending_accepts,
-            |done| {
-                self.tx
-                    .send(Op::Accept {
-                        id: msg.id.0,
-                        rec: record::encode_message(msg),
-                        done,
-                    })
-                    .is_ok()
-            },
+            msg,
             "redis write failed",
         )
     }
 
     fn submitted(&self, id: MsgId) -> Ticket {
-        let (done, t) = Ticket::pending();
-        let _ = self.tx.send(Op::Sent(id.0, done));
-        t
+        writes::submitted(&self.tx, id)
     }
 
     fn carrier_accepted(&self, id: MsgId, carrier: &str, carrier_msg_id: &str) {
-        let s = CarrierState::Confirmed {
-            carrier: carrier.into(),
-            carrier_id: carrier_msg_id.into(),
-        };
-        let _ = self.tx.send(Op::Confirmed(id.0, record::encode_state(&s)));
+        writes::carrier_accepted(&self.tx, id, carrier, carrier_msg_id);
     }
 
     fn finished(
         &self,
         id: MsgId,
-        _state: DeliveryState,
+        state: DeliveryState,
         receipt: Option<&ReceiptJob>,
-        _now_ms: u64,
+        now_ms: u64,
     ) -> Ticket {
-        let (done, t) = Ticket::pending();
-        let _ = self.tx.send(Op::Finished {
-            id: id.0,
-            receipt: receipt.map(record::encode_receipt),
-            done,
-        });
-        t
+        writes::finished(&self.tx, id, state, receipt, now_ms)
     }
 
     fn receipt_forwarded(&self, id: MsgId) {
-        let _ = self.tx.send(Op::Forwarded(id.0));
+        writes::forwarded(&self.tx, id);
     }
 
     fn recover(&self, _now_ms: u64) -> Result<Recovered, StoreError> {
@@ -648,25 +629,10 @@ impl Store for RedisStore {
                 .arg(&after)
                 .query(&mut c)
                 .map_err(err)?;
-            let ids: Vec<redis::streams::StreamId> =
-                reply.keys.into_iter().flat_map(|k| k.ids).collect();
+            let ids = entries_of(reply);
             let Some(last) = ids.last() else { break };
             after = last.id.clone();
-            let mut msgs = Vec::with_capacity(ids.len());
-            for e in &ids {
-                let rec: Option<Vec<u8>> = e.get("rec");
-                match rec.as_deref().and_then(record::decode_message) {
-                    Some(m) => {
-                        self.entries.insert(m.id.0, e.id.clone());
-                        msgs.push(m);
-                    }
-                    // An entry deleted after it was read leaves an empty history
-                    // entry: nothing to recover.
-                    None => {
-                        tracing::warn!(entry = %e.id, "unreadable or deleted stream entry skipped")
-                    }
-                }
-            }
+            let msgs = messages_of(&ids, &self.entries);
             if msgs.is_empty() {
                 continue;
             }
@@ -690,9 +656,7 @@ impl Store for RedisStore {
     }
 
     fn flush(&self) -> Ticket {
-        let (done, t) = Ticket::pending();
-        let _ = self.tx.send(Op::Flush(done));
-        t
+        writes::flush(&self.tx)
     }
 
     fn is_durable(&self) -> bool {
@@ -707,14 +671,12 @@ impl Store for RedisStore {
         "redis"
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn publish_receipt(&self, carrier: &str, r: &otpgw_proto::pdu::CarrierReceipt) -> Ticket {
-        let (done, t) = Ticket::pending();
-        let _ = self.tx.send(Op::Publish {
-            carrier: carrier.into(),
-            r: r.clone(),
-            done,
-        });
-        t
+        writes::publish(&self.tx, carrier, r)
     }
 
     fn take_foreign_receipts(&self) -> Option<mpsc::Receiver<otpgw_core::store::ForeignReceipt>> {
@@ -836,26 +798,6 @@ async fn heartbeat(
     }
 }
 
-async fn ensure_inbox(
-    conn: &mut ConnectionManager,
-    cfg: &RedisConfig,
-    node: &str,
-) -> Result<(), StoreError> {
-    let r: redis::RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(cfg.inbox(node))
-        .arg(GROUP)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
-    match r {
-        Ok(()) => Ok(()),
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        Err(e) => Err(err(e)),
-    }
-}
-
 /// Take the receipts other nodes handed to this one (`P:inbox:NODE`, read with the
 /// group so one not yet stored here is read again after a restart): store each as
 /// owed here, acknowledge it, then hand it to the gateway.
@@ -875,10 +817,7 @@ async fn read_inbox(cfg: RedisConfig, mut conn: ConnectionManager, tx: mpsc::Sen
             .arg(&from)
             .query_async(&mut conn)
             .await;
-        let entries: Vec<redis::streams::StreamId> = match reply {
-            Ok(r) => r.keys.into_iter().flat_map(|k| k.ids).collect(),
-            Err(_) => Vec::new(),
-        };
+        let entries = reply.map(entries_of).unwrap_or_default();
         if entries.is_empty() {
             if from != ">" {
                 from = ">".into();
@@ -940,10 +879,7 @@ async fn read_published(
             .arg(&last)
             .query_async(&mut conn)
             .await;
-        let entries: Vec<redis::streams::StreamId> = match reply {
-            Ok(r) => r.keys.into_iter().flat_map(|k| k.ids).collect(),
-            Err(_) => Vec::new(),
-        };
+        let entries = reply.map(entries_of).unwrap_or_default();
         if entries.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
@@ -1008,13 +944,7 @@ async fn claim(
                 if got.ids.is_empty() {
                     break;
                 }
-                for e in got.ids {
-                    let rec: Option<Vec<u8>> = e.get("rec");
-                    if let Some(m) = rec.as_deref().and_then(record::decode_message) {
-                        entries.insert(m.id.0, e.id.clone());
-                        msgs.push(m);
-                    }
-                }
+                msgs.extend(messages_of(&got.ids, entries));
             }
         }
         if !msgs.is_empty() {
@@ -1030,21 +960,13 @@ async fn claim(
         let owed: Vec<Vec<u8>> = claim_receipts
             .key(cfg.alive(&c.name))
             .key(cfg.receipts_of(&c.name))
-            .key(cfg.receipts())
-            .invoke_async(conn)
-            .await
-            .map_err(err)?;
-        out.receipts
-            .extend(owed.iter().filter_map(|v| record::decode_receipt(v)));
-        let handed: Vec<Vec<u8>> = redis::Script::new(CLAIM_INBOX_LUA)
-            .key(cfg.alive(&c.name))
             .key(cfg.inbox(&c.name))
             .key(cfg.receipts())
             .invoke_async(conn)
             .await
             .map_err(err)?;
         out.receipts
-            .extend(handed.iter().filter_map(|v| record::decode_receipt(v)));
+            .extend(owed.iter().filter_map(|v| record::decode_receipt(v)));
     }
     Ok(out)
 }
@@ -1061,4 +983,26 @@ fn classify(msgs: Vec<Message>, states: Vec<Option<Vec<u8>>>, out: &mut Recovere
             None => out.unconfirmed.push((m, false)),
         }
     }
+}
+
+/// The entries of a stream read.
+fn entries_of(reply: redis::streams::StreamReadReply) -> Vec<redis::streams::StreamId> {
+    reply.keys.into_iter().flat_map(|k| k.ids).collect()
+}
+
+/// The messages of stream entries, each noted with its entry in `entries` (an entry
+/// deleted after it was read has no record: nothing to take on).
+fn messages_of(ids: &[redis::streams::StreamId], entries: &DashMap<u64, String>) -> Vec<Message> {
+    let mut msgs = Vec::with_capacity(ids.len());
+    for e in ids {
+        let rec: Option<Vec<u8>> = e.get("rec");
+        match rec.as_deref().and_then(record::decode_message) {
+            Some(m) => {
+                entries.insert(m.id.0, e.id.clone());
+                msgs.push(m);
+            }
+            None => tracing::warn!(entry = %e.id, "unreadable or deleted stream entry skipped"),
+        }
+    }
+    msgs
 }

@@ -891,7 +891,6 @@ impl Config {
         let mut c = otpgw_store::RedisConfig::new(&s.redis_url, &s.redis_prefix, &s.node_id);
         c.batch_max = s.batch_max;
         c.lease = Duration::from_millis(s.node_lease_ms);
-        c.receipt_keep = Duration::from_secs(600);
         c
     }
 

@@ -526,72 +526,15 @@ fn spawn_sharing(
     shutdown: CancellationToken,
 ) {
     let store = tracker.store().clone();
-    if let Some(mut rx) = store.take_foreign_receipts() {
-        let carriers = carriers.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            // A receipt can come before this node has the carrier's response for its
-            // message: one that matches nothing is tried again after 0.1, 0.5 and 2
-            // seconds; one with several candidates (the carrier's id convention is
-            // not learned yet) every half second for a minute. At most RETRY_MAX
-            // wait; the oldest go first when full.
-            const RETRY_MAX: usize = 200_000;
-            const AGAIN_MS: [u64; 3] = [100, 500, 2000];
-            const AMBIGUOUS_TRIES: usize = 120;
-            let mut again: std::collections::VecDeque<(
-                tokio::time::Instant,
-                usize,
-                otpgw_core::store::ForeignReceipt,
-            )> = Default::default();
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
-            // When to try `f` again after try `n` (`None`: give up).
-            let offer = |f: &otpgw_core::store::ForeignReceipt, n: usize| {
-                use otpgw_carrier::matcher::Lookup;
-                let found = carriers
-                    .iter()
-                    .find(|c| c.cfg.name == f.carrier)
-                    .map_or(Lookup::None, |c| c.on_foreign_receipt(f.receipt.clone()));
-                let ms = match found {
-                    Lookup::Found(_) => {
-                        metrics::counter!("otpgw_receipts_from_other_nodes_total").increment(1);
-                        return None;
-                    }
-                    Lookup::Ambiguous if n < AMBIGUOUS_TRIES => 500,
-                    Lookup::None if n < AGAIN_MS.len() => AGAIN_MS[n],
-                    _ => return None,
-                };
-                Some(tokio::time::Instant::now() + std::time::Duration::from_millis(ms))
-            };
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    f = rx.recv() => {
-                        let Some(f) = f else { return };
-                        if let Some(at) = offer(&f, 0) {
-                            if again.len() >= RETRY_MAX {
-                                again.pop_front();
-                            }
-                            again.push_back((at, 1, f));
-                        }
-                    }
-                    _ = tick.tick() => {
-                        let now = tokio::time::Instant::now();
-                        let mut keep = std::collections::VecDeque::with_capacity(again.len());
-                        for (at, n, f) in again.drain(..) {
-                            if at > now {
-                                keep.push_back((at, n, f));
-                            } else if let Some(at) = offer(&f, n) {
-                                keep.push_back((at, n + 1, f));
-                            }
-                        }
-                        again = keep;
-                    }
-                }
-            }
-        });
-    }
-    if store.name() != "redis" {
+    if !store.is_shared() {
         return;
+    }
+    if let Some(rx) = store.take_foreign_receipts() {
+        tokio::spawn(offer_foreign_receipts(
+            rx,
+            carriers.clone(),
+            shutdown.clone(),
+        ));
     }
     // Receipts other nodes handed over: owed to a brand bound here.
     if let Some(mut rx) = store.take_handed_receipts() {
@@ -688,4 +631,73 @@ fn spawn_sharing(
             );
         }
     });
+}
+
+/// Offer the receipts other nodes published to this node's carriers. A receipt can
+/// come before this node has the carrier's response for its message: one that
+/// matches nothing is tried again after 0.1, 0.5 and 2 seconds; one with several
+/// candidates (the carrier's id convention is not learned yet) every half second
+/// for a minute. At most RETRY_MAX wait; beyond that a new one is not retried.
+async fn offer_foreign_receipts(
+    mut rx: tokio::sync::mpsc::Receiver<otpgw_core::store::ForeignReceipt>,
+    carriers: Vec<Arc<otpgw_carrier::Shared>>,
+    stop: CancellationToken,
+) {
+    use otpgw_carrier::matcher::Lookup;
+    use std::cmp::Reverse;
+    const RETRY_MAX: usize = 200_000;
+    const AGAIN_MS: [u64; 3] = [100, 500, 2000];
+    const AMBIGUOUS_TRIES: usize = 120;
+    // (when, tries so far, order of arrival) -> receipt; earliest first.
+    let mut again = std::collections::BinaryHeap::new();
+    let mut waiting: std::collections::HashMap<u64, otpgw_core::store::ForeignReceipt> =
+        Default::default();
+    let mut seq = 0u64;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    // When to try again after try `n` (`None`: matched, or give up).
+    let offer = |f: &otpgw_core::store::ForeignReceipt, n: usize| {
+        let found = carriers
+            .iter()
+            .find(|c| c.cfg.name == f.carrier)
+            .map_or(Lookup::None, |c| c.on_foreign_receipt(&f.receipt));
+        let ms = match found {
+            Lookup::Found(_) => {
+                metrics::counter!("otpgw_receipts_from_other_nodes_total").increment(1);
+                return None;
+            }
+            Lookup::Ambiguous if n < AMBIGUOUS_TRIES => 500,
+            Lookup::None if n < AGAIN_MS.len() => AGAIN_MS[n],
+            _ => return None,
+        };
+        Some(tokio::time::Instant::now() + std::time::Duration::from_millis(ms))
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            f = rx.recv() => {
+                let Some(f) = f else { return };
+                if let Some(at) = offer(&f, 0)
+                    && waiting.len() < RETRY_MAX
+                {
+                    seq += 1;
+                    again.push(Reverse((at, 1usize, seq)));
+                    waiting.insert(seq, f);
+                }
+            }
+            _ = tick.tick() => {
+                let now = tokio::time::Instant::now();
+                while let Some(Reverse((at, n, k))) = again.peek().copied() {
+                    if at > now {
+                        break;
+                    }
+                    again.pop();
+                    let Some(f) = waiting.remove(&k) else { continue };
+                    if let Some(at) = offer(&f, n) {
+                        again.push(Reverse((at, n + 1, k)));
+                        waiting.insert(k, f);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -224,7 +224,7 @@ async fn a_batch_skips_writes_a_later_op_of_it_cancels() {
             })
         };
         let receipt = |i| Some((10, record::encode_receipt(&job(i, 10))));
-        let done = || oneshot::channel().0;
+        let done = || tokio::sync::oneshot::channel().0;
         let batch = vec![
             // Sent then confirmed: only the confirmation is written.
             Op::Sent(1, done()),
