@@ -670,6 +670,7 @@ fn on_submit_resp(
         }
         let cid = carrier_id.unwrap_or_default();
         shared.tracker.store().carrier_accepted(msg.id, name, &cid);
+        msg.note_confirmed(&shared.name, now_ms());
         let early = shared.matcher.lock().on_submitted(&cid, msg.id);
         for (id, r) in early {
             // Parked receipts were acknowledged when they arrived (kept in memory).

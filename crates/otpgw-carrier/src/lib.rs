@@ -187,6 +187,8 @@ impl CarrierMetrics {
 /// State shared by all binds of one carrier.
 pub struct Shared {
     pub cfg: CarrierConfig,
+    /// The carrier's name, shared (kept in messages' progress).
+    pub name: Arc<str>,
     pub metrics: CarrierMetrics,
     pub queue: Arc<CarrierQueue>,
     pub tracker: Arc<Tracker>,
@@ -442,6 +444,7 @@ impl Carrier {
             matcher.preload(&cid, id);
         }
         let shared = Arc::new(Shared {
+            name: Arc::from(cfg.name.as_str()),
             matcher: Mutex::new(matcher),
             paused: std::sync::atomic::AtomicBool::new(false),
             window: AtomicUsize::new(cfg.window.max(1)),

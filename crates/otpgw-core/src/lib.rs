@@ -7,12 +7,16 @@
 //!   happens when they reach it;
 //! - [`outbox`]: per-brand queues of receipts waiting for a receiver session;
 //! - [`clock`]: the wall clock, read only by drivers and passed down as `now`;
-//! - [`shared_limit`]: a carrier rate limit several nodes hold together.
+//! - [`country`]: the country calling code of a number (a metric label);
+//! - [`shared_limit`]: a carrier rate limit several nodes hold together;
+//! - [`status`]: where a message stands, for the HTTP door's status queries.
 
 pub mod clock;
+pub mod country;
 pub mod message;
 pub mod outbox;
 pub mod shared_limit;
+pub mod status;
 pub mod store;
 pub mod tracker;
 

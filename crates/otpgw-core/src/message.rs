@@ -87,6 +87,41 @@ pub struct Message {
     /// Sends so far that ended without an answer or with a temporary error (drives
     /// the retry backoff; kept in memory only).
     pub attempts: AtomicU32,
+    /// What a message from the HTTP door carries beyond the SMPP fields (`None` for
+    /// SMPP messages: one pointer).
+    pub extra: Option<Arc<Extra>>,
+}
+
+/// What a message submitted over HTTP carries beyond its SMPP fields. Its `Debug`
+/// hides the receipt URL (it may hold a token of the brand's).
+#[derive(Default)]
+pub struct Extra {
+    /// Its receipt goes to this URL as a signed webhook instead of to an SMPP
+    /// receiver session.
+    pub receipt_url: Option<Arc<str>>,
+    /// The verification whose code it carries (32 hex digits).
+    pub verification: Option<String>,
+    /// How far it got, for status queries (in memory; the store keeps the final
+    /// state).
+    pub progress: parking_lot::Mutex<Progress>,
+}
+
+impl fmt::Debug for Extra {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Extra")
+            .field("receipt_url", &self.receipt_url.as_ref().map(|_| "<set>"))
+            .field("verification", &self.verification)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a message stands before its final state.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// The carrier that has it (the last one a submit went to).
+    pub carrier: Option<Arc<str>>,
+    /// When its last submit was confirmed by that carrier (ms since epoch; 0: not yet).
+    pub sent_ms: u64,
 }
 
 impl Message {
@@ -101,6 +136,27 @@ impl Message {
             accepted_ms: self.accepted_ms,
             deadline_ms: self.deadline_ms,
             attempts: AtomicU32::new(self.attempts.load(Ordering::Relaxed)),
+            extra: self.extra.clone(),
+        }
+    }
+
+    /// A carrier confirmed a submit of this message at `now_ms` (kept for status
+    /// queries of HTTP messages; nothing for SMPP ones).
+    pub fn note_confirmed(&self, carrier: &Arc<str>, now_ms: u64) {
+        if let Some(e) = &self.extra {
+            {
+                let mut p = e.progress.lock();
+                p.carrier = Some(carrier.clone());
+                p.sent_ms = now_ms;
+            }
+            if e.verification.is_some() {
+                metrics::counter!(
+                    "otpgw_verification_codes_sent_total",
+                    "carrier" => carrier.to_string(),
+                    "country" => crate::country::calling_code(&self.fields.dest.addr).to_string()
+                )
+                .increment(1);
+            }
         }
     }
 
@@ -110,8 +166,15 @@ impl Message {
     }
 
     /// Whether the brand asked for a receipt for a message ending in `state`
-    /// (registered_delivery bits 0-1: 1 = always, 2 = on failure only).
+    /// (registered_delivery bits 0-1: 1 = always, 2 = on failure only). A message
+    /// from the HTTP door asks its carrier for a receipt always (for its status and
+    /// the carrier's figures), and gets one itself only when it named a receipt URL.
     pub fn wants_receipt(&self, state: DeliveryState) -> bool {
+        if let Some(e) = &self.extra
+            && e.receipt_url.is_none()
+        {
+            return false;
+        }
         match self.fields.registered_delivery & 0x03 {
             1 => true,
             2 => state != DeliveryState::Delivered,
@@ -145,6 +208,7 @@ mod tests {
             accepted_ms: 0,
             deadline_ms: 0,
             attempts: Default::default(),
+            extra: None,
         };
         assert!(!m.wants_receipt(DeliveryState::Delivered));
         m.fields.registered_delivery = 1;

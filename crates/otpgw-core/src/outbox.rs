@@ -1,4 +1,6 @@
-//! Per-brand queues of receipts waiting for a receiver or transceiver session.
+//! Per-brand queues of receipts waiting for a receiver or transceiver session, and
+//! per-brand queues of receipts owed as webhooks (messages from the HTTP door that
+//! gave a `receipt_url`).
 //!
 //! A receipt is pushed when its message reaches a final state. Any bound receiver of
 //! the brand takes it, sends it as `deliver_sm`, and either drops it on
@@ -37,8 +39,10 @@ pub struct ReceiptJob {
     pub err: String,
     pub submit_ms: u64,
     pub done_ms: u64,
-    /// Times a brand session refused or did not answer it.
+    /// Times a brand session refused or did not answer it (webhooks: failed posts).
     pub attempts: u8,
+    /// Where it goes as a webhook (`None`: to an SMPP receiver session).
+    pub url: Option<Arc<str>>,
 }
 
 /// One brand's queue.
@@ -125,16 +129,65 @@ impl BrandOutbox {
 #[derive(Debug)]
 pub struct Outbox {
     brands: DashMap<Arc<str>, Arc<BrandOutbox>>,
+    /// Webhook receipts, per brand.
+    hooks: DashMap<Arc<str>, Arc<BrandOutbox>>,
+    /// Wakes the webhook sender when a brand's webhook queue is created.
+    hook_added: Notify,
     capacity: usize,
 }
 
 impl Outbox {
-    /// Outboxes holding at most `capacity` receipts per brand.
+    /// Outboxes holding at most `capacity` receipts per brand (and as many webhooks).
     pub fn new(capacity: usize) -> Self {
         Self {
             brands: DashMap::new(),
+            hooks: DashMap::new(),
+            hook_added: Notify::new(),
             capacity,
         }
+    }
+
+    /// Queue a receipt where it goes: the brand's webhook queue when it has a URL,
+    /// else its SMPP outbox.
+    pub fn deliver(&self, job: ReceiptJob) {
+        let brand = job.brand.clone();
+        if job.url.is_some() {
+            self.hooks(&brand).push(job);
+        } else {
+            self.brand(&brand).push(job);
+        }
+    }
+
+    /// The webhook queue of a brand, created on first use.
+    pub fn hooks(&self, brand: &Arc<str>) -> Arc<BrandOutbox> {
+        if let Some(b) = self.hooks.get(brand) {
+            return b.clone();
+        }
+        let (q, new) = match self.hooks.entry(brand.clone()) {
+            dashmap::mapref::entry::Entry::Occupied(e) => (e.get().clone(), false),
+            dashmap::mapref::entry::Entry::Vacant(v) => (
+                v.insert(Arc::new(BrandOutbox::new(self.capacity))).clone(),
+                true,
+            ),
+        };
+        if new {
+            self.hook_added.notify_waiters();
+        }
+        q
+    }
+
+    /// Every brand's webhook queue.
+    pub fn all_hooks(&self) -> Vec<(Arc<str>, Arc<BrandOutbox>)> {
+        self.hooks
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+
+    /// Wait until a brand's webhook queue is created (register interest first with
+    /// the returned future's `enable`, then look at [`Outbox::all_hooks`]).
+    pub fn hook_added(&self) -> tokio::sync::futures::Notified<'_> {
+        self.hook_added.notified()
     }
 
     /// The outbox of a brand, created on first use.
@@ -156,9 +209,10 @@ impl Outbox {
             .collect()
     }
 
-    /// Receipts waiting across all brands.
+    /// Receipts waiting across all brands (SMPP and webhooks).
     pub fn total(&self) -> usize {
-        self.brands.iter().map(|b| b.len()).sum()
+        self.brands.iter().map(|b| b.len()).sum::<usize>()
+            + self.hooks.iter().map(|b| b.len()).sum::<usize>()
     }
 }
 
@@ -177,6 +231,7 @@ mod tests {
             submit_ms: 0,
             done_ms: 0,
             attempts: 0,
+            url: None,
         }
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::message::{Message, MsgId};
 use crate::outbox::ReceiptJob;
+use crate::status::MessageStatus;
 
 /// Resolves when a write the store took is durable (`true`), or can no longer
 /// become durable (`false`: the store failed or closed).
@@ -81,6 +82,23 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A record of the small key-value space (verifications, idempotency keys): its
+/// version (1 for the first write, one more per write) and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub version: u64,
+    pub value: Vec<u8>,
+}
+
+/// What [`Store::accept_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Once {
+    /// The message is stored (and the key with it, in the same write).
+    Accepted,
+    /// The key was there already (with this value): nothing was stored.
+    Duplicate(Vec<u8>),
+}
+
 /// A message store backend.
 pub trait Store: Send + Sync + 'static {
     /// Record an accepted message; resolves when it is safe to acknowledge.
@@ -104,6 +122,41 @@ pub trait Store: Send + Sync + 'static {
     ) -> Ticket;
     /// The brand acknowledged the receipt for this message. Batched.
     fn receipt_forwarded(&self, id: MsgId);
+
+    // The HTTP door: message status, idempotency, verifications.
+
+    /// Keep the status of a message that asked for one (HTTP messages): its final
+    /// state, and (stores several nodes share) its acceptance. Batched.
+    fn record_status(&self, status: &MessageStatus);
+    /// The status kept for `id`, if any.
+    fn message_status(&self, id: MsgId) -> StoreFuture<'_, Option<MessageStatus>>;
+    /// Accept `msg` and store `key` = `value` (kept until `expires_ms`) in the same
+    /// durable write, unless `key` exists: then nothing is stored and the value
+    /// found is returned (a retried request with the same idempotency key).
+    fn accept_once<'a>(
+        &'a self,
+        msg: &'a Message,
+        key: &'a str,
+        value: Vec<u8>,
+        expires_ms: u64,
+    ) -> StoreFuture<'a, Once>;
+    /// The record under `key`, unless it is absent or expired.
+    fn kv_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>>;
+    /// Write `key` = `value` (kept until `expires_ms`) if its version is still
+    /// `expect` (0: absent or expired); resolves once durable to the new version, or
+    /// `None` when another write came first (compare and set: read again, decide
+    /// again).
+    fn kv_put<'a>(
+        &'a self,
+        key: &'a str,
+        expect: u64,
+        value: Vec<u8>,
+        expires_ms: u64,
+    ) -> StoreFuture<'a, Option<u64>>;
+    /// Count one event under `key` in a window of `window_ms` that starts with the
+    /// window's first event; returns the count, this event included. Shared by the
+    /// nodes of a shared store; a single node may keep it in memory only.
+    fn count<'a>(&'a self, key: &'a str, window_ms: u64, now_ms: u64) -> StoreFuture<'a, u64>;
     /// What the previous run left (empty for a store that keeps nothing).
     fn recover(&self, now_ms: u64) -> Result<Recovered, StoreError>;
     /// Wait until every write taken so far is durable.

@@ -19,6 +19,7 @@ use otpgw_proto::receipt::DeliveryState;
 
 use crate::message::{Message, MsgId};
 use crate::outbox::{Outbox, ReceiptJob};
+use crate::status::MessageStatus;
 use crate::store::{Store, Ticket};
 
 /// See the module docs.
@@ -154,6 +155,10 @@ impl Tracker {
                 || metrics::counter!("otpgw_messages_finished_total", "state" => state.label()),
             )
             .increment(1);
+        if msg.extra.is_some() {
+            self.store
+                .record_status(&MessageStatus::finished(&msg, state, err, now_ms));
+        }
         if !msg.wants_receipt(state) {
             let t = self.store.finished(id, state, None, now_ms);
             return (
@@ -174,9 +179,10 @@ impl Tracker {
             submit_ms: msg.accepted_ms,
             done_ms: now_ms,
             attempts: 0,
+            url: msg.extra.as_ref().and_then(|e| e.receipt_url.clone()),
         };
         let t = self.store.finished(id, state, Some(&job), now_ms);
-        self.outbox.brand(&msg.brand).push(job);
+        self.outbox.deliver(job);
         (
             Finish::Done {
                 receipt: true,
@@ -186,9 +192,8 @@ impl Tracker {
         )
     }
 
-    /// Queue a receipt recovered from the store for its brand.
+    /// Queue a receipt recovered from the store for its brand (webhook or SMPP).
     pub fn restore_receipt(&self, job: ReceiptJob) {
-        let brand = job.brand.clone();
-        self.outbox.brand(&brand).push(job);
+        self.outbox.deliver(job);
     }
 }

@@ -21,6 +21,7 @@ fn msg(i: u64) -> Arc<Message> {
         accepted_ms: 0,
         deadline_ms: 1_000_000 + (i * 7919) % 100_000,
         attempts: Default::default(),
+        extra: None,
     })
 }
 

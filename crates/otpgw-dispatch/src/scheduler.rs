@@ -198,6 +198,7 @@ mod tests {
             accepted_ms: 0,
             deadline_ms: deadline,
             attempts: Default::default(),
+            extra: None,
         })
     }
 

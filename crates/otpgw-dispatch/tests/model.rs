@@ -182,6 +182,7 @@ impl Model {
             accepted_ms: t,
             deadline_ms: t + lifetime,
             attempts: Default::default(),
+            extra: None,
         });
         self.accepted += 1;
         self.msgs.insert(id, msg.clone());

@@ -1,4 +1,6 @@
-//! Acceptance of a brand's message: validate, route, store, track, queue.
+//! Acceptance of a brand's message: validate, route, store, track, queue. The one
+//! acceptor of every door: `submit_sm` from the SMPP server and messages from the
+//! HTTP API (with their extras and idempotency key) take the same path.
 //!
 //! The order matters: the queue's room is checked before the store is asked (a full
 //! queue answers ESME_RMSGQFUL at once), the message is tracked before it is queued
@@ -11,7 +13,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use otpgw_core::message::IdGen;
+use otpgw_core::message::{Extra, IdGen};
+use otpgw_core::status::MessageStatus;
+use otpgw_core::store::Once;
 use otpgw_core::tracker::Tracker;
 use otpgw_core::{Class, Message, MsgId};
 use otpgw_dispatch::{DispatchError, Dispatcher};
@@ -20,6 +24,53 @@ use otpgw_proto::pdu::SubmitFields;
 use crate::brands::BrandConfig;
 use crate::errors::AcceptError;
 use crate::validate::validate;
+
+/// A message as a door hands it to the acceptor.
+#[derive(Debug, Default)]
+pub struct Submission {
+    pub fields: SubmitFields,
+    /// The class asked for explicitly (HTTP `class`); `None`: from `priority_flag`
+    /// and the brand's default.
+    pub class: Option<Class>,
+    pub extra: Option<Arc<Extra>>,
+    /// An id minted beforehand with [`Acceptor::mint`] (a verification records it
+    /// before its message is accepted); `None`: minted now.
+    pub id: Option<MsgId>,
+    /// An idempotency key: a second submission with it within `once_ttl_ms` stores
+    /// nothing and gets the first one's id. With it, the fingerprint of the request
+    /// (so a different request with the same key can be told apart).
+    pub once: Option<(String, Vec<u8>)>,
+}
+
+/// How long an idempotency key holds (24 hours).
+pub const ONCE_TTL_MS: u64 = 86_400_000;
+
+/// A submission the acceptor took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: MsgId,
+    /// The idempotency key was used before: `id` is the first submission's, and
+    /// this is its fingerprint. Nothing new was stored or queued.
+    pub duplicate: Option<Vec<u8>>,
+}
+
+/// The store key of a brand's idempotency key.
+pub fn once_key(brand: &str, key: &str) -> String {
+    format!("idem:{brand}:{key}")
+}
+
+/// The value stored under an idempotency key: the message id, then the fingerprint.
+pub fn once_value(id: MsgId, fingerprint: &[u8]) -> Vec<u8> {
+    let mut v = id.0.to_be_bytes().to_vec();
+    v.extend_from_slice(fingerprint);
+    v
+}
+
+/// (message id, fingerprint) of a stored idempotency value.
+pub fn parse_once_value(v: &[u8]) -> Option<(MsgId, &[u8])> {
+    let (id, fp) = v.split_first_chunk::<8>()?;
+    Some((MsgId(u64::from_be_bytes(*id)), fp))
+}
 
 /// See the module docs.
 pub struct Acceptor {
@@ -45,25 +96,69 @@ impl Acceptor {
         }
     }
 
+    /// A message id for a submission to come (see [`Submission::id`]).
+    pub fn mint(&self) -> MsgId {
+        self.ids.next()
+    }
+
+    /// Where a message stands: from memory while in flight here, else from the
+    /// store (final statuses of HTTP messages; with a shared store, any node's).
+    pub async fn status(&self, id: MsgId) -> Result<Option<MessageStatus>, AcceptError> {
+        if let Some(m) = self.tracker.get(id) {
+            return Ok(Some(MessageStatus::in_flight(&m)));
+        }
+        self.tracker
+            .store()
+            .message_status(id)
+            .await
+            .map_err(|_| AcceptError::StoreUnavailable)
+    }
+
+    /// The store (the HTTP door keeps idempotency keys and verifications there).
+    pub fn store(&self) -> &Arc<dyn otpgw_core::Store> {
+        self.tracker.store()
+    }
+
     /// Refuse new messages from now on (shutdown).
     pub fn close(&self) {
         self.closing.store(true, Ordering::Relaxed);
     }
 
-    /// Accept a message from `brand`, or say why not.
+    /// Accept a `submit_sm` from `brand`, or say why not.
     pub async fn accept(
         &self,
         brand: &BrandConfig,
         fields: SubmitFields,
         now_ms: u64,
     ) -> Result<MsgId, AcceptError> {
+        let sub = Submission {
+            fields,
+            ..Default::default()
+        };
+        self.accept_with(brand, sub, now_ms).await.map(|a| a.id)
+    }
+
+    /// Accept a submission from any door, or say why not.
+    pub async fn accept_with(
+        &self,
+        brand: &BrandConfig,
+        sub: Submission,
+        now_ms: u64,
+    ) -> Result<Accepted, AcceptError> {
         if self.closing.load(Ordering::Relaxed) {
             return Err(AcceptError::ShuttingDown);
         }
-        let class = match fields.priority_flag {
+        let Submission {
+            fields,
+            class,
+            extra,
+            id,
+            once,
+        } = sub;
+        let class = class.unwrap_or(match fields.priority_flag {
             0 => brand.default_class,
             p => Class::from_priority_flag(p),
-        };
+        });
         let lifetime = match class {
             Class::Otp => brand.otp_lifetime,
             Class::Bulk => brand.bulk_lifetime,
@@ -99,22 +194,50 @@ impl Acceptor {
                 DispatchError::NoCarrier(_) => AcceptError::CarrierDown,
             })?;
         let msg = Arc::new(Message {
-            id: self.ids.next(),
+            id: id.unwrap_or_else(|| self.ids.next()),
             brand: brand.system_id.clone(),
             fields,
             class,
             accepted_ms: now_ms,
             deadline_ms,
             attempts: Default::default(),
+            extra,
         });
-        self.tracker
-            .store()
-            .accept(&msg)
-            .await
-            .map_err(|_| AcceptError::StoreUnavailable)?;
+        let store = self.tracker.store();
+        match once {
+            None => store
+                .accept(&msg)
+                .await
+                .map_err(|_| AcceptError::StoreUnavailable)?,
+            Some((key, fingerprint)) => {
+                let key = once_key(&brand.system_id, &key);
+                let value = once_value(msg.id, &fingerprint);
+                match store
+                    .accept_once(&msg, &key, value, now_ms + ONCE_TTL_MS)
+                    .await
+                    .map_err(|_| AcceptError::StoreUnavailable)?
+                {
+                    Once::Accepted => {}
+                    Once::Duplicate(v) => {
+                        let (id, fp) = parse_once_value(&v).ok_or(AcceptError::StoreUnavailable)?;
+                        return Ok(Accepted {
+                            id,
+                            duplicate: Some(fp.to_vec()),
+                        });
+                    }
+                }
+            }
+        }
+        if msg.extra.is_some() && store.is_shared() {
+            // Other nodes answer status queries for it from the store.
+            store.record_status(&MessageStatus::in_flight(&msg));
+        }
         self.tracker.insert(msg.clone());
         let id = msg.id;
         self.dispatcher.enqueue(queue, msg, now_ms);
-        Ok(id)
+        Ok(Accepted {
+            id,
+            duplicate: None,
+        })
     }
 }

@@ -28,6 +28,13 @@ pub struct BrandConfig {
     pub otp_lifetime: Duration,
     /// Lifetime of a bulk message without a `validity_period`.
     pub bulk_lifetime: Duration,
+    /// The HTTP API key's hash: `sha256:<64 hex>` or an argon2id PHC string
+    /// (`None`: the brand has no HTTP access).
+    pub api_key_hash: Option<String>,
+    /// The key webhooks to the brand are signed with (HMAC-SHA256).
+    pub webhook_secret: Option<String>,
+    /// Sender id of verification codes (else the `[verify]` default).
+    pub verify_sender: Option<String>,
     /// `otpgw_messages_accepted_total{brand}`, registered on first use and then
     /// incremented without a registry lookup.
     accepted_counter: std::sync::OnceLock<metrics::Counter>,
@@ -41,6 +48,14 @@ impl std::fmt::Debug for BrandConfig {
             .field("max_binds", &self.max_binds)
             .field("allowed_nets", &self.allowed_nets)
             .field("default_class", &self.default_class)
+            .field(
+                "api_key_hash",
+                &self.api_key_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -68,6 +83,9 @@ impl BrandConfig {
             default_class: Class::Otp,
             otp_lifetime: Duration::from_secs(600),
             bulk_lifetime: Duration::from_secs(86_400),
+            api_key_hash: None,
+            webhook_secret: None,
+            verify_sender: None,
             accepted_counter: std::sync::OnceLock::new(),
         }
     }
@@ -82,26 +100,65 @@ impl BrandConfig {
     }
 }
 
-/// The brands, by `system_id`.
+/// The brands, by `system_id`, and by the SHA-256 of their HTTP API key (for
+/// `sha256:` key hashes).
 #[derive(Debug, Clone, Default)]
 pub struct Brands {
     by_id: HashMap<String, Arc<BrandConfig>>,
+    by_key: HashMap<[u8; 32], Arc<BrandConfig>>,
+}
+
+/// The digest of a `sha256:<64 hex>` key hash.
+pub fn sha256_key_digest(h: &str) -> Option<[u8; 32]> {
+    let x = h.strip_prefix("sha256:")?;
+    if x.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(x.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 impl Brands {
     /// From a list of brands.
     pub fn new(list: impl IntoIterator<Item = BrandConfig>) -> Self {
-        Self {
-            by_id: list
-                .into_iter()
-                .map(|b| (b.system_id.to_string(), Arc::new(b)))
-                .collect(),
-        }
+        let by_id: HashMap<String, Arc<BrandConfig>> = list
+            .into_iter()
+            .map(|b| (b.system_id.to_string(), Arc::new(b)))
+            .collect();
+        let by_key = by_id
+            .values()
+            .filter_map(|b| {
+                let d = sha256_key_digest(b.api_key_hash.as_deref()?)?;
+                Some((d, b.clone()))
+            })
+            .collect();
+        Self { by_id, by_key }
     }
 
     /// The brand with this `system_id` (its password is checked by the session).
     pub fn get(&self, system_id: &str) -> Option<Arc<BrandConfig>> {
         self.by_id.get(system_id).cloned()
+    }
+
+    /// The brand whose `sha256:` API key hash is this digest.
+    pub fn by_key_digest(&self, d: &[u8; 32]) -> Option<Arc<BrandConfig>> {
+        self.by_key.get(d).cloned()
+    }
+
+    /// Brands whose API key hash is an argon2id string.
+    pub fn argon2_keyed(&self) -> Vec<Arc<BrandConfig>> {
+        self.by_id
+            .values()
+            .filter(|b| {
+                b.api_key_hash
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with("$argon2"))
+            })
+            .cloned()
+            .collect()
     }
 }
 

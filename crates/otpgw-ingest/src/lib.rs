@@ -17,7 +17,7 @@ pub mod session;
 pub mod tls;
 pub mod validate;
 
-pub use acceptor::Acceptor;
+pub use acceptor::{Accepted, Acceptor, Submission};
 pub use brands::{BrandConfig, Brands};
 pub use errors::AcceptError;
 pub use server::{Server, ServerConfig};

@@ -97,7 +97,7 @@ impl ServerConfig {
 pub struct Context {
     pub cfg: ServerConfig,
     /// Reloaded on SIGHUP; sessions already bound keep their brand's settings.
-    pub brands: parking_lot::RwLock<Brands>,
+    pub brands: Arc<parking_lot::RwLock<Brands>>,
     /// Bound sessions per brand.
     pub sessions: dashmap::DashMap<Arc<str>, usize>,
     pub acceptor: Arc<Acceptor>,
@@ -194,7 +194,7 @@ impl Server {
                 verify_slots: tokio::sync::Semaphore::new(crate::auth::MAX_CONCURRENT_VERIFIES),
                 per_ip: dashmap::DashMap::new(),
                 cfg,
-                brands: parking_lot::RwLock::new(brands),
+                brands: Arc::new(parking_lot::RwLock::new(brands)),
                 sessions: dashmap::DashMap::new(),
                 acceptor,
                 tracker,

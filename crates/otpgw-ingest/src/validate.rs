@@ -21,6 +21,14 @@ pub fn plausible_number(s: &str) -> bool {
     (7..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// An E.164 number as the HTTP door takes it: `+`, then 7 to 15 digits, the first
+/// not zero. Returns the digits (as SMPP carries them, with TON 1 / NPI 1).
+pub fn e164(s: &str) -> Option<&str> {
+    let d = s.strip_prefix('+')?;
+    ((7..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0'))
+        .then_some(d)
+}
+
 /// A source: a number (up to 15 digits) or an alphanumeric sender id (up to 11
 /// printable ASCII characters).
 pub fn plausible_source(s: &str) -> bool {
@@ -122,6 +130,16 @@ mod tests {
         let mut f = ok();
         f.schedule_delivery_time = "000000000500000R".into();
         assert_eq!(validate(&f, now, 1), Err(AcceptError::Scheduled));
+    }
+
+    #[test]
+    fn e164_numbers() {
+        assert_eq!(e164("+447700900123"), Some("447700900123"));
+        assert_eq!(e164("447700900123"), None, "the + is required");
+        assert_eq!(e164("+0447700900123"), None);
+        assert_eq!(e164("+44 7700 900123"), None);
+        assert_eq!(e164("+1234567890123456"), None, "16 digits");
+        assert_eq!(e164("+123456"), None, "6 digits");
     }
 
     #[test]

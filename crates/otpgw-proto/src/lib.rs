@@ -11,11 +11,13 @@
 //! - [`pdu`]: builders and accessors for the PDUs the gateway uses, and a lenient
 //!   `deliver_sm` reader for receipts that rusmpp refuses;
 //! - [`split`]: long messages cut into concatenated parts with a UDH;
+//! - [`gsm`]: Unicode text to the GSM default alphabet or UCS-2;
 //! - [`driver`]: the async writer that owns the socket's write half and batches PDUs;
 //! - [`status`]: SMPP command status and command id constants.
 
 pub mod codec;
 pub mod driver;
+pub mod gsm;
 pub mod pdu;
 pub mod receipt;
 pub mod session;

@@ -2,7 +2,8 @@
 //!
 //! - absolute `YYMMDDhhmmsstnnp` (p is `+` or `-`, nn quarter hours from UTC) and
 //!   relative `YYMMDDhhmmss000R` validity periods (SMPP 3.4 section 7.1.1);
-//! - the `YYMMDDhhmm` dates of textual delivery receipts.
+//! - the `YYMMDDhhmm` dates of textual delivery receipts;
+//! - RFC 3339 timestamps for the HTTP API.
 //!
 //! Wall time is milliseconds since the Unix epoch (`u64`), in UTC.
 
@@ -56,6 +57,20 @@ pub fn receipt_date(unix_ms: u64) -> String {
         d,
         sod / 3600,
         (sod % 3600) / 60
+    )
+}
+
+/// RFC 3339 in UTC with milliseconds (`2026-12-02T02:42:49.123Z`), for the HTTP API.
+pub fn rfc3339(unix_ms: u64) -> String {
+    let secs = (unix_ms / 1000) as i64;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60,
+        unix_ms % 1000
     )
 }
 
@@ -147,6 +162,8 @@ mod tests {
         // 2026-11-26 11:20:00 UTC
         assert_eq!(receipt_date(1_795_692_000_000), "2611261120");
         assert_eq!(receipt_date(0), "7001010000");
+        assert_eq!(rfc3339(1_795_692_000_123), "2026-11-26T11:20:00.123Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

@@ -14,7 +14,13 @@
 //! - `carrier_state`: id -> sent marker or (carrier, carrier id);
 //! - `receipts`: id -> receipt owed to a brand, until the brand acknowledges it;
 //! - `receipts_by_age`: (done_ms, id), to drop receipts past their retention;
-//! - `finished`: (finish_ms, id) -> state, kept for `finished_retention`, then purged.
+//! - `finished`: (finish_ms, id) -> state, kept for `finished_retention`, then purged;
+//! - `status`: id -> final status of a message from the HTTP door, with
+//!   `status_by_age` ((done_ms, id)) to purge it after `finished_retention`;
+//! - `kv`: key -> version, expiry and value (verifications, idempotency keys), with
+//!   `kv_by_expiry` ((expires_ms, key)) to purge expired ones. A compare-and-set is
+//!   applied by the writer inside its batch, so two writes of one key never both
+//!   succeed; an idempotency key is written in the same transaction as its message.
 //!
 //! Bounded: accepts waiting for the disk are capped (`max_pending_accepts`; beyond it
 //! `accept` fails with `Busy` at once, which brands see as a temporary error); the
@@ -33,9 +39,11 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use otpgw_core::clock::now_ms;
 use otpgw_core::outbox::ReceiptJob;
-use otpgw_core::store::{Recovered, Store, StoreError, StoreFuture, Ticket};
+use otpgw_core::status::MessageStatus;
+use otpgw_core::store::{Once, Recovered, Store, StoreError, StoreFuture, Ticket, Versioned};
 use otpgw_core::{DeliveryState, Message, MsgId};
 
+use crate::counters::Counters;
 use crate::record::{self, CarrierState};
 use crate::writes::{self, Op};
 
@@ -44,6 +52,10 @@ const CARRIER_STATE: TableDefinition<u64, &[u8]> = TableDefinition::new("carrier
 const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
 const RECEIPTS_BY_AGE: TableDefinition<(u64, u64), ()> = TableDefinition::new("receipts_by_age");
 const FINISHED: TableDefinition<(u64, u64), u8> = TableDefinition::new("finished");
+const STATUS: TableDefinition<u64, &[u8]> = TableDefinition::new("status");
+const STATUS_BY_AGE: TableDefinition<(u64, u64), ()> = TableDefinition::new("status_by_age");
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const KV_BY_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("kv_by_expiry");
 
 /// Settings of the embedded store.
 #[derive(Debug, Clone)]
@@ -98,6 +110,7 @@ pub struct EmbeddedStore {
     pending_accepts: Arc<AtomicUsize>,
     stats: Arc<WriterStats>,
     writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -129,6 +142,10 @@ impl EmbeddedStore {
             w.open_table(RECEIPTS).map_err(err)?;
             w.open_table(RECEIPTS_BY_AGE).map_err(err)?;
             w.open_table(FINISHED).map_err(err)?;
+            w.open_table(STATUS).map_err(err)?;
+            w.open_table(STATUS_BY_AGE).map_err(err)?;
+            w.open_table(KV).map_err(err)?;
+            w.open_table(KV_BY_EXPIRY).map_err(err)?;
         }
         w.commit().map_err(err)?;
         let db = Arc::new(db);
@@ -150,6 +167,7 @@ impl EmbeddedStore {
             pending_accepts: pending,
             stats,
             writer: parking_lot::Mutex::new(Some(writer)),
+            counters: Counters::new(1_000_000),
         })
     }
 
@@ -222,6 +240,73 @@ impl Store for EmbeddedStore {
 
     fn receipt_forwarded(&self, id: MsgId) {
         writes::forwarded(&self.tx, id);
+    }
+
+    fn record_status(&self, status: &MessageStatus) {
+        // Messages in flight are answered from memory on this (only) node.
+        if status.done_ms > 0 {
+            writes::status(&self.tx, status);
+        }
+    }
+
+    fn message_status(&self, id: MsgId) -> StoreFuture<'_, Option<MessageStatus>> {
+        let r = (|| {
+            let r = self.db.begin_read().map_err(err)?;
+            let t = r.open_table(STATUS).map_err(err)?;
+            Ok(t.get(id.0)
+                .map_err(err)?
+                .and_then(|v| record::decode_status(v.value())))
+        })();
+        Box::pin(std::future::ready(r))
+    }
+
+    fn accept_once<'a>(
+        &'a self,
+        msg: &'a Message,
+        key: &'a str,
+        value: Vec<u8>,
+        expires_ms: u64,
+    ) -> StoreFuture<'a, Once> {
+        writes::accept_once(
+            &self.tx,
+            &self.pending_accepts,
+            self.cfg.max_pending_accepts,
+            msg,
+            Some((key.to_string(), value, expires_ms)),
+            "commit failed",
+        )
+    }
+
+    fn kv_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+        let r = (|| {
+            let r = self.db.begin_read().map_err(err)?;
+            let t = r.open_table(KV).map_err(err)?;
+            let now = now_ms();
+            Ok(t.get(key).map_err(err)?.and_then(|v| {
+                let (version, expires, value) = record::decode_kv(v.value())?;
+                (expires > now).then(|| Versioned {
+                    version,
+                    value: value.to_vec(),
+                })
+            }))
+        })();
+        Box::pin(std::future::ready(r))
+    }
+
+    fn kv_put<'a>(
+        &'a self,
+        key: &'a str,
+        expect: u64,
+        value: Vec<u8>,
+        expires_ms: u64,
+    ) -> StoreFuture<'a, Option<u64>> {
+        writes::kv_put(&self.tx, key, expect, value, expires_ms, "commit failed")
+    }
+
+    fn count<'a>(&'a self, key: &'a str, window_ms: u64, now_ms: u64) -> StoreFuture<'a, u64> {
+        Box::pin(std::future::ready(Ok(self
+            .counters
+            .count(key, window_ms, now_ms))))
     }
 
     fn recover(&self, now_ms: u64) -> Result<Recovered, StoreError> {
@@ -314,13 +399,20 @@ fn writer_loop(
                 }
             }
             let started = Instant::now();
-            let ok = match apply(&db, &batch) {
-                Ok(()) => true,
+            let (ok, mut answers) = match apply(&db, &batch) {
+                Ok(a) => (true, a),
                 Err(e) => {
                     tracing::error!(error = %e, ops = batch.len(), "store commit failed");
                     metrics::counter!("otpgw_store_commit_failures_total").increment(1);
-                    false
+                    (false, Vec::new())
                 }
+            };
+            let mut answer = |i: usize| {
+                answers
+                    .iter_mut()
+                    .find(|(j, _)| *j == i)
+                    .map(|(_, a)| std::mem::replace(a, Answer::None))
+                    .unwrap_or(Answer::None)
             };
             metrics::histogram!("otpgw_store_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -328,11 +420,22 @@ fn writer_loop(
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
             let mut stop = false;
-            for op in batch.drain(..) {
+            for (i, op) in batch.drain(..).enumerate() {
                 match op {
                     Op::Accept { done, .. } => {
                         pending.fetch_sub(1, Ordering::Relaxed);
-                        let _ = done.send(ok);
+                        let once = match answer(i) {
+                            Answer::Duplicate(v) => Once::Duplicate(v),
+                            _ => Once::Accepted,
+                        };
+                        let _ = done.send(ok.then_some(once));
+                    }
+                    Op::Kv { done, .. } => {
+                        let v = match answer(i) {
+                            Answer::Version(v) => v,
+                            _ => None,
+                        };
+                        let _ = done.send(ok.then_some(v));
                     }
                     Op::Finished { done, .. }
                     | Op::Flush(done)
@@ -357,13 +460,25 @@ fn writer_loop(
     }
 }
 
+/// What a write of a batch answers besides success.
+enum Answer {
+    None,
+    /// An accept whose idempotency key existed: its value.
+    Duplicate(Vec<u8>),
+    /// A compare-and-set: the new version, or `None` on a conflict.
+    Version(Option<u64>),
+}
+
 /// Write one batch in one transaction. Writes that a later op of the same batch
 /// cancels are skipped (the batch commits atomically, so the end state is the same):
 /// the "sent" mark of a message whose carrier confirmation is in the batch, and the
 /// stored receipt of a message whose receipt was forwarded within the batch. Under
 /// load most receipts are forwarded within one commit interval, which saves four
-/// B-tree updates per message.
-fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
+/// B-tree updates per message. Returns the answers of accepts with an idempotency
+/// key and of compare-and-sets, by their position in the batch.
+fn apply(db: &Database, batch: &[Op]) -> Result<Vec<(usize, Answer)>, redb::Error> {
+    let mut answers = Vec::new();
+    let now = now_ms();
     let mut confirmed = HashSet::new();
     let mut forwarded = HashSet::new();
     for op in batch {
@@ -384,10 +499,43 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
         let mut receipts = w.open_table(RECEIPTS)?;
         let mut by_age = w.open_table(RECEIPTS_BY_AGE)?;
         let mut finished = w.open_table(FINISHED)?;
-        for op in batch {
+        let mut kv = w.open_table(KV)?;
+        let mut kv_exp = w.open_table(KV_BY_EXPIRY)?;
+        let mut status = w.open_table(STATUS)?;
+        let mut st_age = w.open_table(STATUS_BY_AGE)?;
+        for (i, op) in batch.iter().enumerate() {
             match op {
-                Op::Accept { id, rec, .. } => {
+                Op::Accept { id, rec, once, .. } => {
+                    if let Some(o) = once {
+                        let (key, value, expires) = &**o;
+                        if let Some(found) = kv_live(&kv, key, now)? {
+                            answers.push((i, Answer::Duplicate(found.2)));
+                            continue;
+                        }
+                        kv_write(&mut kv, &mut kv_exp, key, 1, *expires, value)?;
+                    }
                     msgs.insert(*id, rec.as_slice())?;
+                }
+                Op::Kv {
+                    kv: k,
+                    expect,
+                    expires_ms,
+                    ..
+                } => {
+                    let (key, value) = &**k;
+                    let current = kv_live(&kv, key, now)?.map_or(0, |f| f.0);
+                    if current != *expect {
+                        answers.push((i, Answer::Version(None)));
+                        continue;
+                    }
+                    kv_write(&mut kv, &mut kv_exp, key, current + 1, *expires_ms, value)?;
+                    answers.push((i, Answer::Version(Some(current + 1))));
+                }
+                Op::Status { id, rec, done_ms } => {
+                    if *done_ms > 0 {
+                        status.insert(*id, rec.as_slice())?;
+                        st_age.insert((*done_ms, *id), ())?;
+                    }
                 }
                 Op::Sent(id, _) => {
                     if !confirmed.contains(id)
@@ -439,6 +587,42 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
         }
     }
     w.commit()?;
+    Ok(answers)
+}
+
+/// The live record under `key` at `now`: (version, expiry, value).
+fn kv_live(
+    kv: &redb::Table<&str, &[u8]>,
+    key: &str,
+    now: u64,
+) -> Result<Option<(u64, u64, Vec<u8>)>, redb::Error> {
+    Ok(kv.get(key)?.and_then(|v| {
+        let (version, expires, value) = record::decode_kv(v.value())?;
+        (expires > now).then(|| (version, expires, value.to_vec()))
+    }))
+}
+
+/// Write a key-value record, keeping its expiry index right.
+fn kv_write(
+    kv: &mut redb::Table<&str, &[u8]>,
+    by_expiry: &mut redb::Table<(u64, &str), ()>,
+    key: &str,
+    version: u64,
+    expires_ms: u64,
+    value: &[u8],
+) -> Result<(), redb::Error> {
+    let old = kv
+        .insert(
+            key,
+            record::encode_kv(version, expires_ms, value).as_slice(),
+        )?
+        .and_then(|v| record::decode_kv(v.value()).map(|(_, e, _)| e));
+    if let Some(e) = old
+        && e != expires_ms
+    {
+        by_expiry.remove((e, key))?;
+    }
+    by_expiry.insert((expires_ms, key), ())?;
     Ok(())
 }
 
@@ -471,6 +655,28 @@ fn purge(db: &Database, cfg: &EmbeddedConfig, now: u64) -> Result<(), redb::Erro
             by_age.remove(k)?;
             receipts.remove(k.1)?;
             n_rc += 1;
+        }
+        let mut st_age = w.open_table(STATUS_BY_AGE)?;
+        let mut status = w.open_table(STATUS)?;
+        let old: Vec<(u64, u64)> = st_age
+            .range(..(fin_cut, 0))?
+            .take(MAX)
+            .filter_map(|r| r.ok().map(|(k, _)| k.value()))
+            .collect();
+        for k in old {
+            st_age.remove(k)?;
+            status.remove(k.1)?;
+        }
+        let mut kv_exp = w.open_table(KV_BY_EXPIRY)?;
+        let mut kv = w.open_table(KV)?;
+        let old: Vec<(u64, String)> = kv_exp
+            .range(..(now, ""))?
+            .take(MAX)
+            .filter_map(|r| r.ok().map(|(k, _)| (k.value().0, k.value().1.to_string())))
+            .collect();
+        for (e, key) in old {
+            kv_exp.remove((e, key.as_str()))?;
+            kv.remove(key.as_str())?;
         }
     }
     w.commit()?;

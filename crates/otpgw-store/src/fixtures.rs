@@ -30,6 +30,7 @@ pub fn message(id: u64) -> Message {
         accepted_ms: 1,
         deadline_ms: u64::MAX / 2,
         attempts: Default::default(),
+        extra: None,
     }
 }
 
@@ -45,5 +46,88 @@ pub fn receipt_job(id: u64, done_ms: u64) -> ReceiptJob {
         submit_ms: 0,
         done_ms,
         attempts: 0,
+        url: None,
     }
+}
+
+/// What every backend must do for the HTTP door: compare-and-set records with
+/// expiry, one winner among concurrent writers, accepts with an idempotency key,
+/// final statuses, counts. Run by each backend's tests.
+pub async fn http_contract(s: &dyn otpgw_core::Store) {
+    use otpgw_core::status::{MessageStatus, Stage};
+    use otpgw_core::store::Once;
+    let now = otpgw_core::clock::now_ms();
+    let tag = now.to_string();
+    let later = now + 60_000;
+    let key = format!("test:{tag}:a");
+    assert_eq!(s.kv_get(&key).await.unwrap(), None);
+    assert_eq!(
+        s.kv_put(&key, 0, b"one".to_vec(), later).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        s.kv_put(&key, 0, b"again".to_vec(), later).await.unwrap(),
+        None,
+        "exists: a create conflicts"
+    );
+    assert_eq!(
+        s.kv_put(&key, 1, b"two".to_vec(), later).await.unwrap(),
+        Some(2)
+    );
+    let got = s.kv_get(&key).await.unwrap().unwrap();
+    assert_eq!((got.version, got.value.as_slice()), (2, &b"two"[..]));
+    // Concurrent writers of one version: exactly one wins.
+    let racers = (0..20).map(|i| s.kv_put(&key, 2, vec![i], later));
+    let won = futures_util::future::join_all(racers)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(Some(3))))
+        .count();
+    assert_eq!(won, 1, "one compare-and-set of twenty wins");
+    // An expired record is absent, and can be created again.
+    let gone = format!("test:{tag}:expired");
+    assert_eq!(
+        s.kv_put(&gone, 0, b"x".to_vec(), now - 1).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(s.kv_get(&gone).await.unwrap(), None);
+    assert_eq!(
+        s.kv_put(&gone, 0, b"y".to_vec(), later).await.unwrap(),
+        Some(1)
+    );
+    // Idempotency: the second accept with the key stores nothing and answers the first value.
+    let idem = format!("test:{tag}:idem");
+    let id0 = now * 1000;
+    assert_eq!(
+        s.accept_once(&message(id0), &idem, b"first".to_vec(), later)
+            .await
+            .unwrap(),
+        Once::Accepted
+    );
+    assert_eq!(
+        s.accept_once(&message(id0 + 1), &idem, b"second".to_vec(), later)
+            .await
+            .unwrap(),
+        Once::Duplicate(b"first".to_vec())
+    );
+    // A final status is kept and read back.
+    let st = MessageStatus {
+        id: MsgId(id0),
+        brand: "bank".into(),
+        stage: Stage::Done(DeliveryState::Delivered),
+        carrier: Some("sim".into()),
+        accepted_ms: now - 10,
+        sent_ms: now - 5,
+        done_ms: now,
+        deadline_ms: later,
+        err: "000".into(),
+    };
+    s.record_status(&st);
+    assert!(s.flush().wait().await);
+    assert_eq!(s.message_status(MsgId(id0)).await.unwrap(), Some(st));
+    assert_eq!(s.message_status(MsgId(id0 + 7)).await.unwrap(), None);
+    // Counts in a window.
+    let c = format!("test:{tag}:count");
+    assert_eq!(s.count(&c, 60_000, now).await.unwrap(), 1);
+    assert_eq!(s.count(&c, 60_000, now).await.unwrap(), 2);
 }

@@ -9,6 +9,7 @@
 //! - [`redis_limit::RedisRateLimit`]: carrier rate limits shared by the nodes.
 //! - [`record`]: the binary records the embedded and Redis stores write.
 
+pub mod counters;
 pub mod embedded;
 #[doc(hidden)]
 pub mod fixtures;

@@ -1,16 +1,23 @@
-//! Compact binary records for the embedded store: a message, a receipt job, a
-//! message's carrier state. Version byte first; reading checks every length and
-//! returns `None` on anything short or unknown, never panics.
+//! Compact binary records for the durable stores: a message, a receipt job, a
+//! message's carrier state, a message's status. Version byte first; reading checks
+//! every length and returns `None` on anything short or unknown, never panics.
+//!
+//! Version 2 of messages and receipt jobs adds what messages from the HTTP door
+//! carry (receipt URL, verification id); version 1 records (written before) still
+//! read.
 
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use otpgw_core::message::Extra;
 use otpgw_core::outbox::ReceiptJob;
+use otpgw_core::status::{MessageStatus, Stage};
 use otpgw_core::{Class, DeliveryState, Message, MsgId};
 use otpgw_proto::pdu::{Address, SubmitFields};
 
 const V1: u8 = 1;
+const V2: u8 = 2;
 
 fn put_str(b: &mut BytesMut, s: &str) {
     put_bytes(b, s.as_bytes());
@@ -18,6 +25,15 @@ fn put_str(b: &mut BytesMut, s: &str) {
 fn put_bytes(b: &mut BytesMut, s: &[u8]) {
     b.put_u16(s.len().min(u16::MAX as usize) as u16);
     b.put_slice(&s[..s.len().min(u16::MAX as usize)]);
+}
+fn put_opt(b: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            b.put_u8(1);
+            put_str(b, s);
+        }
+        None => b.put_u8(0),
+    }
 }
 fn put_addr(b: &mut BytesMut, a: &Address) {
     b.put_u8(a.ton);
@@ -58,6 +74,12 @@ impl<'a> Rd<'a> {
         self.bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
+    fn opt_string(&mut self) -> Option<Option<String>> {
+        match self.u8()? {
+            0 => Some(None),
+            _ => Some(Some(self.string()?)),
+        }
+    }
     fn addr(&mut self) -> Option<Address> {
         Some(Address {
             ton: self.u8()?,
@@ -71,7 +93,7 @@ impl<'a> Rd<'a> {
 pub fn encode_message(m: &Message) -> Vec<u8> {
     let f = &m.fields;
     let mut b = BytesMut::with_capacity(96 + f.short_message.len());
-    b.put_u8(V1);
+    b.put_u8(if m.extra.is_some() { V2 } else { V1 });
     b.put_u64(m.id.0);
     put_str(&mut b, &m.brand);
     b.put_u8(m.class as u8);
@@ -95,13 +117,18 @@ pub fn encode_message(m: &Message) -> Vec<u8> {
         }
         None => b.put_u8(0),
     }
+    if let Some(e) = &m.extra {
+        put_opt(&mut b, e.receipt_url.as_deref());
+        put_opt(&mut b, e.verification.as_deref());
+    }
     b.to_vec()
 }
 
 /// Decode a message.
 pub fn decode_message(buf: &[u8]) -> Option<Message> {
     let mut r = Rd(buf);
-    if r.u8()? != V1 {
+    let version = r.u8()?;
+    if version != V1 && version != V2 {
         return None;
     }
     let id = MsgId(r.u64()?);
@@ -129,6 +156,14 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
             _ => None,
         },
     };
+    let extra = match version {
+        V2 => Some(Arc::new(Extra {
+            receipt_url: r.opt_string()?.map(Arc::from),
+            verification: r.opt_string()?,
+            progress: Default::default(),
+        })),
+        _ => None,
+    };
     Some(Message {
         id,
         brand,
@@ -137,13 +172,14 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
         accepted_ms,
         deadline_ms,
         attempts: Default::default(),
+        extra,
     })
 }
 
 /// Encode a receipt job.
 pub fn encode_receipt(j: &ReceiptJob) -> Vec<u8> {
     let mut b = BytesMut::with_capacity(96);
-    b.put_u8(V1);
+    b.put_u8(if j.url.is_some() { V2 } else { V1 });
     b.put_u64(j.id.0);
     put_str(&mut b, &j.brand);
     put_addr(&mut b, &j.source);
@@ -153,13 +189,17 @@ pub fn encode_receipt(j: &ReceiptJob) -> Vec<u8> {
     b.put_u64(j.submit_ms);
     b.put_u64(j.done_ms);
     b.put_u8(j.attempts);
+    if let Some(u) = &j.url {
+        put_str(&mut b, u);
+    }
     b.to_vec()
 }
 
 /// Decode a receipt job.
 pub fn decode_receipt(buf: &[u8]) -> Option<ReceiptJob> {
     let mut r = Rd(buf);
-    if r.u8()? != V1 {
+    let version = r.u8()?;
+    if version != V1 && version != V2 {
         return None;
     }
     Some(ReceiptJob {
@@ -172,7 +212,73 @@ pub fn decode_receipt(buf: &[u8]) -> Option<ReceiptJob> {
         submit_ms: r.u64()?,
         done_ms: r.u64()?,
         attempts: r.u8()?,
+        url: match version {
+            V2 => Some(r.string()?.into()),
+            _ => None,
+        },
     })
+}
+
+/// Encode a message status.
+pub fn encode_status(s: &MessageStatus) -> Vec<u8> {
+    let mut b = BytesMut::with_capacity(64);
+    b.put_u8(V1);
+    b.put_u64(s.id.0);
+    put_str(&mut b, &s.brand);
+    b.put_u8(match s.stage {
+        Stage::Queued => 0,
+        Stage::Sent => 1,
+        Stage::Done(st) => 0x10 | st.tlv(),
+    });
+    put_opt(&mut b, s.carrier.as_deref());
+    b.put_u64(s.accepted_ms);
+    b.put_u64(s.sent_ms);
+    b.put_u64(s.done_ms);
+    b.put_u64(s.deadline_ms);
+    put_str(&mut b, &s.err);
+    b.to_vec()
+}
+
+/// Decode a message status.
+pub fn decode_status(buf: &[u8]) -> Option<MessageStatus> {
+    let mut r = Rd(buf);
+    if r.u8()? != V1 {
+        return None;
+    }
+    Some(MessageStatus {
+        id: MsgId(r.u64()?),
+        brand: r.string()?.into(),
+        stage: match r.u8()? {
+            0 => Stage::Queued,
+            1 => Stage::Sent,
+            x if x & 0x10 != 0 => Stage::Done(DeliveryState::from_tlv(x & 0x0F)?),
+            _ => return None,
+        },
+        carrier: r.opt_string()?,
+        accepted_ms: r.u64()?,
+        sent_ms: r.u64()?,
+        done_ms: r.u64()?,
+        deadline_ms: r.u64()?,
+        err: r.string()?,
+    })
+}
+
+/// A record of the key-value space as the embedded store keeps it: version,
+/// expiry, value.
+pub fn encode_kv(version: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(16 + value.len());
+    b.extend_from_slice(&version.to_be_bytes());
+    b.extend_from_slice(&expires_ms.to_be_bytes());
+    b.extend_from_slice(value);
+    b
+}
+
+/// (version, expiry, value) of a key-value record.
+pub fn decode_kv(buf: &[u8]) -> Option<(u64, u64, &[u8])> {
+    let mut r = Rd(buf);
+    let v = r.u64()?;
+    let e = r.u64()?;
+    Some((v, e, r.0))
 }
 
 /// A message's carrier state: sent (maybe), or confirmed with the carrier's id.
@@ -247,6 +353,7 @@ mod tests {
             accepted_ms: 1,
             deadline_ms: 2,
             attempts: Default::default(),
+            extra: None,
         }
     }
 
@@ -270,12 +377,52 @@ mod tests {
             submit_ms: 3,
             done_ms: 4,
             attempts: 2,
+            url: None,
         };
         let b = decode_receipt(&encode_receipt(&j)).unwrap();
         assert_eq!(
             (b.id, &*b.brand, b.state, b.err.as_str(), b.attempts),
             (j.id, "bank", j.state, "0x1", 2)
         );
+        assert_eq!(b.url, None);
+        let hooked = ReceiptJob {
+            url: Some("https://bank.example/hook?t=1".into()),
+            ..j
+        };
+        let b = decode_receipt(&encode_receipt(&hooked)).unwrap();
+        assert_eq!(b.url.as_deref(), Some("https://bank.example/hook?t=1"));
+        // A message from the HTTP door keeps its extras; one from SMPP writes v1.
+        assert_eq!(encode_message(&m)[0], V1);
+        let mut h = msg();
+        h.extra = Some(Arc::new(Extra {
+            receipt_url: Some("http://127.0.0.1/r".into()),
+            verification: Some("ab".repeat(16)),
+            progress: Default::default(),
+        }));
+        let back = decode_message(&encode_message(&h)).unwrap();
+        let e = back.extra.unwrap();
+        assert_eq!(e.receipt_url.as_deref(), Some("http://127.0.0.1/r"));
+        assert_eq!(e.verification.as_deref(), Some("ab".repeat(16).as_str()));
+        for stage in [
+            Stage::Queued,
+            Stage::Sent,
+            Stage::Done(DeliveryState::Undeliverable),
+        ] {
+            let st = MessageStatus {
+                id: MsgId(9),
+                brand: "bank".into(),
+                stage,
+                carrier: Some("a".into()),
+                accepted_ms: 1,
+                sent_ms: 2,
+                done_ms: 3,
+                deadline_ms: 4,
+                err: "0x1".into(),
+            };
+            assert_eq!(decode_status(&encode_status(&st)), Some(st));
+        }
+        let kv = encode_kv(3, 99, b"xyz");
+        assert_eq!(decode_kv(&kv), Some((3, 99, &b"xyz"[..])));
         for s in [
             CarrierState::Sent,
             CarrierState::Confirmed {
@@ -295,6 +442,8 @@ mod tests {
             let _ = decode_message(&junk);
             let _ = decode_receipt(&junk);
             let _ = decode_state(&junk);
+            let _ = decode_status(&junk);
+            let _ = decode_kv(&junk);
         }
     }
 }

@@ -31,6 +31,15 @@
 //! Recovery (`recover`) reads this node's own pending entries (`XREADGROUP ... 0`),
 //! their carrier states and this node's owed receipts.
 //!
+//! The HTTP door's records:
+//! - `P:kv:KEY`: hash `v` (version) and `d` (value), expiring at the record's expiry
+//!   (`PEXPIREAT`); a compare-and-set is one Lua script, so two nodes never both
+//!   win. An accept with an idempotency key writes the key in the accept script
+//!   itself (the key exists: nothing is added, the first value is returned).
+//! - `P:st:ID`: a message's status, from its acceptance (any node answers status
+//!   queries) to `status_keep` after its final state.
+//! - `P:cnt:KEY`: counters with an expiry (`INCR`, `PEXPIRE` on the first).
+//!
 //! Several nodes:
 //! - Each node renews `P:alive:NODE` (a key with an expiry, `lease`) every third of
 //!   the lease. `claim_orphans` looks at the group's consumers; for one with
@@ -50,7 +59,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use otpgw_core::outbox::ReceiptJob;
-use otpgw_core::store::{Recovered, Store, StoreError, StoreFuture, Ticket};
+use otpgw_core::status::MessageStatus;
+use otpgw_core::store::{Once, Recovered, Store, StoreError, StoreFuture, Ticket, Versioned};
 use otpgw_core::{DeliveryState, Message, MsgId};
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
@@ -119,10 +129,38 @@ redis.call('DEL', KEYS[2], KEYS[3])
 return out
 ";
 
+/// KEYS: stream[, idempotency record]. ARGV: record, group, node[, value,
+/// expires_ms]. Returns the entry id, or {'dup', value} when the idempotency record
+/// exists (nothing added).
 const ACCEPT_LUA: &str = r"
+if #KEYS > 1 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    return {'dup', redis.call('HGET', KEYS[2], 'd')}
+  end
+  redis.call('HSET', KEYS[2], 'v', 1, 'd', ARGV[4])
+  redis.call('PEXPIREAT', KEYS[2], ARGV[5])
+end
 local e = redis.call('XADD', KEYS[1], '*', 'rec', ARGV[1])
 redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', '1', 'STREAMS', KEYS[1], '>')
 return e
+";
+
+/// Compare and set. KEYS: the record. ARGV: expected version, value, expires_ms.
+/// Returns the new version, or -1 when the version differs.
+const KV_LUA: &str = r"
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return -1 end
+v = v + 1
+redis.call('HSET', KEYS[1], 'v', v, 'd', ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return v
+";
+
+/// KEYS: the counter. ARGV: window_ms. Returns the count.
+const COUNT_LUA: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
 ";
 
 /// Where and how.
@@ -145,6 +183,8 @@ pub struct RedisConfig {
     pub lease: Duration,
     /// Published receipts are kept this long for the node that sent their message.
     pub receipt_keep: Duration,
+    /// Final statuses of HTTP messages are kept this long.
+    pub status_keep: Duration,
 }
 
 impl RedisConfig {
@@ -159,7 +199,17 @@ impl RedisConfig {
             timeout: Duration::from_secs(2),
             lease: Duration::from_secs(5),
             receipt_keep: Duration::from_secs(600),
+            status_keep: Duration::from_secs(3600),
         }
+    }
+    fn kv(&self, key: &str) -> String {
+        format!("{}:kv:{key}", self.prefix)
+    }
+    fn status(&self, id: u64) -> String {
+        format!("{}:st:{id}", self.prefix)
+    }
+    fn counter(&self, key: &str) -> String {
+        format!("{}:cnt:{key}", self.prefix)
     }
     fn alive(&self, node: &str) -> String {
         format!("{}:alive:{node}", self.prefix)
@@ -381,7 +431,10 @@ async fn writer(
     healthy: Arc<AtomicBool>,
 ) {
     use futures_util::StreamExt;
-    let script = redis::Script::new(ACCEPT_LUA);
+    let script = Scripts {
+        accept: redis::Script::new(ACCEPT_LUA),
+        kv: redis::Script::new(KV_LUA),
+    };
     let mut flights: futures_util::stream::FuturesOrdered<Flight> = Default::default();
     let mut closed = false;
     loop {
@@ -408,7 +461,9 @@ async fn writer(
                     let mut res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut c).await;
                     if matches!(&res, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
                         // Redis restarted (its script cache is empty): load and send again.
-                        if script.prepare_invoke().load_async(&mut c).await.is_ok() {
+                        if script.accept.prepare_invoke().load_async(&mut c).await.is_ok()
+                            && script.kv.prepare_invoke().load_async(&mut c).await.is_ok()
+                        {
                             res = pipe.query_async(&mut c).await;
                         }
                     }
@@ -439,11 +494,18 @@ async fn writer(
     }
 }
 
+/// The scripts the writer runs (loaded again after Redis restarted).
+#[derive(Clone)]
+struct Scripts {
+    accept: redis::Script,
+    kv: redis::Script,
+}
+
 /// One pipeline for a batch of writes, and the stream entries of the messages it
 /// finishes (taken out of `entries`).
 fn build(
     cfg: &RedisConfig,
-    script: &redis::Script,
+    script: &Scripts,
     batch: &[Op],
     entries: &DashMap<u64, String>,
 ) -> (redis::Pipeline, Vec<(u64, String)>) {
@@ -452,14 +514,45 @@ fn build(
     let mut taken = Vec::new();
     for op in batch {
         match op {
-            Op::Accept { rec, .. } => {
+            Op::Accept { rec, once, .. } => {
+                let c = pipe.cmd("EVALSHA").arg(script.accept.get_hash());
+                match once {
+                    None => c.arg(1).arg(&stream),
+                    Some(o) => c.arg(2).arg(&stream).arg(cfg.kv(&o.0)),
+                };
+                c.arg(rec.as_slice()).arg(GROUP).arg(&cfg.node);
+                if let Some(o) = once {
+                    c.arg(o.1.as_slice()).arg(o.2);
+                }
+            }
+            Op::Kv {
+                kv,
+                expect,
+                expires_ms,
+                ..
+            } => {
                 pipe.cmd("EVALSHA")
-                    .arg(script.get_hash())
+                    .arg(script.kv.get_hash())
                     .arg(1)
-                    .arg(&stream)
+                    .arg(cfg.kv(&kv.0))
+                    .arg(*expect)
+                    .arg(kv.1.as_slice())
+                    .arg(*expires_ms);
+            }
+            Op::Status { id, rec, done_ms } => {
+                let keep = if *done_ms > 0 {
+                    cfg.status_keep
+                } else {
+                    // In flight: until its final status replaces it, at the latest
+                    // a day after acceptance.
+                    Duration::from_secs(86_400)
+                };
+                pipe.cmd("SET")
+                    .arg(cfg.status(*id))
                     .arg(rec.as_slice())
-                    .arg(GROUP)
-                    .arg(&cfg.node);
+                    .arg("PX")
+                    .arg(keep.as_millis() as u64)
+                    .ignore();
             }
             Op::Sent(id, _) => {
                 pipe.cmd("HSETNX")
@@ -541,15 +634,28 @@ fn complete(
         match op {
             Op::Accept { id, done, .. } => {
                 pending.fetch_sub(1, Ordering::Relaxed);
-                let entry = ids
+                let answer = ids.as_mut().and_then(Iterator::next);
+                let once = match answer {
+                    Some(redis::Value::Array(a)) => Some(Once::Duplicate(
+                        a.get(1)
+                            .and_then(|v| redis::from_redis_value::<Vec<u8>>(v).ok())
+                            .unwrap_or_default(),
+                    )),
+                    Some(v) => redis::from_redis_value::<String>(&v).ok().map(|e| {
+                        entries.insert(id, e);
+                        Once::Accepted
+                    }),
+                    None => None,
+                };
+                let _ = done.send(once);
+            }
+            Op::Kv { done, .. } => {
+                let v = ids
                     .as_mut()
                     .and_then(Iterator::next)
-                    .and_then(|v| redis::from_redis_value::<String>(&v).ok());
-                let stored = entry.is_some();
-                if let Some(e) = entry {
-                    entries.insert(id, e);
-                }
-                let _ = done.send(stored);
+                    .and_then(|v| redis::from_redis_value::<i64>(&v).ok())
+                    .map(|n| u64::try_from(n).ok());
+                let _ = done.send(v);
             }
             Op::Sent(_, done)
             | Op::Flush(done)
@@ -557,7 +663,7 @@ fn complete(
             | Op::Finished { done, .. } => {
                 let _ = done.send(ok);
             }
-            Op::Confirmed(..) | Op::Forwarded(_) | Op::Stop => {}
+            Op::Confirmed(..) | Op::Forwarded(_) | Op::Status { .. } | Op::Stop => {}
         }
     }
 }
@@ -605,6 +711,109 @@ impl Store for RedisStore {
 
     fn receipt_forwarded(&self, id: MsgId) {
         writes::forwarded(&self.tx, id);
+    }
+
+    fn record_status(&self, status: &MessageStatus) {
+        writes::status(&self.tx, status);
+    }
+
+    fn message_status(&self, id: MsgId) -> StoreFuture<'_, Option<MessageStatus>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let rec: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(self.cfg.status(id.0))
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            let mut st = rec.as_deref().and_then(record::decode_status);
+            // In flight on some node: the carrier it went to, once confirmed.
+            if let Some(s) = st.as_mut()
+                && s.done_ms == 0
+            {
+                let cs: Option<Vec<u8>> = redis::cmd("HGET")
+                    .arg(self.cfg.state())
+                    .arg(id.0)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(err)?;
+                if let Some(CarrierState::Confirmed { carrier, .. }) =
+                    cs.as_deref().and_then(record::decode_state)
+                {
+                    s.stage = otpgw_core::status::Stage::Sent;
+                    s.carrier = Some(carrier);
+                }
+            }
+            Ok(st)
+        })
+    }
+
+    fn accept_once<'a>(
+        &'a self,
+        msg: &'a Message,
+        key: &'a str,
+        value: Vec<u8>,
+        expires_ms: u64,
+    ) -> StoreFuture<'a, Once> {
+        if !self.healthy.load(Ordering::Relaxed) {
+            return Box::pin(std::future::ready(Err(StoreError::Unavailable(
+                "redis unreachable".into(),
+            ))));
+        }
+        writes::accept_once(
+            &self.tx,
+            &self.pending_accepts,
+            self.cfg.max_pending_accepts,
+            msg,
+            Some((key.to_string(), value, expires_ms)),
+            "redis write failed",
+        )
+    }
+
+    fn kv_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let (v, d): (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET")
+                .arg(self.cfg.kv(key))
+                .arg("v")
+                .arg("d")
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            Ok(match (v, d) {
+                (Some(version), Some(value)) => Some(Versioned { version, value }),
+                _ => None,
+            })
+        })
+    }
+
+    fn kv_put<'a>(
+        &'a self,
+        key: &'a str,
+        expect: u64,
+        value: Vec<u8>,
+        expires_ms: u64,
+    ) -> StoreFuture<'a, Option<u64>> {
+        writes::kv_put(
+            &self.tx,
+            key,
+            expect,
+            value,
+            expires_ms,
+            "redis write failed",
+        )
+    }
+
+    fn count<'a>(&'a self, key: &'a str, window_ms: u64, _now_ms: u64) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let n: u64 = redis::Script::new(COUNT_LUA)
+                .key(self.cfg.counter(key))
+                .arg(window_ms.max(1))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(err)?;
+            Ok(n)
+        })
     }
 
     fn recover(&self, _now_ms: u64) -> Result<Recovered, StoreError> {

@@ -7,7 +7,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use otpgw_core::outbox::ReceiptJob;
-use otpgw_core::store::{StoreError, StoreFuture, Ticket};
+use otpgw_core::status::{MessageStatus, Stage};
+use otpgw_core::store::{Once, StoreError, StoreFuture, Ticket};
 use otpgw_core::{DeliveryState, Message, MsgId};
 use tokio::sync::oneshot;
 
@@ -18,7 +19,25 @@ pub(crate) enum Op {
     Accept {
         id: u64,
         rec: Vec<u8>,
-        done: oneshot::Sender<bool>,
+        /// An idempotency key stored with the message: (key, value, expires_ms); when
+        /// the key exists, nothing is stored.
+        once: Option<Box<(String, Vec<u8>, u64)>>,
+        /// `None`: the write failed.
+        done: oneshot::Sender<Option<Once>>,
+    },
+    /// A message's status: (id, record, final: when it reached its final state).
+    Status {
+        id: u64,
+        rec: Vec<u8>,
+        done_ms: u64,
+    },
+    /// Compare and set in the key-value space (see `Store::kv_put`); answers the new
+    /// version, `Some(None)` on a conflict, `None` when the write failed.
+    Kv {
+        kv: Box<(String, Vec<u8>)>,
+        expect: u64,
+        expires_ms: u64,
+        done: oneshot::Sender<Option<Option<u64>>>,
     },
     Sent(u64, oneshot::Sender<bool>),
     Confirmed(u64, Vec<u8>),
@@ -69,6 +88,19 @@ pub(crate) fn accept<'a>(
     msg: &Message,
     failed: &'static str,
 ) -> StoreFuture<'a, ()> {
+    let f = accept_once(q, pending, max, msg, None, failed);
+    Box::pin(async move { f.await.map(|_| ()) })
+}
+
+/// [`accept`] with an idempotency key stored in the same write.
+pub(crate) fn accept_once<'a>(
+    q: &impl Queue,
+    pending: &AtomicUsize,
+    max: usize,
+    msg: &Message,
+    once: Option<(String, Vec<u8>, u64)>,
+    failed: &'static str,
+) -> StoreFuture<'a, Once> {
     if pending.load(Ordering::Relaxed) >= max {
         metrics::counter!("otpgw_store_busy_total").increment(1);
         return Box::pin(std::future::ready(Err(StoreError::Busy)));
@@ -78,6 +110,7 @@ pub(crate) fn accept<'a>(
     let op = Op::Accept {
         id: msg.id.0,
         rec: record::encode_message(msg),
+        once: once.map(Box::new),
         done,
     };
     if !q.put(op) {
@@ -86,8 +119,49 @@ pub(crate) fn accept<'a>(
     }
     Box::pin(async move {
         match rx.await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(StoreError::Unavailable(failed.into())),
+            Ok(Some(o)) => Ok(o),
+            Ok(None) => Err(StoreError::Unavailable(failed.into())),
+            Err(_) => Err(StoreError::Closed),
+        }
+    })
+}
+
+/// Queue a message status.
+pub(crate) fn status(q: &impl Queue, s: &MessageStatus) {
+    let done_ms = match s.stage {
+        Stage::Done(_) => s.done_ms,
+        _ => 0,
+    };
+    let _ = q.put(Op::Status {
+        id: s.id.0,
+        rec: record::encode_status(s),
+        done_ms,
+    });
+}
+
+/// Queue a compare-and-set of the key-value space.
+pub(crate) fn kv_put<'a>(
+    q: &impl Queue,
+    key: &str,
+    expect: u64,
+    value: Vec<u8>,
+    expires_ms: u64,
+    failed: &'static str,
+) -> StoreFuture<'a, Option<u64>> {
+    let (done, rx) = oneshot::channel();
+    let op = Op::Kv {
+        kv: Box::new((key.to_string(), value)),
+        expect,
+        expires_ms,
+        done,
+    };
+    if !q.put(op) {
+        return Box::pin(std::future::ready(Err(StoreError::Closed)));
+    }
+    Box::pin(async move {
+        match rx.await {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(StoreError::Unavailable(failed.into())),
             Err(_) => Err(StoreError::Closed),
         }
     })

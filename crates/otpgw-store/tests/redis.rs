@@ -218,3 +218,30 @@ async fn shared_bucket_caps_three_clients_together() {
         "only {total} granted in 2.5 s at {rate}/s"
     );
 }
+
+/// Statuses, compare-and-set records, idempotency keys and counts (what the HTTP
+/// door keeps), as every backend does; a record written by one node is read and
+/// changed by another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_statuses_keys_and_counts_for_every_node() {
+    let Some(r) = Redis::start("http") else {
+        return;
+    };
+    let a = open(&r, "na").await;
+    otpgw_store::fixtures::http_contract(&a).await;
+    let b = open(&r, "nb").await;
+    let later = otpgw_core::clock::now_ms() + 60_000;
+    assert_eq!(a.kv_put("shared", 0, b"a".to_vec(), later).await.unwrap(), Some(1));
+    let seen = b.kv_get("shared").await.unwrap().unwrap();
+    assert_eq!((seen.version, seen.value.as_slice()), (1, &b"a"[..]));
+    assert_eq!(b.kv_put("shared", 1, b"b".to_vec(), later).await.unwrap(), Some(2));
+    assert_eq!(a.kv_put("shared", 1, b"late".to_vec(), later).await.unwrap(), None);
+    // A Redis restart (empty script cache) loses nothing and scripts load again.
+    drop((a, b));
+    let mut r = r;
+    r.kill9();
+    assert!(r.spawn());
+    let a = open(&r, "na").await;
+    assert_eq!(a.kv_get("shared").await.unwrap().unwrap().version, 2);
+    assert_eq!(a.kv_put("shared", 2, b"c".to_vec(), later).await.unwrap(), Some(3));
+}

@@ -1,6 +1,7 @@
 //! `otpgw demo`: the gateway with an in-process simulated carrier, listening for
-//! brands on 127.0.0.1:2775 as `demo`/`demo`. It first pushes a self-test load
-//! through itself and prints what happened, then runs until interrupted.
+//! brands on 127.0.0.1:2775 (SMPP, `demo`/`demo`) and 127.0.0.1:8080 (HTTP API,
+//! `Authorization: Bearer demo-key`, verifications on). It first pushes a self-test
+//! load through itself and prints what happened, then runs until interrupted.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,15 +15,31 @@ use crate::gateway::Gateway;
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub listen: SocketAddr,
+    /// The HTTP API's address.
+    pub http: SocketAddr,
     /// Messages in the self-test (0: none).
     pub selftest: u64,
     /// Exit after the self-test instead of waiting for Ctrl-C.
     pub exit_after_selftest: bool,
 }
 
-/// The config the demo runs with: one brand, one simulated carrier on `carrier`.
-pub fn demo_config(listen: SocketAddr, carrier: SocketAddr, store: &std::path::Path) -> Config {
+/// The demo brand's HTTP API key (the demo only).
+pub const DEMO_KEY: &str = "demo-key";
+
+/// The config the demo runs with: one brand, one simulated carrier on `carrier`,
+/// the HTTP API on `http` with a verification secret fresh for this run.
+pub fn demo_config(
+    listen: SocketAddr,
+    http: SocketAddr,
+    carrier: SocketAddr,
+    store: &std::path::Path,
+) -> Config {
     let store = store.display();
+    let key_hash = otpgw_http::auth::sha256_hash(DEMO_KEY);
+    let mut secret = [0u8; 32];
+    // Without randomness the demo still runs, with a fixed (demo-only) secret.
+    let _ = getrandom::fill(&mut secret);
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     let text = format!(
         r#"
 [server]
@@ -31,9 +48,16 @@ listen = "{listen}"
 path = "{store}"
 [ops]
 enabled = false
+[http]
+listen = "{http}"
+[verify]
+secret = "{secret}"
+sender = "Demo"
 [[brand]]
 system_id = "demo"
 password_hash = "$argon2id$v=19$m=19456,t=2,p=1$anGSFxH6/AWb3F6Kk0Mbsw$IWAPpx5SQ2/McJPwYGogMh0oLQBCwWT3oCcKM2NX5Gg" # "demo"
+api_key_hash = "{key_hash}"
+webhook_secret = "demo-webhook-secret"
 [[carrier]]
 name = "sim"
 address = "{carrier}"
@@ -68,7 +92,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let store = dir.join("otpgw.redb");
     println!("embedded store at {}", store.display());
-    let gw = Gateway::start(&demo_config(opts.listen, sim.addr(), &store)).await?;
+    let gw = Gateway::start(&demo_config(opts.listen, opts.http, sim.addr(), &store)).await?;
     if !gw.wait_bound(2, Duration::from_secs(10)).await {
         anyhow::bail!("the gateway could not bind to the simulated carrier");
     }
@@ -77,6 +101,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         gw.brand_addr()
     );
     println!("carrier binds up: {:?}", gw.binds_up());
+    if let Some(h) = gw.http_addr() {
+        println!(
+            "HTTP API on http://{h} (Authorization: Bearer {DEMO_KEY}); try:\n  curl -s -H 'Authorization: Bearer {DEMO_KEY}' -H 'Content-Type: application/json' -d '{{\"to\":\"+447700900123\"}}' http://{h}/v1/verifications"
+        );
+    }
 
     if opts.selftest > 0 {
         println!(

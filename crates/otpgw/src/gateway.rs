@@ -33,6 +33,7 @@ pub struct Gateway {
     embedded: Option<Arc<EmbeddedStore>>,
     grace: std::time::Duration,
     ops_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
     ingest: Arc<otpgw_ingest::server::Context>,
     /// The configuration in force (for reloads).
     current: parking_lot::Mutex<Config>,
@@ -279,6 +280,33 @@ impl Gateway {
             .context("no brand listener")?;
         let ingest = server.context();
         let server = tokio::spawn(server.run());
+        // Webhooks owed (this run's, and a previous run's) go out whether or not the
+        // HTTP listener runs.
+        let hooks = cfg.http_config().map(|h| h.webhooks).unwrap_or_default();
+        otpgw_http::webhook::spawn(
+            tracker.outbox().clone(),
+            tracker.store().clone(),
+            ingest.brands.clone(),
+            hooks,
+            shutdown.child_token(),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot start the webhook sender: {e}"))?;
+        let http_addr = match cfg.http_config() {
+            Some(h) => {
+                let listen = h.listen;
+                let verifier = cfg
+                    .verify_config()
+                    .map(|v| Arc::new(otpgw_verify::Verifier::new(v, acceptor.clone())));
+                if verifier.is_none() {
+                    tracing::warn!("no [verify] section: the Verify API answers 503");
+                }
+                let r = otpgw_http::start(h, ingest.clone(), verifier, shutdown.child_token())
+                    .await
+                    .with_context(|| format!("cannot listen on {listen} for the HTTP API"))?;
+                Some(r.addr)
+            }
+            None => None,
+        };
         spawn_sharing(
             tracker.clone(),
             dispatcher.clone(),
@@ -324,6 +352,7 @@ impl Gateway {
                 embedded,
                 grace,
                 ops_addr,
+                http_addr,
                 ingest,
                 current: parking_lot::Mutex::new(cfg.clone()),
             },
@@ -342,6 +371,10 @@ impl Gateway {
     /// Where /metrics, /healthz and /readyz are served, if enabled.
     pub fn ops_addr(&self) -> Option<SocketAddr> {
         self.ops_addr
+    }
+    /// Where the HTTP API is served, if configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
     /// Messages accepted and not yet finished.
     pub fn in_flight(&self) -> usize {
@@ -431,6 +464,11 @@ impl Gateway {
         }
         if new.ops.listen != cur.ops.listen || new.ops.admin_token != cur.ops.admin_token {
             restart.push("ops".into());
+        }
+        if new.http.as_ref().map(|h| h.listen) != cur.http.as_ref().map(|h| h.listen)
+            || new.verify.is_some() != cur.verify.is_some()
+        {
+            restart.push("http / verify".into());
         }
         *cur = new.clone();
         Ok(restart)

@@ -38,10 +38,18 @@ enum Cmd {
     /// Read a brand password from standard input (one line) and print its argon2id
     /// hash for `password_hash` in the config. Never pass a password as an argument.
     HashPassword,
+    /// Make a new HTTP API key (32 random bytes): prints the key (give it to the
+    /// brand) and its hash (for `api_key_hash`; the key itself is never stored).
+    NewApiKey,
+    /// Print the HTTP API's OpenAPI 3 document (docs/openapi.json).
+    Openapi,
     /// Run the gateway with an in-process simulated carrier on 127.0.0.1:2775 (demo/demo).
     Demo {
         #[arg(long, default_value = "127.0.0.1:2775")]
         listen: SocketAddr,
+        /// The HTTP API (brand `demo`, key `demo-key`).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
         /// Messages pushed through at start to show the path works (0: none).
         #[arg(long, default_value_t = 1000)]
         selftest: u64,
@@ -73,6 +81,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Cmd::HashPassword = &cli.cmd {
         return hash_password();
+    }
+    if let Cmd::NewApiKey = &cli.cmd {
+        return match otpgw_http::auth::new_api_key() {
+            Ok((key, hash)) => {
+                println!("key:  {key}");
+                println!("hash: {hash}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("no randomness: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Cmd::Openapi = &cli.cmd {
+        print!("{}", otpgw_http::openapi::json());
+        return ExitCode::SUCCESS;
     }
     if let Cmd::CheckConfig { file } = &cli.cmd {
         return match Config::load(file) {
@@ -115,7 +140,7 @@ fn main() -> ExitCode {
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::CheckConfig { .. } | Cmd::HashPassword => Ok(()),
+        Cmd::CheckConfig { .. } | Cmd::HashPassword | Cmd::NewApiKey | Cmd::Openapi => Ok(()),
         Cmd::Serve { config } => {
             let cfg = Config::load(&config)?;
             let gw = Gateway::start(&cfg).await?;
@@ -126,11 +151,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Demo {
             listen,
+            http,
             selftest,
             exit,
         } => {
             otpgw::demo::run(otpgw::demo::DemoOptions {
                 listen,
+                http,
                 selftest,
                 exit_after_selftest: exit,
             })

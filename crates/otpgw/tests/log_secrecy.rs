@@ -1,8 +1,10 @@
 //! No secrets in logs: the real `otpgw serve` at log level `trace` (every crate)
 //! carries traffic with known OTP codes, destination numbers and passwords (brand and
 //! carrier, right and wrong), receipts whose `text:` echoes the
-//! message, and refused submits; none of those strings may appear in anything it
-//! wrote.
+//! message, and refused submits; then over the HTTP API verifications (the codes
+//! generated, right and wrong checks), messages with codes in their text, API keys
+//! right and wrong, signed webhooks; none of those strings may appear in anything
+//! it wrote.
 
 mod common;
 
@@ -20,13 +22,18 @@ async fn codes_numbers_and_passwords_never_reach_the_logs() {
     let dir = common::store_dir("log-secrecy");
     let port = common::free_port();
     let store = format!("path = \"{}\"", dir.join("otpgw.redb").display());
-    let cfg = common::config_text_with_store(
+    let http_port = common::free_port();
+    let (brands, sections) = common::http_pieces(http_port);
+    let cfg = common::config_text_full(
         &format!("127.0.0.1:{port}"),
         &[("sim", sim.addr())],
         "",
         &store,
+        [&brands[0], &brands[1]],
+        &sections,
     );
     let mut gw = GwProc::start_with_log(&dir, port, &cfg, "trace").await;
+    common::wait_port(http_port).await;
 
     let mut secrets: Vec<String> = vec![
         "pw1".into(),
@@ -98,6 +105,65 @@ async fn codes_numbers_and_passwords_never_reach_the_logs() {
     }
     assert_eq!(receipts, sent);
     assert!(sim.records().iter().all(|r| !r.text().is_empty()));
+
+    // The HTTP API: keys, verification codes (right and wrong), texts, numbers.
+    let hooks = common::HookSink::start().await;
+    let base = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::new();
+    secrets.extend([
+        common::BANK_KEY.to_string(),
+        common::SHOP_KEY.to_string(),
+        common::BANK_HOOK_SECRET.to_string(),
+        "test-verify-secret-0123456789abcdef0123".to_string(),
+        "WrongKey4242x".to_string(),
+    ]);
+    let post = |key: &str, path: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    let r = post("WrongKey4242x", "/v1/messages", serde_json::json!({"to": "+447700931999"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    for i in 0..4u32 {
+        let dest = format!("4477009{:05}", 41_337 + i);
+        secrets.push(dest.clone());
+        let r = post(common::BANK_KEY, "/v1/verifications", serde_json::json!({"to": format!("+{dest}")}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = r.json().await.unwrap();
+        let id = v["id"].as_str().unwrap().to_string();
+        let code = common::code_sent_to(&sim, &dest, 0).await;
+        let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+        secrets.push(code.clone());
+        secrets.push(wrong.clone());
+        for c in [&wrong, &code] {
+            let r = post(common::BANK_KEY, &format!("/v1/verifications/{id}/check"), serde_json::json!({"code": c}))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let text = format!("Ihr Code lautet {:07}", 5_551_212 + i);
+        secrets.push(format!("{:07}", 5_551_212 + i));
+        let dest2 = format!("4477009{:05}", 51_337 + i);
+        secrets.push(dest2.clone());
+        let r = post(
+            common::BANK_KEY,
+            "/v1/messages",
+            serde_json::json!({"to": format!("+{dest2}"), "from": "BANK", "text": text, "receipt_url": hooks.url}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while hooks.got.lock().len() < 4 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(hooks.got.lock().len(), 4, "the webhooks came");
     gw.term(Duration::from_secs(10)).await;
 
     let logs = gw.logs();

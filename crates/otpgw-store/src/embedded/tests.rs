@@ -268,3 +268,56 @@ async fn a_batch_skips_writes_a_later_op_of_it_cancels() {
     );
     assert_eq!(s.counts().unwrap().1, 1, "only the receipt of 4 is stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_statuses_keys_and_counts() {
+    let path = tmp("http");
+    {
+        let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
+        crate::fixtures::http_contract(&s).await;
+        s.close();
+    }
+    // Records written by the previous run are there after a restart.
+    let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
+    let r = s.db.begin_read().unwrap();
+    let kv = r.open_table(KV).unwrap();
+    use redb::ReadableTableMetadata;
+    assert!(kv.len().unwrap() >= 3, "compare-and-set records survive");
+    assert_eq!(r.open_table(STATUS).unwrap().len().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn expired_keys_and_old_statuses_are_purged() {
+    let path = tmp("http-purge");
+    let mut cfg = EmbeddedConfig::new(&path);
+    cfg.purge_interval = Duration::from_millis(50);
+    cfg.finished_retention = Duration::from_millis(1);
+    let s = EmbeddedStore::open(cfg).unwrap();
+    let now = now_ms();
+    assert_eq!(
+        s.kv_put("k", 0, b"v".to_vec(), now + 100).await.unwrap(),
+        Some(1)
+    );
+    s.record_status(&otpgw_core::status::MessageStatus {
+        id: MsgId(1),
+        brand: "bank".into(),
+        stage: otpgw_core::status::Stage::Done(DeliveryState::Delivered),
+        carrier: None,
+        accepted_ms: 1,
+        sent_ms: 0,
+        done_ms: now,
+        deadline_ms: now,
+        err: String::new(),
+    });
+    assert!(s.flush().wait().await);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A write wakes the writer, which purges on its interval.
+    assert!(s.flush().wait().await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(s.flush().wait().await);
+    use redb::ReadableTableMetadata;
+    let r = s.db.begin_read().unwrap();
+    assert_eq!(r.open_table(KV).unwrap().len().unwrap(), 0);
+    assert_eq!(r.open_table(KV_BY_EXPIRY).unwrap().len().unwrap(), 0);
+    assert_eq!(r.open_table(STATUS).unwrap().len().unwrap(), 0);
+}

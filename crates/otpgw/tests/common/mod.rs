@@ -50,6 +50,44 @@ pub fn config_text_with_store(
     extra_carrier: &str,
     store: &str,
 ) -> String {
+    config_text_full(listen, carriers, extra_carrier, store, ["", ""], "")
+}
+
+/// The HTTP API keys and webhook secrets of the test brands.
+pub const BANK_KEY: &str = "bank-http-key-for-tests-0123456789";
+pub const SHOP_KEY: &str = "shop-http-key-for-tests-0123456789";
+pub const BANK_HOOK_SECRET: &str = "bank-webhook-secret-0123";
+
+/// `[http]` on `http_port`, `[verify]` with a fixed secret, API keys and webhook
+/// secrets for bank and shop: the pieces [`config_text_full`] takes.
+pub fn http_pieces(http_port: u16) -> ([String; 2], String) {
+    let brands = [
+        format!(
+            "api_key_hash = \"{}\"\nwebhook_secret = \"{BANK_HOOK_SECRET}\"\n",
+            otpgw_http::auth::sha256_hash(BANK_KEY)
+        ),
+        format!(
+            "api_key_hash = \"{}\"\n",
+            otpgw_http::auth::sha256_hash(SHOP_KEY)
+        ),
+    ];
+    let sections = format!(
+        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[verify]\nsecret = \"test-verify-secret-0123456789abcdef0123\"\nsender = \"BANK\"\n"
+    );
+    (brands, sections)
+}
+
+/// The full test config: `brand_extra` lines go into bank's and shop's tables,
+/// `sections` after `[store]`.
+pub fn config_text_full(
+    listen: &str,
+    carriers: &[(&str, SocketAddr)],
+    extra_carrier: &str,
+    store: &str,
+    brand_extra: [&str; 2],
+    sections: &str,
+) -> String {
+    let [bank_extra, shop_extra] = brand_extra;
     let mut t = format!(
         r#"
 [server]
@@ -59,12 +97,15 @@ shutdown_grace_secs = 2
 listen = "127.0.0.1:0"
 [store]
 {store}
+{sections}
 [[brand]]
 system_id = "bank"
 password_hash = "$argon2id$v=19$m=19456,t=2,p=1$ZsxRHVrDzMPWgzbh8LlRVA$oq2uNdpAD6ds4B/9end6jzCP4LegVA8dSS1bA5Dwyj0" # pw1
+{bank_extra}
 [[brand]]
 system_id = "shop"
 password_hash = "$argon2id$v=19$m=19456,t=2,p=1$YlYZDJtddaEsiNJX4yYNgA$EJuT18m+e8JijaJM6Q9JCh1sYCOrwkGtrCxWWqnU2PU" # pw2
+{shop_extra}
 "#
     );
     for (name, addr) in carriers {
@@ -387,4 +428,145 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (code, body)
+}
+
+/// `otpgw serve` with the HTTP API (and verifications) on a free port, the
+/// embedded store in a fresh directory, in front of `sim`. Returns the process and
+/// the API's base URL.
+pub async fn serve_http_process(sim: &SimHandle, tag: &str, extra_http: &str) -> (GwProc, String) {
+    let dir = store_dir(tag);
+    let port = free_port();
+    let http_port = free_port();
+    let store = format!("path = \"{}\"", dir.join("otpgw.redb").display());
+    let (brands, sections) = http_pieces(http_port);
+    let sections = sections.replacen("[verify]", &format!("{extra_http}\n[verify]"), 1);
+    let cfg = config_text_full(
+        &format!("127.0.0.1:{port}"),
+        &[("sim", sim.addr())],
+        "",
+        &store,
+        [&brands[0], &brands[1]],
+        &sections,
+    );
+    let gw = GwProc::start(&dir, port, &cfg).await;
+    wait_port(http_port).await;
+    (gw, format!("http://127.0.0.1:{http_port}"))
+}
+
+/// Wait until something listens on `port` of 127.0.0.1.
+pub async fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on {port}");
+}
+
+/// The text the simulated carrier got for the last message to `number` (digits),
+/// decoded from GSM or UCS-2.
+pub fn last_text_to(sim: &SimHandle, number: &str) -> Option<String> {
+    let r = sim
+        .records()
+        .into_iter()
+        .filter(|r| r.fields.dest.addr == number)
+        .last()?;
+    let t = r.text();
+    Some(if r.fields.data_coding == 8 {
+        let u: Vec<u16> = t
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+            .collect();
+        String::from_utf16_lossy(&u)
+    } else {
+        otpgw_proto::gsm::decode_gsm(t)
+    })
+}
+
+/// The one-time code (the first run of 4 or more digits) in the last message the
+/// carrier got for `number`, waiting up to 5 s for it.
+pub async fn code_sent_to(sim: &SimHandle, number: &str, after: usize) -> String {
+    for _ in 0..250 {
+        let n = sim
+            .records()
+            .iter()
+            .filter(|r| r.fields.dest.addr == number)
+            .count();
+        if n > after
+            && let Some(t) = last_text_to(sim, number)
+            && let Some(c) = t
+                .split(|c: char| !c.is_ascii_digit())
+                .find(|w| w.len() >= 4)
+        {
+            return c.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no code reached the carrier for {number}");
+}
+
+/// A webhook receiver on 127.0.0.1: records every post (signature header, body)
+/// and answers with the status it is set to (200 at first).
+#[derive(Clone)]
+pub struct HookSink {
+    pub url: String,
+    pub got: std::sync::Arc<parking_lot::Mutex<Vec<(String, String)>>>,
+    pub status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl HookSink {
+    pub async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let got: std::sync::Arc<parking_lot::Mutex<Vec<(String, String)>>> = Default::default();
+        let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let (g, s) = (got.clone(), status.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |h: axum::http::HeaderMap, body: String| {
+                let (g, s) = (g.clone(), s.clone());
+                async move {
+                    let sig = h
+                        .get("otpgw-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    g.lock().push((sig, body));
+                    axum::http::StatusCode::from_u16(s.load(Ordering::Relaxed))
+                        .unwrap_or(axum::http::StatusCode::OK)
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
+        });
+        Self { url, got, status }
+    }
+
+    /// Bodies received so far for message `id`, and whether each was correctly
+    /// signed with `secret`.
+    pub fn for_id(&self, id: &str, secret: &str) -> Vec<(bool, serde_json::Value)> {
+        let now = otpgw_core::clock::now_ms() / 1000;
+        self.got
+            .lock()
+            .iter()
+            .filter_map(|(sig, body)| {
+                let v: serde_json::Value = serde_json::from_str(body).ok()?;
+                (v["id"] == id).then(|| {
+                    (
+                        otpgw_http::webhook::verify(
+                            secret.as_bytes(),
+                            sig,
+                            body.as_bytes(),
+                            now,
+                            300,
+                        ),
+                        v,
+                    )
+                })
+            })
+            .collect()
+    }
 }

@@ -1,0 +1,138 @@
+//! Reading a request body: at most the size cap (checked from `Content-Length`
+//! before reading, and while reading), within the body timeout (a client that trickles
+//! its body is cut off), JSON only, strict (unknown fields are refused).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The body, whole, or why not.
+pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be application/json",
+            ));
+        }
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body must be at most {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, max);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the body did not arrive in time",
+        )),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body could not be read",
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// Parse a JSON body into `T` (whose fields deny unknown ones).
+pub fn json<T: DeserializeOwned>(b: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(b).map_err(|e| {
+        let msg = e.to_string();
+        // serde names the unknown field; the value is never echoed.
+        let code = if msg.starts_with("unknown field") {
+            "unknown_field"
+        } else {
+            "invalid_json"
+        };
+        let msg = match msg.find(" at line") {
+            Some(i) if code == "unknown_field" => msg[..i].to_string(),
+            _ => msg,
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, code, msg)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct T {
+        a: u32,
+    }
+
+    #[test]
+    fn strict_json() {
+        assert!(json::<T>(br#"{"a":1}"#).is_ok());
+        assert_eq!(
+            json::<T>(br#"{"a":1,"b":2}"#).unwrap_err().code,
+            "unknown_field"
+        );
+        assert_eq!(json::<T>(br#"{"a":"x"}"#).unwrap_err().code, "invalid_json");
+        assert_eq!(json::<T>(b"{nope").unwrap_err().code, "invalid_json");
+    }
+
+    #[tokio::test]
+    async fn size_type_and_time() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        let e = read(&h, Body::from("x"), 10, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "unsupported_media_type");
+        let h = HeaderMap::new();
+        let e = read(&h, Body::from(vec![b'x'; 11]), 10, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "body_too_large");
+        let ok = read(&h, Body::from("12345"), 10, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(&ok[..], b"12345");
+        // A body that never ends.
+        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+            );
+        let e = read(&h, Body::from_stream(stream), 10, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "body_timeout");
+    }
+}

@@ -1,0 +1,306 @@
+//! `POST /v1/messages` and `GET /v1/messages/{id}`: a brand's text, through the same
+//! acceptor as a `submit_sm` (validation, brand limits, durable store, queue), with
+//! an optional signed receipt webhook and an `Idempotency-Key`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use otpgw_core::message::Extra;
+use otpgw_core::status::MessageStatus;
+use otpgw_core::{Class, MsgId};
+use otpgw_ingest::Submission;
+use otpgw_ingest::acceptor::{once_key, parse_once_value};
+use otpgw_ingest::validate::e164;
+use otpgw_proto::pdu::{Address, SubmitFields};
+use otpgw_proto::time::rfc3339;
+
+use crate::Api;
+use crate::error::ApiError;
+
+/// Priority class of a message.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassName {
+    /// One-time passwords: ahead of bulk, earliest expiry first.
+    Otp,
+    Bulk,
+}
+
+/// A message to send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// Destination, E.164 (`+` and 7 to 15 digits).
+    #[schema(example = "+447700900123")]
+    pub to: String,
+    /// Sender id: up to 11 letters and digits, or a number of up to 15 digits.
+    #[schema(example = "MyBank")]
+    pub from: String,
+    /// The text (Unicode; sent in the GSM alphabet when it fits, else UCS-2; long
+    /// texts go as concatenated parts).
+    #[schema(example = "Your login code is 123456")]
+    pub text: String,
+    /// `otp` (default for brands whose default class is OTP) or `bulk`.
+    pub class: Option<ClassName>,
+    /// Seconds the message may wait to be sent (default: the brand's lifetime of
+    /// its class); never sent after.
+    #[schema(minimum = 1, maximum = 604800)]
+    pub validity_secs: Option<u64>,
+    /// Where the final status goes as a signed webhook (`Otpgw-Signature`).
+    pub receipt_url: Option<String>,
+}
+
+/// A message taken.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageAccepted {
+    /// otpgw's message id (16 hex digits).
+    pub id: String,
+    /// Always `queued`.
+    pub status: &'static str,
+}
+
+/// Where a message stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    /// `queued`, `sent`, `delivered`, `undeliverable`, `expired`, `rejected`,
+    /// `deleted`, `unknown`.
+    pub status: &'static str,
+    /// The carrier that took it, once one did.
+    pub carrier: Option<String>,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+    pub done_at: Option<String>,
+    /// After this instant it is never sent.
+    pub expires_at: String,
+    /// The carrier's error code of a final state other than delivered.
+    pub error_code: Option<String>,
+}
+
+impl MessageView {
+    fn of(s: &MessageStatus) -> Self {
+        let at = |ms: u64| (ms > 0).then(|| rfc3339(ms));
+        Self {
+            id: s.id.to_string(),
+            status: s.stage.name(),
+            carrier: s.carrier.clone(),
+            created_at: rfc3339(s.accepted_ms),
+            sent_at: at(s.sent_ms),
+            done_at: at(s.done_ms),
+            expires_at: rfc3339(s.deadline_ms),
+            error_code: Some(s.err.clone()).filter(|e| !e.is_empty() && e != "000"),
+        }
+    }
+}
+
+/// Longest idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Longest receipt URL.
+const MAX_URL: usize = 2048;
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k)
+            if !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY
+                && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(k.to_string()))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+fn check_url(u: &str) -> Result<(), ApiError> {
+    let bad = || {
+        ApiError::field(
+            "invalid_receipt_url",
+            "receipt_url",
+            "receipt_url must be an http or https URL of at most 2048 characters",
+        )
+    };
+    if u.len() > MAX_URL {
+        return Err(bad());
+    }
+    let url = reqwest::Url::parse(u).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+impl Api {
+    /// `POST /v1/messages`.
+    pub(crate) async fn send_message(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        body: axum::body::Body,
+    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let brand = self.authenticate(headers, peer).await?;
+        let once = idempotency_key(headers)?;
+        let raw =
+            crate::body::read(headers, body, self.cfg.max_body, self.cfg.body_timeout).await?;
+        let fingerprint: Vec<u8> = Sha256::digest(&raw)[..16].to_vec();
+        let store = self.ingest.acceptor.store();
+        // A retry of a request already taken answers as the first time did.
+        if let Some(k) = &once
+            && let Some(rec) = store
+                .kv_get(&once_key(&brand.system_id, k))
+                .await
+                .map_err(|_| ApiError::from(otpgw_ingest::AcceptError::StoreUnavailable))?
+        {
+            return replay(&rec.value, &fingerprint);
+        }
+        let req: SendMessage = crate::body::json(&raw)?;
+        let Some(digits) = e164(&req.to) else {
+            return Err(ApiError::field(
+                "invalid_number",
+                "to",
+                "to must be an E.164 number: + and 7 to 15 digits",
+            ));
+        };
+        if req.text.is_empty() {
+            return Err(ApiError::field(
+                "invalid_text",
+                "text",
+                "text must not be empty",
+            ));
+        }
+        if let Some(v) = req.validity_secs
+            && !(1..=604_800).contains(&v)
+        {
+            return Err(ApiError::field(
+                "invalid_validity",
+                "validity_secs",
+                "validity_secs must be 1 to 604800",
+            ));
+        }
+        if let Some(u) = &req.receipt_url {
+            check_url(u)?;
+            if brand.webhook_secret.is_none() {
+                return Err(ApiError::field(
+                    "webhook_not_configured",
+                    "receipt_url",
+                    "the brand has no webhook_secret to sign receipts with",
+                ));
+            }
+        }
+        let (dc, text) = otpgw_proto::gsm::encode(&req.text);
+        let from = req.from.strip_prefix('+').unwrap_or(&req.from);
+        let numeric = !from.is_empty() && from.bytes().all(|b| b.is_ascii_digit());
+        let mut fields = SubmitFields {
+            source: Address {
+                ton: if numeric { 1 } else { 5 },
+                npi: if numeric { 1 } else { 0 },
+                addr: if numeric { from } else { &req.from }.to_string(),
+            },
+            dest: Address {
+                ton: 1,
+                npi: 1,
+                addr: digits.to_string(),
+            },
+            registered_delivery: 1,
+            data_coding: dc,
+            validity_period: req
+                .validity_secs
+                .map(|s| otpgw_proto::time::relative_smpp_time(s * 1000))
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let class = req.class.map(|c| match c {
+            ClassName::Otp => Class::Otp,
+            ClassName::Bulk => Class::Bulk,
+        });
+        fields.priority_flag = u8::from(class == Some(Class::Otp));
+        if text.len() > 254 {
+            fields.message_payload = Some(text.into());
+        } else {
+            fields.short_message = text.into();
+        }
+        let sub = Submission {
+            fields,
+            class,
+            extra: Some(Arc::new(Extra {
+                receipt_url: req.receipt_url.map(Arc::from),
+                verification: None,
+                progress: Default::default(),
+            })),
+            id: None,
+            once: once.map(|k| (k, fingerprint.clone())),
+        };
+        let now = otpgw_core::clock::now_ms();
+        let accepted = self.ingest.acceptor.accept_with(&brand, sub, now).await?;
+        if let Some(fp) = accepted.duplicate {
+            // The same key was taken by a concurrent request.
+            return replay(
+                &otpgw_ingest::acceptor::once_value(accepted.id, &fp),
+                &fingerprint,
+            );
+        }
+        brand.count_accepted();
+        Ok((
+            StatusCode::ACCEPTED,
+            serde_json::json!(MessageAccepted {
+                id: accepted.id.to_string(),
+                status: "queued",
+            }),
+        ))
+    }
+
+    /// `GET /v1/messages/{id}`.
+    pub(crate) async fn get_message(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        id: &str,
+    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let brand = self.authenticate(headers, peer).await?;
+        let id = (id.len() == 16)
+            .then(|| MsgId::parse(id))
+            .flatten()
+            .ok_or_else(ApiError::not_found)?;
+        let status = self.ingest.acceptor.status(id).await?;
+        match status {
+            Some(s) if s.brand == brand.system_id => {
+                Ok((StatusCode::OK, serde_json::json!(MessageView::of(&s))))
+            }
+            // Another brand's message does not exist for this one.
+            _ => Err(ApiError::not_found()),
+        }
+    }
+}
+
+/// The first answer for an idempotency key, or 422 when the request differs.
+fn replay(stored: &[u8], fingerprint: &[u8]) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    let Some((id, fp)) = parse_once_value(stored) else {
+        return Err(otpgw_ingest::AcceptError::StoreUnavailable.into());
+    };
+    if fp != fingerprint {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request",
+        ));
+    }
+    metrics::counter!("otpgw_http_idempotent_replays_total").increment(1);
+    Ok((
+        StatusCode::ACCEPTED,
+        serde_json::json!(MessageAccepted {
+            id: id.to_string(),
+            status: "queued",
+        }),
+    ))
+}

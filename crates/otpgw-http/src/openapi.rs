@@ -1,0 +1,77 @@
+//! The OpenAPI 3 document of the HTTP API, generated from the handlers' and types'
+//! annotations (utoipa). `docs/openapi.json` is this document; a test keeps the two
+//! equal, and `otpgw openapi` prints it.
+
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// Every error's body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code (see docs/verify.md and the `error` module).
+    #[schema(example = "invalid_number")]
+    pub code: String,
+    pub message: String,
+    /// The request field at fault, when one is.
+    pub field: Option<String>,
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The brand's API key (`otpgw new-api-key`)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "otpgw HTTP API",
+        description = "Messages and verifications (one-time codes) for brands. Every message takes the same path as an SMPP submit_sm: validation, brand limits, durable store, priority queue, carriers.",
+        version = "1"
+    ),
+    paths(
+        crate::send_message,
+        crate::get_message,
+        crate::start_verification,
+        crate::get_verification,
+        crate::check_verification,
+        crate::resend_verification
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&Security),
+    tags(
+        (name = "messages", description = "Texts from the brand, with receipts as signed webhooks"),
+        (name = "verifications", description = "One-time codes generated, sent, checked once")
+    )
+)]
+struct ApiDoc;
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document as pretty JSON (what `docs/openapi.json` holds).
+pub fn json() -> String {
+    let mut s = document().to_pretty_json().unwrap_or_default();
+    s.push('\n');
+    s
+}

@@ -1,0 +1,203 @@
+//! `POST /v1/verifications` (send a code), `GET /v1/verifications/{id}`,
+//! `POST /v1/verifications/{id}/check` and `.../resend`: the HTTP face of
+//! [`otpgw_verify::Verifier`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use otpgw_proto::time::rfc3339;
+use otpgw_verify::{CreateRequest, Outcome, Verifier, View};
+
+use crate::Api;
+use crate::error::ApiError;
+
+/// A verification to start.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartVerification {
+    /// The number to verify, E.164.
+    #[schema(example = "+447700900123")]
+    pub to: String,
+    /// Text of the code: must contain `{code}`; `{minutes}` is the lifetime.
+    pub template: Option<String>,
+    /// Digits of the code (4 to 10, default 6).
+    #[schema(minimum = 4, maximum = 10)]
+    pub code_length: Option<u8>,
+    /// Lifetime of the code in seconds (1 to 900, default 300).
+    #[schema(minimum = 1, maximum = 900)]
+    pub ttl_secs: Option<u64>,
+    /// Only `sms`.
+    pub channel: Option<String>,
+}
+
+/// A code to check.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckCode {
+    #[schema(example = "123456")]
+    pub code: String,
+}
+
+/// A verification.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerificationView {
+    /// 32 hex digits (128 random bits).
+    pub id: String,
+    pub to: String,
+    /// `pending`, `approved`, `expired`, `max_attempts` or `superseded`.
+    pub status: &'static str,
+    pub created_at: String,
+    pub expires_at: String,
+    /// Checks made.
+    pub checks: u8,
+    /// Codes sent (1 + resends).
+    pub sends: u8,
+    /// The message carrying the current code.
+    pub message_id: String,
+}
+
+impl VerificationView {
+    fn of(v: &View) -> Self {
+        Self {
+            id: v.id.clone(),
+            to: v.to.clone(),
+            status: v.status,
+            created_at: rfc3339(v.created_ms),
+            expires_at: rfc3339(v.expires_ms),
+            checks: v.checks,
+            sends: v.sends,
+            message_id: v.message.to_string(),
+        }
+    }
+}
+
+/// The answer to a check.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckResult {
+    pub id: String,
+    /// `approved` (once), `denied`, `expired` or `max_attempts`.
+    pub status: &'static str,
+    /// Why, when it is not the status itself (`superseded`: a newer verification
+    /// for the number replaced this one).
+    pub reason: Option<&'static str>,
+    /// Checks left before the verification locks.
+    pub checks_left: u8,
+}
+
+impl Api {
+    fn verifier(&self) -> Result<&Arc<Verifier>, ApiError> {
+        self.verifier.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "verify_disabled",
+                "verifications are not configured on this gateway ([verify])",
+            )
+        })
+    }
+
+    /// `POST /v1/verifications`.
+    pub(crate) async fn start_verification(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        body: axum::body::Body,
+    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let brand = self.authenticate(headers, peer).await?;
+        let v = self.verifier()?;
+        let raw =
+            crate::body::read(headers, body, self.cfg.max_body, self.cfg.body_timeout).await?;
+        let req: StartVerification = crate::body::json(&raw)?;
+        let now = otpgw_core::clock::now_ms();
+        let view = v
+            .create(
+                &brand,
+                CreateRequest {
+                    to: req.to,
+                    template: req.template,
+                    code_length: req.code_length,
+                    ttl_secs: req.ttl_secs,
+                    channel: req.channel,
+                },
+                now,
+            )
+            .await?;
+        brand.count_accepted();
+        Ok((
+            StatusCode::CREATED,
+            serde_json::json!(VerificationView::of(&view)),
+        ))
+    }
+
+    /// `GET /v1/verifications/{id}`.
+    pub(crate) async fn get_verification(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        id: &str,
+    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let brand = self.authenticate(headers, peer).await?;
+        let view = self
+            .verifier()?
+            .get(&brand, id, otpgw_core::clock::now_ms())
+            .await?;
+        Ok((
+            StatusCode::OK,
+            serde_json::json!(VerificationView::of(&view)),
+        ))
+    }
+
+    /// `POST /v1/verifications/{id}/check`.
+    pub(crate) async fn check_verification(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        id: &str,
+        body: axum::body::Body,
+    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let brand = self.authenticate(headers, peer).await?;
+        let v = self.verifier()?;
+        let raw =
+            crate::body::read(headers, body, self.cfg.max_body, self.cfg.body_timeout).await?;
+        let req: CheckCode = crate::body::json(&raw)?;
+        let (outcome, view) = v
+            .check(&brand, id, &req.code, otpgw_core::clock::now_ms())
+            .await?;
+        let (status, reason) = match outcome {
+            Outcome::Superseded => ("expired", Some("superseded")),
+            o => (o.label(), None),
+        };
+        let left = v.rules().max_checks.saturating_sub(view.checks);
+        Ok((
+            StatusCode::OK,
+            serde_json::json!(CheckResult {
+                id: view.id,
+                status,
+                reason,
+                checks_left: if status == "denied" { left } else { 0 },
+            }),
+        ))
+    }
+
+    /// `POST /v1/verifications/{id}/resend`.
+    pub(crate) async fn resend_verification(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        id: &str,
+    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let brand = self.authenticate(headers, peer).await?;
+        let view = self
+            .verifier()?
+            .resend(&brand, id, otpgw_core::clock::now_ms())
+            .await?;
+        brand.count_accepted();
+        Ok((
+            StatusCode::OK,
+            serde_json::json!(VerificationView::of(&view)),
+        ))
+    }
+}

@@ -1,0 +1,18 @@
+//! Verifications: otpgw owns the whole life of a one-time code.
+//!
+//! - [`code`]: codes and ids from the OS's CSPRNG; the keyed hash (HMAC-SHA256 with
+//!   the deployment's secret) that is all the store keeps of a code;
+//! - [`record`]: a verification as stored;
+//! - [`machine`]: the rules (checks, approval once, lock after too many wrong codes,
+//!   expiry, resends), free of IO and clock;
+//! - [`service`]: the [`Verifier`]: create, check, resend and look up over the
+//!   gateway's store, sending codes through the one acceptor.
+
+pub mod code;
+pub mod machine;
+pub mod record;
+pub mod service;
+
+pub use code::Secret;
+pub use machine::{Outcome, Rules};
+pub use service::{CreateRequest, Verifier, VerifyConfig, VerifyError, View};

@@ -1,0 +1,515 @@
+//! The verification service: create (generate, keep the hash, send as an OTP),
+//! check (once), resend, look up. Records live in the gateway's store (embedded or
+//! Redis: a check on any node finds a code sent by any other), written with
+//! compare-and-set so two concurrent checks never both approve. Codes go out through
+//! the one acceptor every message takes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otpgw_core::message::Extra;
+use otpgw_core::{Class, MsgId, Store};
+use otpgw_ingest::validate::e164;
+use otpgw_ingest::{AcceptError, Acceptor, BrandConfig, Submission};
+use otpgw_proto::pdu::{Address, SubmitFields};
+
+use crate::code::{self, Secret};
+use crate::machine::{self, Outcome, Refusal, Rules};
+use crate::record::{State, Verification};
+
+/// Settings of the verification service.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    pub secret: Secret,
+    pub rules: Rules,
+    /// Sender id of the codes (a brand's `verify_sender` overrides it).
+    pub sender: String,
+    /// Text of the codes: `{code}` is replaced by the code, `{minutes}` by the
+    /// lifetime in whole minutes.
+    pub template: String,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    /// Verifications per destination number per hour, per brand.
+    pub per_number_per_hour: u32,
+    /// Verifications per destination prefix (the first `prefix_digits` digits) per
+    /// hour, per brand: the defence against SMS pumping to a premium range.
+    pub per_prefix_per_hour: u32,
+    pub prefix_digits: usize,
+    /// How long a record stays readable after it expired (status, "approved once").
+    pub keep_after: Duration,
+}
+
+impl VerifyConfig {
+    /// Defaults around `secret`: 5 checks, 3 resends 30 s apart, 5 minutes (at most
+    /// 15), 5 per number and 100 per 6-digit prefix per hour, kept a day.
+    pub fn new(secret: Secret) -> Self {
+        Self {
+            secret,
+            rules: Rules::default(),
+            sender: "Verify".into(),
+            template: "Your verification code is {code}. It expires in {minutes} minutes.".into(),
+            default_ttl: Duration::from_secs(300),
+            max_ttl: Duration::from_secs(900),
+            per_number_per_hour: 5,
+            per_prefix_per_hour: 100,
+            prefix_digits: 6,
+            keep_after: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// A request to verify a number.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    /// E.164: `+` and digits.
+    pub to: String,
+    pub template: Option<String>,
+    pub code_length: Option<u8>,
+    pub ttl_secs: Option<u64>,
+    /// Only "sms" (the default) for now.
+    pub channel: Option<String>,
+}
+
+/// A verification as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub id: String,
+    pub to: String,
+    /// "pending", "approved", "expired", "max_attempts" or "superseded".
+    pub status: &'static str,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub checks: u8,
+    pub sends: u8,
+    /// The message carrying the current code.
+    pub message: MsgId,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{field}: {reason}")]
+    Invalid {
+        field: &'static str,
+        reason: &'static str,
+    },
+    #[error("no such verification")]
+    NotFound,
+    #[error("too many verifications for this number in the last hour")]
+    NumberLimit,
+    #[error("too many verifications for numbers of this prefix in the last hour")]
+    PrefixLimit,
+    #[error("a new code can be sent in {0} ms")]
+    ResendTooSoon(u64),
+    #[error("no more codes can be sent for this verification")]
+    ResendLimit,
+    #[error("the verification is {}", .0.label())]
+    NotPending(Outcome),
+    #[error("message refused: {0}")]
+    Refused(AcceptError),
+    #[error("store unavailable")]
+    Store,
+    #[error("too many concurrent changes; try again")]
+    Busy,
+    #[error("no randomness")]
+    Random,
+}
+
+/// Attempts of a compare-and-set loop before giving up (concurrent writers).
+const CAS_TRIES: usize = 16;
+
+/// See the module docs.
+pub struct Verifier {
+    cfg: VerifyConfig,
+    acceptor: Arc<Acceptor>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").finish_non_exhaustive()
+    }
+}
+
+fn key(id: &str) -> String {
+    format!("ver:{id}")
+}
+fn number_key(brand: &str, digits: &str) -> String {
+    format!("vnum:{brand}:{digits}")
+}
+
+fn count(brand: &str, outcome: &'static str) {
+    metrics::counter!("otpgw_verifications_total", "brand" => brand.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// The text of a code.
+fn render(template: &str, code: &str, ttl_ms: u64) -> String {
+    template
+        .replace("{code}", code)
+        .replace("{minutes}", &ttl_ms.div_ceil(60_000).to_string())
+}
+
+impl Verifier {
+    /// A service over the acceptor (and its store).
+    pub fn new(cfg: VerifyConfig, acceptor: Arc<Acceptor>) -> Self {
+        Self { cfg, acceptor }
+    }
+
+    /// The limits of every verification.
+    pub fn rules(&self) -> &Rules {
+        &self.cfg.rules
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.acceptor.store()
+    }
+
+    async fn load(&self, brand: &str, id: &str) -> Result<(u64, Verification), VerifyError> {
+        if !code::is_id(id) {
+            return Err(VerifyError::NotFound);
+        }
+        let rec = self
+            .store()
+            .kv_get(&key(id))
+            .await
+            .map_err(|_| VerifyError::Store)?
+            .ok_or(VerifyError::NotFound)?;
+        let v = Verification::decode(&rec.value).ok_or(VerifyError::NotFound)?;
+        // Another brand's verification does not exist for this one.
+        if v.brand != brand {
+            return Err(VerifyError::NotFound);
+        }
+        Ok((rec.version, v))
+    }
+
+    async fn save(&self, version: u64, v: &Verification) -> Result<bool, VerifyError> {
+        let until = v.expires_ms + self.cfg.keep_after.as_millis() as u64;
+        self.store()
+            .kv_put(&key(&v.id), version, v.encode(), until)
+            .await
+            .map(|r| r.is_some())
+            .map_err(|_| VerifyError::Store)
+    }
+
+    /// Send the code of `v` as an OTP that expires with the verification.
+    async fn send(
+        &self,
+        brand: &BrandConfig,
+        v: &Verification,
+        code: &str,
+        now: u64,
+    ) -> Result<(), VerifyError> {
+        let ttl = v.expires_ms.saturating_sub(now);
+        let text = render(&v.template, code, ttl);
+        let (dc, body) = otpgw_proto::gsm::encode(&text);
+        let mut fields = SubmitFields {
+            source: source_address(&v.sender),
+            dest: Address {
+                ton: 1,
+                npi: 1,
+                addr: v.to.trim_start_matches('+').to_string(),
+            },
+            priority_flag: 1,
+            registered_delivery: 1,
+            data_coding: dc,
+            validity_period: otpgw_proto::time::relative_smpp_time(ttl),
+            ..Default::default()
+        };
+        if body.len() > 254 {
+            fields.message_payload = Some(body.into());
+        } else {
+            fields.short_message = body.into();
+        }
+        let sub = Submission {
+            fields,
+            class: Some(Class::Otp),
+            extra: Some(Arc::new(Extra {
+                receipt_url: None,
+                verification: Some(v.id.clone()),
+                progress: Default::default(),
+            })),
+            id: Some(v.message),
+            once: None,
+        };
+        self.acceptor
+            .accept_with(brand, sub, now)
+            .await
+            .map(|_| ())
+            .map_err(VerifyError::Refused)
+    }
+
+    /// Start a verification of `req.to` for `brand`: check the request and the
+    /// caps, supersede the number's pending verification, keep the new one's hash,
+    /// send its code.
+    pub async fn create(
+        &self,
+        brand: &BrandConfig,
+        req: CreateRequest,
+        now: u64,
+    ) -> Result<View, VerifyError> {
+        let invalid = |field, reason| Err(VerifyError::Invalid { field, reason });
+        let Some(digits) = e164(&req.to) else {
+            return invalid("to", "must be an E.164 number: + and 7 to 15 digits");
+        };
+        let len = req.code_length.unwrap_or(6);
+        if !(4..=10).contains(&len) {
+            return invalid("code_length", "must be 4 to 10");
+        }
+        let ttl = match req.ttl_secs {
+            None => self.cfg.default_ttl,
+            Some(s) if s >= 1 && s <= self.cfg.max_ttl.as_secs() => Duration::from_secs(s),
+            Some(_) => {
+                return invalid(
+                    "ttl_secs",
+                    "must be 1 to the configured maximum (900 by default)",
+                );
+            }
+        };
+        if req.channel.as_deref().is_some_and(|c| c != "sms") {
+            return invalid("channel", "only \"sms\" is supported");
+        }
+        let template = match req.template {
+            None => self.cfg.template.clone(),
+            Some(t) if t.contains("{code}") && t.chars().count() <= 480 => t,
+            Some(_) => {
+                return invalid(
+                    "template",
+                    "must contain {code} and be at most 480 characters",
+                );
+            }
+        };
+        let brand_id = &*brand.system_id;
+        let store = self.store();
+        let hour = 3_600_000;
+        if store
+            .count(&format!("vn:{brand_id}:{digits}"), hour, now)
+            .await
+            .map_err(|_| VerifyError::Store)?
+            > u64::from(self.cfg.per_number_per_hour)
+        {
+            count(brand_id, "refused_number");
+            return Err(VerifyError::NumberLimit);
+        }
+        let prefix = &digits[..digits.len().min(self.cfg.prefix_digits)];
+        if store
+            .count(&format!("vp:{brand_id}:{prefix}"), hour, now)
+            .await
+            .map_err(|_| VerifyError::Store)?
+            > u64::from(self.cfg.per_prefix_per_hour)
+        {
+            count(brand_id, "refused_prefix");
+            return Err(VerifyError::PrefixLimit);
+        }
+        self.supersede(brand_id, digits, now).await?;
+        let id = code::new_id().map_err(|_| VerifyError::Random)?;
+        let code = code::generate_code(usize::from(len)).map_err(|_| VerifyError::Random)?;
+        let v = Verification {
+            hash: self.cfg.secret.hash(&id, &code),
+            id,
+            brand: brand_id.to_string(),
+            to: req.to.clone(),
+            code_length: len,
+            created_ms: now,
+            expires_ms: now + ttl.as_millis() as u64,
+            state: State::Pending,
+            checks: 0,
+            sends: 1,
+            last_send_ms: now,
+            approved_ms: 0,
+            message: self.acceptor.mint(),
+            sender: brand
+                .verify_sender
+                .clone()
+                .unwrap_or_else(|| self.cfg.sender.clone()),
+            template,
+        };
+        // The record first: a code that went out can always be checked.
+        if !self.save(0, &v).await? {
+            return Err(VerifyError::Busy);
+        }
+        self.send(brand, &v, &code, now).await?;
+        // The number's latest verification, for the next one to supersede.
+        let nk = number_key(brand_id, digits);
+        for _ in 0..CAS_TRIES {
+            let cur = store.kv_get(&nk).await.map_err(|_| VerifyError::Store)?;
+            let version = cur.map_or(0, |c| c.version);
+            if store
+                .kv_put(&nk, version, v.id.clone().into_bytes(), v.expires_ms)
+                .await
+                .map_err(|_| VerifyError::Store)?
+                .is_some()
+            {
+                break;
+            }
+        }
+        count(brand_id, "created");
+        Ok(view(&v, now))
+    }
+
+    /// Mark the number's pending verification superseded.
+    async fn supersede(&self, brand: &str, digits: &str, now: u64) -> Result<(), VerifyError> {
+        let Some(prev) = self
+            .store()
+            .kv_get(&number_key(brand, digits))
+            .await
+            .map_err(|_| VerifyError::Store)?
+        else {
+            return Ok(());
+        };
+        let Ok(prev) = String::from_utf8(prev.value) else {
+            return Ok(());
+        };
+        for _ in 0..CAS_TRIES {
+            let (version, mut v) = match self.load(brand, &prev).await {
+                Ok(x) => x,
+                Err(VerifyError::NotFound) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if v.state != State::Pending || now >= v.expires_ms {
+                return Ok(());
+            }
+            v.state = State::Superseded;
+            if self.save(version, &v).await? {
+                count(brand, "superseded");
+                return Ok(());
+            }
+        }
+        Err(VerifyError::Busy)
+    }
+
+    /// Check `code` against verification `id` of `brand`.
+    pub async fn check(
+        &self,
+        brand: &BrandConfig,
+        id: &str,
+        code: &str,
+        now: u64,
+    ) -> Result<(Outcome, View), VerifyError> {
+        let code = code.trim();
+        for _ in 0..CAS_TRIES {
+            let (version, v) = self.load(&brand.system_id, id).await?;
+            let well_formed = code.len() == usize::from(v.code_length)
+                && code.bytes().all(|b| b.is_ascii_digit());
+            let (outcome, next) = machine::check(
+                &v,
+                || well_formed && self.cfg.secret.matches(&v.id, code, &v.hash),
+                &self.cfg.rules,
+                now,
+            );
+            let shown = match &next {
+                Some(n) => {
+                    if !self.save(version, n).await? {
+                        continue; // another check came first: decide again
+                    }
+                    n
+                }
+                None => &v,
+            };
+            count(&brand.system_id, outcome.label());
+            if outcome == Outcome::Approved {
+                self.approved(&v, now).await;
+            }
+            return Ok((outcome, view(shown, now)));
+        }
+        Err(VerifyError::Busy)
+    }
+
+    /// Conversion figures of an approval: how long it took, and which carrier's
+    /// code it was (the carrier that confirmed the message carrying it).
+    async fn approved(&self, v: &Verification, now: u64) {
+        metrics::histogram!("otpgw_verification_approval_seconds", "brand" => v.brand.clone())
+            .record(now.saturating_sub(v.created_ms) as f64 / 1000.0);
+        let carrier = match self.acceptor.status(v.message).await {
+            Ok(Some(s)) => s.carrier.unwrap_or_else(|| "-".into()),
+            _ => "-".into(),
+        };
+        metrics::counter!(
+            "otpgw_verification_codes_approved_total",
+            "carrier" => carrier,
+            "country" => otpgw_core::country::calling_code(&v.to).to_string()
+        )
+        .increment(1);
+    }
+
+    /// Send a new code for verification `id` (the previous code stops working).
+    pub async fn resend(
+        &self,
+        brand: &BrandConfig,
+        id: &str,
+        now: u64,
+    ) -> Result<View, VerifyError> {
+        for _ in 0..CAS_TRIES {
+            let (version, v) = self.load(&brand.system_id, id).await?;
+            match machine::may_resend(&v, &self.cfg.rules, now) {
+                Ok(()) => {}
+                Err(Refusal::NotPending(o)) => return Err(VerifyError::NotPending(o)),
+                Err(Refusal::TooSoon(ms)) => return Err(VerifyError::ResendTooSoon(ms)),
+                Err(Refusal::Limit) => return Err(VerifyError::ResendLimit),
+            }
+            let code =
+                code::generate_code(usize::from(v.code_length)).map_err(|_| VerifyError::Random)?;
+            let next = Verification {
+                hash: self.cfg.secret.hash(&v.id, &code),
+                sends: v.sends.saturating_add(1),
+                last_send_ms: now,
+                message: self.acceptor.mint(),
+                ..v
+            };
+            if !self.save(version, &next).await? {
+                continue;
+            }
+            self.send(brand, &next, &code, now).await?;
+            count(&brand.system_id, "resent");
+            return Ok(view(&next, now));
+        }
+        Err(VerifyError::Busy)
+    }
+
+    /// Verification `id` of `brand`.
+    pub async fn get(&self, brand: &BrandConfig, id: &str, now: u64) -> Result<View, VerifyError> {
+        let (_, v) = self.load(&brand.system_id, id).await?;
+        Ok(view(&v, now))
+    }
+}
+
+/// A sender id: digits (up to 15, optional +) go as an international number, anything
+/// else as alphanumeric.
+fn source_address(sender: &str) -> Address {
+    let d = sender.strip_prefix('+').unwrap_or(sender);
+    if !d.is_empty() && d.len() <= 15 && d.bytes().all(|b| b.is_ascii_digit()) {
+        Address {
+            ton: 1,
+            npi: 1,
+            addr: d.to_string(),
+        }
+    } else {
+        Address {
+            ton: 5,
+            npi: 0,
+            addr: sender.to_string(),
+        }
+    }
+}
+
+fn view(v: &Verification, now: u64) -> View {
+    let status = match v.state {
+        State::Approved => "approved",
+        State::Locked => "max_attempts",
+        State::Superseded => "superseded",
+        State::Pending if now >= v.expires_ms => "expired",
+        State::Pending => "pending",
+    };
+    View {
+        id: v.id.clone(),
+        to: v.to.clone(),
+        status,
+        created_ms: v.created_ms,
+        expires_ms: v.expires_ms,
+        checks: v.checks,
+        sends: v.sends,
+        message: v.message,
+    }
+}
+
+#[cfg(test)]
+mod tests;

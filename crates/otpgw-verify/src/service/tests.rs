@@ -1,0 +1,270 @@
+use super::*;
+use otpgw_core::message::IdGen;
+use otpgw_core::outbox::Outbox;
+use otpgw_core::tracker::Tracker;
+use otpgw_dispatch::{Dispatcher, Routes};
+use otpgw_store::MemoryStore;
+
+struct Rig {
+    v: Verifier,
+    brand: BrandConfig,
+    dispatcher: Arc<Dispatcher>,
+}
+
+fn rig(cfg: impl FnOnce(&mut VerifyConfig)) -> Rig {
+    rig_on(Arc::new(MemoryStore::new()), cfg)
+}
+
+fn rig_on(store: Arc<dyn Store>, cfg: impl FnOnce(&mut VerifyConfig)) -> Rig {
+    let tracker = Arc::new(Tracker::new(store, Arc::new(Outbox::new(100))));
+    let dispatcher = Arc::new(Dispatcher::new(
+        Routes::new(vec!["sim".into()]),
+        &["sim".into()],
+        10_000,
+    ));
+    let acceptor = Arc::new(Acceptor::new(
+        dispatcher.clone(),
+        tracker,
+        IdGen::starting_at(1),
+    ));
+    let mut c = VerifyConfig::new(Secret::new(vec![3u8; 32]).unwrap());
+    cfg(&mut c);
+    Rig {
+        v: Verifier::new(c, acceptor),
+        brand: BrandConfig::new("bank", "x"),
+        dispatcher,
+    }
+}
+
+impl Rig {
+    /// The code of the last message queued to the carrier (what the phone gets).
+    fn last_code(&self) -> String {
+        let q = self.dispatcher.queue("sim").unwrap();
+        let (mut out, mut exp) = (Vec::new(), Vec::new());
+        q.try_pop(10_000, 0, &mut out, &mut exp);
+        let m = out.last().expect("a code was queued");
+        assert_eq!(m.class, Class::Otp);
+        let text = otpgw_proto::gsm::decode_gsm(m.fields.text());
+        text.split(|c: char| !c.is_ascii_digit())
+            .find(|w| w.len() >= 4)
+            .unwrap()
+            .to_string()
+    }
+    async fn create(&self, to: &str, now: u64) -> Result<View, VerifyError> {
+        let req = CreateRequest {
+            to: to.into(),
+            ..Default::default()
+        };
+        self.v.create(&self.brand, req, now).await
+    }
+}
+
+const T0: u64 = 1_800_000_000_000;
+
+#[tokio::test]
+async fn the_code_sent_approves_once() {
+    let r = rig(|_| {});
+    let v = r.create("+447700900001", T0).await.unwrap();
+    assert_eq!((v.status, v.expires_ms), ("pending", T0 + 300_000));
+    let code = r.last_code();
+    assert_eq!(code.len(), 6);
+    let (o, view) = r.v.check(&r.brand, &v.id, &code, T0 + 1_000).await.unwrap();
+    assert_eq!((o, view.status), (Outcome::Approved, "approved"));
+    let (o, _) = r.v.check(&r.brand, &v.id, &code, T0 + 2_000).await.unwrap();
+    assert_eq!(o, Outcome::Denied, "a code is used once");
+}
+
+#[tokio::test]
+async fn wrong_codes_lock_and_expiry_expires() {
+    let r = rig(|_| {});
+    let v = r.create("+447700900002", T0).await.unwrap();
+    let code = r.last_code();
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    for _ in 0..5 {
+        let (o, _) = r.v.check(&r.brand, &v.id, wrong, T0 + 1).await.unwrap();
+        assert_eq!(o, Outcome::Denied);
+    }
+    let (o, view) = r.v.check(&r.brand, &v.id, &code, T0 + 2).await.unwrap();
+    assert_eq!((o, view.status), (Outcome::MaxAttempts, "max_attempts"));
+
+    let v = r.create("+447700900003", T0).await.unwrap();
+    let code = r.last_code();
+    let (o, view) =
+        r.v.check(&r.brand, &v.id, &code, T0 + 300_000)
+            .await
+            .unwrap();
+    assert_eq!((o, view.status), (Outcome::Expired, "expired"));
+    // Malformed codes count as wrong ones.
+    let v = r.create("+447700900004", T0).await.unwrap();
+    let (o, view) = r.v.check(&r.brand, &v.id, "12ab56", T0 + 1).await.unwrap();
+    assert_eq!((o, view.checks), (Outcome::Denied, 1));
+}
+
+/// On the embedded store (a writer thread: the checks' compare-and-sets really
+/// race), eight concurrent checks with the right code approve exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_right_checks_approve_exactly_once() {
+    let dir = std::env::temp_dir().join(format!("otpgw-verify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store =
+        otpgw_store::EmbeddedStore::open(otpgw_store::EmbeddedConfig::new(dir.join("s.redb")))
+            .unwrap();
+    let r = Arc::new(rig_on(Arc::new(store), |_| {}));
+    let v = r.create("+447700900005", T0).await.unwrap();
+    let code = r.last_code();
+    let checks = (0..8).map(|_| r.v.check(&r.brand, &v.id, &code, T0 + 10));
+    let outcomes: Vec<_> = futures_join(checks).await;
+    let approved = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok((Outcome::Approved, _))))
+        .count();
+    assert_eq!(approved, 1, "{outcomes:?}");
+}
+
+async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = fs.collect();
+    let mut out = Vec::new();
+    // Poll them together: each check's store calls interleave with the others'.
+    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (f, d) in pinned.iter_mut().zip(done.iter_mut()) {
+            if d.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *d = Some(v),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    for d in done {
+        out.extend(d);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_new_verification_supersedes_and_resends_are_capped() {
+    let r = rig(|_| {});
+    let first = r.create("+447700900006", T0).await.unwrap();
+    let first_code = r.last_code();
+    let second = r.create("+447700900006", T0 + 1_000).await.unwrap();
+    let (o, _) =
+        r.v.check(&r.brand, &first.id, &first_code, T0 + 2_000)
+            .await
+            .unwrap();
+    assert_eq!(o, Outcome::Superseded);
+    assert_eq!(
+        r.v.resend(&r.brand, &second.id, T0 + 10_000).await,
+        Err(VerifyError::ResendTooSoon(21_000))
+    );
+    let mut now = T0 + 31_000;
+    for sends in 2..=4 {
+        let v = r.v.resend(&r.brand, &second.id, now).await.unwrap();
+        assert_eq!(v.sends, sends);
+        now += 30_000;
+    }
+    assert_eq!(
+        r.v.resend(&r.brand, &second.id, now).await,
+        Err(VerifyError::ResendLimit)
+    );
+    // Only the latest code works.
+    let latest = r.last_code();
+    let (o, _) = r.v.check(&r.brand, &second.id, &latest, now).await.unwrap();
+    assert_eq!(o, Outcome::Approved);
+}
+
+#[tokio::test]
+async fn caps_per_number_and_prefix_and_bad_requests() {
+    let r = rig(|c| {
+        c.per_number_per_hour = 2;
+        c.per_prefix_per_hour = 3;
+    });
+    assert!(r.create("+447700900007", T0).await.is_ok());
+    assert!(r.create("+447700900007", T0).await.is_ok());
+    assert_eq!(
+        r.create("+447700900007", T0).await,
+        Err(VerifyError::NumberLimit)
+    );
+    assert!(r.create("+447700900008", T0).await.is_ok());
+    assert_eq!(
+        r.create("+447700900009", T0).await,
+        Err(VerifyError::PrefixLimit),
+        "the fourth to 447700 within the hour"
+    );
+    assert!(r.create("+447700900009", T0 + 3_600_000).await.is_ok());
+    for (req, field) in [
+        (
+            CreateRequest {
+                to: "447700900010".into(),
+                ..Default::default()
+            },
+            "to",
+        ),
+        (
+            CreateRequest {
+                to: "+447700900010".into(),
+                code_length: Some(3),
+                ..Default::default()
+            },
+            "code_length",
+        ),
+        (
+            CreateRequest {
+                to: "+447700900010".into(),
+                ttl_secs: Some(901),
+                ..Default::default()
+            },
+            "ttl_secs",
+        ),
+        (
+            CreateRequest {
+                to: "+447700900010".into(),
+                channel: Some("voice".into()),
+                ..Default::default()
+            },
+            "channel",
+        ),
+        (
+            CreateRequest {
+                to: "+447700900010".into(),
+                template: Some("no code here".into()),
+                ..Default::default()
+            },
+            "template",
+        ),
+    ] {
+        match r.v.create(&r.brand, req, T0).await {
+            Err(VerifyError::Invalid { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn another_brands_verification_is_not_found() {
+    let r = rig(|_| {});
+    let v = r.create("+447700900011", T0).await.unwrap();
+    let shop = BrandConfig::new("shop", "x");
+    assert_eq!(
+        r.v.check(&shop, &v.id, "123456", T0 + 1).await,
+        Err(VerifyError::NotFound)
+    );
+    assert_eq!(r.v.get(&shop, &v.id, T0).await, Err(VerifyError::NotFound));
+    assert_eq!(
+        r.v.get(&r.brand, "0123456789abcdef0123456789abcdef", T0)
+            .await,
+        Err(VerifyError::NotFound)
+    );
+    assert_eq!(
+        r.v.get(&r.brand, "../../etc", T0).await,
+        Err(VerifyError::NotFound)
+    );
+}

@@ -1,0 +1,188 @@
+//! `[[brand]]`: who may bind or call the HTTP API, with what credentials, limits
+//! and defaults; checked here and turned into the ingest crate's [`BrandConfig`].
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use otpgw_core::Class;
+use otpgw_ingest::BrandConfig;
+
+use super::sections::*;
+use super::{Config, parse_net};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassCfg {
+    Otp,
+    Bulk,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Brand {
+    pub system_id: String,
+    /// Refused: passwords are configured only as hashes (kept so the error says so).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// argon2id PHC string from `otpgw hash-password`.
+    #[serde(default)]
+    pub password_hash: String,
+    /// Simultaneous binds allowed.
+    #[serde(default = "d_max_binds")]
+    pub max_binds: usize,
+    /// Networks (CIDR) the brand may bind from; empty: anywhere.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    /// Messages per second for all its sessions (over it: ESME_RTHROTTLED); absent: no limit.
+    #[serde(default)]
+    pub max_rate: Option<u32>,
+    /// Sender ids it may use; empty: any.
+    #[serde(default)]
+    pub allowed_sources: Vec<String>,
+    /// Destination prefixes (country codes, ranges) it may send to; empty: any.
+    #[serde(default)]
+    pub allowed_prefixes: Vec<String>,
+    /// Messages per destination number per `destination_window_secs` (SMS pumping
+    /// defence); absent: no limit.
+    #[serde(default)]
+    pub max_per_destination: Option<u32>,
+    #[serde(default = "d_dest_window")]
+    pub destination_window_secs: u64,
+    #[serde(default = "d_class")]
+    pub default_class: ClassCfg,
+    #[serde(default = "d_600")]
+    pub otp_lifetime_secs: u64,
+    #[serde(default = "d_86400")]
+    pub bulk_lifetime_secs: u64,
+    /// The HTTP API key's hash: `sha256:<hex>` from `otpgw new-api-key`, or an
+    /// argon2id string; absent: no HTTP access.
+    #[serde(default)]
+    pub api_key_hash: Option<String>,
+    /// The key receipt webhooks are signed with (at least 16 characters), or the
+    /// environment variable holding it.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    #[serde(default)]
+    pub webhook_secret_env: Option<String>,
+    /// Sender id of this brand's verification codes (else `[verify] sender`).
+    #[serde(default)]
+    pub verify_sender: Option<String>,
+}
+
+fn d_class() -> ClassCfg {
+    ClassCfg::Otp
+}
+
+impl Brand {
+    /// The webhook secret, from the file or the environment.
+    pub fn webhook_secret(&self) -> Result<Option<String>, String> {
+        match (&self.webhook_secret, &self.webhook_secret_env) {
+            (None, None) => Ok(None),
+            (Some(s), None) => Ok(Some(s.clone())),
+            (None, Some(var)) => std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("the environment variable {var} is not set")),
+            (Some(_), Some(_)) => Err("set webhook_secret or webhook_secret_env, not both".into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Brand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Brand")
+            .field("system_id", &self.system_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Problems of the brands; returns their system_ids.
+    pub(super) fn brand_problems(&self, p: &mut Vec<String>) -> HashSet<String> {
+        let mut seen = HashSet::new();
+        for (i, b) in self.brands.iter().enumerate() {
+            if b.system_id.is_empty() || b.system_id.len() > 15 || !b.system_id.is_ascii() {
+                p.push(format!(
+                    "brand[{i}].system_id: must be 1 to 15 ASCII characters"
+                ));
+            }
+            if b.password.is_some() {
+                p.push(format!(
+                    "brand[{i}].password: plain passwords are not accepted; set password_hash to the output of `otpgw hash-password`"
+                ));
+            } else if let Err(e) = otpgw_ingest::auth::check_hash(&b.password_hash) {
+                p.push(format!("brand[{i}].password_hash: {e}"));
+            }
+            if b.max_binds == 0 {
+                p.push(format!("brand[{i}].max_binds: must be at least 1"));
+            }
+            if b.max_rate == Some(0) || b.max_per_destination == Some(0) {
+                p.push(format!(
+                    "brand[{i}]: max_rate and max_per_destination must be at least 1 (leave them out for no limit)"
+                ));
+            }
+            if b.destination_window_secs == 0 {
+                p.push(format!(
+                    "brand[{i}].destination_window_secs: must be at least 1"
+                ));
+            }
+            if let Some(bad) = b
+                .allowed_prefixes
+                .iter()
+                .find(|p| p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()))
+            {
+                p.push(format!(
+                    "brand[{i}].allowed_prefixes: {bad:?} must be digits (no + or spaces)"
+                ));
+            }
+            for n in &b.allowed_ips {
+                if parse_net(n).is_none() {
+                    p.push(format!(
+                        "brand[{i}].allowed_ips: {n:?} is not an address or a CIDR network"
+                    ));
+                }
+            }
+            if !seen.insert(b.system_id.clone()) {
+                p.push(format!(
+                    "brand[{i}].system_id = {:?}: duplicate",
+                    b.system_id
+                ));
+            }
+            if b.otp_lifetime_secs == 0 || b.bulk_lifetime_secs == 0 {
+                p.push(format!("brand[{i}]: lifetimes must be at least 1 second"));
+            }
+        }
+        seen
+    }
+
+    /// The brands.
+    pub fn brand_configs(&self) -> Vec<BrandConfig> {
+        self.brands
+            .iter()
+            .map(|b| {
+                let mut c = BrandConfig::new(&b.system_id, &b.password_hash);
+                c.max_binds = b.max_binds;
+                c.allowed_nets = b.allowed_ips.iter().filter_map(|n| parse_net(n)).collect();
+                let mut limits =
+                    otpgw_ingest::limits::BrandLimits::new(b.max_rate, std::time::Instant::now());
+                limits.allowed_sources = b.allowed_sources.clone();
+                limits.allowed_prefixes = b.allowed_prefixes.clone();
+                c.limits = std::sync::Arc::new(limits);
+                c.per_destination = b
+                    .max_per_destination
+                    .map(|m| (m, Duration::from_secs(b.destination_window_secs)));
+                c.default_class = match b.default_class {
+                    ClassCfg::Otp => Class::Otp,
+                    ClassCfg::Bulk => Class::Bulk,
+                };
+                c.otp_lifetime = Duration::from_secs(b.otp_lifetime_secs);
+                c.bulk_lifetime = Duration::from_secs(b.bulk_lifetime_secs);
+                c.api_key_hash = b.api_key_hash.clone();
+                c.webhook_secret = b.webhook_secret().ok().flatten();
+                c.verify_sender = b.verify_sender.clone();
+                c
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,309 @@
+//! The plain sections of the configuration: `[server]`, `[store]`, `[queue]`,
+//! `[receipts]`, `[log]`, `[ops]`, and the defaults every section shares.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: SocketAddr,
+    #[serde(default = "d_max_pdu")]
+    pub max_pdu_bytes: usize,
+    #[serde(default = "d_30")]
+    pub bind_timeout_secs: u64,
+    #[serde(default = "d_60")]
+    pub enquire_link_secs: u64,
+    #[serde(default = "d_30")]
+    pub response_timeout_secs: u64,
+    #[serde(default = "d_100")]
+    pub receipt_window: usize,
+    #[serde(default = "d_1000")]
+    pub max_connections: usize,
+    /// submit_sm a session may have waiting for the store before ESME_RTHROTTLED.
+    #[serde(default = "d_max_pending_submits")]
+    pub max_pending_submits: usize,
+    /// On SIGTERM/Ctrl-C: how long carrier windows may take to drain.
+    #[serde(default = "d_grace")]
+    pub shutdown_grace_secs: u64,
+    /// Whether the plain-TCP listener on `listen` runs (false: TLS only).
+    #[serde(default = "d_true")]
+    pub plain_listener: bool,
+    /// A TLS listener for brands (rustls), with its PEM certificate chain and key.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Failed binds of one account before it is locked (0: never).
+    #[serde(default = "d_lockout_after")]
+    pub lockout_after: u32,
+    /// Failed binds from one IP address before it is locked (0: never).
+    #[serde(default = "d_lockout_ip_after")]
+    pub lockout_ip_after: u32,
+    /// How long a lock lasts, and the window failures are counted in.
+    #[serde(default = "d_lockout_secs")]
+    pub lockout_secs: u64,
+    /// Answer bind failures with ESME_RINVSYSID / ESME_RINVPASWD instead of
+    /// ESME_RBINDFAIL for every failure.
+    #[serde(default)]
+    pub specific_bind_errors: bool,
+    /// A PDU whose first bytes arrived must be complete within this time.
+    #[serde(default = "d_10")]
+    pub pdu_timeout_secs: u64,
+    /// A bound session with nothing but keepalives for this long is closed.
+    #[serde(default = "d_3600")]
+    pub idle_timeout_secs: u64,
+    /// Connections at once from one IP address.
+    #[serde(default = "d_100")]
+    pub max_connections_per_ip: usize,
+    /// Not-yet-bound connections from one IP address.
+    #[serde(default = "d_10usize")]
+    pub max_unbound_per_ip: usize,
+}
+
+pub(super) fn d_10() -> u64 {
+    10
+}
+pub(super) fn d_3600() -> u64 {
+    3600
+}
+pub(super) fn d_10usize() -> usize {
+    10
+}
+
+pub(super) fn d_lockout_after() -> u32 {
+    5
+}
+pub(super) fn d_lockout_ip_after() -> u32 {
+    20
+}
+pub(super) fn d_lockout_secs() -> u64 {
+    300
+}
+pub(super) fn d_max_binds() -> usize {
+    10
+}
+pub(super) fn d_dest_window() -> u64 {
+    3600
+}
+
+pub(super) fn d_max_pending_submits() -> usize {
+    2000
+}
+pub(super) fn d_grace() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A redb file on local disk with group commit: the default.
+    Embedded,
+    /// Keeps nothing across a restart; only when named, and logged loudly.
+    Memory,
+    /// Redis Streams (`redis_url`, `redis_prefix`, `node_id`); durable when Redis
+    /// runs with `appendonly yes` and `appendfsync always`.
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    #[serde(default = "d_backend")]
+    pub backend: Backend,
+    /// The embedded store's file.
+    #[serde(default = "d_store_path")]
+    pub path: std::path::PathBuf,
+    /// Group commit: wait this long after a batch's first write for more.
+    #[serde(default = "d_commit_window")]
+    pub commit_window_us: u64,
+    /// Group commit: most writes in one commit.
+    #[serde(default = "d_batch_max")]
+    pub batch_max: usize,
+    /// Finished-message records are kept this long.
+    #[serde(default = "d_finished_retention")]
+    pub finished_retention_secs: u64,
+    /// A receipt waits this long for its brand to bind, then is dropped (counted).
+    #[serde(default = "d_receipt_retention")]
+    pub receipt_retention_secs: u64,
+    /// Redis backend: the server (`redis://host:port/db`).
+    #[serde(default)]
+    pub redis_url: String,
+    /// Redis backend: prefix of every key, so gateways can share a Redis.
+    #[serde(default = "d_redis_prefix")]
+    pub redis_prefix: String,
+    /// Redis backend: this node's id, the same across its restarts and different
+    /// from every other node's.
+    #[serde(default)]
+    pub node_id: String,
+    /// Redis backend: each carrier's `rate_limit` holds for all nodes on this Redis
+    /// prefix together (a token bucket in Redis), not per node.
+    #[serde(default = "d_true")]
+    pub share_carrier_limits: bool,
+    /// Redis backend: a node that has not renewed its lease for this long is dead,
+    /// and the others take over its messages and owed receipts.
+    #[serde(default = "d_node_lease")]
+    pub node_lease_ms: u64,
+}
+
+pub(super) fn d_node_lease() -> u64 {
+    5000
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            backend: d_backend(),
+            path: d_store_path(),
+            commit_window_us: d_commit_window(),
+            batch_max: d_batch_max(),
+            finished_retention_secs: d_finished_retention(),
+            receipt_retention_secs: d_receipt_retention(),
+            redis_url: String::new(),
+            redis_prefix: d_redis_prefix(),
+            node_id: String::new(),
+            share_carrier_limits: true,
+            node_lease_ms: d_node_lease(),
+        }
+    }
+}
+
+pub(super) fn d_redis_prefix() -> String {
+    "otpgw".into()
+}
+
+pub(super) fn d_backend() -> Backend {
+    Backend::Embedded
+}
+pub(super) fn d_store_path() -> std::path::PathBuf {
+    "data/otpgw.redb".into()
+}
+pub(super) fn d_commit_window() -> u64 {
+    200
+}
+pub(super) fn d_batch_max() -> usize {
+    8192
+}
+pub(super) fn d_finished_retention() -> u64 {
+    3600
+}
+pub(super) fn d_receipt_retention() -> u64 {
+    3 * 86_400
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    /// Messages queued per carrier before brands get ESME_RMSGQFUL.
+    #[serde(default = "d_queue")]
+    pub capacity: usize,
+    /// When no carrier of a route has been available this long, brands get
+    /// ESME_RTHROTTLED for messages to it at once (0: they queue and wait).
+    #[serde(default = "d_refuse_down")]
+    pub refuse_after_down_ms: u64,
+}
+impl Default for Queue {
+    fn default() -> Self {
+        Self {
+            capacity: d_queue(),
+            refuse_after_down_ms: d_refuse_down(),
+        }
+    }
+}
+
+pub(super) fn d_refuse_down() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipts {
+    /// Receipts held per brand while none of its receivers is bound.
+    #[serde(default = "d_outbox")]
+    pub outbox_capacity: usize,
+}
+impl Default for Receipts {
+    fn default() -> Self {
+        Self {
+            outbox_capacity: d_outbox(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// "text" (default) or "json".
+    #[serde(default)]
+    pub format: crate::LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ops {
+    /// Serve /metrics, /healthz and /readyz.
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+    /// Where (loopback by default: it is not for the internet).
+    #[serde(default = "d_ops_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token for /admin; without one the admin API is off.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+}
+impl Default for Ops {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: d_ops_listen(),
+            admin_token: None,
+        }
+    }
+}
+pub(super) fn d_true() -> bool {
+    true
+}
+pub(super) fn d_ops_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+pub(super) fn d_max_pdu() -> usize {
+    otpgw_proto::codec::DEFAULT_MAX_FRAME
+}
+pub(super) fn d_1() -> usize {
+    1
+}
+pub(super) fn d_30() -> u64 {
+    30
+}
+pub(super) fn d_60() -> u64 {
+    60
+}
+pub(super) fn d_100() -> usize {
+    100
+}
+pub(super) fn d_200() -> u64 {
+    200
+}
+pub(super) fn d_600() -> u64 {
+    600
+}
+pub(super) fn d_1000() -> usize {
+    1000
+}
+pub(super) fn d_10000() -> u64 {
+    10_000
+}
+pub(super) fn d_86400() -> u64 {
+    86_400
+}
+pub(super) fn d_queue() -> usize {
+    1_000_000
+}
+pub(super) fn d_outbox() -> usize {
+    100_000
+}
