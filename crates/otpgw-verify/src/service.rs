@@ -415,20 +415,37 @@ impl Verifier {
     }
 
     /// Conversion figures of an approval: how long it took, and which carrier's
-    /// code it was (the carrier that confirmed the message carrying it).
+    /// code it was (the carrier that confirmed the message carrying it). A code can
+    /// be typed back before its carrier's confirmation was processed, or between
+    /// the message's final state and its status reaching the store: the carrier is
+    /// looked up again for a few seconds (in a task; the check does not wait), and
+    /// counted as "-" if it stays unknown.
     async fn approved(&self, v: &Verification, now: u64) {
         metrics::histogram!("otpgw_verification_approval_seconds", "brand" => v.brand.clone())
             .record(now.saturating_sub(v.created_ms) as f64 / 1000.0);
-        let carrier = match self.acceptor.status(v.message).await {
-            Ok(Some(s)) => s.carrier.unwrap_or_else(|| "-".into()),
-            _ => "-".into(),
-        };
-        metrics::counter!(
-            "otpgw_verification_codes_approved_total",
-            "carrier" => carrier,
-            "country" => otpgw_core::country::calling_code(&v.to).to_string()
-        )
-        .increment(1);
+        let acceptor = self.acceptor.clone();
+        let (message, country) = (
+            v.message,
+            otpgw_core::country::calling_code(&v.to).to_string(),
+        );
+        tokio::spawn(async move {
+            let mut carrier = None;
+            for wait_ms in [0, 50, 200, 500, 1000, 2000] {
+                tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+                if let Ok(Some(s)) = acceptor.status(message).await
+                    && s.carrier.is_some()
+                {
+                    carrier = s.carrier;
+                    break;
+                }
+            }
+            metrics::counter!(
+                "otpgw_verification_codes_approved_total",
+                "carrier" => carrier.unwrap_or_else(|| "-".into()),
+                "country" => country
+            )
+            .increment(1);
+        });
     }
 
     /// Send a new code for verification `id` (the previous code stops working).

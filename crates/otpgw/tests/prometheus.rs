@@ -113,7 +113,19 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
         c.rate_cap = Some(1_800); // below the offered 2,000/s: some throttling and retries
     })
     .await;
-    let text = common::config_text("127.0.0.1:0", &[("sim", sim.addr())], "");
+    let (brands, sections) = common::http_pieces(0);
+    let store = format!(
+        "path = \"{}\"",
+        common::store_dir("prom-store").join("otpgw.redb").display()
+    );
+    let text = common::config_text_full(
+        "127.0.0.1:0",
+        &[("sim", sim.addr())],
+        "",
+        &store,
+        [&brands[0], &brands[1]],
+        &sections,
+    );
     let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
         .await
         .unwrap();
@@ -153,6 +165,50 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
     );
     let prom = std::net::SocketAddr::from(([127, 0, 0, 1], port));
 
+    // Over HTTP, spread over the run so rates have samples: verifications (three
+    // in four approved) and messages with webhooks.
+    let base = format!("http://{}", gw.http_addr().unwrap());
+    let hooks = common::HookSink::start().await;
+    let verify = {
+        let (sim, hooks) = (sim.clone(), hooks.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0..24u32 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let to = format!("4477009{:05}", 70_000 + i);
+                let r = http
+                    .post(format!("{base}/v1/verifications"))
+                    .bearer_auth(common::BANK_KEY)
+                    .json(&serde_json::json!({"to": format!("+{to}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+                let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let code = common::code_sent_to(&sim, &to, 0).await;
+                let typed = if i % 4 == 0 { "000000".to_string() } else { code };
+                let r = http
+                    .post(format!("{base}/v1/verifications/{id}/check"))
+                    .bearer_auth(common::BANK_KEY)
+                    .json(&serde_json::json!({ "code": typed }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let r = http
+                    .post(format!("{base}/v1/messages"))
+                    .bearer_auth(common::BANK_KEY)
+                    .json(&serde_json::json!({"to": format!("+{to}"), "from": "BANK", "text": "hello", "receipt_url": hooks.url}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+            }
+        })
+    };
     // Traffic: OTPs with receipts, and a few refused ones (bad destination).
     let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 12_000);
     lc.rate = Some(2_000);
@@ -165,6 +221,7 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
     assert_eq!(refused.accepted, 0);
     let report = load.await.unwrap().unwrap();
     assert_eq!(report.accepted, 12_000);
+    verify.await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     assert!(
@@ -187,7 +244,7 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
         .filter_map(|l| l.trim().strip_prefix("expr: "))
         .map(signal)
         .collect();
-    assert_eq!(alert_signals.len(), 6);
+    assert_eq!(alert_signals.len(), 7);
     let mut empty = Vec::new();
     for q in exprs.iter().chain(alert_signals.iter()) {
         let (n, first) = query_values(prom, q).await;
@@ -197,6 +254,15 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
         }
     }
     assert!(empty.is_empty(), "expressions without data: {empty:#?}");
+    // Conversion: three codes in four were typed back right, every approval
+    // counted against the carrier that sent the code.
+    let (_, ratio) = query_values(
+        prom,
+        "sum by (carrier) (rate(otpgw_verification_codes_approved_total[15m])) / sum by (carrier) (rate(otpgw_verification_codes_sent_total[15m]))",
+    )
+    .await;
+    let r: f64 = ratio.rsplit(" = ").next().unwrap().parse().unwrap();
+    assert!((0.7..=0.8).contains(&r), "approved ratio {ratio}: 18 of 24 expected");
     gw.shutdown().await;
     sim.shutdown();
 }

@@ -463,3 +463,89 @@ async fn receipts_reach_the_brand_on_the_node_where_it_receives() {
         assert_eq!(n.term(Duration::from_secs(10)).await, Some(0));
     }
 }
+
+/// The HTTP door on two nodes sharing a Redis: a code sent through node a checks
+/// on node b (once), a message taken by a has its status on b, and an
+/// Idempotency-Key used on a answers the same id on b.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifications_statuses_and_keys_are_shared_by_the_nodes() {
+    let Some(redis) = TestRedis::start("http") else {
+        return;
+    };
+    let sim = common::sim(|c| c.receipt_delay = std::time::Duration::from_millis(10)).await;
+    let mut bases = Vec::new();
+    let mut nodes = Vec::new();
+    for n in ["a", "b"] {
+        let dir = common::store_dir(&format!("scale-http-{n}"));
+        let (port, http_port) = (common::free_port(), common::free_port());
+        let store = format!(
+            "backend = \"redis\"\nredis_url = \"{}\"\nnode_id = \"{n}\"\nredis_prefix = \"gw\"",
+            redis.url()
+        );
+        let (brands, sections) = common::http_pieces(http_port);
+        let cfg = common::config_text_full(
+            &format!("127.0.0.1:{port}"),
+            &[("sim", sim.addr())],
+            "receipt_ids = \"hex_to_decimal\"",
+            &store,
+            [&brands[0], &brands[1]],
+            &sections,
+        );
+        nodes.push(common::GwProc::start(&dir, port, &cfg).await);
+        common::wait_port(http_port).await;
+        bases.push(format!("http://127.0.0.1:{http_port}"));
+    }
+    let http = reqwest::Client::new();
+    let post = |base: &str, path: &str, body: serde_json::Value, idem: Option<&str>| {
+        let mut r = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(common::BANK_KEY)
+            .json(&body);
+        if let Some(k) = idem {
+            r = r.header("Idempotency-Key", k);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let st = r.status().as_u16();
+            (st, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (st, v) = post(&bases[0], "/v1/verifications", serde_json::json!({"to": "+447700900700"}), None).await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let code = common::code_sent_to(&sim, "447700900700", 0).await;
+    let check = |base: usize| post(&bases[base], &format!("/v1/verifications/{id}/check"), serde_json::json!({"code": code}), None);
+    assert_eq!(check(1).await.1["status"], "approved", "checked on the other node");
+    assert_eq!(check(0).await.1["status"], "denied", "once");
+
+    let msg = serde_json::json!({"to": "+447700900701", "from": "BANK", "text": "hello"});
+    let (st, v) = post(&bases[0], "/v1/messages", msg.clone(), Some("k-701")).await;
+    assert_eq!(st, 202);
+    let mid = v["id"].as_str().unwrap().to_string();
+    let (st, v) = post(&bases[1], "/v1/messages", msg, Some("k-701")).await;
+    assert_eq!((st, v["id"].as_str()), (202, Some(mid.as_str())), "same key, other node: same id");
+    let mut status = serde_json::Value::Null;
+    for _ in 0..200 {
+        let r = http
+            .get(format!("{}/v1/messages/{mid}", bases[1]))
+            .bearer_auth(common::BANK_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "node b knows node a's message");
+        status = r.json().await.unwrap();
+        if status["status"] == "delivered" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status["status"], "delivered", "{status}");
+    assert_eq!(status["carrier"], "sim");
+    assert_eq!(
+        sim.records().iter().filter(|r| r.fields.dest.addr == "447700900701").count(),
+        1,
+        "sent once"
+    );
+    drop(nodes);
+    sim.shutdown();
+}
