@@ -75,3 +75,43 @@ pub fn json() -> String {
     s.push('\n');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/openapi.json is the document the code generates (regenerate it with
+    /// `otpgw openapi > docs/openapi.json`).
+    #[test]
+    fn the_shipped_document_is_the_generated_one() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let shipped = std::fs::read_to_string(path).unwrap();
+        assert!(
+            shipped == super::json(),
+            "docs/openapi.json is stale: run `otpgw openapi > docs/openapi.json`"
+        );
+    }
+
+    #[test]
+    fn every_operation_is_documented_with_its_errors() {
+        let doc = serde_json::to_value(super::document()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut ops = Vec::new();
+        for (p, item) in paths {
+            for (m, op) in item.as_object().unwrap() {
+                ops.push(format!("{} {p}", m.to_uppercase()));
+                assert!(op["responses"].as_object().unwrap().len() >= 2, "{m} {p}");
+            }
+        }
+        ops.sort();
+        assert_eq!(
+            ops,
+            [
+                "GET /v1/messages/{id}",
+                "GET /v1/verifications/{id}",
+                "POST /v1/messages",
+                "POST /v1/verifications",
+                "POST /v1/verifications/{id}/check",
+                "POST /v1/verifications/{id}/resend",
+            ]
+        );
+    }
+}

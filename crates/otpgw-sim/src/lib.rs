@@ -8,8 +8,11 @@
 //!   and duplicates.
 //! - [`loadgen`]: a brand load generator: binds, submits at a rate or as fast as the
 //!   window allows, matches receipts, and reports throughput and latency.
+//! - [`httpload`]: a load generator for the HTTP API (messages or verifications
+//!   over keep-alive connections);
 //! - [`redis_server`]: a durable `redis-server` process for tests.
 
+pub mod httpload;
 pub mod loadgen;
 pub mod receipts;
 pub mod redis_server;

@@ -231,11 +231,22 @@ async fn keeps_statuses_keys_and_counts_for_every_node() {
     otpgw_store::fixtures::http_contract(&a).await;
     let b = open(&r, "nb").await;
     let later = otpgw_core::clock::now_ms() + 60_000;
-    assert_eq!(a.kv_put("shared", 0, b"a".to_vec(), later).await.unwrap(), Some(1));
+    assert_eq!(
+        a.kv_put("shared", 0, b"a".to_vec(), later).await.unwrap(),
+        Some(1)
+    );
     let seen = b.kv_get("shared").await.unwrap().unwrap();
     assert_eq!((seen.version, seen.value.as_slice()), (1, &b"a"[..]));
-    assert_eq!(b.kv_put("shared", 1, b"b".to_vec(), later).await.unwrap(), Some(2));
-    assert_eq!(a.kv_put("shared", 1, b"late".to_vec(), later).await.unwrap(), None);
+    assert_eq!(
+        b.kv_put("shared", 1, b"b".to_vec(), later).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        a.kv_put("shared", 1, b"late".to_vec(), later)
+            .await
+            .unwrap(),
+        None
+    );
     // A Redis restart (empty script cache) loses nothing and scripts load again.
     drop((a, b));
     let mut r = r;
@@ -243,5 +254,8 @@ async fn keeps_statuses_keys_and_counts_for_every_node() {
     assert!(r.spawn());
     let a = open(&r, "na").await;
     assert_eq!(a.kv_get("shared").await.unwrap().unwrap().version, 2);
-    assert_eq!(a.kv_put("shared", 2, b"c".to_vec(), later).await.unwrap(), Some(3));
+    assert_eq!(
+        a.kv_put("shared", 2, b"c".to_vec(), later).await.unwrap(),
+        Some(3)
+    );
 }

@@ -300,7 +300,7 @@ impl Verifier {
             count(brand_id, "refused_prefix");
             return Err(VerifyError::PrefixLimit);
         }
-        self.supersede(brand_id, digits, now).await?;
+        let index_version = self.supersede(brand_id, digits, now).await?;
         let id = code::new_id().map_err(|_| VerifyError::Random)?;
         let code = code::generate_code(usize::from(len)).map_err(|_| VerifyError::Random)?;
         let v = Verification {
@@ -323,55 +323,68 @@ impl Verifier {
                 .unwrap_or_else(|| self.cfg.sender.clone()),
             template,
         };
-        // The record first: a code that went out can always be checked.
-        if !self.save(0, &v).await? {
+        // The record, the number's index (for the next verification to supersede
+        // this one) and the message go to the store together, in this order: the
+        // writers keep it, so the record is durable no later than the message, and a
+        // code that went out can always be checked; most often all three share one
+        // commit.
+        let nk = number_key(brand_id, digits);
+        let (saved, indexed, sent) = tokio::join!(
+            self.save(0, &v),
+            store.kv_put(&nk, index_version, v.id.clone().into_bytes(), v.expires_ms),
+            self.send(brand, &v, &code, now),
+        );
+        if !saved? {
             return Err(VerifyError::Busy);
         }
-        self.send(brand, &v, &code, now).await?;
-        // The number's latest verification, for the next one to supersede.
-        let nk = number_key(brand_id, digits);
-        for _ in 0..CAS_TRIES {
-            let cur = store.kv_get(&nk).await.map_err(|_| VerifyError::Store)?;
-            let version = cur.map_or(0, |c| c.version);
-            if store
-                .kv_put(&nk, version, v.id.clone().into_bytes(), v.expires_ms)
-                .await
-                .map_err(|_| VerifyError::Store)?
-                .is_some()
-            {
-                break;
+        sent?;
+        if !matches!(indexed, Ok(Some(_))) {
+            // Another verification for the number was created at the same moment:
+            // index this one (the later) anyway.
+            for _ in 0..CAS_TRIES {
+                let cur = store.kv_get(&nk).await.map_err(|_| VerifyError::Store)?;
+                let version = cur.map_or(0, |c| c.version);
+                if store
+                    .kv_put(&nk, version, v.id.clone().into_bytes(), v.expires_ms)
+                    .await
+                    .map_err(|_| VerifyError::Store)?
+                    .is_some()
+                {
+                    break;
+                }
             }
         }
         count(brand_id, "created");
         Ok(view(&v, now))
     }
 
-    /// Mark the number's pending verification superseded.
-    async fn supersede(&self, brand: &str, digits: &str, now: u64) -> Result<(), VerifyError> {
-        let Some(prev) = self
+    /// Mark the number's pending verification superseded; returns the version of
+    /// the number's index (0: none).
+    async fn supersede(&self, brand: &str, digits: &str, now: u64) -> Result<u64, VerifyError> {
+        let Some(index) = self
             .store()
             .kv_get(&number_key(brand, digits))
             .await
             .map_err(|_| VerifyError::Store)?
         else {
-            return Ok(());
+            return Ok(0);
         };
-        let Ok(prev) = String::from_utf8(prev.value) else {
-            return Ok(());
+        let Ok(prev) = String::from_utf8(index.value) else {
+            return Ok(index.version);
         };
         for _ in 0..CAS_TRIES {
             let (version, mut v) = match self.load(brand, &prev).await {
                 Ok(x) => x,
-                Err(VerifyError::NotFound) => return Ok(()),
+                Err(VerifyError::NotFound) => return Ok(index.version),
                 Err(e) => return Err(e),
             };
             if v.state != State::Pending || now >= v.expires_ms {
-                return Ok(());
+                return Ok(index.version);
             }
             v.state = State::Superseded;
             if self.save(version, &v).await? {
                 count(brand, "superseded");
-                return Ok(());
+                return Ok(index.version);
             }
         }
         Err(VerifyError::Busy)

@@ -1,8 +1,9 @@
 //! The `otpgw` binary's library: configuration, assembly of the gateway, and the
-//! commands (`serve`, `check-config`, `sim`, `demo`, `bench`). `main.rs` only parses
+//! commands (`serve`, `check-config`, `sim`, `demo`, `bench`, `bench-http`). `main.rs` only parses
 //! the command line and calls into here.
 
 pub mod bench;
+pub mod bench_http;
 pub mod config;
 pub mod demo;
 pub mod gateway;

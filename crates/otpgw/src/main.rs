@@ -75,6 +75,8 @@ enum Cmd {
     },
     /// Brand-side load generator.
     Bench(otpgw::bench::BenchArgs),
+    /// Load generator for the HTTP API (messages or verifications).
+    BenchHttp(otpgw::bench_http::BenchHttpArgs),
 }
 
 fn main() -> ExitCode {
@@ -202,6 +204,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench(args) => otpgw::bench::run(args).await,
+        Cmd::BenchHttp(args) => otpgw::bench_http::run(args).await,
     }
 }
 

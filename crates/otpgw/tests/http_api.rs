@@ -402,6 +402,43 @@ async fn messages_and_verifications_through_the_binary() {
             "{answer}"
         );
     }
+    // Every operation of the served OpenAPI document is routed: without a key it
+    // answers 401 (not 404 or 405).
+    let doc: Value = c
+        .http
+        .get(format!("{base}/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shipped: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/openapi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc, shipped, "docs/openapi.json is what the binary serves");
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let path = path.replace("{id}", "0123456789abcdef");
+        for method in item.as_object().unwrap().keys() {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let st = c
+                .http
+                .request(m, format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(st, StatusCode::UNAUTHORIZED, "{method} {path}");
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 6);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(sim.received(), before, "nothing was sent for bad requests");
     assert_eq!(

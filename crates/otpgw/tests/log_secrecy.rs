@@ -123,16 +123,24 @@ async fn codes_numbers_and_passwords_never_reach_the_logs() {
             .json(&body)
             .send()
     };
-    let r = post("WrongKey4242x", "/v1/messages", serde_json::json!({"to": "+447700931999"}))
-        .await
-        .unwrap();
+    let r = post(
+        "WrongKey4242x",
+        "/v1/messages",
+        serde_json::json!({"to": "+447700931999"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 401);
     for i in 0..4u32 {
         let dest = format!("4477009{:05}", 41_337 + i);
         secrets.push(dest.clone());
-        let r = post(common::BANK_KEY, "/v1/verifications", serde_json::json!({"to": format!("+{dest}")}))
-            .await
-            .unwrap();
+        let r = post(
+            common::BANK_KEY,
+            "/v1/verifications",
+            serde_json::json!({"to": format!("+{dest}")}),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status(), 201);
         let v: serde_json::Value = r.json().await.unwrap();
         let id = v["id"].as_str().unwrap().to_string();
@@ -141,9 +149,13 @@ async fn codes_numbers_and_passwords_never_reach_the_logs() {
         secrets.push(code.clone());
         secrets.push(wrong.clone());
         for c in [&wrong, &code] {
-            let r = post(common::BANK_KEY, &format!("/v1/verifications/{id}/check"), serde_json::json!({"code": c}))
-                .await
-                .unwrap();
+            let r = post(
+                common::BANK_KEY,
+                &format!("/v1/verifications/{id}/check"),
+                serde_json::json!({"code": c}),
+            )
+            .await
+            .unwrap();
             assert_eq!(r.status(), 200);
         }
         let text = format!("Ihr Code lautet {:07}", 5_551_212 + i);

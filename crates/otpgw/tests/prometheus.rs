@@ -189,7 +189,11 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
                     .unwrap()
                     .to_string();
                 let code = common::code_sent_to(&sim, &to, 0).await;
-                let typed = if i % 4 == 0 { "000000".to_string() } else { code };
+                let typed = if i % 4 == 0 {
+                    "000000".to_string()
+                } else {
+                    code
+                };
                 let r = http
                     .post(format!("{base}/v1/verifications/{id}/check"))
                     .bearer_auth(common::BANK_KEY)
@@ -262,7 +266,10 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
     )
     .await;
     let r: f64 = ratio.rsplit(" = ").next().unwrap().parse().unwrap();
-    assert!((0.7..=0.8).contains(&r), "approved ratio {ratio}: 18 of 24 expected");
+    assert!(
+        (0.7..=0.8).contains(&r),
+        "approved ratio {ratio}: 18 of 24 expected"
+    );
     gw.shutdown().await;
     sim.shutdown();
 }

@@ -510,12 +510,29 @@ async fn verifications_statuses_and_keys_are_shared_by_the_nodes() {
             (st, r.json::<serde_json::Value>().await.unwrap())
         }
     };
-    let (st, v) = post(&bases[0], "/v1/verifications", serde_json::json!({"to": "+447700900700"}), None).await;
+    let (st, v) = post(
+        &bases[0],
+        "/v1/verifications",
+        serde_json::json!({"to": "+447700900700"}),
+        None,
+    )
+    .await;
     assert_eq!(st, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
     let code = common::code_sent_to(&sim, "447700900700", 0).await;
-    let check = |base: usize| post(&bases[base], &format!("/v1/verifications/{id}/check"), serde_json::json!({"code": code}), None);
-    assert_eq!(check(1).await.1["status"], "approved", "checked on the other node");
+    let check = |base: usize| {
+        post(
+            &bases[base],
+            &format!("/v1/verifications/{id}/check"),
+            serde_json::json!({"code": code}),
+            None,
+        )
+    };
+    assert_eq!(
+        check(1).await.1["status"],
+        "approved",
+        "checked on the other node"
+    );
     assert_eq!(check(0).await.1["status"], "denied", "once");
 
     let msg = serde_json::json!({"to": "+447700900701", "from": "BANK", "text": "hello"});
@@ -523,7 +540,11 @@ async fn verifications_statuses_and_keys_are_shared_by_the_nodes() {
     assert_eq!(st, 202);
     let mid = v["id"].as_str().unwrap().to_string();
     let (st, v) = post(&bases[1], "/v1/messages", msg, Some("k-701")).await;
-    assert_eq!((st, v["id"].as_str()), (202, Some(mid.as_str())), "same key, other node: same id");
+    assert_eq!(
+        (st, v["id"].as_str()),
+        (202, Some(mid.as_str())),
+        "same key, other node: same id"
+    );
     let mut status = serde_json::Value::Null;
     for _ in 0..200 {
         let r = http
@@ -542,7 +563,10 @@ async fn verifications_statuses_and_keys_are_shared_by_the_nodes() {
     assert_eq!(status["status"], "delivered", "{status}");
     assert_eq!(status["carrier"], "sim");
     assert_eq!(
-        sim.records().iter().filter(|r| r.fields.dest.addr == "447700900701").count(),
+        sim.records()
+            .iter()
+            .filter(|r| r.fields.dest.addr == "447700900701")
+            .count(),
         1,
         "sent once"
     );

@@ -14,6 +14,44 @@ fn example_config_is_valid() {
 }
 
 #[test]
+fn http_and_verify_sections_are_checked() {
+    let c = Config::parse(EXAMPLE, "x").unwrap();
+    let h = c.http_config().unwrap();
+    assert_eq!(h.max_body, 65_536);
+    let v = c.verify_config().unwrap();
+    assert_eq!((v.rules.max_checks, v.per_number_per_hour), (5, 5));
+    assert!(c.brand_configs()[0].api_key_hash.is_some());
+    let bad = EXAMPLE
+        .replace(
+            "secret = \"example-only-CHANGE-ME-0123456789abcdef0123456789abcdef\"",
+            "secret = \"short\"",
+        )
+        .replace("{code}. It", "code. It")
+        .replace("api_key_hash = \"sha256:", "api_key_hash = \"sha255:")
+        .replace("max_body_bytes = 65536", "max_body_bytes = 12")
+        .replace("example-only-CHANGE-ME-webhook", "tiny");
+    let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+    for want in [
+        "verify.secret: at least 32 bytes",
+        "verify.template: must contain {code}",
+        "brand[0].api_key_hash",
+        "http.max_body_bytes",
+        "brand[0].webhook_secret: at least 16",
+    ] {
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    let env = EXAMPLE.replace(
+        "secret = \"example-only-CHANGE-ME-0123456789abcdef0123456789abcdef\"",
+        "secret_env = \"OTPGW_TEST_SURELY_UNSET_VAR\"",
+    );
+    let e = Config::parse(&env, "x.toml").unwrap_err().to_string();
+    assert!(e.contains("OTPGW_TEST_SURELY_UNSET_VAR is not set"), "{e}");
+    let no_keys = EXAMPLE.replace("api_key_hash", "# api_key_hash");
+    let e = Config::parse(&no_keys, "x.toml").unwrap_err().to_string();
+    assert!(e.contains("no [[brand]] has an api_key_hash"), "{e}");
+}
+
+#[test]
 fn unknown_key_is_an_error_with_its_line() {
     let bad = EXAMPLE.replace(
         "max_connections = 1000",
