@@ -141,6 +141,20 @@ impl Received {
     pub fn text(&self) -> &[u8] {
         self.fields.text()
     }
+
+    /// The text as a phone shows it (GSM alphabet, or UCS-2 for data_coding 8).
+    pub fn shown_text(&self) -> String {
+        let t = self.text();
+        if self.fields.data_coding == 8 {
+            let u: Vec<u16> = t
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]))
+                .collect();
+            String::from_utf16_lossy(&u)
+        } else {
+            otpgw_proto::gsm::decode_gsm(t)
+        }
+    }
 }
 
 struct State {

@@ -131,9 +131,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     );
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.tick().await;
+    // The simulated phones' screens: texts that reach the carrier from now on
+    // (standard output, not the gateway's log), a few per second at most.
+    let mut shown = sim.received();
+    let mut phones = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = phones.tick() => {
+                let recs = sim.records();
+                for r in recs.iter().skip(shown).take(5) {
+                    println!("  phone +{} got: {}", r.fields.dest.addr, r.shown_text());
+                }
+                shown = recs.len();
+            }
             _ = tick.tick() => {
                 println!(
                     "queued {}, in flight {}, receipts waiting for brands {}, carrier received {}, store {} KiB",

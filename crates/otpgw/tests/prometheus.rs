@@ -173,6 +173,7 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
         let (sim, hooks) = (sim.clone(), hooks.clone());
         tokio::spawn(async move {
             let http = reqwest::Client::new();
+            let mut ids = Vec::new();
             for i in 0..24u32 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let to = format!("4477009{:05}", 70_000 + i);
@@ -188,6 +189,7 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
                     .as_str()
                     .unwrap()
                     .to_string();
+                ids.push(id.clone());
                 let code = common::code_sent_to(&sim, &to, 0).await;
                 let typed = if i % 4 == 0 {
                     "000000".to_string()
@@ -210,7 +212,14 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
                     .await
                     .unwrap();
                 assert_eq!(r.status(), 202);
+                ids.push(
+                    r.json::<serde_json::Value>().await.unwrap()["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                );
             }
+            ids
         })
     };
     // Traffic: OTPs with receipts, and a few refused ones (bad destination).
@@ -225,7 +234,16 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
     assert_eq!(refused.accepted, 0);
     let report = load.await.unwrap().unwrap();
     assert_eq!(report.accepted, 12_000);
-    verify.await.unwrap();
+    let http_ids = verify.await.unwrap();
+    // No number, message id or verification id in any label.
+    let metrics = http_get(ops, "/metrics").await;
+    assert!(
+        !metrics.contains("4477"),
+        "a phone number leaked into /metrics"
+    );
+    for id in &http_ids {
+        assert!(!metrics.contains(id.as_str()), "an id leaked into /metrics");
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     assert!(

@@ -467,21 +467,11 @@ pub async fn wait_port(port: u16) {
 /// The text the simulated carrier got for the last message to `number` (digits),
 /// decoded from GSM or UCS-2.
 pub fn last_text_to(sim: &SimHandle, number: &str) -> Option<String> {
-    let r = sim
-        .records()
+    sim.records()
         .into_iter()
         .filter(|r| r.fields.dest.addr == number)
-        .last()?;
-    let t = r.text();
-    Some(if r.fields.data_coding == 8 {
-        let u: Vec<u16> = t
-            .chunks(2)
-            .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
-            .collect();
-        String::from_utf16_lossy(&u)
-    } else {
-        otpgw_proto::gsm::decode_gsm(t)
-    })
+        .last()
+        .map(|r| r.shown_text())
 }
 
 /// The one-time code (the first run of 4 or more digits) in the last message the
