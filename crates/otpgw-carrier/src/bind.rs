@@ -379,7 +379,12 @@ where
                     continue;
                 }
                 // Mark them sent (one shared commit), then write them.
-                let marks: Vec<_> = out.iter().map(|m| shared.tracker.store().submitted(m.id)).collect();
+                let timeout = shared.cfg.receipt_timeout.map(|t| t.as_millis() as u64);
+                let now = now_ms();
+                let marks: Vec<_> = out
+                    .iter()
+                    .map(|m| shared.tracker.sending(m, &shared.name, timeout, now))
+                    .collect();
                 let mut durable = true;
                 for t in marks {
                     durable &= t.wait().await;
@@ -669,8 +674,7 @@ fn on_submit_resp(
             return;
         }
         let cid = carrier_id.unwrap_or_default();
-        shared.tracker.store().carrier_accepted(msg.id, name, &cid);
-        msg.note_confirmed(&shared.name, now_ms());
+        shared.tracker.confirmed(&msg, &shared.name, &cid, now_ms());
         let early = shared.matcher.lock().on_submitted(&cid, msg.id);
         for (id, r) in early {
             // Parked receipts were acknowledged when they arrived (kept in memory).
@@ -690,9 +694,7 @@ fn on_submit_resp(
         shared.retry(resend_unit(msg, part), RetryCause::Temporary);
     } else {
         let err = format!("{st:03x}");
-        let _ = shared
-            .tracker
-            .finish(msg.id, DeliveryState::Undeliverable, Some(&err), now_ms());
+        let _ = shared.tracker.refused(&msg, name, &err, now_ms());
     }
 }
 
@@ -773,9 +775,10 @@ pub(crate) fn apply_receipt(
         // A part of a long message: it finishes when every part was delivered.
         return otpgw_core::store::Ticket::ready();
     }
-    let (finish, ticket) = shared
-        .tracker
-        .finish(id, r.state, r.err.as_deref(), now_ms());
+    let (finish, ticket) =
+        shared
+            .tracker
+            .receipt(id, &shared.cfg.name, r.state, r.err.as_deref(), now_ms());
     if let Finish::Done { accepted_ms, .. } = finish {
         shared
             .metrics

@@ -99,6 +99,10 @@ pub struct CarrierConfig {
     /// With no bind up (or paused) this long, queued messages move to the next
     /// available carrier of their route.
     pub failover_after: Duration,
+    /// An OTP this carrier confirmed owes its final receipt within this time, or it
+    /// is sent again through another carrier of its route (`None`: not watched,
+    /// unless its brand sets a timeout).
+    pub receipt_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for CarrierConfig {
@@ -147,6 +151,7 @@ impl CarrierConfig {
             max_binds_total: None,
             bind_slots: None,
             failover_after: Duration::from_secs(2),
+            receipt_timeout: None,
         }
     }
 }
@@ -559,6 +564,17 @@ async fn housekeeping(shared: Arc<Shared>) {
         }
         let now_count = shared.submitted.load(Ordering::Relaxed);
         shared.rate.store(now_count - last, Ordering::Relaxed);
+        // More queued than a second of the carrier's rate: quality routing sends
+        // new messages elsewhere meanwhile.
+        let per_sec = shared
+            .limiter
+            .lock()
+            .rate()
+            .unwrap_or((now_count - last) as f64)
+            .max(100.0);
+        shared
+            .queue
+            .set_backlogged(shared.queue.len() as f64 > per_sec);
         metrics::gauge!("otpgw_carrier_window_in_flight", "carrier" => shared.cfg.name.clone())
             .set(shared.in_flight() as f64);
         last = now_count;

@@ -1,5 +1,8 @@
 //! The shared model of otpgw, below every crate that moves messages.
 //!
+//! - [`attempts`]: the attempts of an OTP under a receipt deadline (sans-IO);
+//! - [`assure`]: the OTPs under a receipt deadline, brand policies, and the hooks
+//!   that resend through another carrier and record carrier quality;
 //! - [`message`]: a message as accepted from a brand ([`Message`], [`MsgId`], [`Class`]);
 //! - [`store`]: the [`Store`] trait every backend implements (memory, embedded,
 //!   Redis);
@@ -11,6 +14,8 @@
 //! - [`shared_limit`]: a carrier rate limit several nodes hold together;
 //! - [`status`]: where a message stands, for the HTTP door's status queries.
 
+pub mod assure;
+pub mod attempts;
 pub mod clock;
 pub mod country;
 pub mod message;

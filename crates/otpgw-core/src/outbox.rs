@@ -43,6 +43,24 @@ pub struct ReceiptJob {
     pub attempts: u8,
     /// Where it goes as a webhook (`None`: to an SMPP receiver session).
     pub url: Option<Arc<str>>,
+    /// The message's deadline (fallback events tell the time left; 0 otherwise).
+    pub deadline_ms: u64,
+}
+
+/// Set in a [`ReceiptJob`]'s id when it is an OTP's fallback event rather than its
+/// receipt (message ids never use this bit: 56 bits of microseconds last until the
+/// year 3111 before reaching it).
+pub const FALLBACK_BIT: u64 = 1 << 55;
+
+impl ReceiptJob {
+    /// Whether this is a fallback event (see [`FALLBACK_BIT`]).
+    pub fn is_fallback(&self) -> bool {
+        self.id.0 & FALLBACK_BIT != 0
+    }
+    /// The message it is about.
+    pub fn message_id(&self) -> MsgId {
+        MsgId(self.id.0 & !FALLBACK_BIT)
+    }
 }
 
 /// One brand's queue.
@@ -232,6 +250,7 @@ mod tests {
             done_ms: 0,
             attempts: 0,
             url: None,
+            deadline_ms: 0,
         }
     }
 

@@ -52,6 +52,8 @@ pub struct Recovered {
     pub confirmed: Vec<(Message, String, String)>,
     /// Receipts finished but not yet delivered to their brand.
     pub receipts: Vec<ReceiptJob>,
+    /// OTPs under a receipt deadline, with their attempts (carriers, carrier ids).
+    pub attempts: Vec<(Message, Vec<crate::attempts::Attempt>)>,
 }
 
 /// A carrier receipt that arrived at another node, which could not match it.
@@ -110,6 +112,15 @@ pub trait Store: Send + Sync + 'static {
     fn submitted(&self, id: MsgId) -> Ticket;
     /// The carrier acknowledged the message with its own id. Batched.
     fn carrier_accepted(&self, id: MsgId, carrier: &str, carrier_msg_id: &str);
+    /// The attempts of an OTP under a receipt deadline (they replace the "sent" mark
+    /// and carrier id of [`Store::submitted`] and [`Store::carrier_accepted`] for
+    /// it). Batched; the ticket resolves when durable (a new attempt is written to
+    /// its carrier only then).
+    fn attempts(&self, id: MsgId, list: &[crate::attempts::Attempt]) -> Ticket;
+    /// Keep a job owed to a brand that is not a message's receipt (the fallback
+    /// event of an OTP whose attempts were all spent), until
+    /// [`Store::receipt_forwarded`] with its id. Batched.
+    fn owe(&self, job: &ReceiptJob);
     /// The message reached its final state; `receipt` is what the brand is owed, if
     /// anything. The ticket resolves when this is durable (a carrier's receipt is
     /// acknowledged only then).

@@ -5,9 +5,12 @@
 //! - [`routes::Routes`]: destination prefix routing (longest match) to carriers;
 //! - [`queue::CarrierQueue`]: one scheduler per carrier behind a lock, with an async
 //!   `pop` for the carrier binds;
+//! - [`quality::Quality`]: carrier quality per destination prefix (sans-IO), and
+//!   the choice among a route's carriers by it;
 //! - [`Dispatcher`]: routes a message to its carrier's queue.
 
 pub mod limiter;
+pub mod quality;
 pub mod queue;
 pub mod retry;
 pub mod routes;
@@ -20,9 +23,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use otpgw_core::Message;
 
 pub use limiter::RateLimiter;
+pub use quality::{Quality, QualityConfig};
 pub use queue::CarrierQueue;
 pub use retry::{RetryCause, RetryPolicy};
-pub use routes::Routes;
+pub use routes::{Routes, Select};
 pub use scheduler::Scheduler;
 
 /// Why a message could not be queued.
@@ -49,6 +53,13 @@ pub struct Dispatcher {
     /// Refuse new messages for a route whose carriers have all been unavailable this
     /// long (ms; 0 = never refuse). Reloadable.
     refuse_after_down_ms: AtomicU64,
+    /// Carrier quality, for routes that choose by it (and the admin API).
+    quality: parking_lot::Mutex<Quality>,
+    /// Share of quality-routed messages sent to a carrier other than the best, in
+    /// millionths (reloadable).
+    explore_ppm: AtomicU64,
+    /// State of the pseudo-random draws of exploration.
+    draws: AtomicU64,
 }
 
 impl Dispatcher {
@@ -62,7 +73,39 @@ impl Dispatcher {
             routes: parking_lot::RwLock::new(routes),
             queues,
             refuse_after_down_ms: AtomicU64::new(0),
+            quality: parking_lot::Mutex::new(Quality::new(QualityConfig::default())),
+            explore_ppm: AtomicU64::new(50_000),
+            draws: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         }
+    }
+
+    /// Measure carrier quality with these settings (clears what was measured).
+    pub fn set_quality(&self, cfg: QualityConfig, explore: f64) {
+        *self.quality.lock() = Quality::new(cfg);
+        self.set_explore(explore);
+    }
+
+    /// The exploration share of quality routing (0 to 1).
+    pub fn set_explore(&self, explore: f64) {
+        self.explore_ppm
+            .store((explore.clamp(0.0, 1.0) * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// The quality measurements.
+    pub fn quality(&self) -> &parking_lot::Mutex<Quality> {
+        &self.quality
+    }
+
+    /// A uniform draw in [0, 1) (splitmix64 over a counter: cheap, no lock).
+    fn draw(&self) -> f64 {
+        let mut z = self
+            .draws
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Refuse messages for a route once none of its carriers was available for
@@ -95,8 +138,10 @@ impl Dispatcher {
         self.route_except(brand, dest, None)
     }
 
-    /// The queue for a message: the first carrier of its route that is available
-    /// (a bind up, not paused), skipping `except`; when none is, the first carrier
+    /// The queue for a message: among the carriers of its route that are
+    /// available (a bind up, not paused), skipping `except`, the first (an ordered
+    /// route) or the best by measured quality (a quality route; see
+    /// [`Dispatcher::route_excluding`]); when none is available, the first carrier
     /// other than `except` (it waits there for a bind to come back).
     pub fn route_except(
         &self,
@@ -104,15 +149,52 @@ impl Dispatcher {
         dest: &str,
         except: Option<&str>,
     ) -> Result<&Arc<CarrierQueue>, DispatchError> {
+        match except {
+            Some(e) => self.route_excluding(brand, dest, &[e]),
+            None => self.route_excluding::<&str>(brand, dest, &[]),
+        }
+    }
+
+    /// [`Dispatcher::route_except`] skipping every carrier in `tried`. A quality
+    /// route prefers carriers not backlogged (more queued than a second of their
+    /// rate), then the best recent on-time ratio for the destination's prefix, with
+    /// the exploration share going to the others. `NoRoute` when the route has no
+    /// carrier outside `tried`.
+    pub fn route_excluding<S: AsRef<str>>(
+        &self,
+        brand: &str,
+        dest: &str,
+        tried: &[S],
+    ) -> Result<&Arc<CarrierQueue>, DispatchError> {
         let routes = self.routes.read();
-        let list = routes
-            .carriers_for(brand, dest)
+        let (list, select) = routes
+            .route_for(brand, dest)
             .ok_or(DispatchError::NoRoute)?;
         let candidates = || {
             list.iter()
-                .filter(|c| Some(c.as_str()) != except)
+                .filter(|c| !tried.iter().any(|t| t.as_ref() == c.as_str()))
                 .filter_map(|c| self.queues.get(c))
         };
+        if select == Select::Quality {
+            let up: Vec<&Arc<CarrierQueue>> = candidates().filter(|q| q.is_available()).collect();
+            let fit: Vec<&Arc<CarrierQueue>> =
+                up.iter().copied().filter(|q| !q.is_backlogged()).collect();
+            let pool = if fit.is_empty() { up } else { fit };
+            if pool.len() > 1 {
+                let now = otpgw_core::clock::now_ms();
+                let scores: Vec<Option<f64>> = {
+                    let q = self.quality.lock();
+                    pool.iter()
+                        .map(|c| q.score(c.carrier(), dest, now))
+                        .collect()
+                };
+                let explore = self.explore_ppm.load(Ordering::Relaxed) as f64 / 1e6;
+                return Ok(pool[quality::choose(&scores, explore, self.draw())]);
+            }
+            if let Some(q) = pool.first() {
+                return Ok(q);
+            }
+        }
         candidates()
             .find(|q| q.is_available())
             .or_else(|| candidates().next())

@@ -24,6 +24,9 @@ pub struct CarrierQueue {
     available: AtomicBool,
     /// Since when (ms since epoch) the carrier is unavailable; 0 while available.
     down_since: AtomicU64,
+    /// Set by the carrier: more is queued than it takes in a second at its rate
+    /// (quality routing sends elsewhere while it is).
+    backlogged: AtomicBool,
 }
 
 impl CarrierQueue {
@@ -35,7 +38,19 @@ impl CarrierQueue {
             notify: Notify::new(),
             available: AtomicBool::new(true),
             down_since: AtomicU64::new(0),
+            backlogged: AtomicBool::new(false),
         }
+    }
+
+    /// Whether more is queued than the carrier takes in a second (kept by the
+    /// carrier).
+    pub fn is_backlogged(&self) -> bool {
+        self.backlogged.load(Ordering::Relaxed)
+    }
+
+    /// Set by the carrier once a second.
+    pub fn set_backlogged(&self, on: bool) {
+        self.backlogged.store(on, Ordering::Relaxed);
     }
 
     /// Whether the carrier can take messages now (routing prefers available ones).

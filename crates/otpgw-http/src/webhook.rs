@@ -1,6 +1,8 @@
 //! Receipts owed as webhooks: messages from the HTTP door that named a
 //! `receipt_url` get their final status POSTed there, signed.
 //!
+//! - Fallback events of OTPs whose SMS attempts were all spent go the same way, to
+//!   the brand's `fallback_url` (`Otpgw-Event: message.fallback`).
 //! - Signed: `Otpgw-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>"
 //!   with the brand's webhook_secret>`. The timestamp is inside the signature, so a
 //!   receiver that refuses signatures older than a few minutes cannot be replayed
@@ -108,9 +110,40 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now: u64, tolerance: u64
     mac(secret, t, body).verify_slice(&sig).is_ok()
 }
 
-/// The JSON body of a receipt webhook.
+/// The event name of a job: a message's final status, or an OTP's fallback event.
+pub fn event(job: &ReceiptJob) -> &'static str {
+    if job.is_fallback() {
+        "message.fallback"
+    } else {
+        "message.status"
+    }
+}
+
+/// The JSON body of a receipt webhook, or of a fallback event (every SMS attempt
+/// of an OTP failed or got no receipt in time, with time left before its deadline:
+/// the brand's voice or push service can take over).
 pub fn payload(job: &ReceiptJob) -> Vec<u8> {
     let err = Some(job.err.as_str()).filter(|e| !e.is_empty() && *e != "000");
+    if job.is_fallback() {
+        let reason = if job.err == "TMO" {
+            "no_receipt_in_time"
+        } else {
+            "sms_failed"
+        };
+        return serde_json::json!({
+            "event": "message.fallback",
+            "id": job.message_id().to_string(),
+            "to": format!("+{}", job.source.addr),
+            "reason": reason,
+            "last_status": Stage::Done(job.state).name(),
+            "error_code": err.filter(|e| *e != "TMO"),
+            "time_left_ms": job.deadline_ms.saturating_sub(job.done_ms),
+            "expires_at": rfc3339(job.deadline_ms),
+            "at": rfc3339(job.done_ms),
+        })
+        .to_string()
+        .into_bytes();
+    }
     serde_json::json!({
         "event": "message.status",
         "id": job.id.to_string(),
@@ -282,7 +315,7 @@ async fn post_one(s: &Shared, job: &ReceiptJob) -> Result<(), String> {
         .post(url)
         .header("content-type", "application/json")
         .header("otpgw-signature", sign(secret.as_bytes(), t, &body))
-        .header("otpgw-event", "message.status")
+        .header("otpgw-event", event(job))
         .header("otpgw-event-id", job.id.to_string())
         .body(body)
         .send()

@@ -4,7 +4,7 @@
 //!   own ids (hex or decimal), sends receipts after a delay with a configurable mix of
 //!   outcomes, can cap its rate (ESME_RTHROTTLED above it), send a receipt before its
 //!   `submit_sm_resp`, hold receipts while no receiver is bound, drop every connection
-//!   on demand, and records every message it received so tests can check for loss
+//!   on demand, lose, delay or fail the receipts of a share of messages per prefix, and records every message it received so tests can check for loss
 //!   and duplicates.
 //! - [`loadgen`]: a brand load generator: binds, submits at a rate or as fast as the
 //!   window allows, matches receipts, and reports throughput and latency.
@@ -19,4 +19,4 @@ pub mod redis_server;
 pub mod smsc;
 
 pub use loadgen::{LoadConfig, LoadReport};
-pub use smsc::{IdStyle, Outcomes, SimConfig, SimHandle};
+pub use smsc::{IdStyle, Outcomes, Rule, RuleAction, SimConfig, SimHandle};

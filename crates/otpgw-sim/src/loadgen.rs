@@ -152,6 +152,9 @@ pub struct LoadReport {
     pub resp_latency_us: Histogram<u64>,
     /// Microseconds from submit_sm to receipt.
     pub receipt_latency_us: Histogram<u64>,
+    /// Microseconds from submit_sm to a DELIVERED receipt (the first receipt of
+    /// each message only).
+    pub delivered_latency_us: Histogram<u64>,
     /// Receipts for ids this run was not given (an earlier run's messages): (id, state).
     pub foreign_receipts: Vec<(String, DeliveryState)>,
     /// The run second by second (at most the first [`MAX_SERIES_SECONDS`]).
@@ -251,6 +254,7 @@ struct Inner {
     rejected: BTreeMap<u32, u64>,
     resp_lat: Option<Histogram<u64>>,
     rcpt_lat: Option<Histogram<u64>>,
+    dlvr_lat: Option<Histogram<u64>>,
     last_response: Option<Instant>,
     last_receipt: Option<Instant>,
     started: Option<Instant>,
@@ -279,6 +283,7 @@ pub async fn run_with_progress(
         let mut i = shared.inner.lock();
         i.resp_lat = Histogram::new_with_bounds(1, 60_000_000, 3).ok();
         i.rcpt_lat = Histogram::new_with_bounds(1, 600_000_000, 3).ok();
+        i.dlvr_lat = Histogram::new_with_bounds(1, 600_000_000, 3).ok();
         i.started = Some(Instant::now());
     }
     let start = Instant::now();
@@ -610,10 +615,18 @@ async fn on_command(
 }
 
 fn record_receipt(inner: &mut Inner, id: String, state: DeliveryState, at: Instant) {
-    if let Some(&(_, sent)) = inner.by_id.get(&id)
-        && let Some(h) = inner.rcpt_lat.as_mut()
-    {
-        let _ = h.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
+    let first = !inner.receipts.contains_key(&id);
+    if let Some(&(_, sent)) = inner.by_id.get(&id) {
+        let us = at.saturating_duration_since(sent).as_micros().max(1) as u64;
+        if let Some(h) = inner.rcpt_lat.as_mut() {
+            let _ = h.record(us);
+        }
+        if first
+            && state == DeliveryState::Delivered
+            && let Some(h) = inner.dlvr_lat.as_mut()
+        {
+            let _ = h.record(us);
+        }
     }
     inner.receipts.entry(id).or_default().push(state);
 }
@@ -693,6 +706,9 @@ fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadRe
             .unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
         receipt_latency_us: inner
             .rcpt_lat
+            .unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
+        delivered_latency_us: inner
+            .dlvr_lat
             .unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
         foreign_receipts,
         per_second,

@@ -76,6 +76,67 @@ impl Outcomes {
     }
 }
 
+/// What a [`Rule`] does to the messages it applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleAction {
+    /// Accept the message, never send its receipt (a carrier that silently loses
+    /// receipts, or messages).
+    DropReceipt,
+    /// Send the receipt this much later than usual.
+    Delay(Duration),
+    /// The receipt says UNDELIV.
+    Undeliverable,
+}
+
+/// Per-prefix behaviour for a share of messages: destinations starting with
+/// `prefix`, `percent` of them (decided by the message's number, so a run can be
+/// predicted), get `action`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub prefix: String,
+    pub percent: u32,
+    pub action: RuleAction,
+}
+
+impl Rule {
+    /// Parse `PREFIX:PERCENT:drop|undeliv|delay=MS`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut it = s.splitn(3, ':');
+        let (Some(prefix), Some(pct), Some(act)) = (it.next(), it.next(), it.next()) else {
+            return Err(format!(
+                "{s:?}: expected PREFIX:PERCENT:drop|undeliv|delay=MS"
+            ));
+        };
+        let percent: u32 = pct
+            .parse()
+            .ok()
+            .filter(|p| *p <= 100)
+            .ok_or_else(|| format!("{s:?}: percent must be 0 to 100"))?;
+        let action = match act {
+            "drop" => RuleAction::DropReceipt,
+            "undeliv" => RuleAction::Undeliverable,
+            d => match d.strip_prefix("delay=").and_then(|m| m.parse::<u64>().ok()) {
+                Some(ms) => RuleAction::Delay(Duration::from_millis(ms)),
+                None => return Err(format!("{s:?}: action must be drop, undeliv or delay=MS")),
+            },
+        };
+        if !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{s:?}: the prefix must be digits"));
+        }
+        Ok(Self {
+            prefix: prefix.into(),
+            percent,
+            action,
+        })
+    }
+
+    /// Whether it applies to message number `n` to `dest`.
+    pub fn applies(&self, n: u64, dest: &str) -> bool {
+        dest.trim_start_matches('+').starts_with(&self.prefix)
+            && (n.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 40) % 100 < u64::from(self.percent)
+    }
+}
+
 /// How receipts are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiptFormat {
@@ -102,6 +163,8 @@ pub struct SimConfig {
     pub early_receipts: bool,
     /// Receipts outstanding per bind.
     pub window: usize,
+    /// Per-prefix behaviour for shares of messages (the first rule that applies).
+    pub rules: Vec<Rule>,
 }
 
 impl SimConfig {
@@ -119,6 +182,7 @@ impl SimConfig {
             receipt_format: ReceiptFormat::TlvAndText,
             early_receipts: false,
             window: 1000,
+            rules: Vec::new(),
         }
     }
 }
@@ -134,6 +198,8 @@ pub struct Received {
     pub fields: SubmitFields,
     pub outcome: DeliveryState,
     pub at: Instant,
+    /// A rule dropped its receipt.
+    pub receipt_dropped: bool,
 }
 
 impl Received {
@@ -270,6 +336,11 @@ impl SimHandle {
     /// Submits the fault switches swallowed or refused.
     pub fn faulted(&self) -> u64 {
         self.st.faulted.load(Ordering::Relaxed)
+    }
+
+    /// Replace the per-prefix rules (a carrier that starts or stops losing receipts).
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        self.st.cfg.lock().rules = rules;
     }
 
     /// Change the rate cap (0 or `None`: no cap).
@@ -541,7 +612,7 @@ async fn handle(
             }
             let fields = SubmitFields::from_submit_sm(s);
             let n = st.next_id.fetch_add(1, Ordering::Relaxed);
-            let (outcome, resp_id, receipt_id, delay, early) = {
+            let (mut outcome, resp_id, receipt_id, mut delay, early, rule) = {
                 let cfg = st.cfg.lock();
                 (
                     cfg.outcomes.pick(n),
@@ -549,9 +620,23 @@ async fn handle(
                     cfg.receipt_id_style.format(n),
                     cfg.receipt_delay,
                     cfg.early_receipts,
+                    cfg.rules
+                        .iter()
+                        .find(|r| r.applies(n, &fields.dest.addr))
+                        .map(|r| r.action),
                 )
             };
-            let wants = fields.registered_delivery & 0x03 != 0;
+            let mut wants = fields.registered_delivery & 0x03 != 0;
+            let mut receipt_dropped = false;
+            match rule {
+                Some(RuleAction::DropReceipt) => {
+                    receipt_dropped = wants;
+                    wants = false;
+                }
+                Some(RuleAction::Delay(d)) => delay += d,
+                Some(RuleAction::Undeliverable) => outcome = DeliveryState::Undeliverable,
+                None => {}
+            }
             let text_echo: String = String::from_utf8_lossy(fields.text())
                 .chars()
                 .take(20)
@@ -571,6 +656,7 @@ async fn handle(
                 fields,
                 outcome,
                 at: now,
+                receipt_dropped,
             });
             if wants && early && session.state().can_deliver() && session.room() > 0 {
                 // The receipt goes out before the response that carries the id.
@@ -606,4 +692,27 @@ async fn handle(
 /// Parse a receipt text the simulator wrote (for its own tests).
 pub fn parse_receipt_text(b: &[u8]) -> receipt::ReceiptText {
     receipt::parse(b)
+}
+
+#[cfg(test)]
+mod rule_tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_and_apply_to_their_share() {
+        let r = Rule::parse("44:30:drop").unwrap();
+        assert_eq!(r.action, RuleAction::DropReceipt);
+        assert_eq!(
+            Rule::parse("1:5:delay=2500").unwrap().action,
+            RuleAction::Delay(Duration::from_millis(2500))
+        );
+        assert!(Rule::parse("44:101:drop").is_err());
+        assert!(Rule::parse("4a:10:drop").is_err());
+        assert!(Rule::parse("44:10:explode").is_err());
+        let hit = (0..10_000u64)
+            .filter(|n| r.applies(*n, "447700900123"))
+            .count();
+        assert!((2_800..3_200).contains(&hit), "{hit} of 10,000");
+        assert!(!(0..1000u64).any(|n| r.applies(n, "337700900123")));
+    }
 }

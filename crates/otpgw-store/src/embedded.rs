@@ -242,6 +242,14 @@ impl Store for EmbeddedStore {
         writes::forwarded(&self.tx, id);
     }
 
+    fn attempts(&self, id: MsgId, list: &[otpgw_core::attempts::Attempt]) -> Ticket {
+        writes::attempts(&self.tx, id, list)
+    }
+
+    fn owe(&self, job: &ReceiptJob) {
+        writes::owe(&self.tx, job);
+    }
+
     fn record_status(&self, status: &MessageStatus) {
         // Messages in flight are answered from memory on this (only) node.
         if status.done_ms > 0 {
@@ -330,6 +338,7 @@ impl Store for EmbeddedStore {
                     carrier,
                     carrier_id,
                 }) => out.confirmed.push((m, carrier, carrier_id)),
+                Some(CarrierState::Attempts(list)) => out.attempts.push((m, list)),
                 Some(CarrierState::Sent) => out.unconfirmed.push((m, true)),
                 None => out.unconfirmed.push((m, false)),
             }
@@ -440,6 +449,7 @@ fn writer_loop(
                     Op::Finished { done, .. }
                     | Op::Flush(done)
                     | Op::Sent(_, done)
+                    | Op::Attempts(_, _, done)
                     | Op::Publish { done, .. } => {
                         let _ = done.send(ok);
                     }
@@ -545,10 +555,14 @@ fn apply(db: &Database, batch: &[Op]) -> Result<Vec<(usize, Answer)>, redb::Erro
                         states.insert(*id, record::encode_state(&CarrierState::Sent).as_slice())?;
                     }
                 }
-                Op::Confirmed(id, st) => {
+                Op::Confirmed(id, st) | Op::Attempts(id, st, _) => {
                     if msgs.get(*id)?.is_some() {
                         states.insert(*id, st.as_slice())?;
                     }
+                }
+                Op::Owe(id, done_ms, rec) => {
+                    receipts.insert(*id, rec.as_slice())?;
+                    by_age.insert((*done_ms, *id), ())?;
                 }
                 Op::Finished {
                     id,

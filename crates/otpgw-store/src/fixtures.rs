@@ -47,6 +47,7 @@ pub fn receipt_job(id: u64, done_ms: u64) -> ReceiptJob {
         done_ms,
         attempts: 0,
         url: None,
+        deadline_ms: 0,
     }
 }
 

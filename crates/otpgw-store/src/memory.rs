@@ -102,6 +102,10 @@ impl Store for MemoryStore {
         Ticket::ready()
     }
     fn carrier_accepted(&self, _id: MsgId, _carrier: &str, _carrier_msg_id: &str) {}
+    fn attempts(&self, _id: MsgId, _list: &[otpgw_core::attempts::Attempt]) -> Ticket {
+        Ticket::ready()
+    }
+    fn owe(&self, _job: &ReceiptJob) {}
     fn finished(
         &self,
         _id: MsgId,

@@ -3,13 +3,14 @@
 //! every length and returns `None` on anything short or unknown, never panics.
 //!
 //! Version 2 of messages and receipt jobs adds what messages from the HTTP door
-//! carry (receipt URL, verification id); version 1 records (written before) still
-//! read.
+//! carry (receipt URL, verification id); version 3 of receipt jobs adds the
+//! message's deadline (fallback events); earlier versions still read.
 
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use otpgw_core::attempts::{Attempt, Outcome};
 use otpgw_core::message::Extra;
 use otpgw_core::outbox::ReceiptJob;
 use otpgw_core::status::{MessageStatus, Stage};
@@ -18,6 +19,7 @@ use otpgw_proto::pdu::{Address, SubmitFields};
 
 const V1: u8 = 1;
 const V2: u8 = 2;
+const V3: u8 = 3;
 
 fn put_str(b: &mut BytesMut, s: &str) {
     put_bytes(b, s.as_bytes());
@@ -179,7 +181,11 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
 /// Encode a receipt job.
 pub fn encode_receipt(j: &ReceiptJob) -> Vec<u8> {
     let mut b = BytesMut::with_capacity(96);
-    b.put_u8(if j.url.is_some() { V2 } else { V1 });
+    b.put_u8(match (&j.url, j.deadline_ms) {
+        (None, 0) => V1,
+        (_, 0) => V2,
+        _ => V3,
+    });
     b.put_u64(j.id.0);
     put_str(&mut b, &j.brand);
     put_addr(&mut b, &j.source);
@@ -189,8 +195,11 @@ pub fn encode_receipt(j: &ReceiptJob) -> Vec<u8> {
     b.put_u64(j.submit_ms);
     b.put_u64(j.done_ms);
     b.put_u8(j.attempts);
-    if let Some(u) = &j.url {
-        put_str(&mut b, u);
+    if j.url.is_some() || j.deadline_ms != 0 {
+        put_str(&mut b, j.url.as_deref().unwrap_or(""));
+    }
+    if j.deadline_ms != 0 {
+        b.put_u64(j.deadline_ms);
     }
     b.to_vec()
 }
@@ -199,7 +208,7 @@ pub fn encode_receipt(j: &ReceiptJob) -> Vec<u8> {
 pub fn decode_receipt(buf: &[u8]) -> Option<ReceiptJob> {
     let mut r = Rd(buf);
     let version = r.u8()?;
-    if version != V1 && version != V2 {
+    if !(V1..=V3).contains(&version) {
         return None;
     }
     Some(ReceiptJob {
@@ -213,8 +222,12 @@ pub fn decode_receipt(buf: &[u8]) -> Option<ReceiptJob> {
         done_ms: r.u64()?,
         attempts: r.u8()?,
         url: match version {
-            V2 => Some(r.string()?.into()),
-            _ => None,
+            V1 => None,
+            _ => Some(r.string()?).filter(|u| !u.is_empty()).map(Into::into),
+        },
+        deadline_ms: match version {
+            V3 => r.u64()?,
+            _ => 0,
         },
     })
 }
@@ -281,11 +294,47 @@ pub fn decode_kv(buf: &[u8]) -> Option<(u64, u64, &[u8])> {
     Some((v, e, r.0))
 }
 
-/// A message's carrier state: sent (maybe), or confirmed with the carrier's id.
+/// A message's carrier state: sent (maybe), or confirmed with the carrier's id, or
+/// (an OTP under a receipt deadline) its attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CarrierState {
     Sent,
     Confirmed { carrier: String, carrier_id: String },
+    Attempts(Vec<Attempt>),
+}
+
+fn outcome_code(o: Outcome) -> u8 {
+    match o {
+        Outcome::Pending => 0,
+        Outcome::Delivered => 1,
+        Outcome::TimedOut => 2,
+        Outcome::Failed(s) => 0x10 | s.tlv(),
+    }
+}
+
+fn outcome_of(c: u8) -> Option<Outcome> {
+    Some(match c {
+        0 => Outcome::Pending,
+        1 => Outcome::Delivered,
+        2 => Outcome::TimedOut,
+        x if x & 0x10 != 0 => Outcome::Failed(DeliveryState::from_tlv(x & 0x0F)?),
+        _ => return None,
+    })
+}
+
+/// Encode an OTP's attempts (a carrier state).
+pub fn encode_attempts(list: &[Attempt]) -> Vec<u8> {
+    let mut b = BytesMut::with_capacity(8 + 40 * list.len());
+    b.put_u8(3);
+    b.put_u8(list.len().min(255) as u8);
+    for a in list.iter().take(255) {
+        put_str(&mut b, &a.carrier);
+        put_str(&mut b, &a.carrier_id);
+        b.put_u64(a.sent_ms);
+        b.put_u64(a.due_ms);
+        b.put_u8(outcome_code(a.outcome));
+    }
+    b.to_vec()
 }
 
 /// Encode a carrier state.
@@ -301,6 +350,7 @@ pub fn encode_state(s: &CarrierState) -> Vec<u8> {
             put_str(&mut b, carrier);
             put_str(&mut b, carrier_id);
         }
+        CarrierState::Attempts(list) => return encode_attempts(list),
     }
     b.to_vec()
 }
@@ -314,6 +364,20 @@ pub fn decode_state(buf: &[u8]) -> Option<CarrierState> {
             carrier: r.string()?,
             carrier_id: r.string()?,
         }),
+        3 => {
+            let n = r.u8()?;
+            let mut list = Vec::with_capacity(usize::from(n));
+            for _ in 0..n {
+                list.push(Attempt {
+                    carrier: r.string()?.into(),
+                    carrier_id: r.string()?,
+                    sent_ms: r.u64()?,
+                    due_ms: r.u64()?,
+                    outcome: outcome_of(r.u8()?)?,
+                });
+            }
+            Some(CarrierState::Attempts(list))
+        }
         _ => None,
     }
 }
@@ -378,6 +442,7 @@ mod tests {
             done_ms: 4,
             attempts: 2,
             url: None,
+            deadline_ms: 0,
         };
         let b = decode_receipt(&encode_receipt(&j)).unwrap();
         assert_eq!(
@@ -391,6 +456,16 @@ mod tests {
         };
         let b = decode_receipt(&encode_receipt(&hooked)).unwrap();
         assert_eq!(b.url.as_deref(), Some("https://bank.example/hook?t=1"));
+        assert_eq!(b.deadline_ms, 0);
+        let fallback = ReceiptJob {
+            deadline_ms: 99,
+            ..hooked
+        };
+        let b = decode_receipt(&encode_receipt(&fallback)).unwrap();
+        assert_eq!(
+            (b.url.as_deref(), b.deadline_ms),
+            (Some("https://bank.example/hook?t=1"), 99)
+        );
         // A message from the HTTP door keeps its extras; one from SMPP writes v1.
         assert_eq!(encode_message(&m)[0], V1);
         let mut h = msg();
@@ -423,12 +498,25 @@ mod tests {
         }
         let kv = encode_kv(3, 99, b"xyz");
         assert_eq!(decode_kv(&kv), Some((3, 99, &b"xyz"[..])));
+        let att = |o| Attempt {
+            carrier: "a".into(),
+            carrier_id: "1A".into(),
+            sent_ms: 5,
+            due_ms: 15,
+            outcome: o,
+        };
         for s in [
             CarrierState::Sent,
             CarrierState::Confirmed {
                 carrier: "c".into(),
                 carrier_id: "1A".into(),
             },
+            CarrierState::Attempts(vec![
+                att(Outcome::Failed(DeliveryState::Undeliverable)),
+                att(Outcome::TimedOut),
+                att(Outcome::Pending),
+                att(Outcome::Delivered),
+            ]),
         ] {
             assert_eq!(decode_state(&encode_state(&s)), Some(s));
         }

@@ -561,11 +561,18 @@ fn build(
                     .arg(record::encode_state(&CarrierState::Sent))
                     .ignore();
             }
-            Op::Confirmed(id, st) => {
+            Op::Confirmed(id, st) | Op::Attempts(id, st, _) => {
                 pipe.cmd("HSET")
                     .arg(&state)
                     .arg(id)
                     .arg(st.as_slice())
+                    .ignore();
+            }
+            Op::Owe(id, _, rec) => {
+                pipe.cmd("HSET")
+                    .arg(&receipts)
+                    .arg(id)
+                    .arg(rec.as_slice())
                     .ignore();
             }
             Op::Finished { id, receipt, .. } => {
@@ -660,10 +667,11 @@ fn complete(
             Op::Sent(_, done)
             | Op::Flush(done)
             | Op::Publish { done, .. }
+            | Op::Attempts(_, _, done)
             | Op::Finished { done, .. } => {
                 let _ = done.send(ok);
             }
-            Op::Confirmed(..) | Op::Forwarded(_) | Op::Status { .. } | Op::Stop => {}
+            Op::Confirmed(..) | Op::Forwarded(_) | Op::Status { .. } | Op::Owe(..) | Op::Stop => {}
         }
     }
 }
@@ -711,6 +719,14 @@ impl Store for RedisStore {
 
     fn receipt_forwarded(&self, id: MsgId) {
         writes::forwarded(&self.tx, id);
+    }
+
+    fn attempts(&self, id: MsgId, list: &[otpgw_core::attempts::Attempt]) -> Ticket {
+        writes::attempts(&self.tx, id, list)
+    }
+
+    fn owe(&self, job: &ReceiptJob) {
+        writes::owe(&self.tx, job);
     }
 
     fn record_status(&self, status: &MessageStatus) {
@@ -1188,6 +1204,7 @@ fn classify(msgs: Vec<Message>, states: Vec<Option<Vec<u8>>>, out: &mut Recovere
                 carrier,
                 carrier_id,
             }) => out.confirmed.push((m, carrier, carrier_id)),
+            Some(CarrierState::Attempts(list)) => out.attempts.push((m, list)),
             Some(CarrierState::Sent) => out.unconfirmed.push((m, true)),
             None => out.unconfirmed.push((m, false)),
         }

@@ -41,6 +41,11 @@ pub(crate) enum Op {
     },
     Sent(u64, oneshot::Sender<bool>),
     Confirmed(u64, Vec<u8>),
+    /// An OTP's attempts (replacing its carrier state).
+    Attempts(u64, Vec<u8>, oneshot::Sender<bool>),
+    /// A job owed to a brand that is not a receipt (a fallback event): (id, due
+    /// since, record).
+    Owe(u64, u64, Vec<u8>),
     Finished {
         id: u64,
         state: u8,
@@ -201,6 +206,19 @@ pub(crate) fn finished(
         now_ms,
         done,
     })
+}
+
+pub(crate) fn attempts(
+    q: &impl Queue,
+    id: MsgId,
+    list: &[otpgw_core::attempts::Attempt],
+) -> Ticket {
+    let rec = record::encode_attempts(list);
+    with_ticket(q, |done| Op::Attempts(id.0, rec, done))
+}
+
+pub(crate) fn owe(q: &impl Queue, job: &ReceiptJob) {
+    let _ = q.put(Op::Owe(job.id.0, job.done_ms, record::encode_receipt(job)));
 }
 
 pub(crate) fn forwarded(q: &impl Queue, id: MsgId) {

@@ -452,7 +452,8 @@ mod tests {
             submit_elapsed: Duration::from_secs(1),
             total_elapsed: Duration::from_secs(2),
             resp_latency_us: h.clone(),
-            receipt_latency_us: h,
+            receipt_latency_us: h.clone(),
+            delivered_latency_us: h,
             foreign_receipts: vec![],
             per_second: vec![
                 otpgw_sim::loadgen::SecondStats {

@@ -91,6 +91,36 @@ impl crate::ops::Admin for GatewayAdmin {
         v.sort_by(|a, b| a["system_id"].as_str().cmp(&b["system_id"].as_str()));
         serde_json::Value::Array(v)
     }
+    fn quality(&self) -> serde_json::Value {
+        let now = clock::now_ms();
+        let q = self.dispatcher.quality().lock();
+        let cfg = q.config().clone();
+        let rows: Vec<serde_json::Value> = q
+            .rows(now)
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "carrier": &*r.carrier,
+                    "prefix": r.prefix,
+                    "samples": r.stats.samples,
+                    "delivered_on_time": r.stats.within,
+                    "delivered_late": r.stats.late,
+                    "failed": r.stats.failed,
+                    "no_receipt": r.stats.timed_out,
+                    "on_time_ratio": r.stats.within_ratio(),
+                    "delivered_ratio": r.stats.delivered_ratio(),
+                    "receipt_p50_ms": r.stats.p50_ms,
+                    "receipt_p90_ms": r.stats.p90_ms,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "window_secs": cfg.window_ms / 1000,
+            "on_time_within_ms": cfg.within_ms,
+            "prefix_digits": cfg.prefix_digits,
+            "series": rows,
+        })
+    }
     fn queue(&self) -> serde_json::Value {
         serde_json::json!({
             "queued": self.dispatcher.depth(),
@@ -210,6 +240,8 @@ impl Gateway {
         let names: Vec<String> = cfg.carriers.iter().map(|c| c.name.clone()).collect();
         let dispatcher = Arc::new(Dispatcher::new(cfg.routes(), &names, cfg.queue.capacity));
         dispatcher.set_refuse_after_down(cfg.queue.refuse_after_down_ms);
+        dispatcher.set_quality(cfg.quality.config(), cfg.quality.explore);
+        tracker.assure().set_policies(cfg.assurance_policies());
         let mut summary = RecoverySummary::default();
 
         // Messages a carrier confirmed: their receipts must still match after the restart.
@@ -243,6 +275,18 @@ impl Gateway {
                 Some(dispatcher.clone()),
             ));
         }
+        // Delivery assurance: resends through other carriers, carrier quality, and
+        // the OTPs the previous run left with their attempts.
+        let shared: Vec<Arc<otpgw_carrier::Shared>> =
+            carriers.iter().map(|c| c.shared().clone()).collect();
+        let hooks = Arc::new(crate::assurance::Hooks::new(
+            dispatcher.clone(),
+            shared.clone(),
+        ));
+        tracker.assure().set_hooks(hooks.clone());
+        summary.awaiting_receipt +=
+            crate::assurance::adopt(&tracker, &shared, recovered.attempts, now);
+        crate::assurance::spawn(tracker.clone(), hooks, shutdown.child_token());
         adopt(
             recovered.unconfirmed,
             recovered.receipts,
@@ -429,6 +473,8 @@ impl Gateway {
         self.dispatcher.set_routes(new.routes())?;
         self.dispatcher
             .set_refuse_after_down(new.queue.refuse_after_down_ms);
+        self.dispatcher.set_explore(new.quality.explore);
+        self.tracker.assure().set_policies(new.assurance_policies());
         *self.ingest.brands.write() = Brands::new(new.brand_configs());
         let mut restart = Vec::new();
         for (c, old) in new.carriers.iter().zip(cur.carriers.iter()) {
@@ -635,7 +681,11 @@ fn spawn_sharing(
                     continue;
                 }
             };
-            if rec.unconfirmed.is_empty() && rec.confirmed.is_empty() && rec.receipts.is_empty() {
+            if rec.unconfirmed.is_empty()
+                && rec.confirmed.is_empty()
+                && rec.receipts.is_empty()
+                && rec.attempts.is_empty()
+            {
                 continue;
             }
             let mut summary = RecoverySummary::default();
@@ -649,6 +699,8 @@ fn spawn_sharing(
                 tracker.insert(Arc::new(m));
                 summary.awaiting_receipt += 1;
             }
+            summary.awaiting_receipt +=
+                crate::assurance::adopt(&tracker, &carriers, rec.attempts, now);
             adopt(
                 rec.unconfirmed,
                 rec.receipts,

@@ -2,6 +2,7 @@
 //! commands (`serve`, `check-config`, `sim`, `demo`, `bench`, `bench-http`). `main.rs` only parses
 //! the command line and calls into here.
 
+pub mod assurance;
 pub mod bench;
 pub mod bench_http;
 pub mod config;

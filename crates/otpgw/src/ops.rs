@@ -8,7 +8,10 @@
 //! - `POST /admin/carriers/{name}/pause` and `.../resume`: stop or restart taking
 //!   messages (binds stay up);
 //! - `GET /admin/brands`: bound sessions per brand;
-//! - `GET /admin/queue`: queued, in flight and receipts waiting.
+//! - `GET /admin/queue`: queued, in flight and receipts waiting;
+//! - `GET /admin/quality`: carrier quality per destination prefix over the window
+//!   (on-time and delivered ratios, failures, receipts that never came, receipt
+//!   latency p50/p90).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -78,6 +81,7 @@ pub trait Admin: Send + Sync + 'static {
     fn set_paused(&self, carrier: &str, paused: bool) -> Option<Value>;
     fn brands(&self) -> Value;
     fn queue(&self) -> Value;
+    fn quality(&self) -> Value;
 }
 
 struct Ctx {
@@ -107,6 +111,7 @@ pub async fn serve(
         .route("/admin/carriers/{name}/resume", post(admin_resume))
         .route("/admin/brands", get(admin_brands))
         .route("/admin/queue", get(admin_queue))
+        .route("/admin/quality", get(admin_quality))
         .with_state(ctx);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -190,6 +195,13 @@ async fn admin_brands(State(ctx): State<Arc<Ctx>>, h: HeaderMap) -> Response {
 async fn admin_queue(State(ctx): State<Arc<Ctx>>, h: HeaderMap) -> Response {
     match authorized(&ctx, &h) {
         Ok(a) => Json(a.queue()).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn admin_quality(State(ctx): State<Arc<Ctx>>, h: HeaderMap) -> Response {
+    match authorized(&ctx, &h) {
+        Ok(a) => Json(a.quality()).into_response(),
         Err(r) => r,
     }
 }

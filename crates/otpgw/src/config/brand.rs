@@ -69,6 +69,17 @@ pub struct Brand {
     /// Sender id of this brand's verification codes (else `[verify] sender`).
     #[serde(default)]
     pub verify_sender: Option<String>,
+    /// Receipt timeout of this brand's OTPs, overriding the carriers' (ms).
+    #[serde(default)]
+    pub receipt_timeout_ms: Option<u64>,
+    /// Sends of an OTP beyond the first, each through a carrier not tried yet
+    /// (default 1 when a receipt timeout applies).
+    #[serde(default)]
+    pub fallback_max: Option<u8>,
+    /// Where a signed event goes when every SMS attempt of an OTP failed with time
+    /// left (for a voice or push fallback); needs `webhook_secret`.
+    #[serde(default)]
+    pub fallback_url: Option<String>,
 }
 
 fn d_class() -> ClassCfg {
@@ -149,11 +160,50 @@ impl Config {
                     b.system_id
                 ));
             }
+            if b.receipt_timeout_ms
+                .is_some_and(|t| !(100..=3_600_000).contains(&t))
+            {
+                p.push(format!(
+                    "brand[{i}].receipt_timeout_ms: must be 100 to 3600000 (or absent)"
+                ));
+            }
+            if b.fallback_max.is_some_and(|n| n > 5) {
+                p.push(format!("brand[{i}].fallback_max: at most 5"));
+            }
+            if let Some(u) = &b.fallback_url {
+                if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() > 2048 {
+                    p.push(format!("brand[{i}].fallback_url: an http or https URL"));
+                }
+                if b.webhook_secret.is_none() && b.webhook_secret_env.is_none() {
+                    p.push(format!(
+                        "brand[{i}].fallback_url: needs webhook_secret (events are signed)"
+                    ));
+                }
+            }
             if b.otp_lifetime_secs == 0 || b.bulk_lifetime_secs == 0 {
                 p.push(format!("brand[{i}]: lifetimes must be at least 1 second"));
             }
         }
         seen
+    }
+
+    /// The brands' delivery assurance policies.
+    pub fn assurance_policies(
+        &self,
+    ) -> std::collections::HashMap<std::sync::Arc<str>, otpgw_core::assure::Policy> {
+        self.brands
+            .iter()
+            .map(|b| {
+                let p = otpgw_core::assure::Policy {
+                    receipt_timeout_ms: b.receipt_timeout_ms,
+                    fallback_max: b
+                        .fallback_max
+                        .unwrap_or(otpgw_core::assure::DEFAULT_FALLBACK_MAX),
+                    fallback_url: b.fallback_url.as_deref().map(std::sync::Arc::from),
+                };
+                (std::sync::Arc::from(b.system_id.as_str()), p)
+            })
+            .collect()
     }
 
     /// The brands.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use otpgw_carrier::{BindMode, CarrierConfig, IdConvention, IdMode};
-use otpgw_dispatch::Routes;
+use otpgw_dispatch::{Routes, Select};
 
 use super::Config;
 use super::sections::*;
@@ -78,6 +78,11 @@ pub struct Carrier {
     /// `failover_after_ms`, before the whole carrier counts as failing; 0: never.
     #[serde(default = "d_failing_errors")]
     pub failing_errors: u32,
+    /// An OTP this carrier confirmed owes its final receipt within this time, or it
+    /// goes out again through the next carrier of its route (absent: not watched,
+    /// unless its brand sets `receipt_timeout_ms`).
+    #[serde(default)]
+    pub receipt_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -132,8 +137,29 @@ pub struct RoutesCfg {
     /// Carriers for destinations no prefix matches.
     #[serde(default)]
     pub default: Vec<String>,
+    /// How routes choose among their carriers that are up (default for every
+    /// route): "ordered" (the first) or "quality" (the best measured).
+    #[serde(default)]
+    pub select: SelectCfg,
     #[serde(default)]
     pub prefix: Vec<PrefixRoute>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectCfg {
+    #[default]
+    Ordered,
+    Quality,
+}
+
+impl SelectCfg {
+    fn select(self) -> Select {
+        match self {
+            SelectCfg::Ordered => Select::Ordered,
+            SelectCfg::Quality => Select::Quality,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +170,9 @@ pub struct PrefixRoute {
     /// Only for this brand (system_id), if set.
     #[serde(default)]
     pub brand: Option<String>,
+    /// How this route chooses (default: `routes.select`).
+    #[serde(default)]
+    pub select: Option<SelectCfg>,
 }
 
 fn d_bind_mode() -> BindModeCfg {
@@ -215,6 +244,13 @@ impl Config {
             if c.max_binds_total.is_some() && self.store.backend != Backend::Redis {
                 p.push(format!(
                     "carrier[{i}].max_binds_total: only with backend = \"redis\" (nodes sharing binds); one node's binds are `binds`"
+                ));
+            }
+            if c.receipt_timeout_ms
+                .is_some_and(|t| !(100..=3_600_000).contains(&t))
+            {
+                p.push(format!(
+                    "carrier[{i}].receipt_timeout_ms: must be 100 to 3600000 (or absent)"
                 ));
             }
             if c.rate_limit == Some(0) {
@@ -303,6 +339,7 @@ impl Config {
                 };
                 k.failover_attempts = c.failover_attempts;
                 k.failing_errors = c.failing_errors;
+                k.receipt_timeout = c.receipt_timeout_ms.map(Duration::from_millis);
                 k.receipt_ids = match c.receipt_ids {
                     ReceiptIds::Auto => IdMode::Auto,
                     ReceiptIds::Same => IdMode::Fixed(IdConvention::Same),
@@ -325,10 +362,12 @@ impl Config {
     /// The routing table.
     pub fn routes(&self) -> Routes {
         let mut r = Routes::new(self.routes.default.clone());
+        r.set_default_select(self.routes.select.select());
         for p in &self.routes.prefix {
+            let sel = p.select.unwrap_or(self.routes.select).select();
             match &p.brand {
-                Some(b) => r.add_brand_prefix(b, &p.prefix, p.carriers.clone()),
-                None => r.add_prefix(&p.prefix, p.carriers.clone()),
+                Some(b) => r.add_brand_prefix_with(b, &p.prefix, p.carriers.clone(), sel),
+                None => r.add_prefix_with(&p.prefix, p.carriers.clone(), sel),
             }
         }
         r

@@ -43,6 +43,8 @@ pub struct Config {
     #[serde(default)]
     pub queue: Queue,
     #[serde(default)]
+    pub quality: QualityCfg,
+    #[serde(default)]
     pub receipts: Receipts,
     #[serde(default)]
     pub ops: Ops,
@@ -209,6 +211,7 @@ impl Config {
         let names = self.carrier_problems(&mut p);
         self.route_problems(&mut p, &names, &seen);
         self.http_problems(&mut p);
+        self.quality.problems(&mut p);
         p
     }
 

@@ -307,3 +307,83 @@ pub(super) fn d_queue() -> usize {
 pub(super) fn d_outbox() -> usize {
     100_000
 }
+
+/// Carrier quality measurement (for routes with `select = "quality"`, the admin
+/// API and the metrics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityCfg {
+    /// The sliding window.
+    #[serde(default = "d_q_window")]
+    pub window_secs: u64,
+    /// A DELIVERED receipt within this time is on time.
+    #[serde(default = "d_q_within")]
+    pub within_ms: u64,
+    /// Digits of the destination a series is kept per (country code and more).
+    #[serde(default = "d_q_digits")]
+    pub prefix_digits: usize,
+    /// Share of quality-routed messages sent to a carrier other than the best.
+    #[serde(default = "d_q_explore")]
+    pub explore: f64,
+    /// Samples a (carrier, prefix) needs before its own figure counts.
+    #[serde(default = "d_q_min")]
+    pub min_samples: u32,
+}
+
+impl Default for QualityCfg {
+    fn default() -> Self {
+        Self {
+            window_secs: d_q_window(),
+            within_ms: d_q_within(),
+            prefix_digits: d_q_digits(),
+            explore: d_q_explore(),
+            min_samples: d_q_min(),
+        }
+    }
+}
+
+fn d_q_window() -> u64 {
+    60
+}
+fn d_q_within() -> u64 {
+    10_000
+}
+fn d_q_digits() -> usize {
+    4
+}
+fn d_q_explore() -> f64 {
+    0.05
+}
+fn d_q_min() -> u32 {
+    20
+}
+
+impl QualityCfg {
+    /// Problems, each naming its field.
+    pub(super) fn problems(&self, p: &mut Vec<String>) {
+        if !(5..=3600).contains(&self.window_secs) {
+            p.push("quality.window_secs: must be 5 to 3600".into());
+        }
+        if !(1..=10).contains(&self.prefix_digits) {
+            p.push("quality.prefix_digits: must be 1 to 10".into());
+        }
+        if !(0.0..=0.5).contains(&self.explore) {
+            p.push("quality.explore: must be 0 to 0.5".into());
+        }
+        if self.within_ms == 0 || self.min_samples == 0 {
+            p.push("quality: within_ms and min_samples must be at least 1".into());
+        }
+    }
+
+    /// The dispatch crate's settings.
+    pub fn config(&self) -> otpgw_dispatch::QualityConfig {
+        otpgw_dispatch::QualityConfig {
+            window_ms: self.window_secs * 1000,
+            slots: 6,
+            within_ms: self.within_ms,
+            prefix_digits: self.prefix_digits,
+            max_keys: 10_000,
+            min_samples: self.min_samples,
+        }
+    }
+}
