@@ -220,8 +220,16 @@ fn json_summary(args: &BenchArgs, r: &LoadReport) -> serde_json::Value {
         "receipt_rate": r.receipt_rate(),
         "resp_ms": percentiles(&r.resp_latency_us),
         "receipt_ms": percentiles(&r.receipt_latency_us),
+        "delivered_ms": percentiles(&r.delivered_latency_us),
+        "delivered_within_10s": delivered_within(r, 10),
         "per_second": r.per_second,
     })
+}
+
+/// Share of accepted messages whose (first) receipt said DELIVERED within `secs`.
+fn delivered_within(r: &LoadReport, secs: u64) -> f64 {
+    let n = r.delivered_latency_us.count_between(0, secs * 1_000_000);
+    n as f64 / r.accepted.max(1) as f64
 }
 
 /// "ESME_RTHROTTLED (0x58)"; a response that never came is "no response".
@@ -286,6 +294,12 @@ fn text_summary(args: &BenchArgs, r: &LoadReport) -> String {
     row("submit -> resp", &r.resp_latency_us);
     if !args.no_receipts {
         row("submit -> receipt", &r.receipt_latency_us);
+        row("submit -> DELIVRD", &r.delivered_latency_us);
+        let _ = writeln!(
+            o,
+            "delivered within 10 s: {:.2} % of accepted",
+            100.0 * delivered_within(r, 10)
+        );
     }
     for (s, n) in &r.rejected {
         let _ = writeln!(o, "refused {}: {n}", status_label(*s));

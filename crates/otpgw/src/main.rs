@@ -72,6 +72,10 @@ enum Cmd {
         /// Submits per second across binds; above it ESME_RTHROTTLED.
         #[arg(long)]
         rate_cap: Option<u32>,
+        /// Per-prefix behaviour for a share of messages: PREFIX:PERCENT:drop (lose
+        /// the receipt), :undeliv, or :delay=MS (repeatable; the first that applies).
+        #[arg(long)]
+        rule: Vec<String>,
     },
     /// Brand-side load generator.
     Bench(otpgw::bench::BenchArgs),
@@ -171,6 +175,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             receipt_delay_ms,
             outcomes,
             rate_cap,
+            rule,
         } => {
             let mut c = otpgw_sim::SimConfig::new(listen);
             c.credentials = credentials.and_then(|s| {
@@ -192,6 +197,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 expired: w[2],
             };
             c.rate_cap = rate_cap;
+            c.rules = rule
+                .iter()
+                .map(|r| otpgw_sim::Rule::parse(r))
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("--rule {e}"))?;
             let sim = otpgw_sim::SimHandle::start(c).await?;
             println!("simulated carrier listening on {}", sim.addr());
             shutdown_signal().await;
