@@ -132,3 +132,61 @@ pub async fn http_contract(s: &dyn otpgw_core::Store) {
     assert_eq!(s.count(&c, 60_000, now).await.unwrap(), 1);
     assert_eq!(s.count(&c, 60_000, now).await.unwrap(), 2);
 }
+
+/// Write what delivery assurance keeps for message `id` (accepted here): its two
+/// attempts (one timed out at carrier "a", one waiting at "b") and its fallback
+/// event owed to the brand. [`check_assurance_recovered`] checks a later run sees it.
+pub async fn write_assurance(s: &dyn otpgw_core::Store, id: u64) {
+    use otpgw_core::attempts::{Attempt, Outcome};
+    s.accept(&message(id)).await.unwrap();
+    let list = vec![
+        Attempt {
+            carrier: "a".into(),
+            carrier_id: "1A".into(),
+            sent_ms: 10,
+            due_ms: 20,
+            outcome: Outcome::TimedOut,
+        },
+        Attempt {
+            carrier: "b".into(),
+            carrier_id: "77".into(),
+            sent_ms: 30,
+            due_ms: 40,
+            outcome: Outcome::Pending,
+        },
+    ];
+    assert!(s.attempts(MsgId(id), &list).wait().await);
+    let mut ev = receipt_job(
+        id | otpgw_core::outbox::FALLBACK_BIT,
+        otpgw_core::clock::now_ms(),
+    );
+    ev.url = Some("http://127.0.0.1:9/fallback".into());
+    ev.deadline_ms = 99;
+    s.owe(&ev);
+    assert!(s.flush().wait().await);
+}
+
+/// What [`write_assurance`] wrote, as the next run recovers it.
+pub fn check_assurance_recovered(r: &otpgw_core::store::Recovered, id: u64) {
+    let (m, list) = r
+        .attempts
+        .iter()
+        .find(|(m, _)| m.id.0 == id)
+        .expect("the message comes back with its attempts");
+    assert_eq!(m.id.0, id);
+    let carriers: Vec<(&str, &str)> = list
+        .iter()
+        .map(|a| (&*a.carrier, a.carrier_id.as_str()))
+        .collect();
+    assert_eq!(carriers, [("a", "1A"), ("b", "77")]);
+    assert!(!r.unconfirmed.iter().any(|(m, _)| m.id.0 == id));
+    let ev = r
+        .receipts
+        .iter()
+        .find(|j| j.is_fallback() && j.message_id().0 == id)
+        .expect("the fallback event owed comes back");
+    assert_eq!(
+        (ev.deadline_ms, ev.url.as_deref()),
+        (99, Some("http://127.0.0.1:9/fallback"))
+    );
+}

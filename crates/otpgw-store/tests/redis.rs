@@ -259,3 +259,18 @@ async fn keeps_statuses_keys_and_counts_for_every_node() {
         Some(3)
     );
 }
+
+/// An OTP's attempts and its fallback event owed survive the node's restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_and_fallback_events_survive_a_restart() {
+    let Some(r) = Redis::start("assure") else {
+        return;
+    };
+    {
+        let s = open(&r, "n1").await;
+        otpgw_store::fixtures::write_assurance(&s, 41).await;
+    }
+    let s = open(&r, "n1").await;
+    let now = otpgw_core::clock::now_ms();
+    otpgw_store::fixtures::check_assurance_recovered(&s.recover(now).unwrap(), 41);
+}

@@ -190,3 +190,67 @@ fn tls_settings_are_checked() {
     let e = Config::parse(&with(&missing), "x").unwrap_err().to_string();
     assert!(e.contains("none.pem"), "{e}");
 }
+
+/// The HTTP API over TLS (the same rustls setup): a real HTTPS client that verifies
+/// the certificate gets HTTP/2 by ALPN and starts a verification; HTTP/1.1 works
+/// on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_over_tls_with_http2() {
+    let dir = common::store_dir("http-tls");
+    let (cert, key) = make_cert(&dir);
+    let sim = common::sim(|_| {}).await;
+    let http_port = common::free_port();
+    let (brands, sections) = common::http_pieces(http_port);
+    let sections = sections.replace(
+        "[verify]",
+        &format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n[verify]",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let store = format!("path = \"{}\"", dir.join("otpgw.redb").display());
+    let text = common::config_text_full(
+        "127.0.0.1:0",
+        &[("sim", sim.addr())],
+        "",
+        &store,
+        [&brands[0], &brands[1]],
+        &sections,
+    );
+    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
+        .await
+        .unwrap();
+    assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let base = format!("https://localhost:{http_port}");
+    for (h2, want) in [
+        (true, reqwest::Version::HTTP_2),
+        (false, reqwest::Version::HTTP_11),
+    ] {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(root.clone())
+            .resolve("localhost", ([127, 0, 0, 1], http_port).into());
+        if !h2 {
+            b = b.http1_only();
+        }
+        let client = b.build().unwrap();
+        let r = client
+            .post(format!("{base}/v1/verifications"))
+            .bearer_auth(common::BANK_KEY)
+            .json(&serde_json::json!({"to": "+447700900800"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((r.status().as_u16(), r.version()), (201, want));
+    }
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{http_port}/v1/openapi.json"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    gw.shutdown().await;
+    sim.shutdown();
+}

@@ -267,6 +267,7 @@ async fn messages_and_verifications_through_the_binary() {
     );
 
     // Bad input: a clear 4xx, nothing stored, nothing sent, no panic.
+    common::code_sent_to(&sim, "447700900506", 0).await; // the last good one is out
     let before = sim.received();
     let raw = |body: &'static str, key: &'static str| {
         let http = c.http.clone();
@@ -402,6 +403,21 @@ async fn messages_and_verifications_through_the_binary() {
             "{answer}"
         );
     }
+    // HTTP/2 without TLS (prior knowledge) on the same port.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2
+        .get(format!("{base}/v1/messages/{id}"))
+        .bearer_auth(BANK_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status(), r.version()),
+        (StatusCode::OK, reqwest::Version::HTTP_2)
+    );
     // Every operation of the served OpenAPI document is routed: without a key it
     // answers 401 (not 404 or 405).
     let doc: Value = c

@@ -321,3 +321,15 @@ async fn expired_keys_and_old_statuses_are_purged() {
     assert_eq!(r.open_table(KV_BY_EXPIRY).unwrap().len().unwrap(), 0);
     assert_eq!(r.open_table(STATUS).unwrap().len().unwrap(), 0);
 }
+
+#[tokio::test]
+async fn attempts_and_fallback_events_survive_a_restart() {
+    let path = tmp("assure");
+    {
+        let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
+        crate::fixtures::write_assurance(&s, 41).await;
+        s.close();
+    }
+    let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
+    crate::fixtures::check_assurance_recovered(&s.recover(now_ms()).unwrap(), 41);
+}
