@@ -13,6 +13,7 @@
 #   PERF_OUT=gw.perf benches/e2e.sh      # also sample the gateway with `perf record -g`
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 COUNT=${COUNT:-200000}
 BINDS=${BINDS:-2}
 WINDOW=${WINDOW:-500}
@@ -43,19 +44,14 @@ sed -e "s/127.0.0.1:2776\"/127.0.0.1:${SIM_PORT}\"/" \
 SIM=$!
 RUST_LOG=warn "$BIN" serve --config "$tmp/otpgw.toml" >"$tmp/gw.log" 2>&1 &
 GW=$!
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/${GW_PORT}") 2>/dev/null && break
-    sleep 0.1
-done
+wait_port "$GW_PORT"
 sleep 0.5
 
-ticks=$(getconf CLK_TCK)
 # Sample the store file's size every 2 s.
 ( while sleep 2; do
     [ -f "$tmp/otpgw.redb" ] && echo "  store file after $SECONDS s: $(( $(stat -c %s "$tmp/otpgw.redb") / 1048576 )) MiB" >> "$tmp/sizes"
   done ) &
 SAMPLER=$!
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 g0=$(cpu "$GW"); s0=$(cpu "$SIM")
 if [ -n "${PERF_OUT:-}" ]; then
     perf record -q -F 299 --call-graph dwarf,16384 -p "$GW" -o "$PERF_OUT" 2>"$tmp/perf.log" &
@@ -74,7 +70,7 @@ echo "store: $STORE"
 echo "gateway resident memory: $(awk '/VmRSS/ {print $2}' "/proc/$GW/status") KiB now, peak $(awk '/VmHWM/ {print $2}' "/proc/$GW/status") KiB"
 read -r wall lu ls < "$tmp/time"
 awk -v g=$((g1 - g0)) -v s=$((s1 - s0)) -v t="$ticks" -v n="$COUNT" -v lu="$lu" -v ls="$ls" -v w="$wall" 'BEGIN {
-    printf "machine: %s, %d cores\n", "'"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"'", '"$(nproc)"'
+    printf "machine: %s\n", "'"$(machine)"'"
     printf "gateway (otpgw serve) CPU: %.2f s for %d messages = %.4f ms/message\n", g/t, n, g/t/n*1000
     printf "simulator CPU: %.2f s; load generator CPU: %.2f s; wall %.2f s\n", s/t, lu+ls, w
 }'

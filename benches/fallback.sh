@@ -11,6 +11,7 @@
 #   SELECT=quality benches/fallback.sh     # quality routing on the route [A, B]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 COUNT=${COUNT:-20000}
 RATE=${RATE:-1000}
 DELAY_MS=${DELAY_MS:-1000}        # the carriers' receipt delay
@@ -65,10 +66,7 @@ select = "$SELECT"
 TOML
     RUST_LOG=warn "$BIN" serve --config "$tmp/otpgw.toml" >"$tmp/gw.log" 2>&1 &
     GW=$!
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$gw") 2>/dev/null && break
-        sleep 0.1
-    done
+    wait_port "$gw"
     sleep 0.5
     echo "== $1"
     "$BIN" bench --host "127.0.0.1:$gw" --binds 2 --window 200 --count "$COUNT" --rate "$RATE" \
@@ -80,4 +78,4 @@ TOML
 echo "A loses ${DROP} % of receipts for 44...; carrier receipt delay ${DELAY_MS} ms; $COUNT OTPs at $RATE/s; route [a, b] select=$SELECT"
 run "without-fallback" ""
 run "with-fallback" "receipt_timeout_ms = $TIMEOUT_MS"
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+echo "machine: $(machine)"

@@ -11,6 +11,7 @@
 #   STORE=memory benches/http.sh           # the non-durable store, for comparison
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 COUNT=${COUNT:-200000}
 CONNECTIONS=${CONNECTIONS:-64}
 RATE=${RATE:-}
@@ -43,14 +44,9 @@ sed -e "s/127.0.0.1:2776\"/127.0.0.1:${SIM_PORT}\"/" \
 SIM=$!
 RUST_LOG=warn "$BIN" serve --config "$tmp/otpgw.toml" >"$tmp/gw.log" 2>&1 &
 GW=$!
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/${HTTP_PORT}") 2>/dev/null && break
-    sleep 0.1
-done
+wait_port "$HTTP_PORT"
 sleep 0.5
 
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 g0=$(cpu "$GW"); s0=$(cpu "$SIM")
 args=(--host "127.0.0.1:${HTTP_PORT}" --key demo-key --connections "$CONNECTIONS" --count "$COUNT")
 [ -n "$RATE" ] && args+=(--rate "$RATE")
@@ -62,7 +58,7 @@ echo "store: $STORE; kind: $KIND"
 echo "gateway resident memory: $(awk '/VmRSS/ {print $2}' "/proc/$GW/status") KiB"
 read -r wall lu ls < "$tmp/time"
 awk -v g=$((g1 - g0)) -v s=$((s1 - s0)) -v t="$ticks" -v n="$COUNT" -v lu="$lu" -v ls="$ls" -v w="$wall" 'BEGIN {
-    printf "machine: %s, %d cores\n", "'"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"'", '"$(nproc)"'
+    printf "machine: %s\n", "'"$(machine)"'"
     printf "gateway (otpgw serve) CPU: %.2f s for %d requests = %.4f ms/request (includes sending them on and their receipts)\n", g/t, n, g/t/n*1000
     printf "simulator CPU: %.2f s; load generator CPU: %.2f s; wall %.2f s\n", s/t, lu+ls, w
 }'

@@ -9,6 +9,7 @@
 #   STORE=memory COUNT=200000 benches/queued-memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 COUNT=${COUNT:-1000000}
 STORE=${STORE:-embedded}
 TEXT_LEN=${TEXT_LEN:-20}
@@ -34,10 +35,7 @@ grep -q "^refuse_after_down_ms = 0$" "$tmp/otpgw.toml"
 
 RUST_LOG=error "$BIN" serve --config "$tmp/otpgw.toml" >"$tmp/gw.log" 2>&1 &
 GW=$!
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/${GW_PORT}") 2>/dev/null && break
-    sleep 0.1
-done
+wait_port "$GW_PORT"
 sleep 1
 rss() { awk '/VmRSS/ {print $2}' "/proc/$GW/status"; }
 before=$(rss)

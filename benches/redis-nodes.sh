@@ -10,6 +10,7 @@
 #   COUNT=60000 NODES="1 3" benches/redis-nodes.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 COUNT=${COUNT:-120000}
 NODES=${NODES:-"1 2 3"}
 REDIS_PORT=${REDIS_PORT:-26390}
@@ -26,11 +27,8 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+echo "machine: $(machine)"
 echo "| nodes | accepted msg/s | end to end msg/s | CPU s: nodes / redis / sim / load generators |"
 echo "|---|---|---|---|"
 for n in $NODES; do

@@ -12,7 +12,8 @@
 //! - [`clock`]: the wall clock, read only by drivers and passed down as `now`;
 //! - [`country`]: the country calling code of a number (a metric label);
 //! - [`shared_limit`]: a carrier rate limit several nodes hold together;
-//! - [`status`]: where a message stands, for the HTTP door's status queries.
+//! - [`status`]: where a message stands, for the HTTP door's status queries;
+//! - [`wire`]: the binary encoding of stored records.
 
 pub mod assure;
 pub mod attempts;
@@ -24,6 +25,7 @@ pub mod shared_limit;
 pub mod status;
 pub mod store;
 pub mod tracker;
+pub mod wire;
 
 pub use message::{Class, Message, MsgId};
 pub use otpgw_proto::receipt::DeliveryState;

@@ -91,6 +91,16 @@ pub struct Api {
 }
 
 impl Api {
+    /// The request's body as `T` (capped, timed, strict JSON).
+    async fn json_body<T: serde::de::DeserializeOwned>(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<T, ApiError> {
+        let raw = body::read(headers, body, self.cfg.max_body, self.cfg.body_timeout).await?;
+        body::json(&raw)
+    }
+
     async fn authenticate(
         &self,
         headers: &HeaderMap,

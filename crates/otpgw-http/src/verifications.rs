@@ -108,9 +108,7 @@ impl Api {
     ) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let brand = self.authenticate(headers, peer).await?;
         let v = self.verifier()?;
-        let raw =
-            crate::body::read(headers, body, self.cfg.max_body, self.cfg.body_timeout).await?;
-        let req: StartVerification = crate::body::json(&raw)?;
+        let req: StartVerification = self.json_body(headers, body).await?;
         let now = otpgw_core::clock::now_ms();
         let view = v
             .create(
@@ -160,9 +158,7 @@ impl Api {
     ) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let brand = self.authenticate(headers, peer).await?;
         let v = self.verifier()?;
-        let raw =
-            crate::body::read(headers, body, self.cfg.max_body, self.cfg.body_timeout).await?;
-        let req: CheckCode = crate::body::json(&raw)?;
+        let req: CheckCode = self.json_body(headers, body).await?;
         let (outcome, view) = v
             .check(&brand, id, &req.code, otpgw_core::clock::now_ms())
             .await?;

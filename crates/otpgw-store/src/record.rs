@@ -14,6 +14,7 @@ use otpgw_core::attempts::{Attempt, Outcome};
 use otpgw_core::message::Extra;
 use otpgw_core::outbox::ReceiptJob;
 use otpgw_core::status::{MessageStatus, Stage};
+use otpgw_core::wire::{Reader as Rd, put_bytes, put_opt, put_str};
 use otpgw_core::{Class, DeliveryState, Message, MsgId};
 use otpgw_proto::pdu::{Address, SubmitFields};
 
@@ -21,74 +22,18 @@ const V1: u8 = 1;
 const V2: u8 = 2;
 const V3: u8 = 3;
 
-fn put_str(b: &mut BytesMut, s: &str) {
-    put_bytes(b, s.as_bytes());
-}
-fn put_bytes(b: &mut BytesMut, s: &[u8]) {
-    b.put_u16(s.len().min(u16::MAX as usize) as u16);
-    b.put_slice(&s[..s.len().min(u16::MAX as usize)]);
-}
-fn put_opt(b: &mut BytesMut, s: Option<&str>) {
-    match s {
-        Some(s) => {
-            b.put_u8(1);
-            put_str(b, s);
-        }
-        None => b.put_u8(0),
-    }
-}
 fn put_addr(b: &mut BytesMut, a: &Address) {
     b.put_u8(a.ton);
     b.put_u8(a.npi);
     put_str(b, &a.addr);
 }
 
-/// A bounds-checked reader.
-struct Rd<'a>(&'a [u8]);
-
-impl<'a> Rd<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(|b| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(b);
-            u64::from_be_bytes(a)
-        })
-    }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = self.u16()? as usize;
-        self.take(n)
-    }
-    fn string(&mut self) -> Option<String> {
-        self.bytes()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-    }
-    fn opt_string(&mut self) -> Option<Option<String>> {
-        match self.u8()? {
-            0 => Some(None),
-            _ => Some(Some(self.string()?)),
-        }
-    }
-    fn addr(&mut self) -> Option<Address> {
-        Some(Address {
-            ton: self.u8()?,
-            npi: self.u8()?,
-            addr: self.string()?,
-        })
-    }
+fn addr(r: &mut Rd<'_>) -> Option<Address> {
+    Some(Address {
+        ton: r.u8()?,
+        npi: r.u8()?,
+        addr: r.string()?,
+    })
 }
 
 /// Encode a message (its id is the table key, but is kept inside too).
@@ -143,8 +88,8 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
     let deadline_ms = r.u64()?;
     let fields = SubmitFields {
         service_type: r.string()?,
-        source: r.addr()?,
-        dest: r.addr()?,
+        source: addr(&mut r)?,
+        dest: addr(&mut r)?,
         esm_class: r.u8()?,
         protocol_id: r.u8()?,
         priority_flag: r.u8()?,
@@ -214,8 +159,8 @@ pub fn decode_receipt(buf: &[u8]) -> Option<ReceiptJob> {
     Some(ReceiptJob {
         id: MsgId(r.u64()?),
         brand: r.string()?.into(),
-        source: r.addr()?,
-        dest: r.addr()?,
+        source: addr(&mut r)?,
+        dest: addr(&mut r)?,
         state: DeliveryState::from_tlv(r.u8()?)?,
         err: r.string()?,
         submit_ms: r.u64()?,
@@ -291,7 +236,7 @@ pub fn decode_kv(buf: &[u8]) -> Option<(u64, u64, &[u8])> {
     let mut r = Rd(buf);
     let v = r.u64()?;
     let e = r.u64()?;
-    Some((v, e, r.0))
+    Some((v, e, r.rest()))
 }
 
 /// A message's carrier state: sent (maybe), or confirmed with the carrier's id, or

@@ -677,6 +677,16 @@ fn complete(
 }
 
 impl RedisStore {
+    /// Refuse at once while Redis is known unreachable (brands get a temporary
+    /// error instead of waiting for a pipeline that cannot go).
+    fn reachable(&self) -> Result<(), StoreError> {
+        if self.healthy.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("redis unreachable".into()))
+        }
+    }
+
     /// This node's number under the prefix (1 for the first node id registered).
     pub fn node_number(&self) -> u8 {
         self.node_number
@@ -685,10 +695,8 @@ impl RedisStore {
 
 impl Store for RedisStore {
     fn accept<'a>(&'a self, msg: &'a Message) -> StoreFuture<'a, ()> {
-        if !self.healthy.load(Ordering::Relaxed) {
-            return Box::pin(std::future::ready(Err(StoreError::Unavailable(
-                "redis unreachable".into(),
-            ))));
+        if let Err(e) = self.reachable() {
+            return Box::pin(std::future::ready(Err(e)));
         }
         writes::accept(
             &self.tx,
@@ -770,10 +778,8 @@ impl Store for RedisStore {
         value: Vec<u8>,
         expires_ms: u64,
     ) -> StoreFuture<'a, Once> {
-        if !self.healthy.load(Ordering::Relaxed) {
-            return Box::pin(std::future::ready(Err(StoreError::Unavailable(
-                "redis unreachable".into(),
-            ))));
+        if let Err(e) = self.reachable() {
+            return Box::pin(std::future::ready(Err(e)));
         }
         writes::accept_once(
             &self.tx,

@@ -3,6 +3,7 @@
 //! unknown.
 
 use otpgw_core::MsgId;
+use otpgw_core::wire::{Reader, put_str};
 
 /// Where a verification stands (expiry is read from the clock, not stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,39 +47,6 @@ pub struct Verification {
 
 const V1: u8 = 1;
 
-fn put_str(b: &mut Vec<u8>, s: &str) {
-    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    b.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    b.extend_from_slice(s);
-}
-
-struct Rd<'a>(&'a [u8]);
-
-impl<'a> Rd<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-    }
-    fn string(&mut self) -> Option<String> {
-        let n = self
-            .take(2)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))?;
-        std::str::from_utf8(self.take(n)?).ok().map(String::from)
-    }
-}
-
 impl Verification {
     /// The stored form.
     pub fn encode(&self) -> Vec<u8> {
@@ -113,7 +81,7 @@ impl Verification {
 
     /// Read the stored form.
     pub fn decode(buf: &[u8]) -> Option<Self> {
-        let mut r = Rd(buf);
+        let mut r = Reader(buf);
         if r.u8()? != V1 {
             return None;
         }

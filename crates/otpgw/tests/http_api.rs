@@ -57,6 +57,24 @@ impl Client {
         let st = r.status();
         (st, r.json().await.unwrap_or(Value::Null))
     }
+    /// Start a verification of +`digits` (with `extra` fields) and wait for its
+    /// code at the carrier (`before`: messages to the number before this one).
+    async fn verify(
+        &self,
+        sim: &otpgw_sim::SimHandle,
+        digits: &str,
+        extra: Value,
+        before: usize,
+    ) -> (String, String) {
+        let mut body = json!({ "to": format!("+{digits}") });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let (st, v) = self.post(BANK_KEY, "/v1/verifications", &body, None).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        (id, common::code_sent_to(sim, digits, before).await)
+    }
     async fn check(&self, id: &str, code: &str) -> String {
         let (st, v) = self
             .post(
@@ -150,16 +168,9 @@ async fn messages_and_verifications_through_the_binary() {
     );
 
     // Five wrong codes lock it: the right one then answers max_attempts.
-    let (_, v) = c
-        .post(
-            BANK_KEY,
-            "/v1/verifications",
-            &json!({"to": "+447700900502", "code_length": 8}),
-            None,
-        )
+    let (vid, code) = c
+        .verify(&sim, "447700900502", json!({"code_length": 8}), 0)
         .await;
-    let vid = v["id"].as_str().unwrap().to_string();
-    let code = common::code_sent_to(&sim, "447700900502", 0).await;
     assert_eq!(code.len(), 8);
     let wrong = if code == "00000000" {
         "00000001"
@@ -172,30 +183,14 @@ async fn messages_and_verifications_through_the_binary() {
     assert_eq!(c.check(&vid, &code).await, "max_attempts");
 
     // An expired code is expired.
-    let (_, v) = c
-        .post(
-            BANK_KEY,
-            "/v1/verifications",
-            &json!({"to": "+447700900503", "ttl_secs": 1}),
-            None,
-        )
+    let (vid, code) = c
+        .verify(&sim, "447700900503", json!({"ttl_secs": 1}), 0)
         .await;
-    let vid = v["id"].as_str().unwrap().to_string();
-    let code = common::code_sent_to(&sim, "447700900503", 0).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(c.check(&vid, &code).await, "expired");
 
     // Concurrent correct checks: exactly one approval.
-    let (_, v) = c
-        .post(
-            BANK_KEY,
-            "/v1/verifications",
-            &json!({"to": "+447700900504"}),
-            None,
-        )
-        .await;
-    let vid = v["id"].as_str().unwrap().to_string();
-    let code = common::code_sent_to(&sim, "447700900504", 0).await;
+    let (vid, code) = c.verify(&sim, "447700900504", json!({}), 0).await;
     let racers = (0..10).map(|_| c.check(&vid, &code));
     let outcomes = futures_util::future::join_all(racers).await;
     assert_eq!(
@@ -210,26 +205,8 @@ async fn messages_and_verifications_through_the_binary() {
     );
 
     // A new verification for the number supersedes the old one.
-    let (_, v) = c
-        .post(
-            BANK_KEY,
-            "/v1/verifications",
-            &json!({"to": "+447700900505"}),
-            None,
-        )
-        .await;
-    let old = v["id"].as_str().unwrap().to_string();
-    let old_code = common::code_sent_to(&sim, "447700900505", 0).await;
-    let (_, v) = c
-        .post(
-            BANK_KEY,
-            "/v1/verifications",
-            &json!({"to": "+447700900505"}),
-            None,
-        )
-        .await;
-    let new = v["id"].as_str().unwrap().to_string();
-    let new_code = common::code_sent_to(&sim, "447700900505", 1).await;
+    let (old, old_code) = c.verify(&sim, "447700900505", json!({}), 0).await;
+    let (new, new_code) = c.verify(&sim, "447700900505", json!({}), 1).await;
     let (_, r) = c
         .post(
             BANK_KEY,
