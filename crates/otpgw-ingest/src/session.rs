@@ -10,12 +10,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::time::Instant;
 
 use futures_util::FutureExt;
 
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::time::sleep_until;
 
 use otpgw_core::clock::now_ms;
@@ -53,9 +54,18 @@ struct Conn {
     brand: Option<Arc<BrandConfig>>,
     outbox: Option<Arc<BrandOutbox>>,
     peer: SocketAddr,
-    /// Submits of this session waiting for the store.
-    pending_submits: Arc<AtomicUsize>,
+    /// Submits of this session waiting for the store, polled by the session task
+    /// itself (no task per submit); each answers with its sequence number.
+    accepts: FuturesUnordered<AcceptFuture>,
 }
+
+/// An acceptance under way: (sequence number, outcome, when the submit was read).
+type AcceptFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = (u32, Result<otpgw_core::MsgId, AcceptError>, Instant)>
+            + Send,
+    >,
+>;
 
 /// Serve one connection (its read and write halves, plain or TLS) until it closes;
 /// returns whether it ever bound.
@@ -80,7 +90,7 @@ where
         brand: None,
         outbox: None,
         peer,
-        pending_submits: Arc::new(AtomicUsize::new(0)),
+        accepts: FuturesUnordered::new(),
     };
     let bind_deadline = tokio::time::Instant::from_std(connected + ctx.cfg.bind_timeout);
     let mut jobs = Vec::new();
@@ -120,6 +130,9 @@ where
                     None => std::future::pending().await,
                 }
             } => Some(End::Closed),
+            Some((seq, res, started)) = c.accepts.next(), if !c.accepts.is_empty() => {
+                c.answer_submit(seq, res, started).await
+            }
             frame = rx.next() => match frame {
                 None | Some(Err(_)) => Some(End::Closed),
                 Some(Ok(Frame::Command(cmd))) => {
@@ -169,6 +182,12 @@ where
         }
     }
     c.close();
+    // Acceptances still under way finish (their messages must be queued once
+    // stored), though nobody hears the answers.
+    let rest = std::mem::take(&mut c.accepts);
+    if !rest.is_empty() {
+        tokio::spawn(rest.for_each(|_| async {}));
+    }
     drop(c);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     ever_bound
@@ -193,7 +212,7 @@ fn refusal(brand: &BrandConfig, e: AcceptError, seq: u32) -> Command {
 }
 
 impl Conn {
-    async fn send(&self, c: Command) -> Option<End> {
+    async fn send(&mut self, c: Command) -> Option<End> {
         self.tx.send(c).await.err().map(|_| End::Closed)
     }
 
@@ -386,33 +405,38 @@ impl Conn {
                 .await;
         };
         let started = Instant::now();
-        if self.pending_submits.load(Ordering::Relaxed) >= self.ctx.cfg.max_pending_submits {
+        if self.accepts.len() >= self.ctx.cfg.max_pending_submits {
             return self
                 .send(refusal(&brand, AcceptError::Throttled, seq))
                 .await;
         }
         let acceptor = self.ctx.acceptor.clone();
         let b = brand.clone();
-        let mut accept = Box::pin(async move { acceptor.accept(&b, fields, now_ms()).await });
-        // With a store that answers at once (memory), reply inline; otherwise the
-        // acceptance waits for its group commit in its own task so this session keeps
-        // reading, and the response goes out when the message is safe.
-        if let Some(res) = (&mut accept).now_or_never() {
-            let end = self.send(reply(&brand, res, seq)).await;
-            metrics::histogram!("otpgw_accept_latency_seconds")
-                .record(started.elapsed().as_secs_f64());
-            return end;
-        }
-        self.pending_submits.fetch_add(1, Ordering::Relaxed);
-        let (tx, pending) = (self.tx.clone(), self.pending_submits.clone());
-        tokio::spawn(async move {
-            let res = accept.await;
-            let _ = tx.send(reply(&brand, res, seq)).await;
-            pending.fetch_sub(1, Ordering::Relaxed);
-            metrics::histogram!("otpgw_accept_latency_seconds")
-                .record(started.elapsed().as_secs_f64());
+        let mut accept: AcceptFuture = Box::pin(async move {
+            let res = acceptor.accept(&b, fields, now_ms()).await;
+            (seq, res, started)
         });
+        // With a store that answers at once (memory), reply inline; otherwise the
+        // acceptance waits for its group commit while this session keeps reading,
+        // and the response goes out when the message is safe.
+        if let Some((seq, res, started)) = (&mut accept).now_or_never() {
+            return self.answer_submit(seq, res, started).await;
+        }
+        self.accepts.push(accept);
         None
+    }
+
+    /// Answer a `submit_sm` whose acceptance ended.
+    async fn answer_submit(
+        &mut self,
+        seq: u32,
+        res: Result<otpgw_core::MsgId, AcceptError>,
+        started: Instant,
+    ) -> Option<End> {
+        let brand = self.brand.clone()?;
+        let end = self.send(reply(&brand, res, seq)).await;
+        metrics::histogram!("otpgw_accept_latency_seconds").record(started.elapsed().as_secs_f64());
+        end
     }
 
     fn on_response(&mut self, id: u32, st: u32, seq: u32, now: Instant) -> Option<End> {

@@ -44,8 +44,25 @@ pub type PduSender = mpsc::Sender<Command>;
 /// Spawn the writer task. It ends when every sender is dropped (after writing what
 /// was queued) or when the socket fails, and then shuts the write half down.
 pub fn spawn_writer<W>(
+    io: W,
+    capacity: usize,
+) -> (
+    PduSender,
+    Arc<WriterStats>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    spawn_writer_with(io, capacity, BATCH_BYTES)
+}
+
+/// [`spawn_writer`] batching at most `batch_bytes` per write (0: one PDU per write,
+/// as a simple client library does).
+pub fn spawn_writer_with<W>(
     mut io: W,
     capacity: usize,
+    batch_bytes: usize,
 ) -> (
     PduSender,
     Arc<WriterStats>,
@@ -62,7 +79,7 @@ where
         while let Some(first) = rx.recv().await {
             encode_command(&first, &mut buf);
             let mut n = 1u64;
-            while buf.len() < BATCH_BYTES {
+            while buf.len() < batch_bytes {
                 match rx.try_recv() {
                     Ok(c) => {
                         encode_command(&c, &mut buf);

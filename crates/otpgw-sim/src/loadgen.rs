@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
 use otpgw_proto::codec::Frame;
-use otpgw_proto::driver::{reader, spawn_writer};
+use otpgw_proto::driver::{reader, spawn_writer_with};
 use otpgw_proto::pdu::{self, Address, BindParams, DeliverView, SubmitFields};
 use otpgw_proto::receipt::DeliveryState;
 use otpgw_proto::rusmpp::{Command, CommandStatus, Pdu};
@@ -59,6 +59,9 @@ pub struct LoadConfig {
     pub receipt_timeout: Duration,
     /// Source address.
     pub source: String,
+    /// Write each PDU on its own (one `write` per PDU, as simple client libraries
+    /// do) instead of batching what is queued.
+    pub flush_each: bool,
     /// Index of the first message (its text and destination derive from the index),
     /// so several runs against one gateway send distinct messages.
     pub first_index: u64,
@@ -88,6 +91,7 @@ impl LoadConfig {
             duration: None,
             receipt_timeout: Duration::from_secs(30),
             source: "OTPGW".into(),
+            flush_each: false,
             first_index: 0,
             expect_receipts: None,
             validity_period: String::new(),
@@ -322,7 +326,8 @@ async fn connect(cfg: &LoadConfig) -> Result<Conn, LoadError> {
     let _ = s.set_nodelay(true);
     let (rd, wr) = s.into_split();
     let mut rx = reader(rd, 65_536);
-    let (tx, _st, writer) = spawn_writer(wr, cfg.window.max(16) * 2);
+    let batch = if cfg.flush_each { 0 } else { 64 * 1024 };
+    let (tx, _st, writer) = spawn_writer_with(wr, cfg.window.max(16) * 2, batch);
     let p = BindParams {
         system_id: cfg.system_id.clone(),
         password: cfg.password.clone(),

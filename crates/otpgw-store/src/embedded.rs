@@ -32,7 +32,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -45,7 +45,7 @@ use otpgw_core::{DeliveryState, Message, MsgId};
 
 use crate::counters::Counters;
 use crate::record::{self, CarrierState};
-use crate::writes::{self, Op};
+use crate::writes::{self, Answer, Op};
 
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const CARRIER_STATE: TableDefinition<u64, &[u8]> = TableDefinition::new("carrier_state");
@@ -100,6 +100,20 @@ pub struct WriterStats {
     pub failures: AtomicU64,
     /// Whether the last commit failed.
     pub last_failed: std::sync::atomic::AtomicBool,
+}
+
+impl WriterStats {
+    /// A commit of `ops` writes, started at `started`, ended (`ok`).
+    pub(crate) fn record(&self, started: Instant, ops: usize, ok: bool) {
+        metrics::histogram!("otpgw_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("otpgw_store_batch_ops").record(ops as f64);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.ops.fetch_add(ops as u64, Ordering::Relaxed);
+        if !ok {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.last_failed.store(!ok, Ordering::Relaxed);
+    }
 }
 
 /// See the module docs.
@@ -389,26 +403,9 @@ fn writer_loop(
             Err(RecvTimeoutError::Disconnected) => return,
         };
         if let Some(op) = first {
-            batch.push(op);
-            let deadline = Instant::now() + cfg.commit_window;
-            while batch.len() < cfg.batch_max {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(TryRecvError::Disconnected) => break,
-                    Err(TryRecvError::Empty) => {
-                        let now = Instant::now();
-                        if now >= deadline {
-                            break;
-                        }
-                        match rx.recv_timeout(deadline - now) {
-                            Ok(op) => batch.push(op),
-                            Err(_) => break,
-                        }
-                    }
-                }
-            }
+            writes::gather(&rx, op, cfg.commit_window, cfg.batch_max, &mut batch);
             let started = Instant::now();
-            let (ok, mut answers) = match apply(&db, &batch) {
+            let (ok, answers) = match apply(&db, &batch) {
                 Ok(a) => (true, a),
                 Err(e) => {
                     tracing::error!(error = %e, ops = batch.len(), "store commit failed");
@@ -416,48 +413,8 @@ fn writer_loop(
                     (false, Vec::new())
                 }
             };
-            let mut answer = |i: usize| {
-                answers
-                    .iter_mut()
-                    .find(|(j, _)| *j == i)
-                    .map(|(_, a)| std::mem::replace(a, Answer::None))
-                    .unwrap_or(Answer::None)
-            };
-            metrics::histogram!("otpgw_store_commit_seconds")
-                .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("otpgw_store_batch_ops").record(batch.len() as f64);
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats.ops.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let mut stop = false;
-            for (i, op) in batch.drain(..).enumerate() {
-                match op {
-                    Op::Accept { done, .. } => {
-                        pending.fetch_sub(1, Ordering::Relaxed);
-                        let once = match answer(i) {
-                            Answer::Duplicate(v) => Once::Duplicate(v),
-                            _ => Once::Accepted,
-                        };
-                        let _ = done.send(ok.then_some(once));
-                    }
-                    Op::Kv { done, .. } => {
-                        let v = match answer(i) {
-                            Answer::Version(v) => v,
-                            _ => None,
-                        };
-                        let _ = done.send(ok.then_some(v));
-                    }
-                    Op::Finished { done, .. }
-                    | Op::Flush(done)
-                    | Op::Sent(_, done)
-                    | Op::Attempts(_, _, done)
-                    | Op::Publish { done, .. } => {
-                        let _ = done.send(ok);
-                    }
-                    Op::Stop => stop = true,
-                    _ => {}
-                }
-            }
-            if stop {
+            stats.record(started, batch.len(), ok);
+            if writes::answer(&mut batch, ok, answers, &pending) {
                 return;
             }
         }
@@ -468,15 +425,6 @@ fn writer_loop(
             }
         }
     }
-}
-
-/// What a write of a batch answers besides success.
-enum Answer {
-    None,
-    /// An accept whose idempotency key existed: its value.
-    Duplicate(Vec<u8>),
-    /// A compare-and-set: the new version, or `None` on a conflict.
-    Version(Option<u64>),
 }
 
 /// Write one batch in one transaction. Writes that a later op of the same batch

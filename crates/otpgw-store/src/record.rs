@@ -231,6 +231,26 @@ pub fn encode_kv(version: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
     b
 }
 
+/// A key-value entry of the log store: key, version, expiry, then the value to the
+/// end.
+pub fn encode_kv_entry(key: &str, version: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(20 + key.len() + value.len());
+    put_str(&mut b, key);
+    b.extend_from_slice(&version.to_be_bytes());
+    b.extend_from_slice(&expires_ms.to_be_bytes());
+    b.extend_from_slice(value);
+    b
+}
+
+/// (key, version, expiry, value) of a log store's key-value entry.
+pub fn decode_kv_entry(buf: &[u8]) -> Option<(String, u64, u64, &[u8])> {
+    let mut r = Rd(buf);
+    let key = r.string()?;
+    let v = r.u64()?;
+    let e = r.u64()?;
+    Some((key, v, e, r.rest()))
+}
+
 /// (version, expiry, value) of a key-value record.
 pub fn decode_kv(buf: &[u8]) -> Option<(u64, u64, &[u8])> {
     let mut r = Rd(buf);

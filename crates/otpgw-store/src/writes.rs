@@ -66,6 +66,93 @@ pub(crate) enum Op {
     Stop,
 }
 
+/// What a write of a batch answers besides success.
+pub(crate) enum Answer {
+    None,
+    /// An accept whose idempotency key existed: its value.
+    Duplicate(Vec<u8>),
+    /// A compare-and-set: the new version, or `None` on a conflict.
+    Version(Option<u64>),
+}
+
+/// Gather a batch for a writer thread: `first`, then whatever else arrives within
+/// `window` (at most `max` writes).
+pub(crate) fn gather(
+    rx: &std::sync::mpsc::Receiver<Op>,
+    first: Op,
+    window: std::time::Duration,
+    max: usize,
+    batch: &mut Vec<Op>,
+) {
+    use std::sync::mpsc::TryRecvError;
+    batch.push(first);
+    let deadline = std::time::Instant::now() + window;
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(op) => batch.push(op),
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                match rx.recv_timeout(deadline - now) {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
+
+/// Resolve the waiters of a batch a writer thread wrote (`ok`) with the answers
+/// it gave (by position in the batch), and empty it; `true` when it asked the
+/// writer to stop.
+pub(crate) fn answer(
+    batch: &mut Vec<Op>,
+    ok: bool,
+    mut answers: Vec<(usize, Answer)>,
+    pending: &AtomicUsize,
+) -> bool {
+    let mut take = |i: usize| {
+        answers
+            .iter_mut()
+            .find(|(j, _)| *j == i)
+            .map(|(_, a)| std::mem::replace(a, Answer::None))
+            .unwrap_or(Answer::None)
+    };
+    let mut stop = false;
+    for (i, op) in batch.drain(..).enumerate() {
+        match op {
+            Op::Accept { done, .. } => {
+                pending.fetch_sub(1, Ordering::Relaxed);
+                let once = match take(i) {
+                    Answer::Duplicate(v) => Once::Duplicate(v),
+                    _ => Once::Accepted,
+                };
+                let _ = done.send(ok.then_some(once));
+            }
+            Op::Kv { done, .. } => {
+                let v = match take(i) {
+                    Answer::Version(v) => v,
+                    _ => None,
+                };
+                let _ = done.send(ok.then_some(v));
+            }
+            Op::Finished { done, .. }
+            | Op::Flush(done)
+            | Op::Sent(_, done)
+            | Op::Attempts(_, _, done)
+            | Op::Publish { done, .. } => {
+                let _ = done.send(ok);
+            }
+            Op::Stop => stop = true,
+            Op::Confirmed(..) | Op::Owe(..) | Op::Forwarded(_) | Op::Status { .. } => {}
+        }
+    }
+    stop
+}
+
 /// Where a backend's writes go (its writer's channel); `false`: the writer is gone.
 pub(crate) trait Queue {
     fn put(&self, op: Op) -> bool;

@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// Do not ask for receipts.
     #[arg(long)]
     pub no_receipts: bool,
+    /// Write each PDU on its own (one write per PDU, as simple client libraries do)
+    /// instead of batching what is queued.
+    #[arg(long)]
+    pub flush_each: bool,
     /// Stop waiting for receipts this many seconds after the last one.
     #[arg(long, default_value_t = 30)]
     pub receipt_timeout_secs: u64,
@@ -99,15 +103,21 @@ impl BenchArgs {
             .map(|d| Duration::try_from_secs_f64(d).context("--duration"))
             .transpose()?;
         c.registered_delivery = u8::from(!self.no_receipts);
+        c.flush_each = self.flush_each;
         c.receipt_timeout = Duration::from_secs(self.receipt_timeout_secs);
         Ok(c)
     }
 
     fn describe(&self) -> String {
         format!(
-            "{} bind(s) x window {}, {} messages{}, {}% OTP, {:?} {} chars, {}, receipts {}",
+            "{} bind(s) x window {}{}, {} messages{}, {}% OTP, {:?} {} chars, {}, receipts {}",
             self.binds,
             self.window,
+            if self.flush_each {
+                " (one PDU per write)"
+            } else {
+                ""
+            },
             self.count,
             self.duration
                 .map(|d| format!(" or {d} s"))

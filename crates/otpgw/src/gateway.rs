@@ -202,6 +202,13 @@ impl Gateway {
                 embedded = Some(e.clone());
                 e
             }
+            Backend::Log => {
+                let l = Arc::new(otpgw_store::LogStore::open(cfg.log_config()).with_context(
+                    || format!("cannot open the log store {}", cfg.store.path.display()),
+                )?);
+                tracing::info!(path = %cfg.store.path.display(), "log store open");
+                l
+            }
             Backend::Redis => {
                 let r = otpgw_store::RedisStore::open(cfg.redis_config())
                     .await

@@ -153,7 +153,8 @@ impl Config {
             p.push("server.max_pending_submits: must be at least 1".into());
         }
         let st = &self.store;
-        if st.backend == Backend::Embedded && st.path.as_os_str().is_empty() {
+        if matches!(st.backend, Backend::Embedded | Backend::Log) && st.path.as_os_str().is_empty()
+        {
             p.push("store.path: must not be empty".into());
         }
         if st.backend == Backend::Redis {
@@ -243,6 +244,17 @@ impl Config {
     pub fn embedded_config(&self) -> otpgw_store::EmbeddedConfig {
         let s = &self.store;
         let mut c = otpgw_store::EmbeddedConfig::new(&s.path);
+        c.commit_window = Duration::from_micros(s.commit_window_us);
+        c.batch_max = s.batch_max;
+        c.finished_retention = Duration::from_secs(s.finished_retention_secs);
+        c.receipt_retention = Duration::from_secs(s.receipt_retention_secs);
+        c
+    }
+
+    /// The log store's settings (`path` is its directory).
+    pub fn log_config(&self) -> otpgw_store::LogConfig {
+        let s = &self.store;
+        let mut c = otpgw_store::LogConfig::new(&s.path);
         c.commit_window = Duration::from_micros(s.commit_window_us);
         c.batch_max = s.batch_max;
         c.finished_retention = Duration::from_secs(s.finished_retention_secs);

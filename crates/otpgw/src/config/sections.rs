@@ -103,6 +103,9 @@ pub(super) fn d_grace() -> u64 {
 pub enum Backend {
     /// A redb file on local disk with group commit: the default.
     Embedded,
+    /// An append-only segmented log in the directory `path`, with its index in
+    /// memory (one write and one fdatasync per group commit).
+    Log,
     /// Keeps nothing across a restart; only when named, and logged loudly.
     Memory,
     /// Redis Streams (`redis_url`, `redis_prefix`, `node_id`); durable when Redis
