@@ -7,6 +7,8 @@
 #
 #   benches/queued-memory.sh                    # 1,000,000 messages, durable store
 #   STORE=memory COUNT=200000 benches/queued-memory.sh
+#   STORE=log benches/queued-memory.sh        # the log store
+# It then kills the gateway (SIGKILL) and times its restart with everything queued.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
@@ -51,3 +53,17 @@ echo "gateway resident memory: before $before KiB, after $after KiB, peak $(awk 
 awk -v b="$before" -v a="$after" -v n="$queued" 'BEGIN {
     if (n > 0) printf "resident memory per queued message: %.0f bytes\n", (a - b) * 1024 / n
 }'
+
+# Recovery: SIGKILL, start again, and time until the gateway listens with every
+# queued message taken back (the store's replay and the requeue).
+kill -9 "$GW"; wait "$GW" 2>/dev/null || true
+t0=$(date +%s%N)
+RUST_LOG=info "$BIN" serve --config "$tmp/otpgw.toml" >"$tmp/gw2.log" 2>&1 &
+GW=$!
+until grep -q "otpgw started" "$tmp/gw2.log"; do
+    kill -0 "$GW" 2>/dev/null || { cat "$tmp/gw2.log"; exit 1; }
+    sleep 0.02
+done
+t1=$(date +%s%N)
+echo "restart after SIGKILL with $queued queued: $(( (t1 - t0) / 1000000 )) ms until listening; $(grep -o 'requeued=[0-9]*' "$tmp/gw2.log" | head -1)"
+echo "gateway resident memory after the restart: $(rss) KiB"
