@@ -104,6 +104,17 @@ impl IntoResponse for ApiError {
         {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
+        // The body was not read to its end: the server closes the connection after
+        // this answer, and says so, so that a client does not send its next request
+        // on a connection that is going away.
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) || self.code == "invalid_body"
+        {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -188,5 +199,25 @@ impl From<VerifyError> for ApiError {
             }
             VerifyError::Busy => Self::new(S::SERVICE_UNAVAILABLE, "busy", msg).retry(1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unread_body_closes_the_connection_and_says_so() {
+        let close = |e: ApiError| {
+            e.into_response()
+                .headers()
+                .get(header::CONNECTION)
+                .map(|v| v.to_str().unwrap_or("").to_string())
+        };
+        let big = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "x");
+        assert_eq!(close(big).as_deref(), Some("close"));
+        let slow = ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "x");
+        assert_eq!(close(slow).as_deref(), Some("close"));
+        assert_eq!(close(ApiError::not_found()), None);
     }
 }

@@ -8,12 +8,18 @@
 //!   and duplicates.
 //! - [`loadgen`]: a brand load generator: binds, submits at a rate or as fast as the
 //!   window allows, matches receipts, and reports throughput and latency.
+//! - [`fuzz`]: a live-server fuzzer: bound sessions streaming mutated PDUs, each
+//!   batch checked to end answered or closed, never hung;
 //! - [`httpload`]: a load generator for the HTTP API (messages or verifications
 //!   over keep-alive connections);
+//! - [`proxy`]: a loopback TCP proxy that adds latency, stalls or resets
+//!   connections (fault campaigns);
 //! - [`redis_server`]: a durable `redis-server` process for tests.
 
+pub mod fuzz;
 pub mod httpload;
 pub mod loadgen;
+pub mod proxy;
 pub mod receipts;
 pub mod redis_server;
 pub mod smsc;

@@ -161,6 +161,8 @@ pub struct LoadReport {
     pub delivered_latency_us: Histogram<u64>,
     /// Receipts for ids this run was not given (an earlier run's messages): (id, state).
     pub foreign_receipts: Vec<(String, DeliveryState)>,
+    /// Every receipt of this run's own messages, by otpgw id, in order of arrival.
+    pub receipts_by_id: HashMap<String, Vec<DeliveryState>>,
     /// The run second by second (at most the first [`MAX_SERIES_SECONDS`]).
     pub per_second: Vec<SecondStats>,
 }
@@ -220,6 +222,8 @@ struct Shared {
     limit: AtomicU64,
     responses: AtomicU64,
     accepted_wanting_receipt: AtomicU64,
+    /// This run's messages that got their (first) receipt.
+    own_receipts: AtomicU64,
     progress: Arc<Progress>,
     inner: Mutex<Inner>,
 }
@@ -280,6 +284,7 @@ pub async fn run_with_progress(
         limit: AtomicU64::new(cfg.count),
         responses: AtomicU64::new(0),
         accepted_wanting_receipt: AtomicU64::new(0),
+        own_receipts: AtomicU64::new(0),
         progress,
         inner: Mutex::new(Inner::default()),
     });
@@ -509,7 +514,10 @@ fn receipts_done(cfg: &LoadConfig, sh: &Shared) -> bool {
     if cfg.registered_delivery & 0x03 == 0 {
         return answered;
     }
-    answered && receipts >= sh.accepted_wanting_receipt.load(Ordering::Relaxed)
+    // Receipts for an earlier run's messages (still owed to the brand) do not count.
+    answered
+        && sh.own_receipts.load(Ordering::Relaxed)
+            >= sh.accepted_wanting_receipt.load(Ordering::Relaxed)
 }
 
 fn receipt_wait_over(cfg: &LoadConfig, sh: &Shared) -> bool {
@@ -575,7 +583,9 @@ async fn on_command(
                         .collect();
                     inner.early.retain(|(r, _, _)| *r != mid);
                     for (r, state, at) in early {
-                        record_receipt(&mut inner, r, state, at);
+                        if record_receipt(&mut inner, r, state, at) {
+                            sh.own_receipts.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 } else {
                     sh.progress.refused.fetch_add(1, Ordering::Relaxed);
@@ -595,7 +605,9 @@ async fn on_command(
                         slot.receipts += 1;
                     }
                     if inner.by_id.contains_key(&r.id) {
-                        record_receipt(&mut inner, r.id, r.state, now);
+                        if record_receipt(&mut inner, r.id, r.state, now) {
+                            sh.own_receipts.fetch_add(1, Ordering::Relaxed);
+                        }
                     } else {
                         inner.early.push((r.id, r.state, now));
                     }
@@ -619,8 +631,10 @@ async fn on_command(
     }
 }
 
-fn record_receipt(inner: &mut Inner, id: String, state: DeliveryState, at: Instant) {
+/// Record a receipt; true when it is the first for one of this run's messages.
+fn record_receipt(inner: &mut Inner, id: String, state: DeliveryState, at: Instant) -> bool {
     let first = !inner.receipts.contains_key(&id);
+    let own = inner.by_id.contains_key(&id);
     if let Some(&(_, sent)) = inner.by_id.get(&id) {
         let us = at.saturating_duration_since(sent).as_micros().max(1) as u64;
         if let Some(h) = inner.rcpt_lat.as_mut() {
@@ -634,6 +648,7 @@ fn record_receipt(inner: &mut Inner, id: String, state: DeliveryState, at: Insta
         }
     }
     inner.receipts.entry(id).or_default().push(state);
+    first && own
 }
 
 fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadReport {
@@ -716,6 +731,7 @@ fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadRe
             .dlvr_lat
             .unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
         foreign_receipts,
+        receipts_by_id: inner.receipts.clone(),
         per_second,
     }
 }

@@ -32,7 +32,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -395,25 +395,33 @@ fn writer_loop(
     stats: Arc<WriterStats>,
 ) {
     let mut batch: Vec<Op> = Vec::with_capacity(cfg.batch_max);
+    let mut backlog = writes::Backlog::default();
     let mut last_purge = Instant::now();
     loop {
-        let first = match rx.recv_timeout(cfg.purge_interval) {
-            Ok(op) => Some(op),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        if let Some(op) = first {
-            writes::gather(&rx, op, cfg.commit_window, cfg.batch_max, &mut batch);
+        let next = writes::next_batch(
+            &rx,
+            &mut backlog,
+            cfg.commit_window,
+            cfg.batch_max,
+            cfg.purge_interval,
+            &mut batch,
+        );
+        if next.is_err() {
+            return;
+        }
+        if !batch.is_empty() {
             let started = Instant::now();
             let (ok, answers) = match apply(&db, &batch) {
                 Ok(a) => (true, a),
                 Err(e) => {
-                    tracing::error!(error = %e, ops = batch.len(), "store commit failed");
+                    writes::log_failed("store commit failed", &e, batch.len());
                     metrics::counter!("otpgw_store_commit_failures_total").increment(1);
+                    backlog.keep_failed(&batch);
                     (false, Vec::new())
                 }
             };
             stats.record(started, batch.len(), ok);
+            metrics::gauge!("otpgw_store_backlog_writes").set(backlog.len() as f64);
             if writes::answer(&mut batch, ok, answers, &pending) {
                 return;
             }

@@ -409,7 +409,8 @@ async fn check_fsync(conn: &mut ConnectionManager) {
 const PIPELINES_IN_FLIGHT: usize = 4;
 
 /// A batch under way: its writes, the stream entries its finished messages took out
-/// of the entry map (put back if the pipeline fails), and the pipeline's answer.
+/// of the entry map (put back if the pipeline fails), the pipeline's answer, and
+/// whether it went alone (see [`writer`]).
 type Flight = std::pin::Pin<
     Box<
         dyn std::future::Future<
@@ -417,6 +418,7 @@ type Flight = std::pin::Pin<
                     Vec<Op>,
                     Vec<(u64, String)>,
                     redis::RedisResult<Vec<redis::Value>>,
+                    bool,
                 ),
             > + Send,
     >,
@@ -437,50 +439,74 @@ async fn writer(
     };
     let mut flights: futures_util::stream::FuturesOrdered<Flight> = Default::default();
     let mut closed = false;
+    // After a failed pipeline its writes (and those of the pipelines that were
+    // already under way behind it) are written again, in order, before anything
+    // newer: one pipeline at a time until that backlog is gone.
+    let mut backlog = writes::Backlog::default();
+    let mut recovering = false;
     loop {
-        if closed && flights.is_empty() {
+        let serial = recovering || !backlog.is_empty();
+        if closed && flights.is_empty() && (backlog.is_empty() || !healthy.load(Ordering::Relaxed))
+        {
             return;
         }
+        let room = if serial {
+            flights.is_empty()
+        } else {
+            flights.len() < PIPELINES_IN_FLIGHT
+        };
+        let mut batch = Vec::new();
         tokio::select! {
-            op = rx.recv(), if !closed && flights.len() < PIPELINES_IN_FLIGHT => {
-                let Some(first) = op else {
-                    closed = true;
-                    continue;
-                };
-                let mut batch = Vec::with_capacity(64);
-                batch.push(first);
-                while batch.len() < cfg.batch_max {
-                    match rx.try_recv() {
-                        Ok(op) => batch.push(op),
-                        Err(_) => break,
+            op = rx.recv(), if !closed && room => {
+                match op {
+                    None => {
+                        closed = true;
+                        continue;
                     }
+                    Some(first) if serial => {
+                        backlog.push(first);
+                        backlog.take(cfg.batch_max, &mut batch);
+                    }
+                    Some(first) => batch.push(first),
                 }
-                let (pipe, taken) = build(&cfg, &script, &batch, &entries);
-                let (mut c, script) = (conn.clone(), script.clone());
-                flights.push_back(Box::pin(async move {
-                    let mut res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut c).await;
-                    if matches!(&res, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
-                        // Redis restarted (its script cache is empty): load and send again.
-                        if script.accept.prepare_invoke().load_async(&mut c).await.is_ok()
-                            && script.kv.prepare_invoke().load_async(&mut c).await.is_ok()
-                        {
-                            res = pipe.query_async(&mut c).await;
+                if backlog.is_empty() {
+                    while batch.len() < cfg.batch_max {
+                        match rx.try_recv() {
+                            Ok(op) => batch.push(op),
+                            Err(_) => break,
                         }
                     }
-                    (batch, taken, res)
-                }));
+                }
+                flights.push_back(launch(&cfg, &script, batch, &entries, &conn, serial));
             }
-            Some((batch, taken, res)) = flights.next(), if !flights.is_empty() => {
+            Some((batch, taken, res, alone)) = flights.next(), if !flights.is_empty() => {
                 let ok = res.is_ok();
                 if let Err(e) = &res {
-                    tracing::error!(error = %e, writes = batch.len(), "redis write failed");
+                    writes::log_failed("redis write failed", e, batch.len());
                     metrics::counter!("otpgw_store_write_failures_total").increment(1);
                 }
                 healthy.store(ok, Ordering::Relaxed);
+                if alone {
+                    // The oldest writes there are: in front of the backlog again.
+                    if !ok {
+                        backlog.keep_failed(&batch);
+                    }
+                } else if !ok || recovering {
+                    // Behind the failure, in the order they were sent.
+                    recovering = true;
+                    backlog.keep_behind(&batch);
+                }
+                if flights.is_empty() {
+                    recovering = false;
+                }
+                metrics::gauge!("otpgw_store_backlog_writes").set(backlog.len() as f64);
                 complete(batch, taken, res, &entries, &pending);
             }
-            () = tokio::time::sleep(Duration::from_secs(1)), if flights.is_empty() && !closed => {
-                // Idle: find out whether Redis is (still) there.
+            () = tokio::time::sleep(if backlog.is_empty() { Duration::from_secs(1) } else { writes::Backlog::RETRY_EVERY }),
+                if flights.is_empty() =>
+            {
+                // Idle: find out whether Redis is (still) there; write the backlog
+                // once it is.
                 let ok = redis::cmd("PING")
                     .query_async::<String>(&mut conn)
                     .await
@@ -489,9 +515,43 @@ async fn writer(
                     let _ = ensure_group(&mut conn, &cfg.stream()).await;
                 }
                 healthy.store(ok, Ordering::Relaxed);
+                if ok && !backlog.is_empty() {
+                    backlog.take(cfg.batch_max, &mut batch);
+                    flights.push_back(launch(&cfg, &script, batch, &entries, &conn, true));
+                }
             }
         }
     }
+}
+
+/// Send one batch as a pipeline.
+fn launch(
+    cfg: &RedisConfig,
+    script: &Scripts,
+    batch: Vec<Op>,
+    entries: &DashMap<u64, String>,
+    conn: &ConnectionManager,
+    alone: bool,
+) -> Flight {
+    let (pipe, taken) = build(cfg, script, &batch, entries);
+    let (mut c, script) = (conn.clone(), script.clone());
+    Box::pin(async move {
+        let mut res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut c).await;
+        if matches!(&res, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
+            // Redis restarted (its script cache is empty): load and send again.
+            if script
+                .accept
+                .prepare_invoke()
+                .load_async(&mut c)
+                .await
+                .is_ok()
+                && script.kv.prepare_invoke().load_async(&mut c).await.is_ok()
+            {
+                res = pipe.query_async(&mut c).await;
+            }
+        }
+        (batch, taken, res, alone)
+    })
 }
 
 /// The scripts the writer runs (loaded again after Redis restarted).

@@ -274,3 +274,65 @@ async fn attempts_and_fallback_events_survive_a_restart() {
     let now = otpgw_core::clock::now_ms();
     otpgw_store::fixtures::check_assurance_recovered(&s.recover(now).unwrap(), 41);
 }
+
+/// Writes nobody waits for, made while Redis is down (a carrier's confirmation, a
+/// receipt forwarded, a finish whose pipeline failed), are written once it is
+/// back, in order: the next run neither sends those messages again nor repeats
+/// those receipts. (The soak campaign found the gap.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_while_redis_is_down_land_once_it_is_back() {
+    let Some(mut r) = Redis::start("backlog") else {
+        return;
+    };
+    let s = open(&r, "n1").await;
+    for i in 1..=30u64 {
+        s.accept(&msg(i)).await.expect("accepted");
+    }
+    for i in 21..=30u64 {
+        assert!(
+            s.finished(MsgId(i), DeliveryState::Delivered, Some(&job(i, 7)), 7)
+                .wait()
+                .await
+        );
+    }
+    r.kill9();
+    for i in 1..=10u64 {
+        s.carrier_accepted(MsgId(i), "sim", &format!("C{i}"));
+    }
+    let mut finishes = Vec::new();
+    for i in 11..=15u64 {
+        finishes.push(s.finished(MsgId(i), DeliveryState::Delivered, None, 8));
+    }
+    for i in 21..=30u64 {
+        s.receipt_forwarded(MsgId(i));
+    }
+    for f in finishes {
+        assert!(!f.wait().await, "a finish fails while redis is down");
+    }
+    assert!(r.spawn(), "redis restarts");
+    let mut flushed = false;
+    for _ in 0..100 {
+        if s.flush().wait().await {
+            flushed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(flushed, "writes go through again");
+    let rec = open(&r, "n1").await.recover(0).expect("recover");
+    let mut confirmed: Vec<u64> = rec.confirmed.iter().map(|(m, _, _)| m.id.0).collect();
+    confirmed.sort();
+    assert_eq!(
+        confirmed,
+        (1..=10).collect::<Vec<_>>(),
+        "confirmations landed"
+    );
+    let mut unconfirmed: Vec<u64> = rec.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
+    unconfirmed.sort();
+    assert_eq!(
+        unconfirmed,
+        (16..=20).collect::<Vec<_>>(),
+        "finishes landed (11-15 are gone)"
+    );
+    assert!(rec.receipts.is_empty(), "forwarded marks landed");
+}

@@ -479,6 +479,7 @@ mod tests {
             receipt_latency_us: h.clone(),
             delivered_latency_us: h,
             foreign_receipts: vec![],
+            receipts_by_id: Default::default(),
             per_second: vec![
                 otpgw_sim::loadgen::SecondStats {
                     second: 0,

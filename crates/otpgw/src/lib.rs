@@ -1,5 +1,6 @@
 //! The `otpgw` binary's library: configuration, assembly of the gateway, and the
-//! commands (`serve`, `check-config`, `sim`, `demo`, `bench`, `bench-http`). `main.rs` only parses
+//! commands (`serve`, `check-config`, `sim`, `demo`, `bench`, `bench-http`,
+//! `soak`). `main.rs` only parses
 //! the command line and calls into here.
 
 pub mod assurance;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod ops;
+pub mod soak;
 
 pub use config::Config;
 pub use gateway::Gateway;

@@ -81,6 +81,13 @@ enum Cmd {
     Bench(otpgw::bench::BenchArgs),
     /// Load generator for the HTTP API (messages or verifications).
     BenchHttp(otpgw::bench_http::BenchHttpArgs),
+    /// Fault campaign: real gateway processes under load while nodes are killed,
+    /// carrier links flap, stall and slow down, the disk fills and Redis restarts;
+    /// an independent ledger checks nothing acknowledged was lost.
+    Soak(otpgw::soak::SoakArgs),
+    /// Live-server fuzz: mutated PDUs over sockets at a real `otpgw serve`; every
+    /// batch must end answered or closed, and the server must live on and serve.
+    FuzzLive(otpgw::soak::fuzz_live::FuzzLiveArgs),
 }
 
 fn main() -> ExitCode {
@@ -215,6 +222,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Bench(args) => otpgw::bench::run(args).await,
         Cmd::BenchHttp(args) => otpgw::bench_http::run(args).await,
+        Cmd::Soak(args) => otpgw::soak::run(args).await,
+        Cmd::FuzzLive(args) => otpgw::soak::fuzz_live::run(args).await,
     }
 }
 

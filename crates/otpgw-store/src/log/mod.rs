@@ -38,7 +38,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use otpgw_core::clock::now_ms;
@@ -355,33 +355,35 @@ impl Writer {
     fn run(mut self, rx: Receiver<Op>) {
         let mut batch: Vec<Op> = Vec::with_capacity(self.cfg.batch_max);
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut backlog = writes::Backlog::default();
         let mut last_purge = Instant::now();
         loop {
-            let first = match rx.recv_timeout(self.cfg.purge_interval) {
-                Ok(op) => Some(op),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            if let Some(op) = first {
-                writes::gather(
-                    &rx,
-                    op,
-                    self.cfg.commit_window,
-                    self.cfg.batch_max,
-                    &mut batch,
-                );
+            let next = writes::next_batch(
+                &rx,
+                &mut backlog,
+                self.cfg.commit_window,
+                self.cfg.batch_max,
+                self.cfg.purge_interval,
+                &mut batch,
+            );
+            if next.is_err() {
+                return;
+            }
+            if !batch.is_empty() {
                 let started = Instant::now();
                 buf.clear();
                 let answers = self.encode(&batch, &mut buf);
                 let ok = match self.append(&buf) {
                     Ok(()) => true,
                     Err(e) => {
-                        tracing::error!(error = %e, ops = batch.len(), "log write failed");
+                        writes::log_failed("log write failed", &e, batch.len());
                         metrics::counter!("otpgw_store_commit_failures_total").increment(1);
+                        backlog.keep_failed(&batch);
                         false
                     }
                 };
                 self.stats.record(started, batch.len(), ok);
+                metrics::gauge!("otpgw_store_backlog_writes").set(backlog.len() as f64);
                 if writes::answer(&mut batch, ok, answers, &self.pending) {
                     return;
                 }

@@ -490,3 +490,95 @@ async fn a_full_disk_refuses_accepts_and_loses_nothing_acknowledged() {
         acked.len() - 1
     );
 }
+
+/// Writes nobody waits for (a carrier's confirmation, a receipt forwarded, a
+/// finish whose commit failed) made while the disk is full are not forgotten: they
+/// land once space is freed, so the next run neither sends those messages again
+/// nor repeats those receipts. (The soak campaign found the gap: after a disk-full
+/// episode and then a SIGKILL, brands got receipts twice.)
+#[tokio::test]
+async fn writes_made_while_the_disk_is_full_land_once_it_is_freed() {
+    let Some(disk) = SmallDisk::mount("backlog", 256) else {
+        assert!(
+            std::env::var_os("OTPGW_REQUIRE_TMPFS").is_none(),
+            "mounting a tmpfs is required (OTPGW_REQUIRE_TMPFS)"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs here");
+        return;
+    };
+    let dir = disk.0.join("log");
+    let s = open(&dir);
+    for i in 1..=30u64 {
+        s.accept(&msg(i)).await.unwrap();
+    }
+    // 21..=30 finished with a receipt owed, before the disk fills.
+    for i in 21..=30u64 {
+        assert!(
+            s.finished(MsgId(i), DeliveryState::Delivered, Some(&job(i, 7)), 7)
+                .wait()
+                .await
+        );
+    }
+    // Fill the disk until a write fails.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    // Whatever room the last pages had goes to accepts, until one is refused.
+    let mut refused = false;
+    for i in 1_000..6_000u64 {
+        if s.accept(&msg(i)).await.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the disk is full");
+    for i in 1..=10u64 {
+        s.carrier_accepted(MsgId(i), "sim", &format!("C{i}"));
+    }
+    let mut finishes = Vec::new();
+    for i in 11..=15u64 {
+        finishes.push(s.finished(MsgId(i), DeliveryState::Delivered, None, 8));
+    }
+    for i in 21..=30u64 {
+        s.receipt_forwarded(MsgId(i));
+    }
+    for f in finishes {
+        assert!(!f.wait().await, "a finish fails while the disk is full");
+    }
+    assert!(!s.is_healthy());
+    std::fs::remove_file(&filler).unwrap();
+    // No new write needed: the writer tries its backlog again by itself.
+    let mut landed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.is_healthy() {
+            landed = true;
+            break;
+        }
+    }
+    assert!(landed, "healthy again once space is freed");
+    assert!(s.flush().wait().await);
+    s.close();
+    let s = open(&dir);
+    let rec = s.recover(now_ms()).unwrap();
+    let mut confirmed: Vec<u64> = rec.confirmed.iter().map(|(m, _, _)| m.id.0).collect();
+    confirmed.sort();
+    assert_eq!(
+        confirmed,
+        (1..=10).collect::<Vec<_>>(),
+        "confirmations landed"
+    );
+    let mut unconfirmed: Vec<u64> = rec.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
+    unconfirmed.retain(|i| *i < 1_000);
+    unconfirmed.sort();
+    assert_eq!(
+        unconfirmed,
+        (16..=20).collect::<Vec<_>>(),
+        "finishes landed (11-15 are gone)"
+    );
+    assert!(rec.receipts.is_empty(), "forwarded marks landed");
+    s.close();
+}
