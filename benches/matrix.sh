@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The figures of docs/benchmarks.md in one command: runs benches/e2e.sh over the
-# matrix (durable and memory store, 1 versus 4 brand binds, windows 10/100/1000,
-# an offered 10,000 msg/s) and benches/queued-memory.sh, and prints one markdown
-# table. About five minutes on a 2-core machine.
+# matrix (durable stores embedded and log, and the memory store; 1 versus 4 brand
+# binds, windows 10/100/1000, one PDU per write, an offered 10,000 msg/s) and
+# benches/queued-memory.sh, and prints one markdown table. About seven minutes on a
+# 2-core machine.
 #
 #   benches/matrix.sh                 # everything
 #   COUNT=50000 benches/matrix.sh     # shorter flat-out runs
@@ -14,7 +15,7 @@ cargo build --release -q -p otpgw
 row() {
     local name=$1; shift
     local out
-    out=$(env "$@" BENCH_ARGS="--no-progress" benches/e2e.sh 2>&1)
+    out=$(env EXTRA= "$@" sh -c 'BENCH_ARGS="--no-progress $EXTRA" exec benches/e2e.sh' 2>&1)
     echo "$out" | awk -v name="$name" '
         /^sent .* accepted/ { for (i = 1; i <= NF; i++) if ($i == "msg/s,") acc = $(i - 1) }
         /^receipts .* end to end/ { for (i = 1; i <= NF; i++) if ($i == "msg/s") e2e = $(i - 1) }
@@ -36,8 +37,12 @@ row "durable, 2 binds x 100, flat out" COUNT="$COUNT" BINDS=2 WINDOW=100
 row "durable, 2 binds x 1000, flat out" COUNT="$COUNT" BINDS=2 WINDOW=1000
 row "durable, 10,000 msg/s offered, 1 bind x 100" COUNT=100000 BINDS=1 WINDOW=100 RATE=10000
 row "memory, 10,000 msg/s offered, 1 bind x 100" COUNT=100000 BINDS=1 WINDOW=100 RATE=10000 STORE=memory
+row "durable, 4 binds x 100, one PDU per write" COUNT="$COUNT" BINDS=4 WINDOW=100 EXTRA="--flush-each"
+row "log, 2 binds x 500, flat out" COUNT="$COUNT" BINDS=2 WINDOW=500 STORE=log
+row "log, 4 binds x 100, one PDU per write" COUNT="$COUNT" BINDS=4 WINDOW=100 STORE=log EXTRA="--flush-each"
+row "log, 10,000 msg/s offered, 1 bind x 100" COUNT=100000 BINDS=1 WINDOW=100 RATE=10000 STORE=log
 echo
-for store in embedded memory; do
+for store in embedded log memory; do
     echo "queued with the carrier paused, store $store:"
-    STORE=$store benches/queued-memory.sh 2>&1 | grep -E "^(queued|gateway resident|resident memory per)"
+    STORE=$store benches/queued-memory.sh 2>&1 | grep -E "^(queued|gateway resident|resident memory per|restart)"
 done

@@ -161,7 +161,7 @@ impl LogStore {
         let mut bufs: HashMap<u32, Vec<u8>> = HashMap::new();
         for (i, &n) in segs.iter().enumerate() {
             let path = seg_path(&cfg.dir, n);
-            let buf = std::fs::read(&path).map_err(err)?;
+            let mut buf = std::fs::read(&path).map_err(err)?;
             let (found, valid) = frame::scan(&buf);
             if valid < buf.len() {
                 if i + 1 < segs.len() {
@@ -188,7 +188,8 @@ impl LogStore {
                 index.apply(&rec, loc);
             }
             index.grew(n, valid as u64);
-            bufs.insert(n, buf[..valid].to_vec());
+            buf.truncate(valid);
+            bufs.insert(n, buf);
         }
         let now = now_ms();
         let expired = index.purge(
