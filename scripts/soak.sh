@@ -41,14 +41,16 @@ done
 if [ "$FUZZ_INPUTS" -gt 0 ]; then
     # Coverage-guided when a nightly toolchain is there (the flags cargo-fuzz passes,
     # without a sanitizer); otherwise the stable build, which feeds random inputs.
+    # An explicit --target keeps these flags off build scripts (as cargo-fuzz does).
+    HOST=$(rustc -vV | sed -n 's/^host: //p')
     if rustup run nightly rustc --version >/dev/null 2>&1; then
         echo "== decoder fuzz: $FUZZ_INPUTS inputs, nightly, coverage-guided"
         RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks" \
             cargo +nightly build -q --release --manifest-path fuzz/Cargo.toml \
-            --target-dir fuzz/target-cov
-        DECODE=fuzz/target-cov/release/decode
+            --target-dir fuzz/target-cov --target "$HOST"
+        DECODE=fuzz/target-cov/$HOST/release/decode
     else
         echo "== decoder fuzz: $FUZZ_INPUTS inputs, stable (random inputs)"
         cargo build -q --release --manifest-path fuzz/Cargo.toml

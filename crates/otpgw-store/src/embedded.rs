@@ -22,6 +22,12 @@
 //!   applied by the writer inside its batch, so two writes of one key never both
 //!   succeed; an idempotency key is written in the same transaction as its message.
 //!
+//! After a failed commit (a full disk, an I/O error) redb refuses every later write
+//! until the file is closed and opened again; the writer does that before its next
+//! try (at most once a second), so once the disk has room again the store works
+//! without a restart. Meanwhile accepts fail and the writes nobody waits for wait in
+//! the writer's backlog.
+//!
 //! Bounded: accepts waiting for the disk are capped (`max_pending_accepts`; beyond it
 //! `accept` fails with `Busy` at once, which brands see as a temporary error); the
 //! file holds unfinished messages, receipts not yet forwarded (at most
@@ -116,10 +122,53 @@ impl WriterStats {
     }
 }
 
+/// The open database, which the writer closes and opens again after a failed
+/// commit (see the module docs). Readers take it for the length of one read.
+struct Db {
+    path: PathBuf,
+    open: parking_lot::RwLock<Option<Arc<Database>>>,
+}
+
+impl Db {
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        self.open
+            .read()
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("the store file is being opened again".into()))
+    }
+
+    /// Close the file and open it again: redb goes back to its last commit.
+    fn reopen(&self) -> Result<(), String> {
+        let old = self.open.write().take();
+        if let Some(mut db) = old {
+            let until = Instant::now() + Duration::from_secs(2);
+            loop {
+                match Arc::try_unwrap(db) {
+                    Ok(d) => {
+                        drop(d);
+                        break;
+                    }
+                    Err(held) if Instant::now() < until => {
+                        db = held;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(held) => {
+                        *self.open.write() = Some(held);
+                        return Err("readers still hold the store file".into());
+                    }
+                }
+            }
+        }
+        let db = Database::create(&self.path).map_err(|e| e.to_string())?;
+        *self.open.write() = Some(Arc::new(db));
+        Ok(())
+    }
+}
+
 /// See the module docs.
 pub struct EmbeddedStore {
     cfg: EmbeddedConfig,
-    db: Arc<Database>,
+    db: Arc<Db>,
     tx: Sender<Op>,
     pending_accepts: Arc<AtomicUsize>,
     stats: Arc<WriterStats>,
@@ -162,7 +211,10 @@ impl EmbeddedStore {
             w.open_table(KV_BY_EXPIRY).map_err(err)?;
         }
         w.commit().map_err(err)?;
-        let db = Arc::new(db);
+        let db = Arc::new(Db {
+            path: cfg.path.clone(),
+            open: parking_lot::RwLock::new(Some(Arc::new(db))),
+        });
         let (tx, rx) = mpsc::channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(WriterStats::default());
@@ -208,7 +260,8 @@ impl EmbeddedStore {
     /// Rows in (messages, receipts, finished), for tests.
     pub fn counts(&self) -> Result<(u64, u64, u64), StoreError> {
         use redb::ReadableTableMetadata;
-        let r = self.db.begin_read().map_err(err)?;
+        let db = self.db.get()?;
+        let r = db.begin_read().map_err(err)?;
         Ok((
             r.open_table(MESSAGES).map_err(err)?.len().map_err(err)?,
             r.open_table(RECEIPTS).map_err(err)?.len().map_err(err)?,
@@ -273,7 +326,8 @@ impl Store for EmbeddedStore {
 
     fn message_status(&self, id: MsgId) -> StoreFuture<'_, Option<MessageStatus>> {
         let r = (|| {
-            let r = self.db.begin_read().map_err(err)?;
+            let db = self.db.get()?;
+            let r = db.begin_read().map_err(err)?;
             let t = r.open_table(STATUS).map_err(err)?;
             Ok(t.get(id.0)
                 .map_err(err)?
@@ -301,7 +355,8 @@ impl Store for EmbeddedStore {
 
     fn kv_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
         let r = (|| {
-            let r = self.db.begin_read().map_err(err)?;
+            let db = self.db.get()?;
+            let r = db.begin_read().map_err(err)?;
             let t = r.open_table(KV).map_err(err)?;
             let now = now_ms();
             Ok(t.get(key).map_err(err)?.and_then(|v| {
@@ -332,7 +387,8 @@ impl Store for EmbeddedStore {
     }
 
     fn recover(&self, now_ms: u64) -> Result<Recovered, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
+        let db = self.db.get()?;
+        let r = db.begin_read().map_err(err)?;
         let msgs = r.open_table(MESSAGES).map_err(err)?;
         let states = r.open_table(CARRIER_STATE).map_err(err)?;
         let receipts = r.open_table(RECEIPTS).map_err(err)?;
@@ -388,7 +444,7 @@ impl Store for EmbeddedStore {
 }
 
 fn writer_loop(
-    db: Arc<Database>,
+    db: Arc<Db>,
     cfg: EmbeddedConfig,
     rx: Receiver<Op>,
     pending: Arc<AtomicUsize>,
@@ -397,6 +453,7 @@ fn writer_loop(
     let mut batch: Vec<Op> = Vec::with_capacity(cfg.batch_max);
     let mut backlog = writes::Backlog::default();
     let mut last_purge = Instant::now();
+    let mut reopen = Reopen::default();
     loop {
         let next = writes::next_batch(
             &rx,
@@ -411,12 +468,16 @@ fn writer_loop(
         }
         if !batch.is_empty() {
             let started = Instant::now();
-            let (ok, answers) = match apply(&db, &batch) {
+            let result = reopen
+                .ready(&db)
+                .and_then(|d| apply(&d, &batch).map_err(|e| e.to_string()));
+            let (ok, answers) = match result {
                 Ok(a) => (true, a),
                 Err(e) => {
                     writes::log_failed("store commit failed", &e, batch.len());
                     metrics::counter!("otpgw_store_commit_failures_total").increment(1);
                     backlog.keep_failed(&batch);
+                    reopen.needed = true;
                     (false, Vec::new())
                 }
             };
@@ -428,10 +489,42 @@ fn writer_loop(
         }
         if last_purge.elapsed() >= cfg.purge_interval {
             last_purge = Instant::now();
-            if let Err(e) = purge(&db, &cfg, now_ms()) {
+            if !reopen.needed
+                && let Ok(d) = db.get()
+                && let Err(e) = purge(&d, &cfg, now_ms())
+            {
                 tracing::error!(error = %e, "store purge failed");
+                reopen.needed = true;
             }
         }
+    }
+}
+
+/// The writer's reopening of the file after a failed commit.
+#[derive(Default)]
+struct Reopen {
+    needed: bool,
+    last_try: Option<Instant>,
+}
+
+impl Reopen {
+    /// The database to write to: opened again first if a commit failed (at most
+    /// one try a second; until it succeeds, batches fail).
+    fn ready(&mut self, db: &Db) -> Result<Arc<Database>, String> {
+        if self.needed {
+            if self
+                .last_try
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            {
+                return Err("the store file is not open again yet".into());
+            }
+            self.last_try = Some(Instant::now());
+            db.reopen()?;
+            self.needed = false;
+            metrics::counter!("otpgw_store_reopens_total").increment(1);
+            tracing::warn!("store file opened again after a failed commit");
+        }
+        db.get().map_err(|e| e.to_string())
     }
 }
 

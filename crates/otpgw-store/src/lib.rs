@@ -20,6 +20,8 @@ pub mod memory;
 pub mod record;
 pub mod redis_limit;
 pub mod redis_store;
+#[cfg(test)]
+mod test_disk;
 mod writes;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore};

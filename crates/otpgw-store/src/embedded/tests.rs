@@ -249,7 +249,7 @@ async fn a_batch_skips_writes_a_later_op_of_it_cancels() {
                 done: done(),
             },
         ];
-        apply(&s.db, &batch).unwrap();
+        apply(&s.db.get().unwrap(), &batch).unwrap();
         s.close();
     }
     let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
@@ -279,7 +279,7 @@ async fn keeps_statuses_keys_and_counts() {
     }
     // Records written by the previous run are there after a restart.
     let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
-    let r = s.db.begin_read().unwrap();
+    let r = s.db.get().unwrap().begin_read().unwrap();
     let kv = r.open_table(KV).unwrap();
     use redb::ReadableTableMetadata;
     assert!(kv.len().unwrap() >= 3, "compare-and-set records survive");
@@ -316,7 +316,7 @@ async fn expired_keys_and_old_statuses_are_purged() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(s.flush().wait().await);
     use redb::ReadableTableMetadata;
-    let r = s.db.begin_read().unwrap();
+    let r = s.db.get().unwrap().begin_read().unwrap();
     assert_eq!(r.open_table(KV).unwrap().len().unwrap(), 0);
     assert_eq!(r.open_table(KV_BY_EXPIRY).unwrap().len().unwrap(), 0);
     assert_eq!(r.open_table(STATUS).unwrap().len().unwrap(), 0);
@@ -332,4 +332,93 @@ async fn attempts_and_fallback_events_survive_a_restart() {
     }
     let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
     crate::fixtures::check_assurance_recovered(&s.recover(now_ms()).unwrap(), 41);
+}
+
+/// A full disk: accepts fail, and once space is freed they succeed again without a
+/// restart (redb refuses every write after an I/O error until the file is opened
+/// again, which the writer does); nothing acknowledged is lost. The fault campaign
+/// found the store stuck after its disk had been freed.
+#[tokio::test]
+async fn a_freed_disk_takes_writes_again_without_a_restart() {
+    let Some(disk) = crate::test_disk::SmallDisk::mount(
+        &std::env::temp_dir().join(format!("otpgw-store-{}-full", std::process::id())),
+        2048,
+    ) else {
+        assert!(
+            std::env::var_os("OTPGW_REQUIRE_TMPFS").is_none(),
+            "mounting a tmpfs is required (OTPGW_REQUIRE_TMPFS)"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs here");
+        return;
+    };
+    let path = disk.0.join("otpgw.redb");
+    let filler = disk.0.join("filler");
+    let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
+    // Leave little room, then accept until the disk is full.
+    let room = 1024 * 1024;
+    let free = {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        let mut written = 0u64;
+        while f.write_all(&chunk).is_ok() {
+            written += chunk.len() as u64;
+        }
+        written
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(free.saturating_sub(room))
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for i in 1..=200_000u64 {
+        match s.accept(&msg(i)).await {
+            Ok(()) => acked.push(i),
+            Err(StoreError::Unavailable(_)) => {
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        refused == 3 && !acked.is_empty(),
+        "acked {}, refused {refused}",
+        acked.len()
+    );
+    assert!(!s.is_healthy(), "unhealthy while the disk is full");
+    std::fs::remove_file(&filler).unwrap();
+    let mut back = None;
+    for n in 0..50u64 {
+        if s.accept(&msg(1_000_000 + n)).await.is_ok() {
+            back = Some(1_000_000 + n);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back = back.expect("accepts again once space is freed, without a restart");
+    acked.push(back);
+    assert!(s.is_healthy());
+    s.close();
+    drop(s);
+    let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
+    let there: HashSet<u64> = s
+        .recover(now_ms())
+        .unwrap()
+        .unconfirmed
+        .iter()
+        .map(|(m, _)| m.id.0)
+        .collect();
+    assert!(
+        acked.iter().all(|i| there.contains(i)),
+        "acknowledged but lost"
+    );
+    eprintln!(
+        "{} acknowledged before the disk filled, then accepts again",
+        acked.len() - 1
+    );
 }

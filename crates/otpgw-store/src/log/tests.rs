@@ -3,6 +3,7 @@ use std::collections::BTreeSet;
 use std::io::BufRead;
 
 use crate::fixtures::{message as msg, receipt_job as job};
+use crate::test_disk::SmallDisk;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("otpgw-log-{}-{name}", std::process::id()));
@@ -404,36 +405,12 @@ fn sigkill_loses_nothing_acknowledged() {
     assert!(total > 1000, "only {total} acks");
 }
 
-/// A tmpfs of a few hundred KiB, unmounted when dropped (`None` when this
-/// process may not mount, e.g. not root).
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(name: &str, kib: u32) -> Option<Self> {
-        let d = tmp(name);
-        std::fs::create_dir_all(&d).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
-            .arg(&d)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Self(d))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// A full disk: accepts fail (brands get a temporary error) and the store says it
 /// is unhealthy; once space is freed they succeed again; nothing acknowledged is
 /// lost.
 #[tokio::test]
 async fn a_full_disk_refuses_accepts_and_loses_nothing_acknowledged() {
-    let Some(disk) = SmallDisk::mount("full", 256) else {
+    let Some(disk) = SmallDisk::mount(&tmp("full"), 256) else {
         assert!(
             std::env::var_os("OTPGW_REQUIRE_TMPFS").is_none(),
             "mounting a tmpfs is required (OTPGW_REQUIRE_TMPFS)"
@@ -498,7 +475,7 @@ async fn a_full_disk_refuses_accepts_and_loses_nothing_acknowledged() {
 /// episode and then a SIGKILL, brands got receipts twice.)
 #[tokio::test]
 async fn writes_made_while_the_disk_is_full_land_once_it_is_freed() {
-    let Some(disk) = SmallDisk::mount("backlog", 256) else {
+    let Some(disk) = SmallDisk::mount(&tmp("backlog"), 256) else {
         assert!(
             std::env::var_os("OTPGW_REQUIRE_TMPFS").is_none(),
             "mounting a tmpfs is required (OTPGW_REQUIRE_TMPFS)"

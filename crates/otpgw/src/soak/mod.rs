@@ -246,6 +246,9 @@ impl Node {
 /// The gateway's count of resends after a submit's answer was lost.
 const POSSIBLE_DUPLICATES: &str = "otpgw_carrier_possible_duplicates_total";
 
+/// The latency carrier A's link gets in its slow episodes (each way).
+const LINK_LATENCY: Duration = Duration::from_millis(300);
+
 /// How far around a bind cut a submit may have been taken by the carrier and its
 /// response lost with the cut (the proxy's tasks carry the reset out).
 const CUT_REACH: Duration = Duration::from_millis(100);
@@ -541,7 +544,14 @@ async fn campaign(args: &SoakArgs) -> anyhow::Result<Report> {
                 ns[i].counted_before += seen;
                 ns[i].kill9();
             }
-            window(&ledger, None, now, Instant::now());
+            // What the node wrote before it died still arrives at a carrier for as
+            // long as the link delays it.
+            window(
+                &ledger,
+                None,
+                now,
+                Instant::now() + LINK_LATENCY + CUT_REACH,
+            );
             faults.kills += 1;
             note(start, "node killed");
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -591,7 +601,7 @@ async fn campaign(args: &SoakArgs) -> anyhow::Result<Report> {
             done_in_cycle[2] = true;
             faults.latency_episodes += 1;
             note(start, "carrier a latency 300 ms");
-            pa.set_latency(Duration::from_millis(300));
+            pa.set_latency(LINK_LATENCY);
             tokio::time::sleep(cycle.mul_f64(0.15)).await;
             pa.set_latency(Duration::ZERO);
             note(start, "carrier a latency off");
