@@ -1,6 +1,7 @@
 //! Reading a request body: at most the size cap (checked from `Content-Length`
 //! before reading, and while reading), within the body timeout (a client that trickles
-//! its body is cut off), JSON only, strict (unknown fields are refused).
+//! its body is cut off), JSON only, strict (unknown fields are refused). A refusal
+//! that leaves the body unread closes the connection ([`ApiError::closing`]).
 
 use std::time::Duration;
 
@@ -14,6 +15,17 @@ use crate::error::ApiError;
 
 /// The body, whole, or why not.
 pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    read_whole(headers, body, max, timeout)
+        .await
+        .map_err(ApiError::closing)
+}
+
+async fn read_whole(
     headers: &HeaderMap,
     body: Body,
     max: usize,
@@ -119,6 +131,14 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code, "body_too_large");
+        let close = |e: ApiError| {
+            use axum::response::IntoResponse;
+            e.into_response()
+                .headers()
+                .get(header::CONNECTION)
+                .map(|v| v.to_str().unwrap_or("").to_string())
+        };
+        assert_eq!(close(e).as_deref(), Some("close"), "an unread body closes");
         let ok = read(&h, Body::from("12345"), 10, Duration::from_secs(1))
             .await
             .unwrap();
@@ -134,5 +154,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code, "body_timeout");
+        assert_eq!(close(e).as_deref(), Some("close"), "an unread body closes");
+        assert_eq!(close(ApiError::not_found()), None);
     }
 }

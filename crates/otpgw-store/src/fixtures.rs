@@ -190,3 +190,63 @@ pub fn check_assurance_recovered(r: &otpgw_core::store::Recovered, id: u64) {
         (99, Some("http://127.0.0.1:9/fallback"))
     );
 }
+
+/// An outage of the store (a full disk, Redis down), in three steps shared by the
+/// backends' tests. Before it: messages 1-30 accepted, 21-30 finished with a
+/// receipt owed.
+pub async fn write_before_outage(s: &dyn otpgw_core::Store) {
+    for i in 1..=30u64 {
+        s.accept(&message(i)).await.expect("accepted");
+    }
+    for i in 21..=30u64 {
+        assert!(
+            s.finished(
+                MsgId(i),
+                DeliveryState::Delivered,
+                Some(&receipt_job(i, 7)),
+                7
+            )
+            .wait()
+            .await
+        );
+    }
+}
+
+/// During it, writes nobody waits for: 1-10 confirmed by the carrier, 21-30's
+/// receipts forwarded; and 11-15 finished, which fail (their callers hear it).
+pub async fn write_during_outage(s: &dyn otpgw_core::Store) {
+    for i in 1..=10u64 {
+        s.carrier_accepted(MsgId(i), "sim", &format!("C{i}"));
+    }
+    let mut finishes = Vec::new();
+    for i in 11..=15u64 {
+        finishes.push(s.finished(MsgId(i), DeliveryState::Delivered, None, 8));
+    }
+    for i in 21..=30u64 {
+        s.receipt_forwarded(MsgId(i));
+    }
+    for f in finishes {
+        assert!(!f.wait().await, "a finish fails during the outage");
+    }
+}
+
+/// After it (the store reopened): the writes made during it landed, so the next
+/// run neither sends 1-10 again nor repeats 21-30's receipts.
+pub fn check_outage_writes_landed(rec: &otpgw_core::store::Recovered) {
+    let mut confirmed: Vec<u64> = rec.confirmed.iter().map(|(m, _, _)| m.id.0).collect();
+    confirmed.sort();
+    assert_eq!(
+        confirmed,
+        (1..=10).collect::<Vec<_>>(),
+        "confirmations landed"
+    );
+    let mut unconfirmed: Vec<u64> = rec.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
+    unconfirmed.retain(|i| *i < 1_000);
+    unconfirmed.sort();
+    assert_eq!(
+        unconfirmed,
+        (16..=20).collect::<Vec<_>>(),
+        "finishes landed (11-15 are gone)"
+    );
+    assert!(rec.receipts.is_empty(), "forwarded marks landed");
+}

@@ -455,9 +455,9 @@ async fn writer(
         } else {
             flights.len() < PIPELINES_IN_FLIGHT
         };
-        let mut batch = Vec::new();
         tokio::select! {
             op = rx.recv(), if !closed && room => {
+                let mut batch = Vec::with_capacity(64);
                 match op {
                     None => {
                         closed = true;
@@ -516,6 +516,7 @@ async fn writer(
                 }
                 healthy.store(ok, Ordering::Relaxed);
                 if ok && !backlog.is_empty() {
+                    let mut batch = Vec::new();
                     backlog.take(cfg.batch_max, &mut batch);
                     flights.push_back(launch(&cfg, &script, batch, &entries, &conn, true));
                 }

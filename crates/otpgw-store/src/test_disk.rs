@@ -1,13 +1,33 @@
-//! A small tmpfs for the stores' full-disk tests (test builds only).
+//! Full-disk test support for the stores (test builds only): a small tmpfs, and
+//! the steps every full-disk test takes on it.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-/// A tmpfs of `kib` KiB mounted at a directory, unmounted when dropped (`None`
-/// when this process may not mount, e.g. not root).
+use otpgw_core::clock::now_ms;
+use otpgw_core::store::{Store, StoreError};
+
+use crate::fixtures::message;
+
+/// A tmpfs of `kib` KiB mounted at a directory, unmounted when dropped.
 pub struct SmallDisk(pub PathBuf);
 
 impl SmallDisk {
-    pub fn mount(dir: &Path, kib: u32) -> Option<Self> {
+    /// The disk, or `None` (the test says it is skipped) when this process may not
+    /// mount, e.g. not root; with `OTPGW_REQUIRE_TMPFS` set that is a failure.
+    pub fn for_test(dir: &Path, kib: u32) -> Option<Self> {
+        let d = Self::mount(dir, kib);
+        if d.is_none() {
+            assert!(
+                std::env::var_os("OTPGW_REQUIRE_TMPFS").is_none(),
+                "mounting a tmpfs is required (OTPGW_REQUIRE_TMPFS)"
+            );
+            eprintln!("SKIPPED: cannot mount a tmpfs here");
+        }
+        d
+    }
+
+    fn mount(dir: &Path, kib: u32) -> Option<Self> {
         std::fs::create_dir_all(dir).ok()?;
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
@@ -17,10 +37,66 @@ impl SmallDisk {
             .is_ok_and(|s| s.success());
         ok.then(|| Self(dir.to_path_buf()))
     }
+
+    /// Fill the disk with a file, leaving about `room` bytes free; its path.
+    pub fn fill(&self, room: u64) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 4096];
+        let mut written = 0u64;
+        while f.write_all(&chunk).is_ok() {
+            written += chunk.len() as u64;
+        }
+        f.set_len(written.saturating_sub(room))
+            .expect("filler size");
+        filler
+    }
 }
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
+}
+
+/// Accept messages with `ids` until three are refused as unavailable (the disk is
+/// full); the ids acknowledged before that, at least one.
+pub async fn accept_until_refused<S: Store>(s: &S, ids: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for i in ids {
+        match s.accept(&message(i)).await {
+            Ok(()) => acked.push(i),
+            Err(StoreError::Unavailable(_)) => {
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        refused == 3 && !acked.is_empty(),
+        "acked {}, refused {refused}",
+        acked.len()
+    );
+    assert!(!s.is_healthy(), "unhealthy while the disk is full");
+    acked
+}
+
+/// Every id of `acked` is among the messages `s` recovers.
+pub fn assert_recovered<S: Store>(s: &S, acked: &[u64]) {
+    let there: HashSet<u64> = s
+        .recover(now_ms())
+        .expect("recover")
+        .unconfirmed
+        .iter()
+        .map(|(m, _)| m.id.0)
+        .collect();
+    assert!(
+        acked.iter().all(|i| there.contains(i)),
+        "acknowledged but lost"
+    );
 }

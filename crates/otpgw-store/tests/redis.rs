@@ -13,7 +13,7 @@ use otpgw_core::{DeliveryState, MsgId};
 use otpgw_sim::redis_server::TestRedis as Redis;
 use otpgw_store::{RedisConfig, RedisStore};
 
-use otpgw_store::fixtures::{message as msg, receipt_job as job};
+use otpgw_store::fixtures::{self, message as msg, receipt_job as job};
 
 async fn open(r: &Redis, node: &str) -> RedisStore {
     RedisStore::open(RedisConfig::new(&r.url(), "t", node))
@@ -285,30 +285,9 @@ async fn writes_made_while_redis_is_down_land_once_it_is_back() {
         return;
     };
     let s = open(&r, "n1").await;
-    for i in 1..=30u64 {
-        s.accept(&msg(i)).await.expect("accepted");
-    }
-    for i in 21..=30u64 {
-        assert!(
-            s.finished(MsgId(i), DeliveryState::Delivered, Some(&job(i, 7)), 7)
-                .wait()
-                .await
-        );
-    }
+    fixtures::write_before_outage(&s).await;
     r.kill9();
-    for i in 1..=10u64 {
-        s.carrier_accepted(MsgId(i), "sim", &format!("C{i}"));
-    }
-    let mut finishes = Vec::new();
-    for i in 11..=15u64 {
-        finishes.push(s.finished(MsgId(i), DeliveryState::Delivered, None, 8));
-    }
-    for i in 21..=30u64 {
-        s.receipt_forwarded(MsgId(i));
-    }
-    for f in finishes {
-        assert!(!f.wait().await, "a finish fails while redis is down");
-    }
+    fixtures::write_during_outage(&s).await;
     assert!(r.spawn(), "redis restarts");
     let mut flushed = false;
     for _ in 0..100 {
@@ -319,20 +298,5 @@ async fn writes_made_while_redis_is_down_land_once_it_is_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(flushed, "writes go through again");
-    let rec = open(&r, "n1").await.recover(0).expect("recover");
-    let mut confirmed: Vec<u64> = rec.confirmed.iter().map(|(m, _, _)| m.id.0).collect();
-    confirmed.sort();
-    assert_eq!(
-        confirmed,
-        (1..=10).collect::<Vec<_>>(),
-        "confirmations landed"
-    );
-    let mut unconfirmed: Vec<u64> = rec.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
-    unconfirmed.sort();
-    assert_eq!(
-        unconfirmed,
-        (16..=20).collect::<Vec<_>>(),
-        "finishes landed (11-15 are gone)"
-    );
-    assert!(rec.receipts.is_empty(), "forwarded marks landed");
+    fixtures::check_outage_writes_landed(&open(&r, "n1").await.recover(0).expect("recover"));
 }

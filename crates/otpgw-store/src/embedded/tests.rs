@@ -340,57 +340,15 @@ async fn attempts_and_fallback_events_survive_a_restart() {
 /// found the store stuck after its disk had been freed.
 #[tokio::test]
 async fn a_freed_disk_takes_writes_again_without_a_restart() {
-    let Some(disk) = crate::test_disk::SmallDisk::mount(
-        &std::env::temp_dir().join(format!("otpgw-store-{}-full", std::process::id())),
-        2048,
-    ) else {
-        assert!(
-            std::env::var_os("OTPGW_REQUIRE_TMPFS").is_none(),
-            "mounting a tmpfs is required (OTPGW_REQUIRE_TMPFS)"
-        );
-        eprintln!("SKIPPED: cannot mount a tmpfs here");
+    use crate::test_disk::{SmallDisk, accept_until_refused, assert_recovered};
+    let dir = std::env::temp_dir().join(format!("otpgw-store-{}-full", std::process::id()));
+    let Some(disk) = SmallDisk::for_test(&dir, 2048) else {
         return;
     };
     let path = disk.0.join("otpgw.redb");
-    let filler = disk.0.join("filler");
     let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
-    // Leave little room, then accept until the disk is full.
-    let room = 1024 * 1024;
-    let free = {
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 64 << 10];
-        let mut written = 0u64;
-        while f.write_all(&chunk).is_ok() {
-            written += chunk.len() as u64;
-        }
-        written
-    };
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .unwrap()
-        .set_len(free.saturating_sub(room))
-        .unwrap();
-    let mut acked = Vec::new();
-    let mut refused = 0;
-    for i in 1..=200_000u64 {
-        match s.accept(&msg(i)).await {
-            Ok(()) => acked.push(i),
-            Err(StoreError::Unavailable(_)) => {
-                refused += 1;
-                if refused == 3 {
-                    break;
-                }
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    assert!(
-        refused == 3 && !acked.is_empty(),
-        "acked {}, refused {refused}",
-        acked.len()
-    );
-    assert!(!s.is_healthy(), "unhealthy while the disk is full");
+    let filler = disk.fill(1024 * 1024);
+    let mut acked = accept_until_refused(&s, 1..=200_000u64).await;
     std::fs::remove_file(&filler).unwrap();
     let mut back = None;
     for n in 0..50u64 {
@@ -405,17 +363,9 @@ async fn a_freed_disk_takes_writes_again_without_a_restart() {
     assert!(s.is_healthy());
     s.close();
     drop(s);
-    let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
-    let there: HashSet<u64> = s
-        .recover(now_ms())
-        .unwrap()
-        .unconfirmed
-        .iter()
-        .map(|(m, _)| m.id.0)
-        .collect();
-    assert!(
-        acked.iter().all(|i| there.contains(i)),
-        "acknowledged but lost"
+    assert_recovered(
+        &EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap(),
+        &acked,
     );
     eprintln!(
         "{} acknowledged before the disk filled, then accepts again",

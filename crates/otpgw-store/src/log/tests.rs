@@ -2,8 +2,8 @@ use super::*;
 use std::collections::BTreeSet;
 use std::io::BufRead;
 
-use crate::fixtures::{message as msg, receipt_job as job};
-use crate::test_disk::SmallDisk;
+use crate::fixtures::{self, message as msg, receipt_job as job};
+use crate::test_disk::{SmallDisk, accept_until_refused, assert_recovered};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("otpgw-log-{}-{name}", std::process::id()));
@@ -410,38 +410,14 @@ fn sigkill_loses_nothing_acknowledged() {
 /// lost.
 #[tokio::test]
 async fn a_full_disk_refuses_accepts_and_loses_nothing_acknowledged() {
-    let Some(disk) = SmallDisk::mount(&tmp("full"), 256) else {
-        assert!(
-            std::env::var_os("OTPGW_REQUIRE_TMPFS").is_none(),
-            "mounting a tmpfs is required (OTPGW_REQUIRE_TMPFS)"
-        );
-        eprintln!("SKIPPED: cannot mount a tmpfs here");
+    let Some(disk) = SmallDisk::for_test(&tmp("full"), 256) else {
         return;
     };
     let dir = disk.0.join("log");
     let filler = disk.0.join("filler");
     std::fs::write(&filler, vec![0u8; 128 << 10]).unwrap();
     let s = open(&dir);
-    let mut acked = Vec::new();
-    let mut refused = 0;
-    for i in 1..=5_000u64 {
-        match s.accept(&msg(i)).await {
-            Ok(()) => acked.push(i),
-            Err(StoreError::Unavailable(_)) => {
-                refused += 1;
-                if refused == 3 {
-                    break;
-                }
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    assert!(
-        refused == 3 && !acked.is_empty(),
-        "acked {}, refused {refused}",
-        acked.len()
-    );
-    assert!(!s.is_healthy(), "unhealthy while the disk is full");
+    let mut acked = accept_until_refused(&s, 1..=5_000u64).await;
     std::fs::remove_file(&filler).unwrap();
     let next = 10_000;
     s.accept(&msg(next))
@@ -450,18 +426,7 @@ async fn a_full_disk_refuses_accepts_and_loses_nothing_acknowledged() {
     acked.push(next);
     assert!(s.is_healthy());
     s.close();
-    let s = open(&dir);
-    let there: HashSet<u64> = s
-        .recover(now_ms())
-        .unwrap()
-        .unconfirmed
-        .iter()
-        .map(|(m, _)| m.id.0)
-        .collect();
-    assert!(
-        acked.iter().all(|i| there.contains(i)),
-        "acknowledged but lost"
-    );
+    assert_recovered(&open(&dir), &acked);
     eprintln!(
         "{} acknowledged before the disk filled; 3 refused",
         acked.len() - 1
@@ -475,34 +440,14 @@ async fn a_full_disk_refuses_accepts_and_loses_nothing_acknowledged() {
 /// episode and then a SIGKILL, brands got receipts twice.)
 #[tokio::test]
 async fn writes_made_while_the_disk_is_full_land_once_it_is_freed() {
-    let Some(disk) = SmallDisk::mount(&tmp("backlog"), 256) else {
-        assert!(
-            std::env::var_os("OTPGW_REQUIRE_TMPFS").is_none(),
-            "mounting a tmpfs is required (OTPGW_REQUIRE_TMPFS)"
-        );
-        eprintln!("SKIPPED: cannot mount a tmpfs here");
+    let Some(disk) = SmallDisk::for_test(&tmp("backlog"), 256) else {
         return;
     };
     let dir = disk.0.join("log");
     let s = open(&dir);
-    for i in 1..=30u64 {
-        s.accept(&msg(i)).await.unwrap();
-    }
-    // 21..=30 finished with a receipt owed, before the disk fills.
-    for i in 21..=30u64 {
-        assert!(
-            s.finished(MsgId(i), DeliveryState::Delivered, Some(&job(i, 7)), 7)
-                .wait()
-                .await
-        );
-    }
+    fixtures::write_before_outage(&s).await;
     // Fill the disk until a write fails.
-    let filler = disk.0.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        while f.write_all(&[0u8; 4096]).is_ok() {}
-    }
+    let filler = disk.fill(0);
     // Whatever room the last pages had goes to accepts, until one is refused.
     let mut refused = false;
     for i in 1_000..6_000u64 {
@@ -512,19 +457,7 @@ async fn writes_made_while_the_disk_is_full_land_once_it_is_freed() {
         }
     }
     assert!(refused, "the disk is full");
-    for i in 1..=10u64 {
-        s.carrier_accepted(MsgId(i), "sim", &format!("C{i}"));
-    }
-    let mut finishes = Vec::new();
-    for i in 11..=15u64 {
-        finishes.push(s.finished(MsgId(i), DeliveryState::Delivered, None, 8));
-    }
-    for i in 21..=30u64 {
-        s.receipt_forwarded(MsgId(i));
-    }
-    for f in finishes {
-        assert!(!f.wait().await, "a finish fails while the disk is full");
-    }
+    fixtures::write_during_outage(&s).await;
     assert!(!s.is_healthy());
     std::fs::remove_file(&filler).unwrap();
     // No new write needed: the writer tries its backlog again by itself.
@@ -540,22 +473,6 @@ async fn writes_made_while_the_disk_is_full_land_once_it_is_freed() {
     assert!(s.flush().wait().await);
     s.close();
     let s = open(&dir);
-    let rec = s.recover(now_ms()).unwrap();
-    let mut confirmed: Vec<u64> = rec.confirmed.iter().map(|(m, _, _)| m.id.0).collect();
-    confirmed.sort();
-    assert_eq!(
-        confirmed,
-        (1..=10).collect::<Vec<_>>(),
-        "confirmations landed"
-    );
-    let mut unconfirmed: Vec<u64> = rec.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
-    unconfirmed.retain(|i| *i < 1_000);
-    unconfirmed.sort();
-    assert_eq!(
-        unconfirmed,
-        (16..=20).collect::<Vec<_>>(),
-        "finishes landed (11-15 are gone)"
-    );
-    assert!(rec.receipts.is_empty(), "forwarded marks landed");
+    fixtures::check_outage_writes_landed(&s.recover(now_ms()).unwrap());
     s.close();
 }

@@ -104,6 +104,22 @@ impl Verdict {
 }
 
 impl Ledger {
+    /// Whether a fault window that `concerns` lies (at least partly) between
+    /// `first` and `last`.
+    fn fault_between(
+        &self,
+        first: Option<Instant>,
+        last: Option<Instant>,
+        concerns: impl Fn(&Window) -> bool,
+    ) -> bool {
+        let (Some(first), Some(last)) = (first, last) else {
+            return false;
+        };
+        self.windows
+            .iter()
+            .any(|w| concerns(w) && w.from <= last && w.to >= first)
+    }
+
     /// Check it: `validity` is every message's lifetime.
     pub fn check(&self, validity: Duration) -> Verdict {
         let mut v = Verdict {
@@ -143,13 +159,12 @@ impl Ledger {
                     let extra = r.len().saturating_sub(1) as u64;
                     v.duplicate_receipts += extra;
                     if extra > 0 {
-                        let first = r.iter().map(|g| g.from).min();
-                        let last = r.iter().map(|g| g.to).max();
-                        let explained = first.zip(last).is_some_and(|(first, last)| {
-                            self.windows
-                                .iter()
-                                .any(|w| w.carrier.is_none() && w.from <= last && w.to >= first)
-                        });
+                        // Only a node kill (or a Redis restart) repeats a receipt.
+                        let explained = self.fault_between(
+                            r.iter().map(|g| g.from).min(),
+                            r.iter().map(|g| g.to).max(),
+                            |w| w.carrier.is_none(),
+                        );
                         if !explained {
                             v.duplicate_receipts_unexplained += extra;
                             v.sample("duplicate_receipt", &a.id);
@@ -171,12 +186,8 @@ impl Ledger {
                 v.duplicates_at_carrier += 1;
                 let explained = per.iter().filter(|(_, n)| **n > 1).all(|(c, _)| {
                     let times = sends.iter().filter(|(x, _)| x == c).map(|(_, t)| *t);
-                    let (first, last) = (times.clone().min(), times.max());
-                    let (Some(first), Some(last)) = (first, last) else {
-                        return false;
-                    };
-                    self.windows.iter().any(|w| {
-                        w.carrier.is_none_or(|wc| wc == *c) && w.from <= last && w.to >= first
+                    self.fault_between(times.clone().min(), times.max(), |w| {
+                        w.carrier.is_none_or(|wc| wc == *c)
                     })
                 });
                 if !explained {

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use parking_lot::Mutex;
+use rand::{Rng as _, SeedableRng};
 
 use otpgw_sim::loadgen::{self, LoadConfig};
 use otpgw_sim::proxy::Proxy;
@@ -340,22 +341,6 @@ fn index_of(text: &[u8]) -> Option<u64> {
     std::str::from_utf8(text.get(5..15)?).ok()?.parse().ok()
 }
 
-/// A small deterministic generator for the schedule's random times.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
 /// Run the campaign and print its report; fails when the checker finds a fault.
 pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let r = campaign(&args).await?;
@@ -522,9 +507,9 @@ async fn campaign(args: &SoakArgs) -> anyhow::Result<Report> {
     };
 
     // The faults.
-    let mut rng = Rng(args.seed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let cycle = run_for.min(Duration::from_secs(120));
-    let mut next_kill = start + Duration::from_secs(rng.between(20, 40));
+    let mut next_kill = start + Duration::from_secs(rng.random_range(20..=40));
     let mut cycle_start = start;
     let mut done_in_cycle = [false; 5];
     let mut next_cut = start;
@@ -534,7 +519,7 @@ async fn campaign(args: &SoakArgs) -> anyhow::Result<Report> {
         if now >= next_kill && !args.skip.contains(&Fault::Kill) {
             let (i, ops) = {
                 let ns = nodes.lock();
-                let i = (rng.next() as usize) % ns.len();
+                let i = rng.random_range(0..ns.len());
                 (i, ns[i].ops)
             };
             // What this process counted dies with it: read it just before.
@@ -556,7 +541,7 @@ async fn campaign(args: &SoakArgs) -> anyhow::Result<Report> {
             note(start, "node killed");
             tokio::time::sleep(Duration::from_secs(1)).await;
             nodes.lock()[i].start()?;
-            next_kill = Instant::now() + Duration::from_secs(rng.between(20, 40));
+            next_kill = Instant::now() + Duration::from_secs(rng.random_range(20..=40));
         }
         let at = now.duration_since(cycle_start);
         if at >= cycle {
