@@ -146,6 +146,9 @@ pub struct LoadReport {
     pub missing_receipts: u64,
     /// otpgw's message id of each accepted message, by message index.
     pub ids: HashMap<u64, String>,
+    /// The status of each message index refused with an error (not those whose
+    /// answer never came).
+    pub refused: HashMap<u64, u32>,
     /// Final state reported for each message index.
     pub states: HashMap<u64, DeliveryState>,
     /// From the first submit to the last response.
@@ -256,6 +259,7 @@ impl Inner {
 #[derive(Default)]
 struct Inner {
     ids: HashMap<u64, String>,
+    refused: HashMap<u64, u32>,
     by_id: HashMap<String, (u64, Instant)>,
     receipts: HashMap<String, Vec<DeliveryState>>,
     early: Vec<(String, DeliveryState, Instant)>,
@@ -590,6 +594,7 @@ async fn on_command(
                 } else {
                     sh.progress.refused.fetch_add(1, Ordering::Relaxed);
                     *inner.rejected.entry(st).or_default() += 1;
+                    inner.refused.insert(i, st);
                 }
                 drop(inner);
                 sh.responses.fetch_add(1, Ordering::Relaxed);
@@ -720,6 +725,7 @@ fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadRe
         duplicate_receipts: duplicates,
         missing_receipts: missing,
         ids: inner.ids,
+        refused: inner.refused,
         states,
         submit_elapsed: end_submit.saturating_duration_since(start),
         total_elapsed: end_total.saturating_duration_since(start),

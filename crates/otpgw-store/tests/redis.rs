@@ -21,6 +21,17 @@ async fn open(r: &Redis, node: &str) -> RedisStore {
         .expect("redis store opens")
 }
 
+/// Whether the store reports itself healthy within 10 s.
+async fn healthy_within_10s(s: &RedisStore) -> bool {
+    for _ in 0..100 {
+        if s.is_healthy() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_after_a_restart_of_the_node() {
     let Some(r) = Redis::start("recover") else {
@@ -105,15 +116,10 @@ async fn redis_killed_and_restarted_loses_nothing_acknowledged() {
 
     assert!(r.spawn(), "redis restarts");
     // Health comes back within a few idle pings.
-    let mut healthy = false;
-    for _ in 0..100 {
-        if s.is_healthy() {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(healthy, "healthy again after redis came back");
+    assert!(
+        healthy_within_10s(&s).await,
+        "healthy again after redis came back"
+    );
     let mut accepted_after = 0;
     for i in 511..=520 {
         if s.accept(&msg(i)).await.is_ok() {
@@ -299,4 +305,72 @@ async fn writes_made_while_redis_is_down_land_once_it_is_back() {
     }
     assert!(flushed, "writes go through again");
     fixtures::check_outage_writes_landed(&open(&r, "n1").await.recover(0).expect("recover"));
+}
+
+/// An accept whose reply was lost (Redis ran it, the answer timed out) is refused
+/// to its brand; before the store says it is healthy again it finds the entry and
+/// takes it out, with the idempotency record the accept wrote, so the refusal holds:
+/// the node's recovery does not send it, and the brand's retry with the same key is
+/// a new message, not "already accepted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_whose_answer_was_lost_is_taken_out_before_health_returns() {
+    let Some(r) = Redis::start("doubt") else {
+        return;
+    };
+    let proxy = otpgw_sim::proxy::Proxy::start(([127, 0, 0, 1], r.port).into())
+        .await
+        .expect("proxy");
+    // The default timeout: 2 s.
+    let cfg = RedisConfig::new(&format!("redis://{}/", proxy.addr()), "t", "n1");
+    let s = RedisStore::open(cfg).await.expect("opens");
+    s.accept(&msg(1)).await.expect("accepted");
+    let far = otpgw_core::clock::now_ms() + 3_600_000;
+    let k = |v: &str| v.as_bytes().to_vec();
+
+    // Commands reach Redis after 1.5 s and their answers would be back after 3 s,
+    // past the 2 s timeout. Both accepts are queued before either fails.
+    proxy.set_latency(Duration::from_millis(1500));
+    let (m2, m3) = (msg(2), msg(3));
+    let plain = s.accept(&m2);
+    let keyed = s.accept_once(&m3, "key-3", k("first"), far);
+    assert!(plain.await.is_err(), "refused: its answer timed out");
+    assert!(keyed.await.is_err(), "refused: its answer timed out");
+    assert!(!s.is_healthy());
+
+    // Redis did run them: both sit in n1's pending list (read directly).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let direct = redis::Client::open(r.url()).expect("client");
+    let mut c = direct
+        .get_multiplexed_async_connection()
+        .await
+        .expect("direct connection");
+    let len: u64 = redis::cmd("XLEN")
+        .arg("t:msgs")
+        .query_async(&mut c)
+        .await
+        .expect("xlen");
+    assert_eq!(len, 3, "the lost answers were for writes Redis made");
+
+    proxy.set_latency(Duration::ZERO);
+    assert!(
+        healthy_within_10s(&s).await,
+        "healthy again once the doubtful accepts are settled"
+    );
+    let len: u64 = redis::cmd("XLEN")
+        .arg("t:msgs")
+        .query_async(&mut c)
+        .await
+        .expect("xlen");
+    assert_eq!(len, 1, "both refused accepts taken out of the stream");
+
+    let rec = open(&r, "n1").await.recover(0).expect("recover");
+    let ids: Vec<u64> = rec.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
+    assert_eq!(ids, vec![1], "only the acknowledged message is recovered");
+    assert!(
+        matches!(
+            s.accept_once(&msg(4), "key-3", k("second"), far).await,
+            Ok(otpgw_core::store::Once::Accepted)
+        ),
+        "the refused accept's idempotency key is free again"
+    );
 }

@@ -472,6 +472,7 @@ mod tests {
             duplicate_receipts: 0,
             missing_receipts: 0,
             ids: Default::default(),
+            refused: Default::default(),
             states: Default::default(),
             submit_elapsed: Duration::from_secs(1),
             total_elapsed: Duration::from_secs(2),

@@ -20,6 +20,11 @@ pub struct Acked {
 pub struct Ledger {
     /// Acknowledged messages by index.
     pub acked: HashMap<u64, Acked>,
+    /// Messages the brand was refused (an error status, not a missing answer), by
+    /// index: when the load round that was refused began.
+    pub refused: HashMap<u64, Instant>,
+    /// When a node was killed.
+    pub kills: Vec<Instant>,
     /// Receipts the brand got, by otpgw message id: the state, and the span of the
     /// load round that got it (when it arrived, to within a round).
     pub receipts: HashMap<String, Vec<Got>>,
@@ -81,6 +86,13 @@ pub struct Verdict {
     pub late: u64,
     /// Receipts for ids the brand was never given.
     pub unknown_receipts: u64,
+    /// Messages a carrier received although the brand was refused them (it would
+    /// send again, and the phone gets the code twice).
+    pub sent_though_refused: u64,
+    /// Of those, the ones no node kill lies between the refusal and the send: must
+    /// be 0 (a node killed while Redis is away forgets which refused accepts Redis
+    /// may have written, see docs/operations.md).
+    pub sent_though_refused_unexplained: u64,
     /// A few message ids of each kind above, for the post-mortem ("kind id").
     pub samples: Vec<String>,
 }
@@ -100,6 +112,7 @@ impl Verdict {
             && self.conflicting_receipts == 0
             && self.late == 0
             && self.duplicates_unexplained == 0
+            && self.sent_though_refused_unexplained == 0
     }
 }
 
@@ -210,6 +223,23 @@ impl Ledger {
                 v.fallbacks += 1;
             }
         }
+        for (i, refused_at) in &self.refused {
+            if self.acked.contains_key(i) {
+                continue;
+            }
+            let Some(first) = self
+                .at_carrier
+                .get(i)
+                .and_then(|s| s.iter().map(|(_, t)| *t).min())
+            else {
+                continue;
+            };
+            v.sent_though_refused += 1;
+            if !self.kills.iter().any(|k| *k >= *refused_at && *k <= first) {
+                v.sent_though_refused_unexplained += 1;
+                v.sample("sent_though_refused", &format!("index {i}"));
+            }
+        }
         let known: std::collections::HashSet<&str> =
             self.acked.values().map(|a| a.id.as_str()).collect();
         v.unknown_receipts = self
@@ -280,8 +310,16 @@ mod tests {
         l.receipts
             .insert("h".into(), vec![got(dl, t, before), got(dl, t, before)]);
         l.receipts.insert("zz".into(), vec![got(dl, t, t)]);
+        // 20: refused, sent anyway, no kill between. 21: refused, a node killed
+        // before it was sent. 22: refused, never sent.
+        l.kills.push(kill);
+        l.refused.insert(20, later);
+        l.at_carrier.insert(20, vec![("a", later)]);
+        l.refused.insert(21, t);
+        l.at_carrier.insert(21, vec![("a", later)]);
+        l.refused.insert(22, t);
         let v = l.check(Duration::from_secs(600));
-        assert_eq!(v.samples.len(), 11, "{:?}", v.samples);
+        assert_eq!(v.samples.len(), 12, "{:?}", v.samples);
         assert_eq!(
             v,
             Verdict {
@@ -298,6 +336,8 @@ mod tests {
                 fallbacks: 2,
                 late: 2,
                 unknown_receipts: 1,
+                sent_though_refused: 2,
+                sent_though_refused_unexplained: 1,
             }
         );
         assert!(!v.clean());

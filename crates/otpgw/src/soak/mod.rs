@@ -366,7 +366,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     println!(
-        "ledger: {} sent, {} acknowledged; lost {}, expired unsent (brand told) {}, receipts missing {}, duplicate receipts {} ({} of them not across a node kill), conflicting receipts {}, late sends {}; duplicates at carriers {} ({} outside any fault window; {} counted by the gateway), fallbacks {}, unknown receipts {}",
+        "ledger: {} sent, {} acknowledged; lost {}, expired unsent (brand told) {}, receipts missing {}, duplicate receipts {} ({} of them not across a node kill), conflicting receipts {}, late sends {}; duplicates at carriers {} ({} outside any fault window; {} counted by the gateway), fallbacks {}, unknown receipts {}, sent though refused {} ({} of them not across a node kill)",
         r.messages_sent,
         v.acked,
         v.lost,
@@ -380,7 +380,9 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         v.duplicates_unexplained,
         r.duplicates_counted,
         v.fallbacks,
-        v.unknown_receipts
+        v.unknown_receipts,
+        v.sent_though_refused,
+        v.sent_though_refused_unexplained
     );
     if let Some(p) = &args.report {
         std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
@@ -529,6 +531,7 @@ async fn campaign(args: &SoakArgs) -> anyhow::Result<Report> {
                 ns[i].counted_before += seen;
                 ns[i].kill9();
             }
+            ledger.lock().kills.push(now);
             // What the node wrote before it died still arrives at a carrier for as
             // long as the link delays it.
             window(
@@ -699,6 +702,9 @@ fn record(ledger: &Mutex<Ledger>, r: &otpgw_sim::LoadReport, from: Instant) {
                 at: to,
             },
         );
+    }
+    for i in r.refused.keys() {
+        l.refused.insert(*i, from);
     }
     let got = |state| Got { state, from, to };
     for (id, states) in &r.receipts_by_id {

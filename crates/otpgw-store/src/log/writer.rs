@@ -1,0 +1,390 @@
+//! The log store's writer thread: group commit (one `write` and one `fdatasync`
+//! per batch), the index applied after each sync, segment rollover and
+//! compaction, and the backlog of writes nobody waits for when a batch fails.
+
+use super::*;
+
+/// The writer thread.
+pub(super) struct Writer {
+    pub(super) cfg: LogConfig,
+    pub(super) head: u32,
+    pub(super) file: File,
+    pub(super) size: u64,
+    pub(super) index: Arc<parking_lot::RwLock<Index>>,
+    pub(super) pending: Arc<AtomicUsize>,
+    pub(super) stats: Arc<WriterStats>,
+}
+
+impl Writer {
+    pub(super) fn run(mut self, rx: Receiver<Op>) {
+        let mut batch: Vec<Op> = Vec::with_capacity(self.cfg.batch_max);
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut backlog = writes::Backlog::default();
+        let mut last_purge = Instant::now();
+        loop {
+            let next = writes::next_batch(
+                &rx,
+                &mut backlog,
+                self.cfg.commit_window,
+                self.cfg.batch_max,
+                self.cfg.purge_interval,
+                &mut batch,
+            );
+            if next.is_err() {
+                return;
+            }
+            if !batch.is_empty() {
+                let started = Instant::now();
+                buf.clear();
+                let answers = self.encode(&batch, &mut buf);
+                let ok = match self.append(&buf) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        writes::log_failed("log write failed", &e, batch.len());
+                        metrics::counter!("otpgw_store_commit_failures_total").increment(1);
+                        backlog.keep_failed(&batch);
+                        false
+                    }
+                };
+                self.stats.record(started, batch.len(), ok);
+                metrics::gauge!("otpgw_store_backlog_writes").set(backlog.len() as f64);
+                if writes::answer(&mut batch, ok, answers, &self.pending) {
+                    return;
+                }
+            }
+            if last_purge.elapsed() >= self.cfg.purge_interval {
+                last_purge = Instant::now();
+                self.purge();
+            }
+            if let Err(e) = self.compact() {
+                tracing::error!(error = %e, "log compaction failed");
+            }
+        }
+    }
+
+    /// Encode a batch as records; answers of accepts with a key and of
+    /// compare-and-sets (by position). What the batch changes is seen by its later
+    /// writes (a key set, a message accepted), not by the index until it is synced.
+    fn encode(&self, batch: &[Op], buf: &mut Vec<u8>) -> Vec<(usize, Answer)> {
+        let now = now_ms();
+        let idx = self.index.read();
+        let mut answers = Vec::new();
+        // Versions (and values) this batch sets, ahead of the index.
+        let mut kv_now: HashMap<&str, (u64, &[u8])> = HashMap::new();
+        let mut accepted: HashSet<u64> = HashSet::new();
+        let mut stated: HashSet<u64> = HashSet::new();
+        let forwarded: HashSet<u64> = batch
+            .iter()
+            .filter_map(|op| match op {
+                Op::Forwarded(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let mut skipped: HashSet<u64> = HashSet::new();
+        let known = |id: &u64, acc: &HashSet<u64>| acc.contains(id) || idx.msgs.contains_key(id);
+        for (i, op) in batch.iter().enumerate() {
+            match op {
+                Op::Accept { id, rec, once, .. } => match once {
+                    None => {
+                        frame::encode(&Rec::Accept { id: *id, msg: rec }, buf);
+                        accepted.insert(*id);
+                    }
+                    Some(o) => {
+                        let (key, value, expires) = &**o;
+                        let found = match kv_now.get(key.as_str()) {
+                            Some((_, v)) => Some(v.to_vec()),
+                            None => (idx.kv_version(key, now) > 0)
+                                .then(|| idx.kv.get(key).map(|e| e.value.clone()))
+                                .flatten(),
+                        };
+                        if let Some(v) = found {
+                            answers.push((i, Answer::Duplicate(v)));
+                            continue;
+                        }
+                        frame::encode(
+                            &Rec::AcceptOnce {
+                                id: *id,
+                                msg: rec,
+                                key: key.clone(),
+                                value,
+                                expires_ms: *expires,
+                            },
+                            buf,
+                        );
+                        kv_now.insert(key, (1, value));
+                        accepted.insert(*id);
+                    }
+                },
+                Op::Sent(id, _) => {
+                    let has_state =
+                        stated.contains(id) || idx.msgs.get(id).is_some_and(|m| m.state.is_some());
+                    if known(id, &accepted) && !has_state {
+                        let st = record::encode_state(&CarrierState::Sent);
+                        frame::encode(
+                            &Rec::State {
+                                id: *id,
+                                state: &st,
+                            },
+                            buf,
+                        );
+                        stated.insert(*id);
+                    }
+                }
+                Op::Confirmed(id, st) | Op::Attempts(id, st, _) => {
+                    if known(id, &accepted) {
+                        frame::encode(&Rec::State { id: *id, state: st }, buf);
+                        stated.insert(*id);
+                    }
+                }
+                Op::Finished {
+                    id,
+                    receipt,
+                    now_ms,
+                    ..
+                } => {
+                    // A receipt forwarded within the batch need not be written.
+                    let keep = receipt.as_ref().filter(|_| !forwarded.contains(id));
+                    if receipt.is_some() && keep.is_none() {
+                        skipped.insert(*id);
+                    }
+                    frame::encode(
+                        &Rec::Finished {
+                            id: *id,
+                            done_ms: keep.map_or(*now_ms, |(d, _)| *d),
+                            receipt: keep.map(|(_, r)| r.as_slice()),
+                        },
+                        buf,
+                    );
+                }
+                Op::Forwarded(id) => {
+                    if !skipped.contains(id) {
+                        frame::encode(&Rec::Forwarded { id: *id }, buf);
+                    }
+                }
+                Op::Owe(id, done_ms, rec) => {
+                    frame::encode(
+                        &Rec::Owe {
+                            id: *id,
+                            done_ms: *done_ms,
+                            job: rec,
+                        },
+                        buf,
+                    );
+                }
+                Op::Status { id, rec, done_ms } => {
+                    if *done_ms > 0 {
+                        frame::encode(
+                            &Rec::Status {
+                                id: *id,
+                                done_ms: *done_ms,
+                                status: rec,
+                            },
+                            buf,
+                        );
+                    }
+                }
+                Op::Kv {
+                    kv,
+                    expect,
+                    expires_ms,
+                    ..
+                } => {
+                    let (key, value) = &**kv;
+                    let current = kv_now
+                        .get(key.as_str())
+                        .map(|(v, _)| *v)
+                        .unwrap_or_else(|| idx.kv_version(key, now));
+                    if current != *expect {
+                        answers.push((i, Answer::Version(None)));
+                        continue;
+                    }
+                    frame::encode(
+                        &Rec::Kv {
+                            key: key.clone(),
+                            version: current + 1,
+                            expires_ms: *expires_ms,
+                            value,
+                        },
+                        buf,
+                    );
+                    kv_now.insert(key, (current + 1, value));
+                    answers.push((i, Answer::Version(Some(current + 1))));
+                }
+                Op::Flush(_) | Op::Stop | Op::Publish { .. } => {}
+            }
+        }
+        answers
+    }
+
+    /// Write `buf` at the head (a new segment when it would overflow), sync it, and
+    /// apply it to the index. On failure the head is cut back to where it was.
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if self.size > 0 && self.size + buf.len() as u64 > self.cfg.segment_bytes {
+            self.roll()?;
+        }
+        let res = self
+            .file
+            .write_all(buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = res {
+            // Leave no half batch behind (a full disk, an IO error).
+            let _ = self.file.set_len(self.size);
+            let _ = self.file.sync_data();
+            return Err(e);
+        }
+        let base = self.size;
+        self.size += buf.len() as u64;
+        let (found, _) = frame::scan(buf);
+        let mut idx = self.index.write();
+        idx.grew(self.head, buf.len() as u64);
+        for f in &found {
+            if let Some(rec) = frame::decode(f.body) {
+                let loc = Loc {
+                    seg: self.head,
+                    off: (base + f.offset as u64) as u32,
+                    len: f.len as u32,
+                };
+                idx.apply(&rec, loc);
+            }
+        }
+        Ok(())
+    }
+
+    /// Close the head segment and start the next.
+    fn roll(&mut self) -> std::io::Result<()> {
+        let next = self.head + 1;
+        let (file, size) =
+            open_head(&self.cfg.dir, next).map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.file = file;
+        self.size = size;
+        self.head = next;
+        self.index.write().segs.entry(next).or_default();
+        Ok(())
+    }
+
+    fn purge(&self) {
+        let expired = self.index.write().purge(
+            now_ms(),
+            self.cfg.finished_retention.as_millis() as u64,
+            self.cfg.status_max,
+            self.cfg.receipt_retention.as_millis() as u64,
+        );
+        if expired > 0 {
+            metrics::counter!("otpgw_receipts_expired_total").increment(expired);
+            tracing::warn!(
+                receipts = expired,
+                "receipts dropped after their retention: their brands never bound"
+            );
+        }
+    }
+
+    /// Compact the oldest segment when it is mostly dead or there are too many.
+    fn compact(&mut self) -> std::io::Result<()> {
+        let (oldest, st, count) = {
+            let idx = self.index.read();
+            let Some((&n, st)) = idx.segs.iter().next() else {
+                return Ok(());
+            };
+            (n, *st, idx.segs.len())
+        };
+        if oldest == self.head || !(st.live * 2 < st.size || count > self.cfg.max_segments) {
+            return Ok(());
+        }
+        let items = self.index.read().items_in(oldest);
+        let mut buf = Vec::new();
+        if !items.is_empty() {
+            let mut files: HashMap<u32, File> = HashMap::new();
+            let dir = &self.cfg.dir;
+            let mut read = |l: Loc| -> std::io::Result<Vec<u8>> {
+                let f = match files.entry(l.seg) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(File::open(seg_path(dir, l.seg))?)
+                    }
+                };
+                let mut b = vec![0u8; l.len as usize];
+                f.read_exact_at(&mut b, u64::from(l.off))?;
+                Ok(b)
+            };
+            let idx = self.index.read();
+            for item in &items {
+                match item {
+                    Item::Message(id) => {
+                        let Some(m) = idx.msgs.get(id).copied() else {
+                            continue;
+                        };
+                        let raw = read(m.accept)?;
+                        if let Some(Rec::Accept { msg, .. } | Rec::AcceptOnce { msg, .. }) =
+                            frame::decode(&raw[HEADER..])
+                        {
+                            frame::encode(&Rec::Accept { id: *id, msg }, &mut buf);
+                        }
+                        if let Some(s) = m.state {
+                            // The state after its message: replay sees them in order.
+                            let raw = read(s)?;
+                            buf.extend_from_slice(&raw);
+                        }
+                    }
+                    Item::Receipt(id) => {
+                        let Some((l, done_ms)) = idx.receipts.get(id).copied() else {
+                            continue;
+                        };
+                        let raw = read(l)?;
+                        if let Some(
+                            Rec::Finished {
+                                receipt: Some(job), ..
+                            }
+                            | Rec::Owe { job, .. },
+                        ) = frame::decode(&raw[HEADER..])
+                        {
+                            frame::encode(
+                                &Rec::Owe {
+                                    id: *id,
+                                    done_ms,
+                                    job,
+                                },
+                                &mut buf,
+                            );
+                        }
+                    }
+                    Item::Status(id) => {
+                        if let Some((l, _)) = idx.status.get(id).copied() {
+                            buf.extend_from_slice(&read(l)?);
+                        }
+                    }
+                    Item::Kv(key) => {
+                        if let Some(e) = idx.kv.get(key) {
+                            frame::encode(
+                                &Rec::Kv {
+                                    key: key.clone(),
+                                    version: e.version,
+                                    expires_ms: e.expires_ms,
+                                    value: &e.value,
+                                },
+                                &mut buf,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        self.append(&buf)?;
+        let left = self.index.read().segs.get(&oldest).map_or(0, |s| s.live);
+        if left > 0 {
+            tracing::error!(
+                segment = oldest,
+                live = left,
+                "compaction left live bytes: segment kept"
+            );
+            return Ok(());
+        }
+        std::fs::remove_file(seg_path(&self.cfg.dir, oldest))?;
+        sync_dir(&self.cfg.dir)?;
+        self.index.write().drop_segment(oldest);
+        metrics::counter!("otpgw_store_segments_compacted_total").increment(1);
+        Ok(())
+    }
+}

@@ -1,0 +1,201 @@
+//! Accepts whose outcome was lost. When a pipeline fails (the connection broke, a
+//! command timed out, Redis restarted), its accepts were refused to their brands,
+//! yet Redis may have run them: the reply is what was lost. Such a message sits in
+//! this node's pending list and would go out at the node's next restart, after the
+//! brand was told it was not taken (and had sent it again).
+//!
+//! So the writer keeps the ids of every refused accept of a failed pipeline (a
+//! bounded set) and, once Redis answers again and before the store reports itself
+//! healthy (accepts are refused at the door until then), looks them up among this
+//! node's pending entries: an entry found is taken out (`XACK`, `XDEL`) with the
+//! idempotency record its accept wrote, so that a refusal always means "not
+//! taken". Counted in `otpgw_store_unknown_accepts_total{outcome}`: `cancelled`
+//! (Redis had run it), `absent` (it had not).
+//!
+//! What this cannot cover, said in docs/operations.md: a node killed before it could
+//! look (its pending list is recovered at restart as it is), and an entry another
+//! node claimed meanwhile (only when this node's lease ran out during the outage).
+
+use std::collections::HashMap;
+
+use otpgw_core::store::StoreError;
+use redis::aio::ConnectionManager;
+
+use super::{GROUP, RedisConfig, err};
+use crate::record;
+
+/// Most refused accepts remembered; beyond that the oldest doubt is given up (and
+/// counted as `forgotten`): the refused message may then still go out.
+const MAX_DOUBTS: usize = 200_000;
+
+/// Entries read per look-up round trip.
+const PAGE: usize = 1000;
+
+/// How far before the last entry known accepted the look-up starts (an entry id is
+/// Redis's clock in ms and a sequence).
+const MARGIN_MS: u64 = 1000;
+
+/// The refused accepts whose outcome is unknown, and where to look for them.
+#[derive(Default)]
+pub(super) struct Doubt {
+    /// Message id -> the idempotency record its accept would have written.
+    ids: HashMap<u64, Option<String>>,
+    /// The stream entry of the newest accept answered so far.
+    last_entry: Option<String>,
+    /// Where the look-up starts: set at the first doubt, from `last_entry`.
+    from: Option<String>,
+}
+
+/// What a look-up found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Settled {
+    /// Written by Redis, now taken out.
+    pub cancelled: u64,
+    /// Never written.
+    pub absent: u64,
+}
+
+impl Doubt {
+    pub(super) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// An accept was answered with its stream entry.
+    pub(super) fn answered(&mut self, entry: &str) {
+        self.last_entry = Some(entry.to_string());
+    }
+
+    /// An accept's pipeline failed: Redis may or may not have run it.
+    pub(super) fn lost(&mut self, id: u64, once_key: Option<String>) {
+        if self.ids.is_empty() {
+            self.from = Some(start_before(self.last_entry.as_deref()));
+        }
+        if self.ids.len() >= MAX_DOUBTS {
+            metrics::counter!("otpgw_store_unknown_accepts_total", "outcome" => "forgotten")
+                .increment(1);
+            return;
+        }
+        self.ids.insert(id, once_key);
+    }
+
+    /// Look the doubtful accepts up among this node's pending entries and take out
+    /// those Redis ran. On success the set is empty; on an error it is kept for the
+    /// next try.
+    pub(super) async fn settle(
+        &mut self,
+        cfg: &RedisConfig,
+        conn: &mut ConnectionManager,
+    ) -> Result<Settled, StoreError> {
+        if self.ids.is_empty() {
+            return Ok(Settled::default());
+        }
+        let stream = cfg.stream();
+        let mut start = self.from.clone().unwrap_or_else(|| "-".into());
+        let mut found: Vec<(String, Option<String>)> = Vec::new();
+        loop {
+            let page: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(&start)
+                .arg("+")
+                .arg(PAGE)
+                .arg(&cfg.node)
+                .query_async(conn)
+                .await
+                .map_err(err)?;
+            let Some(last) = page.ids.last() else { break };
+            start = next_id(&last.id);
+            let mut pipe = redis::pipe();
+            for p in &page.ids {
+                pipe.cmd("XRANGE").arg(&stream).arg(&p.id).arg(&p.id);
+            }
+            let reads: Vec<redis::streams::StreamRangeReply> =
+                pipe.query_async(conn).await.map_err(err)?;
+            for e in reads.into_iter().flat_map(|r| r.ids) {
+                let rec: Option<Vec<u8>> = e.get("rec");
+                let Some(m) = rec.as_deref().and_then(record::decode_message) else {
+                    continue;
+                };
+                if let Some(key) = self.ids.get(&m.id.0) {
+                    found.push((e.id.clone(), key.clone()));
+                }
+            }
+            if page.ids.len() < PAGE {
+                break;
+            }
+        }
+        if !found.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (entry, key) in &found {
+                pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(entry).ignore();
+                pipe.cmd("XDEL").arg(&stream).arg(entry).ignore();
+                if let Some(k) = key {
+                    pipe.cmd("DEL").arg(cfg.kv(k)).ignore();
+                }
+            }
+            pipe.query_async::<()>(conn).await.map_err(err)?;
+        }
+        let settled = Settled {
+            cancelled: found.len() as u64,
+            absent: (self.ids.len() - found.len()) as u64,
+        };
+        metrics::counter!("otpgw_store_unknown_accepts_total", "outcome" => "cancelled")
+            .increment(settled.cancelled);
+        metrics::counter!("otpgw_store_unknown_accepts_total", "outcome" => "absent")
+            .increment(settled.absent);
+        if settled.cancelled > 0 {
+            tracing::warn!(
+                cancelled = settled.cancelled,
+                absent = settled.absent,
+                "accepts refused to brands while redis failed had been written: taken out"
+            );
+        }
+        self.ids.clear();
+        self.from = None;
+        Ok(settled)
+    }
+}
+
+/// The entry id `MARGIN_MS` before `entry` (the whole stream without one).
+fn start_before(entry: Option<&str>) -> String {
+    match entry.and_then(|e| e.split('-').next()?.parse::<u64>().ok()) {
+        Some(ms) => format!("{}-0", ms.saturating_sub(MARGIN_MS)),
+        None => "-".into(),
+    }
+}
+
+/// The smallest entry id after `id` (`XPENDING` ranges are inclusive).
+fn next_id(id: &str) -> String {
+    match id.split_once('-') {
+        Some((ms, seq)) => match seq.parse::<u64>() {
+            Ok(s) => format!("{ms}-{}", s.saturating_add(1)),
+            Err(_) => id.to_string(),
+        },
+        None => id.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_look_up_starts_a_margin_before_the_last_answer() {
+        let mut d = Doubt::default();
+        d.lost(7, None);
+        assert_eq!(d.from.as_deref(), Some("-"), "nothing answered yet: all");
+        let mut d = Doubt::default();
+        d.answered("1700000005000-3");
+        d.lost(8, Some("k".into()));
+        d.answered("1700000009000-0");
+        d.lost(9, None);
+        assert_eq!(
+            d.from.as_deref(),
+            Some("1700000004000-0"),
+            "set by the first doubt"
+        );
+        assert_eq!(d.ids.len(), 2);
+        assert_eq!(next_id("1700000004000-41"), "1700000004000-42");
+    }
+}

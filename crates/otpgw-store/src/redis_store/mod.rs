@@ -1,0 +1,640 @@
+//! The Redis backend: accepted messages in a Redis Stream with a consumer group, so
+//! several otpgw nodes can share one Redis and a message always has one owning node.
+//!
+//! Keys, under a configurable prefix `P`:
+//! - `P:msgs`: the stream; each entry holds one accepted message (`rec`, the binary
+//!   record of [`crate::record`]). Consumer group `otpgw`; each node is a consumer
+//!   named by its node id. Accepting is one Lua script that `XADD`s the entry and at
+//!   once `XREADGROUP`s it for this node, so the entry sits in this node's pending
+//!   list (PEL) from the moment it exists. A finished message is `XACK`ed and
+//!   `XDEL`eted.
+//! - `P:state`: hash, message id -> carrier state (sent mark, or carrier and the
+//!   carrier's message id).
+//! - `P:receipts:NODE`: hash, message id -> receipt owed to a brand, until the brand
+//!   acknowledged it.
+//!
+//! Durability is Redis's: a write is acknowledged to the brand after Redis answered
+//! the script, so with `appendonly yes` and `appendfsync always` an acknowledged
+//! message is on Redis's disk. At open the store asks Redis for `appendfsync` and
+//! logs an error when it is not `always` (or cannot be read).
+//!
+//! Writes go through one task that pipelines everything queued (up to `batch_max`)
+//! into one round trip, like the embedded store's group commit. When Redis is
+//! unreachable every write of the batch fails: accepts resolve to
+//! [`StoreError::Unavailable`] (the brand gets a temporary error, nothing is
+//! acknowledged), the store reports unhealthy (readiness goes false) and a `PING`
+//! every second notices when Redis is back. A connection lost while a pipeline was
+//! under way may leave some of its accepts written although their brand got an
+//! error: before the store is healthy again they are looked up and taken out
+//! ([`doubt`]), so that a refusal means the message will not go out.
+//!
+//! Recovery (`recover`) reads this node's own pending entries (`XREADGROUP ... 0`),
+//! their carrier states and this node's owed receipts.
+//!
+//! The HTTP door's records:
+//! - `P:kv:KEY`: hash `v` (version) and `d` (value), expiring at the record's expiry
+//!   (`PEXPIREAT`); a compare-and-set is one Lua script, so two nodes never both
+//!   win. An accept with an idempotency key writes the key in the accept script
+//!   itself (the key exists: nothing is added, the first value is returned).
+//! - `P:st:ID`: a message's status, from its acceptance (any node answers status
+//!   queries) to `status_keep` after its final state.
+//! - `P:cnt:KEY`: counters with an expiry (`INCR`, `PEXPIRE` on the first).
+//!
+//! Several nodes:
+//! - Each node renews `P:alive:NODE` (a key with an expiry, `lease`) every third of
+//!   the lease. `claim_orphans` looks at the group's consumers; for one with
+//!   pending messages and no live key, one Lua script (atomic, so two claimers never
+//!   both take an entry, and a node that came back first keeps its own) moves its
+//!   pending entries to this node (`XCLAIM`), and another moves the receipts it
+//!   owed brands. A restarting node sets its key before it recovers.
+//! - Carriers deliver receipts on any bind of the account, so on any node. A receipt
+//!   a node cannot match goes to the stream `P:rcpt` (kept `receipt_keep`, trimmed
+//!   by `MINID`) before the carrier gets its `deliver_sm_resp`; every node reads it
+//!   and offers the entries to its matchers (without parking), where only the
+//!   sender's matches. After claiming, a node reads the kept entries again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use otpgw_core::outbox::ReceiptJob;
+use otpgw_core::status::MessageStatus;
+use otpgw_core::store::{Once, Recovered, Store, StoreError, StoreFuture, Ticket, Versioned};
+use otpgw_core::{DeliveryState, Message, MsgId};
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+
+use crate::record::{self, CarrierState};
+use crate::writes::{self, Op};
+
+mod doubt;
+mod nodes;
+mod scripts;
+mod writer;
+
+use nodes::{
+    claim, classify, entries_of, heartbeat, messages_of, read_inbox, read_published, renew_lease,
+};
+use scripts::{COUNT_LUA, NODE_NUMBER_LUA};
+use writer::writer;
+
+/// Consumer group every node reads the stream with.
+pub const GROUP: &str = "otpgw";
+
+/// The first message id of node number `node` starting at `now_us`: the number in
+/// the top byte, the microsecond clock below it (56 bits last until the year 4253).
+pub fn id_start(node: u8, now_us: u64) -> u64 {
+    (u64::from(node) << 56) | (now_us & ((1 << 56) - 1))
+}
+
+/// Where and how.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://` with TLS support compiled in).
+    pub url: String,
+    /// Key prefix, so several gateways can share one Redis.
+    pub prefix: String,
+    /// This node's id: its consumer name in the group. Must stay the same across
+    /// restarts of the node (its pending messages are found by it).
+    pub node: String,
+    /// Most writes in one pipeline.
+    pub batch_max: usize,
+    /// Accepts waiting for Redis beyond which brands get a temporary error.
+    pub max_pending_accepts: usize,
+    /// How long a connection attempt or a command may take.
+    pub timeout: Duration,
+    /// A node whose alive key is older than this is dead: others claim its work.
+    pub lease: Duration,
+    /// Published receipts are kept this long for the node that sent their message.
+    pub receipt_keep: Duration,
+    /// Final statuses of HTTP messages are kept this long.
+    pub status_keep: Duration,
+}
+
+impl RedisConfig {
+    /// Defaults: batches of 1,000, 50,000 pending accepts, 2 s timeout.
+    pub fn new(url: &str, prefix: &str, node: &str) -> Self {
+        Self {
+            url: url.into(),
+            prefix: prefix.into(),
+            node: node.into(),
+            batch_max: 1000,
+            max_pending_accepts: 50_000,
+            timeout: Duration::from_secs(2),
+            lease: Duration::from_secs(5),
+            receipt_keep: Duration::from_secs(600),
+            status_keep: Duration::from_secs(3600),
+        }
+    }
+    fn kv(&self, key: &str) -> String {
+        format!("{}:kv:{key}", self.prefix)
+    }
+    fn status(&self, id: u64) -> String {
+        format!("{}:st:{id}", self.prefix)
+    }
+    fn counter(&self, key: &str) -> String {
+        format!("{}:cnt:{key}", self.prefix)
+    }
+    fn alive(&self, node: &str) -> String {
+        format!("{}:alive:{node}", self.prefix)
+    }
+    fn receipts_of(&self, node: &str) -> String {
+        format!("{}:receipts:{node}", self.prefix)
+    }
+    fn rcpt(&self) -> String {
+        format!("{}:rcpt", self.prefix)
+    }
+    fn inbox(&self, node: &str) -> String {
+        format!("{}:inbox:{node}", self.prefix)
+    }
+    fn bound(&self, brand: &str) -> String {
+        format!("{}:bound:{brand}", self.prefix)
+    }
+    fn stream(&self) -> String {
+        format!("{}:msgs", self.prefix)
+    }
+    fn state(&self) -> String {
+        format!("{}:state", self.prefix)
+    }
+    fn receipts(&self) -> String {
+        format!("{}:receipts:{}", self.prefix, self.node)
+    }
+}
+
+/// The Redis store (see the module docs).
+pub struct RedisStore {
+    cfg: RedisConfig,
+    client: redis::Client,
+    tx: mpsc::UnboundedSender<Op>,
+    /// Stream entry id of each accepted, unfinished message of this node.
+    entries: Arc<DashMap<u64, String>>,
+    pending_accepts: Arc<AtomicUsize>,
+    healthy: Arc<AtomicBool>,
+    node_number: u8,
+    /// For claims.
+    conn: ConnectionManager,
+    foreign: parking_lot::Mutex<Option<mpsc::Receiver<otpgw_core::store::ForeignReceipt>>>,
+    rescan: Arc<AtomicBool>,
+    /// Receiver sessions per brand on this node.
+    receivers: Arc<DashMap<String, usize>>,
+    handed: parking_lot::Mutex<Option<mpsc::Receiver<ReceiptJob>>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.cfg.prefix)
+            .field("node", &self.cfg.node)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// A connection that reconnects by itself; every command (and each connection
+/// attempt) gives up after `timeout`.
+pub(crate) async fn connect(
+    url: &str,
+    timeout: Duration,
+) -> Result<(redis::Client, ConnectionManager), String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout)
+        .set_number_of_retries(1);
+    let conn = tokio::time::timeout(
+        timeout,
+        ConnectionManager::new_with_config(client.clone(), cfg),
+    )
+    .await
+    .map_err(|_| "connecting to redis timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    Ok((client, conn))
+}
+
+impl RedisStore {
+    /// Connect, create the consumer group if missing, check Redis's fsync setting
+    /// and start the writer task. Fails when Redis cannot be reached.
+    pub async fn open(cfg: RedisConfig) -> Result<Self, StoreError> {
+        if cfg.node.is_empty() || cfg.prefix.is_empty() {
+            return Err(StoreError::Unavailable(
+                "redis store needs a node id and a key prefix".into(),
+            ));
+        }
+        let (client, mut conn) = connect(&cfg.url, cfg.timeout).await.map_err(err)?;
+        ensure_group(&mut conn, &cfg.stream()).await?;
+        check_fsync(&mut conn).await;
+        let n: i64 = redis::Script::new(NODE_NUMBER_LUA)
+            .key(format!("{}:nodes", cfg.prefix))
+            .key(format!("{}:node_seq", cfg.prefix))
+            .arg(&cfg.node)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(err)?;
+        let node_number = u8::try_from(n).map_err(|_| {
+            err(format!(
+                "node number {n}: at most 255 node ids can be registered under prefix {} (see the hash {}:nodes)",
+                cfg.prefix, cfg.prefix
+            ))
+        })?;
+        // Alive before anything else: a claimer must not take what we recover.
+        renew_lease(&mut conn, &cfg).await.map_err(err)?;
+        let receivers: Arc<DashMap<String, usize>> = Arc::new(DashMap::new());
+        tokio::spawn(heartbeat(cfg.clone(), conn.clone(), receivers.clone()));
+        ensure_group(&mut conn, &cfg.inbox(&cfg.node)).await?;
+        let (htx, hrx) = mpsc::channel(10_000);
+        tokio::spawn(read_inbox(cfg.clone(), conn.clone(), htx));
+        let (ftx, frx) = mpsc::channel(10_000);
+        let rescan = Arc::new(AtomicBool::new(false));
+        tokio::spawn(read_published(
+            cfg.clone(),
+            conn.clone(),
+            ftx,
+            rescan.clone(),
+        ));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let entries = Arc::new(DashMap::new());
+        let pending = Arc::new(AtomicUsize::new(0));
+        let healthy = Arc::new(AtomicBool::new(true));
+        tokio::spawn(writer(
+            cfg.clone(),
+            conn.clone(),
+            rx,
+            entries.clone(),
+            pending.clone(),
+            healthy.clone(),
+        ));
+        Ok(Self {
+            cfg,
+            client,
+            tx,
+            entries,
+            pending_accepts: pending,
+            healthy,
+            node_number,
+            conn,
+            foreign: parking_lot::Mutex::new(Some(frx)),
+            rescan,
+            receivers,
+            handed: parking_lot::Mutex::new(Some(hrx)),
+        })
+    }
+}
+
+/// Create the consumer group of stream `key` (and the stream) unless it exists.
+pub(super) async fn ensure_group(
+    conn: &mut ConnectionManager,
+    key: &str,
+) -> Result<(), StoreError> {
+    let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Log an error when Redis does not fsync every write.
+async fn check_fsync(conn: &mut ConnectionManager) {
+    let r: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendfsync")
+        .query_async(conn)
+        .await;
+    let aof: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query_async(conn)
+        .await;
+    match (r, aof) {
+        (Ok(f), Ok(a))
+            if f.get(1).map(String::as_str) == Some("always")
+                && a.get(1).map(String::as_str) == Some("yes") => {}
+        (Ok(f), Ok(a)) => tracing::error!(
+            appendonly = a.get(1).map(String::as_str).unwrap_or("?"),
+            appendfsync = f.get(1).map(String::as_str).unwrap_or("?"),
+            "redis is not configured to fsync every write (appendonly yes, appendfsync always): acknowledged messages can be lost if redis crashes"
+        ),
+        _ => tracing::error!(
+            "cannot read redis's appendfsync setting (CONFIG GET refused?): make sure it is appendonly yes, appendfsync always"
+        ),
+    }
+}
+
+impl RedisStore {
+    /// Refuse at once while Redis is known unreachable (brands get a temporary
+    /// error instead of waiting for a pipeline that cannot go).
+    fn reachable(&self) -> Result<(), StoreError> {
+        if self.healthy.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("redis unreachable".into()))
+        }
+    }
+
+    /// This node's number under the prefix (1 for the first node id registered).
+    pub fn node_number(&self) -> u8 {
+        self.node_number
+    }
+}
+
+impl Store for RedisStore {
+    fn accept<'a>(&'a self, msg: &'a Message) -> StoreFuture<'a, ()> {
+        if let Err(e) = self.reachable() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        writes::accept(
+            &self.tx,
+            &self.pending_accepts,
+            self.cfg.max_pending_accepts,
+            msg,
+            "redis write failed",
+        )
+    }
+
+    fn submitted(&self, id: MsgId) -> Ticket {
+        writes::submitted(&self.tx, id)
+    }
+
+    fn carrier_accepted(&self, id: MsgId, carrier: &str, carrier_msg_id: &str) {
+        writes::carrier_accepted(&self.tx, id, carrier, carrier_msg_id);
+    }
+
+    fn finished(
+        &self,
+        id: MsgId,
+        state: DeliveryState,
+        receipt: Option<&ReceiptJob>,
+        now_ms: u64,
+    ) -> Ticket {
+        writes::finished(&self.tx, id, state, receipt, now_ms)
+    }
+
+    fn receipt_forwarded(&self, id: MsgId) {
+        writes::forwarded(&self.tx, id);
+    }
+
+    fn attempts(&self, id: MsgId, list: &[otpgw_core::attempts::Attempt]) -> Ticket {
+        writes::attempts(&self.tx, id, list)
+    }
+
+    fn owe(&self, job: &ReceiptJob) {
+        writes::owe(&self.tx, job);
+    }
+
+    fn record_status(&self, status: &MessageStatus) {
+        writes::status(&self.tx, status);
+    }
+
+    fn message_status(&self, id: MsgId) -> StoreFuture<'_, Option<MessageStatus>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let rec: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(self.cfg.status(id.0))
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            let mut st = rec.as_deref().and_then(record::decode_status);
+            // In flight on some node: the carrier it went to, once confirmed.
+            if let Some(s) = st.as_mut()
+                && s.done_ms == 0
+            {
+                let cs: Option<Vec<u8>> = redis::cmd("HGET")
+                    .arg(self.cfg.state())
+                    .arg(id.0)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(err)?;
+                if let Some(CarrierState::Confirmed { carrier, .. }) =
+                    cs.as_deref().and_then(record::decode_state)
+                {
+                    s.stage = otpgw_core::status::Stage::Sent;
+                    s.carrier = Some(carrier);
+                }
+            }
+            Ok(st)
+        })
+    }
+
+    fn accept_once<'a>(
+        &'a self,
+        msg: &'a Message,
+        key: &'a str,
+        value: Vec<u8>,
+        expires_ms: u64,
+    ) -> StoreFuture<'a, Once> {
+        if let Err(e) = self.reachable() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        writes::accept_once(
+            &self.tx,
+            &self.pending_accepts,
+            self.cfg.max_pending_accepts,
+            msg,
+            Some((key.to_string(), value, expires_ms)),
+            "redis write failed",
+        )
+    }
+
+    fn kv_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let (v, d): (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET")
+                .arg(self.cfg.kv(key))
+                .arg("v")
+                .arg("d")
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            Ok(match (v, d) {
+                (Some(version), Some(value)) => Some(Versioned { version, value }),
+                _ => None,
+            })
+        })
+    }
+
+    fn kv_put<'a>(
+        &'a self,
+        key: &'a str,
+        expect: u64,
+        value: Vec<u8>,
+        expires_ms: u64,
+    ) -> StoreFuture<'a, Option<u64>> {
+        writes::kv_put(
+            &self.tx,
+            key,
+            expect,
+            value,
+            expires_ms,
+            "redis write failed",
+        )
+    }
+
+    fn count<'a>(&'a self, key: &'a str, window_ms: u64, _now_ms: u64) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let n: u64 = redis::Script::new(COUNT_LUA)
+                .key(self.cfg.counter(key))
+                .arg(window_ms.max(1))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(err)?;
+            Ok(n)
+        })
+    }
+
+    fn recover(&self, _now_ms: u64) -> Result<Recovered, StoreError> {
+        let mut c = self
+            .client
+            .get_connection_with_timeout(self.cfg.timeout)
+            .map_err(err)?;
+        let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut out = Recovered::default();
+        let stream = self.cfg.stream();
+        let mut after = "0-0".to_string();
+        loop {
+            // This node's pending entries, oldest first, 1,000 at a time.
+            let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.cfg.node)
+                .arg("COUNT")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(&after)
+                .query(&mut c)
+                .map_err(err)?;
+            let ids = entries_of(reply);
+            let Some(last) = ids.last() else { break };
+            after = last.id.clone();
+            let msgs = messages_of(&ids, &self.entries);
+            if msgs.is_empty() {
+                continue;
+            }
+            let states: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(self.cfg.state())
+                .arg(msgs.iter().map(|m| m.id.0).collect::<Vec<_>>())
+                .query(&mut c)
+                .map_err(err)?;
+            classify(msgs, states, &mut out);
+        }
+        let owed: Vec<Vec<u8>> = redis::cmd("HVALS")
+            .arg(self.cfg.receipts())
+            .query(&mut c)
+            .map_err(err)?;
+        out.receipts = owed
+            .iter()
+            .filter_map(|v| record::decode_receipt(v))
+            .collect();
+        out.receipts.sort_by_key(|j| j.done_ms);
+        Ok(out)
+    }
+
+    fn flush(&self) -> Ticket {
+        writes::flush(&self.tx)
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn publish_receipt(&self, carrier: &str, r: &otpgw_proto::pdu::CarrierReceipt) -> Ticket {
+        writes::publish(&self.tx, carrier, r)
+    }
+
+    fn take_foreign_receipts(&self) -> Option<mpsc::Receiver<otpgw_core::store::ForeignReceipt>> {
+        self.foreign.lock().take()
+    }
+
+    fn rescan_receipts(&self) {
+        self.rescan.store(true, Ordering::Relaxed);
+    }
+
+    fn brand_receiver(&self, brand: &str, opened: bool) {
+        let mut e = self.receivers.entry(brand.to_string()).or_insert(0);
+        if opened {
+            *e += 1;
+        } else {
+            *e = e.saturating_sub(1);
+        }
+    }
+
+    fn brand_bound_here(&self, brand: &str) -> bool {
+        self.receivers.get(brand).is_some_and(|n| *n > 0)
+    }
+
+    fn hand_over_receipts<'a>(
+        &'a self,
+        brand: &'a str,
+        jobs: &'a [ReceiptJob],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let now = otpgw_core::clock::now_ms();
+            // Nodes whose presence for the brand has not lapsed, this one excepted.
+            let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(self.cfg.bound(brand))
+                .arg(now)
+                .arg("+inf")
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            let Some(target) = nodes.into_iter().find(|n| *n != self.cfg.node) else {
+                return Ok(false);
+            };
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for j in jobs {
+                pipe.cmd("XADD")
+                    .arg(self.cfg.inbox(&target))
+                    .arg("*")
+                    .arg("id")
+                    .arg(j.id.0)
+                    .arg("rec")
+                    .arg(record::encode_receipt(j))
+                    .ignore();
+                pipe.cmd("HDEL")
+                    .arg(self.cfg.receipts())
+                    .arg(j.id.0)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await.map_err(err)?;
+            tracing::debug!(%brand, to = %target, receipts = jobs.len(), "receipts handed to the node where the brand is bound");
+            Ok(true)
+        })
+    }
+
+    fn take_handed_receipts(&self) -> Option<mpsc::Receiver<ReceiptJob>> {
+        self.handed.lock().take()
+    }
+
+    fn claim_orphans(&self, _now_ms: u64) -> StoreFuture<'_, Recovered> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            claim(&self.cfg, &mut conn, &self.entries).await
+        })
+    }
+}

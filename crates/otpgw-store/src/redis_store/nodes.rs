@@ -1,0 +1,283 @@
+//! What keeps several nodes sharing one Redis: the lease each node renews, the
+//! receipts handed from node to node and published for all, and the claim of a
+//! dead node's messages and owed receipts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use otpgw_core::outbox::ReceiptJob;
+use otpgw_core::store::{Recovered, StoreError};
+use otpgw_core::{DeliveryState, Message};
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+
+use super::scripts::{CLAIM_LUA, CLAIM_RECEIPTS_LUA};
+use super::{GROUP, RedisConfig, err};
+use crate::record::{self, CarrierState};
+
+pub(super) async fn renew_lease(
+    conn: &mut ConnectionManager,
+    cfg: &RedisConfig,
+) -> redis::RedisResult<()> {
+    redis::cmd("SET")
+        .arg(cfg.alive(&cfg.node))
+        .arg(1)
+        .arg("PX")
+        .arg(cfg.lease.as_millis() as u64)
+        .query_async(conn)
+        .await
+}
+
+/// Renew this node's alive key every third of the lease, and its presence in the
+/// sets of nodes where each brand has a receiver bound (`P:bound:BRAND`, scored by
+/// when the presence lapses).
+pub(super) async fn heartbeat(
+    cfg: RedisConfig,
+    mut conn: ConnectionManager,
+    receivers: Arc<DashMap<String, usize>>,
+) {
+    let mut tick = tokio::time::interval(cfg.lease / 3);
+    loop {
+        tick.tick().await;
+        if let Err(e) = renew_lease(&mut conn, &cfg).await {
+            tracing::warn!(error = %e, "cannot renew this node's lease in redis");
+        }
+        let until = otpgw_core::clock::now_ms() + cfg.lease.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for e in receivers.iter() {
+            if *e.value() > 0 {
+                pipe.cmd("ZADD")
+                    .arg(cfg.bound(e.key()))
+                    .arg(until)
+                    .arg(&cfg.node)
+                    .ignore();
+            } else {
+                pipe.cmd("ZREM")
+                    .arg(cfg.bound(e.key()))
+                    .arg(&cfg.node)
+                    .ignore();
+            }
+        }
+        receivers.retain(|_, n| *n > 0);
+        let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+    }
+}
+
+/// Take the receipts other nodes handed to this one (`P:inbox:NODE`, read with the
+/// group so one not yet stored here is read again after a restart): store each as
+/// owed here, acknowledge it, then hand it to the gateway.
+pub(super) async fn read_inbox(
+    cfg: RedisConfig,
+    mut conn: ConnectionManager,
+    tx: mpsc::Sender<ReceiptJob>,
+) {
+    let key = cfg.inbox(&cfg.node);
+    // First what was read before a restart but not acknowledged, then new entries.
+    let mut from = "0".to_string();
+    loop {
+        let reply: redis::RedisResult<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&cfg.node)
+            .arg("COUNT")
+            .arg(500)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(&from)
+            .query_async(&mut conn)
+            .await;
+        let entries = reply.map(entries_of).unwrap_or_default();
+        if entries.is_empty() {
+            if from != ">" {
+                from = ">".into();
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let mut jobs = Vec::with_capacity(entries.len());
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for e in &entries {
+            let rec: Option<Vec<u8>> = e.get("rec");
+            if let Some(j) = rec.as_deref().and_then(record::decode_receipt) {
+                pipe.cmd("HSET")
+                    .arg(cfg.receipts())
+                    .arg(j.id.0)
+                    .arg(rec.as_deref().unwrap_or_default())
+                    .ignore();
+                jobs.push(j);
+            }
+            pipe.cmd("XACK").arg(&key).arg(GROUP).arg(&e.id).ignore();
+            pipe.cmd("XDEL").arg(&key).arg(&e.id).ignore();
+        }
+        if pipe.query_async::<()>(&mut conn).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            from = "0".into();
+            continue;
+        }
+        for j in jobs {
+            if tx.send(j).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Read the receipts other nodes published and hand them to the gateway. Polls
+/// every 20 ms when there is nothing new; starts from the oldest kept entry (and
+/// again after a claim), so receipts published while this node was down or before
+/// it claimed a message still find it.
+pub(super) async fn read_published(
+    cfg: RedisConfig,
+    mut conn: ConnectionManager,
+    tx: mpsc::Sender<otpgw_core::store::ForeignReceipt>,
+    rescan: Arc<AtomicBool>,
+) {
+    let key = cfg.rcpt();
+    let mut last = "0-0".to_string();
+    loop {
+        if rescan.swap(false, Ordering::Relaxed) {
+            last = "0-0".into();
+        }
+        let reply: redis::RedisResult<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(&last)
+            .query_async(&mut conn)
+            .await;
+        let entries = reply.map(entries_of).unwrap_or_default();
+        if entries.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        for e in entries {
+            // This node's own entries too: a receipt it parked before it claimed the
+            // message the receipt belongs to matches only now.
+            last = e.id.clone();
+            let (Some(carrier), Some(id), Some(state)) = (
+                e.get::<String>("c"),
+                e.get::<String>("i"),
+                e.get::<u8>("s").and_then(DeliveryState::from_tlv),
+            ) else {
+                continue;
+            };
+            let err: Option<String> = e.get::<String>("e").filter(|s| !s.is_empty());
+            let f = otpgw_core::store::ForeignReceipt {
+                carrier,
+                receipt: otpgw_proto::pdu::CarrierReceipt { id, state, err },
+            };
+            if tx.send(f).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Claim what dead nodes left (see the module docs).
+pub(super) async fn claim(
+    cfg: &RedisConfig,
+    conn: &mut ConnectionManager,
+    entries: &DashMap<u64, String>,
+) -> Result<Recovered, StoreError> {
+    let stream = cfg.stream();
+    let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&stream)
+        .arg(GROUP)
+        .query_async(conn)
+        .await
+        .map_err(err)?;
+    let claim = redis::Script::new(CLAIM_LUA);
+    let claim_receipts = redis::Script::new(CLAIM_RECEIPTS_LUA);
+    let mut out = Recovered::default();
+    for c in info.consumers {
+        if c.name == cfg.node {
+            continue;
+        }
+        let mut msgs = Vec::new();
+        if c.pending > 0 {
+            loop {
+                let got: redis::streams::StreamClaimReply = claim
+                    .key(&stream)
+                    .key(cfg.alive(&c.name))
+                    .arg(GROUP)
+                    .arg(&c.name)
+                    .arg(&cfg.node)
+                    .arg(1000)
+                    .invoke_async(conn)
+                    .await
+                    .map_err(err)?;
+                if got.ids.is_empty() {
+                    break;
+                }
+                msgs.extend(messages_of(&got.ids, entries));
+            }
+        }
+        if !msgs.is_empty() {
+            let states: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(cfg.state())
+                .arg(msgs.iter().map(|m| m.id.0).collect::<Vec<_>>())
+                .query_async(conn)
+                .await
+                .map_err(err)?;
+            tracing::warn!(node = %c.name, messages = msgs.len(), "claimed the messages of a node whose lease ran out");
+            classify(msgs, states, &mut out);
+        }
+        let owed: Vec<Vec<u8>> = claim_receipts
+            .key(cfg.alive(&c.name))
+            .key(cfg.receipts_of(&c.name))
+            .key(cfg.inbox(&c.name))
+            .key(cfg.receipts())
+            .invoke_async(conn)
+            .await
+            .map_err(err)?;
+        out.receipts
+            .extend(owed.iter().filter_map(|v| record::decode_receipt(v)));
+    }
+    Ok(out)
+}
+
+/// Sort messages by their carrier state into `out`.
+pub(super) fn classify(msgs: Vec<Message>, states: Vec<Option<Vec<u8>>>, out: &mut Recovered) {
+    for (m, s) in msgs.into_iter().zip(states) {
+        match s.as_deref().and_then(record::decode_state) {
+            Some(CarrierState::Confirmed {
+                carrier,
+                carrier_id,
+            }) => out.confirmed.push((m, carrier, carrier_id)),
+            Some(CarrierState::Attempts(list)) => out.attempts.push((m, list)),
+            Some(CarrierState::Sent) => out.unconfirmed.push((m, true)),
+            None => out.unconfirmed.push((m, false)),
+        }
+    }
+}
+
+/// The entries of a stream read.
+pub(super) fn entries_of(reply: redis::streams::StreamReadReply) -> Vec<redis::streams::StreamId> {
+    reply.keys.into_iter().flat_map(|k| k.ids).collect()
+}
+
+/// The messages of stream entries, each noted with its entry in `entries` (an entry
+/// deleted after it was read has no record: nothing to take on).
+pub(super) fn messages_of(
+    ids: &[redis::streams::StreamId],
+    entries: &DashMap<u64, String>,
+) -> Vec<Message> {
+    let mut msgs = Vec::with_capacity(ids.len());
+    for e in ids {
+        let rec: Option<Vec<u8>> = e.get("rec");
+        match rec.as_deref().and_then(record::decode_message) {
+            Some(m) => {
+                entries.insert(m.id.0, e.id.clone());
+                msgs.push(m);
+            }
+            None => tracing::warn!(entry = %e.id, "unreadable or deleted stream entry skipped"),
+        }
+    }
+    msgs
+}

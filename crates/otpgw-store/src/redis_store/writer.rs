@@ -1,0 +1,369 @@
+//! The Redis store's writer task: every write queued goes into one pipeline (up
+//! to `batch_max`), several pipelines in flight, a failed pipeline's writes kept
+//! in a backlog and written again in order once Redis is back, and its accepts
+//! looked up and taken out if Redis ran them after all ([`super::doubt`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use otpgw_core::store::Once;
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+
+use super::doubt::Doubt;
+use super::scripts::{ACCEPT_LUA, KV_LUA};
+use super::{GROUP, RedisConfig, ensure_group};
+use crate::record::{self, CarrierState};
+use crate::writes::{self, Op};
+
+/// Pipelines in flight at once. Redis runs the commands of one connection in the
+/// order they were sent, so later pipelines never overtake earlier ones; having
+/// several in flight hides the round trip (and Redis's fsync) behind the next batch.
+const PIPELINES_IN_FLIGHT: usize = 4;
+
+/// A batch under way: its writes, the stream entries its finished messages took out
+/// of the entry map (put back if the pipeline fails), the pipeline's answer, and
+/// whether it went alone (see [`writer`]).
+type Flight = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    Vec<Op>,
+                    Vec<(u64, String)>,
+                    redis::RedisResult<Vec<redis::Value>>,
+                    bool,
+                ),
+            > + Send,
+    >,
+>;
+
+pub(super) async fn writer(
+    cfg: RedisConfig,
+    mut conn: ConnectionManager,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    entries: Arc<DashMap<u64, String>>,
+    pending: Arc<AtomicUsize>,
+    healthy: Arc<AtomicBool>,
+) {
+    use futures_util::StreamExt;
+    let script = Scripts {
+        accept: redis::Script::new(ACCEPT_LUA),
+        kv: redis::Script::new(KV_LUA),
+    };
+    let mut flights: futures_util::stream::FuturesOrdered<Flight> = Default::default();
+    let mut closed = false;
+    // After a failed pipeline its writes (and those of the pipelines that were
+    // already under way behind it) are written again, in order, before anything
+    // newer: one pipeline at a time until that backlog is gone.
+    let mut backlog = writes::Backlog::default();
+    let mut recovering = false;
+    // Refused accepts Redis may have run: looked up before the store is healthy.
+    let mut doubt = Doubt::default();
+    loop {
+        let serial = recovering || !backlog.is_empty();
+        if closed && flights.is_empty() && (backlog.is_empty() || !healthy.load(Ordering::Relaxed))
+        {
+            return;
+        }
+        let room = if serial {
+            flights.is_empty()
+        } else {
+            flights.len() < PIPELINES_IN_FLIGHT
+        };
+        tokio::select! {
+            op = rx.recv(), if !closed && room => {
+                let mut batch = Vec::with_capacity(64);
+                match op {
+                    None => {
+                        closed = true;
+                        continue;
+                    }
+                    Some(first) if serial => {
+                        backlog.push(first);
+                        backlog.take(cfg.batch_max, &mut batch);
+                    }
+                    Some(first) => batch.push(first),
+                }
+                if backlog.is_empty() {
+                    while batch.len() < cfg.batch_max {
+                        match rx.try_recv() {
+                            Ok(op) => batch.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                flights.push_back(launch(&cfg, &script, batch, &entries, &conn, serial));
+            }
+            Some((batch, taken, res, alone)) = flights.next(), if !flights.is_empty() => {
+                let ok = res.is_ok();
+                if let Err(e) = &res {
+                    writes::log_failed("redis write failed", e, batch.len());
+                    metrics::counter!("otpgw_store_write_failures_total").increment(1);
+                }
+                if alone {
+                    // The oldest writes there are: in front of the backlog again.
+                    if !ok {
+                        backlog.keep_failed(&batch);
+                    }
+                } else if !ok || recovering {
+                    // Behind the failure, in the order they were sent.
+                    recovering = true;
+                    backlog.keep_behind(&batch);
+                }
+                if flights.is_empty() {
+                    recovering = false;
+                }
+                metrics::gauge!("otpgw_store_backlog_writes").set(backlog.len() as f64);
+                if !ok {
+                    // Before the waiters hear of the failure.
+                    healthy.store(false, Ordering::Relaxed);
+                }
+                complete(batch, taken, res, &entries, &pending, &mut doubt);
+                healthy.store(ok && doubt.is_empty(), Ordering::Relaxed);
+            }
+            () = tokio::time::sleep(if backlog.is_empty() && doubt.is_empty() { Duration::from_secs(1) } else { writes::Backlog::RETRY_EVERY }),
+                if flights.is_empty() =>
+            {
+                // Idle: find out whether Redis is (still) there; settle the
+                // doubtful accepts and write the backlog once it is.
+                let mut ok = redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok();
+                if ok && !healthy.load(Ordering::Relaxed) {
+                    let _ = ensure_group(&mut conn, &cfg.stream()).await;
+                }
+                if ok && let Err(e) = doubt.settle(&cfg, &mut conn).await {
+                    tracing::warn!(error = %e, "cannot look up the accepts whose outcome redis lost yet");
+                    ok = false;
+                }
+                healthy.store(ok && doubt.is_empty(), Ordering::Relaxed);
+                if ok && !backlog.is_empty() {
+                    let mut batch = Vec::new();
+                    backlog.take(cfg.batch_max, &mut batch);
+                    flights.push_back(launch(&cfg, &script, batch, &entries, &conn, true));
+                }
+            }
+        }
+    }
+}
+
+/// Send one batch as a pipeline.
+fn launch(
+    cfg: &RedisConfig,
+    script: &Scripts,
+    batch: Vec<Op>,
+    entries: &DashMap<u64, String>,
+    conn: &ConnectionManager,
+    alone: bool,
+) -> Flight {
+    let (pipe, taken) = build(cfg, script, &batch, entries);
+    let (mut c, script) = (conn.clone(), script.clone());
+    Box::pin(async move {
+        let mut res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut c).await;
+        if matches!(&res, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
+            // Redis restarted (its script cache is empty): load and send again.
+            if script
+                .accept
+                .prepare_invoke()
+                .load_async(&mut c)
+                .await
+                .is_ok()
+                && script.kv.prepare_invoke().load_async(&mut c).await.is_ok()
+            {
+                res = pipe.query_async(&mut c).await;
+            }
+        }
+        (batch, taken, res, alone)
+    })
+}
+
+/// The scripts the writer runs (loaded again after Redis restarted).
+#[derive(Clone)]
+struct Scripts {
+    accept: redis::Script,
+    kv: redis::Script,
+}
+
+/// One pipeline for a batch of writes, and the stream entries of the messages it
+/// finishes (taken out of `entries`).
+fn build(
+    cfg: &RedisConfig,
+    script: &Scripts,
+    batch: &[Op],
+    entries: &DashMap<u64, String>,
+) -> (redis::Pipeline, Vec<(u64, String)>) {
+    let (stream, state, receipts) = (cfg.stream(), cfg.state(), cfg.receipts());
+    let mut pipe = redis::pipe();
+    let mut taken = Vec::new();
+    for op in batch {
+        match op {
+            Op::Accept { rec, once, .. } => {
+                let c = pipe.cmd("EVALSHA").arg(script.accept.get_hash());
+                match once {
+                    None => c.arg(1).arg(&stream),
+                    Some(o) => c.arg(2).arg(&stream).arg(cfg.kv(&o.0)),
+                };
+                c.arg(rec.as_slice()).arg(GROUP).arg(&cfg.node);
+                if let Some(o) = once {
+                    c.arg(o.1.as_slice()).arg(o.2);
+                }
+            }
+            Op::Kv {
+                kv,
+                expect,
+                expires_ms,
+                ..
+            } => {
+                pipe.cmd("EVALSHA")
+                    .arg(script.kv.get_hash())
+                    .arg(1)
+                    .arg(cfg.kv(&kv.0))
+                    .arg(*expect)
+                    .arg(kv.1.as_slice())
+                    .arg(*expires_ms);
+            }
+            Op::Status { id, rec, done_ms } => {
+                let keep = if *done_ms > 0 {
+                    cfg.status_keep
+                } else {
+                    // In flight: until its final status replaces it, at the latest
+                    // a day after acceptance.
+                    Duration::from_secs(86_400)
+                };
+                pipe.cmd("SET")
+                    .arg(cfg.status(*id))
+                    .arg(rec.as_slice())
+                    .arg("PX")
+                    .arg(keep.as_millis() as u64)
+                    .ignore();
+            }
+            Op::Sent(id, _) => {
+                pipe.cmd("HSETNX")
+                    .arg(&state)
+                    .arg(id)
+                    .arg(record::encode_state(&CarrierState::Sent))
+                    .ignore();
+            }
+            Op::Confirmed(id, st) | Op::Attempts(id, st, _) => {
+                pipe.cmd("HSET")
+                    .arg(&state)
+                    .arg(id)
+                    .arg(st.as_slice())
+                    .ignore();
+            }
+            Op::Owe(id, _, rec) => {
+                pipe.cmd("HSET")
+                    .arg(&receipts)
+                    .arg(id)
+                    .arg(rec.as_slice())
+                    .ignore();
+            }
+            Op::Finished { id, receipt, .. } => {
+                if let Some((id, e)) = entries.remove(id) {
+                    pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&e).ignore();
+                    pipe.cmd("XDEL").arg(&stream).arg(&e).ignore();
+                    taken.push((id, e));
+                }
+                pipe.cmd("HDEL").arg(&state).arg(id).ignore();
+                if let Some((_, r)) = receipt {
+                    pipe.cmd("HSET")
+                        .arg(&receipts)
+                        .arg(id)
+                        .arg(r.as_slice())
+                        .ignore();
+                }
+            }
+            Op::Forwarded(id) => {
+                pipe.cmd("HDEL").arg(&receipts).arg(id).ignore();
+            }
+            Op::Publish { published, .. } => {
+                let (carrier, r) = &**published;
+                let keep = cfg.receipt_keep.as_millis() as u64;
+                let min = otpgw_core::clock::now_ms().saturating_sub(keep);
+                pipe.cmd("XADD")
+                    .arg(cfg.rcpt())
+                    .arg("MINID")
+                    .arg("~")
+                    .arg(min)
+                    .arg("*")
+                    .arg("o")
+                    .arg(&cfg.node)
+                    .arg("c")
+                    .arg(carrier)
+                    .arg("i")
+                    .arg(&r.id)
+                    .arg("s")
+                    .arg(r.state.tlv())
+                    .arg("e")
+                    .arg(r.err.as_deref().unwrap_or(""))
+                    .ignore();
+            }
+            Op::Flush(_) | Op::Stop => {}
+        }
+    }
+    (pipe, taken)
+}
+
+/// Resolve a batch's waiters with its pipeline's outcome.
+fn complete(
+    batch: Vec<Op>,
+    taken: Vec<(u64, String)>,
+    res: redis::RedisResult<Vec<redis::Value>>,
+    entries: &DashMap<u64, String>,
+    pending: &AtomicUsize,
+    doubt: &mut Doubt,
+) {
+    let ok = res.is_ok();
+    if !ok {
+        // Not finished in Redis: their entries are still pending there.
+        for (id, e) in taken {
+            entries.insert(id, e);
+        }
+    }
+    let mut ids = res.ok().map(Vec::into_iter);
+    for op in batch {
+        match op {
+            Op::Accept { id, done, once, .. } => {
+                pending.fetch_sub(1, Ordering::Relaxed);
+                let answer = ids.as_mut().and_then(Iterator::next);
+                let outcome = match answer {
+                    Some(redis::Value::Array(a)) => Some(Once::Duplicate(
+                        a.get(1)
+                            .and_then(|v| redis::from_redis_value::<Vec<u8>>(v).ok())
+                            .unwrap_or_default(),
+                    )),
+                    Some(v) => redis::from_redis_value::<String>(&v).ok().map(|e| {
+                        doubt.answered(&e);
+                        entries.insert(id, e);
+                        Once::Accepted
+                    }),
+                    None => None,
+                };
+                if outcome.is_none() {
+                    // Refused, yet Redis may have written it.
+                    doubt.lost(id, once.map(|o| o.0));
+                }
+                let _ = done.send(outcome);
+            }
+            Op::Kv { done, .. } => {
+                let v = ids
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .and_then(|v| redis::from_redis_value::<i64>(&v).ok())
+                    .map(|n| u64::try_from(n).ok());
+                let _ = done.send(v);
+            }
+            Op::Sent(_, done)
+            | Op::Flush(done)
+            | Op::Publish { done, .. }
+            | Op::Attempts(_, _, done)
+            | Op::Finished { done, .. } => {
+                let _ = done.send(ok);
+            }
+            Op::Confirmed(..) | Op::Forwarded(_) | Op::Status { .. } | Op::Owe(..) | Op::Stop => {}
+        }
+    }
+}
