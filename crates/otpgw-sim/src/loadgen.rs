@@ -6,7 +6,7 @@
 //! Every loop is bounded: it sends exactly `count` messages and stops waiting for
 //! receipts after `receipt_timeout`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,9 +146,9 @@ pub struct LoadReport {
     pub missing_receipts: u64,
     /// otpgw's message id of each accepted message, by message index.
     pub ids: HashMap<u64, String>,
-    /// The status of each message index refused with an error (not those whose
-    /// answer never came).
-    pub refused: HashMap<u64, u32>,
+    /// The message indexes refused with an error status (not those whose answer
+    /// never came); `rejected` counts them by status.
+    pub refused: HashSet<u64>,
     /// Final state reported for each message index.
     pub states: HashMap<u64, DeliveryState>,
     /// From the first submit to the last response.
@@ -259,7 +259,7 @@ impl Inner {
 #[derive(Default)]
 struct Inner {
     ids: HashMap<u64, String>,
-    refused: HashMap<u64, u32>,
+    refused: HashSet<u64>,
     by_id: HashMap<String, (u64, Instant)>,
     receipts: HashMap<String, Vec<DeliveryState>>,
     early: Vec<(String, DeliveryState, Instant)>,
@@ -594,7 +594,7 @@ async fn on_command(
                 } else {
                     sh.progress.refused.fetch_add(1, Ordering::Relaxed);
                     *inner.rejected.entry(st).or_default() += 1;
-                    inner.refused.insert(i, st);
+                    inner.refused.insert(i);
                 }
                 drop(inner);
                 sh.responses.fetch_add(1, Ordering::Relaxed);

@@ -399,19 +399,11 @@ impl Store for EmbeddedStore {
                 tracing::error!(id = k.value(), "unreadable message record skipped");
                 continue;
             };
-            match states
+            let state = states
                 .get(k.value())
                 .map_err(err)?
-                .and_then(|s| record::decode_state(s.value()))
-            {
-                Some(CarrierState::Confirmed {
-                    carrier,
-                    carrier_id,
-                }) => out.confirmed.push((m, carrier, carrier_id)),
-                Some(CarrierState::Attempts(list)) => out.attempts.push((m, list)),
-                Some(CarrierState::Sent) => out.unconfirmed.push((m, true)),
-                None => out.unconfirmed.push((m, false)),
-            }
+                .and_then(|s| record::decode_state(s.value()));
+            record::sort_recovered(&mut out, m, state);
         }
         let cutoff = now_ms.saturating_sub(self.cfg.receipt_retention.as_millis() as u64);
         for row in receipts.iter().map_err(err)? {

@@ -268,6 +268,25 @@ pub enum CarrierState {
     Attempts(Vec<Attempt>),
 }
 
+/// Put a recovered message where its carrier state says it belongs in `out`: sent
+/// and confirmed (awaits its receipt), under a receipt deadline (its attempts), or
+/// unconfirmed (with whether it may have been sent).
+pub(crate) fn sort_recovered(
+    out: &mut otpgw_core::store::Recovered,
+    m: Message,
+    state: Option<CarrierState>,
+) {
+    match state {
+        Some(CarrierState::Confirmed {
+            carrier,
+            carrier_id,
+        }) => out.confirmed.push((m, carrier, carrier_id)),
+        Some(CarrierState::Attempts(list)) => out.attempts.push((m, list)),
+        Some(CarrierState::Sent) => out.unconfirmed.push((m, true)),
+        None => out.unconfirmed.push((m, false)),
+    }
+}
+
 fn outcome_code(o: Outcome) -> u8 {
     match o {
         Outcome::Pending => 0,

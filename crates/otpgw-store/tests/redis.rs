@@ -21,6 +21,15 @@ async fn open(r: &Redis, node: &str) -> RedisStore {
         .expect("redis store opens")
 }
 
+/// Entries in the stream of prefix `t`, read directly.
+async fn stream_len(c: &mut redis::aio::MultiplexedConnection) -> u64 {
+    redis::cmd("XLEN")
+        .arg("t:msgs")
+        .query_async(c)
+        .await
+        .expect("xlen")
+}
+
 /// Whether the store reports itself healthy within 10 s.
 async fn healthy_within_10s(s: &RedisStore) -> bool {
     for _ in 0..100 {
@@ -344,11 +353,7 @@ async fn an_accept_whose_answer_was_lost_is_taken_out_before_health_returns() {
         .get_multiplexed_async_connection()
         .await
         .expect("direct connection");
-    let len: u64 = redis::cmd("XLEN")
-        .arg("t:msgs")
-        .query_async(&mut c)
-        .await
-        .expect("xlen");
+    let len = stream_len(&mut c).await;
     assert_eq!(len, 3, "the lost answers were for writes Redis made");
 
     proxy.set_latency(Duration::ZERO);
@@ -356,11 +361,7 @@ async fn an_accept_whose_answer_was_lost_is_taken_out_before_health_returns() {
         healthy_within_10s(&s).await,
         "healthy again once the doubtful accepts are settled"
     );
-    let len: u64 = redis::cmd("XLEN")
-        .arg("t:msgs")
-        .query_async(&mut c)
-        .await
-        .expect("xlen");
+    let len = stream_len(&mut c).await;
     assert_eq!(len, 1, "both refused accepts taken out of the stream");
 
     let rec = open(&r, "n1").await.recover(0).expect("recover");

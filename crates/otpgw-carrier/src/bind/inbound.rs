@@ -3,7 +3,22 @@
 //! recorded, then acknowledged once durable), `enquire_link`, `unbind` and
 //! malformed PDUs.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+use otpgw_core::clock::now_ms;
+use otpgw_core::tracker::Finish;
+use otpgw_core::{DeliveryState, Message};
+use otpgw_dispatch::RetryCause;
+use otpgw_proto::codec::Malformed;
+use otpgw_proto::driver::PduSender;
+use otpgw_proto::pdu::{self, DeliverView};
+use otpgw_proto::rusmpp::{Command, Pdu};
+use otpgw_proto::session::Session;
+use otpgw_proto::status::{self, cmd};
+
+use super::{BindError, Tag, resend_unit};
+use crate::Shared;
 
 /// Handle one PDU; `Ok(true)` means the session ended cleanly.
 pub(super) async fn handle_command(

@@ -18,16 +18,14 @@ use tokio::time::{sleep_until, timeout};
 
 use otpgw_core::clock::now_ms;
 use otpgw_core::{DeliveryState, Message};
-use otpgw_proto::codec::{Frame, Malformed};
+use otpgw_proto::codec::Frame;
 use otpgw_proto::driver::{PduSender, reader, spawn_writer};
-use otpgw_proto::pdu::{self, BindParams, DeliverView};
-use otpgw_proto::rusmpp::{Command, Pdu};
+use otpgw_proto::pdu::{self, BindParams};
+use otpgw_proto::rusmpp::Command;
 use otpgw_proto::session::{BindState, Session, SessionConfig, Timeout};
 use otpgw_proto::status::{self, cmd};
 use otpgw_proto::time::relative_smpp_time;
 
-use otpgw_core::tracker::Finish;
-use otpgw_dispatch::RetryCause;
 use otpgw_proto::split::{self, Plan};
 
 use crate::Shared;

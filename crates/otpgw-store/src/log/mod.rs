@@ -32,14 +32,13 @@ mod index;
 mod tests;
 mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};
 
 use otpgw_core::clock::now_ms;
@@ -50,11 +49,11 @@ use otpgw_core::{DeliveryState, Message, MsgId};
 
 use crate::counters::Counters;
 use crate::embedded::WriterStats;
-use crate::record::{self, CarrierState};
-use crate::writes::{self, Answer, Op};
+use crate::record;
+use crate::writes::{self, Op};
 
 use frame::{HEADER, Rec};
-use index::{Index, Item, Loc};
+use index::{Index, Loc};
 use writer::Writer;
 
 /// Settings of the log store.
@@ -316,15 +315,7 @@ fn recovered(index: &Index, bufs: &HashMap<u32, Vec<u8>>) -> Recovered {
                 Rec::State { state, .. } => record::decode_state(state),
                 _ => None,
             });
-        match state {
-            Some(CarrierState::Confirmed {
-                carrier,
-                carrier_id,
-            }) => out.confirmed.push((msg, carrier, carrier_id)),
-            Some(CarrierState::Attempts(list)) => out.attempts.push((msg, list)),
-            Some(CarrierState::Sent) => out.unconfirmed.push((msg, true)),
-            None => out.unconfirmed.push((msg, false)),
-        }
+        record::sort_recovered(&mut out, msg, state);
     }
     for (l, _) in index.receipts.values() {
         let job = body(*l).and_then(frame::decode).and_then(|r| match r {

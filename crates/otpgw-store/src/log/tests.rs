@@ -1,6 +1,6 @@
 use super::*;
-use std::collections::BTreeSet;
-use std::io::BufRead;
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead, Write};
 
 use crate::fixtures::{self, message as msg, receipt_job as job};
 use crate::test_disk::{SmallDisk, accept_until_refused, assert_recovered};

@@ -2,7 +2,23 @@
 //! per batch), the index applied after each sync, segment rollover and
 //! compaction, and the backlog of writes nobody waits for when a batch fails.
 
-use super::*;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc::Receiver;
+use std::time::Instant;
+
+use otpgw_core::clock::now_ms;
+
+use super::frame::{self, HEADER, Rec};
+use super::index::{Index, Item, Loc};
+use super::{LogConfig, open_head, seg_path, sync_dir};
+use crate::embedded::WriterStats;
+use crate::record::{self, CarrierState};
+use crate::writes::{self, Answer, Op};
 
 /// The writer thread.
 pub(super) struct Writer {

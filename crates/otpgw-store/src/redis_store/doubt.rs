@@ -40,19 +40,10 @@ const MARGIN_MS: u64 = 1000;
 pub(super) struct Doubt {
     /// Message id -> the idempotency record its accept would have written.
     ids: HashMap<u64, Option<String>>,
-    /// The stream entry of the newest accept answered so far.
-    last_entry: Option<String>,
-    /// Where the look-up starts: set at the first doubt, from `last_entry`.
-    from: Option<String>,
-}
-
-/// What a look-up found.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Settled {
-    /// Written by Redis, now taken out.
-    pub cancelled: u64,
-    /// Never written.
-    pub absent: u64,
+    /// Redis's clock (ms) in the stream entry of the newest accept answered so far.
+    last_ms: Option<u64>,
+    /// Where the look-up starts: set at the first doubt, from `last_ms`.
+    from: String,
 }
 
 impl Doubt {
@@ -60,15 +51,22 @@ impl Doubt {
         self.ids.is_empty()
     }
 
-    /// An accept was answered with its stream entry.
+    /// A batch's newest accept was answered with this stream entry (once a batch:
+    /// nothing is kept per message).
     pub(super) fn answered(&mut self, entry: &str) {
-        self.last_entry = Some(entry.to_string());
+        if let Some(ms) = entry.split('-').next().and_then(|ms| ms.parse().ok()) {
+            self.last_ms = Some(ms);
+        }
     }
 
     /// An accept's pipeline failed: Redis may or may not have run it.
     pub(super) fn lost(&mut self, id: u64, once_key: Option<String>) {
         if self.ids.is_empty() {
-            self.from = Some(start_before(self.last_entry.as_deref()));
+            // `MARGIN_MS` before the last answered entry; the whole stream without one.
+            self.from = self.last_ms.map_or_else(
+                || "-".into(),
+                |ms| format!("{}-0", ms.saturating_sub(MARGIN_MS)),
+            );
         }
         if self.ids.len() >= MAX_DOUBTS {
             metrics::counter!("otpgw_store_unknown_accepts_total", "outcome" => "forgotten")
@@ -85,12 +83,12 @@ impl Doubt {
         &mut self,
         cfg: &RedisConfig,
         conn: &mut ConnectionManager,
-    ) -> Result<Settled, StoreError> {
+    ) -> Result<(), StoreError> {
         if self.ids.is_empty() {
-            return Ok(Settled::default());
+            return Ok(());
         }
         let stream = cfg.stream();
-        let mut start = self.from.clone().unwrap_or_else(|| "-".into());
+        let mut start = self.from.clone();
         let mut found: Vec<(String, Option<String>)> = Vec::new();
         loop {
             let page: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
@@ -136,32 +134,20 @@ impl Doubt {
             }
             pipe.query_async::<()>(conn).await.map_err(err)?;
         }
-        let settled = Settled {
-            cancelled: found.len() as u64,
-            absent: (self.ids.len() - found.len()) as u64,
-        };
+        let (cancelled, absent) = (found.len(), self.ids.len() - found.len());
         metrics::counter!("otpgw_store_unknown_accepts_total", "outcome" => "cancelled")
-            .increment(settled.cancelled);
+            .increment(cancelled as u64);
         metrics::counter!("otpgw_store_unknown_accepts_total", "outcome" => "absent")
-            .increment(settled.absent);
-        if settled.cancelled > 0 {
+            .increment(absent as u64);
+        if cancelled > 0 {
             tracing::warn!(
-                cancelled = settled.cancelled,
-                absent = settled.absent,
+                cancelled,
+                absent,
                 "accepts refused to brands while redis failed had been written: taken out"
             );
         }
         self.ids.clear();
-        self.from = None;
-        Ok(settled)
-    }
-}
-
-/// The entry id `MARGIN_MS` before `entry` (the whole stream without one).
-fn start_before(entry: Option<&str>) -> String {
-    match entry.and_then(|e| e.split('-').next()?.parse::<u64>().ok()) {
-        Some(ms) => format!("{}-0", ms.saturating_sub(MARGIN_MS)),
-        None => "-".into(),
+        Ok(())
     }
 }
 
@@ -184,17 +170,13 @@ mod tests {
     fn the_look_up_starts_a_margin_before_the_last_answer() {
         let mut d = Doubt::default();
         d.lost(7, None);
-        assert_eq!(d.from.as_deref(), Some("-"), "nothing answered yet: all");
+        assert_eq!(d.from, "-", "nothing answered yet: all");
         let mut d = Doubt::default();
         d.answered("1700000005000-3");
         d.lost(8, Some("k".into()));
         d.answered("1700000009000-0");
         d.lost(9, None);
-        assert_eq!(
-            d.from.as_deref(),
-            Some("1700000004000-0"),
-            "set by the first doubt"
-        );
+        assert_eq!(d.from, "1700000004000-0", "set by the first doubt");
         assert_eq!(d.ids.len(), 2);
         assert_eq!(next_id("1700000004000-41"), "1700000004000-42");
     }

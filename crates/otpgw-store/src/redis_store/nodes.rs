@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::scripts::{CLAIM_LUA, CLAIM_RECEIPTS_LUA};
 use super::{GROUP, RedisConfig, err};
-use crate::record::{self, CarrierState};
+use crate::record;
 
 pub(super) async fn renew_lease(
     conn: &mut ConnectionManager,
@@ -245,15 +245,7 @@ pub(super) async fn claim(
 /// Sort messages by their carrier state into `out`.
 pub(super) fn classify(msgs: Vec<Message>, states: Vec<Option<Vec<u8>>>, out: &mut Recovered) {
     for (m, s) in msgs.into_iter().zip(states) {
-        match s.as_deref().and_then(record::decode_state) {
-            Some(CarrierState::Confirmed {
-                carrier,
-                carrier_id,
-            }) => out.confirmed.push((m, carrier, carrier_id)),
-            Some(CarrierState::Attempts(list)) => out.attempts.push((m, list)),
-            Some(CarrierState::Sent) => out.unconfirmed.push((m, true)),
-            None => out.unconfirmed.push((m, false)),
-        }
+        record::sort_recovered(out, m, s.as_deref().and_then(record::decode_state));
     }
 }
 

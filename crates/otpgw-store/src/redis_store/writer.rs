@@ -121,7 +121,9 @@ pub(super) async fn writer(
                     healthy.store(false, Ordering::Relaxed);
                 }
                 complete(batch, taken, res, &entries, &pending, &mut doubt);
-                healthy.store(ok && doubt.is_empty(), Ordering::Relaxed);
+                if ok {
+                    healthy.store(doubt.is_empty(), Ordering::Relaxed);
+                }
             }
             () = tokio::time::sleep(if backlog.is_empty() && doubt.is_empty() { Duration::from_secs(1) } else { writes::Backlog::RETRY_EVERY }),
                 if flights.is_empty() =>
@@ -324,6 +326,7 @@ fn complete(
         }
     }
     let mut ids = res.ok().map(Vec::into_iter);
+    let mut newest = None;
     for op in batch {
         match op {
             Op::Accept { id, done, once, .. } => {
@@ -336,7 +339,7 @@ fn complete(
                             .unwrap_or_default(),
                     )),
                     Some(v) => redis::from_redis_value::<String>(&v).ok().map(|e| {
-                        doubt.answered(&e);
+                        newest = Some(id);
                         entries.insert(id, e);
                         Once::Accepted
                     }),
@@ -365,5 +368,8 @@ fn complete(
             }
             Op::Confirmed(..) | Op::Forwarded(_) | Op::Status { .. } | Op::Owe(..) | Op::Stop => {}
         }
+    }
+    if let Some(e) = newest.and_then(|id| entries.get(&id)) {
+        doubt.answered(e.value());
     }
 }

@@ -703,7 +703,7 @@ fn record(ledger: &Mutex<Ledger>, r: &otpgw_sim::LoadReport, from: Instant) {
             },
         );
     }
-    for i in r.refused.keys() {
+    for i in &r.refused {
         l.refused.insert(*i, from);
     }
     let got = |state| Got { state, from, to };
