@@ -6,9 +6,12 @@
 # cargo test (a filter, say); with arguments the smoke is left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/steps.sh
 
-bash scripts/test-deps.sh
-OTPGW_REQUIRE_INTEROP=1 OTPGW_REQUIRE_PROMETHEUS=1 OTPGW_REQUIRE_REDIS=1 cargo test --workspace --release "$@"
+step test-deps bash scripts/test-deps.sh
+export OTPGW_REQUIRE_INTEROP=1 OTPGW_REQUIRE_PROMETHEUS=1 OTPGW_REQUIRE_REDIS=1
+step test-build cargo test --workspace --release --no-run "$@"
+step test-run cargo test --workspace --release "$@"
 if [ "$#" -eq 0 ]; then
-    bash scripts/soak.sh --smoke
+    step soak-smoke bash scripts/soak.sh --smoke
 fi
