@@ -8,4 +8,4 @@
 #   benches/dispatch.sh bench_throttle        # only those whose name contains this
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --release -q -p otpgw --test dispatch_bench -- --ignored --nocapture --test-threads 1 "$@"
+cargo test --release -q -p otpgw --test it dispatch_bench:: -- --ignored --nocapture --test-threads 1 "$@"

@@ -8,7 +8,7 @@
 #   scripts/soak.sh --smoke         # 1 min each of log and redis, 20k live PDUs
 #
 # Environment: MINUTES, RATE, MODES ("embedded log redis"), FUZZ_INPUTS, FUZZ_PDUS,
-# OUT (reports, default target/soak). Needs root for the disk-full fault (a tmpfs);
+# OUT (reports, default target/soak), OTPGW_BIN (the gateway binary to use). Needs root for the disk-full fault (a tmpfs);
 # without it that fault is skipped and the report says so. The redis mode needs
 # redis-server (scripts/test-deps.sh installs it).
 set -euo pipefail
@@ -29,8 +29,13 @@ FUZZ_PDUS=${FUZZ_PDUS:-1000000}
 OUT=${OUT:-target/soak}
 mkdir -p "$OUT"
 
-cargo build --release -q -p otpgw
-BIN=target/release/otpgw
+# OTPGW_BIN: a gateway binary built already (scripts/test.sh passes the one its
+# test build made); otherwise the release build.
+BIN=${OTPGW_BIN:-}
+if [ -z "$BIN" ]; then
+    cargo build --release -q -p otpgw
+    BIN=target/release/otpgw
+fi
 
 for mode in $MODES; do
     echo "== soak: $mode, $MINUTES min at $RATE/s"

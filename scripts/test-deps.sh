@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the tests need outside Cargo (used by scripts/test.sh and .ci/run):
+# - cargo-nextest: the test runner (per-test processes and times);
 # - python-smpplib: an SMPP client nobody here wrote, for the interop test;
 # - prometheus and promtool (Debian package): a real Prometheus scrapes otpgw and
 #   checks the shipped dashboard and alert rules;
 # - redis-server (Debian package): the Redis store tests start their own durable
 #   servers (appendonly yes, appendfsync always) on free ports of 127.0.0.1.
 set -euo pipefail
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "installing cargo-nextest (the test runner: a process per test, per-test times)..."
+    cargo install --locked --quiet cargo-nextest
+fi
 
 if ! python3 -c "import smpplib" 2>/dev/null; then
     echo "installing python smpplib (interop test client)..."

@@ -6,7 +6,7 @@
 //! right and wrong, signed webhooks; none of those strings may appear in anything
 //! it wrote.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

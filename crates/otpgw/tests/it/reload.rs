@@ -1,7 +1,7 @@
 //! SIGHUP reloads brands, routes and carrier windows into the running binary without
 //! dropping sessions, and keeps the old configuration when the new file is invalid.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

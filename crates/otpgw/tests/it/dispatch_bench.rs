@@ -1,10 +1,10 @@
 //! Dispatch measurements (benchmarks, not tests: ignored by default, they print
 //! figures and assert only that nothing was lost). Run with
-//! `cargo test --release -p otpgw --test dispatch_bench -- --ignored --nocapture --test-threads 1`
+//! `cargo test --release -p otpgw --test it dispatch_bench:: -- --ignored --nocapture --test-threads 1`
 //! (or `benches/dispatch.sh`). Everything runs in one process on 127.0.0.1: the
 //! gateway with its embedded store, the simulated carriers and the brands.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

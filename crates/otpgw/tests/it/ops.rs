@@ -1,7 +1,7 @@
 //! The operator's listener: /healthz, /readyz (not ready before a carrier is bound,
 //! ready after), and /metrics with the gateway's counters and histograms.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -14,7 +14,7 @@
 //! Cases run in CI: `OTPGW_HOSTILE_CASES` (default 256) for each of the two
 //! properties.
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 use std::time::Duration;

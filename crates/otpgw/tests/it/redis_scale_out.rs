@@ -1,7 +1,7 @@
 //! Several `otpgw serve` nodes on one Redis (`backend = "redis"`, same prefix,
 //! their own node ids) in front of one simulated carrier.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! one reference per message, all parts on one bind) that reassemble to the original
 //! text, and the brand exactly one DELIVERED receipt per message.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

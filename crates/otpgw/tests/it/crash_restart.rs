@@ -2,7 +2,7 @@
 //! SIGKILL under load, receipts that arrive while the gateway is down, messages that
 //! expire while it is down, and a graceful SIGTERM. Bounded in size and time for CI.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! owed reach the brand after the restart. (One node; several nodes sharing the
 //! stream are not built yet.)
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! for each. `scripts/test.sh` installs smpplib and sets OTPGW_REQUIRE_INTEROP=1, so in
 //! CI a missing client fails the test; a bare `cargo test` without it says it skipped.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

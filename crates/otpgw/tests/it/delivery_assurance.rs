@@ -5,7 +5,7 @@
 //! during fallback sends no OTP a third time, and an OTP whose every attempt got no
 //! receipt calls the brand's fallback URL.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! an idle bound session are each closed as configured, while a well-behaved brand
 //! keeps its full throughput on its own session.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! the certificate, binds, submits and gets its receipt. A plain SMPP bind sent to
 //! the TLS port gets no SMPP answer: the connection is closed.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

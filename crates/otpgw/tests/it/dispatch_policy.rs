@@ -2,7 +2,7 @@
 //! no carrier of the route is up, the policy for submits whose response never came,
 //! and messages leaving a carrier whose errors persist.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! rules; then every expression of the shipped Grafana dashboard, and the signal of
 //! every shipped alert rule, must return data from the Prometheus API.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! ESME_RBINDFAIL and specific codes; while a well-behaved brand keeps its full
 //! throughput on another session.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

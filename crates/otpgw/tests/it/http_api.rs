@@ -4,7 +4,7 @@
 //! codes lock, expired codes expire, concurrent checks approve once), bad input,
 //! and SIGKILL between the 202 and the carrier.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! bind failures, wrong bind state, unknown commands, malformed frames, and that the
 //! session stays up after every recoverable one.
 
-mod common;
+use crate::common;
 
 use common::Raw;
 

@@ -1,7 +1,7 @@
 //! The whole path on real sockets: a brand binds to otpgw and submits; otpgw submits to
 //! the simulated carrier over its own binds; receipts come back to the brand.
 
-mod common;
+use crate::common;
 
 use common::index_of;
 

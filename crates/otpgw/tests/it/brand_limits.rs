@@ -2,7 +2,7 @@
 //! destination number (SMS pumping defence) and messages per second, each with its
 //! SMPP status, while another brand keeps its full throughput.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The carrier side under faults: connections dropped mid-run, a carrier capping its
 //! rate, and a carrier that sends receipts rusmpp cannot decode.
 
-mod common;
+use crate::common;
 
 use common::index_of;
 

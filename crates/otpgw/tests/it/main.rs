@@ -1,0 +1,28 @@
+//! The gateway's integration tests, one test binary (one link instead of one per
+//! file): each module is one concern over real sockets on 127.0.0.1. `common` holds
+//! the shared helpers. Run one module with a filter, e.g.
+//! `cargo nextest run -p otpgw --test it crash_restart::`.
+
+mod common;
+
+mod brand_auth;
+mod brand_limits;
+mod brand_protocol;
+mod brand_tls;
+mod carrier_faults;
+mod crash_restart;
+mod delivery_assurance;
+mod dispatch_bench;
+mod dispatch_policy;
+mod end_to_end;
+mod hostile_input;
+mod http_api;
+mod interop;
+mod log_secrecy;
+mod long_messages;
+mod ops;
+mod prometheus;
+mod redis_backend;
+mod redis_scale_out;
+mod reload;
+mod session_defences;
