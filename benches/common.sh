@@ -15,3 +15,14 @@ wait_port() {
 
 # "model name, N cores" of this machine.
 machine() { echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"; }
+
+# The gateway binary to measure: $OTPGW_BIN when set (to compare two builds in one
+# sitting), else the release build, built now.
+gateway_bin() {
+    if [ -n "${OTPGW_BIN:-}" ]; then
+        echo "$OTPGW_BIN"
+    else
+        cargo build --release -q -p otpgw
+        echo target/release/otpgw
+    fi
+}

@@ -25,8 +25,7 @@ FINISHED_RETENTION=${FINISHED_RETENTION:-3600}
 SIM_PORT=${SIM_PORT:-27760}
 GW_PORT=${GW_PORT:-27750}
 
-cargo build --release -q -p otpgw
-BIN=target/release/otpgw
+BIN=$(gateway_bin)
 tmp=$(mktemp -d)
 cleanup() { kill "${GW:-}" "${SIM:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT

@@ -20,8 +20,7 @@ SELECT=${SELECT:-ordered}
 DROP=${DROP:-30}
 BASE=${BASE:-27900}
 
-cargo build --release -q -p otpgw
-BIN=target/release/otpgw
+BIN=$(gateway_bin)
 tmp=$(mktemp -d)
 cleanup() { kill "${GW:-}" "${SA:-}" "${SB:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT

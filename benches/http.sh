@@ -21,8 +21,7 @@ SIM_PORT=${SIM_PORT:-27860}
 GW_PORT=${GW_PORT:-27850}
 HTTP_PORT=${HTTP_PORT:-27880}
 
-cargo build --release -q -p otpgw
-BIN=target/release/otpgw
+BIN=$(gateway_bin)
 tmp=$(mktemp -d)
 cleanup() { kill "${GW:-}" "${SIM:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT

@@ -6,11 +6,13 @@
 # 2-core machine.
 #
 #   benches/matrix.sh                 # everything
+#   OTPGW_BIN=/path/to/otpgw benches/matrix.sh   # another build of the gateway
 #   COUNT=50000 benches/matrix.sh     # shorter flat-out runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 COUNT=${COUNT:-200000}
-cargo build --release -q -p otpgw
+export OTPGW_BIN=$(gateway_bin)
 
 row() {
     local name=$1; shift

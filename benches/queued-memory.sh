@@ -19,8 +19,7 @@ GW_PORT=${GW_PORT:-27751}
 DEAD_PORT=${DEAD_PORT:-27761}
 METRICS_PORT=${METRICS_PORT:-29464}
 
-cargo build --release -q -p otpgw
-BIN=target/release/otpgw
+BIN=$(gateway_bin)
 tmp=$(mktemp -d)
 cleanup() { kill "${GW:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT

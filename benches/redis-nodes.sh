@@ -17,8 +17,7 @@ REDIS_PORT=${REDIS_PORT:-26390}
 SIM_PORT=${SIM_PORT:-27770}
 BASE_PORT=${BASE_PORT:-27780}
 
-cargo build --release -q -p otpgw
-BIN=target/release/otpgw
+BIN=$(gateway_bin)
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
