@@ -6,7 +6,7 @@
 //! messages through it.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
@@ -56,11 +56,14 @@ pub trait Hooks: Send + Sync + 'static {
     /// An attempt of a message to `dest` through `carrier` ended (any message with
     /// a receipt, and timeouts of assured ones).
     fn sample(&self, carrier: &str, dest: &str, sample: Sample, now_ms: u64);
-    /// Message `id` finished after attempts through `carriers`: a late receipt of
-    /// theirs may still come (it is matched and counted); their record of the
-    /// carrier id can go after a while.
-    fn retired(&self, _id: MsgId, _carriers: &[Arc<str>], _now_ms: u64) {}
 }
+
+/// How long a retired attempt's carrier id stays matchable (its late receipt is
+/// then still recognised as late, not unmatched).
+pub const RETIRE_GRACE_MS: u64 = 600_000;
+/// Retired attempts remembered per carrier at most (beyond, the oldest are due at
+/// once).
+pub const RETIRE_MAX: usize = 1_000_000;
 
 /// Default fallbacks when a carrier sets a receipt timeout and the brand nothing.
 pub const DEFAULT_FALLBACK_MAX: u8 = 1;
@@ -72,6 +75,9 @@ pub struct Assure {
     pub(crate) table: DashMap<MsgId, Attempts>,
     due: Mutex<BinaryHeap<Reverse<(u64, MsgId)>>>,
     pub(crate) hooks: OnceLock<Arc<dyn Hooks>>,
+    /// Per carrier: messages that finished after attempts through it, with when its
+    /// record of their carrier ids may go (see [`Assure::take_retired`]).
+    retired: DashMap<Arc<str>, VecDeque<(u64, MsgId)>>,
 }
 
 impl std::fmt::Debug for Assure {
@@ -148,6 +154,34 @@ impl Assure {
             .filter(|t| t.outcome == Outcome::Pending && t.due_ms > 0 && now >= t.due_ms)
             .cloned()
             .collect()
+    }
+
+    /// Message `id` finished after attempts through `carriers`: a late receipt of
+    /// theirs may still come (it is matched and counted); each carrier's record of
+    /// its carrier id can go after [`RETIRE_GRACE_MS`].
+    pub(crate) fn retire(&self, id: MsgId, carriers: &[Arc<str>], now_ms: u64) {
+        for c in carriers {
+            self.retired
+                .entry(c.clone())
+                .or_default()
+                .push_back((now_ms + RETIRE_GRACE_MS, id));
+        }
+    }
+
+    /// The messages whose carrier ids `carrier` may forget now (their grace period
+    /// ended, or more than [`RETIRE_MAX`] wait), into `out`. The carrier's
+    /// housekeeping asks once a second.
+    pub fn take_retired(&self, carrier: &str, now_ms: u64, out: &mut Vec<MsgId>) {
+        let Some(mut q) = self.retired.get_mut(carrier) else {
+            return;
+        };
+        while let Some(&(due, id)) = q.front() {
+            if due > now_ms && q.len() <= RETIRE_MAX {
+                break;
+            }
+            q.pop_front();
+            out.push(id);
+        }
     }
 
     /// The hooks, if set.

@@ -10,6 +10,7 @@
 //!   happens when they reach it;
 //! - [`outbox`]: per-brand queues of receipts waiting for a receiver session;
 //! - [`clock`]: the wall clock, read only by drivers and passed down as `now`;
+//! - [`handover`]: receipts handed between nodes on a shared store;
 //! - [`country`]: the country calling code of a number (a metric label);
 //! - [`shared_limit`]: a carrier rate limit several nodes hold together;
 //! - [`status`]: where a message stands, for the HTTP door's status queries;
@@ -19,6 +20,7 @@ pub mod assure;
 pub mod attempts;
 pub mod clock;
 pub mod country;
+pub mod handover;
 pub mod message;
 pub mod outbox;
 pub mod shared_limit;

@@ -334,10 +334,8 @@ impl Tracker {
                 err,
                 fallback,
             } => {
-                if let Some(a) = self.assure.table.get(&msg.id).map(|a| a.tried())
-                    && let Some(h) = self.assure.hooks()
-                {
-                    h.retired(msg.id, &a, now_ms);
+                if let Some(a) = self.assure.table.get(&msg.id).map(|a| a.tried()) {
+                    self.assure.retire(msg.id, &a, now_ms);
                 }
                 self.unwatch(msg.id);
                 if fallback {

@@ -218,20 +218,17 @@ impl Model {
             }
             let since = *self.down_since[c].get_or_insert(t);
             if t - since >= FAILOVER_AFTER {
-                let (mut out, mut expired) = (Vec::new(), Vec::new());
-                q.drain_all(t, &mut out, &mut expired);
-                self.note_expired(expired, t)?;
-                for m in out {
-                    let target = match self.d.route_except("brand", "x", Some(*name)) {
-                        Ok(o) if o.is_available() => o.clone(),
-                        _ => q.clone(),
-                    };
-                    let to = self.carrier_index(target.carrier());
-                    let e = self.queued.get_mut(&m.id).expect("queued in the reference");
-                    // A retry's waiting time is over once it moved (it joins the class).
-                    e.carrier = to;
+                // Every message waiting here is ready at once: moved, or put back.
+                for e in self.queued.values_mut().filter(|e| e.carrier == c) {
                     e.ready_at = e.ready_at.min(t);
-                    target.push(m, t);
+                }
+                let mut expired = Vec::new();
+                let moved = self.d.fail_over(name, t, &mut expired);
+                self.note_expired(expired, t)?;
+                for (id, to) in moved {
+                    let to = self.carrier_index(&to);
+                    let e = self.queued.get_mut(&id).expect("queued in the reference");
+                    e.carrier = to;
                 }
             }
         }

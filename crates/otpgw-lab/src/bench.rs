@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use crate::{Context, usage};
 use hdrhistogram::Histogram;
 use otpgw_proto::status;
 use otpgw_sim::LoadConfig;
@@ -78,15 +78,15 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    fn load_config(&self) -> anyhow::Result<LoadConfig> {
+    fn load_config(&self) -> crate::Result<LoadConfig> {
         if !(15..=1000).contains(&self.text_len) {
-            bail!("--text-len must be 15 to 1000 characters");
+            return usage("--text-len must be 15 to 1000 characters");
         }
         if self.otp_percent > 100 {
-            bail!("--otp-percent must be 0 to 100");
+            return usage("--otp-percent must be 0 to 100");
         }
         if self.binds == 0 || self.window == 0 {
-            bail!("--binds and --window must be at least 1");
+            return usage("--binds and --window must be at least 1");
         }
         let mut c = LoadConfig::new(self.host, &self.system_id, &self.password, self.count);
         c.binds = self.binds;
@@ -133,7 +133,7 @@ impl BenchArgs {
 }
 
 /// Run a load against the gateway and print a summary (or JSON).
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs) -> crate::Result<()> {
     let cfg = args.load_config()?;
     let progress = Arc::new(Progress::default());
     let bar = (!args.json && !args.no_progress).then(|| progress_bar(&args, progress.clone()));
@@ -152,7 +152,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         print!("{}", text_summary(&args, &r));
     }
     if let Some(path) = &args.chart {
-        chart(path, &r).with_context(|| format!("writing chart {}", path.display()))?;
+        chart(path, &r).context(&format!("writing chart {}", path.display()))?;
         if !args.json {
             println!("chart: {}", path.display());
         }
@@ -319,7 +319,7 @@ fn text_summary(args: &BenchArgs, r: &LoadReport) -> String {
 
 /// Two panels: messages per second (accepted, receipts), and the submit -> resp
 /// percentiles of each second.
-fn chart(path: &std::path::Path, r: &LoadReport) -> anyhow::Result<()> {
+fn chart(path: &std::path::Path, r: &LoadReport) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
     let secs = r.per_second.len().max(1) as u32;
     let root = SVGBackend::new(path, (1000, 720)).into_drawing_area();

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use crate::{Context, usage};
 use otpgw_sim::httpload::{self, HttpLoadConfig, Kind};
 
 /// `otpgw bench-http` options.
@@ -44,9 +44,9 @@ pub struct BenchHttpArgs {
 }
 
 /// Run the load and print the summary.
-pub async fn run(a: BenchHttpArgs) -> anyhow::Result<()> {
+pub async fn run(a: BenchHttpArgs) -> crate::Result<()> {
     if a.connections == 0 || a.count == 0 {
-        bail!("--connections and --count must be at least 1");
+        return usage("--connections and --count must be at least 1");
     }
     let mut c = HttpLoadConfig::new(a.host, &a.key, a.count);
     c.connections = a.connections;

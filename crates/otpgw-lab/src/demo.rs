@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use otpgw_sim::{LoadConfig, Outcomes, SimConfig, SimHandle};
 
-use crate::config::Config;
-use crate::gateway::Gateway;
+use otpgw_node::Config;
+use otpgw_node::Gateway;
 
 /// Demo options.
 #[derive(Debug, Clone)]
@@ -76,8 +76,8 @@ default = ["sim"]
 }
 
 /// Run the demo.
-pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
-    let mut sim_cfg = SimConfig::new("127.0.0.1:0".parse()?);
+pub async fn run(opts: DemoOptions) -> crate::Result<()> {
+    let mut sim_cfg = SimConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     sim_cfg.credentials = Some(("otpgw".into(), "secret".into()));
     sim_cfg.receipt_delay = Duration::from_millis(50);
     sim_cfg.outcomes = Outcomes {
@@ -94,7 +94,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!("embedded store at {}", store.display());
     let gw = Gateway::start(&demo_config(opts.listen, opts.http, sim.addr(), &store)).await?;
     if !gw.wait_bound(2, Duration::from_secs(10)).await {
-        anyhow::bail!("the gateway could not bind to the simulated carrier");
+        return Err(crate::LabError::Failed(
+            "the gateway could not bind to the simulated carrier".into(),
+        ));
     }
     println!(
         "otpgw listening for brands on {} (system_id \"demo\", password \"demo\")",

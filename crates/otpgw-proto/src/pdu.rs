@@ -90,6 +90,9 @@ impl std::fmt::Debug for SubmitFields {
     }
 }
 
+/// esm_class bit: the short message starts with a User Data Header.
+pub const UDHI: u8 = 0x40;
+
 /// Copy a C-string field, without its NUL terminator.
 fn copy_str(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
@@ -151,7 +154,7 @@ impl SubmitFields {
         udh: bool,
     ) -> Result<SubmitSm, PduError> {
         let esm_class = if udh {
-            self.esm_class | crate::split::UDHI
+            self.esm_class | UDHI
         } else {
             self.esm_class
         };

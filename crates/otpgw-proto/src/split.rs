@@ -19,10 +19,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use crate::pdu::UDHI;
 use crate::pdu::SubmitFields;
-
-/// esm_class bit: the short message starts with a User Data Header.
-pub const UDHI: u8 = 0x40;
 /// The largest number of parts one message may have.
 pub const MAX_PARTS: usize = 255;
 

@@ -1,13 +1,14 @@
-//! The `otpgw` command line. Everything it does lives in the library crate.
+//! The `otpgw` command line: parses it, loads the configuration, installs the log
+//! subscriber, handles signals, and calls into the libraries (`otpgw-node` serves,
+//! `otpgw-lab` runs the demo, the simulator, the load generators and the campaigns).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use otpgw::{Config, Gateway, init_logs};
+use otpgw_node::{Config, Gateway, LogFormat};
 
 /// mimalloc instead of the system allocator: the hot path allocates and frees small
 /// buffers on one thread and drops them on another, where glibc malloc spent a
@@ -58,36 +59,18 @@ enum Cmd {
         exit: bool,
     },
     /// Run a simulated carrier SMSC.
-    Sim {
-        #[arg(long, default_value = "127.0.0.1:2776")]
-        listen: SocketAddr,
-        /// Required credentials as system_id:password (any are accepted when absent).
-        #[arg(long)]
-        credentials: Option<String>,
-        #[arg(long, default_value_t = 10)]
-        receipt_delay_ms: u64,
-        /// Outcome weights delivered:undeliverable:expired.
-        #[arg(long, default_value = "100:0:0")]
-        outcomes: String,
-        /// Submits per second across binds; above it ESME_RTHROTTLED.
-        #[arg(long)]
-        rate_cap: Option<u32>,
-        /// Per-prefix behaviour for a share of messages: PREFIX:PERCENT:drop (lose
-        /// the receipt), :undeliv, or :delay=MS (repeatable; the first that applies).
-        #[arg(long)]
-        rule: Vec<String>,
-    },
+    Sim(otpgw_lab::sim::SimArgs),
     /// Brand-side load generator.
-    Bench(otpgw::bench::BenchArgs),
+    Bench(otpgw_lab::bench::BenchArgs),
     /// Load generator for the HTTP API (messages or verifications).
-    BenchHttp(otpgw::bench_http::BenchHttpArgs),
+    BenchHttp(otpgw_lab::bench_http::BenchHttpArgs),
     /// Fault campaign: real gateway processes under load while nodes are killed,
     /// carrier links flap, stall and slow down, the disk fills and Redis restarts;
     /// an independent ledger checks nothing acknowledged was lost.
-    Soak(otpgw::soak::SoakArgs),
+    Soak(otpgw_lab::soak::SoakArgs),
     /// Live-server fuzz: mutated PDUs over sockets at a real `otpgw serve`; every
     /// batch must end answered or closed, and the server must live on and serve.
-    FuzzLive(otpgw::soak::fuzz_live::FuzzLiveArgs),
+    FuzzLive(otpgw_lab::soak::fuzz_live::FuzzLiveArgs),
 }
 
 fn main() -> ExitCode {
@@ -129,7 +112,7 @@ fn main() -> ExitCode {
         Cmd::Serve { config } => Config::load(config)
             .map(|c| c.log.format)
             .unwrap_or_default(),
-        _ => otpgw::LogFormat::Text,
+        _ => LogFormat::Text,
     };
     init_logs(format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -167,63 +150,18 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             http,
             selftest,
             exit,
-        } => {
-            otpgw::demo::run(otpgw::demo::DemoOptions {
-                listen,
-                http,
-                selftest,
-                exit_after_selftest: exit,
-            })
-            .await
-        }
-        Cmd::Sim {
+        } => Ok(otpgw_lab::demo::run(otpgw_lab::demo::DemoOptions {
             listen,
-            credentials,
-            receipt_delay_ms,
-            outcomes,
-            rate_cap,
-            rule,
-        } => {
-            let mut c = otpgw_sim::SimConfig::new(listen);
-            c.credentials = credentials.and_then(|s| {
-                s.split_once(':')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-            });
-            c.receipt_delay = Duration::from_millis(receipt_delay_ms);
-            let w: Vec<u32> = outcomes
-                .split(':')
-                .map(|x| x.parse())
-                .collect::<Result<_, _>>()?;
-            anyhow::ensure!(
-                w.len() == 3,
-                "--outcomes takes delivered:undeliverable:expired"
-            );
-            c.outcomes = otpgw_sim::Outcomes {
-                delivered: w[0],
-                undeliverable: w[1],
-                expired: w[2],
-            };
-            c.rate_cap = rate_cap;
-            c.rules = rule
-                .iter()
-                .map(|r| otpgw_sim::Rule::parse(r))
-                .collect::<Result<_, _>>()
-                .map_err(|e| anyhow::anyhow!("--rule {e}"))?;
-            let sim = otpgw_sim::SimHandle::start(c).await?;
-            println!("simulated carrier listening on {}", sim.addr());
-            shutdown_signal().await;
-            println!(
-                "received {} messages, sent {} receipts",
-                sim.received(),
-                sim.receipts_sent()
-            );
-            sim.shutdown();
-            Ok(())
-        }
-        Cmd::Bench(args) => otpgw::bench::run(args).await,
-        Cmd::BenchHttp(args) => otpgw::bench_http::run(args).await,
-        Cmd::Soak(args) => otpgw::soak::run(args).await,
-        Cmd::FuzzLive(args) => otpgw::soak::fuzz_live::run(args).await,
+            http,
+            selftest,
+            exit_after_selftest: exit,
+        })
+        .await?),
+        Cmd::Sim(args) => Ok(otpgw_lab::sim::run(args, shutdown_signal()).await?),
+        Cmd::Bench(args) => Ok(otpgw_lab::bench::run(args).await?),
+        Cmd::BenchHttp(args) => Ok(otpgw_lab::bench_http::run(args).await?),
+        Cmd::Soak(args) => Ok(otpgw_lab::soak::run(args).await?),
+        Cmd::FuzzLive(args) => Ok(otpgw_lab::soak::fuzz_live::run(args).await?),
     }
 }
 
@@ -305,4 +243,21 @@ fn hash_password() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Install the log subscriber on stderr: `RUST_LOG` or `info`. Logs never carry
+/// message text, passwords or full phone numbers (types that hold them redact their
+/// `Debug`, and no code logs them).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => b.with_ansi(ansi).try_init(),
+        LogFormat::Json => b.json().with_current_span(true).try_init(),
+    };
 }

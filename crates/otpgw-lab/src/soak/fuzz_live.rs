@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use crate::Context;
 
 use otpgw_sim::fuzz::{self, FuzzConfig};
 use otpgw_sim::loadgen::{self, LoadConfig};
@@ -29,7 +29,7 @@ pub struct FuzzLiveArgs {
 
 /// Run it; fails on a hang, a dead server or a normal brand that no longer gets
 /// through.
-pub async fn run(args: FuzzLiveArgs) -> anyhow::Result<()> {
+pub async fn run(args: FuzzLiveArgs) -> crate::Result<()> {
     let dir = std::env::temp_dir().join(format!("otpgw-fuzz-live-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -117,10 +117,15 @@ pub async fn run(args: FuzzLiveArgs) -> anyhow::Result<()> {
     b.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
     if failed {
-        bail!("the live fuzz found a fault");
+        return Err(crate::LabError::Failed(
+            "the live fuzz found a fault".into(),
+        ));
     }
     if r.pdus_sent < args.pdus {
-        bail!("only {} of {} PDUs were sent", r.pdus_sent, args.pdus);
+        return Err(crate::LabError::Failed(format!(
+            "only {} of {} PDUs were sent",
+            r.pdus_sent, args.pdus
+        )));
     }
     println!("clean: every batch answered or closed, the server lives and serves");
     Ok(())

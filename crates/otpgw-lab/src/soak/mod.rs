@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use crate::Context;
 use parking_lot::Mutex;
 use rand::{Rng as _, SeedableRng};
 
@@ -191,7 +191,7 @@ fn own_exe() -> std::io::Result<PathBuf> {
 }
 
 impl Node {
-    fn start(&mut self) -> anyhow::Result<()> {
+    fn start(&mut self) -> crate::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -221,14 +221,14 @@ impl Node {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    async fn wait_up(&self, limit: Duration) -> anyhow::Result<()> {
+    async fn wait_up(&self, limit: Duration) -> crate::Result<()> {
         let until = Instant::now() + limit;
         while !self.up() {
             if Instant::now() > until {
-                bail!(
+                return Err(crate::LabError::Failed(format!(
                     "node did not start: {}",
                     std::fs::read_to_string(&self.log)?
-                );
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -329,8 +329,8 @@ fn config(node: &str, port: u16, ops: u16, store: &str, a: SocketAddr, b: Socket
     )
 }
 
-async fn sim() -> anyhow::Result<SimHandle> {
-    let mut c = SimConfig::new("127.0.0.1:0".parse()?);
+async fn sim() -> crate::Result<SimHandle> {
+    let mut c = SimConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     c.credentials = Some(("otpgw".into(), "secret".into()));
     c.receipt_delay = Duration::from_millis(50);
     Ok(SimHandle::start(c).await?)
@@ -342,7 +342,7 @@ fn index_of(text: &[u8]) -> Option<u64> {
 }
 
 /// Run the campaign and print its report; fails when the checker finds a fault.
-pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
+pub async fn run(args: SoakArgs) -> crate::Result<()> {
     let r = campaign(&args).await?;
     let v = &r.verdict;
     println!(
@@ -391,10 +391,10 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         for x in &v.samples {
             println!("  sample: {x}");
         }
-        bail!(
+        return Err(crate::LabError::Failed(format!(
             "the checker found faults (the nodes' logs are kept in {})",
             r.dir.display()
-        );
+        )));
     }
     let _ = std::fs::remove_dir_all(&r.dir);
     println!(
@@ -403,7 +403,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn campaign(args: &SoakArgs) -> anyhow::Result<Report> {
+async fn campaign(args: &SoakArgs) -> crate::Result<Report> {
     let wall = Instant::now();
     let dir = std::env::temp_dir().join(format!("otpgw-soak-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -613,7 +613,7 @@ async fn campaign(args: &SoakArgs) -> anyhow::Result<Report> {
                 r.kill9();
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 if !r.spawn() {
-                    bail!("redis did not come back");
+                    return Err(crate::LabError::Failed("redis did not come back".into()));
                 }
                 window(&ledger, None, now, Instant::now());
             }

@@ -242,7 +242,7 @@ impl Default for Receipts {
 pub struct Log {
     /// "text" (default) or "json".
     #[serde(default)]
-    pub format: crate::LogFormat,
+    pub format: LogFormat,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -389,4 +389,15 @@ impl QualityCfg {
             min_samples: self.min_samples,
         }
     }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the span fields (brand, carrier, ids).
+    Json,
 }

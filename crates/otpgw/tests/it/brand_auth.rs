@@ -8,7 +8,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::Raw;
-use otpgw::{Config, Gateway};
+use otpgw_node::{Config, Gateway};
 use otpgw_proto::status::{self, cmd};
 use otpgw_sim::loadgen::{self, LoadConfig};
 

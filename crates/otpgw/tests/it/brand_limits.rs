@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::Raw;
-use otpgw::{Config, Gateway};
+use otpgw_node::{Config, Gateway};
 use otpgw_proto::pdu::SubmitFields;
 use otpgw_proto::rusmpp::{Command, CommandStatus};
 use otpgw_proto::status::{self, cmd};

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 use tokio_util::codec::FramedRead;
 
-use otpgw::{Config, Gateway};
+use otpgw_node::{Config, Gateway};
 use otpgw_proto::codec::{Frame, SmppCodec, encode_command};
 use otpgw_proto::pdu::{self, BindParams, SubmitFields};
 use otpgw_proto::rusmpp::{Command, CommandStatus};

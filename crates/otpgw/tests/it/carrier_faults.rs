@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::codec::FramedRead;
 
-use otpgw::{Config, Gateway};
+use otpgw_node::{Config, Gateway};
 use otpgw_proto::codec::{Frame, SmppCodec, encode_command};
 use otpgw_proto::pdu;
 use otpgw_proto::rusmpp::Pdu;

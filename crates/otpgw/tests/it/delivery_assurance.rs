@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{BANK_HOOK_SECRET, HookSink, index_of};
-use otpgw::{Config, Gateway};
+use otpgw_node::{Config, Gateway};
 use otpgw_proto::receipt::DeliveryState;
 use otpgw_sim::loadgen::{self, LoadConfig};
 use otpgw_sim::{Rule, SimHandle};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Raw, index_of};
-use otpgw::{Config, Gateway};
+use otpgw_node::{Config, Gateway};
 use otpgw_proto::pdu::{self, SubmitFields};
 use otpgw_proto::rusmpp::{Command, CommandStatus};
 use otpgw_proto::status::{self, cmd};

@@ -25,7 +25,7 @@ use proptest::prelude::*;
 use tokio::io::AsyncWriteExt;
 
 use common::Raw;
-use otpgw::{Config, Gateway};
+use otpgw_node::{Config, Gateway};
 use otpgw_proto::codec::{Frame, encode_command};
 use otpgw_proto::pdu::{self, SubmitFields};
 use otpgw_proto::rusmpp::{Command, CommandStatus};

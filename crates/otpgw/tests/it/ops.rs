@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use otpgw::{Config, Gateway};
+use otpgw_node::{Config, Gateway};
 use otpgw_sim::loadgen::{self, LoadConfig};
 
 /// A plain HTTP/1.0 GET: (status code, body).

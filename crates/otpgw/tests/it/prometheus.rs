@@ -8,7 +8,7 @@ use crate::common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use otpgw::{Config, Gateway};
+use otpgw_node::{Config, Gateway};
 use otpgw_sim::loadgen::{self, LoadConfig};
 use otpgw_sim::smsc::Outcomes;
 

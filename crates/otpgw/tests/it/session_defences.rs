@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use common::Raw;
-use otpgw::{Config, Gateway};
+use otpgw_node::{Config, Gateway};
 use otpgw_proto::status::{self, cmd};
 use otpgw_sim::loadgen::{self, LoadConfig};
 

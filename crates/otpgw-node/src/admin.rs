@@ -1,0 +1,120 @@
+//! What the operator's endpoints read and change: `/readyz` (the store is healthy
+//! and every route has a carrier with a bind up) and the admin API's views of the
+//! carriers, brands, queues and carrier quality.
+
+use std::sync::Arc;
+
+use otpgw_core::Store;
+use otpgw_core::clock;
+use otpgw_core::tracker::Tracker;
+use otpgw_dispatch::Dispatcher;
+
+/// `/readyz`: the store is healthy and every route has a carrier with a bind up.
+pub(crate) struct GatewayReadiness {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) carriers: Vec<Arc<otpgw_carrier::Shared>>,
+    pub(crate) routes: Vec<Vec<String>>,
+}
+
+/// The admin API's view of the gateway.
+pub(crate) struct GatewayAdmin {
+    pub(crate) carriers: Vec<Arc<otpgw_carrier::Shared>>,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) tracker: Arc<Tracker>,
+    pub(crate) ingest: Arc<otpgw_ingest::server::Context>,
+}
+
+impl crate::ops::Admin for GatewayAdmin {
+    fn carriers(&self) -> serde_json::Value {
+        use otpgw_core::Class;
+        serde_json::Value::Array(
+            self.carriers
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "name": c.cfg.name,
+                        "binds_up": c.bound(),
+                        "binds_configured": c.cfg.binds,
+                        "window": c.window(),
+                        "paused": c.is_paused(),
+                        "submitted_last_second": c.rate(),
+                        "rate_limit_configured": c.cfg.rate_limit,
+                        "rate_limit_now": c.limiter.lock().rate().map(|r| r.round()),
+                        "queued": {"otp": c.queue.len_class(Class::Otp), "bulk": c.queue.len_class(Class::Bulk)},
+                    })
+                })
+                .collect(),
+        )
+    }
+    fn set_paused(&self, carrier: &str, paused: bool) -> Option<serde_json::Value> {
+        let c = self.carriers.iter().find(|c| c.cfg.name == carrier)?;
+        c.set_paused(paused);
+        Some(serde_json::json!({"name": c.cfg.name, "paused": c.is_paused()}))
+    }
+    fn brands(&self) -> serde_json::Value {
+        let mut v: Vec<_> = self
+            .ingest
+            .sessions
+            .iter()
+            .map(|e| serde_json::json!({"system_id": &**e.key(), "sessions": *e.value()}))
+            .collect();
+        v.sort_by(|a, b| a["system_id"].as_str().cmp(&b["system_id"].as_str()));
+        serde_json::Value::Array(v)
+    }
+    fn quality(&self) -> serde_json::Value {
+        let now = clock::now_ms();
+        let q = self.dispatcher.quality().lock();
+        let cfg = q.config().clone();
+        let rows: Vec<serde_json::Value> = q
+            .rows(now)
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "carrier": &*r.carrier,
+                    "prefix": r.prefix,
+                    "samples": r.stats.samples,
+                    "delivered_on_time": r.stats.within,
+                    "delivered_late": r.stats.late,
+                    "failed": r.stats.failed,
+                    "no_receipt": r.stats.timed_out,
+                    "on_time_ratio": r.stats.within_ratio(),
+                    "delivered_ratio": r.stats.delivered_ratio(),
+                    "receipt_p50_ms": r.stats.p50_ms,
+                    "receipt_p90_ms": r.stats.p90_ms,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "window_secs": cfg.window_ms / 1000,
+            "on_time_within_ms": cfg.within_ms,
+            "prefix_digits": cfg.prefix_digits,
+            "series": rows,
+        })
+    }
+    fn queue(&self) -> serde_json::Value {
+        serde_json::json!({
+            "queued": self.dispatcher.depth(),
+            "in_flight": self.tracker.len(),
+            "receipts_waiting": self.tracker.outbox().total(),
+        })
+    }
+}
+
+impl crate::ops::Readiness for GatewayReadiness {
+    fn ready(&self) -> Result<(), String> {
+        if !self.store.is_healthy() {
+            return Err("store failing".into());
+        }
+        let up = |name: &String| {
+            self.carriers
+                .iter()
+                .any(|c| &c.cfg.name == name && c.bound() > 0)
+        };
+        for route in &self.routes {
+            if !route.iter().any(up) {
+                return Err(format!("no carrier bound for route {route:?}"));
+            }
+        }
+        Ok(())
+    }
+}
