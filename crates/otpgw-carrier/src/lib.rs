@@ -151,7 +151,7 @@ async fn housekeeping(shared: Arc<Shared>) {
         last = shared.note_second(last);
         shared.queue.expire(now, &mut expired);
         shared.finish_expired(&mut expired);
-        shared.matcher.lock().expire(std::time::Instant::now());
+        shared.matcher.lock().expire(now);
         shared
             .tracker
             .assure()

@@ -21,9 +21,10 @@
 //!   matcher nothing to learn from: set its convention in the config.
 //!
 //! One matcher serves all binds of a carrier: a receipt may come on any of them.
+//! Times are milliseconds since the epoch, passed in by the binds.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use otpgw_core::MsgId;
 use otpgw_proto::pdu::CarrierReceipt;
@@ -107,8 +108,8 @@ pub struct Matcher {
     maps: [HashMap<String, MsgId>; 3],
     /// Per message, the keys it is recorded under (to forget them together).
     keys: HashMap<MsgId, Vec<(IdConvention, String)>>,
-    parked: HashMap<String, (Instant, CarrierReceipt)>,
-    parked_order: VecDeque<(Instant, String)>,
+    parked: HashMap<String, (u64, CarrierReceipt)>,
+    parked_order: VecDeque<(u64, String)>,
     park_ttl: Duration,
     max_parked: usize,
     /// Submits written to the carrier whose response has not been processed yet.
@@ -228,7 +229,7 @@ impl Matcher {
     /// several when it settled the convention and parked receipts could be replayed).
     /// Intermediate receipts keep the mapping; the caller calls [`Matcher::forget`]
     /// once it has finished a message.
-    pub fn on_receipt(&mut self, r: CarrierReceipt, now: Instant) -> Vec<(MsgId, CarrierReceipt)> {
+    pub fn on_receipt(&mut self, r: CarrierReceipt, now: u64) -> Vec<(MsgId, CarrierReceipt)> {
         let mut out = Vec::new();
         if let Some(learned) = self.offer(r, now, &mut out, true) {
             // The convention was just learned: replay what waited for it.
@@ -251,7 +252,7 @@ impl Matcher {
     fn offer(
         &mut self,
         r: CarrierReceipt,
-        at: Instant,
+        at: u64,
         out: &mut Vec<(MsgId, CarrierReceipt)>,
         learn: bool,
     ) -> Option<IdConvention> {
@@ -302,7 +303,7 @@ impl Matcher {
         }
     }
 
-    fn park(&mut self, norm: String, r: CarrierReceipt, at: Instant) {
+    fn park(&mut self, norm: String, r: CarrierReceipt, at: u64) {
         if self.parked.len() >= self.max_parked
             && let Some((_, k)) = self.parked_order.pop_front()
         {
@@ -351,10 +352,10 @@ impl Matcher {
     }
 
     /// Drop parked receipts older than the TTL; returns how many were dropped.
-    pub fn expire(&mut self, now: Instant) -> usize {
+    pub fn expire(&mut self, now: u64) -> usize {
         let mut n = 0;
         while let Some((t, _)) = self.parked_order.front() {
-            if now.duration_since(*t) < self.park_ttl {
+            if now.saturating_sub(*t) < self.park_ttl.as_millis() as u64 {
                 break;
             }
             if let Some((t, k)) = self.parked_order.pop_front()
@@ -404,7 +405,7 @@ mod tests {
 
     #[test]
     fn fixed_conventions_case_and_zeros() {
-        let now = Instant::now();
+        let now: u64 = 1_000_000;
         let mut m = fixed(IdConvention::HexToDecimal);
         m.on_submitted("1A2B", MsgId(1));
         assert_eq!(ids(m.on_receipt(r("0006699"), now)), vec![1]);
@@ -420,7 +421,7 @@ mod tests {
     fn auto_learns_hex_to_decimal_and_never_misroutes() {
         // A carrier answering in hex and receipting in decimal, with every message in
         // flight at once: "16" is message 16's receipt and message 22's hex id.
-        let now = Instant::now();
+        let now: u64 = 1_000_000;
         let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 10_000);
         for n in 1..=2000u64 {
             m.sent();
@@ -446,7 +447,7 @@ mod tests {
         // Hex responses, decimal receipts, 200 messages in flight ahead; every fourth
         // receipt arrives before the response carrying its id (it came on another
         // bind), while later messages whose hex ids read like its decimal id are known.
-        let now = Instant::now();
+        let now: u64 = 1_000_000;
         let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 100_000);
         let mut got = Vec::new();
         let delayed = |n: u64| n.is_multiple_of(4);
@@ -478,7 +479,7 @@ mod tests {
 
     #[test]
     fn auto_learns_same_for_consistent_decimal_carrier() {
-        let now = Instant::now();
+        let now: u64 = 1_000_000;
         let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 10_000);
         for n in 1..=5000u64 {
             m.on_submitted(&n.to_string(), MsgId(n));
@@ -497,7 +498,7 @@ mod tests {
 
     #[test]
     fn receipt_before_response_is_parked_then_handed_over() {
-        let now = Instant::now();
+        let now: u64 = 1_000_000;
         let mut m = fixed(IdConvention::Same);
         assert!(m.on_receipt(r("ABC"), now).is_empty());
         assert_eq!(m.on_submitted("abc", MsgId(7)), vec![(MsgId(7), r("ABC"))]);
@@ -532,7 +533,7 @@ mod tests {
     fn a_single_receipt_is_delivered_once_no_submit_awaits_its_response() {
         // A quiet carrier never gives 16 receipts to learn from: a receipt with one
         // candidate goes out as soon as no response is outstanding.
-        let now = Instant::now();
+        let now: u64 = 1_000_000;
         let mut m = Matcher::new(IdMode::Auto, Duration::from_secs(60), 100);
         m.sent();
         m.sent();
@@ -550,13 +551,13 @@ mod tests {
 
     #[test]
     fn forget_and_expire() {
-        let now = Instant::now();
+        let now: u64 = 1_000_000;
         let mut m = fixed(IdConvention::Same);
         m.on_submitted("99", MsgId(1));
         m.forget(MsgId(1));
         assert!(m.on_receipt(r("99"), now).is_empty());
-        assert_eq!(m.expire(now + Duration::from_secs(59)), 0);
-        assert_eq!(m.expire(now + Duration::from_secs(61)), 1);
+        assert_eq!(m.expire(now + 59_000), 0);
+        assert_eq!(m.expire(now + 61_000), 1);
         assert_eq!(m.sizes(), (0, 0));
     }
 }

@@ -98,10 +98,7 @@ impl Shared {
             submitted: AtomicU64::new(0),
             rate: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-            limiter: Mutex::new(otpgw_dispatch::RateLimiter::new(
-                cfg.rate_limit,
-                std::time::Instant::now(),
-            )),
+            limiter: Mutex::new(otpgw_dispatch::RateLimiter::new(cfg.rate_limit, now)),
             dispatcher,
             metrics: CarrierMetrics::new(&cfg.name),
             errors_in_row: AtomicU32::new(0),

@@ -4,13 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use otpgw_proto::clock::{now_ms, timer_at};
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {

@@ -14,10 +14,11 @@
 //! cap. An uncapped carrier becomes unlimited again at twice the ceiling. So a
 //! carrier's hidden cap is found within a second or two, then used at about 95 %
 //! with one short burst of throttle answers per probe period, where plain halving
-//! and a linear climb would average three quarters. Own code rather than a crate (governor has no AIMD): the rate
+//! and a linear climb would average three quarters. Times are milliseconds since
+//! the epoch, passed in. Own code rather than a crate (governor has no AIMD): the rate
 //! change and the simulated clock are the point, and both are a few lines here.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// See the module docs.
 #[derive(Debug, Clone)]
@@ -26,18 +27,18 @@ pub struct RateLimiter {
     /// Current rate (messages/s); `None` = unlimited.
     rate: Option<f64>,
     tokens: f64,
-    last_refill: Instant,
-    last_decrease: Option<Instant>,
+    last_refill: u64,
+    last_decrease: Option<u64>,
     /// The rate that was too fast at the last throttle answer.
     ceiling: f64,
     min_rate: f64,
     decrease: f64,
     decrease_every: Duration,
     /// When the rate reached 95 % of the ceiling after the last decrease.
-    probe_start: Option<Instant>,
+    probe_start: Option<u64>,
     probe_period: Duration,
     /// What was granted in the current one-second window, and the rate of the last.
-    window_start: Instant,
+    window_start: u64,
     window_taken: f64,
     /// Throttle answers in the current window (so the carrier's accepted rate is
     /// known: granted minus throttled).
@@ -48,7 +49,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// A limiter with an optional cap in messages per second.
-    pub fn new(cap: Option<f64>, now: Instant) -> Self {
+    pub fn new(cap: Option<f64>, now: u64) -> Self {
         let cap = cap.filter(|c| *c > 0.0);
         Self {
             cap,
@@ -70,10 +71,8 @@ impl RateLimiter {
         }
     }
 
-    fn note_taken(&mut self, n: usize, now: Instant) {
-        let el = now
-            .saturating_duration_since(self.window_start)
-            .as_secs_f64();
+    fn note_taken(&mut self, n: usize, now: u64) {
+        let el = secs(self.window_start, now);
         if el >= 1.0 {
             self.last_window_rate = self.window_taken / el;
             self.last_window_accepted = (self.window_taken - self.window_throttled).max(0.0) / el;
@@ -86,10 +85,8 @@ impl RateLimiter {
 
     /// Messages per second granted lately (the larger of the last full second and
     /// the current partial one).
-    pub fn observed(&self, now: Instant) -> f64 {
-        let el = now
-            .saturating_duration_since(self.window_start)
-            .as_secs_f64();
+    pub fn observed(&self, now: u64) -> f64 {
+        let el = secs(self.window_start, now);
         let cur = if el >= 0.05 {
             self.window_taken / el
         } else {
@@ -100,10 +97,8 @@ impl RateLimiter {
 
     /// What the carrier took lately (granted minus throttled, per second), from the
     /// current window once it is a quarter of a second old, else the last one.
-    fn accepted(&self, now: Instant) -> Option<f64> {
-        let el = now
-            .saturating_duration_since(self.window_start)
-            .as_secs_f64();
+    fn accepted(&self, now: u64) -> Option<f64> {
+        let el = secs(self.window_start, now);
         let a = if el >= 0.25 {
             (self.window_taken - self.window_throttled).max(0.0) / el
         } else {
@@ -123,7 +118,7 @@ impl RateLimiter {
     }
 
     /// Change the cap (config reload).
-    pub fn set_cap(&mut self, cap: Option<f64>, now: Instant) {
+    pub fn set_cap(&mut self, cap: Option<f64>, now: u64) {
         let cap = cap.filter(|c| *c > 0.0);
         self.refill(now);
         self.cap = cap;
@@ -134,17 +129,15 @@ impl RateLimiter {
         };
     }
 
-    fn refill(&mut self, now: Instant) {
+    fn refill(&mut self, now: u64) {
         let prev = self.last_refill;
-        let dt = now.saturating_duration_since(prev).as_secs_f64();
+        let dt = secs(prev, now);
         self.last_refill = now;
         let Some(rate) = self.rate else { return };
         // Climb back once the burst that caused the decrease is over.
         let mut rate = rate;
         if let Some(d) = self.last_decrease {
-            let climb = now
-                .saturating_duration_since(prev.max(d + self.decrease_every))
-                .as_secs_f64();
+            let climb = secs(prev.max(d + ms(self.decrease_every)), now);
             let ceiling = self.ceiling.max(self.min_rate);
             if rate < 0.95 * ceiling {
                 // Fast back to just under what was too fast.
@@ -157,8 +150,7 @@ impl RateLimiter {
                 // after `probe_period`, faster and faster beyond (a lifted cap is
                 // found), never above the configured cap.
                 let start = *self.probe_start.get_or_insert(now);
-                let x = now.saturating_duration_since(start).as_secs_f64()
-                    / self.probe_period.as_secs_f64();
+                let x = secs(start, now) / self.probe_period.as_secs_f64();
                 rate = rate.max(ceiling * (0.95 + 0.05 * x * x * x));
             }
             match self.cap {
@@ -175,7 +167,7 @@ impl RateLimiter {
     }
 
     /// Take up to `want` tokens now; returns how many may be sent.
-    pub fn take(&mut self, want: usize, now: Instant) -> usize {
+    pub fn take(&mut self, want: usize, now: u64) -> usize {
         self.refill(now);
         if self.rate.is_none() {
             self.note_taken(want, now);
@@ -197,22 +189,23 @@ impl RateLimiter {
     }
 
     /// When the next token is available (`None`: now, or unlimited).
-    pub fn next_token_at(&self, now: Instant) -> Option<Instant> {
+    pub fn next_token_at(&self, now: u64) -> Option<u64> {
         let rate = self.rate?;
         if self.tokens >= 1.0 {
             return None;
         }
-        Some(now + Duration::from_secs_f64((1.0 - self.tokens) / rate.max(self.min_rate)))
+        let wait_s = (1.0 - self.tokens) / rate.max(self.min_rate);
+        Some(now + ((wait_s * 1000.0).ceil() as u64).max(1))
     }
 
     /// The carrier said "too fast": drop to `decrease` times the rate in force (once
     /// per burst of answers). An uncapped carrier drops from what was granted lately.
-    pub fn on_throttled(&mut self, now: Instant) {
+    pub fn on_throttled(&mut self, now: u64) {
         self.refill(now);
         self.window_throttled += 1.0;
         if self
             .last_decrease
-            .is_some_and(|d| now.saturating_duration_since(d) < self.decrease_every)
+            .is_some_and(|d| now.saturating_sub(d) < ms(self.decrease_every))
         {
             return;
         }
@@ -239,18 +232,28 @@ pub fn burst(rate: f64) -> f64 {
     (rate / 50.0).max(1.0)
 }
 
+/// Seconds from `from` to `to` (ms; 0 when `to` is earlier).
+fn secs(from: u64, to: u64) -> f64 {
+    to.saturating_sub(from) as f64 / 1000.0
+}
+
+/// A duration in milliseconds.
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn ms(t0: Instant, n: u64) -> Instant {
-        t0 + Duration::from_millis(n)
+    fn ms(t0: u64, n: u64) -> u64 {
+        t0 + n
     }
 
     #[test]
     fn unlimited_without_cap_or_throttling() {
-        let t0 = Instant::now();
+        let t0: u64 = 1_000_000;
         let mut l = RateLimiter::new(None, t0);
         assert_eq!(l.take(10_000, t0), 10_000);
         assert_eq!(l.next_token_at(t0), None);
@@ -258,7 +261,7 @@ mod tests {
 
     #[test]
     fn cap_is_respected_over_a_second() {
-        let t0 = Instant::now();
+        let t0: u64 = 1_000_000;
         let mut l = RateLimiter::new(Some(100.0), t0);
         let mut sent = 0;
         for step in 0..=1000 {
@@ -272,7 +275,7 @@ mod tests {
 
     #[test]
     fn throttle_decreases_once_per_burst_then_climbs_back() {
-        let t0 = Instant::now();
+        let t0: u64 = 1_000_000;
         let mut l = RateLimiter::new(Some(1000.0), t0);
         l.on_throttled(t0);
         l.on_throttled(ms(t0, 10)); // same burst: no second decrease
@@ -300,7 +303,7 @@ mod tests {
 
     #[test]
     fn uncapped_carrier_is_limited_from_what_it_sent_then_freed() {
-        let t0 = Instant::now();
+        let t0: u64 = 1_000_000;
         let mut l = RateLimiter::new(None, t0);
         // 800 granted over the last second, then the carrier throttles.
         for step in 0..800u64 {
@@ -330,7 +333,7 @@ mod tests {
             cap in 10u32..2000,
             throttles in proptest::collection::vec(0u64..5000, 0..20),
         ) {
-            let t0 = Instant::now();
+            let t0: u64 = 1_000_000;
             let cap = f64::from(cap);
             let mut l = RateLimiter::new(Some(cap), t0);
             let mut sends: Vec<u64> = Vec::new();

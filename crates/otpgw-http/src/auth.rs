@@ -5,20 +5,19 @@
 //! is too long to guess, so a fast hash is safe) or an argon2id PHC string (for keys
 //! people chose; verified once per key and process on the blocking pool, two at a
 //! time, then remembered by the key's SHA-256). Failed authentications count
-//! against the client's address ([`otpgw_ingest::auth::Lockout`], as SMPP binds do):
+//! against the client's address ([`otpgw_accept::auth::Lockout`], as SMPP binds do):
 //! past the limit the address gets 429 before any work. A known key used from an
 //! address outside the brand's `allowed_ips` gets 403.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
-use otpgw_ingest::auth::{Lockout, verify_password};
-use otpgw_ingest::{BrandConfig, Brands};
+use otpgw_accept::auth::{Lockout, verify_password};
+use otpgw_accept::{BrandConfig, Brands};
 
 use crate::error::ApiError;
 
@@ -54,7 +53,7 @@ pub fn check_key_hash(h: &str) -> Result<(), String> {
         }
         return Err("sha256: must be followed by 64 hex digits".into());
     }
-    otpgw_ingest::auth::check_hash(h)
+    otpgw_accept::auth::check_hash(h)
         .map_err(|e| format!("{e} (or sha256:<64 hex> from `otpgw new-api-key`)"))
 }
 
@@ -81,7 +80,7 @@ impl Keys {
         Self {
             lockout: parking_lot::Mutex::new(Lockout::new(0, ip_after, lock)),
             verified: DashMap::new(),
-            slots: tokio::sync::Semaphore::new(otpgw_ingest::auth::MAX_CONCURRENT_VERIFIES),
+            slots: tokio::sync::Semaphore::new(otpgw_accept::auth::MAX_CONCURRENT_VERIFIES),
         }
     }
 
@@ -93,7 +92,7 @@ impl Keys {
         ip: IpAddr,
         brands: &parking_lot::RwLock<Brands>,
     ) -> Result<Arc<BrandConfig>, ApiError> {
-        let now = Instant::now();
+        let now = otpgw_core::clock::now_ms();
         if self.lockout.lock().is_locked("", ip, now) {
             metrics::counter!("otpgw_http_auth_locked_out_total").increment(1);
             return Err(ApiError::new(
@@ -197,7 +196,7 @@ mod tests {
         assert!(check_key_hash(&hash).is_ok());
         assert!(check_key_hash("sha256:12").is_err());
         assert!(check_key_hash("plain").is_err());
-        let argon = otpgw_ingest::auth::hash_password("chosen-key").unwrap();
+        let argon = otpgw_accept::auth::hash_password("chosen-key").unwrap();
         assert!(check_key_hash(&argon).is_ok());
         let brands =
             parking_lot::RwLock::new(Brands::new([brand("bank", &hash), brand("shop", &argon)]));

@@ -41,7 +41,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use otpgw_ingest::AcceptError;
+use otpgw_accept::AcceptError;
 use otpgw_verify::VerifyError;
 
 /// A refusal (see the module docs).
@@ -127,46 +127,16 @@ impl IntoResponse for ApiError {
 }
 
 impl From<AcceptError> for ApiError {
+    /// The accept layer's HTTP answer for the refusal (`AcceptError::http`).
     fn from(e: AcceptError) -> Self {
-        use StatusCode as S;
-        let msg = e.to_string();
-        match e {
-            AcceptError::BadDestination => Self::field("invalid_number", "to", msg),
-            AcceptError::NoRoute => Self {
-                field: Some("to"),
-                ..Self::new(S::UNPROCESSABLE_ENTITY, "no_route", msg)
-            },
-            AcceptError::BadSource => Self::field("invalid_sender", "from", msg),
-            AcceptError::TooLong(_) => Self::field("text_too_long", "text", msg),
-            AcceptError::BothTextFields | AcceptError::BadDataCoding(_) => {
-                Self::field("invalid_text", "text", msg)
-            }
-            AcceptError::BadValidity | AcceptError::Scheduled => {
-                Self::field("invalid_validity", "validity_secs", msg)
-            }
-            AcceptError::QueueFull => Self::new(S::SERVICE_UNAVAILABLE, "queue_full", msg).retry(1),
-            AcceptError::CarrierDown => {
-                Self::new(S::SERVICE_UNAVAILABLE, "carrier_unavailable", msg).retry(5)
-            }
-            AcceptError::StoreUnavailable => {
-                Self::new(S::SERVICE_UNAVAILABLE, "store_unavailable", msg).retry(1)
-            }
-            AcceptError::Throttled => Self::new(S::TOO_MANY_REQUESTS, "throttled", msg).retry(1),
-            AcceptError::ShuttingDown => {
-                Self::new(S::SERVICE_UNAVAILABLE, "shutting_down", msg).retry(5)
-            }
-            AcceptError::BrandRate => Self::new(S::TOO_MANY_REQUESTS, "rate_limited", msg).retry(1),
-            AcceptError::SourceNotAllowed => Self {
-                field: Some("from"),
-                ..Self::new(S::FORBIDDEN, "sender_not_allowed", msg)
-            },
-            AcceptError::DestinationNotAllowed => Self {
-                field: Some("to"),
-                ..Self::new(S::FORBIDDEN, "destination_not_allowed", msg)
-            },
-            AcceptError::DestinationOverLimit => {
-                Self::new(S::TOO_MANY_REQUESTS, "destination_rate_limited", msg).retry(60)
-            }
+        let r = e.http();
+        Self {
+            status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            code: r.code,
+            message: e.to_string(),
+            field: r.field,
+            retry_after: r.retry_after,
+            closes: false,
         }
     }
 }

@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
-use otpgw_ingest::BrandConfig;
+use otpgw_accept::BrandConfig;
 use otpgw_verify::Verifier;
 
 use crate::error::ApiError;
@@ -85,7 +85,7 @@ impl HttpConfig {
 /// The API's state.
 pub struct Api {
     cfg: Arc<HttpConfig>,
-    ingest: Arc<otpgw_ingest::server::Context>,
+    acceptor: Arc<otpgw_accept::Acceptor>,
     verifier: Option<Arc<Verifier>>,
     keys: auth::Keys,
 }
@@ -107,7 +107,7 @@ impl Api {
         peer: SocketAddr,
     ) -> Result<Arc<BrandConfig>, ApiError> {
         self.keys
-            .brand(headers, peer.ip(), &self.ingest.brands)
+            .brand(headers, peer.ip(), self.acceptor.brands())
             .await
     }
 }
@@ -296,7 +296,7 @@ pub struct Running {
 /// from a previous run still go out).
 pub async fn start(
     cfg: HttpConfig,
-    ingest: Arc<otpgw_ingest::server::Context>,
+    acceptor: Arc<otpgw_accept::Acceptor>,
     verifier: Option<Arc<Verifier>>,
     stop: CancellationToken,
 ) -> std::io::Result<Running> {
@@ -306,7 +306,7 @@ pub async fn start(
     let api = Arc::new(Api {
         keys: auth::Keys::new(cfg.lockout_after, cfg.lockout),
         cfg: cfg.clone(),
-        ingest,
+        acceptor,
         verifier,
     });
     tokio::spawn(server::serve(listener, router(api), cfg, stop));

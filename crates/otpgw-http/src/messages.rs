@@ -10,13 +10,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use otpgw_accept::acceptor::{once_key, parse_once_value};
+use otpgw_accept::validate::e164;
+use otpgw_accept::{Submission, compose};
 use otpgw_core::message::Extra;
 use otpgw_core::status::MessageStatus;
 use otpgw_core::{Class, MsgId};
-use otpgw_ingest::Submission;
-use otpgw_ingest::acceptor::{once_key, parse_once_value};
-use otpgw_ingest::validate::e164;
-use otpgw_proto::pdu::{Address, SubmitFields};
 use otpgw_proto::time::rfc3339;
 
 use crate::Api;
@@ -154,13 +153,13 @@ impl Api {
         let raw =
             crate::body::read(headers, body, self.cfg.max_body, self.cfg.body_timeout).await?;
         let fingerprint: Vec<u8> = Sha256::digest(&raw)[..16].to_vec();
-        let store = self.ingest.acceptor.store();
+        let store = self.acceptor.store();
         // A retry of a request already taken answers as the first time did.
         if let Some(k) = &once
             && let Some(rec) = store
                 .kv_get(&once_key(&brand.system_id, k))
                 .await
-                .map_err(|_| ApiError::from(otpgw_ingest::AcceptError::StoreUnavailable))?
+                .map_err(|_| ApiError::from(otpgw_accept::AcceptError::StoreUnavailable))?
         {
             return replay(&rec.value, &fingerprint);
         }
@@ -198,38 +197,17 @@ impl Api {
                 ));
             }
         }
-        let (dc, text) = otpgw_proto::gsm::encode(&req.text);
-        let from = req.from.strip_prefix('+').unwrap_or(&req.from);
-        let numeric = !from.is_empty() && from.bytes().all(|b| b.is_ascii_digit());
-        let mut fields = SubmitFields {
-            source: Address {
-                ton: if numeric { 1 } else { 5 },
-                npi: if numeric { 1 } else { 0 },
-                addr: if numeric { from } else { &req.from }.to_string(),
-            },
-            dest: Address {
-                ton: 1,
-                npi: 1,
-                addr: digits.to_string(),
-            },
-            registered_delivery: 1,
-            data_coding: dc,
-            validity_period: req
-                .validity_secs
-                .map(|s| otpgw_proto::time::relative_smpp_time(s * 1000))
-                .unwrap_or_default(),
-            ..Default::default()
-        };
         let class = req.class.map(|c| match c {
             ClassName::Otp => Class::Otp,
             ClassName::Bulk => Class::Bulk,
         });
-        fields.priority_flag = u8::from(class == Some(Class::Otp));
-        if text.len() > 254 {
-            fields.message_payload = Some(text.into());
-        } else {
-            fields.short_message = text.into();
-        }
+        let fields = compose::sms(compose::Text {
+            to: digits,
+            from: &req.from,
+            text: &req.text,
+            validity_ms: req.validity_secs.map(|s| s * 1000),
+            class,
+        });
         let sub = Submission {
             fields,
             class,
@@ -242,11 +220,11 @@ impl Api {
             once: once.map(|k| (k, fingerprint.clone())),
         };
         let now = otpgw_core::clock::now_ms();
-        let accepted = self.ingest.acceptor.accept_with(&brand, sub, now).await?;
+        let accepted = self.acceptor.accept_with(&brand, sub, now).await?;
         if let Some(fp) = accepted.duplicate {
             // The same key was taken by a concurrent request.
             return replay(
-                &otpgw_ingest::acceptor::once_value(accepted.id, &fp),
+                &otpgw_accept::acceptor::once_value(accepted.id, &fp),
                 &fingerprint,
             );
         }
@@ -272,7 +250,7 @@ impl Api {
             .then(|| MsgId::parse(id))
             .flatten()
             .ok_or_else(ApiError::not_found)?;
-        let status = self.ingest.acceptor.status(id).await?;
+        let status = self.acceptor.status(id).await?;
         match status {
             Some(s) if s.brand == brand.system_id => {
                 Ok((StatusCode::OK, serde_json::json!(MessageView::of(&s))))
@@ -286,7 +264,7 @@ impl Api {
 /// The first answer for an idempotency key, or 422 when the request differs.
 fn replay(stored: &[u8], fingerprint: &[u8]) -> Result<(StatusCode, serde_json::Value), ApiError> {
     let Some((id, fp)) = parse_once_value(stored) else {
-        return Err(otpgw_ingest::AcceptError::StoreUnavailable.into());
+        return Err(otpgw_accept::AcceptError::StoreUnavailable.into());
     };
     if fp != fingerprint {
         return Err(ApiError::new(

@@ -27,11 +27,11 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
+use otpgw_accept::Brands;
 use otpgw_core::Store;
 use otpgw_core::clock::now_ms;
 use otpgw_core::outbox::{BrandOutbox, Outbox, ReceiptJob};
 use otpgw_core::status::Stage;
-use otpgw_ingest::Brands;
 use otpgw_proto::time::rfc3339;
 
 use crate::auth::hex;

@@ -21,7 +21,7 @@ pub(crate) struct GatewayAdmin {
     pub(crate) carriers: Vec<Arc<otpgw_carrier::Shared>>,
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) tracker: Arc<Tracker>,
-    pub(crate) ingest: Arc<otpgw_ingest::server::Context>,
+    pub(crate) smpp: Arc<otpgw_smpp_server::Context>,
 }
 
 impl crate::ops::Admin for GatewayAdmin {
@@ -53,7 +53,7 @@ impl crate::ops::Admin for GatewayAdmin {
     }
     fn brands(&self) -> serde_json::Value {
         let mut v: Vec<_> = self
-            .ingest
+            .smpp
             .sessions
             .iter()
             .map(|e| serde_json::json!({"system_id": &**e.key(), "sessions": *e.value()}))

@@ -11,13 +11,14 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use otpgw_accept::{Acceptor, Brands};
 use otpgw_carrier::{Carrier, Shared};
 use otpgw_core::clock::{self, SystemClock};
 use otpgw_core::message::IdGen;
 use otpgw_core::outbox::Outbox;
 use otpgw_core::tracker::Tracker;
 use otpgw_dispatch::Dispatcher;
-use otpgw_ingest::{Acceptor, Brands, Server};
+use otpgw_smpp_server::Server;
 use otpgw_store::{EmbeddedStore, MemoryStore};
 
 use crate::StartError;
@@ -34,13 +35,12 @@ pub struct Gateway {
     pub(crate) carriers: Vec<Carrier>,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) dispatcher: Arc<Dispatcher>,
-    acceptor: Arc<Acceptor>,
+    pub(crate) acceptor: Arc<Acceptor>,
     memory: Option<Arc<MemoryStore>>,
     embedded: Option<Arc<EmbeddedStore>>,
     grace: Duration,
     ops_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
-    pub(crate) ingest: Arc<otpgw_ingest::server::Context>,
     /// The configuration in force (for reloads).
     pub(crate) current: parking_lot::Mutex<Config>,
 }
@@ -51,7 +51,7 @@ struct Doors {
     brand_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
-    ingest: Arc<otpgw_ingest::server::Context>,
+    smpp: Arc<otpgw_smpp_server::Context>,
 }
 
 impl Gateway {
@@ -101,6 +101,7 @@ impl Gateway {
             shutdown.child_token(),
         );
         let acceptor = Arc::new(Acceptor::new(
+            Brands::new(cfg.brand_configs()),
             dispatcher.clone(),
             tracker.clone(),
             IdGen::starting_at(opened.id_start),
@@ -127,7 +128,7 @@ impl Gateway {
                     carriers: shared.clone(),
                     dispatcher: dispatcher.clone(),
                     tracker: tracker.clone(),
-                    ingest: doors.ingest.clone(),
+                    smpp: doors.smpp.clone(),
                 });
                 (a, t)
             });
@@ -159,7 +160,6 @@ impl Gateway {
             grace,
             ops_addr,
             http_addr: doors.http_addr,
-            ingest: doors.ingest,
             current: parking_lot::Mutex::new(cfg.clone()),
         };
         Ok((gw, summary))
@@ -300,7 +300,6 @@ async fn open_doors(
     let listen = cfg.server.listen;
     let server = Server::bind(
         cfg.server_config(),
-        Brands::new(cfg.brand_configs()),
         acceptor.clone(),
         tracker.clone(),
         shutdown.child_token(),
@@ -316,7 +315,7 @@ async fn open_doors(
         what: "the SMPP door",
         reason: "no brand listener is configured".into(),
     })?;
-    let ingest = server.context();
+    let smpp = server.context();
     let server = tokio::spawn(server.run());
     // Webhooks owed (this run's, and a previous run's) go out whether or not the
     // HTTP listener runs.
@@ -324,7 +323,7 @@ async fn open_doors(
     otpgw_http::webhook::spawn(
         tracker.outbox().clone(),
         tracker.store().clone(),
-        ingest.brands.clone(),
+        acceptor.brands().clone(),
         hooks,
         shutdown.child_token(),
     )
@@ -341,7 +340,7 @@ async fn open_doors(
             if verifier.is_none() {
                 tracing::warn!("no [verify] section: the Verify API answers 503");
             }
-            let r = otpgw_http::start(h, ingest.clone(), verifier, shutdown.child_token())
+            let r = otpgw_http::start(h, acceptor.clone(), verifier, shutdown.child_token())
                 .await
                 .map_err(|source| StartError::Listen {
                     what: "the HTTP API",
@@ -357,6 +356,6 @@ async fn open_doors(
         brand_addr,
         tls_addr,
         http_addr,
-        ingest,
+        smpp,
     })
 }

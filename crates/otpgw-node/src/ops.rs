@@ -167,7 +167,7 @@ fn authorized<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a dyn Admin, Re
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !otpgw_ingest::brands::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+    if !otpgw_accept::brands::constant_time_eq(given.as_bytes(), token.as_bytes()) {
         metrics::counter!("otpgw_admin_unauthorized_total").increment(1);
         return Err((
             StatusCode::UNAUTHORIZED,

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::gateway::Gateway;
-use otpgw_ingest::Brands;
+use otpgw_accept::Brands;
 
 /// Why a reload was refused (the old configuration stays).
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ impl Gateway {
             .set_refuse_after_down(new.queue.refuse_after_down_ms);
         self.dispatcher.set_explore(new.quality.explore);
         self.tracker.assure().set_policies(new.assurance_policies());
-        *self.ingest.brands.write() = Brands::new(new.brand_configs());
+        self.acceptor.set_brands(Brands::new(new.brand_configs()));
         let mut restart = Vec::new();
         for (c, old) in new.carriers.iter().zip(cur.carriers.iter()) {
             if let Some(k) = self.carriers.iter().find(|k| k.name() == c.name) {
@@ -42,7 +42,7 @@ impl Gateway {
                 k.shared()
                     .limiter
                     .lock()
-                    .set_cap(c.rate_limit.map(f64::from), std::time::Instant::now());
+                    .set_cap(c.rate_limit.map(f64::from), otpgw_core::clock::now_ms());
             }
             if c.address != old.address
                 || c.system_id != old.system_id

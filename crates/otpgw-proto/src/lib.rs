@@ -13,8 +13,10 @@
 //! - [`split`]: long messages cut into concatenated parts with a UDH;
 //! - [`gsm`]: Unicode text to the GSM default alphabet or UCS-2;
 //! - [`driver`]: the async writer that owns the socket's write half and batches PDUs;
-//! - [`status`]: SMPP command status and command id constants.
+//! - [`status`]: SMPP command status and command id constants;
+//! - [`clock`]: the wall clock, for drivers only.
 
+pub mod clock;
 pub mod codec;
 pub mod driver;
 pub mod gsm;

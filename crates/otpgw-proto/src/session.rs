@@ -8,7 +8,7 @@
 //! time. The async code around it owns sockets and timers.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::status::cmd;
 
@@ -149,17 +149,17 @@ pub struct Session<T> {
     cfg: SessionConfig,
     state: BindState,
     last_seq: u32,
-    outstanding: HashMap<u32, (Instant, T)>,
+    outstanding: HashMap<u32, (u64, T)>,
     /// Deadlines in send order; a constant timeout keeps them sorted. Entries whose
     /// request was answered are skipped lazily.
-    deadlines: VecDeque<(Instant, u32)>,
-    last_rx: Instant,
-    enquire: Option<(u32, Instant)>,
+    deadlines: VecDeque<(u64, u32)>,
+    last_rx: u64,
+    enquire: Option<(u32, u64)>,
 }
 
 impl<T> Session<T> {
     /// A new, open (unbound) session.
-    pub fn new(cfg: SessionConfig, now: Instant) -> Self {
+    pub fn new(cfg: SessionConfig, now: u64) -> Self {
         Self {
             cfg,
             state: BindState::Open,
@@ -214,11 +214,11 @@ impl<T> Session<T> {
     }
 
     /// Record a request just sent, so its response can be matched and its deadline kept.
-    pub fn track(&mut self, sequence_number: u32, tag: T, now: Instant) -> Result<(), WindowFull> {
+    pub fn track(&mut self, sequence_number: u32, tag: T, now: u64) -> Result<(), WindowFull> {
         if self.outstanding.len() >= self.cfg.window {
             return Err(WindowFull(self.outstanding.len()));
         }
-        let deadline = now + self.cfg.response_timeout;
+        let deadline = now + ms(self.cfg.response_timeout);
         self.outstanding.insert(sequence_number, (deadline, tag));
         self.deadlines.push_back((deadline, sequence_number));
         Ok(())
@@ -226,15 +226,15 @@ impl<T> Session<T> {
 
     /// Track a request even when the window is full: the later parts of a long
     /// message, which go out on the same bind right after the first.
-    pub fn track_beyond_window(&mut self, sequence_number: u32, tag: T, now: Instant) {
-        let deadline = now + self.cfg.response_timeout;
+    pub fn track_beyond_window(&mut self, sequence_number: u32, tag: T, now: u64) {
+        let deadline = now + ms(self.cfg.response_timeout);
         self.outstanding.insert(sequence_number, (deadline, tag));
         self.deadlines.push_back((deadline, sequence_number));
     }
 
     /// A response arrived: release its window slot and return the request's tag.
     /// `None` means no such request is outstanding (late or unsolicited response).
-    pub fn on_response(&mut self, sequence_number: u32, now: Instant) -> Option<T> {
+    pub fn on_response(&mut self, sequence_number: u32, now: u64) -> Option<T> {
         self.on_receive(now);
         if let Some((seq, _)) = self.enquire
             && seq == sequence_number
@@ -263,7 +263,7 @@ impl<T> Session<T> {
     }
 
     /// Anything arrived from the peer: the link is alive.
-    pub fn on_receive(&mut self, now: Instant) {
+    pub fn on_receive(&mut self, now: u64) {
         self.last_rx = now;
     }
 
@@ -273,11 +273,11 @@ impl<T> Session<T> {
         self.outstanding.drain().map(|(_, (_, t))| t).collect()
     }
 
-    /// The earliest instant at which [`Session::poll`] has something to do.
-    pub fn next_deadline(&self) -> Instant {
+    /// The earliest time (ms) at which [`Session::poll`] has something to do.
+    pub fn next_deadline(&self) -> u64 {
         let mut at = match self.enquire {
-            Some((_, sent)) => sent + self.cfg.enquire_link_timeout,
-            None => self.last_rx + self.cfg.enquire_link_interval,
+            Some((_, sent)) => sent + ms(self.cfg.enquire_link_timeout),
+            None => self.last_rx + ms(self.cfg.enquire_link_interval),
         };
         if let Some(&(d, _)) = self.deadlines.front() {
             at = at.min(d);
@@ -288,7 +288,7 @@ impl<T> Session<T> {
     /// Advance timers to `now`: expire requests past their deadline, ask for an
     /// enquire_link on an idle link, and declare a link dead whose enquire_link went
     /// unanswered. Timed-out requests leave the window.
-    pub fn poll(&mut self, now: Instant) -> Vec<Timeout<T>> {
+    pub fn poll(&mut self, now: u64) -> Vec<Timeout<T>> {
         let mut out = Vec::new();
         while let Some(&(deadline, seq)) = self.deadlines.front() {
             if deadline > now {
@@ -307,10 +307,10 @@ impl<T> Session<T> {
         }
         self.prune();
         match self.enquire {
-            Some((_, sent)) if now >= sent + self.cfg.enquire_link_timeout => {
+            Some((_, sent)) if now >= sent + ms(self.cfg.enquire_link_timeout) => {
                 out.push(Timeout::LinkDead);
             }
-            None if now >= self.last_rx + self.cfg.enquire_link_interval => {
+            None if now >= self.last_rx + ms(self.cfg.enquire_link_interval) => {
                 let seq = self.next_sequence();
                 self.enquire = Some((seq, now));
                 out.push(Timeout::SendEnquireLink {
@@ -321,6 +321,12 @@ impl<T> Session<T> {
         }
         out
     }
+}
+
+/// A duration in milliseconds (the session's times are milliseconds since the
+/// epoch, passed in by its driver).
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
 }
 
 #[cfg(test)]

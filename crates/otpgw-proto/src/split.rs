@@ -19,8 +19,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub use crate::pdu::UDHI;
 use crate::pdu::SubmitFields;
+pub use crate::pdu::UDHI;
 /// The largest number of parts one message may have.
 pub const MAX_PARTS: usize = 255;
 

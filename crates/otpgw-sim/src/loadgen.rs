@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use otpgw_proto::clock::now_ms;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -377,7 +379,7 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
             enquire_link_interval: Duration::from_secs(30),
             enquire_link_timeout: Duration::from_secs(10),
         },
-        Instant::now(),
+        now_ms(),
     );
     for _ in 0..conn.seq_start {
         session.next_sequence();
@@ -447,7 +449,7 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
             let Ok(s) = f.to_submit_sm() else { continue };
             let seq = session.next_sequence();
             let now = Instant::now();
-            if session.track(seq, (i, now), now).is_err() {
+            if session.track(seq, (i, now), now_ms()).is_err() {
                 claimed = Some(i - cfg.first_index);
                 break;
             }
@@ -474,7 +476,7 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
                 }
             },
             _ = tick.tick() => {
-                for t in session.poll(Instant::now()) {
+                for t in session.poll(now_ms()) {
                     match t {
                         Timeout::SendEnquireLink { sequence_number } => {
                             let _ = conn.tx.send(pdu::header_only(cmd::ENQUIRE_LINK, 0, sequence_number)).await;
@@ -549,10 +551,11 @@ async fn on_command(
     let st = u32::from(c.status());
     let seq = c.sequence_number();
     let now = Instant::now();
-    session.on_receive(now);
+    let now_ms = now_ms();
+    session.on_receive(now_ms);
     match id {
         cmd::SUBMIT_SM_RESP | cmd::GENERIC_NACK => {
-            if let Some((i, sent)) = session.on_response(seq, now) {
+            if let Some((i, sent)) = session.on_response(seq, now_ms) {
                 let mut inner = sh.inner.lock();
                 let lat = now.saturating_duration_since(sent).as_micros().max(1) as u64;
                 if let Some(h) = inner.resp_lat.as_mut() {
@@ -631,7 +634,7 @@ async fn on_command(
             let _ = tx.send(pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await;
         }
         _ => {
-            session.on_response(seq, now);
+            session.on_response(seq, now_ms);
         }
     }
 }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use otpgw_proto::clock::{now_ms, timer_at};
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -399,7 +401,7 @@ async fn serve(st: Arc<State>, stream: TcpStream) {
             enquire_link_interval: Duration::from_secs(30),
             enquire_link_timeout: Duration::from_secs(10),
         },
-        Instant::now(),
+        now_ms(),
     );
     let mut drops = st.drop_gen.subscribe();
     let mut system_id = String::new();
@@ -409,7 +411,7 @@ async fn serve(st: Arc<State>, stream: TcpStream) {
     loop {
         let can_deliver = session.state().can_deliver() && session.room() > 0;
         let room = session.room();
-        let timer = tokio::time::Instant::from_std(session.next_deadline());
+        let timer = timer_at(session.next_deadline());
         let stop = tokio::select! {
             biased;
             _ = drops.changed() => true,
@@ -426,7 +428,7 @@ async fn serve(st: Arc<State>, stream: TcpStream) {
                 for r in due.drain(..) {
                     let seq = session.next_sequence();
                     let d = build_receipt(&st, &r);
-                    if session.track(seq, Tag::Receipt(r.clone()), Instant::now()).is_err() {
+                    if session.track(seq, Tag::Receipt(r.clone()), now_ms()).is_err() {
                         st.receipts.push_front(vec![r]);
                         continue;
                     }
@@ -438,7 +440,7 @@ async fn serve(st: Arc<State>, stream: TcpStream) {
             }
             _ = tokio::time::sleep_until(timer) => {
                 let mut stop = false;
-                for t in session.poll(Instant::now()) {
+                for t in session.poll(now_ms()) {
                     match t {
                         Timeout::Response { tag: Tag::Receipt(r), .. } => st.receipts.push_front(vec![r]),
                         Timeout::SendEnquireLink { sequence_number } => {
@@ -533,9 +535,10 @@ async fn handle(
     let id = u32::from(c.id());
     let seq = c.sequence_number();
     let now = Instant::now();
-    session.on_receive(now);
+    let now_ms = now_ms();
+    session.on_receive(now_ms);
     if cmd::is_response(id) {
-        if let Some(Tag::Receipt(r)) = session.on_response(seq, now) {
+        if let Some(Tag::Receipt(r)) = session.on_response(seq, now_ms) {
             if u32::from(c.status()) == status::ESME_ROK {
                 st.receipts_sent.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -663,7 +666,7 @@ async fn handle(
                 let rseq = session.next_sequence();
                 if let Some(d) = build_receipt(st, &pending)
                     && session
-                        .track(rseq, Tag::Receipt(pending.clone()), now)
+                        .track(rseq, Tag::Receipt(pending.clone()), now_ms)
                         .is_ok()
                     && send(tx, Command::new(CommandStatus::EsmeRok, rseq, d)).await
                 {

@@ -7,11 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use otpgw_accept::validate::e164;
+use otpgw_accept::{AcceptError, Acceptor, BrandConfig, Submission, compose};
 use otpgw_core::message::Extra;
 use otpgw_core::{Class, MsgId, Store};
-use otpgw_ingest::validate::e164;
-use otpgw_ingest::{AcceptError, Acceptor, BrandConfig, Submission};
-use otpgw_proto::pdu::{Address, SubmitFields};
 
 use crate::code::{self, Secret};
 use crate::machine::{self, Outcome, Refusal, Rules};
@@ -201,25 +200,13 @@ impl Verifier {
     ) -> Result<(), VerifyError> {
         let ttl = v.expires_ms.saturating_sub(now);
         let text = render(&v.template, code, ttl);
-        let (dc, body) = otpgw_proto::gsm::encode(&text);
-        let mut fields = SubmitFields {
-            source: source_address(&v.sender),
-            dest: Address {
-                ton: 1,
-                npi: 1,
-                addr: v.to.trim_start_matches('+').to_string(),
-            },
-            priority_flag: 1,
-            registered_delivery: 1,
-            data_coding: dc,
-            validity_period: otpgw_proto::time::relative_smpp_time(ttl),
-            ..Default::default()
-        };
-        if body.len() > 254 {
-            fields.message_payload = Some(body.into());
-        } else {
-            fields.short_message = body.into();
-        }
+        let fields = compose::sms(compose::Text {
+            to: &v.to,
+            from: &v.sender,
+            text: &text,
+            validity_ms: Some(ttl),
+            class: Some(Class::Otp),
+        });
         let sub = Submission {
             fields,
             class: Some(Class::Otp),
@@ -504,23 +491,6 @@ impl Verifier {
 
 /// A sender id: digits (up to 15, optional +) go as an international number, anything
 /// else as alphanumeric.
-fn source_address(sender: &str) -> Address {
-    let d = sender.strip_prefix('+').unwrap_or(sender);
-    if !d.is_empty() && d.len() <= 15 && d.bytes().all(|b| b.is_ascii_digit()) {
-        Address {
-            ton: 1,
-            npi: 1,
-            addr: d.to_string(),
-        }
-    } else {
-        Address {
-            ton: 5,
-            npi: 0,
-            addr: sender.to_string(),
-        }
-    }
-}
-
 fn view(v: &Verification, now: u64) -> View {
     let status = match v.state {
         State::Approved => "approved",

@@ -233,7 +233,7 @@ fn hash_password() -> ExitCode {
         eprintln!("a brand password must be 1 to 8 ASCII characters (SMPP limit)");
         return ExitCode::FAILURE;
     }
-    match otpgw_ingest::auth::hash_password(pw) {
+    match otpgw_accept::auth::hash_password(pw) {
         Ok(h) => {
             println!("{h}");
             ExitCode::SUCCESS

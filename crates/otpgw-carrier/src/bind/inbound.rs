@@ -27,7 +27,7 @@ pub(super) async fn handle_command(
     tx: &PduSender,
     c: Command,
 ) -> Result<bool, BindError> {
-    let now = Instant::now();
+    let now = now_ms();
     let id = u32::from(c.id());
     let st = u32::from(c.status());
     let seq = c.sequence_number();
@@ -111,8 +111,7 @@ pub(super) async fn handle_malformed(
         Some(cmd::SUBMIT_SM_RESP) => {
             // The carrier answered but its id is unreadable: the receipt can never be
             // matched, so the message is finished as UNKNOWN rather than kept forever.
-            if let Some(Tag::Submit { msg, sent, part }) = session.on_response(seq, Instant::now())
-            {
+            if let Some(Tag::Submit { msg, sent, part }) = session.on_response(seq, now_ms()) {
                 let st = m.command_status.unwrap_or(status::ESME_RSYSERR);
                 if st == status::ESME_ROK {
                     answered(shared, 1);
@@ -171,7 +170,7 @@ fn on_submit_resp(
     if st == status::ESME_RTHROTTLED || st == status::ESME_RMSGQFUL {
         // Too fast: halve this carrier's rate (once per burst of such answers), and
         // offer the message again within a fraction of a second.
-        shared.limiter.lock().on_throttled(Instant::now());
+        shared.limiter.lock().on_throttled(now_ms());
         shared.retry(resend_unit(msg, part), RetryCause::Throttled);
     } else if status::is_temporary(st) {
         shared.retry(resend_unit(msg, part), RetryCause::Temporary);
@@ -230,7 +229,7 @@ fn on_deliver(shared: &Arc<Shared>, v: &DeliverView) -> Vec<otpgw_core::store::T
     // before it is acknowledged. Only a shared store needs the copy.
     let store = shared.tracker.store();
     let copy = store.is_shared().then(|| r.clone());
-    let matched = shared.matcher.lock().on_receipt(r, Instant::now());
+    let matched = shared.matcher.lock().on_receipt(r, now_ms());
     if matched.is_empty() {
         metrics::counter!("otpgw_receipts_parked_total", "carrier" => shared.cfg.name.clone())
             .increment(1);

@@ -225,7 +225,7 @@ async fn connect_and_serve(
         enquire_link_interval: cfg.enquire_link_interval,
         enquire_link_timeout: cfg.enquire_link_timeout,
     };
-    let mut session: Session<Tag> = Session::new(scfg, Instant::now());
+    let mut session: Session<Tag> = Session::new(scfg, now_ms());
 
     // Bind.
     let params = BindParams {
@@ -308,7 +308,7 @@ where
             unbinding = true;
             let seq = session.next_sequence();
             session.set_state(BindState::Unbinding);
-            let _ = session.track(seq, Tag::Unbind, Instant::now());
+            let _ = session.track(seq, Tag::Unbind, now_ms());
             tx.send(pdu::header_only(cmd::UNBIND, 0, seq))
                 .await
                 .map_err(|_| BindError::WriterGone)?;
@@ -325,7 +325,7 @@ where
             && rate_ok
             && session.room() > 0;
         let room = session.room();
-        let mut deadline = tokio::time::Instant::from_std(session.next_deadline());
+        let mut deadline = otpgw_core::clock::timer_at(session.next_deadline());
         if let Some(d) = drain_until
             && !unbinding
         {
@@ -368,10 +368,10 @@ where
                 // The carrier's rate: send what it allows now, the rest goes back.
                 let granted = {
                     let mut l = shared.limiter.lock();
-                    let now = Instant::now();
+                    let now = now_ms();
                     let g = l.take(out.len(), now);
                     if g < out.len() {
-                        rate_wait = l.next_token_at(now).map(tokio::time::Instant::from_std);
+                        rate_wait = l.next_token_at(now).map(otpgw_core::clock::timer_at);
                     }
                     g
                 };
@@ -422,7 +422,7 @@ where
                 }
             }
             _ = sleep_until(deadline) => {
-                for t in session.poll(Instant::now()) {
+                for t in session.poll(now_ms()) {
                     match t {
                         Timeout::Response { tag: Tag::Submit { msg, part, .. }, .. } => {
                             metrics::counter!("otpgw_carrier_response_timeouts_total", "carrier" => shared.cfg.name.clone()).increment(1);
@@ -531,7 +531,7 @@ async fn submit_one(
         sent,
         part,
     };
-    session.track_beyond_window(seq, tag, sent);
+    session.track_beyond_window(seq, tag, now_ms());
     shared.matcher.lock().sent();
     shared.count_submit();
     let command = Command::new(otpgw_proto::rusmpp::CommandStatus::EsmeRok, seq, submit);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use otpgw_accept::BrandConfig;
 use otpgw_core::Class;
-use otpgw_ingest::BrandConfig;
 
 use super::sections::*;
 use super::{Config, parse_net};
@@ -122,7 +122,7 @@ impl Config {
                 p.push(format!(
                     "brand[{i}].password: plain passwords are not accepted; set password_hash to the output of `otpgw hash-password`"
                 ));
-            } else if let Err(e) = otpgw_ingest::auth::check_hash(&b.password_hash) {
+            } else if let Err(e) = otpgw_accept::auth::check_hash(&b.password_hash) {
                 p.push(format!("brand[{i}].password_hash: {e}"));
             }
             if b.max_binds == 0 {
@@ -215,7 +215,7 @@ impl Config {
                 c.max_binds = b.max_binds;
                 c.allowed_nets = b.allowed_ips.iter().filter_map(|n| parse_net(n)).collect();
                 let mut limits =
-                    otpgw_ingest::limits::BrandLimits::new(b.max_rate, std::time::Instant::now());
+                    otpgw_accept::limits::BrandLimits::new(b.max_rate, otpgw_core::clock::now_ms());
                 limits.allowed_sources = b.allowed_sources.clone();
                 limits.allowed_prefixes = b.allowed_prefixes.clone();
                 c.limits = std::sync::Arc::new(limits);

@@ -165,7 +165,7 @@ impl Config {
         if let Some(h) = &mut self.http
             && let (Some(cert), Some(key)) = (&h.tls_cert_file, &h.tls_key_file)
         {
-            match otpgw_ingest::tls::server_config(cert, key) {
+            match otpgw_accept::tls::server_config(cert, key) {
                 Ok(c) => h.tls = Some(c),
                 Err(e) => h.tls_error = Some(e),
             }
@@ -216,7 +216,7 @@ impl Config {
             if !v.template.contains("{code}") {
                 p.push("verify.template: must contain {code}".into());
             }
-            if !otpgw_ingest::validate::plausible_source(&v.sender) {
+            if !otpgw_accept::validate::plausible_source(&v.sender) {
                 p.push("verify.sender: up to 11 letters and digits, or a number".into());
             }
             if !(30..=900).contains(&v.max_ttl_secs)
@@ -246,7 +246,7 @@ impl Config {
                 Err(e) => p.push(format!("brand[{i}].webhook_secret: {e}")),
             }
             if let Some(s) = &b.verify_sender
-                && !otpgw_ingest::validate::plausible_source(s)
+                && !otpgw_accept::validate::plausible_source(s)
             {
                 p.push(format!(
                     "brand[{i}].verify_sender: up to 11 letters and digits, or a number"

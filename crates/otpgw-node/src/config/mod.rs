@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use otpgw_ingest::ServerConfig;
+use otpgw_smpp_server::ServerConfig;
 
 mod brand;
 mod carrier;
@@ -63,7 +63,7 @@ pub struct Config {
     pub routes: RoutesCfg,
     /// The TLS listener, loaded from `server.tls_*` when the file is parsed.
     #[serde(skip)]
-    pub tls: Option<otpgw_ingest::tls::TlsListen>,
+    pub tls: Option<otpgw_accept::tls::TlsListen>,
     #[serde(skip)]
     tls_error: Option<String>,
 }
@@ -89,8 +89,8 @@ impl Config {
         if let (Some(listen), Some(cert), Some(key)) =
             (s.tls_listen, &s.tls_cert_file, &s.tls_key_file)
         {
-            match otpgw_ingest::tls::server_config(cert, key) {
-                Ok(config) => cfg.tls = Some(otpgw_ingest::tls::TlsListen { listen, config }),
+            match otpgw_accept::tls::server_config(cert, key) {
+                Ok(config) => cfg.tls = Some(otpgw_accept::tls::TlsListen { listen, config }),
                 Err(e) => cfg.tls_error = Some(e),
             }
         }

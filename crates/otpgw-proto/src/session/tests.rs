@@ -12,7 +12,7 @@ fn cfg() -> SessionConfig {
 
 #[test]
 fn window_full_and_release() {
-    let t0 = Instant::now();
+    let t0 = 1_000_000u64;
     let mut s: Session<&str> = Session::new(cfg(), t0);
     for tag in ["a", "b", "c"] {
         let seq = s.next_sequence();
@@ -30,60 +30,54 @@ fn window_full_and_release() {
 
 #[test]
 fn response_timeout_on_simulated_time() {
-    let t0 = Instant::now();
+    let t0 = 1_000_000u64;
     let mut s: Session<u32> = Session::new(cfg(), t0);
     s.track(1, 100, t0).unwrap();
-    s.track(2, 200, t0 + Duration::from_secs(1)).unwrap();
-    assert_eq!(s.next_deadline(), t0 + Duration::from_secs(5));
-    assert!(s.poll(t0 + Duration::from_millis(4999)).is_empty());
+    s.track(2, 200, t0 + 1_000).unwrap();
+    assert_eq!(s.next_deadline(), t0 + 5_000);
+    assert!(s.poll(t0 + 4999).is_empty());
     assert_eq!(
-        s.poll(t0 + Duration::from_secs(5)),
+        s.poll(t0 + 5_000),
         vec![Timeout::Response {
             sequence_number: 1,
             tag: 100
         }]
     );
     // Answer 2 before its deadline: nothing expires later.
-    assert_eq!(s.on_response(2, t0 + Duration::from_secs(5)), Some(200));
-    assert!(s.poll(t0 + Duration::from_secs(7)).is_empty());
+    assert_eq!(s.on_response(2, t0 + 5_000), Some(200));
+    assert!(s.poll(t0 + 7_000).is_empty());
     assert_eq!(s.in_flight(), 0);
 }
 
 #[test]
 fn enquire_link_when_idle_and_its_timeout() {
-    let t0 = Instant::now();
+    let t0 = 1_000_000u64;
     let mut s: Session<()> = Session::new(cfg(), t0);
-    assert_eq!(s.next_deadline(), t0 + Duration::from_secs(30));
-    s.on_receive(t0 + Duration::from_secs(10));
-    assert!(
-        s.poll(t0 + Duration::from_secs(30)).is_empty(),
-        "traffic resets idleness"
-    );
-    let t1 = t0 + Duration::from_secs(40);
+    assert_eq!(s.next_deadline(), t0 + 30_000);
+    s.on_receive(t0 + 10_000);
+    assert!(s.poll(t0 + 30_000).is_empty(), "traffic resets idleness");
+    let t1 = t0 + 40_000;
     let ev = s.poll(t1);
     let seq = match ev.as_slice() {
         [Timeout::SendEnquireLink { sequence_number }] => *sequence_number,
         other => panic!("{other:?}"),
     };
-    assert!(
-        s.poll(t1 + Duration::from_secs(1)).is_empty(),
-        "one enquire_link at a time"
-    );
+    assert!(s.poll(t1 + 1_000).is_empty(), "one enquire_link at a time");
     // answered: link alive
-    assert_eq!(s.on_response(seq, t1 + Duration::from_secs(1)), None);
-    assert!(s.poll(t1 + Duration::from_secs(3)).is_empty());
+    assert_eq!(s.on_response(seq, t1 + 1_000), None);
+    assert!(s.poll(t1 + 3_000).is_empty());
     // idle again, not answered: dead
-    let t2 = t1 + Duration::from_secs(31);
+    let t2 = t1 + 31_000;
     assert!(matches!(
         s.poll(t2).as_slice(),
         [Timeout::SendEnquireLink { .. }]
     ));
-    assert_eq!(s.poll(t2 + Duration::from_secs(2)), vec![Timeout::LinkDead]);
+    assert_eq!(s.poll(t2 + 2_000), vec![Timeout::LinkDead]);
 }
 
 #[test]
 fn sequence_wraps_and_skips_outstanding() {
-    let t0 = Instant::now();
+    let t0 = 1_000_000u64;
     let mut s: Session<()> = Session::new(cfg(), t0);
     s.last_seq = MAX_SEQUENCE - 1;
     assert_eq!(s.next_sequence(), MAX_SEQUENCE);
@@ -98,7 +92,7 @@ fn sequence_wraps_and_skips_outstanding() {
 
 #[test]
 fn deadline_queue_stays_small_under_steady_traffic() {
-    let t0 = Instant::now();
+    let t0 = 1_000_000u64;
     let mut s: Session<u32> = Session::new(
         SessionConfig {
             window: 10,
@@ -116,7 +110,7 @@ fn deadline_queue_stays_small_under_steady_traffic() {
 
 #[test]
 fn drain_returns_all_tags() {
-    let t0 = Instant::now();
+    let t0 = 1_000_000u64;
     let mut s: Session<u32> = Session::new(cfg(), t0);
     s.track(1, 1, t0).unwrap();
     s.track(2, 2, t0).unwrap();

@@ -23,6 +23,7 @@ fn rig_on(store: Arc<dyn Store>, cfg: impl FnOnce(&mut VerifyConfig)) -> Rig {
         10_000,
     ));
     let acceptor = Arc::new(Acceptor::new(
+        otpgw_accept::Brands::default(),
         dispatcher.clone(),
         tracker,
         IdGen::starting_at(1),

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -20,12 +20,13 @@ use parking_lot::Mutex;
 struct Bucket {
     rate: f64,
     tokens: f64,
-    last: Instant,
+    /// When tokens were last added (ms since the epoch).
+    last: u64,
 }
 
 impl Bucket {
-    fn take(&mut self, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+    fn take(&mut self, now: u64) -> bool {
+        let dt = now.saturating_sub(self.last) as f64 / 1000.0;
         self.last = now;
         self.tokens = (self.tokens + dt * self.rate).min(self.rate.max(1.0));
         if self.tokens >= 1.0 {
@@ -51,7 +52,7 @@ pub struct BrandLimits {
 
 impl BrandLimits {
     /// Limits with an optional rate in messages per second.
-    pub fn new(rate: Option<u32>, now: Instant) -> Self {
+    pub fn new(rate: Option<u32>, now: u64) -> Self {
         Self {
             rate: rate.map(|r| {
                 Mutex::new(Bucket {
@@ -66,15 +67,8 @@ impl BrandLimits {
     }
 
     /// Take one message from the brand's rate at `now`; false when over it.
-    pub fn take(&self, now: Instant) -> bool {
+    pub fn take(&self, now: u64) -> bool {
         self.rate.as_ref().is_none_or(|b| b.lock().take(now))
-    }
-
-    /// [`BrandLimits::take`] at the current instant (no clock read without a rate).
-    pub fn take_now(&self) -> bool {
-        self.rate
-            .as_ref()
-            .is_none_or(|b| b.lock().take(Instant::now()))
     }
 
     /// Whether the brand may send from this source address.
@@ -98,7 +92,7 @@ impl BrandLimits {
 pub struct DestinationLimiter {
     max_entries: usize,
     /// Keyed by brand and number (digit count and value: no allocation per message).
-    counts: HashMap<(Arc<str>, u8, u64), (Instant, u32)>,
+    counts: HashMap<(Arc<str>, u8, u64), (u64, u32)>,
 }
 
 impl DestinationLimiter {
@@ -118,8 +112,9 @@ impl DestinationLimiter {
         dest: &str,
         max: u32,
         window: Duration,
-        now: Instant,
+        now: u64,
     ) -> bool {
+        let window_ms = window.as_millis() as u64;
         // Validation let only 7-15 digit numbers (optional `+`) through.
         let digits = dest.strip_prefix('+').unwrap_or(dest);
         let Ok(number) = digits.parse::<u64>() else {
@@ -128,13 +123,13 @@ impl DestinationLimiter {
         let key = (brand.clone(), digits.len() as u8, number);
         if !self.counts.contains_key(&key) && self.counts.len() >= self.max_entries {
             self.counts
-                .retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
+                .retain(|_, (start, _)| now.saturating_sub(*start) < window_ms);
             if self.counts.len() >= self.max_entries {
                 return false;
             }
         }
         let e = self.counts.entry(key).or_insert((now, 0));
-        if now.saturating_duration_since(e.0) >= window {
+        if now.saturating_sub(e.0) >= window_ms {
             *e = (now, 0);
         }
         if e.1 >= max {
@@ -161,13 +156,11 @@ mod tests {
 
     #[test]
     fn brand_rate_sources_and_prefixes() {
-        let t0 = Instant::now();
+        let t0: u64 = 1_000_000;
         let mut l = BrandLimits::new(Some(100), t0);
         let took = (0..1000).filter(|_| l.take(t0)).count();
         assert_eq!(took, 100, "a second's worth at once");
-        let took = (0..1000)
-            .filter(|_| l.take(t0 + Duration::from_millis(500)))
-            .count();
+        let took = (0..1000).filter(|_| l.take(t0 + 500)).count();
         assert_eq!(took, 50, "then the rate");
         assert!(BrandLimits::default().take(t0), "no limit");
         assert!(l.source_allowed("anything"));
@@ -181,7 +174,7 @@ mod tests {
 
     #[test]
     fn per_destination_window() {
-        let t0 = Instant::now();
+        let t0: u64 = 1_000_000;
         let w = Duration::from_secs(60);
         let mut d = DestinationLimiter::new(1000);
         let (bank, shop): (Arc<str>, Arc<str>) = ("bank".into(), "shop".into());
@@ -194,12 +187,15 @@ mod tests {
         );
         assert!(d.admit(&shop, "447700900123", 3, w, t0), "per brand");
         assert!(d.admit(&bank, "447700900124", 3, w, t0), "per number");
-        assert!(d.admit(&bank, "447700900123", 3, w, t0 + w), "next window");
+        assert!(
+            d.admit(&bank, "447700900123", 3, w, t0 + w.as_millis() as u64),
+            "next window"
+        );
     }
 
     #[test]
     fn bounded_and_refuses_when_full() {
-        let t0 = Instant::now();
+        let t0: u64 = 1_000_000;
         let w = Duration::from_secs(60);
         let mut d = DestinationLimiter::new(10);
         let b: Arc<str> = "b".into();
@@ -211,7 +207,7 @@ mod tests {
             "full: refused, not unchecked"
         );
         assert!(
-            d.admit(&b, "447700991111", 5, w, t0 + w),
+            d.admit(&b, "447700991111", 5, w, t0 + w.as_millis() as u64),
             "expired pairs make room"
         );
         assert_eq!(d.len(), 1);

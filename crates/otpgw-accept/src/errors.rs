@@ -1,5 +1,8 @@
-//! Why a brand's request is refused, and the one place that maps each reason to an
-//! SMPP command status.
+//! Why a brand's message is refused, and the one place that maps each reason to
+//! what each door answers: an SMPP command status ([`AcceptError::status`]) and an
+//! HTTP status with its stable error code ([`AcceptError::http`]).
+//!
+//! SMPP:
 //!
 //! | reason | status |
 //! |---|---|
@@ -60,7 +63,67 @@ pub enum AcceptError {
     DestinationOverLimit,
 }
 
+/// How the HTTP door answers a refusal: status, stable error code, the request
+/// field at fault, and `Retry-After` seconds for a temporary refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpRefusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub field: Option<&'static str>,
+    pub retry_after: Option<u64>,
+}
+
+impl HttpRefusal {
+    const fn new(status: u16, code: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            field: None,
+            retry_after: None,
+        }
+    }
+    const fn field(self, field: &'static str) -> Self {
+        Self {
+            field: Some(field),
+            ..self
+        }
+    }
+    const fn retry(self, secs: u64) -> Self {
+        Self {
+            retry_after: Some(secs),
+            ..self
+        }
+    }
+}
+
 impl AcceptError {
+    /// The HTTP answer for this refusal (HTTP field names: `to`, `from`, `text`,
+    /// `validity_secs`).
+    pub fn http(&self) -> HttpRefusal {
+        type R = HttpRefusal;
+        match self {
+            Self::BadDestination => R::new(400, "invalid_number").field("to"),
+            Self::NoRoute => R::new(422, "no_route").field("to"),
+            Self::BadSource => R::new(400, "invalid_sender").field("from"),
+            Self::TooLong(_) => R::new(400, "text_too_long").field("text"),
+            Self::BothTextFields | Self::BadDataCoding(_) => {
+                R::new(400, "invalid_text").field("text")
+            }
+            Self::BadValidity | Self::Scheduled => {
+                R::new(400, "invalid_validity").field("validity_secs")
+            }
+            Self::QueueFull => R::new(503, "queue_full").retry(1),
+            Self::CarrierDown => R::new(503, "carrier_unavailable").retry(5),
+            Self::StoreUnavailable => R::new(503, "store_unavailable").retry(1),
+            Self::Throttled => R::new(429, "throttled").retry(1),
+            Self::ShuttingDown => R::new(503, "shutting_down").retry(5),
+            Self::BrandRate => R::new(429, "rate_limited").retry(1),
+            Self::SourceNotAllowed => R::new(403, "sender_not_allowed").field("from"),
+            Self::DestinationNotAllowed => R::new(403, "destination_not_allowed").field("to"),
+            Self::DestinationOverLimit => R::new(429, "destination_rate_limited").retry(60),
+        }
+    }
+
     /// The SMPP command status for this refusal.
     pub fn status(&self) -> u32 {
         match self {

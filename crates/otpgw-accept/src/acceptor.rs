@@ -21,7 +21,7 @@ use otpgw_core::{Class, Message, MsgId};
 use otpgw_dispatch::{DispatchError, Dispatcher};
 use otpgw_proto::pdu::SubmitFields;
 
-use crate::brands::BrandConfig;
+use crate::brands::{BrandConfig, Brands};
 use crate::errors::AcceptError;
 use crate::validate::validate;
 
@@ -74,6 +74,9 @@ pub fn parse_once_value(v: &[u8]) -> Option<(MsgId, &[u8])> {
 
 /// See the module docs.
 pub struct Acceptor {
+    /// The brands every door authenticates against (reloaded on SIGHUP; a session
+    /// already bound keeps its brand's settings).
+    brands: Arc<parking_lot::RwLock<Brands>>,
     dispatcher: Arc<Dispatcher>,
     tracker: Arc<Tracker>,
     ids: IdGen,
@@ -83,9 +86,15 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    /// An acceptor handing out ids from `ids`.
-    pub fn new(dispatcher: Arc<Dispatcher>, tracker: Arc<Tracker>, ids: IdGen) -> Self {
+    /// An acceptor for `brands`, handing out ids from `ids`.
+    pub fn new(
+        brands: Brands,
+        dispatcher: Arc<Dispatcher>,
+        tracker: Arc<Tracker>,
+        ids: IdGen,
+    ) -> Self {
         Self {
+            brands: Arc::new(parking_lot::RwLock::new(brands)),
             dispatcher,
             tracker,
             ids,
@@ -94,6 +103,16 @@ impl Acceptor {
                 1_000_000,
             )),
         }
+    }
+
+    /// The brands (the doors look them up here).
+    pub fn brands(&self) -> &Arc<parking_lot::RwLock<Brands>> {
+        &self.brands
+    }
+
+    /// Replace the brands (reload): new authentications use the new settings.
+    pub fn set_brands(&self, brands: Brands) {
+        *self.brands.write() = brands;
     }
 
     /// A message id for a submission to come (see [`Submission::id`]).
@@ -177,12 +196,12 @@ impl Acceptor {
                 &fields.dest.addr,
                 max,
                 window,
-                std::time::Instant::now(),
+                now_ms,
             )
         {
             return Err(AcceptError::DestinationOverLimit);
         }
-        if !limits.take_now() {
+        if !limits.take(now_ms) {
             return Err(AcceptError::BrandRate);
         }
         let queue = self

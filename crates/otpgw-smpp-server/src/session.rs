@@ -29,10 +29,10 @@ use otpgw_proto::session::{Admission, BindState, Role, Session, SessionConfig, T
 use otpgw_proto::status::{self, cmd};
 use otpgw_proto::time::receipt_date;
 
-use crate::auth;
-use crate::brands::BrandConfig;
-use crate::errors::AcceptError;
-use crate::server::Context;
+use crate::context::Context;
+use otpgw_accept::AcceptError;
+use otpgw_accept::BrandConfig;
+use otpgw_accept::auth;
 
 /// Outstanding requests this side sent.
 #[derive(Debug)]
@@ -82,7 +82,7 @@ where
         enquire_link_interval: ctx.cfg.enquire_link_interval,
         enquire_link_timeout: ctx.cfg.enquire_link_timeout,
     };
-    let connected = Instant::now();
+    let connected = now_ms();
     let mut c = Conn {
         ctx: ctx.clone(),
         tx,
@@ -92,7 +92,7 @@ where
         peer,
         accepts: FuturesUnordered::new(),
     };
-    let bind_deadline = tokio::time::Instant::from_std(connected + ctx.cfg.bind_timeout);
+    let bind_deadline = tokio::time::Instant::now() + ctx.cfg.bind_timeout;
     let mut jobs = Vec::new();
     // After otpgw sent unbind (shutdown), the brand gets this long to answer.
     let mut unbind_deadline: Option<tokio::time::Instant> = None;
@@ -116,7 +116,7 @@ where
         let room = c.session.room();
         let can_deliver = c.outbox.is_some() && room > 0;
         let outbox = c.outbox.clone();
-        let timer = tokio::time::Instant::from_std(c.session.next_deadline());
+        let timer = otpgw_core::clock::timer_at(c.session.next_deadline());
         let unbound = !c.session.state().is_bound() && c.session.state() != BindState::Unbinding;
         let end = tokio::select! {
             biased;
@@ -225,7 +225,7 @@ impl Conn {
     async fn on_command(&mut self, c: Command) -> Option<End> {
         let id = u32::from(c.id());
         let seq = c.sequence_number();
-        let now = Instant::now();
+        let now = now_ms();
         self.session.on_receive(now);
         if cmd::is_response(id) {
             return self.on_response(id, u32::from(c.status()), seq, now);
@@ -300,23 +300,20 @@ impl Conn {
         };
         let ip = self.peer.ip();
         let sys = req.params.system_id.as_str();
-        if self.ctx.lockout.lock().is_locked(sys, ip, Instant::now()) {
+        if self.ctx.lockout.lock().is_locked(sys, ip, now_ms()) {
             metrics::counter!("otpgw_brand_binds_locked_out_total").increment(1);
             return self
                 .bind_failed(id, seq, status::ESME_RBINDFAIL, "locked out")
                 .await;
         }
-        let Some(brand) = self.ctx.brands.read().get(sys) else {
-            self.ctx.lockout.lock().failure(None, ip, Instant::now());
+        let Some(brand) = self.ctx.acceptor.brands().read().get(sys) else {
+            self.ctx.lockout.lock().failure(None, ip, now_ms());
             return self
                 .bind_failed(id, seq, status::ESME_RINVSYSID, "unknown system_id")
                 .await;
         };
         if !brand.allows(ip) {
-            self.ctx
-                .lockout
-                .lock()
-                .failure(Some(sys), ip, Instant::now());
+            self.ctx.lockout.lock().failure(Some(sys), ip, now_ms());
             return self
                 .bind_failed(id, seq, status::ESME_RBINDFAIL, "address not allowed")
                 .await;
@@ -333,10 +330,7 @@ impl Conn {
             Err(_) => false,
         };
         if !ok {
-            self.ctx
-                .lockout
-                .lock()
-                .failure(Some(sys), ip, Instant::now());
+            self.ctx.lockout.lock().failure(Some(sys), ip, now_ms());
             return self
                 .bind_failed(id, seq, status::ESME_RINVPASWD, "wrong password")
                 .await;
@@ -439,7 +433,7 @@ impl Conn {
         end
     }
 
-    fn on_response(&mut self, id: u32, st: u32, seq: u32, now: Instant) -> Option<End> {
+    fn on_response(&mut self, id: u32, st: u32, seq: u32, now: u64) -> Option<End> {
         match self.session.on_response(seq, now) {
             Some(Tag::Receipt(job)) => {
                 if id == cmd::DELIVER_SM_RESP && st == status::ESME_ROK {
@@ -496,7 +490,7 @@ impl Conn {
             }
             Some(id) if cmd::is_response(id) => {
                 let st = m.command_status.unwrap_or(status::ESME_RSYSERR);
-                self.on_response(id, st, seq, Instant::now())
+                self.on_response(id, st, seq, now_ms())
             }
             Some(id @ (cmd::SUBMIT_SM | cmd::ENQUIRE_LINK | cmd::UNBIND | cmd::QUERY_SM)) => {
                 let st = match admit(Role::Smsc, self.session.state(), id) {
@@ -518,7 +512,7 @@ impl Conn {
     }
 
     async fn send_receipts(&mut self, jobs: &mut Vec<ReceiptJob>) -> Option<End> {
-        let now = Instant::now();
+        let now = now_ms();
         let mut batch = jobs.drain(..);
         // Not a `for` loop: on a write failure the rest of `batch` goes back.
         #[allow(clippy::while_let_on_iterator)]
@@ -561,7 +555,7 @@ impl Conn {
     }
 
     async fn on_timers(&mut self) -> Option<End> {
-        for t in self.session.poll(Instant::now()) {
+        for t in self.session.poll(now_ms()) {
             match t {
                 Timeout::Response {
                     tag: Tag::Receipt(job),
@@ -590,7 +584,7 @@ impl Conn {
         }
         self.session.set_state(BindState::Unbinding);
         let seq = self.session.next_sequence();
-        let _ = self.session.track(seq, Tag::Unbind, Instant::now());
+        let _ = self.session.track(seq, Tag::Unbind, now_ms());
         self.send(pdu::header_only(cmd::UNBIND, 0, seq)).await
     }
 

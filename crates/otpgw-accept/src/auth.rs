@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -59,8 +59,8 @@ enum Key {
 struct Entry {
     failures: u32,
     /// Failures count within `cool` of the first one.
-    since: Instant,
-    locked_until: Option<Instant>,
+    since: u64,
+    locked_until: Option<u64>,
 }
 
 /// See the module docs.
@@ -86,7 +86,7 @@ impl Lockout {
         }
     }
 
-    fn locked(&self, k: &Key, now: Instant) -> bool {
+    fn locked(&self, k: &Key, now: u64) -> bool {
         self.entries
             .get(k)
             .and_then(|e| e.locked_until)
@@ -94,13 +94,13 @@ impl Lockout {
     }
 
     /// Whether a bind for `account` from `ip` must be refused now.
-    pub fn is_locked(&self, account: &str, ip: IpAddr, now: Instant) -> bool {
+    pub fn is_locked(&self, account: &str, ip: IpAddr, now: u64) -> bool {
         self.locked(&Key::Ip(ip), now) || self.locked(&Key::Account(account.to_string()), now)
     }
 
     /// A bind failed. `account` is `Some` only for a known account (unknown names
     /// are not tracked, so they cannot fill the table).
-    pub fn failure(&mut self, account: Option<&str>, ip: IpAddr, now: Instant) {
+    pub fn failure(&mut self, account: Option<&str>, ip: IpAddr, now: u64) {
         self.count(Key::Ip(ip), self.ip_after, now);
         if let Some(a) = account {
             self.count(Key::Account(a.to_string()), self.account_after, now);
@@ -112,7 +112,7 @@ impl Lockout {
         self.entries.remove(&Key::Account(account.to_string()));
     }
 
-    fn count(&mut self, k: Key, after: u32, now: Instant) {
+    fn count(&mut self, k: Key, after: u32, now: u64) {
         if after == 0 {
             return;
         }
@@ -128,7 +128,7 @@ impl Lockout {
             since: now,
             locked_until: None,
         });
-        if e.locked_until.is_some_and(|t| now >= t) || now.duration_since(e.since) >= cool {
+        if e.locked_until.is_some_and(|t| now >= t) || now.saturating_sub(e.since) >= ms(cool) {
             *e = Entry {
                 failures: 0,
                 since: now,
@@ -137,15 +137,15 @@ impl Lockout {
         }
         e.failures += 1;
         if e.failures >= after {
-            e.locked_until = Some(now + cool);
+            e.locked_until = Some(now + ms(cool));
         }
     }
 
-    fn prune(&mut self, now: Instant) {
+    fn prune(&mut self, now: u64) {
         let cool = self.cool;
         self.entries.retain(|_, e| match e.locked_until {
             Some(t) => now < t,
-            None => now.duration_since(e.since) < cool,
+            None => now.saturating_sub(e.since) < ms(cool),
         });
     }
 
@@ -158,6 +158,11 @@ impl Lockout {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// A duration in milliseconds (times here are milliseconds since the epoch).
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
 }
 
 #[cfg(test)]
@@ -178,7 +183,7 @@ mod tests {
 
     #[test]
     fn accounts_and_ips_lock_and_cool_down() {
-        let t0 = Instant::now();
+        let t0: u64 = 1_000_000;
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         let mut l = Lockout::new(3, 5, Duration::from_secs(60));
@@ -196,7 +201,7 @@ mod tests {
         assert!(l.is_locked("shop", ip, t0), "IP locked after 5");
         assert!(!l.is_locked("shop", other, t0));
         // The cooling period ends.
-        let later = t0 + Duration::from_secs(61);
+        let later = t0 + 61_000;
         assert!(!l.is_locked("bank", ip, later));
         // A success clears the account's count.
         l.failure(Some("shop"), other, later);
@@ -208,18 +213,18 @@ mod tests {
 
     #[test]
     fn failures_spread_over_longer_than_the_window_do_not_lock() {
-        let t0 = Instant::now();
+        let t0: u64 = 1_000_000;
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let mut l = Lockout::new(3, 0, Duration::from_secs(10));
         for i in 0..10u64 {
-            l.failure(Some("bank"), ip, t0 + Duration::from_secs(6 * i));
-            assert!(!l.is_locked("bank", ip, t0 + Duration::from_secs(6 * i)));
+            l.failure(Some("bank"), ip, t0 + (6 * i) * 1000);
+            assert!(!l.is_locked("bank", ip, t0 + (6 * i) * 1000));
         }
     }
 
     #[test]
     fn the_table_is_bounded() {
-        let t0 = Instant::now();
+        let t0: u64 = 1_000_000;
         let mut l = Lockout::new(3, 3, Duration::from_secs(10));
         l.max_entries = 10;
         for i in 0..50u32 {
@@ -227,11 +232,7 @@ mod tests {
         }
         assert_eq!(l.len(), 10);
         // After the window, old entries make room.
-        l.failure(
-            None,
-            "10.0.0.1".parse().unwrap(),
-            t0 + Duration::from_secs(11),
-        );
+        l.failure(None, "10.0.0.1".parse().unwrap(), t0 + 11_000);
         assert_eq!(l.len(), 1);
     }
 }
