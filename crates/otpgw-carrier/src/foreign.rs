@@ -8,11 +8,15 @@ use std::sync::Arc;
 use otpgw_core::store::ForeignReceipt;
 use tokio_util::sync::CancellationToken;
 
-use crate::Shared;
+use crate::CarrierState;
 
 /// Offer the receipts other nodes publish (when the store shares them) to
 /// `carriers` until `stop`.
-pub fn spawn(store: &dyn otpgw_core::Store, carriers: Vec<Arc<Shared>>, stop: CancellationToken) {
+pub fn spawn(
+    store: &dyn otpgw_core::Store,
+    carriers: Vec<Arc<CarrierState>>,
+    stop: CancellationToken,
+) {
     if let Some(rx) = store.take_foreign_receipts() {
         tokio::spawn(offer(rx, carriers, stop));
     }
@@ -25,7 +29,7 @@ pub fn spawn(store: &dyn otpgw_core::Store, carriers: Vec<Arc<Shared>>, stop: Ca
 /// for a minute. At most RETRY_MAX wait; beyond that a new one is not retried.
 async fn offer(
     mut rx: tokio::sync::mpsc::Receiver<ForeignReceipt>,
-    carriers: Vec<Arc<Shared>>,
+    carriers: Vec<Arc<CarrierState>>,
     stop: CancellationToken,
 ) {
     use crate::matcher::Lookup;

@@ -9,7 +9,7 @@
 //! - [`bind`]: the async driver of one bind: connect, bind, submit pipelined through
 //!   the window, match responses by sequence number, take receipts, reconnect with
 //!   exponential backoff and jitter;
-//! - [`shared`]: the state the binds of one carrier share;
+//! - [`state`]: the state the binds of one carrier share;
 //! - [`foreign`]: receipts other nodes published, offered to this node's matchers;
 //! - [`Carrier`]: the binds of one carrier and its housekeeping.
 
@@ -19,7 +19,7 @@ pub mod config;
 pub mod foreign;
 pub mod matcher;
 pub mod metrics;
-pub mod shared;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,11 +33,11 @@ use otpgw_dispatch::{Dispatcher, UnknownCarrier};
 
 pub use crate::config::{BindMode, CarrierConfig, Unanswered};
 pub use crate::matcher::{IdConvention, IdMode};
-pub use crate::shared::Shared;
+pub use crate::state::CarrierState;
 
 /// A carrier: its shared state, and once started its binds and housekeeping.
 pub struct Carrier {
-    shared: Arc<Shared>,
+    shared: Arc<CarrierState>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -52,7 +52,7 @@ impl Carrier {
         tracker: Arc<Tracker>,
         shutdown: CancellationToken,
     ) -> Result<Self, UnknownCarrier> {
-        let shared = Shared::new(cfg, dispatcher, tracker, shutdown)?;
+        let shared = CarrierState::new(cfg, dispatcher, tracker, shutdown)?;
         Ok(Self {
             shared: Arc::new(shared),
             tasks: Vec::new(),
@@ -105,8 +105,8 @@ impl Carrier {
         self.shared.bound()
     }
 
-    /// Shared state (for tests and status pages).
-    pub fn shared(&self) -> &Arc<Shared> {
+    /// CarrierState state (for tests and status pages).
+    pub fn shared(&self) -> &Arc<CarrierState> {
         &self.shared
     }
 
@@ -121,7 +121,7 @@ impl Carrier {
 /// Once a second: availability for routing (and, when down or failing long
 /// enough, asking the dispatcher to move the queue), expired queued messages
 /// finished, stale early receipts dropped, retired carrier ids forgotten, gauges.
-async fn housekeeping(shared: Arc<Shared>) {
+async fn housekeeping(shared: Arc<CarrierState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut expired = Vec::new();
     let mut retired = Vec::new();

@@ -4,8 +4,8 @@
 //! - [`assure`]: the OTPs under a receipt deadline, brand policies, and the hooks
 //!   that resend through another carrier and record carrier quality;
 //! - [`message`]: a message as accepted from a brand ([`Message`], [`MsgId`], [`Class`]);
-//! - [`store`]: the [`Store`] trait every backend implements (memory, embedded,
-//!   Redis);
+//! - [`store`]: what every backend implements, split by concern: [`MessageLog`],
+//!   [`KeyValue`], [`Cluster`] (together: [`Store`]);
 //! - [`tracker`]: messages between acceptance and their final state, and what
 //!   happens when they reach it;
 //! - [`outbox`]: per-brand queues of receipts waiting for a receiver session;
@@ -31,4 +31,4 @@ pub mod wire;
 
 pub use message::{Class, Message, MsgId};
 pub use otpgw_proto::receipt::DeliveryState;
-pub use store::{Store, StoreError};
+pub use store::{Cluster, KeyValue, MessageLog, Store, StoreError};

@@ -1,9 +1,17 @@
-//! The store trait: where otpgw keeps what it has promised.
+//! The store: where otpgw keeps what it has promised, split by concern.
 //!
-//! `accept` resolves only when the message is as safe as the backend can make it:
-//! the ingest side sends `submit_sm_resp` ESME_ROK after it resolves, never before.
-//! The later writes (carrier id, final state, receipt forwarded) are fire-and-forget
-//! so a backend can batch them.
+//! - [`MessageLog`]: the life of each message (accepted, sent, confirmed, its
+//!   attempts, finished, its receipt forwarded), its status, and what the previous
+//!   run left. `accept` resolves only when the message is as safe as the backend
+//!   can make it: a door answers ESME_ROK (or HTTP 202) after it resolves, never
+//!   before. The later writes are fire-and-forget (or resolve a [`Ticket`]) so a
+//!   backend can batch them.
+//! - [`KeyValue`]: small records with versions and compare-and-set (verifications,
+//!   idempotency keys), and counters in windows.
+//! - [`Cluster`]: what nodes sharing one store do together (claims of dead nodes'
+//!   work, receipts between nodes, brand presence); a store serving one node keeps
+//!   the defaults.
+//! - [`Store`]: all three, what a node is assembled from.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -101,10 +109,20 @@ pub enum Once {
     Duplicate(Vec<u8>),
 }
 
-/// A message store backend.
-pub trait Store: Send + Sync + 'static {
+/// The life of each message (see the module docs).
+pub trait MessageLog: Send + Sync + 'static {
     /// Record an accepted message; resolves when it is safe to acknowledge.
     fn accept<'a>(&'a self, msg: &'a Message) -> StoreFuture<'a, ()>;
+    /// Accept `msg` and store `key` = `value` (kept until `expires_ms`) in the same
+    /// durable write, unless `key` exists: then nothing is stored and the value
+    /// found is returned (a retried request with the same idempotency key).
+    fn accept_once<'a>(
+        &'a self,
+        msg: &'a Message,
+        key: &'a str,
+        value: Vec<u8>,
+        expires_ms: u64,
+    ) -> StoreFuture<'a, Once>;
     /// A `submit_sm` for the message is about to be written to a carrier. The
     /// carrier bind writes it only after the ticket resolved, so after a crash every
     /// message that may have reached a carrier is known (and counted as a possible
@@ -113,13 +131,13 @@ pub trait Store: Send + Sync + 'static {
     /// The carrier acknowledged the message with its own id. Batched.
     fn carrier_accepted(&self, id: MsgId, carrier: &str, carrier_msg_id: &str);
     /// The attempts of an OTP under a receipt deadline (they replace the "sent" mark
-    /// and carrier id of [`Store::submitted`] and [`Store::carrier_accepted`] for
-    /// it). Batched; the ticket resolves when durable (a new attempt is written to
-    /// its carrier only then).
+    /// and carrier id of [`MessageLog::submitted`] and
+    /// [`MessageLog::carrier_accepted`] for it). Batched; the ticket resolves when
+    /// durable (a new attempt is written to its carrier only then).
     fn attempts(&self, id: MsgId, list: &[crate::attempts::Attempt]) -> Ticket;
     /// Keep a job owed to a brand that is not a message's receipt (the fallback
     /// event of an OTP whose attempts were all spent), until
-    /// [`Store::receipt_forwarded`] with its id. Batched.
+    /// [`MessageLog::receipt_forwarded`] with its id. Batched.
     fn owe(&self, job: &ReceiptJob);
     /// The message reached its final state; `receipt` is what the brand is owed, if
     /// anything. The ticket resolves when this is durable (a carrier's receipt is
@@ -133,24 +151,27 @@ pub trait Store: Send + Sync + 'static {
     ) -> Ticket;
     /// The brand acknowledged the receipt for this message. Batched.
     fn receipt_forwarded(&self, id: MsgId);
-
-    // The HTTP door: message status, idempotency, verifications.
-
     /// Keep the status of a message that asked for one (HTTP messages): its final
     /// state, and (stores several nodes share) its acceptance. Batched.
     fn record_status(&self, status: &MessageStatus);
     /// The status kept for `id`, if any.
     fn message_status(&self, id: MsgId) -> StoreFuture<'_, Option<MessageStatus>>;
-    /// Accept `msg` and store `key` = `value` (kept until `expires_ms`) in the same
-    /// durable write, unless `key` exists: then nothing is stored and the value
-    /// found is returned (a retried request with the same idempotency key).
-    fn accept_once<'a>(
-        &'a self,
-        msg: &'a Message,
-        key: &'a str,
-        value: Vec<u8>,
-        expires_ms: u64,
-    ) -> StoreFuture<'a, Once>;
+    /// What the previous run left (empty for a store that keeps nothing).
+    fn recover(&self, now_ms: u64) -> Result<Recovered, StoreError>;
+    /// Wait until every write taken so far is durable.
+    fn flush(&self) -> Ticket;
+    /// Whether an acknowledged message survives a crash.
+    fn is_durable(&self) -> bool;
+    /// Whether the last writes succeeded (readiness).
+    fn is_healthy(&self) -> bool {
+        true
+    }
+    /// Backend name for logs and metrics.
+    fn name(&self) -> &'static str;
+}
+
+/// Small versioned records and counters (see the module docs).
+pub trait KeyValue: Send + Sync + 'static {
     /// The record under `key`, unless it is absent or expired.
     fn kv_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>>;
     /// Write `key` = `value` (kept until `expires_ms`) if its version is still
@@ -168,27 +189,15 @@ pub trait Store: Send + Sync + 'static {
     /// window's first event; returns the count, this event included. Shared by the
     /// nodes of a shared store; a single node may keep it in memory only.
     fn count<'a>(&'a self, key: &'a str, window_ms: u64, now_ms: u64) -> StoreFuture<'a, u64>;
-    /// What the previous run left (empty for a store that keeps nothing).
-    fn recover(&self, now_ms: u64) -> Result<Recovered, StoreError>;
-    /// Wait until every write taken so far is durable.
-    fn flush(&self) -> Ticket;
-    /// Whether an acknowledged message survives a crash.
-    fn is_durable(&self) -> bool;
-    /// Whether the last writes succeeded (readiness).
-    fn is_healthy(&self) -> bool {
-        true
-    }
-    /// Backend name for logs and metrics.
-    fn name(&self) -> &'static str;
+}
 
-    // Several nodes on one store (only the Redis backend shares; the defaults are
-    // those of a store that serves one node).
-
+/// Several nodes on one store (only the Redis backend shares; the defaults are
+/// those of a store that serves one node).
+pub trait Cluster: Send + Sync + 'static {
     /// Whether several nodes share this store (and the calls below do anything).
     fn is_shared(&self) -> bool {
         false
     }
-
     /// A receipt this node could not match (yet): make it available to the other
     /// nodes, one of which may have sent the message. The carrier's `deliver_sm` is
     /// acknowledged once the ticket resolved.
@@ -230,3 +239,9 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 }
+
+/// A whole store: the message log, the key-value space and cluster coordination.
+/// Implemented by every type that has all three.
+pub trait Store: MessageLog + KeyValue + Cluster {}
+
+impl<T: MessageLog + KeyValue + Cluster> Store for T {}

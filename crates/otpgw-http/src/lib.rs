@@ -129,8 +129,10 @@ fn respond(
     resp
 }
 
-type St = State<Arc<Api>>;
-type Pe = Extension<Peer>;
+/// The API's state, as a handler takes it.
+type ApiState = State<Arc<Api>>;
+/// The client's address, as a handler takes it.
+type PeerAddr = Extension<Peer>;
 
 #[utoipa::path(post, path = "/v1/messages", tag = "messages",
     request_body = messages::SendMessage,
@@ -146,7 +148,12 @@ type Pe = Extension<Peer>;
         (status = 503, description = "Temporarily unable (Retry-After)", body = openapi::ErrorBody),
     ),
     security(("api_key" = [])))]
-async fn send_message(State(api): St, Extension(Peer(p)): Pe, h: HeaderMap, b: Body) -> Response {
+async fn send_message(
+    State(api): ApiState,
+    Extension(Peer(p)): PeerAddr,
+    h: HeaderMap,
+    b: Body,
+) -> Response {
     let t = Instant::now();
     respond("send_message", t, api.send_message(p, &h, b).await)
 }
@@ -160,8 +167,8 @@ async fn send_message(State(api): St, Extension(Peer(p)): Pe, h: HeaderMap, b: B
     ),
     security(("api_key" = [])))]
 async fn get_message(
-    State(api): St,
-    Extension(Peer(p)): Pe,
+    State(api): ApiState,
+    Extension(Peer(p)): PeerAddr,
     h: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
@@ -180,8 +187,8 @@ async fn get_message(
     ),
     security(("api_key" = [])))]
 async fn start_verification(
-    State(api): St,
-    Extension(Peer(p)): Pe,
+    State(api): ApiState,
+    Extension(Peer(p)): PeerAddr,
     h: HeaderMap,
     b: Body,
 ) -> Response {
@@ -201,8 +208,8 @@ async fn start_verification(
     ),
     security(("api_key" = [])))]
 async fn get_verification(
-    State(api): St,
-    Extension(Peer(p)): Pe,
+    State(api): ApiState,
+    Extension(Peer(p)): PeerAddr,
     h: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
@@ -223,8 +230,8 @@ async fn get_verification(
     ),
     security(("api_key" = [])))]
 async fn check_verification(
-    State(api): St,
-    Extension(Peer(p)): Pe,
+    State(api): ApiState,
+    Extension(Peer(p)): PeerAddr,
     h: HeaderMap,
     Path(id): Path<String>,
     b: Body,
@@ -247,8 +254,8 @@ async fn check_verification(
     ),
     security(("api_key" = [])))]
 async fn resend_verification(
-    State(api): St,
-    Extension(Peer(p)): Pe,
+    State(api): ApiState,
+    Extension(Peer(p)): PeerAddr,
     h: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {

@@ -157,7 +157,7 @@ pub fn payload(job: &ReceiptJob) -> Vec<u8> {
     .into_bytes()
 }
 
-struct Shared {
+struct Sender {
     outbox: Arc<Outbox>,
     store: Arc<dyn Store>,
     brands: Arc<parking_lot::RwLock<Brands>>,
@@ -181,7 +181,7 @@ pub fn spawn(
         .user_agent(concat!("otpgw/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| e.to_string())?;
-    let s = Arc::new(Shared {
+    let s = Arc::new(Sender {
         outbox,
         store,
         brands,
@@ -194,7 +194,7 @@ pub fn spawn(
 }
 
 /// One worker per brand with webhooks.
-async fn run(s: Arc<Shared>) {
+async fn run(s: Arc<Sender>) {
     let mut started: HashSet<Arc<str>> = HashSet::new();
     loop {
         let added = s.outbox.hook_added();
@@ -219,7 +219,7 @@ fn backoff(attempts: u8, max: Duration, r: f64) -> Duration {
     step.mul_f64(0.5 + 0.5 * r.clamp(0.0, 1.0))
 }
 
-async fn worker(s: Arc<Shared>, brand: Arc<str>, q: Arc<BrandOutbox>) {
+async fn worker(s: Arc<Sender>, brand: Arc<str>, q: Arc<BrandOutbox>) {
     let delivered = metrics::counter!("otpgw_webhooks_total", "brand" => brand.to_string(), "result" => "delivered");
     let failed = metrics::counter!("otpgw_webhooks_total", "brand" => brand.to_string(), "result" => "failed");
     let dropped = metrics::counter!("otpgw_webhooks_total", "brand" => brand.to_string(), "result" => "dropped");
@@ -292,13 +292,13 @@ async fn worker(s: Arc<Shared>, brand: Arc<str>, q: Arc<BrandOutbox>) {
 }
 
 /// Post one webhook: the job, how long it took, and the outcome.
-async fn post(s: Arc<Shared>, job: ReceiptJob) -> (ReceiptJob, Duration, Result<(), String>) {
+async fn post(s: Arc<Sender>, job: ReceiptJob) -> (ReceiptJob, Duration, Result<(), String>) {
     let started = std::time::Instant::now();
     let res = post_one(&s, &job).await;
     (job, started.elapsed(), res)
 }
 
-async fn post_one(s: &Shared, job: &ReceiptJob) -> Result<(), String> {
+async fn post_one(s: &Sender, job: &ReceiptJob) -> Result<(), String> {
     let Some(url) = job.url.as_deref() else {
         return Ok(());
     };

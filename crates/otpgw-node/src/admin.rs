@@ -12,13 +12,13 @@ use otpgw_dispatch::Dispatcher;
 /// `/readyz`: the store is healthy and every route has a carrier with a bind up.
 pub(crate) struct GatewayReadiness {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) carriers: Vec<Arc<otpgw_carrier::Shared>>,
+    pub(crate) carriers: Vec<Arc<otpgw_carrier::CarrierState>>,
     pub(crate) routes: Vec<Vec<String>>,
 }
 
 /// The admin API's view of the gateway.
 pub(crate) struct GatewayAdmin {
-    pub(crate) carriers: Vec<Arc<otpgw_carrier::Shared>>,
+    pub(crate) carriers: Vec<Arc<otpgw_carrier::CarrierState>>,
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) smpp: Arc<otpgw_smpp_server::Context>,

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use otpgw_accept::{Acceptor, Brands};
-use otpgw_carrier::{Carrier, Shared};
+use otpgw_carrier::{Carrier, CarrierState};
 use otpgw_core::clock::{self, SystemClock};
 use otpgw_core::message::IdGen;
 use otpgw_core::outbox::Outbox;
@@ -81,7 +81,7 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
         let mut carriers = carriers(cfg, &opened, &dispatcher, &tracker, grace, &shutdown)?;
-        let shared: Vec<Arc<Shared>> = carriers.iter().map(|c| c.shared().clone()).collect();
+        let shared: Vec<Arc<CarrierState>> = carriers.iter().map(|c| c.shared().clone()).collect();
         let summary = adopt(recovered, &tracker, &dispatcher, &shared, now);
         tracing::info!(
             requeued = summary.requeued,

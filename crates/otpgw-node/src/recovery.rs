@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use otpgw_carrier::Shared;
+use otpgw_carrier::CarrierState;
 use otpgw_core::attempts::Attempt;
 use otpgw_core::store::Recovered;
 use otpgw_core::tracker::Tracker;
@@ -52,7 +52,7 @@ pub fn adopt(
     rec: Recovered,
     tracker: &Tracker,
     dispatcher: &Dispatcher,
-    carriers: &[Arc<Shared>],
+    carriers: &[Arc<CarrierState>],
     now: u64,
 ) -> RecoverySummary {
     let mut summary = RecoverySummary::default();
@@ -101,7 +101,7 @@ pub fn adopt(
 /// carriers' matchers, and the attempts decide at once what is next.
 fn adopt_attempts<'a>(
     tracker: &Tracker,
-    carrier: &impl Fn(&str) -> Option<&'a Arc<Shared>>,
+    carrier: &impl Fn(&str) -> Option<&'a Arc<CarrierState>>,
     m: Message,
     list: Vec<Attempt>,
     now: u64,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpgw_carrier::Shared;
+use otpgw_carrier::CarrierState;
 use otpgw_core::clock;
 use otpgw_core::tracker::Tracker;
 use otpgw_dispatch::Dispatcher;
@@ -20,7 +20,7 @@ use crate::recovery::adopt;
 pub fn spawn_claims(
     tracker: Arc<Tracker>,
     dispatcher: Arc<Dispatcher>,
-    carriers: Vec<Arc<Shared>>,
+    carriers: Vec<Arc<CarrierState>>,
     lease: Duration,
     stop: CancellationToken,
 ) {

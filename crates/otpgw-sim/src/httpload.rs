@@ -109,7 +109,7 @@ fn body(cfg: &HttpLoadConfig, i: u64) -> Bytes {
     Bytes::from(s)
 }
 
-struct Shared {
+struct RunState {
     cfg: HttpLoadConfig,
     next: AtomicU64,
     start: Instant,
@@ -119,7 +119,7 @@ struct Shared {
 /// Run the load.
 pub async fn run(cfg: HttpLoadConfig) -> Result<HttpLoadReport, HttpLoadError> {
     let hist = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let s = Arc::new(Shared {
+    let s = Arc::new(RunState {
         next: AtomicU64::new(0),
         start: Instant::now(),
         out: Mutex::new((BTreeMap::new(), 0, hist)),
@@ -162,7 +162,7 @@ pub async fn run(cfg: HttpLoadConfig) -> Result<HttpLoadReport, HttpLoadError> {
 }
 
 async fn connection(
-    s: Arc<Shared>,
+    s: Arc<RunState>,
     mut sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 ) {
     let path = match s.cfg.kind {

@@ -221,7 +221,7 @@ pub enum LoadError {
     NoBindResponse,
 }
 
-struct Shared {
+struct RunState {
     next: AtomicU64,
     /// Messages this run sends at most: `count`, lowered when `duration` ends it.
     limit: AtomicU64,
@@ -285,7 +285,7 @@ pub async fn run_with_progress(
     cfg: LoadConfig,
     progress: Arc<Progress>,
 ) -> Result<LoadReport, LoadError> {
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(RunState {
         next: AtomicU64::new(0),
         limit: AtomicU64::new(cfg.count),
         responses: AtomicU64::new(0),
@@ -371,7 +371,7 @@ async fn connect(cfg: &LoadConfig) -> Result<Conn, LoadError> {
     })
 }
 
-async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Instant) {
+async fn bind_loop(cfg: LoadConfig, sh: Arc<RunState>, mut conn: Conn, start: Instant) {
     let mut session: Session<(u64, Instant)> = Session::new(
         SessionConfig {
             window: cfg.window.max(1),
@@ -511,7 +511,7 @@ async fn bind_loop(cfg: LoadConfig, sh: Arc<Shared>, mut conn: Conn, start: Inst
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.writer).await;
 }
 
-fn receipts_done(cfg: &LoadConfig, sh: &Shared) -> bool {
+fn receipts_done(cfg: &LoadConfig, sh: &RunState) -> bool {
     let answered = sh.responses.load(Ordering::Relaxed) >= sh.limit.load(Ordering::Relaxed);
     let receipts = sh.progress.receipts.load(Ordering::Relaxed);
     if let Some(n) = cfg.expect_receipts {
@@ -526,7 +526,7 @@ fn receipts_done(cfg: &LoadConfig, sh: &Shared) -> bool {
             >= sh.accepted_wanting_receipt.load(Ordering::Relaxed)
 }
 
-fn receipt_wait_over(cfg: &LoadConfig, sh: &Shared) -> bool {
+fn receipt_wait_over(cfg: &LoadConfig, sh: &RunState) -> bool {
     if receipts_done(cfg, sh) {
         return true;
     }
@@ -542,7 +542,7 @@ fn receipt_wait_over(cfg: &LoadConfig, sh: &Shared) -> bool {
 
 async fn on_command(
     cfg: &LoadConfig,
-    sh: &Shared,
+    sh: &RunState,
     session: &mut Session<(u64, Instant)>,
     tx: &otpgw_proto::driver::PduSender,
     c: Command,
@@ -661,7 +661,7 @@ fn record_receipt(inner: &mut Inner, id: String, state: DeliveryState, at: Insta
     first && own
 }
 
-fn report(cfg: &LoadConfig, sh: &Shared, inner: Inner, start: Instant) -> LoadReport {
+fn report(cfg: &LoadConfig, sh: &RunState, inner: Inner, start: Instant) -> LoadReport {
     let mut by_state = BTreeMap::new();
     let mut states = HashMap::new();
     let mut duplicates = 0;

@@ -6,7 +6,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use std::time::Duration;
 
 use otpgw_core::Message;
-use otpgw_core::store::Store;
+use otpgw_core::MessageLog;
 use otpgw_store::{EmbeddedConfig, EmbeddedStore};
 
 use otpgw_store::fixtures::message as msg;

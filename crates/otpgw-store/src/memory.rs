@@ -14,7 +14,9 @@ use otpgw_core::clock::now_ms;
 use otpgw_core::message::{Message, MsgId};
 use otpgw_core::outbox::ReceiptJob;
 use otpgw_core::status::MessageStatus;
-use otpgw_core::store::{Once, Recovered, Store, StoreError, StoreFuture, Ticket, Versioned};
+use otpgw_core::store::{
+    Cluster, KeyValue, MessageLog, Once, Recovered, StoreError, StoreFuture, Ticket, Versioned,
+};
 
 use crate::counters::Counters;
 
@@ -93,19 +95,24 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl MessageLog for MemoryStore {
     fn accept<'a>(&'a self, _msg: &'a Message) -> StoreFuture<'a, ()> {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         Box::pin(std::future::ready(Ok(())))
     }
+
     fn submitted(&self, _id: MsgId) -> Ticket {
         Ticket::ready()
     }
+
     fn carrier_accepted(&self, _id: MsgId, _carrier: &str, _carrier_msg_id: &str) {}
+
     fn attempts(&self, _id: MsgId, _list: &[otpgw_core::attempts::Attempt]) -> Ticket {
         Ticket::ready()
     }
+
     fn owe(&self, _job: &ReceiptJob) {}
+
     fn finished(
         &self,
         _id: MsgId,
@@ -116,15 +123,19 @@ impl Store for MemoryStore {
         self.finished.fetch_add(1, Ordering::Relaxed);
         Ticket::ready()
     }
+
     fn recover(&self, _now_ms: u64) -> Result<Recovered, StoreError> {
         Ok(Recovered::default())
     }
+
     fn flush(&self) -> Ticket {
         Ticket::ready()
     }
+
     fn receipt_forwarded(&self, _id: MsgId) {
         self.forwarded.fetch_add(1, Ordering::Relaxed);
     }
+
     fn record_status(&self, status: &MessageStatus) {
         if status.done_ms == 0 {
             return;
@@ -138,10 +149,12 @@ impl Store for MemoryStore {
         }
         self.status.insert(status.id, status.clone());
     }
+
     fn message_status(&self, id: MsgId) -> StoreFuture<'_, Option<MessageStatus>> {
         let s = self.status.get(&id).map(|s| s.clone());
         Box::pin(std::future::ready(Ok(s)))
     }
+
     fn accept_once<'a>(
         &'a self,
         _msg: &'a Message,
@@ -161,6 +174,17 @@ impl Store for MemoryStore {
         };
         Box::pin(std::future::ready(r))
     }
+
+    fn is_durable(&self) -> bool {
+        false
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}
+
+impl KeyValue for MemoryStore {
     fn kv_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
         let now = now_ms();
         let v = self.kv.get(key).and_then(|e| {
@@ -171,6 +195,7 @@ impl Store for MemoryStore {
         });
         Box::pin(std::future::ready(Ok(v)))
     }
+
     fn kv_put<'a>(
         &'a self,
         key: &'a str,
@@ -180,18 +205,16 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, Option<u64>> {
         Box::pin(std::future::ready(self.cas(key, expect, value, expires_ms)))
     }
+
     fn count<'a>(&'a self, key: &'a str, window_ms: u64, now_ms: u64) -> StoreFuture<'a, u64> {
         Box::pin(std::future::ready(Ok(self
             .counters
             .count(key, window_ms, now_ms))))
     }
-    fn is_durable(&self) -> bool {
-        false
-    }
-    fn name(&self) -> &'static str {
-        "memory"
-    }
 }
+
+/// One node: the single-node defaults.
+impl Cluster for MemoryStore {}
 
 #[cfg(test)]
 mod tests {

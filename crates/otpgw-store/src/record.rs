@@ -221,48 +221,10 @@ pub fn decode_status(buf: &[u8]) -> Option<MessageStatus> {
     })
 }
 
-/// A record of the key-value space as the embedded store keeps it: version,
-/// expiry, value.
-pub fn encode_kv(version: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(16 + value.len());
-    b.extend_from_slice(&version.to_be_bytes());
-    b.extend_from_slice(&expires_ms.to_be_bytes());
-    b.extend_from_slice(value);
-    b
-}
-
-/// A key-value entry of the log store: key, version, expiry, then the value to the
-/// end.
-pub fn encode_kv_entry(key: &str, version: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(20 + key.len() + value.len());
-    put_str(&mut b, key);
-    b.extend_from_slice(&version.to_be_bytes());
-    b.extend_from_slice(&expires_ms.to_be_bytes());
-    b.extend_from_slice(value);
-    b
-}
-
-/// (key, version, expiry, value) of a log store's key-value entry.
-pub fn decode_kv_entry(buf: &[u8]) -> Option<(String, u64, u64, &[u8])> {
-    let mut r = Rd(buf);
-    let key = r.string()?;
-    let v = r.u64()?;
-    let e = r.u64()?;
-    Some((key, v, e, r.rest()))
-}
-
-/// (version, expiry, value) of a key-value record.
-pub fn decode_kv(buf: &[u8]) -> Option<(u64, u64, &[u8])> {
-    let mut r = Rd(buf);
-    let v = r.u64()?;
-    let e = r.u64()?;
-    Some((v, e, r.rest()))
-}
-
 /// A message's carrier state: sent (maybe), or confirmed with the carrier's id, or
 /// (an OTP under a receipt deadline) its attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CarrierState {
+pub enum SendState {
     Sent,
     Confirmed { carrier: String, carrier_id: String },
     Attempts(Vec<Attempt>),
@@ -274,15 +236,15 @@ pub enum CarrierState {
 pub(crate) fn sort_recovered(
     out: &mut otpgw_core::store::Recovered,
     m: Message,
-    state: Option<CarrierState>,
+    state: Option<SendState>,
 ) {
     match state {
-        Some(CarrierState::Confirmed {
+        Some(SendState::Confirmed {
             carrier,
             carrier_id,
         }) => out.confirmed.push((m, carrier, carrier_id)),
-        Some(CarrierState::Attempts(list)) => out.attempts.push((m, list)),
-        Some(CarrierState::Sent) => out.unconfirmed.push((m, true)),
+        Some(SendState::Attempts(list)) => out.attempts.push((m, list)),
+        Some(SendState::Sent) => out.unconfirmed.push((m, true)),
         None => out.unconfirmed.push((m, false)),
     }
 }
@@ -322,11 +284,11 @@ pub fn encode_attempts(list: &[Attempt]) -> Vec<u8> {
 }
 
 /// Encode a carrier state.
-pub fn encode_state(s: &CarrierState) -> Vec<u8> {
+pub fn encode_state(s: &SendState) -> Vec<u8> {
     let mut b = BytesMut::with_capacity(32);
     match s {
-        CarrierState::Sent => b.put_u8(1),
-        CarrierState::Confirmed {
+        SendState::Sent => b.put_u8(1),
+        SendState::Confirmed {
             carrier,
             carrier_id,
         } => {
@@ -334,17 +296,17 @@ pub fn encode_state(s: &CarrierState) -> Vec<u8> {
             put_str(&mut b, carrier);
             put_str(&mut b, carrier_id);
         }
-        CarrierState::Attempts(list) => return encode_attempts(list),
+        SendState::Attempts(list) => return encode_attempts(list),
     }
     b.to_vec()
 }
 
 /// Decode a carrier state.
-pub fn decode_state(buf: &[u8]) -> Option<CarrierState> {
+pub fn decode_state(buf: &[u8]) -> Option<SendState> {
     let mut r = Rd(buf);
     match r.u8()? {
-        1 => Some(CarrierState::Sent),
-        2 => Some(CarrierState::Confirmed {
+        1 => Some(SendState::Sent),
+        2 => Some(SendState::Confirmed {
             carrier: r.string()?,
             carrier_id: r.string()?,
         }),
@@ -360,7 +322,7 @@ pub fn decode_state(buf: &[u8]) -> Option<CarrierState> {
                     outcome: outcome_of(r.u8()?)?,
                 });
             }
-            Some(CarrierState::Attempts(list))
+            Some(SendState::Attempts(list))
         }
         _ => None,
     }
@@ -369,6 +331,7 @@ pub fn decode_state(buf: &[u8]) -> Option<CarrierState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::embedded::{decode_kv, encode_kv};
     use proptest::prelude::*;
 
     fn msg() -> Message {
@@ -490,12 +453,12 @@ mod tests {
             outcome: o,
         };
         for s in [
-            CarrierState::Sent,
-            CarrierState::Confirmed {
+            SendState::Sent,
+            SendState::Confirmed {
                 carrier: "c".into(),
                 carrier_id: "1A".into(),
             },
-            CarrierState::Attempts(vec![
+            SendState::Attempts(vec![
                 att(Outcome::Failed(DeliveryState::Undeliverable)),
                 att(Outcome::TimedOut),
                 att(Outcome::Pending),

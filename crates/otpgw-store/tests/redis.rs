@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use otpgw_core::store::{Store, StoreError};
+use otpgw_core::store::{KeyValue, MessageLog, StoreError};
 use otpgw_core::{DeliveryState, MsgId};
 use otpgw_sim::redis_server::TestRedis as Redis;
 use otpgw_store::{RedisConfig, RedisStore};

@@ -18,11 +18,11 @@ use otpgw_proto::session::Session;
 use otpgw_proto::status::{self, cmd};
 
 use super::{BindError, Tag, resend_unit};
-use crate::Shared;
+use crate::CarrierState;
 
 /// Handle one PDU; `Ok(true)` means the session ended cleanly.
 pub(super) async fn handle_command(
-    shared: &Arc<Shared>,
+    shared: &Arc<CarrierState>,
     session: &mut Session<Tag>,
     tx: &PduSender,
     c: Command,
@@ -88,7 +88,7 @@ pub(super) async fn handle_command(
 }
 
 pub(super) async fn handle_malformed(
-    shared: &Arc<Shared>,
+    shared: &Arc<CarrierState>,
     session: &mut Session<Tag>,
     tx: &PduSender,
     m: Malformed,
@@ -138,7 +138,7 @@ pub(super) async fn handle_malformed(
 }
 
 fn on_submit_resp(
-    shared: &Arc<Shared>,
+    shared: &Arc<CarrierState>,
     msg: Arc<Message>,
     part: Option<bytes::Bytes>,
     sent: Instant,
@@ -181,7 +181,7 @@ fn on_submit_resp(
 }
 
 /// `n` submits ended without a success response: receipts may become deliverable.
-pub(super) fn answered(shared: &Arc<Shared>, n: usize) {
+pub(super) fn answered(shared: &Arc<CarrierState>, n: usize) {
     let ready = shared.matcher.lock().answered(n);
     for (id, r) in ready {
         let _ = apply_receipt(shared, id, &r);
@@ -214,7 +214,7 @@ async fn ack_when_durable(
 }
 
 /// Record a `deliver_sm`; returns the store tickets its receipt produced.
-fn on_deliver(shared: &Arc<Shared>, v: &DeliverView) -> Vec<otpgw_core::store::Ticket> {
+fn on_deliver(shared: &Arc<CarrierState>, v: &DeliverView) -> Vec<otpgw_core::store::Ticket> {
     if !v.is_receipt() {
         metrics::counter!("otpgw_carrier_mo_ignored_total", "carrier" => shared.cfg.name.clone())
             .increment(1);
@@ -245,7 +245,7 @@ fn on_deliver(shared: &Arc<Shared>, v: &DeliverView) -> Vec<otpgw_core::store::T
 }
 
 pub(crate) fn apply_receipt(
-    shared: &Arc<Shared>,
+    shared: &Arc<CarrierState>,
     id: otpgw_core::MsgId,
     r: &pdu::CarrierReceipt,
 ) -> otpgw_core::store::Ticket {

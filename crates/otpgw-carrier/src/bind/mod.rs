@@ -28,7 +28,7 @@ use otpgw_proto::time::relative_smpp_time;
 
 use otpgw_proto::split::{self, Plan};
 
-use crate::Shared;
+use crate::CarrierState;
 use crate::backoff::Backoff;
 
 mod inbound;
@@ -123,7 +123,7 @@ fn resend_unit(msg: Arc<Message>, part: Option<bytes::Bytes>) -> Arc<Message> {
 }
 
 /// Run one bind until shutdown.
-pub async fn run(shared: Arc<Shared>, index: usize, kind: Kind) {
+pub async fn run(shared: Arc<CarrierState>, index: usize, kind: Kind) {
     let mut backoff = Backoff::new(shared.cfg.reconnect_min, shared.cfg.reconnect_max);
     let carrier = shared.cfg.name.clone();
     while !shared.shutdown.is_cancelled() {
@@ -173,7 +173,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, kind: Kind) {
 /// Keeps the carrier's window-in-flight count true for this bind, also when the
 /// bind ends early.
 struct InFlight<'a> {
-    shared: &'a Shared,
+    shared: &'a CarrierState,
     counted: usize,
 }
 impl InFlight<'_> {
@@ -188,7 +188,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-struct BoundGuard<'a>(&'a Shared);
+struct BoundGuard<'a>(&'a CarrierState);
 impl Drop for BoundGuard<'_> {
     fn drop(&mut self) {
         if self
@@ -206,7 +206,7 @@ impl Drop for BoundGuard<'_> {
 }
 
 async fn connect_and_serve(
-    shared: &Arc<Shared>,
+    shared: &Arc<CarrierState>,
     kind: Kind,
     was_bound: &mut bool,
 ) -> Result<(), BindError> {
@@ -282,7 +282,7 @@ async fn connect_and_serve(
 }
 
 async fn serve<R>(
-    shared: &Arc<Shared>,
+    shared: &Arc<CarrierState>,
     kind: Kind,
     session: &mut Session<Tag>,
     rx: &mut R,
@@ -442,7 +442,7 @@ where
 }
 
 async fn send_submit(
-    shared: &Arc<Shared>,
+    shared: &Arc<CarrierState>,
     session: &mut Session<Tag>,
     tx: &PduSender,
     msg: Arc<Message>,
@@ -494,7 +494,7 @@ async fn send_submit(
     }
 }
 
-fn record_queue_wait(shared: &Shared, msg: &Message, now: u64) {
+fn record_queue_wait(shared: &CarrierState, msg: &Message, now: u64) {
     shared
         .metrics
         .queue_wait
@@ -503,7 +503,7 @@ fn record_queue_wait(shared: &Shared, msg: &Message, now: u64) {
 
 /// A message that cannot be encoded or split is finished as UNDELIVERABLE.
 fn unsendable(
-    shared: &Shared,
+    shared: &CarrierState,
     msg: &Message,
     now: u64,
     e: &dyn std::fmt::Display,
@@ -517,7 +517,7 @@ fn unsendable(
 
 /// Track and write one `submit_sm` (a message, or one part of it).
 async fn submit_one(
-    shared: &Shared,
+    shared: &CarrierState,
     session: &mut Session<Tag>,
     tx: &PduSender,
     msg: &Arc<Message>,
@@ -545,7 +545,7 @@ async fn submit_one(
 /// waits a little (5 ms; 50 ms when the shared state is unreachable: then nothing
 /// is sent, as the store cannot record sends either).
 async fn shared_grant(
-    shared: &Shared,
+    shared: &CarrierState,
     sl: &dyn otpgw_core::shared_limit::SharedLimit,
     rate: f64,
     want: usize,
@@ -569,7 +569,7 @@ async fn shared_grant(
 /// Wait until this bind holds one of the carrier's bind slots shared by all nodes;
 /// `false` on shutdown.
 async fn wait_for_slot(
-    shared: &Shared,
+    shared: &CarrierState,
     slots: &dyn otpgw_core::shared_limit::BindSlots,
     total: usize,
     index: usize,
@@ -598,7 +598,7 @@ async fn wait_for_slot(
 /// it after this node failed to renew in time). While the shared state cannot be
 /// reached the bind stays up.
 async fn keep_slot(
-    shared: &Shared,
+    shared: &CarrierState,
     slots: &dyn otpgw_core::shared_limit::BindSlots,
     total: usize,
     index: usize,

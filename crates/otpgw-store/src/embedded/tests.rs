@@ -1,5 +1,8 @@
 use super::*;
+use crate::record::SendState;
+use crate::writer::Op;
 use bytes::Bytes;
+use otpgw_core::{DeliveryState, KeyValue as _, MessageLog as _};
 use std::io::{BufRead, Write};
 
 use crate::fixtures::{message as msg, receipt_job as job};
@@ -217,13 +220,17 @@ async fn a_batch_skips_writes_a_later_op_of_it_cancels() {
         for i in 1..=4 {
             s.accept(&msg(i)).await.unwrap();
         }
+        let codec = Codec::plain();
         let confirmed = |c: &str| {
-            record::encode_state(&CarrierState::Confirmed {
-                carrier: "sim".into(),
-                carrier_id: c.into(),
-            })
+            codec.state(
+                MsgId(1),
+                &SendState::Confirmed {
+                    carrier: "sim".into(),
+                    carrier_id: c.into(),
+                },
+            )
         };
-        let receipt = |i| Some((10, record::encode_receipt(&job(i, 10))));
+        let receipt = |i| Some((10, codec.receipt(&job(i, 10))));
         let done = || tokio::sync::oneshot::channel().0;
         let batch = vec![
             // Sent then confirmed: only the confirmation is written.
@@ -249,7 +256,7 @@ async fn a_batch_skips_writes_a_later_op_of_it_cancels() {
                 done: done(),
             },
         ];
-        apply(&s.db.get().unwrap(), &batch).unwrap();
+        writer::apply(&s.backend.db.get().unwrap(), &codec, &batch).unwrap();
         s.close();
     }
     let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
@@ -279,7 +286,7 @@ async fn keeps_statuses_keys_and_counts() {
     }
     // Records written by the previous run are there after a restart.
     let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
-    let r = s.db.get().unwrap().begin_read().unwrap();
+    let r = s.backend.db.get().unwrap().begin_read().unwrap();
     let kv = r.open_table(KV).unwrap();
     use redb::ReadableTableMetadata;
     assert!(kv.len().unwrap() >= 3, "compare-and-set records survive");
@@ -316,7 +323,7 @@ async fn expired_keys_and_old_statuses_are_purged() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(s.flush().wait().await);
     use redb::ReadableTableMetadata;
-    let r = s.db.get().unwrap().begin_read().unwrap();
+    let r = s.backend.db.get().unwrap().begin_read().unwrap();
     assert_eq!(r.open_table(KV).unwrap().len().unwrap(), 0);
     assert_eq!(r.open_table(KV_BY_EXPIRY).unwrap().len().unwrap(), 0);
     assert_eq!(r.open_table(STATUS).unwrap().len().unwrap(), 0);

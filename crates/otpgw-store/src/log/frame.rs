@@ -3,8 +3,7 @@
 //! short or whose CRC fails: that is where a write was torn (a crash, a full disk)
 //! or where the file was damaged. Free of IO.
 
-use crate::record::{decode_kv_entry, encode_kv_entry};
-use otpgw_core::wire::Reader;
+use otpgw_core::wire::{Reader, put_str};
 
 /// Bytes before a record's kind: length and CRC.
 pub const HEADER: usize = 8;
@@ -251,6 +250,26 @@ pub fn scan(buf: &[u8]) -> (Vec<Found<'_>>, usize) {
         at += HEADER + len;
     }
     (out, at)
+}
+
+/// A key-value entry of the log store: key, version, expiry, then the value to the
+/// end.
+fn encode_kv_entry(key: &str, version: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(20 + key.len() + value.len());
+    put_str(&mut b, key);
+    b.extend_from_slice(&version.to_be_bytes());
+    b.extend_from_slice(&expires_ms.to_be_bytes());
+    b.extend_from_slice(value);
+    b
+}
+
+/// (key, version, expiry, value) of a log store's key-value entry.
+fn decode_kv_entry(buf: &[u8]) -> Option<(String, u64, u64, &[u8])> {
+    let mut r = Reader(buf);
+    let key = r.string()?;
+    let v = r.u64()?;
+    let e = r.u64()?;
+    Some((key, v, e, r.rest()))
 }
 
 #[cfg(test)]

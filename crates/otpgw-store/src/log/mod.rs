@@ -37,20 +37,19 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use otpgw_core::MsgId;
 use otpgw_core::clock::now_ms;
-use otpgw_core::outbox::ReceiptJob;
 use otpgw_core::status::MessageStatus;
-use otpgw_core::store::{Once, Recovered, Store, StoreError, StoreFuture, Ticket, Versioned};
-use otpgw_core::{DeliveryState, Message, MsgId};
+use otpgw_core::store::{Cluster, Recovered, StoreError, StoreFuture, Versioned};
 
+use crate::codec::Codec;
 use crate::counters::Counters;
-use crate::embedded::WriterStats;
+use crate::durable::{Backend, Durable};
 use crate::record;
-use crate::writes::{self, Op};
+use crate::writer::{WriteQueue, WriterStats};
 
 use frame::{HEADER, Rec};
 use index::{Index, Loc};
@@ -131,11 +130,10 @@ fn body_at(buf: &[u8], l: Loc) -> Option<&[u8]> {
     buf.get(s..e)
 }
 
-/// See the module docs.
-pub struct LogStore {
+/// The log backend: the index, the writer thread, what readers need.
+pub struct Log {
     cfg: LogConfig,
-    tx: Sender<Op>,
-    pending_accepts: Arc<AtomicUsize>,
+    codec: Arc<Codec>,
     index: Arc<parking_lot::RwLock<Index>>,
     stats: Arc<WriterStats>,
     writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -143,7 +141,10 @@ pub struct LogStore {
     recovered: parking_lot::Mutex<Option<Recovered>>,
 }
 
-impl std::fmt::Debug for LogStore {
+/// See the module docs.
+pub type LogStore = Durable<Log>;
+
+impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore")
             .field("dir", &self.cfg.dir)
@@ -151,10 +152,11 @@ impl std::fmt::Debug for LogStore {
     }
 }
 
-impl LogStore {
+impl Durable<Log> {
     /// Open (or create) the log in `cfg.dir`: replay it, cut a torn tail, and start
     /// the writer thread.
     pub fn open(cfg: LogConfig) -> Result<Self, StoreError> {
+        let codec = Arc::new(Codec::plain());
         std::fs::create_dir_all(&cfg.dir).map_err(err)?;
         let started = Instant::now();
         let segs = segments(&cfg.dir).map_err(err)?;
@@ -202,7 +204,7 @@ impl LogStore {
         if expired > 0 {
             metrics::counter!("otpgw_receipts_expired_total").increment(expired);
         }
-        let recovered = recovered(&index, &bufs);
+        let recovered = recovered(&index, &bufs, &codec);
         drop(bufs);
         let head = segs.last().copied().unwrap_or(1);
         let (file, size) = open_head(&cfg.dir, head)?;
@@ -215,8 +217,8 @@ impl LogStore {
             "log store replayed"
         );
         let index = Arc::new(parking_lot::RwLock::new(index));
-        let (tx, rx) = mpsc::channel();
-        let pending = Arc::new(AtomicUsize::new(0));
+        let (queue, writes) =
+            WriteQueue::new(cfg.max_pending_accepts, "log write failed", codec.clone());
         let stats = Arc::new(WriterStats::default());
         let w = Writer {
             cfg: cfg.clone(),
@@ -224,54 +226,73 @@ impl LogStore {
             file,
             size,
             index: index.clone(),
-            pending: pending.clone(),
+            codec: codec.clone(),
             stats: stats.clone(),
         };
         let writer = std::thread::Builder::new()
             .name("otpgw-log".into())
-            .spawn(move || w.run(rx))
+            .spawn(move || w.run(writes))
             .map_err(err)?;
-        Ok(Self {
-            cfg,
-            tx,
-            pending_accepts: pending,
-            index,
-            stats,
-            writer: parking_lot::Mutex::new(Some(writer)),
-            counters: Counters::new(1_000_000),
-            recovered: parking_lot::Mutex::new(Some(recovered)),
+        Ok(Durable {
+            queue,
+            backend: Log {
+                cfg,
+                codec,
+                index,
+                stats,
+                writer: parking_lot::Mutex::new(Some(writer)),
+                counters: Counters::new(1_000_000),
+                recovered: parking_lot::Mutex::new(Some(recovered)),
+            },
         })
     }
 
     /// The writer's counters.
     pub fn stats(&self) -> &WriterStats {
-        &self.stats
+        &self.backend.stats
     }
 
     /// Bytes of the segments on disk.
     pub fn disk_bytes(&self) -> u64 {
-        self.index.read().segs.values().map(|s| s.size).sum()
+        self.backend
+            .index
+            .read()
+            .segs
+            .values()
+            .map(|s| s.size)
+            .sum()
     }
 
     /// Segments on disk.
     pub fn segment_count(&self) -> usize {
-        self.index.read().segs.len()
+        self.backend.index.read().segs.len()
     }
 
     /// Stop the writer after it wrote everything queued before this call.
     pub fn close(&self) {
-        let _ = self.tx.send(Op::Stop);
+        self.queue.stop();
+        self.backend.join_writer();
+    }
+}
+
+impl Log {
+    fn join_writer(&self) {
         if let Some(h) = self.writer.lock().take() {
             let _ = h.join();
         }
     }
 }
 
-impl Drop for LogStore {
+/// Dropped after the store's queue (whose sender closing ends the writer once it
+/// wrote everything queued): waits for the writer thread.
+impl Drop for Log {
     fn drop(&mut self) {
-        self.close();
+        self.join_writer();
     }
 }
+
+/// One node: the single-node defaults.
+impl Cluster for Durable<Log> {}
 
 /// Open the head segment for appending; returns it and its size.
 fn open_head(dir: &Path, n: u32) -> Result<(File, u64), StoreError> {
@@ -291,16 +312,14 @@ fn open_head(dir: &Path, n: u32) -> Result<(File, u64), StoreError> {
 }
 
 /// What the index says the previous run left, read from the segments.
-fn recovered(index: &Index, bufs: &HashMap<u32, Vec<u8>>) -> Recovered {
+fn recovered(index: &Index, bufs: &HashMap<u32, Vec<u8>>, codec: &Codec) -> Recovered {
     let body = |l: Loc| bufs.get(&l.seg).and_then(|b| body_at(b, l));
     let mut out = Recovered::default();
     for m in index.msgs.values() {
         let msg = body(m.accept)
             .and_then(frame::decode)
             .and_then(|r| match r {
-                Rec::Accept { msg, .. } | Rec::AcceptOnce { msg, .. } => {
-                    record::decode_message(msg)
-                }
+                Rec::Accept { msg, .. } | Rec::AcceptOnce { msg, .. } => codec.read_message(msg),
                 _ => None,
             });
         let Some(msg) = msg else {
@@ -312,7 +331,7 @@ fn recovered(index: &Index, bufs: &HashMap<u32, Vec<u8>>) -> Recovered {
             .and_then(body)
             .and_then(frame::decode)
             .and_then(|r| match r {
-                Rec::State { state, .. } => record::decode_state(state),
+                Rec::State { id, state } => codec.read_state(id, state),
                 _ => None,
             });
         record::sort_recovered(&mut out, msg, state);
@@ -322,7 +341,7 @@ fn recovered(index: &Index, bufs: &HashMap<u32, Vec<u8>>) -> Recovered {
             Rec::Finished {
                 receipt: Some(j), ..
             }
-            | Rec::Owe { job: j, .. } => record::decode_receipt(j),
+            | Rec::Owe { job: j, .. } => codec.read_receipt(j),
             _ => None,
         });
         if let Some(j) = job {
@@ -334,53 +353,7 @@ fn recovered(index: &Index, bufs: &HashMap<u32, Vec<u8>>) -> Recovered {
     out
 }
 
-impl Store for LogStore {
-    fn accept<'a>(&'a self, msg: &'a Message) -> StoreFuture<'a, ()> {
-        writes::accept(
-            &self.tx,
-            &self.pending_accepts,
-            self.cfg.max_pending_accepts,
-            msg,
-            "log write failed",
-        )
-    }
-
-    fn submitted(&self, id: MsgId) -> Ticket {
-        writes::submitted(&self.tx, id)
-    }
-
-    fn carrier_accepted(&self, id: MsgId, carrier: &str, carrier_msg_id: &str) {
-        writes::carrier_accepted(&self.tx, id, carrier, carrier_msg_id);
-    }
-
-    fn attempts(&self, id: MsgId, list: &[otpgw_core::attempts::Attempt]) -> Ticket {
-        writes::attempts(&self.tx, id, list)
-    }
-
-    fn owe(&self, job: &ReceiptJob) {
-        writes::owe(&self.tx, job);
-    }
-
-    fn finished(
-        &self,
-        id: MsgId,
-        state: DeliveryState,
-        receipt: Option<&ReceiptJob>,
-        now_ms: u64,
-    ) -> Ticket {
-        writes::finished(&self.tx, id, state, receipt, now_ms)
-    }
-
-    fn receipt_forwarded(&self, id: MsgId) {
-        writes::forwarded(&self.tx, id);
-    }
-
-    fn record_status(&self, status: &MessageStatus) {
-        if status.done_ms > 0 {
-            writes::status(&self.tx, status);
-        }
-    }
-
+impl Backend for Log {
     fn message_status(&self, id: MsgId) -> StoreFuture<'_, Option<MessageStatus>> {
         let loc = self.index.read().status.get(&id.0).map(|(l, _)| *l);
         let r = (|| {
@@ -389,49 +362,23 @@ impl Store for LogStore {
             let mut b = vec![0u8; l.len as usize];
             f.read_exact_at(&mut b, u64::from(l.off)).map_err(err)?;
             Ok(match frame::decode(&b[HEADER..]) {
-                Some(Rec::Status { status, .. }) => record::decode_status(status),
+                Some(Rec::Status { status, .. }) => self.codec.read_status(status),
                 _ => None,
             })
         })();
         Box::pin(std::future::ready(r))
     }
 
-    fn accept_once<'a>(
-        &'a self,
-        msg: &'a Message,
-        key: &'a str,
-        value: Vec<u8>,
-        expires_ms: u64,
-    ) -> StoreFuture<'a, Once> {
-        writes::accept_once(
-            &self.tx,
-            &self.pending_accepts,
-            self.cfg.max_pending_accepts,
-            msg,
-            Some((key.to_string(), value, expires_ms)),
-            "log write failed",
-        )
-    }
-
     fn kv_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
         let now = now_ms();
         let v = self.index.read().kv.get(key).and_then(|e| {
-            (e.expires_ms > now).then(|| Versioned {
+            let value = self.codec.read_value(key, &e.value)?;
+            (e.expires_ms > now).then_some(Versioned {
                 version: e.version,
-                value: e.value.clone(),
+                value,
             })
         });
         Box::pin(std::future::ready(Ok(v)))
-    }
-
-    fn kv_put<'a>(
-        &'a self,
-        key: &'a str,
-        expect: u64,
-        value: Vec<u8>,
-        expires_ms: u64,
-    ) -> StoreFuture<'a, Option<u64>> {
-        writes::kv_put(&self.tx, key, expect, value, expires_ms, "log write failed")
     }
 
     fn count<'a>(&'a self, key: &'a str, window_ms: u64, now_ms: u64) -> StoreFuture<'a, u64> {
@@ -442,14 +389,6 @@ impl Store for LogStore {
 
     fn recover(&self, _now_ms: u64) -> Result<Recovered, StoreError> {
         Ok(self.recovered.lock().take().unwrap_or_default())
-    }
-
-    fn flush(&self) -> Ticket {
-        writes::flush(&self.tx)
-    }
-
-    fn is_durable(&self) -> bool {
-        true
     }
 
     fn is_healthy(&self) -> bool {

@@ -1,4 +1,5 @@
 use super::*;
+use otpgw_core::{DeliveryState, KeyValue as _, MessageLog as _};
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, Write};
 
@@ -203,7 +204,7 @@ fn model_of(records: &[Rec<'_>]) -> Model {
 
 fn recovered_model(s: &LogStore) -> Model {
     let r = s.recover(now_ms()).unwrap();
-    let idx = s.index.read();
+    let idx = s.backend.index.read();
     let mut keys: Vec<(String, u64)> = idx.kv.iter().map(|(k, e)| (k.clone(), e.version)).collect();
     keys.sort();
     Model {

@@ -7,8 +7,6 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use otpgw_core::clock::now_ms;
@@ -16,9 +14,9 @@ use otpgw_core::clock::now_ms;
 use super::frame::{self, HEADER, Rec};
 use super::index::{Index, Item, Loc};
 use super::{LogConfig, open_head, seg_path, sync_dir};
-use crate::embedded::WriterStats;
-use crate::record::{self, CarrierState};
-use crate::writes::{self, Answer, Op};
+use crate::codec::Codec;
+use crate::record::SendState;
+use crate::writer::{Answer, Backlog, Op, WriterStats, Writes, answer, log_failed, next_batch};
 
 /// The writer thread.
 pub(super) struct Writer {
@@ -27,18 +25,19 @@ pub(super) struct Writer {
     pub(super) file: File,
     pub(super) size: u64,
     pub(super) index: Arc<parking_lot::RwLock<Index>>,
-    pub(super) pending: Arc<AtomicUsize>,
+    pub(super) codec: Arc<Codec>,
     pub(super) stats: Arc<WriterStats>,
 }
 
 impl Writer {
-    pub(super) fn run(mut self, rx: Receiver<Op>) {
+    pub(super) fn run(mut self, writes: Writes) {
+        let Writes { rx, pending } = writes;
         let mut batch: Vec<Op> = Vec::with_capacity(self.cfg.batch_max);
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-        let mut backlog = writes::Backlog::default();
+        let mut backlog = Backlog::default();
         let mut last_purge = Instant::now();
         loop {
-            let next = writes::next_batch(
+            let next = next_batch(
                 &rx,
                 &mut backlog,
                 self.cfg.commit_window,
@@ -56,7 +55,7 @@ impl Writer {
                 let ok = match self.append(&buf) {
                     Ok(()) => true,
                     Err(e) => {
-                        writes::log_failed("log write failed", &e, batch.len());
+                        log_failed("log write failed", &e, batch.len());
                         metrics::counter!("otpgw_store_commit_failures_total").increment(1);
                         backlog.keep_failed(&batch);
                         false
@@ -64,7 +63,7 @@ impl Writer {
                 };
                 self.stats.record(started, batch.len(), ok);
                 metrics::gauge!("otpgw_store_backlog_writes").set(backlog.len() as f64);
-                if writes::answer(&mut batch, ok, answers, &self.pending) {
+                if answer(&mut batch, ok, answers, &pending) {
                     return;
                 }
             }
@@ -135,7 +134,7 @@ impl Writer {
                     let has_state =
                         stated.contains(id) || idx.msgs.get(id).is_some_and(|m| m.state.is_some());
                     if known(id, &accepted) && !has_state {
-                        let st = record::encode_state(&CarrierState::Sent);
+                        let st = self.codec.state(otpgw_core::MsgId(*id), &SendState::Sent);
                         frame::encode(
                             &Rec::State {
                                 id: *id,

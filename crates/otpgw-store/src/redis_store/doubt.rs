@@ -22,7 +22,7 @@ use otpgw_core::store::StoreError;
 use redis::aio::ConnectionManager;
 
 use super::{GROUP, RedisConfig, err};
-use crate::record;
+use crate::codec::Codec;
 
 /// Most refused accepts remembered; beyond that the oldest doubt is given up (and
 /// counted as `forgotten`): the refused message may then still go out.
@@ -83,6 +83,7 @@ impl Doubt {
         &mut self,
         cfg: &RedisConfig,
         conn: &mut ConnectionManager,
+        codec: &Codec,
     ) -> Result<(), StoreError> {
         if self.ids.is_empty() {
             return Ok(());
@@ -111,7 +112,7 @@ impl Doubt {
                 pipe.query_async(conn).await.map_err(err)?;
             for e in reads.into_iter().flat_map(|r| r.ids) {
                 let rec: Option<Vec<u8>> = e.get("rec");
-                let Some(m) = rec.as_deref().and_then(record::decode_message) else {
+                let Some(m) = rec.as_deref().and_then(|r| codec.read_message(r)) else {
                     continue;
                 };
                 if let Some(key) = self.ids.get(&m.id.0) {

@@ -54,19 +54,21 @@
 //!   sender's matches. After claiming, a node reads the kept entries again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use otpgw_core::MsgId;
 use otpgw_core::outbox::ReceiptJob;
 use otpgw_core::status::MessageStatus;
-use otpgw_core::store::{Once, Recovered, Store, StoreError, StoreFuture, Ticket, Versioned};
-use otpgw_core::{DeliveryState, Message, MsgId};
+use otpgw_core::store::{Cluster, Recovered, StoreError, StoreFuture, Ticket, Versioned};
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
-use crate::record::{self, CarrierState};
-use crate::writes::{self, Op};
+use crate::codec::Codec;
+use crate::durable::{Backend, Durable};
+use crate::record::SendState;
+use crate::writer::WriteQueue;
 
 mod doubt;
 mod nodes;
@@ -162,14 +164,14 @@ impl RedisConfig {
     }
 }
 
-/// The Redis store (see the module docs).
-pub struct RedisStore {
+/// The Redis backend: connections, this node's stream entries, what readers and
+/// the other nodes' work need.
+pub struct Redis {
     cfg: RedisConfig,
     client: redis::Client,
-    tx: mpsc::UnboundedSender<Op>,
+    codec: Arc<Codec>,
     /// Stream entry id of each accepted, unfinished message of this node.
     entries: Arc<DashMap<u64, String>>,
-    pending_accepts: Arc<AtomicUsize>,
     healthy: Arc<AtomicBool>,
     node_number: u8,
     /// For claims.
@@ -181,7 +183,10 @@ pub struct RedisStore {
     handed: parking_lot::Mutex<Option<mpsc::Receiver<ReceiptJob>>>,
 }
 
-impl std::fmt::Debug for RedisStore {
+/// The Redis store (see the module docs).
+pub type RedisStore = Durable<Redis>;
+
+impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.cfg.prefix)
@@ -215,10 +220,11 @@ pub(crate) async fn connect(
     Ok((client, conn))
 }
 
-impl RedisStore {
+impl Durable<Redis> {
     /// Connect, create the consumer group if missing, check Redis's fsync setting
     /// and start the writer task. Fails when Redis cannot be reached.
     pub async fn open(cfg: RedisConfig) -> Result<Self, StoreError> {
+        let codec = Arc::new(Codec::plain());
         if cfg.node.is_empty() || cfg.prefix.is_empty() {
             return Err(StoreError::Unavailable(
                 "redis store needs a node id and a key prefix".into(),
@@ -246,7 +252,7 @@ impl RedisStore {
         tokio::spawn(heartbeat(cfg.clone(), conn.clone(), receivers.clone()));
         ensure_group(&mut conn, &cfg.inbox(&cfg.node)).await?;
         let (htx, hrx) = mpsc::channel(10_000);
-        tokio::spawn(read_inbox(cfg.clone(), conn.clone(), htx));
+        tokio::spawn(read_inbox(cfg.clone(), conn.clone(), htx, codec.clone()));
         let (ftx, frx) = mpsc::channel(10_000);
         let rescan = Arc::new(AtomicBool::new(false));
         tokio::spawn(read_published(
@@ -255,32 +261,39 @@ impl RedisStore {
             ftx,
             rescan.clone(),
         ));
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (queue, writes) =
+            WriteQueue::new(cfg.max_pending_accepts, "redis write failed", codec.clone());
         let entries = Arc::new(DashMap::new());
-        let pending = Arc::new(AtomicUsize::new(0));
         let healthy = Arc::new(AtomicBool::new(true));
         tokio::spawn(writer(
             cfg.clone(),
             conn.clone(),
-            rx,
+            writes,
             entries.clone(),
-            pending.clone(),
             healthy.clone(),
+            codec.clone(),
         ));
-        Ok(Self {
-            cfg,
-            client,
-            tx,
-            entries,
-            pending_accepts: pending,
-            healthy,
-            node_number,
-            conn,
-            foreign: parking_lot::Mutex::new(Some(frx)),
-            rescan,
-            receivers,
-            handed: parking_lot::Mutex::new(Some(hrx)),
+        Ok(Durable {
+            queue,
+            backend: Redis {
+                cfg,
+                client,
+                codec,
+                entries,
+                healthy,
+                node_number,
+                conn,
+                foreign: parking_lot::Mutex::new(Some(frx)),
+                rescan,
+                receivers,
+                handed: parking_lot::Mutex::new(Some(hrx)),
+            },
         })
+    }
+
+    /// This node's number under the prefix (1 for the first node id registered).
+    pub fn node_number(&self) -> u8 {
+        self.backend.node_number
     }
 }
 
@@ -331,10 +344,10 @@ async fn check_fsync(conn: &mut ConnectionManager) {
     }
 }
 
-impl RedisStore {
+impl Backend for Redis {
     /// Refuse at once while Redis is known unreachable (brands get a temporary
     /// error instead of waiting for a pipeline that cannot go).
-    fn reachable(&self) -> Result<(), StoreError> {
+    fn ready(&self) -> Result<(), StoreError> {
         if self.healthy.load(Ordering::Relaxed) {
             Ok(())
         } else {
@@ -342,58 +355,9 @@ impl RedisStore {
         }
     }
 
-    /// This node's number under the prefix (1 for the first node id registered).
-    pub fn node_number(&self) -> u8 {
-        self.node_number
-    }
-}
-
-impl Store for RedisStore {
-    fn accept<'a>(&'a self, msg: &'a Message) -> StoreFuture<'a, ()> {
-        if let Err(e) = self.reachable() {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        writes::accept(
-            &self.tx,
-            &self.pending_accepts,
-            self.cfg.max_pending_accepts,
-            msg,
-            "redis write failed",
-        )
-    }
-
-    fn submitted(&self, id: MsgId) -> Ticket {
-        writes::submitted(&self.tx, id)
-    }
-
-    fn carrier_accepted(&self, id: MsgId, carrier: &str, carrier_msg_id: &str) {
-        writes::carrier_accepted(&self.tx, id, carrier, carrier_msg_id);
-    }
-
-    fn finished(
-        &self,
-        id: MsgId,
-        state: DeliveryState,
-        receipt: Option<&ReceiptJob>,
-        now_ms: u64,
-    ) -> Ticket {
-        writes::finished(&self.tx, id, state, receipt, now_ms)
-    }
-
-    fn receipt_forwarded(&self, id: MsgId) {
-        writes::forwarded(&self.tx, id);
-    }
-
-    fn attempts(&self, id: MsgId, list: &[otpgw_core::attempts::Attempt]) -> Ticket {
-        writes::attempts(&self.tx, id, list)
-    }
-
-    fn owe(&self, job: &ReceiptJob) {
-        writes::owe(&self.tx, job);
-    }
-
-    fn record_status(&self, status: &MessageStatus) {
-        writes::status(&self.tx, status);
+    /// Any node answers status queries for messages in flight on another.
+    fn keeps_statuses_in_flight(&self) -> bool {
+        true
     }
 
     fn message_status(&self, id: MsgId) -> StoreFuture<'_, Option<MessageStatus>> {
@@ -404,7 +368,7 @@ impl Store for RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(err)?;
-            let mut st = rec.as_deref().and_then(record::decode_status);
+            let mut st = rec.as_deref().and_then(|r| self.codec.read_status(r));
             // In flight on some node: the carrier it went to, once confirmed.
             if let Some(s) = st.as_mut()
                 && s.done_ms == 0
@@ -415,8 +379,8 @@ impl Store for RedisStore {
                     .query_async(&mut conn)
                     .await
                     .map_err(err)?;
-                if let Some(CarrierState::Confirmed { carrier, .. }) =
-                    cs.as_deref().and_then(record::decode_state)
+                if let Some(SendState::Confirmed { carrier, .. }) =
+                    cs.as_deref().and_then(|c| self.codec.read_state(id.0, c))
                 {
                     s.stage = otpgw_core::status::Stage::Sent;
                     s.carrier = Some(carrier);
@@ -424,26 +388,6 @@ impl Store for RedisStore {
             }
             Ok(st)
         })
-    }
-
-    fn accept_once<'a>(
-        &'a self,
-        msg: &'a Message,
-        key: &'a str,
-        value: Vec<u8>,
-        expires_ms: u64,
-    ) -> StoreFuture<'a, Once> {
-        if let Err(e) = self.reachable() {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        writes::accept_once(
-            &self.tx,
-            &self.pending_accepts,
-            self.cfg.max_pending_accepts,
-            msg,
-            Some((key.to_string(), value, expires_ms)),
-            "redis write failed",
-        )
     }
 
     fn kv_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
@@ -457,27 +401,13 @@ impl Store for RedisStore {
                 .await
                 .map_err(err)?;
             Ok(match (v, d) {
-                (Some(version), Some(value)) => Some(Versioned { version, value }),
+                (Some(version), Some(kept)) => self
+                    .codec
+                    .read_value(key, &kept)
+                    .map(|value| Versioned { version, value }),
                 _ => None,
             })
         })
-    }
-
-    fn kv_put<'a>(
-        &'a self,
-        key: &'a str,
-        expect: u64,
-        value: Vec<u8>,
-        expires_ms: u64,
-    ) -> StoreFuture<'a, Option<u64>> {
-        writes::kv_put(
-            &self.tx,
-            key,
-            expect,
-            value,
-            expires_ms,
-            "redis write failed",
-        )
     }
 
     fn count<'a>(&'a self, key: &'a str, window_ms: u64, _now_ms: u64) -> StoreFuture<'a, u64> {
@@ -518,7 +448,7 @@ impl Store for RedisStore {
             let ids = entries_of(reply);
             let Some(last) = ids.last() else { break };
             after = last.id.clone();
-            let msgs = messages_of(&ids, &self.entries);
+            let msgs = messages_of(&ids, &self.entries, &self.codec);
             if msgs.is_empty() {
                 continue;
             }
@@ -527,7 +457,7 @@ impl Store for RedisStore {
                 .arg(msgs.iter().map(|m| m.id.0).collect::<Vec<_>>())
                 .query(&mut c)
                 .map_err(err)?;
-            classify(msgs, states, &mut out);
+            classify(msgs, states, &mut out, &self.codec);
         }
         let owed: Vec<Vec<u8>> = redis::cmd("HVALS")
             .arg(self.cfg.receipts())
@@ -535,18 +465,10 @@ impl Store for RedisStore {
             .map_err(err)?;
         out.receipts = owed
             .iter()
-            .filter_map(|v| record::decode_receipt(v))
+            .filter_map(|v| self.codec.read_receipt(v))
             .collect();
         out.receipts.sort_by_key(|j| j.done_ms);
         Ok(out)
-    }
-
-    fn flush(&self) -> Ticket {
-        writes::flush(&self.tx)
-    }
-
-    fn is_durable(&self) -> bool {
-        true
     }
 
     fn is_healthy(&self) -> bool {
@@ -556,25 +478,27 @@ impl Store for RedisStore {
     fn name(&self) -> &'static str {
         "redis"
     }
+}
 
+impl Cluster for Durable<Redis> {
     fn is_shared(&self) -> bool {
         true
     }
 
     fn publish_receipt(&self, carrier: &str, r: &otpgw_proto::pdu::CarrierReceipt) -> Ticket {
-        writes::publish(&self.tx, carrier, r)
+        self.queue.publish(carrier, r)
     }
 
     fn take_foreign_receipts(&self) -> Option<mpsc::Receiver<otpgw_core::store::ForeignReceipt>> {
-        self.foreign.lock().take()
+        self.backend.foreign.lock().take()
     }
 
     fn rescan_receipts(&self) {
-        self.rescan.store(true, Ordering::Relaxed);
+        self.backend.rescan.store(true, Ordering::Relaxed);
     }
 
     fn brand_receiver(&self, brand: &str, opened: bool) {
-        let mut e = self.receivers.entry(brand.to_string()).or_insert(0);
+        let mut e = self.backend.receivers.entry(brand.to_string()).or_insert(0);
         if opened {
             *e += 1;
         } else {
@@ -583,7 +507,7 @@ impl Store for RedisStore {
     }
 
     fn brand_bound_here(&self, brand: &str) -> bool {
-        self.receivers.get(brand).is_some_and(|n| *n > 0)
+        self.backend.receivers.get(brand).is_some_and(|n| *n > 0)
     }
 
     fn hand_over_receipts<'a>(
@@ -592,32 +516,32 @@ impl Store for RedisStore {
         jobs: &'a [ReceiptJob],
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.backend.conn.clone();
             let now = otpgw_core::clock::now_ms();
             // Nodes whose presence for the brand has not lapsed, this one excepted.
             let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                .arg(self.cfg.bound(brand))
+                .arg(self.backend.cfg.bound(brand))
                 .arg(now)
                 .arg("+inf")
                 .query_async(&mut conn)
                 .await
                 .map_err(err)?;
-            let Some(target) = nodes.into_iter().find(|n| *n != self.cfg.node) else {
+            let Some(target) = nodes.into_iter().find(|n| *n != self.backend.cfg.node) else {
                 return Ok(false);
             };
             let mut pipe = redis::pipe();
             pipe.atomic();
             for j in jobs {
                 pipe.cmd("XADD")
-                    .arg(self.cfg.inbox(&target))
+                    .arg(self.backend.cfg.inbox(&target))
                     .arg("*")
                     .arg("id")
                     .arg(j.id.0)
                     .arg("rec")
-                    .arg(record::encode_receipt(j))
+                    .arg(self.backend.codec.receipt(j))
                     .ignore();
                 pipe.cmd("HDEL")
-                    .arg(self.cfg.receipts())
+                    .arg(self.backend.cfg.receipts())
                     .arg(j.id.0)
                     .ignore();
             }
@@ -628,13 +552,19 @@ impl Store for RedisStore {
     }
 
     fn take_handed_receipts(&self) -> Option<mpsc::Receiver<ReceiptJob>> {
-        self.handed.lock().take()
+        self.backend.handed.lock().take()
     }
 
     fn claim_orphans(&self, _now_ms: u64) -> StoreFuture<'_, Recovered> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
-            claim(&self.cfg, &mut conn, &self.entries).await
+            let mut conn = self.backend.conn.clone();
+            claim(
+                &self.backend.cfg,
+                &mut conn,
+                &self.backend.entries,
+                &self.backend.codec,
+            )
+            .await
         })
     }
 }

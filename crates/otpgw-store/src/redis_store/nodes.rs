@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::scripts::{CLAIM_LUA, CLAIM_RECEIPTS_LUA};
 use super::{GROUP, RedisConfig, err};
+use crate::codec::Codec;
 use crate::record;
 
 pub(super) async fn renew_lease(
@@ -72,6 +73,7 @@ pub(super) async fn read_inbox(
     cfg: RedisConfig,
     mut conn: ConnectionManager,
     tx: mpsc::Sender<ReceiptJob>,
+    codec: Arc<Codec>,
 ) {
     let key = cfg.inbox(&cfg.node);
     // First what was read before a restart but not acknowledged, then new entries.
@@ -102,7 +104,7 @@ pub(super) async fn read_inbox(
         pipe.atomic();
         for e in &entries {
             let rec: Option<Vec<u8>> = e.get("rec");
-            if let Some(j) = rec.as_deref().and_then(record::decode_receipt) {
+            if let Some(j) = rec.as_deref().and_then(|r| codec.read_receipt(r)) {
                 pipe.cmd("HSET")
                     .arg(cfg.receipts())
                     .arg(j.id.0)
@@ -183,6 +185,7 @@ pub(super) async fn claim(
     cfg: &RedisConfig,
     conn: &mut ConnectionManager,
     entries: &DashMap<u64, String>,
+    codec: &Codec,
 ) -> Result<Recovered, StoreError> {
     let stream = cfg.stream();
     let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
@@ -215,7 +218,7 @@ pub(super) async fn claim(
                 if got.ids.is_empty() {
                     break;
                 }
-                msgs.extend(messages_of(&got.ids, entries));
+                msgs.extend(messages_of(&got.ids, entries, codec));
             }
         }
         if !msgs.is_empty() {
@@ -226,7 +229,7 @@ pub(super) async fn claim(
                 .await
                 .map_err(err)?;
             tracing::warn!(node = %c.name, messages = msgs.len(), "claimed the messages of a node whose lease ran out");
-            classify(msgs, states, &mut out);
+            classify(msgs, states, &mut out, codec);
         }
         let owed: Vec<Vec<u8>> = claim_receipts
             .key(cfg.alive(&c.name))
@@ -237,15 +240,21 @@ pub(super) async fn claim(
             .await
             .map_err(err)?;
         out.receipts
-            .extend(owed.iter().filter_map(|v| record::decode_receipt(v)));
+            .extend(owed.iter().filter_map(|v| codec.read_receipt(v)));
     }
     Ok(out)
 }
 
 /// Sort messages by their carrier state into `out`.
-pub(super) fn classify(msgs: Vec<Message>, states: Vec<Option<Vec<u8>>>, out: &mut Recovered) {
+pub(super) fn classify(
+    msgs: Vec<Message>,
+    states: Vec<Option<Vec<u8>>>,
+    out: &mut Recovered,
+    codec: &Codec,
+) {
     for (m, s) in msgs.into_iter().zip(states) {
-        record::sort_recovered(out, m, s.as_deref().and_then(record::decode_state));
+        let state = s.as_deref().and_then(|s| codec.read_state(m.id.0, s));
+        record::sort_recovered(out, m, state);
     }
 }
 
@@ -259,11 +268,12 @@ pub(super) fn entries_of(reply: redis::streams::StreamReadReply) -> Vec<redis::s
 pub(super) fn messages_of(
     ids: &[redis::streams::StreamId],
     entries: &DashMap<u64, String>,
+    codec: &Codec,
 ) -> Vec<Message> {
     let mut msgs = Vec::with_capacity(ids.len());
     for e in ids {
         let rec: Option<Vec<u8>> = e.get("rec");
-        match rec.as_deref().and_then(record::decode_message) {
+        match rec.as_deref().and_then(|r| codec.read_message(r)) {
             Some(m) => {
                 entries.insert(m.id.0, e.id.clone());
                 msgs.push(m);

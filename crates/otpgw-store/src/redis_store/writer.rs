@@ -10,13 +10,13 @@ use std::time::Duration;
 use dashmap::DashMap;
 use otpgw_core::store::Once;
 use redis::aio::ConnectionManager;
-use tokio::sync::mpsc;
 
 use super::doubt::Doubt;
 use super::scripts::{ACCEPT_LUA, KV_LUA};
 use super::{GROUP, RedisConfig, ensure_group};
-use crate::record::{self, CarrierState};
-use crate::writes::{self, Op};
+use crate::codec::Codec;
+use crate::record::SendState;
+use crate::writer::{Backlog, Op, Writes, log_failed};
 
 /// Pipelines in flight at once. Redis runs the commands of one connection in the
 /// order they were sent, so later pipelines never overtake earlier ones; having
@@ -42,12 +42,13 @@ type Flight = std::pin::Pin<
 pub(super) async fn writer(
     cfg: RedisConfig,
     mut conn: ConnectionManager,
-    mut rx: mpsc::UnboundedReceiver<Op>,
+    writes: Writes,
     entries: Arc<DashMap<u64, String>>,
-    pending: Arc<AtomicUsize>,
     healthy: Arc<AtomicBool>,
+    codec: Arc<Codec>,
 ) {
     use futures_util::StreamExt;
+    let Writes { rx, pending } = writes;
     let script = Scripts {
         accept: redis::Script::new(ACCEPT_LUA),
         kv: redis::Script::new(KV_LUA),
@@ -57,7 +58,7 @@ pub(super) async fn writer(
     // After a failed pipeline its writes (and those of the pipelines that were
     // already under way behind it) are written again, in order, before anything
     // newer: one pipeline at a time until that backlog is gone.
-    let mut backlog = writes::Backlog::default();
+    let mut backlog = Backlog::default();
     let mut recovering = false;
     // Refused accepts Redis may have run: looked up before the store is healthy.
     let mut doubt = Doubt::default();
@@ -73,7 +74,7 @@ pub(super) async fn writer(
             flights.len() < PIPELINES_IN_FLIGHT
         };
         tokio::select! {
-            op = rx.recv(), if !closed && room => {
+            op = async { rx.recv_async().await.ok() }, if !closed && room => {
                 let mut batch = Vec::with_capacity(64);
                 match op {
                     None => {
@@ -94,12 +95,12 @@ pub(super) async fn writer(
                         }
                     }
                 }
-                flights.push_back(launch(&cfg, &script, batch, &entries, &conn, serial));
+                flights.push_back(launch(&cfg, &script, batch, &entries, &conn, &codec, serial));
             }
             Some((batch, taken, res, alone)) = flights.next(), if !flights.is_empty() => {
                 let ok = res.is_ok();
                 if let Err(e) = &res {
-                    writes::log_failed("redis write failed", e, batch.len());
+                    log_failed("redis write failed", e, batch.len());
                     metrics::counter!("otpgw_store_write_failures_total").increment(1);
                 }
                 if alone {
@@ -125,7 +126,7 @@ pub(super) async fn writer(
                     healthy.store(doubt.is_empty(), Ordering::Relaxed);
                 }
             }
-            () = tokio::time::sleep(if backlog.is_empty() && doubt.is_empty() { Duration::from_secs(1) } else { writes::Backlog::RETRY_EVERY }),
+            () = tokio::time::sleep(if backlog.is_empty() && doubt.is_empty() { Duration::from_secs(1) } else { Backlog::RETRY_EVERY }),
                 if flights.is_empty() =>
             {
                 // Idle: find out whether Redis is (still) there; settle the
@@ -137,7 +138,7 @@ pub(super) async fn writer(
                 if ok && !healthy.load(Ordering::Relaxed) {
                     let _ = ensure_group(&mut conn, &cfg.stream()).await;
                 }
-                if ok && let Err(e) = doubt.settle(&cfg, &mut conn).await {
+                if ok && let Err(e) = doubt.settle(&cfg, &mut conn, &codec).await {
                     tracing::warn!(error = %e, "cannot look up the accepts whose outcome redis lost yet");
                     ok = false;
                 }
@@ -145,7 +146,7 @@ pub(super) async fn writer(
                 if ok && !backlog.is_empty() {
                     let mut batch = Vec::new();
                     backlog.take(cfg.batch_max, &mut batch);
-                    flights.push_back(launch(&cfg, &script, batch, &entries, &conn, true));
+                    flights.push_back(launch(&cfg, &script, batch, &entries, &conn, &codec, true));
                 }
             }
         }
@@ -159,9 +160,10 @@ fn launch(
     batch: Vec<Op>,
     entries: &DashMap<u64, String>,
     conn: &ConnectionManager,
+    codec: &Codec,
     alone: bool,
 ) -> Flight {
-    let (pipe, taken) = build(cfg, script, &batch, entries);
+    let (pipe, taken) = build(cfg, script, &batch, entries, codec);
     let (mut c, script) = (conn.clone(), script.clone());
     Box::pin(async move {
         let mut res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut c).await;
@@ -196,6 +198,7 @@ fn build(
     script: &Scripts,
     batch: &[Op],
     entries: &DashMap<u64, String>,
+    codec: &Codec,
 ) -> (redis::Pipeline, Vec<(u64, String)>) {
     let (stream, state, receipts) = (cfg.stream(), cfg.state(), cfg.receipts());
     let mut pipe = redis::pipe();
@@ -246,7 +249,7 @@ fn build(
                 pipe.cmd("HSETNX")
                     .arg(&state)
                     .arg(id)
-                    .arg(record::encode_state(&CarrierState::Sent))
+                    .arg(codec.state(otpgw_core::MsgId(*id), &SendState::Sent))
                     .ignore();
             }
             Op::Confirmed(id, st) | Op::Attempts(id, st, _) => {

@@ -1,4 +1,4 @@
-//! [`Shared`]: the state all binds of one carrier share: its queue, matcher, rate
+//! [`CarrierState`]: the state all binds of one carrier share: its queue, matcher, rate
 //! limiter, window, counters and health. It reports what happened to the
 //! dispatcher and the tracker; it never picks another carrier.
 
@@ -18,7 +18,7 @@ use crate::matcher::{self, Matcher};
 use crate::metrics::CarrierMetrics;
 
 /// State shared by all binds of one carrier.
-pub struct Shared {
+pub struct CarrierState {
     pub cfg: CarrierConfig,
     /// The carrier's name, shared (kept in messages' progress).
     pub name: Arc<str>,
@@ -51,7 +51,7 @@ pub struct Shared {
     next_ref: AtomicU8,
 }
 
-impl Shared {
+impl CarrierState {
     /// The state of a carrier whose queue is `dispatcher`'s queue of its name. Every
     /// per-carrier series exists from the start (at zero), so rates and alerts see a
     /// series before the first event.
