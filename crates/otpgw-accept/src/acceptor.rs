@@ -17,7 +17,7 @@ use otpgw_core::message::{Extra, IdGen};
 use otpgw_core::status::MessageStatus;
 use otpgw_core::store::Once;
 use otpgw_core::tracker::Tracker;
-use otpgw_core::{Class, Message, MsgId};
+use otpgw_core::{Body, Class, Destination, Message, MsgId, SmsBody};
 use otpgw_dispatch::{DispatchError, Dispatcher};
 use otpgw_proto::pdu::SubmitFields;
 
@@ -28,9 +28,12 @@ use crate::validate::validate;
 /// A message as a door hands it to the acceptor.
 #[derive(Debug, Default)]
 pub struct Submission {
-    pub fields: SubmitFields,
-    /// The class asked for explicitly (HTTP `class`); `None`: from `priority_flag`
-    /// and the brand's default.
+    /// Where it goes.
+    pub to: Destination,
+    /// What it carries.
+    pub body: Body,
+    /// The class asked for explicitly (HTTP `class`); `None`: from the SMS's
+    /// `priority_flag` and the brand's default.
     pub class: Option<Class>,
     pub extra: Option<Arc<Extra>>,
     /// An id minted beforehand with [`Acceptor::mint`] (a verification records it
@@ -150,8 +153,10 @@ impl Acceptor {
         fields: SubmitFields,
         now_ms: u64,
     ) -> Result<MsgId, AcceptError> {
+        let (to, body) = SmsBody::split(fields);
         let sub = Submission {
-            fields,
+            to,
+            body,
             ..Default::default()
         };
         self.accept_with(brand, sub, now_ms).await.map(|a| a.id)
@@ -168,13 +173,15 @@ impl Acceptor {
             return Err(AcceptError::ShuttingDown);
         }
         let Submission {
-            fields,
+            to,
+            body,
             class,
             extra,
             id,
             once,
         } = sub;
-        let class = class.unwrap_or(match fields.priority_flag {
+        let Body::Sms(sms) = &body;
+        let class = class.unwrap_or(match sms.priority_flag {
             0 => brand.default_class,
             p => Class::from_priority_flag(p),
         });
@@ -182,22 +189,19 @@ impl Acceptor {
             Class::Otp => brand.otp_lifetime,
             Class::Bulk => brand.bulk_lifetime,
         };
-        let deadline_ms = validate(&fields, now_ms, lifetime.as_millis() as u64)?;
+        let deadline_ms = validate(&to, &body, now_ms, lifetime.as_millis() as u64)?;
         let limits = &brand.limits;
-        if !limits.source_allowed(&fields.source.addr) {
+        if !limits.source_allowed(&sms.source.addr) {
             return Err(AcceptError::SourceNotAllowed);
         }
-        if !limits.destination_allowed(&fields.dest.addr) {
+        if !limits.destination_allowed(to.key()) {
             return Err(AcceptError::DestinationNotAllowed);
         }
         if let Some((max, window)) = brand.per_destination
-            && !self.destinations.lock().admit(
-                &brand.system_id,
-                &fields.dest.addr,
-                max,
-                window,
-                now_ms,
-            )
+            && !self
+                .destinations
+                .lock()
+                .admit(&brand.system_id, to.key(), max, window, now_ms)
         {
             return Err(AcceptError::DestinationOverLimit);
         }
@@ -206,7 +210,7 @@ impl Acceptor {
         }
         let queue = self
             .dispatcher
-            .check(&brand.system_id, &fields.dest.addr, now_ms)
+            .check(&brand.system_id, to.key(), now_ms)
             .map_err(|e| match e {
                 DispatchError::NoRoute => AcceptError::NoRoute,
                 DispatchError::QueueFull(_) => AcceptError::QueueFull,
@@ -215,7 +219,8 @@ impl Acceptor {
         let msg = Arc::new(Message {
             id: id.unwrap_or_else(|| self.ids.next()),
             brand: brand.system_id.clone(),
-            fields,
+            to,
+            body,
             class,
             accepted_ms: now_ms,
             deadline_ms,

@@ -1,10 +1,11 @@
 //! A message composed from text, once for every door that takes text (the HTTP
-//! messages API, verification codes): the destination and sender addresses, the
+//! messages API, verification codes), for the channel it goes by (SMS today): the
+//! destination and sender addresses, the
 //! text encoded in the GSM 7-bit alphabet when it fits, else UCS-2, carried in
 //! `short_message` or, past 254 octets, in `message_payload` (split into parts
 //! where it is sent), a receipt always asked of the carrier, and the validity.
 
-use otpgw_core::Class;
+use otpgw_core::{Body, Class, Destination, SmsBody};
 use otpgw_proto::pdu::{Address, SubmitFields};
 
 /// What a door says of a message it composes from text.
@@ -21,8 +22,13 @@ pub struct Text<'a> {
     pub class: Option<Class>,
 }
 
-/// The SMS fields of a message composed from text.
-pub fn sms(t: Text<'_>) -> SubmitFields {
+/// A message composed from text, to go by SMS: where it goes and what it carries.
+pub fn sms(t: Text<'_>) -> (Destination, Body) {
+    SmsBody::split(sms_fields(t))
+}
+
+/// The `submit_sm` fields of a message composed from text.
+pub fn sms_fields(t: Text<'_>) -> SubmitFields {
     let (data_coding, body) = otpgw_proto::gsm::encode(t.text);
     let mut fields = SubmitFields {
         source: sender(t.from),
@@ -93,14 +99,14 @@ mod tests {
             validity_ms: Some(60_000),
             class: Some(Class::Otp),
         };
-        let f = sms(t);
+        let f = sms_fields(t);
         assert_eq!(f.dest.addr, "447700900123");
         assert_eq!(f.priority_flag, 1);
         assert_eq!(f.registered_delivery, 1);
         assert!(!f.validity_period.is_empty());
         assert_eq!(&f.short_message[..], b"x");
         let long = "y".repeat(300);
-        let f = sms(Text {
+        let f = sms_fields(Text {
             text: &long,
             class: None,
             validity_ms: None,

@@ -1,7 +1,8 @@
-//! Checks on a brand's `submit_sm`, free of IO and clock (`now` is passed in).
-//! Returns the message's deadline when everything is acceptable.
+//! Checks on a brand's message, per channel, free of IO and clock (`now` is passed
+//! in). Returns the message's deadline when everything is acceptable.
 
-use otpgw_proto::pdu::SubmitFields;
+use otpgw_core::{Body, Destination, SmsBody};
+use otpgw_proto::pdu::Address;
 use otpgw_proto::time::parse_smpp_time;
 
 use crate::errors::AcceptError;
@@ -39,14 +40,28 @@ pub fn plausible_source(s: &str) -> bool {
     (1..=11).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
 }
 
-/// Validate and compute the deadline (ms since epoch). `default_lifetime_ms` applies
-/// when the brand gave no `validity_period`.
+/// Validate a message and compute its deadline (ms since epoch).
+/// `default_lifetime_ms` applies when the brand gave none.
 pub fn validate(
-    f: &SubmitFields,
+    to: &Destination,
+    body: &Body,
     now_ms: u64,
     default_lifetime_ms: u64,
 ) -> Result<u64, AcceptError> {
-    if !plausible_number(&f.dest.addr) {
+    match (to, body) {
+        (Destination::Phone(dest), Body::Sms(b)) => sms(dest, b, now_ms, default_lifetime_ms),
+    }
+}
+
+/// An SMS: a plausible number and sender, a text that fits, a coding passed on, no
+/// scheduled delivery, and a validity period (absolute or relative) not yet past.
+fn sms(
+    dest: &Address,
+    f: &SmsBody,
+    now_ms: u64,
+    default_lifetime_ms: u64,
+) -> Result<u64, AcceptError> {
+    if !plausible_number(&dest.addr) {
         return Err(AcceptError::BadDestination);
     }
     if !plausible_source(&f.source.addr) {
@@ -79,7 +94,13 @@ pub fn validate(
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use otpgw_proto::pdu::Address;
+    use otpgw_proto::pdu::SubmitFields;
+
+    /// [`validate`] of a `submit_sm`'s fields.
+    fn check(f: &SubmitFields, now: u64, lifetime: u64) -> Result<u64, AcceptError> {
+        let (to, body) = SmsBody::split(f.clone());
+        validate(&to, &body, now, lifetime)
+    }
 
     fn ok() -> SubmitFields {
         SubmitFields {
@@ -100,7 +121,7 @@ mod tests {
 
     #[test]
     fn accepts_a_normal_otp_with_default_lifetime() {
-        assert_eq!(validate(&ok(), 1000, 600_000), Ok(601_000));
+        assert_eq!(check(&ok(), 1000, 600_000), Ok(601_000));
     }
 
     #[test]
@@ -108,28 +129,28 @@ mod tests {
         let now = 1_795_692_000_000;
         let mut f = ok();
         f.dest.addr = "12ab".into();
-        assert_eq!(validate(&f, now, 1), Err(AcceptError::BadDestination));
+        assert_eq!(check(&f, now, 1), Err(AcceptError::BadDestination));
         let mut f = ok();
         f.source.addr = String::new();
-        assert_eq!(validate(&f, now, 1), Err(AcceptError::BadSource));
+        assert_eq!(check(&f, now, 1), Err(AcceptError::BadSource));
         let mut f = ok();
         f.message_payload = Some(Bytes::from_static(b"x"));
-        assert_eq!(validate(&f, now, 1), Err(AcceptError::BothTextFields));
+        assert_eq!(check(&f, now, 1), Err(AcceptError::BothTextFields));
         let mut f = ok();
         f.data_coding = 0xF5;
-        assert_eq!(validate(&f, now, 1), Err(AcceptError::BadDataCoding(0xF5)));
+        assert_eq!(check(&f, now, 1), Err(AcceptError::BadDataCoding(0xF5)));
         let mut f = ok();
         f.validity_period = "garbage".into();
-        assert_eq!(validate(&f, now, 1), Err(AcceptError::BadValidity));
+        assert_eq!(check(&f, now, 1), Err(AcceptError::BadValidity));
         let mut f = ok();
         f.validity_period = "000000000500000R".into();
-        assert_eq!(validate(&f, now, 1), Ok(now + 300_000));
+        assert_eq!(check(&f, now, 1), Ok(now + 300_000));
         let mut f = ok();
         f.validity_period = "200101000000000+".into();
-        assert_eq!(validate(&f, now, 1), Err(AcceptError::BadValidity));
+        assert_eq!(check(&f, now, 1), Err(AcceptError::BadValidity));
         let mut f = ok();
         f.schedule_delivery_time = "000000000500000R".into();
-        assert_eq!(validate(&f, now, 1), Err(AcceptError::Scheduled));
+        assert_eq!(check(&f, now, 1), Err(AcceptError::Scheduled));
     }
 
     #[test]

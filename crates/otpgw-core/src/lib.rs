@@ -3,6 +3,7 @@
 //! - [`attempts`]: the attempts of an OTP under a receipt deadline (sans-IO);
 //! - [`assure`]: the OTPs under a receipt deadline, brand policies, and the hooks
 //!   that resend through another carrier and record carrier quality;
+//! - [`content`]: where a message goes and what it carries, per channel;
 //! - [`message`]: a message as accepted from a brand ([`Message`], [`MsgId`], [`Class`]);
 //! - [`store`]: what every backend implements, split by concern: [`MessageLog`],
 //!   [`KeyValue`], [`Cluster`] (together: [`Store`]);
@@ -19,6 +20,7 @@
 pub mod assure;
 pub mod attempts;
 pub mod clock;
+pub mod content;
 pub mod country;
 pub mod handover;
 pub mod message;
@@ -29,6 +31,7 @@ pub mod store;
 pub mod tracker;
 pub mod wire;
 
+pub use content::{Body, Channel, Destination, SmsBody};
 pub use message::{Class, Message, MsgId};
 pub use otpgw_proto::receipt::DeliveryState;
 pub use store::{Cluster, KeyValue, MessageLog, Store, StoreError};

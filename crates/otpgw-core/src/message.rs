@@ -1,4 +1,5 @@
-//! A message as otpgw accepted it from a brand.
+//! A message as otpgw accepted it from a brand: its id, brand, class, deadline,
+//! where it goes and what it carries ([`crate::content`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -6,6 +7,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use otpgw_proto::pdu::SubmitFields;
 use otpgw_proto::receipt::DeliveryState;
+
+use crate::content::{Body, Destination, SmsBody};
 
 /// otpgw's own message id, returned to the brand in `submit_sm_resp` and used in its
 /// receipts. Printed as 16 lower-case hex digits.
@@ -77,8 +80,10 @@ pub struct Message {
     pub id: MsgId,
     /// The brand's system_id.
     pub brand: Arc<str>,
-    /// Everything from the brand's `submit_sm` that is passed on.
-    pub fields: SubmitFields,
+    /// Where it goes.
+    pub to: Destination,
+    /// What it carries.
+    pub body: Body,
     pub class: Class,
     /// When it was accepted (ms since epoch).
     pub accepted_ms: u64,
@@ -125,13 +130,45 @@ pub struct Progress {
 }
 
 impl Message {
+    /// An SMS with `fields` (as a `submit_sm` carries them), without extras.
+    pub fn sms(
+        id: MsgId,
+        brand: Arc<str>,
+        fields: SubmitFields,
+        class: Class,
+        accepted_ms: u64,
+        deadline_ms: u64,
+    ) -> Self {
+        let (to, body) = SmsBody::split(fields);
+        Self {
+            id,
+            brand,
+            to,
+            body,
+            class,
+            accepted_ms,
+            deadline_ms,
+            attempts: Default::default(),
+            extra: None,
+        }
+    }
+
+    /// The SMS fields of this message for a carrier (`None`: not an SMS).
+    pub fn sms_fields(&self) -> Option<SubmitFields> {
+        match (&self.to, &self.body) {
+            (Destination::Phone(a), Body::Sms(b)) => Some(b.fields(a)),
+        }
+    }
+
     /// One part of this message, to be sent again on its own (a concatenated part
     /// whose send failed): same id, class and deadline, `fields` holding the part.
     pub fn part(&self, fields: SubmitFields) -> Self {
+        let (to, body) = SmsBody::split(fields);
         Self {
             id: self.id,
             brand: self.brand.clone(),
-            fields,
+            to,
+            body,
             class: self.class,
             accepted_ms: self.accepted_ms,
             deadline_ms: self.deadline_ms,
@@ -153,10 +190,17 @@ impl Message {
                 metrics::counter!(
                     "otpgw_verification_codes_sent_total",
                     "carrier" => carrier.to_string(),
-                    "country" => crate::country::calling_code(&self.fields.dest.addr).to_string()
+                    "country" => crate::country::calling_code(self.to.key()).to_string()
                 )
                 .increment(1);
             }
+        }
+    }
+
+    /// The sender's address (a receipt's destination).
+    pub fn sender(&self) -> otpgw_proto::pdu::Address {
+        match &self.body {
+            Body::Sms(b) => b.source.clone(),
         }
     }
 
@@ -175,7 +219,8 @@ impl Message {
         {
             return false;
         }
-        match self.fields.registered_delivery & 0x03 {
+        let Body::Sms(b) = &self.body;
+        match b.registered_delivery & 0x03 {
             1 => true,
             2 => state != DeliveryState::Delivered,
             _ => false,
@@ -203,7 +248,8 @@ mod tests {
         let mut m = Message {
             id: MsgId(1),
             brand: "b".into(),
-            fields: SubmitFields::default(),
+            to: Destination::default(),
+            body: Body::default(),
             class: Class::Otp,
             accepted_ms: 0,
             deadline_ms: 0,
@@ -211,9 +257,13 @@ mod tests {
             extra: None,
         };
         assert!(!m.wants_receipt(DeliveryState::Delivered));
-        m.fields.registered_delivery = 1;
+        let rd = |m: &mut Message, v| {
+            let Body::Sms(b) = &mut m.body;
+            b.registered_delivery = v;
+        };
+        rd(&mut m, 1);
         assert!(m.wants_receipt(DeliveryState::Delivered));
-        m.fields.registered_delivery = 2;
+        rd(&mut m, 2);
         assert!(!m.wants_receipt(DeliveryState::Delivered));
         assert!(m.wants_receipt(DeliveryState::Undeliverable));
     }

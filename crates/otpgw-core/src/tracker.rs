@@ -179,8 +179,7 @@ impl Tracker {
                 }
                 _ => Sample::Failed,
             };
-            self.assure
-                .sample(carrier, &msg.fields.dest.addr, sample, now_ms);
+            self.assure.sample(carrier, msg.to.key(), sample, now_ms);
             return self.finish(id, state, err, now_ms);
         };
         let sent = a
@@ -196,8 +195,7 @@ impl Tracker {
                 DeliveryState::Delivered => Sample::Delivered(now_ms.saturating_sub(sent)),
                 _ => Sample::Failed,
             };
-            self.assure
-                .sample(carrier, &msg.fields.dest.addr, sample, now_ms);
+            self.assure.sample(carrier, msg.to.key(), sample, now_ms);
         }
         self.carry_out(&msg, carrier, act, now_ms)
     }
@@ -221,7 +219,7 @@ impl Tracker {
         let act = a.refused(carrier, err, now_ms);
         drop(a);
         self.assure
-            .sample(carrier, &msg.fields.dest.addr, Sample::Failed, now_ms);
+            .sample(carrier, msg.to.key(), Sample::Failed, now_ms);
         match self.get(msg.id) {
             Some(m) => self.carry_out(&m, carrier, act, now_ms),
             None => (Finish::Unknown, Ticket::ready()),
@@ -252,7 +250,7 @@ impl Tracker {
                 metrics::counter!("otpgw_receipt_timeouts_total", "carrier" => t.carrier.to_string())
                     .increment(1);
                 self.assure
-                    .sample(&t.carrier, &msg.fields.dest.addr, Sample::TimedOut, now_ms);
+                    .sample(&t.carrier, msg.to.key(), Sample::TimedOut, now_ms);
             }
             if act != Action::Wait {
                 moved += 1;
@@ -357,8 +355,8 @@ impl Tracker {
         let job = ReceiptJob {
             id: MsgId(msg.id.0 | FALLBACK_BIT),
             brand: msg.brand.clone(),
-            source: msg.fields.dest.clone(),
-            dest: msg.fields.source.clone(),
+            source: msg.to.phone().cloned().unwrap_or_default(),
+            dest: msg.sender(),
             state,
             err: err.unwrap_or("TMO").to_string(),
             submit_ms: msg.accepted_ms,
@@ -477,8 +475,8 @@ impl Tracker {
         let job = ReceiptJob {
             id,
             brand: msg.brand.clone(),
-            source: msg.fields.dest.clone(),
-            dest: msg.fields.source.clone(),
+            source: msg.to.phone().cloned().unwrap_or_default(),
+            dest: msg.sender(),
             state,
             err: err.unwrap_or("000").to_string(),
             submit_ms: msg.accepted_ms,

@@ -12,7 +12,8 @@ fn msg(i: u64) -> Arc<Message> {
     Arc::new(Message {
         id: MsgId(i),
         brand: "b".into(),
-        fields: Default::default(),
+        to: Default::default(),
+        body: Default::default(),
         class: if i.is_multiple_of(10) {
             Class::Otp
         } else {

@@ -221,7 +221,7 @@ impl Dispatcher {
         from: &str,
         now_ms: u64,
     ) -> Option<&Arc<CarrierQueue>> {
-        self.route(&msg.brand, &msg.fields.dest.addr, &[from], now_ms)
+        self.route(&msg.brand, msg.to.key(), &[from], now_ms)
             .ok()
             .filter(|q| q.is_available())
     }
@@ -259,7 +259,7 @@ impl Dispatcher {
     /// Queue a recovered message again on its route (after a restart, or claimed
     /// from a dead node). `false`: it has no route any more.
     pub fn requeue(&self, msg: Arc<Message>, now_ms: u64) -> bool {
-        match self.route::<&str>(&msg.brand, &msg.fields.dest.addr, &[], now_ms) {
+        match self.route::<&str>(&msg.brand, msg.to.key(), &[], now_ms) {
             Ok(q) => {
                 q.push(msg, now_ms);
                 true
@@ -348,7 +348,7 @@ impl Dispatcher {
     /// left: queue it on an available carrier of its route not tried yet. `false`
     /// when the route has none.
     pub fn resend(&self, msg: Arc<Message>, tried: &[Arc<str>], now_ms: u64) -> bool {
-        match self.route(&msg.brand, &msg.fields.dest.addr, tried, now_ms) {
+        match self.route(&msg.brand, msg.to.key(), tried, now_ms) {
             Ok(q) => {
                 q.push(msg, now_ms);
                 true

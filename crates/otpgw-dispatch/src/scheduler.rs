@@ -193,7 +193,8 @@ mod tests {
         Arc::new(Message {
             id: MsgId(id),
             brand: "b".into(),
-            fields: Default::default(),
+            to: Default::default(),
+            body: Default::default(),
             class,
             accepted_ms: 0,
             deadline_ms: deadline,

@@ -176,7 +176,8 @@ impl Model {
         let msg = Arc::new(Message {
             id,
             brand: "brand".into(),
-            fields: Default::default(),
+            to: Default::default(),
+            body: Default::default(),
             class,
             accepted_ms: t,
             deadline_ms: t + lifetime,

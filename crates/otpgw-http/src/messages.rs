@@ -201,7 +201,7 @@ impl Api {
             ClassName::Otp => Class::Otp,
             ClassName::Bulk => Class::Bulk,
         });
-        let fields = compose::sms(compose::Text {
+        let (to, body) = compose::sms(compose::Text {
             to: digits,
             from: &req.from,
             text: &req.text,
@@ -209,7 +209,8 @@ impl Api {
             class,
         });
         let sub = Submission {
-            fields,
+            to,
+            body,
             class,
             extra: Some(Arc::new(Extra {
                 receipt_url: req.receipt_url.map(Arc::from),

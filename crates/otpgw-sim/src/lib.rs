@@ -14,15 +14,20 @@
 //!   over keep-alive connections);
 //! - [`proxy`]: a loopback TCP proxy that adds latency, stalls or resets
 //!   connections (fault campaigns);
-//! - [`redis_server`]: a durable `redis-server` process for tests.
+//! - [`redis_server`]: a durable `redis-server` process for tests;
+//! - [`process`]: `otpgw serve` as a child process (tests and the fault campaign),
+//!   and the one free-port helper;
+//! - [`tmpfs`]: a small tmpfs for full-disk faults.
 
 pub mod fuzz;
 pub mod httpload;
 pub mod loadgen;
+pub mod process;
 pub mod proxy;
 pub mod receipts;
 pub mod redis_server;
 pub mod smsc;
+pub mod tmpfs;
 
 pub use loadgen::{LoadConfig, LoadReport};
 pub use smsc::{IdStyle, Outcomes, Rule, RuleAction, SimConfig, SimHandle};

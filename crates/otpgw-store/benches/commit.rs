@@ -9,7 +9,7 @@ use otpgw_core::Message;
 use otpgw_core::MessageLog;
 use otpgw_store::{EmbeddedConfig, EmbeddedStore};
 
-use otpgw_store::fixtures::message as msg;
+use otpgw_testkit::sample::message as msg;
 
 fn bench(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("otpgw-bench-store-{}", std::process::id()));

@@ -21,15 +21,11 @@ pub mod codec;
 mod counters;
 pub mod durable;
 pub mod embedded;
-#[doc(hidden)]
-pub mod fixtures;
 pub mod log;
 pub mod memory;
 mod record;
 pub mod redis_limit;
 pub mod redis_store;
-#[cfg(test)]
-mod test_disk;
 mod writer;
 
 pub use codec::Codec;

@@ -227,7 +227,8 @@ mod tests {
         let m = Message {
             id: MsgId(1),
             brand: "b".into(),
-            fields: Default::default(),
+            to: Default::default(),
+            body: Default::default(),
             class: Class::Otp,
             accepted_ms: 0,
             deadline_ms: 0,
@@ -243,6 +244,6 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_statuses_keys_and_counts() {
-        crate::fixtures::http_contract(&MemoryStore::new()).await;
+        otpgw_testkit::contract::http_contract(&MemoryStore::new()).await;
     }
 }

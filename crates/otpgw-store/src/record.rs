@@ -15,7 +15,7 @@ use otpgw_core::message::Extra;
 use otpgw_core::outbox::ReceiptJob;
 use otpgw_core::status::{MessageStatus, Stage};
 use otpgw_core::wire::{Reader as Rd, put_bytes, put_opt, put_str};
-use otpgw_core::{Class, DeliveryState, Message, MsgId};
+use otpgw_core::{Body, Class, DeliveryState, Destination, Message, MsgId, SmsBody};
 use otpgw_proto::pdu::{Address, SubmitFields};
 
 const V1: u8 = 1;
@@ -36,9 +36,10 @@ fn addr(r: &mut Rd<'_>) -> Option<Address> {
     })
 }
 
-/// Encode a message (its id is the table key, but is kept inside too).
+/// Encode a message (its id is the table key, but is kept inside too). An SMS to a
+/// phone is laid out as its `submit_sm` fields were (versions 1 and 2).
 pub fn encode_message(m: &Message) -> Vec<u8> {
-    let f = &m.fields;
+    let (Destination::Phone(dest), Body::Sms(f)) = (&m.to, &m.body);
     let mut b = BytesMut::with_capacity(96 + f.short_message.len());
     b.put_u8(if m.extra.is_some() { V2 } else { V1 });
     b.put_u64(m.id.0);
@@ -48,7 +49,7 @@ pub fn encode_message(m: &Message) -> Vec<u8> {
     b.put_u64(m.deadline_ms);
     put_str(&mut b, &f.service_type);
     put_addr(&mut b, &f.source);
-    put_addr(&mut b, &f.dest);
+    put_addr(&mut b, dest);
     b.put_u8(f.esm_class);
     b.put_u8(f.protocol_id);
     b.put_u8(f.priority_flag);
@@ -86,7 +87,7 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
     };
     let accepted_ms = r.u64()?;
     let deadline_ms = r.u64()?;
-    let fields = SubmitFields {
+    let (to, body) = SmsBody::split(SubmitFields {
         service_type: r.string()?,
         source: addr(&mut r)?,
         dest: addr(&mut r)?,
@@ -102,7 +103,7 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
             1 => Some(Bytes::copy_from_slice(r.bytes()?)),
             _ => None,
         },
-    };
+    });
     let extra = match version {
         V2 => Some(Arc::new(Extra {
             receipt_url: r.opt_string()?.map(Arc::from),
@@ -114,7 +115,8 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
     Some(Message {
         id,
         brand,
-        fields,
+        to,
+        body,
         class,
         accepted_ms,
         deadline_ms,
@@ -335,10 +337,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn msg() -> Message {
-        Message {
-            id: MsgId(0x19a_0000_1234),
-            brand: "bank".into(),
-            fields: SubmitFields {
+        Message::sms(
+            MsgId(0x19a_0000_1234),
+            "bank".into(),
+            SubmitFields {
                 service_type: "OTP".into(),
                 source: Address {
                     ton: 5,
@@ -360,12 +362,10 @@ mod tests {
                 short_message: Bytes::from_static(&[0, 0x41]),
                 message_payload: Some(Bytes::from_static(b"payload")),
             },
-            class: Class::Otp,
-            accepted_ms: 1,
-            deadline_ms: 2,
-            attempts: Default::default(),
-            extra: None,
-        }
+            Class::Otp,
+            1,
+            2,
+        )
     }
 
     #[test]
@@ -373,7 +373,8 @@ mod tests {
         let m = msg();
         let back = decode_message(&encode_message(&m)).unwrap();
         assert_eq!(back.id, m.id);
-        assert_eq!(back.fields, m.fields);
+        assert_eq!(back.to, m.to);
+        assert_eq!(back.body, m.body);
         assert_eq!(
             (back.class, back.accepted_ms, back.deadline_ms, &*back.brand),
             (Class::Otp, 1, 2, "bank")
@@ -381,8 +382,8 @@ mod tests {
         let j = ReceiptJob {
             id: MsgId(7),
             brand: "bank".into(),
-            source: m.fields.dest.clone(),
-            dest: m.fields.source.clone(),
+            source: m.to.phone().cloned().unwrap_or_default(),
+            dest: m.sender(),
             state: DeliveryState::Undeliverable,
             err: "0x1".into(),
             submit_ms: 3,

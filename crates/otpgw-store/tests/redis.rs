@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use otpgw_core::store::{KeyValue, MessageLog, StoreError};
 use otpgw_core::{DeliveryState, MsgId};
 use otpgw_sim::redis_server::TestRedis as Redis;
 use otpgw_store::{RedisConfig, RedisStore};
 
-use otpgw_store::fixtures::{self, message as msg, receipt_job as job};
+use otpgw_testkit::contract as fixtures;
+use otpgw_testkit::sample::{message as msg, receipt_job as job};
 
 async fn open(r: &Redis, node: &str) -> RedisStore {
     RedisStore::open(RedisConfig::new(&r.url(), "t", node))
@@ -86,7 +86,7 @@ async fn recovery_after_a_restart_of_the_node() {
     assert_eq!(rec.confirmed.len(), 1);
     let (m, carrier, cid) = &rec.confirmed[0];
     assert_eq!((m.id.0, carrier.as_str(), cid.as_str()), (3, "sim", "1A2B"));
-    assert_eq!(m.fields.short_message, Bytes::from("code 000003"));
+    assert_eq!(m.body, otpgw_testkit::sample::message(3).body);
     assert_eq!(
         rec.receipts.iter().map(|j| j.id.0).collect::<Vec<_>>(),
         vec![4]
@@ -243,7 +243,7 @@ async fn keeps_statuses_keys_and_counts_for_every_node() {
         return;
     };
     let a = open(&r, "na").await;
-    otpgw_store::fixtures::http_contract(&a).await;
+    otpgw_testkit::contract::http_contract(&a).await;
     let b = open(&r, "nb").await;
     let later = otpgw_core::clock::now_ms() + 60_000;
     assert_eq!(
@@ -283,11 +283,11 @@ async fn attempts_and_fallback_events_survive_a_restart() {
     };
     {
         let s = open(&r, "n1").await;
-        otpgw_store::fixtures::write_assurance(&s, 41).await;
+        otpgw_testkit::contract::write_assurance(&s, 41).await;
     }
     let s = open(&r, "n1").await;
     let now = otpgw_core::clock::now_ms();
-    otpgw_store::fixtures::check_assurance_recovered(&s.recover(now).unwrap(), 41);
+    otpgw_testkit::contract::check_assurance_recovered(&s.recover(now).unwrap(), 41);
 }
 
 /// Writes nobody waits for, made while Redis is down (a carrier's confirmation, a

@@ -200,7 +200,7 @@ impl Verifier {
     ) -> Result<(), VerifyError> {
         let ttl = v.expires_ms.saturating_sub(now);
         let text = render(&v.template, code, ttl);
-        let fields = compose::sms(compose::Text {
+        let (to, body) = compose::sms(compose::Text {
             to: &v.to,
             from: &v.sender,
             text: &text,
@@ -208,7 +208,8 @@ impl Verifier {
             class: Some(Class::Otp),
         });
         let sub = Submission {
-            fields,
+            to,
+            body,
             class: Some(Class::Otp),
             extra: Some(Arc::new(Extra {
                 receipt_url: None,

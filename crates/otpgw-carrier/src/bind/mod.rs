@@ -113,7 +113,9 @@ fn resend_unit(msg: Arc<Message>, part: Option<bytes::Bytes>) -> Arc<Message> {
     match part {
         None => msg,
         Some(body) => {
-            let mut fields = msg.fields.clone();
+            let Some(mut fields) = msg.sms_fields() else {
+                return msg;
+            };
             fields.short_message = body;
             fields.message_payload = None;
             fields.esm_class |= otpgw_proto::split::UDHI;
@@ -456,13 +458,17 @@ async fn send_submit(
     // absolute validity_period is the deadline itself and goes on unchanged; none, or
     // a relative one (which the carrier would count from now, not from acceptance),
     // becomes the time left.
-    let vp = &msg.fields.validity_period;
+    // The SMPP fields of the SMS, derived here where it is sent.
+    let Some(fields) = msg.sms_fields() else {
+        return unsendable(shared, &msg, now, &"not an SMS");
+    };
+    let vp = &fields.validity_period;
     let validity = (vp.is_empty() || vp.ends_with('R'))
         .then(|| relative_smpp_time(msg.deadline_ms.saturating_sub(now)));
     let validity = validity.as_deref();
-    match split::plan(&msg.fields, shared.next_reference()) {
+    match split::plan(&fields, shared.next_reference()) {
         // The common case: one PDU, no intermediate collections.
-        Ok(Plan::AsIs) => match msg.fields.to_submit_sm_part(validity, None, false) {
+        Ok(Plan::AsIs) => match fields.to_submit_sm_part(validity, None, false) {
             Ok(submit) => {
                 record_queue_wait(shared, &msg, now);
                 submit_one(shared, session, tx, &msg, submit, None).await
@@ -473,7 +479,7 @@ async fn send_submit(
             let udh = bodies.len() > 1;
             let pdus: Result<Vec<_>, _> = bodies
                 .iter()
-                .map(|b| msg.fields.to_submit_sm_part(validity, Some(b), udh))
+                .map(|b| fields.to_submit_sm_part(validity, Some(b), udh))
                 .collect();
             let pdus = match pdus {
                 Ok(p) => p,

@@ -45,16 +45,7 @@ pub async fn run(args: FuzzLiveArgs) -> crate::Result<()> {
             "system_id = \"bank\"\n",
             "system_id = \"bank\"\nmax_binds = 1000\n",
         );
-    let cfg = dir.join("fuzz.toml");
-    std::fs::write(&cfg, text)?;
-    let mut node = Node {
-        port,
-        ops,
-        cfg,
-        log: dir.join("fuzz.log"),
-        child: None,
-        counted_before: 0,
-    };
+    let mut node = Node::new(&dir, "fuzz", port, ops, &text)?;
     node.start()?;
     node.wait_up(Duration::from_secs(30)).await?;
 
@@ -102,7 +93,7 @@ pub async fn run(args: FuzzLiveArgs) -> crate::Result<()> {
         let m =
             super::metric_lines(ops, &["otpgw_receipts", "otpgw_messages", "otpgw_queue"]).await;
         eprintln!("gateway metrics:\n{m}");
-        let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+        let log = std::fs::read_to_string(node.log()).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
         eprintln!("gateway log (last lines):");
         for l in tail.iter().rev() {

@@ -120,62 +120,14 @@ pub struct Report {
     pub dir: PathBuf,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+use otpgw_sim::process::{ServeProcess, free_port};
+use otpgw_sim::tmpfs::Tmpfs;
 
-/// A tmpfs for the store, unmounted when dropped.
-struct Disk(PathBuf);
-
-impl Disk {
-    fn mount(dir: &Path, mib: u32) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(dir)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map_err(|e| e.to_string())?;
-        if st.success() {
-            Ok(Self(dir.to_path_buf()))
-        } else {
-            Err("cannot mount a tmpfs here (not root?): disk-full faults skipped".into())
-        }
-    }
-
-    /// Fill the disk with a file (until the filesystem says it is full).
-    fn fill(&self) -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(self.0.join("filler"))?;
-        let chunk = vec![0u8; 1 << 20];
-        loop {
-            if f.write_all(&chunk).is_err() {
-                return Ok(());
-            }
-        }
-    }
-
-    fn free(&self) {
-        let _ = std::fs::remove_file(self.0.join("filler"));
-    }
-}
-
-impl Drop for Disk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// One gateway node: an `otpgw serve` child process.
+/// One gateway node: an `otpgw serve` child process, with its ops port and the
+/// possible duplicates its killed processes counted.
 struct Node {
-    port: u16,
+    process: ServeProcess,
     ops: u16,
-    cfg: PathBuf,
-    log: PathBuf,
-    child: Option<std::process::Child>,
-    /// Possible duplicates counted by this node's killed processes.
     counted_before: u64,
 }
 
@@ -191,56 +143,48 @@ fn own_exe() -> std::io::Result<PathBuf> {
 }
 
 impl Node {
+    /// A node named `name` in `dir` on `config` (not started).
+    fn new(dir: &Path, name: &str, port: u16, ops: u16, config: &str) -> crate::Result<Self> {
+        let process = ServeProcess::new(&own_exe()?, dir, name, port, config, "warn,otpgw=info")?;
+        Ok(Self {
+            process,
+            ops,
+            counted_before: 0,
+        })
+    }
+
     fn start(&mut self) -> crate::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = std::process::Command::new(own_exe()?)
-            .args(["serve", "--config"])
-            .arg(&self.cfg)
-            .env("RUST_LOG", "warn,otpgw=info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        self.child = Some(child);
-        Ok(())
+        self.process
+            .spawn()
+            .map_err(|e| crate::LabError::Failed(e.to_string()))
     }
 
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill9();
     }
 
     /// Whether the process is still running (not exited, not crashed).
     fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.process.running()
     }
 
     async fn wait_up(&self, limit: Duration) -> crate::Result<()> {
-        let until = Instant::now() + limit;
-        while !self.up() {
-            if Instant::now() > until {
-                return Err(crate::LabError::Failed(format!(
-                    "node did not start: {}",
-                    std::fs::read_to_string(&self.log)?
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
+        self.process
+            .wait_listening(limit)
+            .await
+            .map_err(|e| crate::LabError::Failed(e.to_string()))
     }
 
     fn up(&self) -> bool {
-        self.child.is_some() && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        self.process.listening()
     }
 
     fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        self.process.addr()
+    }
+
+    fn log(&self) -> &Path {
+        self.process.log_path()
     }
 }
 
@@ -274,12 +218,6 @@ async fn counted_duplicates(log: &Path, ops: u16) -> u64 {
         })
         .sum();
     recovered + metric(ops, POSSIBLE_DUPLICATES).await
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 /// A node's metrics page (empty when unreachable).
@@ -413,10 +351,10 @@ async fn campaign(args: &SoakArgs) -> crate::Result<Report> {
     let (pa, pb) = (Proxy::start(a.addr()).await?, Proxy::start(b.addr()).await?);
     let disk = match args.mode {
         Mode::Redis => None,
-        _ => match Disk::mount(&dir.join("disk"), 256) {
+        _ => match Tmpfs::mount(&dir.join("disk"), 256 << 10) {
             Ok(d) => Some(d),
             Err(e) => {
-                faults.disk_full_skipped = Some(e);
+                faults.disk_full_skipped = Some(format!("{e}: disk-full faults skipped"));
                 None
             }
         },
@@ -431,7 +369,7 @@ async fn campaign(args: &SoakArgs) -> crate::Result<Report> {
     }
     let mut nodes = Vec::new();
     for name in &names {
-        let store_dir = disk.as_ref().map_or(dir.join(name), |d| d.0.join(name));
+        let store_dir = disk.as_ref().map_or(dir.join(name), |d| d.dir().join(name));
         let store = match args.mode {
             Mode::Embedded => format!("path = \"{}\"", store_dir.join("otpgw.redb").display()),
             Mode::Log => format!("backend = \"log\"\npath = \"{}\"", store_dir.display()),
@@ -441,16 +379,8 @@ async fn campaign(args: &SoakArgs) -> crate::Result<Report> {
             ),
         };
         let (port, ops) = (free_port()?, free_port()?);
-        let cfg = dir.join(format!("{name}.toml"));
-        std::fs::write(&cfg, config(name, port, ops, &store, pa.addr(), pb.addr()))?;
-        let mut n = Node {
-            port,
-            ops,
-            cfg,
-            log: dir.join(format!("{name}.log")),
-            child: None,
-            counted_before: 0,
-        };
+        let text = config(name, port, ops, &store, pa.addr(), pb.addr());
+        let mut n = Node::new(&dir, name, port, ops, &text)?;
         n.start()?;
         nodes.push(n);
     }
@@ -599,7 +529,7 @@ async fn campaign(args: &SoakArgs) -> crate::Result<Report> {
                 faults.disk_full_episodes += 1;
                 note(start, "disk filling");
                 let before = refused(&nodes).await;
-                d.fill()?;
+                d.fill(0)?;
                 tokio::time::sleep(cycle.mul_f64(0.08)).await;
                 d.free();
                 note(start, "disk freed");
@@ -628,7 +558,7 @@ async fn campaign(args: &SoakArgs) -> crate::Result<Report> {
     {
         let mut ns = nodes.lock();
         for n in ns.iter_mut() {
-            if n.child.is_none() {
+            if !n.process.is_started() {
                 n.start()?;
             }
         }
@@ -650,7 +580,7 @@ async fn campaign(args: &SoakArgs) -> crate::Result<Report> {
     let sources: Vec<(PathBuf, u16, u64)> = nodes
         .lock()
         .iter()
-        .map(|n| (n.log.clone(), n.ops, n.counted_before))
+        .map(|n| (n.log().to_path_buf(), n.ops, n.counted_before))
         .collect();
     for (log, ops, before) in &sources {
         counted += before + counted_duplicates(log, *ops).await;

@@ -1,11 +1,10 @@
 use super::*;
 use crate::record::SendState;
 use crate::writer::Op;
-use bytes::Bytes;
 use otpgw_core::{DeliveryState, KeyValue as _, MessageLog as _};
-use std::io::{BufRead, Write};
 
-use crate::fixtures::{message as msg, receipt_job as job};
+use otpgw_testkit::crash;
+use otpgw_testkit::sample::{message as msg, receipt_job as job};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("otpgw-store-{}-{name}", std::process::id()));
@@ -70,7 +69,7 @@ async fn recovery_from_a_store_written_by_the_previous_run() {
     assert_eq!(r.confirmed.len(), 1);
     let (m, carrier, cid) = &r.confirmed[0];
     assert_eq!((m.id.0, carrier.as_str(), cid.as_str()), (3, "sim", "1A2B"));
-    assert_eq!(m.fields.short_message, Bytes::from("code 000003"));
+    assert_eq!(m.body, otpgw_testkit::sample::message(3).body);
     assert_eq!(
         r.receipts.iter().map(|j| j.id.0).collect::<Vec<_>>(),
         vec![4]
@@ -114,97 +113,45 @@ async fn busy_when_too_many_accepts_wait() {
 /// re-executes this binary with OTPGW_STORE_CRASH_CHILD set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child() {
-    let Some(path) = std::env::var_os("OTPGW_STORE_CRASH_CHILD") else {
+    let Some(path) = crash::child_arg("OTPGW_STORE_CRASH_CHILD") else {
         return;
     };
-    let s = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(PathBuf::from(path))).unwrap());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for w in 0..64u64 {
-        let (s, tx) = (s.clone(), tx.clone());
-        tokio::spawn(async move {
-            for i in 0..1_000_000u64 {
-                let id = w * 1_000_000 + i + 1;
-                if s.accept(&msg(id)).await.is_ok() {
-                    let _ = tx.send(id);
-                }
-            }
-        });
-    }
-    drop(tx);
-    let mut out = std::io::stdout().lock();
-    while let Some(id) = rx.recv().await {
-        let _ = writeln!(out, "ACK {id}");
-        let _ = out.flush();
-    }
+    let s = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(path)).unwrap());
+    crash::ack_flat_out(s, |_, _| {}).await;
 }
 
 /// A commit interrupted by SIGKILL loses nothing that was acknowledged: the parent
 /// kills the child at random moments and checks every acknowledged id is on disk.
 #[test]
 fn sigkill_loses_nothing_acknowledged() {
-    if std::env::var_os("OTPGW_STORE_CRASH_CHILD").is_some() {
+    if crash::child_arg("OTPGW_STORE_CRASH_CHILD").is_some() {
         return;
     }
     let path = tmp("crash");
-    let exe = std::env::current_exe().unwrap();
-    let mut total_acked = 0usize;
-    for round in 0..3u64 {
-        let mut child = std::process::Command::new(&exe)
-            .args([
-                "--exact",
-                "embedded::tests::crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("OTPGW_STORE_CRASH_CHILD", &path)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut acked = Vec::new();
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(id) = line
-                    .strip_prefix("ACK ")
-                    .and_then(|x| x.parse::<u64>().ok())
-                {
-                    acked.push(id);
-                }
-            }
-            acked
-        });
-        // Let it run for a varying time, then kill it mid-flight.
-        std::thread::sleep(Duration::from_millis(300 + 170 * round));
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &child.id().to_string()])
-            .status();
-        let _ = child.wait();
-        let acked = reader.join().unwrap();
-        assert!(
-            !acked.is_empty(),
-            "child acknowledged nothing in round {round}"
-        );
-        let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
-        let r = s.recover(now_ms()).unwrap();
-        let on_disk: std::collections::HashSet<u64> =
-            r.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
-        let lost: Vec<_> = acked
-            .iter()
-            .filter(|id| !on_disk.contains(id))
-            .take(5)
-            .collect();
-        assert!(
-            lost.is_empty(),
-            "round {round}: acknowledged but lost: {lost:?}"
-        );
-        total_acked += acked.len();
-        s.close();
-        let _ = std::fs::remove_file(&path);
-    }
+    let total_acked = crash::kill_rounds(
+        "embedded::tests::crash_child",
+        "OTPGW_STORE_CRASH_CHILD",
+        &path,
+        3,
+        |round| 300 + 170 * round,
+        |round, acked| {
+            let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
+            let r = s.recover(now_ms()).unwrap();
+            let on_disk: std::collections::HashSet<u64> =
+                r.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
+            let lost: Vec<_> = acked
+                .iter()
+                .filter(|id| !on_disk.contains(id))
+                .take(5)
+                .collect();
+            assert!(
+                lost.is_empty(),
+                "round {round}: acknowledged but lost: {lost:?}"
+            );
+            s.close();
+            let _ = std::fs::remove_file(&path);
+        },
+    );
     eprintln!("{total_acked} acknowledged accepts survived three SIGKILLs");
     assert!(
         total_acked > 1000,
@@ -281,7 +228,7 @@ async fn keeps_statuses_keys_and_counts() {
     let path = tmp("http");
     {
         let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
-        crate::fixtures::http_contract(&s).await;
+        otpgw_testkit::contract::http_contract(&s).await;
         s.close();
     }
     // Records written by the previous run are there after a restart.
@@ -334,11 +281,11 @@ async fn attempts_and_fallback_events_survive_a_restart() {
     let path = tmp("assure");
     {
         let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
-        crate::fixtures::write_assurance(&s, 41).await;
+        otpgw_testkit::contract::write_assurance(&s, 41).await;
         s.close();
     }
     let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
-    crate::fixtures::check_assurance_recovered(&s.recover(now_ms()).unwrap(), 41);
+    otpgw_testkit::contract::check_assurance_recovered(&s.recover(now_ms()).unwrap(), 41);
 }
 
 /// A full disk: accepts fail, and once space is freed they succeed again without a
@@ -347,12 +294,12 @@ async fn attempts_and_fallback_events_survive_a_restart() {
 /// found the store stuck after its disk had been freed.
 #[tokio::test]
 async fn a_freed_disk_takes_writes_again_without_a_restart() {
-    use crate::test_disk::{SmallDisk, accept_until_refused, assert_recovered};
+    use otpgw_testkit::disk::{SmallDisk, accept_until_refused, assert_recovered};
     let dir = std::env::temp_dir().join(format!("otpgw-store-{}-full", std::process::id()));
     let Some(disk) = SmallDisk::for_test(&dir, 2048) else {
         return;
     };
-    let path = disk.0.join("otpgw.redb");
+    let path = disk.dir().join("otpgw.redb");
     let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
     let filler = disk.fill(1024 * 1024);
     let mut acked = accept_until_refused(&s, 1..=200_000u64).await;

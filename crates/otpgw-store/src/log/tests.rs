@@ -1,10 +1,11 @@
 use super::*;
 use otpgw_core::{DeliveryState, KeyValue as _, MessageLog as _};
 use std::collections::{BTreeSet, HashSet};
-use std::io::{BufRead, Write};
 
-use crate::fixtures::{self, message as msg, receipt_job as job};
-use crate::test_disk::{SmallDisk, accept_until_refused, assert_recovered};
+use otpgw_testkit::contract as fixtures;
+use otpgw_testkit::crash;
+use otpgw_testkit::disk::{SmallDisk, accept_until_refused, assert_recovered};
+use otpgw_testkit::sample::{message as msg, receipt_job as job};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("otpgw-log-{}-{name}", std::process::id()));
@@ -20,7 +21,7 @@ fn open(dir: &Path) -> LogStore {
 async fn statuses_keys_counts_and_concurrent_accepts() {
     let dir = tmp("contract");
     let s = Arc::new(open(&dir));
-    crate::fixtures::http_contract(&*s).await;
+    otpgw_testkit::contract::http_contract(&*s).await;
     let mut tasks = Vec::new();
     for i in 0..2000u64 {
         let s = s.clone();
@@ -61,7 +62,7 @@ async fn recovery_from_the_previous_run() {
                 .await
         );
         s.receipt_forwarded(MsgId(5));
-        crate::fixtures::write_assurance(&s, 41).await;
+        otpgw_testkit::contract::write_assurance(&s, 41).await;
         assert!(s.flush().wait().await);
         s.close();
     }
@@ -75,10 +76,10 @@ async fn recovery_from_the_previous_run() {
     assert_eq!(un, vec![(1, false), (2, true)]);
     let (m, carrier, cid) = &r.confirmed[0];
     assert_eq!((m.id.0, carrier.as_str(), cid.as_str()), (3, "sim", "1A2B"));
-    assert_eq!(m.fields.short_message, bytes::Bytes::from("code 000003"));
+    assert_eq!(m.body, otpgw_testkit::sample::message(3).body);
     let owed: BTreeSet<u64> = r.receipts.iter().map(|j| j.message_id().0).collect();
     assert_eq!(owed, [4, 41].into_iter().collect());
-    crate::fixtures::check_assurance_recovered(&r, 41);
+    otpgw_testkit::contract::check_assurance_recovered(&r, 41);
     assert!(
         s.recover(20).unwrap().unconfirmed.is_empty(),
         "handed over once"
@@ -317,91 +318,53 @@ async fn a_damaged_record_before_the_last_segment_refuses_to_open() {
 /// print each id once acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child() {
-    let Some(path) = std::env::var_os("OTPGW_LOG_CRASH_CHILD") else {
+    let Some(path) = crash::child_arg("OTPGW_LOG_CRASH_CHILD") else {
         return;
     };
-    let mut cfg = LogConfig::new(PathBuf::from(path));
+    let mut cfg = LogConfig::new(path);
     cfg.segment_bytes = 4 << 20;
     let s = Arc::new(LogStore::open(cfg).unwrap());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for w in 0..64u64 {
-        let (s, tx) = (s.clone(), tx.clone());
-        tokio::spawn(async move {
-            for i in 0..1_000_000u64 {
-                let id = w * 1_000_000 + i + 1;
-                if s.accept(&msg(id)).await.is_ok() {
-                    let _ = tx.send(id);
-                    // Every other message finishes: segments fill and compact.
-                    if id % 2 == 0 {
-                        s.finished(MsgId(id), DeliveryState::Delivered, None, 1);
-                    }
-                }
-            }
-        });
-    }
-    drop(tx);
-    let mut out = std::io::stdout().lock();
-    while let Some(id) = rx.recv().await {
-        let _ = writeln!(out, "ACK {id}");
-        let _ = out.flush();
-    }
+    // Every other message finishes: segments fill and compact.
+    crash::ack_flat_out(s, |s, id| {
+        if id % 2 == 0 {
+            s.finished(MsgId(id), DeliveryState::Delivered, None, 1);
+        }
+    })
+    .await;
 }
 
 /// SIGKILL at random moments under load (with segments rolling and compacting):
 /// every acknowledged message that was not finished is there after the restart.
 #[test]
 fn sigkill_loses_nothing_acknowledged() {
-    if std::env::var_os("OTPGW_LOG_CRASH_CHILD").is_some() {
+    if crash::child_arg("OTPGW_LOG_CRASH_CHILD").is_some() {
         return;
     }
     let dir = tmp("crash");
-    let exe = std::env::current_exe().unwrap();
-    let mut total = 0usize;
-    for round in 0..3u64 {
-        let mut child = std::process::Command::new(&exe)
-            .args([
-                "--exact",
-                "log::tests::crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("OTPGW_LOG_CRASH_CHILD", &dir)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| l.strip_prefix("ACK ").and_then(|x| x.parse::<u64>().ok()))
-                .collect::<Vec<u64>>()
-        });
-        std::thread::sleep(Duration::from_millis(400 + 230 * round));
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &child.id().to_string()])
-            .status();
-        let _ = child.wait();
-        let acked = reader.join().unwrap();
-        assert!(!acked.is_empty(), "nothing acknowledged in round {round}");
-        let s = open(&dir);
-        let r = s.recover(now_ms()).unwrap();
-        let there: HashSet<u64> = r.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
-        // Odd ids were never finished: each acknowledged one must be there.
-        let lost: Vec<_> = acked
-            .iter()
-            .filter(|id| *id % 2 == 1 && !there.contains(id))
-            .take(5)
-            .collect();
-        assert!(
-            lost.is_empty(),
-            "round {round}: acknowledged but lost: {lost:?}"
-        );
-        total += acked.len();
-        s.close();
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let total = crash::kill_rounds(
+        "log::tests::crash_child",
+        "OTPGW_LOG_CRASH_CHILD",
+        &dir,
+        3,
+        |round| 400 + 230 * round,
+        |round, acked| {
+            let s = open(&dir);
+            let r = s.recover(now_ms()).unwrap();
+            let there: HashSet<u64> = r.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
+            // Odd ids were never finished: each acknowledged one must be there.
+            let lost: Vec<_> = acked
+                .iter()
+                .filter(|id| *id % 2 == 1 && !there.contains(id))
+                .take(5)
+                .collect();
+            assert!(
+                lost.is_empty(),
+                "round {round}: acknowledged but lost: {lost:?}"
+            );
+            s.close();
+            let _ = std::fs::remove_dir_all(&dir);
+        },
+    );
     eprintln!("{total} acknowledged accepts survived three SIGKILLs");
     assert!(total > 1000, "only {total} acks");
 }
@@ -414,8 +377,8 @@ async fn a_full_disk_refuses_accepts_and_loses_nothing_acknowledged() {
     let Some(disk) = SmallDisk::for_test(&tmp("full"), 256) else {
         return;
     };
-    let dir = disk.0.join("log");
-    let filler = disk.0.join("filler");
+    let dir = disk.dir().join("log");
+    let filler = disk.dir().join("filler");
     std::fs::write(&filler, vec![0u8; 128 << 10]).unwrap();
     let s = open(&dir);
     let mut acked = accept_until_refused(&s, 1..=5_000u64).await;
@@ -444,7 +407,7 @@ async fn writes_made_while_the_disk_is_full_land_once_it_is_freed() {
     let Some(disk) = SmallDisk::for_test(&tmp("backlog"), 256) else {
         return;
     };
-    let dir = disk.0.join("log");
+    let dir = disk.dir().join("log");
     let s = open(&dir);
     fixtures::write_before_outage(&s).await;
     // Fill the disk until a write fails.

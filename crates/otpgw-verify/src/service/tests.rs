@@ -45,7 +45,8 @@ impl Rig {
         q.try_pop(10_000, 0, &mut out, &mut exp);
         let m = out.last().expect("a code was queued");
         assert_eq!(m.class, Class::Otp);
-        let text = otpgw_proto::gsm::decode_gsm(m.fields.text());
+        let otpgw_core::Body::Sms(b) = &m.body;
+        let text = otpgw_proto::gsm::decode_gsm(b.text());
         text.split(|c: char| !c.is_ascii_digit())
             .find(|w| w.len() >= 4)
             .unwrap()

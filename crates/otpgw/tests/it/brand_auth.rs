@@ -8,7 +8,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::Raw;
-use otpgw_node::{Config, Gateway};
+use otpgw_node::Gateway;
 use otpgw_proto::status::{self, cmd};
 use otpgw_sim::loadgen::{self, LoadConfig};
 
@@ -44,9 +44,7 @@ async fn lockouts_allow_list_and_bind_limit_leave_good_brands_alone() {
         &sim,
         "lockout_after = 3\nlockout_ip_after = 6\nlockout_secs = 4",
     );
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
 
     // A good brand sends throughout, on its own session.
@@ -114,9 +112,7 @@ async fn lockouts_allow_list_and_bind_limit_leave_good_brands_alone() {
 async fn specific_bind_errors_when_configured() {
     let sim = common::sim(|_| {}).await;
     let text = config(&sim, "specific_bind_errors = true");
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     assert_eq!(bind(&gw, "bank", "wrong").await.0, status::ESME_RINVPASWD);
     assert_eq!(bind(&gw, "nobody", "pw1").await.0, status::ESME_RINVSYSID);
     assert_eq!(bind(&gw, "bank", "pw1").await.0, status::ESME_ROK);

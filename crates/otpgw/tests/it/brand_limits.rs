@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::Raw;
-use otpgw_node::{Config, Gateway};
 use otpgw_proto::pdu::SubmitFields;
 use otpgw_proto::rusmpp::{Command, CommandStatus};
 use otpgw_proto::status::{self, cmd};
@@ -17,7 +16,7 @@ use otpgw_sim::loadgen::{self, LoadConfig};
 async fn submit(c: &mut Raw, seq: u32, source: &str, dest: &str) -> u32 {
     let f = SubmitFields {
         short_message: Bytes::from_static(b"Your code is 424242"),
-        ..common::submit_fields(source, dest)
+        ..otpgw_testkit::sample::fields(source, dest)
     };
     c.send(&Command::new(
         CommandStatus::EsmeRok,
@@ -42,9 +41,7 @@ async fn brand_limits_answer_with_their_status() {
         "system_id = \"bank\"\nmax_rate = 200\nallowed_sources = [\"OTPGW\", \"BANK\"]\n\
          allowed_prefixes = [\"4477\"]\nmax_per_destination = 3\n",
     );
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
 
     let mut c = Raw::connect(gw.brand_addr()).await;

@@ -20,7 +20,7 @@ fn submit(seq: u32, dest: &str) -> Command {
     let f = SubmitFields {
         registered_delivery: 0,
         short_message: bytes::Bytes::from_static(b"Your code is 123456"),
-        ..common::submit_fields("BANK", dest)
+        ..otpgw_testkit::sample::fields("BANK", dest)
     };
     Command::new(CommandStatus::EsmeRok, seq, f.to_submit_sm().unwrap())
 }

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 use tokio_util::codec::FramedRead;
 
-use otpgw_node::{Config, Gateway};
+use otpgw_node::Config;
 use otpgw_proto::codec::{Frame, SmppCodec, encode_command};
 use otpgw_proto::pdu::{self, BindParams, SubmitFields};
 use otpgw_proto::rusmpp::{Command, CommandStatus};
@@ -67,9 +67,7 @@ async fn tls_bind_submit_and_receipt_with_a_real_client() {
             key.display()
         ),
     );
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
     let addr = gw.tls_addr().expect("a TLS listener");
     assert_eq!(gw.brand_addr(), addr, "TLS is the only listener");
@@ -128,7 +126,7 @@ async fn tls_bind_submit_and_receipt_with_a_real_client() {
     let f = SubmitFields {
         registered_delivery: 1,
         short_message: Bytes::from_static(b"Your code is 909090"),
-        ..common::submit_fields("BANK", "447700900777")
+        ..otpgw_testkit::sample::fields("BANK", "447700900777")
     };
     wr.write_all(&encode(&Command::new(
         CommandStatus::EsmeRok,
@@ -218,9 +216,7 @@ async fn http_api_over_tls_with_http2() {
         [&brands[0], &brands[1]],
         &sections,
     );
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
     let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
     let base = format!("https://localhost:{http_port}");

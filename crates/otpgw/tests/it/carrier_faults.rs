@@ -14,7 +14,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::codec::FramedRead;
 
-use otpgw_node::{Config, Gateway};
 use otpgw_proto::codec::{Frame, SmppCodec, encode_command};
 use otpgw_proto::pdu;
 use otpgw_proto::rusmpp::Pdu;
@@ -175,9 +174,7 @@ async fn receipt_without_nul_is_acknowledged_and_matched() {
     });
     let text = common::config_text("127.0.0.1:0", &[("raw", carrier_addr)], "")
         .replace("binds = 2", "binds = 1");
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     assert!(gw.wait_bound(1, Duration::from_secs(5)).await);
     let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 5);
     lc.receipt_timeout = Duration::from_secs(5);
@@ -247,9 +244,7 @@ async fn carrier_killed_mid_run_fails_over_to_the_next_on_the_route() {
         &[("a", a.addr()), ("b", b.addr())],
         "failover_after_ms = 500",
     );
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
     let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 6_000);
     lc.rate = Some(3_000);

@@ -15,6 +15,7 @@ use otpgw_node::{Config, Gateway};
 use otpgw_proto::codec::{Frame, SmppCodec, encode_command};
 use otpgw_proto::pdu::{self, BindParams};
 use otpgw_proto::rusmpp::Command;
+use otpgw_sim::process::ServeProcess;
 use otpgw_sim::{SimConfig, SimHandle};
 
 /// A fresh directory for one test's store.
@@ -137,10 +138,18 @@ pub async fn sim(cfg: impl FnOnce(&mut SimConfig)) -> SimHandle {
     SimHandle::start(c).await.unwrap()
 }
 
+/// The gateway under test, in this process: started on the configuration `text`.
+pub async fn start(text: &str) -> Gateway {
+    match Config::parse(text, "test") {
+        Ok(cfg) => Gateway::start(&cfg).await.unwrap(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// [`start`] on [`config_text`] in front of `sim`, with its carrier binds up.
 pub async fn gateway(sim: &SimHandle, extra_carrier: &str) -> Gateway {
     let text = config_text("127.0.0.1:0", &[("sim", sim.addr())], extra_carrier);
-    let cfg = Config::parse(&text, "test").unwrap();
-    let gw = Gateway::start(&cfg).await.unwrap();
+    let gw = start(&text).await;
     assert!(
         gw.wait_bound(2, Duration::from_secs(10)).await,
         "carrier binds did not come up"
@@ -150,39 +159,30 @@ pub async fn gateway(sim: &SimHandle, extra_carrier: &str) -> Gateway {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    otpgw_sim::process::free_port().unwrap()
 }
 
-/// The real `otpgw serve` binary as a child process.
-pub struct GwProc {
-    child: Option<std::process::Child>,
-    pub port: u16,
-    cfg: std::path::PathBuf,
-    log: std::path::PathBuf,
-    starts: u32,
-    /// `RUST_LOG` for the process (default `info`).
-    pub rust_log: String,
+/// `otpgw serve` of this build as a child process (the harness the fault campaign
+/// uses too), panicking where a test cannot go on.
+pub struct GwProc(pub ServeProcess);
+
+impl std::ops::Deref for GwProc {
+    type Target = ServeProcess;
+    fn deref(&self) -> &ServeProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for GwProc {
+    fn deref_mut(&mut self) -> &mut ServeProcess {
+        &mut self.0
+    }
 }
 
 impl GwProc {
     /// Write `config` to `dir` and start `otpgw serve` on it; waits for the brand port.
     pub async fn start(dir: &std::path::Path, port: u16, config: &str) -> Self {
-        let cfg = dir.join("otpgw.toml");
-        std::fs::write(&cfg, config).unwrap();
-        let mut g = GwProc {
-            child: None,
-            port,
-            cfg,
-            log: dir.join("otpgw.log"),
-            starts: 0,
-            rust_log: "info".into(),
-        };
-        g.restart().await;
-        g
+        Self::start_with_log(dir, port, config, "info").await
     }
 
     /// Like [`GwProc::start`] with `RUST_LOG` set to `rust_log`.
@@ -192,117 +192,26 @@ impl GwProc {
         config: &str,
         rust_log: &str,
     ) -> Self {
-        let cfg = dir.join("otpgw.toml");
-        std::fs::write(&cfg, config).unwrap();
-        let mut g = GwProc {
-            child: None,
-            port,
-            cfg,
-            log: dir.join("otpgw.log"),
-            starts: 0,
-            rust_log: rust_log.into(),
-        };
-        g.restart().await;
-        g
-    }
-
-    /// Start it again (after a kill).
-    pub async fn restart(&mut self) {
-        self.starts += 1;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_otpgw"))
-            .args(["serve", "--config"])
-            .arg(&self.cfg)
-            .env("RUST_LOG", &self.rust_log)
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        let exe = std::path::Path::new(env!("CARGO_BIN_EXE_otpgw"));
+        match ServeProcess::start(exe, dir, port, config, rust_log).await {
+            Ok(p) => GwProc(p),
+            Err(e) => panic!("{e}"),
         }
-        panic!(
-            "otpgw serve did not listen on {}:\n{}",
-            self.port,
-            self.logs()
-        );
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// Send a signal by name (HUP, TERM, ...).
-    pub fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
-            let _ = std::process::Command::new("kill")
-                .args([&format!("-{sig}"), &c.id().to_string()])
-                .status();
+    /// Start it again (after a kill); waits for the brand port.
+    pub async fn restart(&mut self) {
+        if let Err(e) = self.0.spawn() {
+            panic!("{e}");
+        }
+        if let Err(e) = self.0.wait_listening(Duration::from_secs(5)).await {
+            panic!("{e}");
         }
     }
 
     /// Replace the config file (for a reload).
     pub fn write_config(&self, text: &str) {
-        std::fs::write(&self.cfg, text).unwrap();
-    }
-
-    /// SIGKILL: no chance to flush anything.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then wait for the exit status (killed after `limit`).
-    pub async fn term(&mut self, limit: Duration) -> Option<i32> {
-        let mut c = self.child.take()?;
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let end = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < end {
-            if let Ok(Some(st)) = c.try_wait() {
-                return st.code();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
-    }
-
-    /// Everything the process logged so far.
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sum of a numeric field (`name=N`) over every "recovered state" log line.
-    pub fn recovered(&self, field: &str) -> u64 {
-        let key = format!("{field}=");
-        self.logs()
-            .lines()
-            .filter(|l| l.contains("recovered state of the previous run"))
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(key.as_str()))
-            })
-            .filter_map(|v| v.parse::<u64>().ok())
-            .sum()
-    }
-}
-
-impl Drop for GwProc {
-    fn drop(&mut self) {
-        self.kill9();
+        self.0.write_config(text).unwrap();
     }
 }
 
@@ -381,26 +290,6 @@ impl Raw {
         };
         self.send(&pdu::bind(id, seq, &p).unwrap()).await;
         self.next().await.unwrap()
-    }
-}
-
-/// A brand's `submit_sm` fields: an alphanumeric sender (TON 5) and an international
-/// destination (TON 1, NPI 1); everything else default. Tests set what they need with
-/// struct update syntax.
-pub fn submit_fields(source: &str, dest: &str) -> otpgw_proto::pdu::SubmitFields {
-    use otpgw_proto::pdu::Address;
-    otpgw_proto::pdu::SubmitFields {
-        source: Address {
-            ton: 5,
-            npi: 0,
-            addr: source.into(),
-        },
-        dest: Address {
-            ton: 1,
-            npi: 1,
-            addr: dest.into(),
-        },
-        ..Default::default()
     }
 }
 

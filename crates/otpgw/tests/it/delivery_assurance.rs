@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{BANK_HOOK_SECRET, HookSink, index_of};
-use otpgw_node::{Config, Gateway};
 use otpgw_proto::receipt::DeliveryState;
 use otpgw_sim::loadgen::{self, LoadConfig};
 use otpgw_sim::{Rule, SimHandle};
@@ -83,9 +82,7 @@ async fn lost_receipts_fall_back_and_quality_routing_moves_and_recovers() {
         "[ops]\nlisten = \"127.0.0.1:0\"",
         "[ops]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"admin-token-for-tests\"",
     );
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
     let start = Instant::now();
     let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 9_000);
@@ -211,9 +208,7 @@ async fn all_attempts_silent_calls_the_fallback_url() {
         "ordered",
         &brand,
     );
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
     let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 20);
     lc.validity_period = "000000000030000R".into();

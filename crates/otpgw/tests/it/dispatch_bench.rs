@@ -11,16 +11,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Raw, index_of};
-use otpgw_node::{Config, Gateway};
+use otpgw_node::Gateway;
 use otpgw_proto::pdu::{self, SubmitFields};
 use otpgw_proto::rusmpp::{Command, CommandStatus};
 use otpgw_proto::status::{self, cmd};
 use otpgw_sim::loadgen::{self, LoadConfig};
 
 async fn start(text: &str) -> Gateway {
-    let gw = Gateway::start(&Config::parse(text, "bench").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
     gw
 }
@@ -207,7 +205,7 @@ async fn bench_otp_latency_behind_a_bulk_backlog() {
         let f = SubmitFields {
             priority_flag: 1,
             short_message: Bytes::from(format!("Your code is {:06}", i * 7919 % 1_000_000)),
-            ..common::submit_fields("BANK", &dest)
+            ..otpgw_testkit::sample::fields("BANK", &dest)
         };
         let seq = 100 + i;
         brand

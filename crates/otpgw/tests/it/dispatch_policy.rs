@@ -8,14 +8,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::index_of;
-use otpgw_node::{Config, Gateway};
+use otpgw_node::Gateway;
 use otpgw_proto::status;
 use otpgw_sim::loadgen::{self, LoadConfig};
 
 async fn start(text: &str, binds: usize) -> Gateway {
-    let gw = Gateway::start(&Config::parse(text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(text).await;
     assert!(gw.wait_bound(binds, Duration::from_secs(10)).await);
     gw
 }

@@ -25,7 +25,7 @@ use proptest::prelude::*;
 use tokio::io::AsyncWriteExt;
 
 use common::Raw;
-use otpgw_node::{Config, Gateway};
+use otpgw_node::Gateway;
 use otpgw_proto::codec::{Frame, encode_command};
 use otpgw_proto::pdu::{self, SubmitFields};
 use otpgw_proto::rusmpp::{Command, CommandStatus};
@@ -53,9 +53,7 @@ fn world() -> &'static World {
                 "shutdown_grace_secs = 2\nmax_unbound_per_ip = 100\nmax_connections_per_ip = 1000\n",
             );
             let text = text.replace("system_id = \"bank\"\n", "system_id = \"bank\"\nmax_binds = 1000\n");
-            let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-                .await
-                .unwrap();
+            let gw = common::start(&text).await;
             assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
             (gw, sim)
         });
@@ -74,7 +72,7 @@ fn submit_bytes(seq: u32) -> BytesMut {
     let f = SubmitFields {
         registered_delivery: 0,
         short_message: Bytes::from_static(b"Your code is 123456"),
-        ..common::submit_fields("BANK", "447700900123")
+        ..otpgw_testkit::sample::fields("BANK", "447700900123")
     };
     let mut b = BytesMut::new();
     encode_command(

@@ -63,7 +63,7 @@ async fn codes_numbers_and_passwords_never_reach_the_logs() {
             registered_delivery: 1,
             priority_flag: 1,
             short_message: Bytes::from(format!("Your login code is {code}. Do not share it.")),
-            ..common::submit_fields("BANK", &dest)
+            ..otpgw_testkit::sample::fields("BANK", &dest)
         };
         if i % 10 == 9 {
             f.data_coding = 0xF5; // refused: ESME_RINVDCS, with the text and number in it

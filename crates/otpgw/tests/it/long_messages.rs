@@ -22,7 +22,7 @@ fn fields(dest: &str, dc: u8) -> SubmitFields {
         registered_delivery: 1,
         priority_flag: 1,
         data_coding: dc,
-        ..common::submit_fields("BANK", dest)
+        ..otpgw_testkit::sample::fields("BANK", dest)
     }
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use otpgw_node::{Config, Gateway};
 use otpgw_sim::loadgen::{self, LoadConfig};
 
 /// A plain HTTP/1.0 GET: (status code, body).
@@ -20,9 +19,7 @@ async fn health_readiness_and_metrics() {
     let sim = common::sim(|_| {}).await;
     sim.set_accepting(false);
     let text = common::config_text("127.0.0.1:0", &[("sim", sim.addr())], "");
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     let ops = gw.ops_addr().expect("ops listener on");
 
     assert_eq!(get(ops, "/healthz").await.0, 200);
@@ -108,9 +105,7 @@ async fn admin_api_needs_the_token_and_pauses_a_carrier() {
     let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(1)).await;
     let text = common::config_text("127.0.0.1:0", &[("sim", sim.addr())], "")
         .replace("[ops]\n", &format!("[ops]\nadmin_token = \"{TOKEN}\"\n"));
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
     let ops = gw.ops_addr().unwrap();
 
@@ -182,9 +177,7 @@ async fn admin_api_needs_the_token_and_pauses_a_carrier() {
 async fn admin_api_is_off_without_a_token() {
     let sim = common::sim(|_| {}).await;
     let text = common::config_text("127.0.0.1:0", &[("sim", sim.addr())], "");
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     let ops = gw.ops_addr().unwrap();
     assert_eq!(
         call(ops, "GET", "/admin/carriers", Some("anything-at-all-here"))

@@ -8,7 +8,6 @@ use crate::common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use otpgw_node::{Config, Gateway};
 use otpgw_sim::loadgen::{self, LoadConfig};
 use otpgw_sim::smsc::Outcomes;
 
@@ -126,9 +125,7 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
         [&brands[0], &brands[1]],
         &sections,
     );
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
     let ops = gw.ops_addr().unwrap();
 

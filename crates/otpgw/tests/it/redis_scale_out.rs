@@ -432,7 +432,7 @@ async fn receipts_reach_the_brand_on_the_node_where_it_receives() {
         let f = otpgw_proto::pdu::SubmitFields {
             registered_delivery: 1,
             priority_flag: 1,
-            ..common::submit_fields("BANK", &format!("4477009{i:05}"))
+            ..otpgw_testkit::sample::fields("BANK", &format!("4477009{i:05}"))
         };
         let c = Command::new(
             CommandStatus::EsmeRok,

@@ -11,7 +11,6 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use common::Raw;
-use otpgw_node::{Config, Gateway};
 use otpgw_proto::status::{self, cmd};
 use otpgw_sim::loadgen::{self, LoadConfig};
 
@@ -33,9 +32,7 @@ async fn bad_clients_are_closed_and_good_ones_keep_going() {
         "shutdown_grace_secs = 2\nbind_timeout_secs = 1\npdu_timeout_secs = 1\n\
          idle_timeout_secs = 2\nmax_unbound_per_ip = 4\n",
     );
-    let gw = Gateway::start(&Config::parse(&text, "test").unwrap())
-        .await
-        .unwrap();
+    let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
 
     let mut lc = LoadConfig::new(gw.brand_addr(), "shop", "pw2", 5_000);

@@ -1,4 +1,4 @@
-//! Full-disk test support for the stores (test builds only): a small tmpfs, and
+//! Full-disk test support for the stores: a small tmpfs (`otpgw_sim::tmpfs`), and
 //! the steps every full-disk test takes on it.
 
 use std::collections::HashSet;
@@ -7,56 +7,38 @@ use std::path::{Path, PathBuf};
 use otpgw_core::clock::now_ms;
 use otpgw_core::store::{Store, StoreError};
 
-use crate::fixtures::message;
+use otpgw_sim::tmpfs::Tmpfs;
+
+use crate::sample::message;
 
 /// A tmpfs of `kib` KiB mounted at a directory, unmounted when dropped.
-pub struct SmallDisk(pub PathBuf);
+pub struct SmallDisk(pub Tmpfs);
 
 impl SmallDisk {
     /// The disk, or `None` (the test says it is skipped) when this process may not
     /// mount, e.g. not root; with `OTPGW_REQUIRE_TMPFS` set that is a failure.
     pub fn for_test(dir: &Path, kib: u32) -> Option<Self> {
-        let d = Self::mount(dir, kib);
-        if d.is_none() {
-            assert!(
-                std::env::var_os("OTPGW_REQUIRE_TMPFS").is_none(),
-                "mounting a tmpfs is required (OTPGW_REQUIRE_TMPFS)"
-            );
-            eprintln!("SKIPPED: cannot mount a tmpfs here");
+        match Tmpfs::mount(dir, u64::from(kib)) {
+            Ok(t) => Some(Self(t)),
+            Err(e) => {
+                assert!(
+                    std::env::var_os("OTPGW_REQUIRE_TMPFS").is_none(),
+                    "mounting a tmpfs is required (OTPGW_REQUIRE_TMPFS): {e}"
+                );
+                eprintln!("SKIPPED: {e}");
+                None
+            }
         }
-        d
     }
 
-    fn mount(dir: &Path, kib: u32) -> Option<Self> {
-        std::fs::create_dir_all(dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
-            .arg(dir)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Self(dir.to_path_buf()))
+    /// Where it is mounted.
+    pub fn dir(&self) -> &Path {
+        self.0.dir()
     }
 
     /// Fill the disk with a file, leaving about `room` bytes free; its path.
     pub fn fill(&self, room: u64) -> PathBuf {
-        use std::io::Write;
-        let filler = self.0.join("filler");
-        let mut f = std::fs::File::create(&filler).expect("filler");
-        let chunk = vec![0u8; 4096];
-        let mut written = 0u64;
-        while f.write_all(&chunk).is_ok() {
-            written += chunk.len() as u64;
-        }
-        f.set_len(written.saturating_sub(room))
-            .expect("filler size");
-        filler
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        self.0.fill(room).expect("filler")
     }
 }
 
