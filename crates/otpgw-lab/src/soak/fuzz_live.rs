@@ -9,7 +9,10 @@ use crate::Context;
 use otpgw_sim::fuzz::{self, FuzzConfig};
 use otpgw_sim::loadgen::{self, LoadConfig};
 
-use super::{BRAND_PW, Node, config, free_port, sim};
+use otpgw_sim::process::free_port;
+
+use super::node::{Node, metric_lines};
+use super::{BRAND_PW, config, sim};
 
 /// `otpgw fuzz-live` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,8 +93,7 @@ pub async fn run(args: FuzzLiveArgs) -> crate::Result<()> {
     let failed = r.hangs > 0 || !alive || normal.accepted != 1_000 || own != 1_000;
     if failed {
         // What the gateway says about itself, for the post-mortem.
-        let m =
-            super::metric_lines(ops, &["otpgw_receipts", "otpgw_messages", "otpgw_queue"]).await;
+        let m = metric_lines(ops, &["otpgw_receipts", "otpgw_messages", "otpgw_queue"]).await;
         eprintln!("gateway metrics:\n{m}");
         let log = std::fs::read_to_string(node.log()).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();

@@ -85,7 +85,7 @@ impl Writer {
         let idx = self.index.read();
         let mut answers = Vec::new();
         // Versions (and values) this batch sets, ahead of the index.
-        let mut kv_now: HashMap<&str, (u64, &[u8])> = HashMap::new();
+        let mut kv_now: KvNow<'_> = HashMap::new();
         let mut accepted: HashSet<u64> = HashSet::new();
         let mut stated: HashSet<u64> = HashSet::new();
         let forwarded: HashSet<u64> = batch
@@ -104,31 +104,12 @@ impl Writer {
                         frame::encode(&Rec::Accept { id: *id, msg: rec }, buf);
                         accepted.insert(*id);
                     }
-                    Some(o) => {
-                        let (key, value, expires) = &**o;
-                        let found = match kv_now.get(key.as_str()) {
-                            Some((_, v)) => Some(v.to_vec()),
-                            None => (idx.kv_version(key, now) > 0)
-                                .then(|| idx.kv.get(key).map(|e| e.value.clone()))
-                                .flatten(),
-                        };
-                        if let Some(v) = found {
-                            answers.push((i, Answer::Duplicate(v)));
-                            continue;
+                    Some(o) => match accept_once(&idx, &mut kv_now, now, *id, rec, o, buf) {
+                        Some(dup) => answers.push((i, dup)),
+                        None => {
+                            accepted.insert(*id);
                         }
-                        frame::encode(
-                            &Rec::AcceptOnce {
-                                id: *id,
-                                msg: rec,
-                                key: key.clone(),
-                                value,
-                                expires_ms: *expires,
-                            },
-                            buf,
-                        );
-                        kv_now.insert(key, (1, value));
-                        accepted.insert(*id);
-                    }
+                    },
                 },
                 Op::Sent(id, _) => {
                     let has_state =
@@ -204,26 +185,8 @@ impl Writer {
                     expires_ms,
                     ..
                 } => {
-                    let (key, value) = &**kv;
-                    let current = kv_now
-                        .get(key.as_str())
-                        .map(|(v, _)| *v)
-                        .unwrap_or_else(|| idx.kv_version(key, now));
-                    if current != *expect {
-                        answers.push((i, Answer::Version(None)));
-                        continue;
-                    }
-                    frame::encode(
-                        &Rec::Kv {
-                            key: key.clone(),
-                            version: current + 1,
-                            expires_ms: *expires_ms,
-                            value,
-                        },
-                        buf,
-                    );
-                    kv_now.insert(key, (current + 1, value));
-                    answers.push((i, Answer::Version(Some(current + 1))));
+                    let a = compare_and_set(&idx, &mut kv_now, now, kv, *expect, *expires_ms, buf);
+                    answers.push((i, a));
                 }
                 Op::Flush(_) | Op::Stop | Op::Publish { .. } => {}
             }
@@ -402,4 +365,74 @@ impl Writer {
         metrics::counter!("otpgw_store_segments_compacted_total").increment(1);
         Ok(())
     }
+}
+
+/// Key-value versions and values a batch sets, ahead of the index.
+type KvNow<'a> = HashMap<&'a str, (u64, &'a [u8])>;
+
+/// An accept with an idempotency key: the record, unless the key is live (in the
+/// index or set earlier in the batch): then its value, and nothing is written.
+fn accept_once<'a>(
+    idx: &Index,
+    kv_now: &mut KvNow<'a>,
+    now: u64,
+    id: u64,
+    rec: &[u8],
+    once: &'a (String, Vec<u8>, u64),
+    buf: &mut Vec<u8>,
+) -> Option<Answer> {
+    let (key, value, expires) = once;
+    let found = match kv_now.get(key.as_str()) {
+        Some((_, v)) => Some(v.to_vec()),
+        None => (idx.kv_version(key, now) > 0)
+            .then(|| idx.kv.get(key).map(|e| e.value.clone()))
+            .flatten(),
+    };
+    if let Some(v) = found {
+        return Some(Answer::Duplicate(v));
+    }
+    frame::encode(
+        &Rec::AcceptOnce {
+            id,
+            msg: rec,
+            key: key.clone(),
+            value,
+            expires_ms: *expires,
+        },
+        buf,
+    );
+    kv_now.insert(key, (1, value));
+    None
+}
+
+/// A compare-and-set: the record of the new version when the current one (the
+/// batch's, else the index's) is `expect`.
+fn compare_and_set<'a>(
+    idx: &Index,
+    kv_now: &mut KvNow<'a>,
+    now: u64,
+    kv: &'a (String, Vec<u8>),
+    expect: u64,
+    expires_ms: u64,
+    buf: &mut Vec<u8>,
+) -> Answer {
+    let (key, value) = kv;
+    let current = kv_now
+        .get(key.as_str())
+        .map(|(v, _)| *v)
+        .unwrap_or_else(|| idx.kv_version(key, now));
+    if current != expect {
+        return Answer::Version(None);
+    }
+    frame::encode(
+        &Rec::Kv {
+            key: key.clone(),
+            version: current + 1,
+            expires_ms,
+            value,
+        },
+        buf,
+    );
+    kv_now.insert(key, (current + 1, value));
+    Answer::Version(Some(current + 1))
 }

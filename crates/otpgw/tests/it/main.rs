@@ -3,6 +3,9 @@
 //! the shared helpers. Run one module with a filter, e.g.
 //! `cargo nextest run -p otpgw --test it crash_restart::`.
 
+// A scenario over real sockets reads best as one function, however long.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 mod brand_auth;

@@ -30,9 +30,10 @@ use otpgw_proto::status::{self, cmd};
 use otpgw_proto::time::receipt_date;
 
 use crate::context::Context;
+
+mod bind;
 use otpgw_accept::AcceptError;
 use otpgw_accept::BrandConfig;
-use otpgw_accept::auth;
 
 /// Outstanding requests this side sent.
 #[derive(Debug)]
@@ -290,102 +291,6 @@ impl Conn {
                 .await
             }
         }
-    }
-
-    async fn on_bind(&mut self, c: &Command, id: u32, seq: u32) -> Option<End> {
-        let Some(req) = pdu::bind_request(c) else {
-            return self
-                .bind_failed(id, seq, status::ESME_RBINDFAIL, "malformed")
-                .await;
-        };
-        let ip = self.peer.ip();
-        let sys = req.params.system_id.as_str();
-        if self.ctx.lockout.lock().is_locked(sys, ip, now_ms()) {
-            metrics::counter!("otpgw_brand_binds_locked_out_total").increment(1);
-            return self
-                .bind_failed(id, seq, status::ESME_RBINDFAIL, "locked out")
-                .await;
-        }
-        let Some(brand) = self.ctx.acceptor.brands().read().get(sys) else {
-            self.ctx.lockout.lock().failure(None, ip, now_ms());
-            return self
-                .bind_failed(id, seq, status::ESME_RINVSYSID, "unknown system_id")
-                .await;
-        };
-        if !brand.allows(ip) {
-            self.ctx.lockout.lock().failure(Some(sys), ip, now_ms());
-            return self
-                .bind_failed(id, seq, status::ESME_RBINDFAIL, "address not allowed")
-                .await;
-        }
-        // The hash check costs tens of ms of CPU: on the blocking pool, a few at a time.
-        let ok = match self.ctx.verify_slots.acquire().await {
-            Ok(_permit) => {
-                let hash = brand.password_hash.clone();
-                let password = req.params.password.clone();
-                tokio::task::spawn_blocking(move || auth::verify_password(&hash, &password))
-                    .await
-                    .unwrap_or(false)
-            }
-            Err(_) => false,
-        };
-        if !ok {
-            self.ctx.lockout.lock().failure(Some(sys), ip, now_ms());
-            return self
-                .bind_failed(id, seq, status::ESME_RINVPASWD, "wrong password")
-                .await;
-        }
-        self.ctx.lockout.lock().success(sys);
-        // Count the bind against the brand's limit in one step (no race between binds).
-        let over = {
-            let mut n = self
-                .ctx
-                .sessions
-                .entry(brand.system_id.clone())
-                .or_default();
-            if *n >= brand.max_binds {
-                true
-            } else {
-                *n += 1;
-                false
-            }
-        };
-        if over {
-            metrics::counter!("otpgw_brand_binds_over_limit_total", "brand" => brand.system_id.to_string())
-                .increment(1);
-            return self
-                .bind_failed(id, seq, status::ESME_RBINDFAIL, "too many binds")
-                .await;
-        }
-        let state = BindState::from_bind_command(id).unwrap_or(BindState::Transceiver);
-        self.session.set_state(state);
-        if state.can_deliver() {
-            self.outbox = Some(self.ctx.tracker.outbox().brand(&brand.system_id));
-            self.ctx
-                .tracker
-                .store()
-                .brand_receiver(&brand.system_id, true);
-        }
-        metrics::gauge!("otpgw_brand_sessions", "brand" => brand.system_id.to_string())
-            .increment(1.0);
-        tracing::info!(brand = %brand.system_id, peer = %self.peer, mode = ?state, "brand bound");
-        tracing::Span::current().record("brand", &*brand.system_id);
-        self.brand = Some(brand);
-        self.send(pdu::bind_resp(id, seq, "otpgw")).await
-    }
-
-    /// Refuse a bind: ESME_RBINDFAIL, or `specific` when the config asks for
-    /// specific codes. The reason goes to the log, never to the peer.
-    async fn bind_failed(&mut self, id: u32, seq: u32, specific: u32, reason: &str) -> Option<End> {
-        metrics::counter!("otpgw_brand_bind_failures_total").increment(1);
-        tracing::info!(peer = %self.peer, reason, "bind refused");
-        let st = if self.ctx.cfg.specific_bind_errors {
-            specific
-        } else {
-            status::ESME_RBINDFAIL
-        };
-        self.send(pdu::header_only(cmd::response_of(id), st, seq))
-            .await
     }
 
     async fn on_submit(&mut self, fields: SubmitFields, seq: u32) -> Option<End> {
