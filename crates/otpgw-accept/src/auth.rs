@@ -21,21 +21,42 @@ use argon2::{Algorithm, Argon2, Params, Version};
 /// Password verifications running at once (each uses one core for tens of ms).
 pub const MAX_CONCURRENT_VERIFIES: usize = 2;
 
+/// Why a secret could not be hashed, or a hash is not one otpgw takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    /// Hashing failed (no randomness for the salt, bad parameters).
+    #[error("hashing failed: {0}")]
+    Hashing(String),
+    /// Not a PHC hash string.
+    #[error("not a PHC hash string: {0}")]
+    NotPhc(String),
+    /// A PHC string of another algorithm.
+    #[error("algorithm {0} (argon2id required)")]
+    Algorithm(String),
+    /// Not an API key hash of either form.
+    #[error("{0} (or sha256:<64 hex> from `otpgw new-api-key`)")]
+    ApiKey(Box<HashError>),
+    /// `sha256:` with something else than 64 hex digits.
+    #[error("sha256: must be followed by 64 hex digits")]
+    Sha256,
+}
+
 /// Hash a password as an argon2id PHC string (OWASP parameters: 19 MiB, 2 passes).
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| e.to_string())?;
-    let params = Params::new(19 * 1024, 2, 1, None).map_err(|e| e.to_string())?;
+pub fn hash_password(password: &str) -> Result<String, HashError> {
+    let failed = |e: &dyn std::fmt::Display| HashError::Hashing(e.to_string());
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| failed(&e))?;
+    let params = Params::new(19 * 1024, 2, 1, None).map_err(|e| failed(&e))?;
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(|e| failed(&e))
 }
 
 /// Whether `hash` is an argon2id PHC string otpgw can verify against.
-pub fn check_hash(hash: &str) -> Result<(), String> {
-    let h = PasswordHash::new(hash).map_err(|e| format!("not a PHC hash string: {e}"))?;
+pub fn check_hash(hash: &str) -> Result<(), HashError> {
+    let h = PasswordHash::new(hash).map_err(|e| HashError::NotPhc(e.to_string()))?;
     if h.algorithm.as_str() != "argon2id" {
-        return Err(format!("algorithm {} (argon2id required)", h.algorithm));
+        return Err(HashError::Algorithm(h.algorithm.to_string()));
     }
     Ok(())
 }

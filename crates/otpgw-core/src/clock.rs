@@ -1,6 +1,7 @@
 //! Time for drivers. Logic below the drivers takes `now` as an argument; a driver
 //! reads it from a [`Clock`] it is given ([`SystemClock`] in a running gateway,
-//! [`ManualClock`] in tests) or, at the edges, from [`now_ms`].
+//! [`ManualClock`] or [`TokioClock`] on paused tokio time in tests) or, at the
+//! edges, from [`now_ms`].
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -48,5 +49,37 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Milliseconds since the epoch as tokio's clock runs: the wall clock read once when
+/// made, plus tokio's time since. In a test on paused tokio time
+/// (`#[tokio::test(start_paused = true)]`) it moves only as that virtual time does,
+/// so timing tests of async code are exact and take no real time.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    wall_ms: u64,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock that reads the wall clock now, then follows tokio's time.
+    pub fn new() -> Self {
+        Self {
+            wall_ms: now_ms(),
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        self.wall_ms + self.start.elapsed().as_millis() as u64
     }
 }

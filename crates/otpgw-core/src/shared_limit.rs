@@ -9,8 +9,10 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::store::StoreError;
+
 /// A future of a shared-limit grant.
-pub type GrantFuture<'a> = Pin<Box<dyn Future<Output = Result<usize, String>> + Send + 'a>>;
+pub type GrantFuture<'a> = Pin<Box<dyn Future<Output = Result<usize, StoreError>> + Send + 'a>>;
 
 /// Tokens of a carrier's rate shared by all nodes.
 pub trait SharedLimit: Send + Sync + 'static {
@@ -21,7 +23,7 @@ pub trait SharedLimit: Send + Sync + 'static {
 }
 
 /// A future of a shared bind slot answer.
-pub type SlotFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>>;
+pub type SlotFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>>;
 
 /// Bind slots of a carrier shared by all nodes: the carrier allows so many binds
 /// for the account, whatever the number of nodes.

@@ -86,3 +86,68 @@ pub fn spawn(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use otpgw_core::assure::Policy;
+    use otpgw_core::clock::{Clock, TokioClock};
+    use otpgw_core::outbox::Outbox;
+    use otpgw_core::tracker::Tracker;
+    use otpgw_core::{Class, Message, MsgId};
+    use otpgw_store::MemoryStore;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::{Dispatcher, Routes};
+
+    /// The receipt-deadline loop on paused tokio time: an OTP confirmed by carrier
+    /// `a` without its receipt goes out again through `b` once its 4 s receipt
+    /// timeout passed, within one tick (100 ms) of it, and not before.
+    #[tokio::test(start_paused = true)]
+    async fn an_overdue_receipt_sends_the_otp_through_the_next_carrier() {
+        let clock = Arc::new(TokioClock::new());
+        let names = ["a".to_string(), "b".to_string()];
+        let d = Arc::new(Dispatcher::new(Routes::new(names.to_vec()), &names, 10));
+        let tracker = Arc::new(Tracker::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(Outbox::new(10)),
+        ));
+        let policy = Policy {
+            receipt_timeout_ms: Some(4_000),
+            fallback_max: 1,
+            fallback_url: None,
+        };
+        tracker
+            .assure()
+            .set_policies([(Arc::from("bank"), policy)].into_iter().collect());
+        tracker.assure().set_hooks(d.clone());
+        let now = clock.now_ms();
+        let msg = Arc::new(Message {
+            id: MsgId(7),
+            brand: "bank".into(),
+            to: Default::default(),
+            body: Default::default(),
+            class: Class::Otp,
+            accepted_ms: now,
+            deadline_ms: now + 60_000,
+            attempts: Default::default(),
+            extra: None,
+        });
+        tracker.insert(msg.clone());
+        let a: Arc<str> = Arc::from("a");
+        assert!(tracker.sending(&msg, &a, None, now).wait().await);
+        tracker.confirmed(&msg, &a, "C1", now);
+
+        let stop = CancellationToken::new();
+        super::spawn(tracker.clone(), d.clone(), clock, stop.clone());
+        let b = d.queue("b").unwrap();
+        tokio::time::sleep(Duration::from_millis(3_900)).await;
+        assert_eq!(b.len(), 0, "not before its receipt is due");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(b.len(), 1, "resent through b once overdue");
+        assert_eq!(d.queue("a").unwrap().len(), 0, "never again through a");
+        stop.cancel();
+    }
+}

@@ -191,3 +191,62 @@ impl CarrierQueue {
         self.sched.lock().expire(now_ms, expired);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use otpgw_core::clock::{Clock, TokioClock};
+    use otpgw_core::{Class, MsgId};
+
+    use super::*;
+
+    fn msg(id: u64, deadline_ms: u64) -> Arc<Message> {
+        Arc::new(Message {
+            id: MsgId(id),
+            brand: "bank".into(),
+            to: Default::default(),
+            body: Default::default(),
+            class: Class::Otp,
+            accepted_ms: 0,
+            deadline_ms,
+            attempts: Default::default(),
+            extra: None,
+        })
+    }
+
+    /// A bind waiting on the queue gets a retry exactly when it is due, not before,
+    /// and a new message at once (on paused tokio time: exact, no real waiting).
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_bind_gets_a_retry_when_it_is_due() {
+        let clock = TokioClock::new();
+        let q = CarrierQueue::new("a".into(), 10);
+        let far = clock.now_ms() + 3_600_000;
+        q.push_at(msg(1, far), clock.now_ms() + 30_000);
+        let t0 = tokio::time::Instant::now();
+        let (mut out, mut expired) = (Vec::new(), Vec::new());
+        q.pop(10, || clock.now_ms(), &mut out, &mut expired).await;
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_secs(30),
+            "due in 30 s, not sooner"
+        );
+
+        // Waiting again: a message pushed meanwhile wakes the bind at once.
+        out.clear();
+        let t1 = tokio::time::Instant::now();
+        let q = Arc::new(q);
+        let pusher = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                q.push(msg(2, far), 0);
+            })
+        };
+        q.pop(10, || clock.now_ms(), &mut out, &mut expired).await;
+        assert_eq!(out.iter().map(|m| m.id.0).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(t1.elapsed(), Duration::from_secs(5));
+        pusher.await.unwrap();
+    }
+}

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
-use otpgw_accept::auth::{Lockout, verify_password};
+use otpgw_accept::auth::{HashError, Lockout, verify_password};
 use otpgw_accept::{BrandConfig, Brands};
 
 use crate::error::ApiError;
@@ -37,24 +37,23 @@ pub fn sha256_hash(key: &str) -> String {
 }
 
 /// A new API key (`otpgw_` and 64 hex digits: 32 random bytes) and its hash.
-pub fn new_api_key() -> Result<(String, String), String> {
+pub fn new_api_key() -> Result<(String, String), HashError> {
     let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| e.to_string())?;
+    getrandom::fill(&mut b).map_err(|e| HashError::Hashing(format!("no randomness: {e}")))?;
     let key = format!("otpgw_{}", hex(&b));
     let hash = sha256_hash(&key);
     Ok((key, hash))
 }
 
 /// Whether `h` is a valid `api_key_hash` (for the config check).
-pub fn check_key_hash(h: &str) -> Result<(), String> {
+pub fn check_key_hash(h: &str) -> Result<(), HashError> {
     if let Some(x) = h.strip_prefix("sha256:") {
         if x.len() == 64 && x.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(());
         }
-        return Err("sha256: must be followed by 64 hex digits".into());
+        return Err(HashError::Sha256);
     }
-    otpgw_accept::auth::check_hash(h)
-        .map_err(|e| format!("{e} (or sha256:<64 hex> from `otpgw new-api-key`)"))
+    otpgw_accept::auth::check_hash(h).map_err(|e| HashError::ApiKey(Box::new(e)))
 }
 
 /// See the module docs.

@@ -118,7 +118,8 @@ mod tests {
         assert_eq!(json::<T>(b"{nope").unwrap_err().code, "invalid_json");
     }
 
-    #[tokio::test]
+    /// On paused tokio time: the body timeout is exact and takes no real time.
+    #[tokio::test(start_paused = true)]
     async fn size_type_and_time() {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
@@ -150,10 +151,12 @@ mod tests {
                 rx,
                 |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
             );
-        let e = read(&h, Body::from_stream(stream), 10, Duration::from_millis(50))
+        let t0 = tokio::time::Instant::now();
+        let e = read(&h, Body::from_stream(stream), 10, Duration::from_secs(10))
             .await
             .unwrap_err();
         assert_eq!(e.code, "body_timeout");
+        assert_eq!(t0.elapsed(), Duration::from_secs(10), "exactly the timeout");
         assert_eq!(close(e).as_deref(), Some("close"), "an unread body closes");
         assert_eq!(close(ApiError::not_found()), None);
     }

@@ -173,14 +173,13 @@ pub fn spawn(
     brands: Arc<parking_lot::RwLock<Brands>>,
     cfg: WebhookConfig,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), reqwest::Error> {
     let client = reqwest::Client::builder()
         .timeout(cfg.timeout)
         .connect_timeout(cfg.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("otpgw/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let s = Arc::new(Sender {
         outbox,
         store,

@@ -101,9 +101,9 @@ impl crate::ops::Admin for GatewayAdmin {
 }
 
 impl crate::ops::Readiness for GatewayReadiness {
-    fn ready(&self) -> Result<(), String> {
+    fn ready(&self) -> Result<(), crate::ops::NotReady> {
         if !self.store.is_healthy() {
-            return Err("store failing".into());
+            return Err(crate::ops::NotReady::Store);
         }
         let up = |name: &String| {
             self.carriers
@@ -112,7 +112,7 @@ impl crate::ops::Readiness for GatewayReadiness {
         };
         for route in &self.routes {
             if !route.iter().any(up) {
-                return Err(format!("no carrier bound for route {route:?}"));
+                return Err(crate::ops::NotReady::NoCarrier(route.clone()));
             }
         }
         Ok(())

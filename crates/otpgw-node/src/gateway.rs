@@ -327,9 +327,9 @@ async fn open_doors(
         hooks,
         shutdown.child_token(),
     )
-    .map_err(|reason| StartError::Part {
+    .map_err(|e| StartError::Part {
         what: "the webhook sender",
-        reason,
+        reason: e.to_string(),
     })?;
     let http_addr = match cfg.http_config() {
         Some(h) => {

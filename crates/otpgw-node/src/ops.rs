@@ -68,10 +68,19 @@ pub fn recorder_for_node(node: Option<&str>) -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Why the node is not ready (what `/readyz` answers).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("store failing")]
+    Store,
+    #[error("no carrier bound for route {0:?}")]
+    NoCarrier(Vec<String>),
+}
+
 /// What `/readyz` asks.
 pub trait Readiness: Send + Sync + 'static {
     /// `Ok` when ready, or the reason it is not.
-    fn ready(&self) -> Result<(), String>;
+    fn ready(&self) -> Result<(), NotReady>;
 }
 
 /// What the admin API reads and changes.

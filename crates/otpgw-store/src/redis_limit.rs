@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use otpgw_core::shared_limit::{BindSlots, GrantFuture, SharedLimit, SlotFuture};
+use otpgw_core::store::StoreError;
 use redis::aio::ConnectionManager;
 
 const TAKE_LUA: &str = r"
@@ -76,7 +77,7 @@ impl RedisRateLimit {
         timeout: Duration,
         node: &str,
         lease: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StoreError> {
         let (_, conn) = crate::redis_store::connect(url, timeout).await?;
         Ok(Self {
             conn,
@@ -99,7 +100,7 @@ impl SharedLimit for RedisRateLimit {
             // The connection's response timeout bounds the wait.
             inv.invoke_async::<usize>(&mut conn)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(crate::redis_store::err)
         })
     }
 }
@@ -113,7 +114,7 @@ impl BindSlots for RedisRateLimit {
                 .arg(total)
                 .arg(self.lease.as_millis() as u64);
             let n = inv.invoke_async::<i64>(&mut conn).await;
-            n.map(|n| n == 1).map_err(|e| e.to_string())
+            n.map(|n| n == 1).map_err(crate::redis_store::err)
         })
     }
 
@@ -124,7 +125,7 @@ impl BindSlots for RedisRateLimit {
             cmd.arg(format!("{}:binds:{carrier}", self.prefix))
                 .arg(format!("{}:{bind}", self.node));
             let n = cmd.query_async::<i64>(&mut conn).await;
-            n.map(|n| n == 1).map_err(|e| e.to_string())
+            n.map(|n| n == 1).map_err(crate::redis_store::err)
         })
     }
 

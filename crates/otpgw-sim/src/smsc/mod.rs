@@ -94,30 +94,39 @@ pub struct Rule {
     pub action: RuleAction,
 }
 
+/// A `--rule` that does not parse, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRule(pub String);
+
 impl Rule {
     /// Parse `PREFIX:PERCENT:drop|undeliv|delay=MS`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, BadRule> {
         let mut it = s.splitn(3, ':');
         let (Some(prefix), Some(pct), Some(act)) = (it.next(), it.next(), it.next()) else {
-            return Err(format!(
+            return Err(BadRule(format!(
                 "{s:?}: expected PREFIX:PERCENT:drop|undeliv|delay=MS"
-            ));
+            )));
         };
         let percent: u32 = pct
             .parse()
             .ok()
             .filter(|p| *p <= 100)
-            .ok_or_else(|| format!("{s:?}: percent must be 0 to 100"))?;
+            .ok_or_else(|| BadRule(format!("{s:?}: percent must be 0 to 100")))?;
         let action = match act {
             "drop" => RuleAction::DropReceipt,
             "undeliv" => RuleAction::Undeliverable,
             d => match d.strip_prefix("delay=").and_then(|m| m.parse::<u64>().ok()) {
                 Some(ms) => RuleAction::Delay(Duration::from_millis(ms)),
-                None => return Err(format!("{s:?}: action must be drop, undeliv or delay=MS")),
+                None => {
+                    return Err(BadRule(format!(
+                        "{s:?}: action must be drop, undeliv or delay=MS"
+                    )));
+                }
             },
         };
         if !prefix.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("{s:?}: the prefix must be digits"));
+            return Err(BadRule(format!("{s:?}: the prefix must be digits")));
         }
         Ok(Self {
             prefix: prefix.into(),

@@ -195,7 +195,7 @@ impl std::fmt::Debug for Redis {
     }
 }
 
-pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
@@ -204,8 +204,8 @@ pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
 pub(crate) async fn connect(
     url: &str,
     timeout: Duration,
-) -> Result<(redis::Client, ConnectionManager), String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+) -> Result<(redis::Client, ConnectionManager), StoreError> {
+    let client = redis::Client::open(url).map_err(err)?;
     let cfg = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(timeout)
         .set_response_timeout(timeout)
@@ -215,8 +215,8 @@ pub(crate) async fn connect(
         ConnectionManager::new_with_config(client.clone(), cfg),
     )
     .await
-    .map_err(|_| "connecting to redis timed out".to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|_| StoreError::Unavailable("connecting to redis timed out".into()))?
+    .map_err(err)?;
     Ok((client, conn))
 }
 
@@ -230,7 +230,7 @@ impl Durable<Redis> {
                 "redis store needs a node id and a key prefix".into(),
             ));
         }
-        let (client, mut conn) = connect(&cfg.url, cfg.timeout).await.map_err(err)?;
+        let (client, mut conn) = connect(&cfg.url, cfg.timeout).await?;
         ensure_group(&mut conn, &cfg.stream()).await?;
         check_fsync(&mut conn).await;
         let n: i64 = redis::Script::new(NODE_NUMBER_LUA)
