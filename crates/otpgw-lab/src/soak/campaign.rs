@@ -19,14 +19,11 @@ use otpgw_sim::redis_server::TestRedis;
 use otpgw_sim::tmpfs::Tmpfs;
 
 use super::ledger::{Acked, Got, Ledger, Window};
-use super::node::{Node, counted_duplicates, metric};
+use super::node::{Node, POSSIBLE_DUPLICATES, counted_duplicates, metric};
 use super::{
     BRAND_PW, Fault, Faults, Mode, Report, SoakArgs, VALIDITY, VALIDITY_SMPP, config, index_of, sim,
 };
 use crate::Context;
-
-/// The gateway's count of resends after a submit's answer was lost.
-pub(super) const POSSIBLE_DUPLICATES: &str = "otpgw_carrier_possible_duplicates_total";
 
 /// The latency carrier A's link gets in its slow episodes (each way).
 const LINK_LATENCY: Duration = Duration::from_millis(300);

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use otpgw_sim::process::ServeProcess;
 
-use super::campaign::POSSIBLE_DUPLICATES;
+/// The gateway's count of resends after a submit's answer was lost.
+pub(super) const POSSIBLE_DUPLICATES: &str = "otpgw_carrier_possible_duplicates_total";
 
 /// One gateway node: an `otpgw serve` child process, with its ops port and the
 /// possible duplicates its killed processes counted.
