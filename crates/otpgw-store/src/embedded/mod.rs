@@ -52,7 +52,7 @@ use crate::codec::Codec;
 use crate::counters::Counters;
 use crate::durable::{Backend, Durable};
 use crate::record;
-use crate::writer::{WriteQueue, WriterStats};
+use crate::writer::{WriteQueue, WriterStats, WriterThread};
 
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const CARRIER_STATE: TableDefinition<u64, &[u8]> = TableDefinition::new("carrier_state");
@@ -147,7 +147,7 @@ pub struct Embedded {
     db: Arc<Db>,
     codec: Arc<Codec>,
     stats: Arc<WriterStats>,
-    writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: WriterThread,
     counters: Counters,
 }
 
@@ -199,10 +199,10 @@ impl Durable<Embedded> {
         let stats = Arc::new(WriterStats::default());
         let writer = {
             let (db, cfg, stats, codec) = (db.clone(), cfg.clone(), stats.clone(), codec.clone());
-            std::thread::Builder::new()
-                .name("otpgw-store".into())
-                .spawn(move || writer::run(db, cfg, writes, stats, codec))
-                .map_err(err)?
+            WriterThread::spawn("otpgw-store", move || {
+                writer::run(db, cfg, writes, stats, codec)
+            })
+            .map_err(err)?
         };
         Ok(Durable {
             queue,
@@ -211,7 +211,7 @@ impl Durable<Embedded> {
                 db,
                 codec,
                 stats,
-                writer: parking_lot::Mutex::new(Some(writer)),
+                writer,
                 counters: Counters::new(1_000_000),
             },
         })
@@ -232,7 +232,7 @@ impl Durable<Embedded> {
     /// Stop the writer after it committed everything queued before this call.
     pub fn close(&self) {
         self.queue.stop();
-        self.backend.join_writer();
+        self.backend.writer.join();
     }
 
     /// Rows in (messages, receipts, finished), for tests.
@@ -245,22 +245,6 @@ impl Durable<Embedded> {
             r.open_table(RECEIPTS).map_err(err)?.len().map_err(err)?,
             r.open_table(FINISHED).map_err(err)?.len().map_err(err)?,
         ))
-    }
-}
-
-impl Embedded {
-    fn join_writer(&self) {
-        if let Some(h) = self.writer.lock().take() {
-            let _ = h.join();
-        }
-    }
-}
-
-/// Dropped after the store's queue (whose sender closing ends the writer once it
-/// wrote everything queued): waits for the writer thread.
-impl Drop for Embedded {
-    fn drop(&mut self) {
-        self.join_writer();
     }
 }
 

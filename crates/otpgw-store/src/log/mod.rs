@@ -49,7 +49,7 @@ use crate::codec::Codec;
 use crate::counters::Counters;
 use crate::durable::{Backend, Durable};
 use crate::record;
-use crate::writer::{WriteQueue, WriterStats};
+use crate::writer::{WriteQueue, WriterStats, WriterThread};
 
 use frame::{HEADER, Rec};
 use index::{Index, Loc};
@@ -136,7 +136,7 @@ pub struct Log {
     codec: Arc<Codec>,
     index: Arc<parking_lot::RwLock<Index>>,
     stats: Arc<WriterStats>,
-    writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: WriterThread,
     counters: Counters,
     recovered: parking_lot::Mutex<Option<Recovered>>,
 }
@@ -229,10 +229,7 @@ impl Durable<Log> {
             codec: codec.clone(),
             stats: stats.clone(),
         };
-        let writer = std::thread::Builder::new()
-            .name("otpgw-log".into())
-            .spawn(move || w.run(writes))
-            .map_err(err)?;
+        let writer = WriterThread::spawn("otpgw-log", move || w.run(writes)).map_err(err)?;
         Ok(Durable {
             queue,
             backend: Log {
@@ -240,7 +237,7 @@ impl Durable<Log> {
                 codec,
                 index,
                 stats,
-                writer: parking_lot::Mutex::new(Some(writer)),
+                writer,
                 counters: Counters::new(1_000_000),
                 recovered: parking_lot::Mutex::new(Some(recovered)),
             },
@@ -271,23 +268,7 @@ impl Durable<Log> {
     /// Stop the writer after it wrote everything queued before this call.
     pub fn close(&self) {
         self.queue.stop();
-        self.backend.join_writer();
-    }
-}
-
-impl Log {
-    fn join_writer(&self) {
-        if let Some(h) = self.writer.lock().take() {
-            let _ = h.join();
-        }
-    }
-}
-
-/// Dropped after the store's queue (whose sender closing ends the writer once it
-/// wrote everything queued): waits for the writer thread.
-impl Drop for Log {
-    fn drop(&mut self) {
-        self.join_writer();
+        self.backend.writer.join();
     }
 }
 

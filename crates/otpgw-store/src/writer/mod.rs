@@ -34,3 +34,4 @@ pub(crate) use batch::{Answer, answer, log_failed, next_batch};
 pub(crate) use op::Op;
 pub(crate) use queue::{WriteQueue, Writes};
 pub use stats::WriterStats;
+pub(crate) use stats::WriterThread;

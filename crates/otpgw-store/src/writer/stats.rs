@@ -1,4 +1,4 @@
-//! [`WriterStats`]: a writer thread's counters.
+//! [`WriterStats`]: a writer thread's counters; [`WriterThread`]: the thread itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -25,5 +25,32 @@ impl WriterStats {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
         self.last_failed.store(!ok, Ordering::Relaxed);
+    }
+}
+
+/// A writer thread (the embedded and log stores'): spawned once, joined once, when
+/// asked or when its store is dropped (after the store's queue, whose closing ends
+/// the thread once it wrote everything queued).
+#[derive(Debug)]
+pub(crate) struct WriterThread(parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl WriterThread {
+    /// Run `f` on a thread named `name`.
+    pub(crate) fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<Self> {
+        let h = std::thread::Builder::new().name(name.into()).spawn(f)?;
+        Ok(Self(parking_lot::Mutex::new(Some(h))))
+    }
+
+    /// Wait for the thread to end (it ends after a stop, or once its queue closed).
+    pub(crate) fn join(&self) {
+        if let Some(h) = self.0.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        self.join();
     }
 }
