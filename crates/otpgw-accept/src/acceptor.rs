@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use otpgw_core::message::{Extra, IdGen};
+use otpgw_core::public_id::IdCipher;
 use otpgw_core::status::MessageStatus;
 use otpgw_core::store::Once;
 use otpgw_core::tracker::Tracker;
@@ -83,24 +84,29 @@ pub struct Acceptor {
     dispatcher: Arc<Dispatcher>,
     tracker: Arc<Tracker>,
     ids: IdGen,
+    /// The ids brands see.
+    cipher: IdCipher,
     closing: AtomicBool,
     /// Messages per destination number per brand (SMS pumping defence).
     destinations: parking_lot::Mutex<crate::limits::DestinationLimiter>,
 }
 
 impl Acceptor {
-    /// An acceptor for `brands`, handing out ids from `ids`.
+    /// An acceptor for `brands`, handing out ids from `ids`, shown to brands
+    /// through `cipher`.
     pub fn new(
         brands: Brands,
         dispatcher: Arc<Dispatcher>,
         tracker: Arc<Tracker>,
         ids: IdGen,
+        cipher: IdCipher,
     ) -> Self {
         Self {
             brands: Arc::new(parking_lot::RwLock::new(brands)),
             dispatcher,
             tracker,
             ids,
+            cipher,
             closing: AtomicBool::new(false),
             destinations: parking_lot::Mutex::new(crate::limits::DestinationLimiter::new(
                 1_000_000,
@@ -116,6 +122,11 @@ impl Acceptor {
     /// Replace the brands (reload): new authentications use the new settings.
     pub fn set_brands(&self, brands: Brands) {
         *self.brands.write() = brands;
+    }
+
+    /// How every door shows message ids to brands and reads them back.
+    pub fn ids(&self) -> &IdCipher {
+        &self.cipher
     }
 
     /// A message id for a submission to come (see [`Submission::id`]).

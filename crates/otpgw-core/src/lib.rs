@@ -5,6 +5,7 @@
 //!   that resend through another carrier and record carrier quality;
 //! - [`content`]: where a message goes and what it carries, per channel;
 //! - [`message`]: a message as accepted from a brand ([`Message`], [`MsgId`], [`Class`]);
+//! - [`public_id`]: the ids brands see, a keyed permutation of message ids;
 //! - [`store`]: what every backend implements, split by concern: [`MessageLog`],
 //!   [`KeyValue`], [`Cluster`] (together: [`Store`]);
 //! - [`tracker`]: messages between acceptance and their final state, and what
@@ -25,6 +26,7 @@ pub mod country;
 pub mod handover;
 pub mod message;
 pub mod outbox;
+pub mod public_id;
 pub mod shared_limit;
 pub mod status;
 pub mod store;

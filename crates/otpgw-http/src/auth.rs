@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
-use otpgw_accept::auth::{HashError, Lockout, verify_password};
+use otpgw_accept::auth::{HashError, Lockout, bearer_token, verify_password};
 use otpgw_accept::{BrandConfig, Brands};
 
 use crate::error::ApiError;
@@ -56,6 +56,16 @@ pub fn check_key_hash(h: &str) -> Result<(), HashError> {
     otpgw_accept::auth::check_hash(h).map_err(|e| HashError::ApiKey(Box::new(e)))
 }
 
+/// 429 for an address locked for `ms` more milliseconds.
+fn locked(ms: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_auth_failures",
+        "too many failed authentications from this address",
+    )
+    .retry(ms.div_ceil(1000))
+}
+
 /// See the module docs.
 pub struct Keys {
     lockout: parking_lot::Mutex<Lockout>,
@@ -92,21 +102,15 @@ impl Keys {
         brands: &parking_lot::RwLock<Brands>,
     ) -> Result<Arc<BrandConfig>, ApiError> {
         let now = otpgw_core::clock::now_ms();
-        if self.lockout.lock().is_locked("", ip, now) {
+        if let Some(left) = self.lockout.lock().locked_for(None, ip, now) {
             metrics::counter!("otpgw_http_auth_locked_out_total").increment(1);
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_auth_failures",
-                "too many failed authentications from this address",
-            )
-            .retry(60));
+            return Err(locked(left));
         }
         let key = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty() && k.len() <= 512);
+            .and_then(bearer_token)
+            .filter(|k| k.len() <= 512);
         let Some(key) = key else {
             return Err(ApiError::unauthorized());
         };
@@ -128,8 +132,12 @@ impl Keys {
             found = self.argon2(key, d, argon).await;
         }
         let Some(brand) = found else {
-            self.lockout.lock().failure(None, ip, now);
             metrics::counter!("otpgw_http_auth_failures_total").increment(1);
+            if let Some(ms) = self.lockout.lock().failure(None, ip, now) {
+                metrics::counter!("otpgw_auth_lockouts_total", "door" => "http").increment(1);
+                tracing::warn!(%ip, seconds = ms.div_ceil(1000), "failed API keys: address locked");
+                return Err(locked(ms));
+            }
             return Err(ApiError::unauthorized());
         };
         if !brand.allows(ip) {
@@ -214,15 +222,27 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code, "unauthorized");
-        for _ in 0..3 {
+        for _ in 0..2 {
             let e = keys.brand(&bearer("nope"), ip, &brands).await.unwrap_err();
             assert_eq!(e.code, "unauthorized");
         }
+        let e = keys.brand(&bearer("nope"), ip, &brands).await.unwrap_err();
+        assert_eq!(e.code, "too_many_auth_failures", "the third failure locks");
+        assert_eq!(e.retry_after, Some(60), "for as long as the lock lasts");
         let e = keys.brand(&bearer(&key), ip, &brands).await.unwrap_err();
         assert_eq!(
             e.code, "too_many_auth_failures",
             "locked, even with the right key"
         );
+        assert!(matches!(e.retry_after, Some(59..=60)));
+        // The scheme is case-insensitive (RFC 9110).
+        let mut lower = HeaderMap::new();
+        lower.insert(
+            header::AUTHORIZATION,
+            format!("bearer  {key}").parse().unwrap(),
+        );
+        let fresh: IpAddr = "192.0.2.3".parse().unwrap();
+        assert!(keys.brand(&lower, fresh, &brands).await.is_ok());
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         assert!(keys.brand(&bearer(&key), other, &brands).await.is_ok());
         // An allow-list.

@@ -1,6 +1,6 @@
 //! Reading a request body: at most the size cap (checked from `Content-Length`
 //! before reading, and while reading), within the body timeout (a client that trickles
-//! its body is cut off), JSON only, strict (unknown fields are refused). A refusal
+//! its body is cut off), JSON only (`Content-Type: application/json` required), strict (unknown fields are refused). A refusal
 //! that leaves the body unread closes the connection ([`ApiError::closing`]).
 
 use std::time::Duration;
@@ -31,16 +31,19 @@ async fn read_whole(
     max: usize,
     timeout: Duration,
 ) -> Result<Bytes, ApiError> {
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the body must be application/json",
-            ));
-        }
+    // The media type is required (RFC 9110 8.3: a body without one may be read
+    // as anything; this API reads only JSON).
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be application/json, with Content-Type: application/json",
+        ));
     }
     let too_large = || {
         ApiError::new(
@@ -96,6 +99,33 @@ pub fn json<T: DeserializeOwned>(b: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// An optional whole number written `173` or `173.0` (JSON Schema counts both as
+/// integers, and so do many JSON encoders); a fraction, a negative number or one
+/// past `T`'s range is refused.
+pub fn whole<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::{Deserialize, Error};
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let w = match (n.as_u64(), n.as_f64()) {
+        (Some(u), _) => u,
+        // 2^53: past it a float no longer holds every whole number exactly.
+        (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f <= 9_007_199_254_740_992.0 => f as u64,
+        _ => {
+            return Err(D::Error::custom(format!(
+                "invalid value: {n}, expected a whole number"
+            )));
+        }
+    };
+    T::try_from(w)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("invalid value: {n}, out of range")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +135,31 @@ mod tests {
     #[allow(dead_code)]
     struct T {
         a: u32,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct W {
+        #[serde(default, deserialize_with = "whole")]
+        n: Option<u8>,
+    }
+
+    #[test]
+    fn whole_numbers_with_or_without_a_point() {
+        let n = |s: &str| json::<W>(s.as_bytes()).map(|w| w.n);
+        assert_eq!(n(r#"{"n":6}"#).unwrap(), Some(6));
+        assert_eq!(n(r#"{"n":6.0}"#).unwrap(), Some(6));
+        assert_eq!(n(r#"{"n":6e0}"#).unwrap(), Some(6));
+        assert_eq!(n(r#"{}"#).unwrap(), None);
+        assert_eq!(n(r#"{"n":null}"#).unwrap(), None);
+        for bad in [
+            r#"{"n":6.5}"#,
+            r#"{"n":-1}"#,
+            r#"{"n":256}"#,
+            r#"{"n":"6"}"#,
+            r#"{"n":1e300}"#,
+        ] {
+            assert_eq!(n(bad).unwrap_err().code, "invalid_json", "{bad}");
+        }
     }
 
     #[test]
@@ -127,7 +182,20 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code, "unsupported_media_type");
-        let h = HeaderMap::new();
+        let e = read(
+            &HeaderMap::new(),
+            Body::from("{}"),
+            10,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, "unsupported_media_type", "no Content-Type: 415");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "Application/JSON; charset=utf-8".parse().unwrap(),
+        );
         let e = read(&h, Body::from(vec![b'x'; 11]), 10, Duration::from_secs(1))
             .await
             .unwrap_err();

@@ -6,17 +6,21 @@
 //!   addresses, IP allow-lists;
 //! - [`body`]: bodies capped, timed and parsed strictly;
 //! - [`error`]: every refusal and its HTTP status and code, in one place;
+//! - [`idempotency`]: `Idempotency-Key`, compared on the canonical request;
 //! - [`messages`]: `POST /v1/messages`, `GET /v1/messages/{id}`;
 //! - [`verifications`]: the Verify API (send a code, check it once, resend);
 //! - [`webhook`]: signed, durable, retried receipt webhooks;
+//! - [`url_policy`]: where webhooks may go (no internal addresses: SSRF);
 //! - [`openapi`]: the OpenAPI 3 document, generated from the handlers.
 
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod idempotency;
 pub mod messages;
 pub mod openapi;
 pub mod server;
+pub mod url_policy;
 pub mod verifications;
 pub mod webhook;
 
@@ -48,7 +52,9 @@ pub struct HttpConfig {
     pub max_body: usize,
     /// A body must arrive within this time.
     pub body_timeout: Duration,
-    /// Request headers must arrive within this time (and a TLS handshake finish).
+    /// A connection's first request head must arrive within this time of its
+    /// accept (TLS handshake included), each later one within this time of the
+    /// request before ending.
     pub header_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,

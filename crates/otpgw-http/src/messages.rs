@@ -7,19 +7,20 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use otpgw_accept::acceptor::{once_key, parse_once_value};
 use otpgw_accept::validate::e164;
 use otpgw_accept::{Submission, compose};
+use otpgw_core::Class;
 use otpgw_core::message::Extra;
+use otpgw_core::public_id::IdCipher;
 use otpgw_core::status::MessageStatus;
-use otpgw_core::{Class, MsgId};
 use otpgw_proto::time::rfc3339;
 
 use crate::Api;
 use crate::error::ApiError;
+use crate::idempotency;
 
 /// Priority class of a message.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
@@ -49,6 +50,7 @@ pub struct SendMessage {
     /// Seconds the message may wait to be sent (default: the brand's lifetime of
     /// its class); never sent after.
     #[schema(minimum = 1, maximum = 604800)]
+    #[serde(default, deserialize_with = "crate::body::whole")]
     pub validity_secs: Option<u64>,
     /// Where the final status goes as a signed webhook (`Otpgw-Signature`).
     pub receipt_url: Option<String>,
@@ -82,10 +84,10 @@ pub struct MessageView {
 }
 
 impl MessageView {
-    fn of(s: &MessageStatus) -> Self {
+    fn of(s: &MessageStatus, ids: &IdCipher) -> Self {
         let at = |ms: u64| (ms > 0).then(|| rfc3339(ms));
         Self {
-            id: s.id.to_string(),
+            id: ids.hide(s.id).to_string(),
             status: s.stage.name(),
             carrier: s.carrier.clone(),
             created_at: rfc3339(s.accepted_ms),
@@ -97,47 +99,14 @@ impl MessageView {
     }
 }
 
-/// Longest idempotency key.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
-/// Longest receipt URL.
-const MAX_URL: usize = 2048;
-
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    match v.to_str() {
-        Ok(k)
-            if !k.is_empty()
-                && k.len() <= MAX_IDEMPOTENCY_KEY
-                && k.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Ok(Some(k.to_string()))
-        }
-        _ => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        )),
-    }
-}
-
-fn check_url(u: &str) -> Result<(), ApiError> {
-    let bad = || {
+fn check_url(policy: &crate::url_policy::UrlPolicy, u: &str) -> Result<(), ApiError> {
+    policy.check(u).map(drop).map_err(|e| {
         ApiError::field(
             "invalid_receipt_url",
             "receipt_url",
-            "receipt_url must be an http or https URL of at most 2048 characters",
+            format!("receipt_url {e}"),
         )
-    };
-    if u.len() > MAX_URL {
-        return Err(bad());
-    }
-    let url = reqwest::Url::parse(u).map_err(|_| bad())?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(bad());
-    }
-    Ok(())
+    })
 }
 
 impl Api {
@@ -149,10 +118,10 @@ impl Api {
         body: axum::body::Body,
     ) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let brand = self.authenticate(headers, peer).await?;
-        let once = idempotency_key(headers)?;
+        let once = idempotency::key(headers)?;
         let raw =
             crate::body::read(headers, body, self.cfg.max_body, self.cfg.body_timeout).await?;
-        let fingerprint: Vec<u8> = Sha256::digest(&raw)[..16].to_vec();
+        let fingerprint = idempotency::fingerprint(&raw);
         let store = self.acceptor.store();
         // A retry of a request already taken answers as the first time did.
         if let Some(k) = &once
@@ -161,7 +130,7 @@ impl Api {
                 .await
                 .map_err(|_| ApiError::from(otpgw_accept::AcceptError::StoreUnavailable))?
         {
-            return replay(&rec.value, &fingerprint);
+            return replay(&rec.value, &fingerprint, self.acceptor.ids());
         }
         let req: SendMessage = crate::body::json(&raw)?;
         let Some(digits) = e164(&req.to) else {
@@ -188,7 +157,7 @@ impl Api {
             ));
         }
         if let Some(u) = &req.receipt_url {
-            check_url(u)?;
+            check_url(&self.cfg.webhooks.urls, u)?;
             if brand.webhook_secret.is_none() {
                 return Err(ApiError::field(
                     "webhook_not_configured",
@@ -227,13 +196,14 @@ impl Api {
             return replay(
                 &otpgw_accept::acceptor::once_value(accepted.id, &fp),
                 &fingerprint,
+                self.acceptor.ids(),
             );
         }
         brand.count_accepted();
         Ok((
             StatusCode::ACCEPTED,
             serde_json::json!(MessageAccepted {
-                id: accepted.id.to_string(),
+                id: self.acceptor.ids().hide(accepted.id).to_string(),
                 status: "queued",
             }),
         ))
@@ -247,15 +217,17 @@ impl Api {
         id: &str,
     ) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let brand = self.authenticate(headers, peer).await?;
-        let id = (id.len() == 16)
-            .then(|| MsgId::parse(id))
-            .flatten()
+        let id = self
+            .acceptor
+            .ids()
+            .parse(id)
             .ok_or_else(ApiError::not_found)?;
         let status = self.acceptor.status(id).await?;
         match status {
-            Some(s) if s.brand == brand.system_id => {
-                Ok((StatusCode::OK, serde_json::json!(MessageView::of(&s))))
-            }
+            Some(s) if s.brand == brand.system_id => Ok((
+                StatusCode::OK,
+                serde_json::json!(MessageView::of(&s, self.acceptor.ids())),
+            )),
             // Another brand's message does not exist for this one.
             _ => Err(ApiError::not_found()),
         }
@@ -263,22 +235,22 @@ impl Api {
 }
 
 /// The first answer for an idempotency key, or 422 when the request differs.
-fn replay(stored: &[u8], fingerprint: &[u8]) -> Result<(StatusCode, serde_json::Value), ApiError> {
+fn replay(
+    stored: &[u8],
+    fingerprint: &[u8],
+    ids: &IdCipher,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
     let Some((id, fp)) = parse_once_value(stored) else {
         return Err(otpgw_accept::AcceptError::StoreUnavailable.into());
     };
     if fp != fingerprint {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different request",
-        ));
+        return Err(idempotency::reused());
     }
     metrics::counter!("otpgw_http_idempotent_replays_total").increment(1);
     Ok((
         StatusCode::ACCEPTED,
         serde_json::json!(MessageAccepted {
-            id: id.to_string(),
+            id: ids.hide(id).to_string(),
             status: "queued",
         }),
     ))

@@ -2,15 +2,21 @@
 //! with keep-alive and HTTP/2 on one port (hyper-util's automatic builder).
 //!
 //! Defences: connections at once in all and per client address (past either, a new
-//! connection is closed at once); request headers must arrive within
-//! `header_timeout` (slowloris); bodies are capped and timed by the handlers
-//! ([`crate::body`]); a TLS handshake must finish within the header timeout; at
-//! most `max_streams` concurrent HTTP/2 streams per connection. On shutdown the
+//! connection is closed at once); a connection must bring its first complete
+//! request head within `header_timeout` of being accepted, its TLS handshake
+//! included (an idle or slow connection is closed: it cannot hold a slot), and a
+//! connection with no request in flight is closed `header_timeout` after its last
+//! request ended ([`Activity`]; hyper's header timer does the same for HTTP/1.1
+//! and guards each later head against slowloris);
+//! bodies are capped and timed by the handlers ([`crate::body`]); at most
+//! `max_streams` concurrent HTTP/2 streams per connection. On shutdown the
 //! listener stops accepting and open connections finish their requests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::time::Instant;
 
 use axum::Router;
 use hyper::body::Incoming;
@@ -103,11 +109,13 @@ pub async fn serve(
             limits.clone(),
             tls.clone(),
         );
+        let accepted = Instant::now();
         tasks.spawn(async move {
+            let first_head_by = accepted + cfg.header_timeout;
             match tls {
-                None => connection(TokioIo::new(stream), peer, app, &cfg, stop).await,
-                Some(t) => match tokio::time::timeout(cfg.header_timeout, t.accept(stream)).await {
-                    Ok(Ok(s)) => connection(TokioIo::new(s), peer, app, &cfg, stop).await,
+                None => connection(TokioIo::new(stream), peer, app, &cfg, stop, accepted).await,
+                Some(t) => match tokio::time::timeout_at(first_head_by, t.accept(stream)).await {
+                    Ok(Ok(s)) => connection(TokioIo::new(s), peer, app, &cfg, stop, accepted).await,
                     _ => {
                         metrics::counter!("otpgw_http_tls_handshake_failures_total").increment(1);
                     }
@@ -120,18 +128,83 @@ pub async fn serve(
     tasks.wait().await;
 }
 
+/// Requests of one connection: how many are in flight and when the last one
+/// ended (ms after the connection was accepted; 0 before the first request).
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    /// When the connection is to be closed if nothing happens before: the first
+    /// head's deadline, or the idle limit after the last request; `None` while a
+    /// request is in flight.
+    fn close_at(&self, accepted: Instant, cfg: &HttpConfig) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        if self.requests.load(Ordering::Acquire) == 0 {
+            return Some(accepted + cfg.header_timeout);
+        }
+        let since = std::time::Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        Some(accepted + since + cfg.header_timeout)
+    }
+}
+
+/// Decrements the in-flight count when the request's handling ends.
+struct InFlight {
+    activity: Arc<Activity>,
+    accepted: Instant,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let ms = self.accepted.elapsed().as_millis() as u64;
+        self.activity.idle_since_ms.store(ms, Ordering::Release);
+        self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Closes the connection when [`Activity::close_at`] passes with nothing in flight.
+async fn idle_watch(activity: &Activity, accepted: Instant, cfg: &HttpConfig) {
+    loop {
+        match activity.close_at(accepted, cfg) {
+            Some(at) if Instant::now() >= at => return,
+            Some(at) => tokio::time::sleep_until(at).await,
+            // A request in flight: look again later (it cannot end the wait itself).
+            None => tokio::time::sleep(cfg.header_timeout).await,
+        }
+    }
+}
+
 async fn connection<I>(
     io: TokioIo<I>,
     peer: SocketAddr,
     app: Router,
     cfg: &HttpConfig,
     stop: CancellationToken,
+    accepted: Instant,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity::default());
+    let seen = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(Peer(peer));
-        app.clone().oneshot(req.map(axum::body::Body::new))
+        seen.requests.fetch_add(1, Ordering::AcqRel);
+        seen.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight {
+            activity: seen.clone(),
+            accepted,
+        };
+        let call = app.clone().oneshot(req.map(axum::body::Body::new));
+        async move {
+            let r = call.await;
+            drop(guard);
+            r
+        }
     });
     let mut b = Builder::new(TokioExecutor::new());
     b.http1()
@@ -149,6 +222,12 @@ async fn connection<I>(
             if let Err(e) = r {
                 tracing::trace!(%peer, error = %e, "http connection ended with an error");
             }
+        }
+        _ = idle_watch(&activity, accepted, cfg) => {
+            let first = activity.requests.load(Ordering::Acquire) == 0;
+            let why = if first { "no_request" } else { "idle" };
+            metrics::counter!("otpgw_http_connections_timed_out_total", "reason" => why).increment(1);
+            tracing::debug!(%peer, why, "http connection closed");
         }
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();

@@ -14,6 +14,8 @@ use otpgw_verify::{CreateRequest, Outcome, Verifier, View};
 
 use crate::Api;
 use crate::error::ApiError;
+use crate::idempotency;
+use otpgw_accept::BrandConfig;
 
 /// A verification to start.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -26,9 +28,11 @@ pub struct StartVerification {
     pub template: Option<String>,
     /// Digits of the code (4 to 10, default 6).
     #[schema(minimum = 4, maximum = 10)]
+    #[serde(default, deserialize_with = "crate::body::whole")]
     pub code_length: Option<u8>,
     /// Lifetime of the code in seconds (1 to 900, default 300).
     #[schema(minimum = 1, maximum = 900)]
+    #[serde(default, deserialize_with = "crate::body::whole")]
     pub ttl_secs: Option<u64>,
     /// Only `sms`.
     pub channel: Option<String>,
@@ -61,7 +65,7 @@ pub struct VerificationView {
 }
 
 impl VerificationView {
-    fn of(v: &View) -> Self {
+    fn of(v: &View, ids: &otpgw_core::public_id::IdCipher) -> Self {
         Self {
             id: v.id.clone(),
             to: v.to.clone(),
@@ -70,7 +74,7 @@ impl VerificationView {
             expires_at: rfc3339(v.expires_ms),
             checks: v.checks,
             sends: v.sends,
-            message_id: v.message.to_string(),
+            message_id: ids.hide(v.message).to_string(),
         }
     }
 }
@@ -108,11 +112,52 @@ impl Api {
     ) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let brand = self.authenticate(headers, peer).await?;
         let v = self.verifier()?;
-        let req: StartVerification = self.json_body(headers, body).await?;
+        let once = idempotency::key(headers)?;
+        let raw =
+            crate::body::read(headers, body, self.cfg.max_body, self.cfg.body_timeout).await?;
+        let req: StartVerification = crate::body::json(&raw)?;
         let now = otpgw_core::clock::now_ms();
+        let Some(once) = once else {
+            return self.start(&brand, v, req, now).await;
+        };
+        // A retry with the same key answers with the verification its first
+        // request started (as it stands now), and sends nothing.
+        let (store, fp) = (self.acceptor.store(), idempotency::fingerprint(&raw));
+        let key = idempotency::verification_key(&brand.system_id, &once);
+        match idempotency::claim(&**store, &key, &fp, now).await? {
+            idempotency::Claim::Done(id) => {
+                metrics::counter!("otpgw_http_idempotent_replays_total").increment(1);
+                let view = v.get(&brand, &id, now).await?;
+                Ok((
+                    StatusCode::CREATED,
+                    serde_json::json!(VerificationView::of(&view, self.acceptor.ids())),
+                ))
+            }
+            idempotency::Claim::Mine(version) => {
+                let r = self.start(&brand, v, req, now).await;
+                match &r {
+                    Ok((_, body)) => {
+                        let id = body["id"].as_str().unwrap_or_default();
+                        idempotency::finish(&**store, &key, version, &fp, id, now).await;
+                    }
+                    Err(_) => idempotency::release(&**store, &key, version, now).await,
+                }
+                r
+            }
+        }
+    }
+
+    /// Start a verification (no idempotency key, or one just claimed).
+    async fn start(
+        &self,
+        brand: &Arc<BrandConfig>,
+        v: &Arc<Verifier>,
+        req: StartVerification,
+        now: u64,
+    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let view = v
             .create(
-                &brand,
+                brand,
                 CreateRequest {
                     to: req.to,
                     template: req.template,
@@ -126,7 +171,7 @@ impl Api {
         brand.count_accepted();
         Ok((
             StatusCode::CREATED,
-            serde_json::json!(VerificationView::of(&view)),
+            serde_json::json!(VerificationView::of(&view, self.acceptor.ids())),
         ))
     }
 
@@ -144,7 +189,7 @@ impl Api {
             .await?;
         Ok((
             StatusCode::OK,
-            serde_json::json!(VerificationView::of(&view)),
+            serde_json::json!(VerificationView::of(&view, self.acceptor.ids())),
         ))
     }
 
@@ -173,7 +218,9 @@ impl Api {
                 id: view.id,
                 status,
                 reason,
-                checks_left: if status == "denied" { left } else { 0 },
+                // Checks are left only while the code can still be approved
+                // (a verification already approved, locked or expired has none).
+                checks_left: if view.status == "pending" { left } else { 0 },
             }),
         ))
     }
@@ -193,7 +240,7 @@ impl Api {
         brand.count_accepted();
         Ok((
             StatusCode::OK,
-            serde_json::json!(VerificationView::of(&view)),
+            serde_json::json!(VerificationView::of(&view, self.acceptor.ids())),
         ))
     }
 }

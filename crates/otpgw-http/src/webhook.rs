@@ -31,10 +31,12 @@ use otpgw_accept::Brands;
 use otpgw_core::Store;
 use otpgw_core::clock::now_ms;
 use otpgw_core::outbox::{BrandOutbox, Outbox, ReceiptJob};
+use otpgw_core::public_id::IdCipher;
 use otpgw_core::status::Stage;
 use otpgw_proto::time::rfc3339;
 
 use crate::auth::hex;
+use crate::url_policy::{PolicyResolver, UrlPolicy};
 
 /// Webhook delivery settings.
 #[derive(Debug, Clone)]
@@ -47,6 +49,8 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Longest wait between tries.
     pub max_backoff: Duration,
+    /// Where webhooks may go ([`crate::url_policy`]).
+    pub urls: UrlPolicy,
 }
 
 impl Default for WebhookConfig {
@@ -58,6 +62,7 @@ impl Default for WebhookConfig {
             max_age: Duration::from_secs(86_400),
             timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(600),
+            urls: UrlPolicy::default(),
         }
     }
 }
@@ -119,10 +124,22 @@ pub fn event(job: &ReceiptJob) -> &'static str {
     }
 }
 
+/// The `otpgw-event-id` of a webhook: the message's public id, with
+/// [`otpgw_core::outbox::FALLBACK_BIT`] set for its fallback event (so a brand
+/// tells the two events of one message apart).
+pub fn event_id(job: &ReceiptJob, ids: &IdCipher) -> String {
+    let mut id = ids.hide(job.message_id());
+    if job.is_fallback() {
+        id.0 |= otpgw_core::outbox::FALLBACK_BIT;
+    }
+    id.to_string()
+}
+
 /// The JSON body of a receipt webhook, or of a fallback event (every SMS attempt
 /// of an OTP failed or got no receipt in time, with time left before its deadline:
 /// the brand's voice or push service can take over).
-pub fn payload(job: &ReceiptJob) -> Vec<u8> {
+pub fn payload(job: &ReceiptJob, ids: &IdCipher) -> Vec<u8> {
+    let id = ids.hide(job.message_id()).to_string();
     let err = Some(job.err.as_str()).filter(|e| !e.is_empty() && *e != "000");
     if job.is_fallback() {
         let reason = if job.err == "TMO" {
@@ -132,7 +149,7 @@ pub fn payload(job: &ReceiptJob) -> Vec<u8> {
         };
         return serde_json::json!({
             "event": "message.fallback",
-            "id": job.message_id().to_string(),
+            "id": id,
             "to": format!("+{}", job.source.addr),
             "reason": reason,
             "last_status": Stage::Done(job.state).name(),
@@ -146,7 +163,7 @@ pub fn payload(job: &ReceiptJob) -> Vec<u8> {
     }
     serde_json::json!({
         "event": "message.status",
-        "id": job.id.to_string(),
+        "id": id,
         "status": Stage::Done(job.state).name(),
         "error_code": err,
         "to": format!("+{}", job.source.addr),
@@ -161,6 +178,7 @@ struct Sender {
     outbox: Arc<Outbox>,
     store: Arc<dyn Store>,
     brands: Arc<parking_lot::RwLock<Brands>>,
+    ids: IdCipher,
     client: reqwest::Client,
     cfg: WebhookConfig,
     stop: CancellationToken,
@@ -171,6 +189,7 @@ pub fn spawn(
     outbox: Arc<Outbox>,
     store: Arc<dyn Store>,
     brands: Arc<parking_lot::RwLock<Brands>>,
+    ids: IdCipher,
     cfg: WebhookConfig,
     stop: CancellationToken,
 ) -> Result<(), reqwest::Error> {
@@ -178,12 +197,14 @@ pub fn spawn(
         .timeout(cfg.timeout)
         .connect_timeout(cfg.timeout)
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(PolicyResolver(cfg.urls.clone())))
         .user_agent(concat!("otpgw/", env!("CARGO_PKG_VERSION")))
         .build()?;
     let s = Arc::new(Sender {
         outbox,
         store,
         brands,
+        ids,
         client,
         cfg,
         stop,
@@ -301,13 +322,20 @@ async fn post_one(s: &Sender, job: &ReceiptJob) -> Result<(), String> {
     let Some(url) = job.url.as_deref() else {
         return Ok(());
     };
+    // Again at every post: the policy may have changed since the URL was taken,
+    // and an address written in the URL is not resolved (the resolver does not
+    // see it).
+    let url = s.cfg.urls.check(url).map_err(|e| {
+        tracing::warn!(brand = %job.brand, error = %e, "webhook URL refused");
+        "url refused".to_string()
+    })?;
     let secret = s
         .brands
         .read()
         .get(&job.brand)
         .and_then(|b| b.webhook_secret.clone())
         .ok_or("the brand has no webhook_secret")?;
-    let body = payload(job);
+    let body = payload(job, &s.ids);
     let t = now_ms() / 1000;
     let r = s
         .client
@@ -315,7 +343,7 @@ async fn post_one(s: &Sender, job: &ReceiptJob) -> Result<(), String> {
         .header("content-type", "application/json")
         .header("otpgw-signature", sign(secret.as_bytes(), t, &body))
         .header("otpgw-event", event(job))
-        .header("otpgw-event-id", job.id.to_string())
+        .header("otpgw-event-id", event_id(job, &s.ids))
         .body(body)
         .send()
         .await

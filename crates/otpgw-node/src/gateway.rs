@@ -16,6 +16,7 @@ use otpgw_carrier::{Carrier, CarrierState};
 use otpgw_core::clock::{self, SystemClock};
 use otpgw_core::message::IdGen;
 use otpgw_core::outbox::Outbox;
+use otpgw_core::public_id::IdCipher;
 use otpgw_core::tracker::Tracker;
 use otpgw_dispatch::Dispatcher;
 use otpgw_smpp_server::Server;
@@ -105,6 +106,7 @@ impl Gateway {
             dispatcher.clone(),
             tracker.clone(),
             IdGen::starting_at(opened.id_start),
+            IdCipher::new(opened.id_key),
         ));
         let doors = open_doors(cfg, &acceptor, &tracker, &shutdown).await?;
         // Several nodes on one store: receipts between nodes, and dead nodes' work.
@@ -324,6 +326,7 @@ async fn open_doors(
         tracker.outbox().clone(),
         tracker.store().clone(),
         acceptor.brands().clone(),
+        acceptor.ids().clone(),
         hooks,
         shutdown.child_token(),
     )

@@ -1,8 +1,11 @@
 //! The operator's HTTP listener (loopback by default): `/metrics` (Prometheus text
 //! format), `/healthz` (the process is alive), `/readyz` (the store is healthy and
 //! every route has at least one carrier bound), and the admin API under `/admin`
-//! (JSON; every call needs `Authorization: Bearer <ops.admin_token>`; without a
-//! configured token the admin API answers 404):
+//! (JSON; every call needs `Authorization: Bearer <ops.admin_token>`, the scheme in
+//! any case; without a configured token the admin API answers 404; every call is
+//! logged with the caller's address, allowed or not; an address that fails
+//! [`ADMIN_LOCK_AFTER`] times within a minute is refused (429, `Retry-After` the
+//! time left) for 60 s, then twice as long at each further lock):
 //! - `GET /admin/carriers`: binds up and configured, window, paused, submits in the
 //!   last second, queue per class;
 //! - `POST /admin/carriers/{name}/pause` and `.../resume`: stop or restart taking
@@ -18,8 +21,9 @@ use std::sync::{Arc, OnceLock};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -97,6 +101,7 @@ struct Ctx {
     prom: Option<PrometheusHandle>,
     readiness: Arc<dyn Readiness>,
     admin: Option<(Arc<dyn Admin>, String)>,
+    lockout: parking_lot::Mutex<otpgw_accept::auth::Lockout>,
 }
 
 /// Bind the listener and serve until `shutdown`. Returns the bound address.
@@ -110,24 +115,35 @@ pub async fn serve(
         prom: recorder(),
         readiness,
         admin,
+        lockout: parking_lot::Mutex::new(otpgw_accept::auth::Lockout::new(
+            0,
+            ADMIN_LOCK_AFTER,
+            ADMIN_LOCK,
+        )),
     });
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
+    let admin = Router::new()
         .route("/admin/carriers", get(admin_carriers))
         .route("/admin/carriers/{name}/pause", post(admin_pause))
         .route("/admin/carriers/{name}/resume", post(admin_resume))
         .route("/admin/brands", get(admin_brands))
         .route("/admin/queue", get(admin_queue))
         .route("/admin/quality", get(admin_quality))
+        .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), guard));
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .merge(admin)
         .with_state(ctx);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let r = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "ops listener failed");
         }
@@ -161,86 +177,100 @@ async fn ready(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
     }
 }
 
-/// The admin API if the request carries the right token, or the response to send.
-#[allow(clippy::result_large_err)]
-fn authorized<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a dyn Admin, Response> {
-    let Some((admin, token)) = &ctx.admin else {
-        return Err((
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": "admin API disabled"})),
-        )
-            .into_response());
+/// Failed admin tokens from one address before it is locked, and the first lock.
+const ADMIN_LOCK_AFTER: u32 = 10;
+const ADMIN_LOCK: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn refusal(status: StatusCode, error: &str, retry_secs: Option<u64>) -> Response {
+    let mut r = (status, Json(json!({ "error": error }))).into_response();
+    if let Some(s) = retry_secs {
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, s.max(1).into());
+    }
+    r
+}
+
+/// Every `/admin` call: the token, the lockout of failing addresses and the log
+/// line (who called what, allowed or not; never the token).
+async fn guard(
+    State(ctx): State<Arc<Ctx>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some((_, token)) = &ctx.admin else {
+        return refusal(StatusCode::NOT_FOUND, "admin API disabled", None);
     };
-    let given = headers
-        .get("authorization")
+    let (ip, now) = (peer.ip(), otpgw_core::clock::now_ms());
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    if let Some(left) = ctx.lockout.lock().locked_for(None, ip, now) {
+        metrics::counter!("otpgw_admin_unauthorized_total").increment(1);
+        tracing::warn!(%peer, %method, path, "admin call refused: address locked");
+        return refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed authentications from this address",
+            Some(left.div_ceil(1000)),
+        );
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(otpgw_accept::auth::bearer_token)
         .unwrap_or("");
     if !otpgw_accept::brands::constant_time_eq(given.as_bytes(), token.as_bytes()) {
         metrics::counter!("otpgw_admin_unauthorized_total").increment(1);
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "unauthorized"})),
-        )
-            .into_response());
+        tracing::warn!(%peer, %method, path, "admin call refused: wrong token");
+        if let Some(ms) = ctx.lockout.lock().failure(None, ip, now) {
+            metrics::counter!("otpgw_auth_lockouts_total", "door" => "admin").increment(1);
+            tracing::warn!(%peer, seconds = ms.div_ceil(1000), "failed admin tokens: address locked");
+            return refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentications from this address",
+                Some(ms.div_ceil(1000)),
+            );
+        }
+        return refusal(StatusCode::UNAUTHORIZED, "unauthorized", None);
     }
-    Ok(admin.as_ref())
+    tracing::info!(%peer, %method, path, "admin call");
+    next.run(req).await
 }
 
-async fn admin_carriers(State(ctx): State<Arc<Ctx>>, h: HeaderMap) -> Response {
-    match authorized(&ctx, &h) {
-        Ok(a) => Json(a.carriers()).into_response(),
-        Err(r) => r,
-    }
-}
-
-async fn admin_brands(State(ctx): State<Arc<Ctx>>, h: HeaderMap) -> Response {
-    match authorized(&ctx, &h) {
-        Ok(a) => Json(a.brands()).into_response(),
-        Err(r) => r,
-    }
-}
-
-async fn admin_queue(State(ctx): State<Arc<Ctx>>, h: HeaderMap) -> Response {
-    match authorized(&ctx, &h) {
-        Ok(a) => Json(a.queue()).into_response(),
-        Err(r) => r,
+/// The admin API (present: [`guard`] let the call through).
+fn with_admin(ctx: &Ctx, f: impl FnOnce(&dyn Admin) -> Response) -> Response {
+    match &ctx.admin {
+        Some((a, _)) => f(a.as_ref()),
+        None => refusal(StatusCode::NOT_FOUND, "admin API disabled", None),
     }
 }
 
-async fn admin_quality(State(ctx): State<Arc<Ctx>>, h: HeaderMap) -> Response {
-    match authorized(&ctx, &h) {
-        Ok(a) => Json(a.quality()).into_response(),
-        Err(r) => r,
-    }
+async fn admin_carriers(State(ctx): State<Arc<Ctx>>) -> Response {
+    with_admin(&ctx, |a| Json(a.carriers()).into_response())
 }
 
-async fn pause(ctx: &Ctx, h: &HeaderMap, name: &str, on: bool) -> Response {
-    match authorized(ctx, h) {
-        Ok(a) => match a.set_paused(name, on) {
-            Some(v) => Json(v).into_response(),
-            None => (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": "no such carrier"})),
-            )
-                .into_response(),
-        },
-        Err(r) => r,
-    }
+async fn admin_brands(State(ctx): State<Arc<Ctx>>) -> Response {
+    with_admin(&ctx, |a| Json(a.brands()).into_response())
 }
 
-async fn admin_pause(
-    State(ctx): State<Arc<Ctx>>,
-    h: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    pause(&ctx, &h, &name, true).await
+async fn admin_queue(State(ctx): State<Arc<Ctx>>) -> Response {
+    with_admin(&ctx, |a| Json(a.queue()).into_response())
 }
 
-async fn admin_resume(
-    State(ctx): State<Arc<Ctx>>,
-    h: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    pause(&ctx, &h, &name, false).await
+async fn admin_quality(State(ctx): State<Arc<Ctx>>) -> Response {
+    with_admin(&ctx, |a| Json(a.quality()).into_response())
+}
+
+fn pause(ctx: &Ctx, name: &str, on: bool) -> Response {
+    with_admin(ctx, |a| match a.set_paused(name, on) {
+        Some(v) => Json(v).into_response(),
+        None => refusal(StatusCode::NOT_FOUND, "no such carrier", None),
+    })
+}
+
+async fn admin_pause(State(ctx): State<Arc<Ctx>>, Path(name): Path<String>) -> Response {
+    pause(&ctx, &name, true)
+}
+
+async fn admin_resume(State(ctx): State<Arc<Ctx>>, Path(name): Path<String>) -> Response {
+    pause(&ctx, &name, false)
 }

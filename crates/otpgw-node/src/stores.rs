@@ -1,7 +1,8 @@
 //! Opening the store the configuration names, with what comes with it: the first
 //! message id (with Redis the node's number in its top byte, so nodes sharing a
 //! Redis never hand out the same id) and, with Redis, the carrier limits the nodes
-//! share.
+//! share; the key of the ids brands see ([`otpgw_core::public_id`]), made once and
+//! kept in the store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub(crate) struct Opened {
     pub embedded: Option<Arc<EmbeddedStore>>,
     /// The first message id this run hands out.
     pub id_start: u64,
+    /// The key of the ids brands see.
+    pub id_key: [u8; 16],
     /// Carrier rate limits held with the other nodes (`share_carrier_limits`).
     pub shared_limit: Option<Arc<dyn SharedLimit>>,
     /// Carrier bind allowances held with the other nodes.
@@ -36,6 +39,7 @@ pub(crate) async fn open(cfg: &Config) -> Result<Opened, StartError> {
         memory: None,
         embedded: None,
         id_start: clock::now_us(),
+        id_key: [0; 16],
         shared_limit: None,
         bind_slots: None,
     };
@@ -94,5 +98,35 @@ pub(crate) async fn open(cfg: &Config) -> Result<Opened, StartError> {
             opened.store = Arc::new(r);
         }
     }
+    opened.id_key = id_key(&*opened.store).await?;
     Ok(opened)
+}
+
+/// Where the key of public ids is kept, and for how long (a century: every
+/// store takes an expiry as a count of milliseconds).
+const ID_KEY: &str = "otpgw:public-id-key";
+const KEEP_MS: u64 = 100 * 365 * 86_400_000;
+
+/// The key of the ids brands see: the store's, or a new one kept in it (the first
+/// node to write it wins; the others read it).
+async fn id_key(store: &dyn Store) -> Result<[u8; 16], StartError> {
+    let failed =
+        |e: &dyn std::fmt::Display| StartError::store("cannot read or keep the public id key", e);
+    for _ in 0..3 {
+        if let Some(v) = store.kv_get(ID_KEY).await.map_err(|e| failed(&e))? {
+            return <[u8; 16]>::try_from(v.value.as_slice())
+                .map_err(|_| failed(&"the stored key is not 16 bytes"));
+        }
+        let mut key = [0u8; 16];
+        getrandom::fill(&mut key).map_err(|e| failed(&e))?;
+        if store
+            .kv_put(ID_KEY, 0, key.to_vec(), clock::now_ms() + KEEP_MS)
+            .await
+            .map_err(|e| failed(&e))?
+            .is_some()
+        {
+            return Ok(key);
+        }
+    }
+    Err(failed(&"another node keeps replacing it"))
 }

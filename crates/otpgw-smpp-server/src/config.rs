@@ -29,11 +29,13 @@ pub struct ServerConfig {
     pub plain: bool,
     /// The TLS listener, if any.
     pub tls: Option<otpgw_accept::tls::TlsListen>,
-    /// Failed binds of one account before it is locked (0: never).
+    /// Failed binds of one account from one address before that account is
+    /// locked for that address (0: never).
     pub lockout_after: u32,
     /// Failed binds from one IP before it is locked (0: never).
     pub lockout_ip_after: u32,
-    /// How long a lock lasts (and the window failures are counted in).
+    /// The first lock (and the window failures are counted in); each further lock
+    /// in a row lasts twice as long.
     pub lockout: Duration,
     /// Answer bind failures with the specific status (ESME_RINVSYSID, ESME_RINVPASWD)
     /// instead of ESME_RBINDFAIL for all (which tells an attacker nothing).

@@ -171,8 +171,8 @@ impl Config {
                 p.push(format!("brand[{i}].fallback_max: at most 5"));
             }
             if let Some(u) = &b.fallback_url {
-                if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() > 2048 {
-                    p.push(format!("brand[{i}].fallback_url: an http or https URL"));
+                if let Err(e) = self.url_policy().check(u) {
+                    p.push(format!("brand[{i}].fallback_url: {e}"));
                 }
                 if b.webhook_secret.is_none() && b.webhook_secret_env.is_none() {
                     p.push(format!(

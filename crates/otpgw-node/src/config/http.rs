@@ -43,6 +43,10 @@ pub struct Http {
     pub webhook_retry_hours: u64,
     #[serde(default = "d_10s")]
     pub webhook_timeout_secs: u64,
+    /// Networks webhooks may reach although they are internal (loopback, private,
+    /// link-local...): CIDR strings, e.g. `["10.20.0.0/16"]`. Empty by default.
+    #[serde(default)]
+    pub webhook_allow_networks: Vec<String>,
     #[serde(skip)]
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     #[serde(skip)]
@@ -201,6 +205,13 @@ impl Config {
                     "http: webhook_concurrency and webhook_retry_hours must be at least 1".into(),
                 );
             }
+            for (i, n) in h.webhook_allow_networks.iter().enumerate() {
+                if n.parse::<ipnet::IpNet>().is_err() {
+                    p.push(format!(
+                        "http.webhook_allow_networks[{i}]: not a network in CIDR form (e.g. 10.20.0.0/16)"
+                    ));
+                }
+            }
             if !self.brands.iter().any(|b| b.api_key_hash.is_some()) {
                 p.push("http: no [[brand]] has an api_key_hash: nobody could call the API".into());
             }
@@ -270,7 +281,20 @@ impl Config {
         c.webhooks.concurrency = h.webhook_concurrency;
         c.webhooks.max_age = Duration::from_secs(h.webhook_retry_hours * 3600);
         c.webhooks.timeout = Duration::from_secs(h.webhook_timeout_secs);
+        c.webhooks.urls = self.url_policy();
         Some(c)
+    }
+
+    /// Where webhooks may go: `[http] webhook_allow_networks` (none without
+    /// `[http]`).
+    pub fn url_policy(&self) -> otpgw_http::url_policy::UrlPolicy {
+        let nets = self
+            .http
+            .iter()
+            .flat_map(|h| &h.webhook_allow_networks)
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        otpgw_http::url_policy::UrlPolicy::new(nets)
     }
 
     /// The verification service's settings, when `[verify]` is present and valid.

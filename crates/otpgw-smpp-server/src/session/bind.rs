@@ -20,42 +20,52 @@ impl Conn {
         };
         let ip = self.peer.ip();
         let sys = req.params.system_id.as_str();
-        if self.ctx.lockout.lock().is_locked(sys, ip, now_ms()) {
+        let locked = self.ctx.lockout.lock().locked_for(Some(sys), ip, now_ms());
+        if let Some(left) = locked {
             metrics::counter!("otpgw_brand_binds_locked_out_total").increment(1);
+            tracing::info!(peer = %self.peer, seconds_left = left.div_ceil(1000), "bind refused: locked out");
             return self
                 .bind_failed(id, seq, status::ESME_RBINDFAIL, "locked out")
                 .await;
         }
-        let Some(brand) = self.ctx.acceptor.brands().read().get(sys) else {
-            self.ctx.lockout.lock().failure(None, ip, now_ms());
-            return self
-                .bind_failed(id, seq, status::ESME_RINVSYSID, "unknown system_id")
-                .await;
+        let brand = self.ctx.acceptor.brands().read().get(sys);
+        // A known account may be tried from this address; unknown names and
+        // addresses outside the allow-list count against the address alone.
+        let (account, hash) = match &brand {
+            Some(b) if b.allows(ip) => (Some(sys), Some(b.password_hash.clone())),
+            _ => (None, None),
         };
-        if !brand.allows(ip) {
-            self.ctx.lockout.lock().failure(Some(sys), ip, now_ms());
-            return self
-                .bind_failed(id, seq, status::ESME_RBINDFAIL, "address not allowed")
-                .await;
-        }
-        // The hash check costs tens of ms of CPU: on the blocking pool, a few at a time.
+        // The hash check costs tens of ms of CPU: on the blocking pool, a few at a
+        // time; the same work for an unknown account (no timing oracle).
+        let password = req.params.password.clone();
         let ok = match self.ctx.verify_slots.acquire().await {
-            Ok(_permit) => {
-                let hash = brand.password_hash.clone();
-                let password = req.params.password.clone();
-                tokio::task::spawn_blocking(move || auth::verify_password(&hash, &password))
-                    .await
-                    .unwrap_or(false)
-            }
+            Ok(_permit) => tokio::task::spawn_blocking(move || match hash {
+                Some(h) => auth::verify_password(&h, &password),
+                None => {
+                    auth::dummy_verify(&password);
+                    false
+                }
+            })
+            .await
+            .unwrap_or(false),
             Err(_) => false,
         };
-        if !ok {
-            self.ctx.lockout.lock().failure(Some(sys), ip, now_ms());
-            return self
-                .bind_failed(id, seq, status::ESME_RINVPASWD, "wrong password")
-                .await;
-        }
-        self.ctx.lockout.lock().success(sys);
+        let brand = match brand {
+            Some(b) if ok => b,
+            _ => {
+                if let Some(ms) = self.ctx.lockout.lock().failure(account, ip, now_ms()) {
+                    metrics::counter!("otpgw_auth_lockouts_total", "door" => "smpp").increment(1);
+                    tracing::warn!(peer = %self.peer, seconds = ms.div_ceil(1000), "failed binds: address locked for this account");
+                }
+                let (code, why) = match &brand {
+                    None => (status::ESME_RINVSYSID, "unknown system_id"),
+                    Some(b) if !b.allows(ip) => (status::ESME_RBINDFAIL, "address not allowed"),
+                    Some(_) => (status::ESME_RINVPASWD, "wrong password"),
+                };
+                return self.bind_failed(id, seq, code, why).await;
+            }
+        };
+        self.ctx.lockout.lock().success(sys, ip);
         // Count the bind against the brand's limit in one step (no race between binds).
         let over = {
             let mut n = self

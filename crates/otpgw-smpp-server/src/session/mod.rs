@@ -21,6 +21,7 @@ use tokio::time::sleep_until;
 
 use otpgw_core::clock::now_ms;
 use otpgw_core::outbox::{BrandOutbox, ReceiptJob};
+use otpgw_core::public_id::IdCipher;
 use otpgw_proto::codec::{Frame, Malformed};
 use otpgw_proto::driver::{PduSender, reader, spawn_writer};
 use otpgw_proto::pdu::{self, ReceiptPdu, SubmitFields};
@@ -195,11 +196,16 @@ where
 }
 
 /// The `submit_sm_resp` for an acceptance's outcome.
-fn reply(brand: &BrandConfig, res: Result<otpgw_core::MsgId, AcceptError>, seq: u32) -> Command {
+fn reply(
+    brand: &BrandConfig,
+    ids: &IdCipher,
+    res: Result<otpgw_core::MsgId, AcceptError>,
+    seq: u32,
+) -> Command {
     match res {
         Ok(id) => {
             brand.count_accepted();
-            pdu::submit_sm_resp(seq, &id.to_string())
+            pdu::submit_sm_resp(seq, &ids.hide(id).to_string())
         }
         Err(e) => refusal(brand, e, seq),
     }
@@ -333,7 +339,9 @@ impl Conn {
         started: Instant,
     ) -> Option<End> {
         let brand = self.brand.clone()?;
-        let end = self.send(reply(&brand, res, seq)).await;
+        let end = self
+            .send(reply(&brand, self.ctx.acceptor.ids(), res, seq))
+            .await;
         metrics::histogram!("otpgw_accept_latency_seconds").record(started.elapsed().as_secs_f64());
         end
     }
@@ -422,7 +430,7 @@ impl Conn {
         // Not a `for` loop: on a write failure the rest of `batch` goes back.
         #[allow(clippy::while_let_on_iterator)]
         while let Some(job) = batch.next() {
-            let id = job.id.to_string();
+            let id = self.ctx.acceptor.ids().hide(job.message_id()).to_string();
             let submit = receipt_date(job.submit_ms);
             let done = receipt_date(job.done_ms);
             let err: String = job.err.chars().take(3).collect();

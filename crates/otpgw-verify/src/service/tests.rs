@@ -27,6 +27,7 @@ fn rig_on(store: Arc<dyn Store>, cfg: impl FnOnce(&mut VerifyConfig)) -> Rig {
         dispatcher.clone(),
         tracker,
         IdGen::starting_at(1),
+        otpgw_core::public_id::IdCipher::new([7; 16]),
     ));
     let mut c = VerifyConfig::new(Secret::new(vec![3u8; 32]).unwrap());
     cfg(&mut c);

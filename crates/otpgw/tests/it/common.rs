@@ -61,6 +61,10 @@ pub const BANK_HOOK_SECRET: &str = "bank-webhook-secret-0123";
 
 /// `[http]` on `http_port`, `[verify]` with a fixed secret, API keys and webhook
 /// secrets for bank and shop: the pieces [`config_text_full`] takes.
+/// The `[http]` line that lets webhooks reach the tests' receivers on loopback
+/// (internal addresses are refused otherwise: `otpgw_http::url_policy`).
+pub const ALLOW_LOOPBACK_HOOKS: &str = "webhook_allow_networks = [\"127.0.0.0/8\"]";
+
 pub fn http_pieces(http_port: u16) -> ([String; 2], String) {
     let brands = [
         format!(
@@ -73,7 +77,7 @@ pub fn http_pieces(http_port: u16) -> ([String; 2], String) {
         ),
     ];
     let sections = format!(
-        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[verify]\nsecret = \"test-verify-secret-0123456789abcdef0123\"\nsender = \"BANK\"\n"
+        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n{ALLOW_LOOPBACK_HOOKS}\n[verify]\nsecret = \"test-verify-secret-0123456789abcdef0123\"\nsender = \"BANK\"\n"
     );
     (brands, sections)
 }
@@ -243,7 +247,16 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(addr: std::net::SocketAddr) -> Self {
-        let s = TcpStream::connect(addr).await.unwrap();
+        Self::from_stream(TcpStream::connect(addr).await.unwrap())
+    }
+    /// Connect from another loopback address (127.0.0.2 and so on: every address
+    /// of 127/8 is this machine), as a second client machine would.
+    pub async fn connect_from(addr: std::net::SocketAddr, local: &str) -> Self {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{local}:0").parse().unwrap()).unwrap();
+        Self::from_stream(sock.connect(addr).await.unwrap())
+    }
+    fn from_stream(s: TcpStream) -> Self {
         let (r, w) = s.into_split();
         Raw {
             rd: FramedRead::new(r, SmppCodec::default()),

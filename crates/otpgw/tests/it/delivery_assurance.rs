@@ -196,8 +196,9 @@ async fn all_attempts_silent_calls_the_fallback_url() {
     let (a, b) = (common::sim(silent).await, common::sim(silent).await);
     let hooks = HookSink::start().await;
     let brand = format!(
-        "webhook_secret = \"{BANK_HOOK_SECRET}\"\nfallback_url = \"{}\"\n",
-        hooks.url
+        "webhook_secret = \"{BANK_HOOK_SECRET}\"\nfallback_url = \"{}\"\napi_key_hash = \"{}\"\n",
+        hooks.url,
+        otpgw_http::auth::sha256_hash(common::BANK_KEY)
     );
     let text = config(
         "127.0.0.1:0",
@@ -207,6 +208,14 @@ async fn all_attempts_silent_calls_the_fallback_url() {
         500,
         "ordered",
         &brand,
+    )
+    // The receiver is on loopback: the operator allows it.
+    .replace(
+        "[ops]\n",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n{}\n[ops]\n",
+            common::ALLOW_LOOPBACK_HOOKS
+        ),
     );
     let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);

@@ -20,6 +20,7 @@ mod dispatch_policy;
 mod end_to_end;
 mod hostile_input;
 mod http_api;
+mod http_doors;
 mod interop;
 mod log_secrecy;
 mod long_messages;

@@ -70,13 +70,26 @@ async fn call(
     path: &str,
     token: Option<&str>,
 ) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let (code, text) = raw_call(addr, "127.0.0.1", &format!("{method} {path}"), &auth).await;
+    (
+        code,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// `line` (method and path) from the address `from` with the header lines `auth`:
+/// (status, the whole answer).
+async fn raw_call(addr: std::net::SocketAddr, from: &str, line: &str, auth: &str) -> (u16, String) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
     s.write_all(
-        format!("{method} {path} HTTP/1.0\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n")
-            .as_bytes(),
+        format!("{line} HTTP/1.0\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n").as_bytes(),
     )
     .await
     .unwrap();
@@ -91,12 +104,7 @@ async fn call(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (
-        code,
-        text.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
+    (code, text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,6 +177,39 @@ async fn admin_api_needs_the_token_and_pauses_a_carrier() {
     let r = load.await.unwrap().unwrap();
     assert_eq!(r.receipts, 50);
     assert_eq!(sim.received(), 50);
+
+    // Ten failures from one address lock it (429, Retry-After the lock's time),
+    // even with the right token; another address is not locked, and the scheme's
+    // case does not matter.
+    for _ in 0..6 {
+        assert_eq!(
+            call(ops, "GET", "/admin/queue", Some("guess-guess"))
+                .await
+                .0,
+            401
+        );
+    }
+    let (code, head) = raw_call(
+        ops,
+        "127.0.0.1",
+        "GET /admin/queue",
+        "Authorization: Bearer guess\r\n",
+    )
+    .await;
+    assert_eq!(code, 429, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 60\r\n"),
+        "{head}"
+    );
+    let (code, head) = call(ops, "GET", "/admin/queue", Some(TOKEN)).await;
+    assert_eq!(code, 429, "locked even with the token: {head}");
+    let auth = format!("Authorization: bearer {TOKEN}\r\n");
+    assert_eq!(
+        raw_call(ops, "127.0.0.2", "GET /admin/queue", &auth)
+            .await
+            .0,
+        200
+    );
     gw.shutdown().await;
     sim.shutdown();
 }
