@@ -83,6 +83,11 @@ pub async fn serve(
         total: AtomicUsize::new(0),
         by_ip: dashmap::DashMap::new(),
     });
+    // Every series exists from the start (at 0).
+    for reason in ["no_request", "idle"] {
+        metrics::counter!("otpgw_http_connections_timed_out_total", "reason" => reason).increment(0);
+    }
+    metrics::counter!("otpgw_auth_lockouts_total", "door" => "http").increment(0);
     let tasks = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {

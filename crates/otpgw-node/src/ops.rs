@@ -121,6 +121,7 @@ pub async fn serve(
             ADMIN_LOCK,
         )),
     });
+    metrics::counter!("otpgw_auth_lockouts_total", "door" => "admin").increment(0);
     let admin = Router::new()
         .route("/admin/carriers", get(admin_carriers))
         .route("/admin/carriers/{name}/pause", post(admin_pause))

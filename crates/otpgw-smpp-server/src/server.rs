@@ -52,6 +52,7 @@ impl Server {
             )),
             None => None,
         };
+        metrics::counter!("otpgw_auth_lockouts_total", "door" => "smpp").increment(0);
         let lockout =
             otpgw_accept::auth::Lockout::new(cfg.lockout_after, cfg.lockout_ip_after, cfg.lockout);
         Ok(Self {
