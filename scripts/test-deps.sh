@@ -28,6 +28,16 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
     $SUDO pkill -x prometheus 2>/dev/null || true
 fi
 
+if ! command -v haproxy >/dev/null 2>&1; then
+    echo "installing haproxy (Debian package): a real PROXY protocol sender for the SMPP door's test..."
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends haproxy >/dev/null
+    # The package's own service is not wanted: the test starts its own.
+    $SUDO pkill -x haproxy 2>/dev/null || true
+fi
+
 if ! command -v redis-server >/dev/null 2>&1; then
     echo "installing redis-server (Debian package) for the Redis store tests..."
     SUDO=""

@@ -64,6 +64,8 @@ pub struct HttpConfig {
     /// long.
     pub lockout_after: u32,
     pub lockout: Duration,
+    /// Load balancers whose `X-Forwarded-For` names the client ([`server`]).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub webhooks: webhook::WebhookConfig,
 }
 
@@ -83,6 +85,7 @@ impl HttpConfig {
             max_streams: 100,
             lockout_after: 20,
             lockout: Duration::from_secs(300),
+            trusted_proxies: Vec::new(),
             webhooks: webhook::WebhookConfig::default(),
         }
     }

@@ -29,7 +29,7 @@ use tower::ServiceExt;
 
 use crate::HttpConfig;
 
-/// The client's address, put in every request's extensions.
+/// The client's address (see the module docs), put in every request's extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
@@ -85,7 +85,8 @@ pub async fn serve(
     });
     // Every series exists from the start (at 0).
     for reason in ["no_request", "idle"] {
-        metrics::counter!("otpgw_http_connections_timed_out_total", "reason" => reason).increment(0);
+        metrics::counter!("otpgw_http_connections_timed_out_total", "reason" => reason)
+            .increment(0);
     }
     metrics::counter!("otpgw_auth_lockouts_total", "door" => "http").increment(0);
     let tasks = TaskTracker::new();
@@ -196,8 +197,10 @@ async fn connection<I>(
 {
     let activity = Arc::new(Activity::default());
     let seen = activity.clone();
+    let trusted = cfg.trusted_proxies.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(Peer(peer));
+        let client = client_of(peer, req.headers(), &trusted);
+        req.extensions_mut().insert(Peer(client));
         seen.requests.fetch_add(1, Ordering::AcqRel);
         seen.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight {
@@ -238,5 +241,86 @@ async fn connection<I>(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
         }
+    }
+}
+
+/// The client of a request that came from `peer`: `peer` itself, unless it is a
+/// trusted proxy; then the nearest `X-Forwarded-For` hop, from the right, that is
+/// not a trusted proxy (every hop to the right of it was added by one). A hop that
+/// is not an address ends the walk (at the last trusted hop).
+pub fn client_of(
+    peer: SocketAddr,
+    headers: &hyper::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> SocketAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer.ip()) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer.ip();
+    for hop in hops.iter().rev() {
+        match hop.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    if client == peer.ip() {
+        peer
+    } else {
+        SocketAddr::new(client, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_behind_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = |v: &[&str]| {
+            let mut m = hyper::HeaderMap::new();
+            for x in v {
+                m.append("x-forwarded-for", x.parse().unwrap());
+            }
+            m
+        };
+        let lb: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        let ip = |a: SocketAddr| a.ip().to_string();
+        assert_eq!(ip(client_of(lb, &h(&["192.0.2.7"]), &trusted)), "192.0.2.7");
+        // A client that writes its own header cannot choose its address: the
+        // nearest untrusted hop counts.
+        assert_eq!(
+            ip(client_of(lb, &h(&["6.6.6.6, 192.0.2.7"]), &trusted)),
+            "192.0.2.7"
+        );
+        assert_eq!(
+            ip(client_of(
+                lb,
+                &h(&["6.6.6.6", "192.0.2.7, 10.0.0.9"]),
+                &trusted
+            )),
+            "192.0.2.7"
+        );
+        assert_eq!(
+            ip(client_of(lb, &h(&["garbage, 10.0.0.9"]), &trusted)),
+            "10.0.0.9"
+        );
+        assert_eq!(client_of(lb, &h(&[]), &trusted), lb);
+        // Not from a trusted proxy: the header is ignored.
+        let direct: SocketAddr = "192.0.2.8:5000".parse().unwrap();
+        assert_eq!(client_of(direct, &h(&["6.6.6.6"]), &trusted), direct);
     }
 }

@@ -37,6 +37,9 @@ pub struct ServerConfig {
     /// The first lock (and the window failures are counted in); each further lock
     /// in a row lasts twice as long.
     pub lockout: Duration,
+    /// Load balancers whose connections start with a PROXY protocol header (v1 or
+    /// v2) naming the client ([`crate::proxy_protocol`]).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Answer bind failures with the specific status (ESME_RINVSYSID, ESME_RINVPASWD)
     /// instead of ESME_RBINDFAIL for all (which tells an attacker nothing).
     pub specific_bind_errors: bool,
@@ -72,6 +75,7 @@ impl ServerConfig {
             lockout_after: 5,
             lockout_ip_after: 20,
             lockout: Duration::from_secs(300),
+            trusted_proxies: Vec::new(),
             specific_bind_errors: false,
             pdu_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(3600),

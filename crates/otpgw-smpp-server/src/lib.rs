@@ -6,10 +6,12 @@
 //! - [`config`]: listener and session settings;
 //! - [`context`]: what every session shares;
 //! - [`session`]: one brand connection;
-//! - [`server`]: the listeners.
+//! - [`server`]: the listeners;
+//! - [`proxy_protocol`]: the client's address from a trusted load balancer.
 
 pub mod config;
 pub mod context;
+pub mod proxy_protocol;
 pub mod server;
 pub mod session;
 

@@ -53,6 +53,7 @@ impl Server {
             None => None,
         };
         metrics::counter!("otpgw_auth_lockouts_total", "door" => "smpp").increment(0);
+        metrics::counter!("otpgw_brand_proxy_header_failures_total").increment(0);
         let lockout =
             otpgw_accept::auth::Lockout::new(cfg.lockout_after, cfg.lockout_ip_after, cfg.lockout);
         Ok(Self {
@@ -119,10 +120,31 @@ impl Server {
             self.ctx.connections.fetch_add(1, Ordering::Relaxed);
             let ctx = self.ctx.clone();
             // Every log line of the session carries the peer, and the brand once bound.
-            let span = tracing::info_span!("brand_session", %peer, brand = tracing::field::Empty);
+            let span = tracing::info_span!(
+                "brand_session",
+                %peer,
+                client = tracing::field::Empty,
+                brand = tracing::field::Empty
+            );
             tasks.spawn(
                 async move {
+                    let mut stream = stream;
                     let _ = stream.set_nodelay(true);
+                    // Behind a trusted load balancer: the client is who its
+                    // PROXY header says (the limits per address above stay the
+                    // proxy's).
+                    let conn_ip = peer.ip();
+                    let peer = match client_address(&ctx, &mut stream, peer).await {
+                        Some(p) => p,
+                        None => {
+                            ctx.ip_closed(conn_ip, false);
+                            ctx.connections.fetch_sub(1, Ordering::Relaxed);
+                            return;
+                        }
+                    };
+                    if peer.ip() != conn_ip {
+                        tracing::Span::current().record("client", tracing::field::display(peer));
+                    }
                     let bound = match tls {
                         None => {
                             let (rd, wr) = stream.into_split();
@@ -145,7 +167,7 @@ impl Server {
                             }
                         }
                     };
-                    ctx.ip_closed(peer.ip(), bound);
+                    ctx.ip_closed(conn_ip, bound);
                     ctx.connections.fetch_sub(1, Ordering::Relaxed);
                 }
                 .instrument(span),
@@ -153,5 +175,37 @@ impl Server {
         }
         tasks.close();
         tasks.wait().await;
+    }
+}
+
+/// The client's address: the connection's, or, from a trusted proxy, the one its
+/// PROXY protocol header names (read within the bind timeout). `None`: the header
+/// is missing, malformed or late, and the connection is to be closed.
+async fn client_address(
+    ctx: &Context,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+) -> Option<SocketAddr> {
+    if !ctx
+        .cfg
+        .trusted_proxies
+        .iter()
+        .any(|n| n.contains(&peer.ip()))
+    {
+        return Some(peer);
+    }
+    let read = crate::proxy_protocol::read_header(stream);
+    match tokio::time::timeout(ctx.cfg.bind_timeout, read).await {
+        Ok(Ok(client)) => Some(client.unwrap_or(peer)),
+        Ok(Err(e)) => {
+            metrics::counter!("otpgw_brand_proxy_header_failures_total").increment(1);
+            tracing::info!(%peer, error = %e, "connection from a trusted proxy refused");
+            None
+        }
+        Err(_) => {
+            metrics::counter!("otpgw_brand_proxy_header_failures_total").increment(1);
+            tracing::info!(%peer, "no PROXY protocol header in time");
+            None
+        }
     }
 }

@@ -47,6 +47,9 @@ pub struct Http {
     /// link-local...): CIDR strings, e.g. `["10.20.0.0/16"]`. Empty by default.
     #[serde(default)]
     pub webhook_allow_networks: Vec<String>,
+    /// Load balancers (CIDR) whose `X-Forwarded-For` names the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     #[serde(skip)]
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     #[serde(skip)]
@@ -205,13 +208,8 @@ impl Config {
                     "http: webhook_concurrency and webhook_retry_hours must be at least 1".into(),
                 );
             }
-            for (i, n) in h.webhook_allow_networks.iter().enumerate() {
-                if n.parse::<ipnet::IpNet>().is_err() {
-                    p.push(format!(
-                        "http.webhook_allow_networks[{i}]: not a network in CIDR form (e.g. 10.20.0.0/16)"
-                    ));
-                }
-            }
+            super::net_problems("http.webhook_allow_networks", &h.webhook_allow_networks, p);
+            super::net_problems("http.trusted_proxies", &h.trusted_proxies, p);
             if !self.brands.iter().any(|b| b.api_key_hash.is_some()) {
                 p.push("http: no [[brand]] has an api_key_hash: nobody could call the API".into());
             }
@@ -282,6 +280,7 @@ impl Config {
         c.webhooks.max_age = Duration::from_secs(h.webhook_retry_hours * 3600);
         c.webhooks.timeout = Duration::from_secs(h.webhook_timeout_secs);
         c.webhooks.urls = self.url_policy();
+        c.trusted_proxies = super::nets(&h.trusted_proxies);
         Some(c)
     }
 
@@ -290,10 +289,9 @@ impl Config {
     pub fn url_policy(&self) -> otpgw_http::url_policy::UrlPolicy {
         let nets = self
             .http
-            .iter()
-            .flat_map(|h| &h.webhook_allow_networks)
-            .filter_map(|n| n.parse().ok())
-            .collect();
+            .as_ref()
+            .map(|h| super::nets(&h.webhook_allow_networks))
+            .unwrap_or_default();
         otpgw_http::url_policy::UrlPolicy::new(nets)
     }
 

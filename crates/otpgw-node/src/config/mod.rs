@@ -141,6 +141,7 @@ impl Config {
             }
             _ => p.push("server: tls_listen, tls_cert_file and tls_key_file go together".into()),
         }
+        net_problems("server.trusted_proxies", &s.trusted_proxies, &mut p);
         if s.pdu_timeout_secs == 0 || s.idle_timeout_secs == 0 {
             p.push("server: pdu_timeout_secs and idle_timeout_secs must be at least 1".into());
         }
@@ -230,6 +231,7 @@ impl Config {
         c.lockout_after = s.lockout_after;
         c.lockout_ip_after = s.lockout_ip_after;
         c.lockout = Duration::from_secs(s.lockout_secs);
+        c.trusted_proxies = nets(&s.trusted_proxies);
         c.specific_bind_errors = s.specific_bind_errors;
         c.plain = s.plain_listener;
         c.tls = self.tls.clone();
@@ -335,4 +337,21 @@ fn parse_net(s: &str) -> Option<ipnet::IpNet> {
     s.parse::<ipnet::IpNet>()
         .ok()
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+/// The networks of a list of CIDR strings (those that parse: the config check
+/// reports the others).
+pub(crate) fn nets(list: &[String]) -> Vec<ipnet::IpNet> {
+    list.iter().filter_map(|n| n.parse().ok()).collect()
+}
+
+/// A problem for every entry of `list` that is not a network in CIDR form.
+pub(crate) fn net_problems(key: &str, list: &[String], p: &mut Vec<String>) {
+    for (i, n) in list.iter().enumerate() {
+        if n.parse::<ipnet::IpNet>().is_err() {
+            p.push(format!(
+                "{key}[{i}]: not a network in CIDR form (e.g. 10.20.0.0/16)"
+            ));
+        }
+    }
 }

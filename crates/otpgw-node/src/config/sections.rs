@@ -47,6 +47,10 @@ pub struct Server {
     /// How long a lock lasts, and the window failures are counted in.
     #[serde(default = "d_lockout_secs")]
     pub lockout_secs: u64,
+    /// Load balancers (CIDR) whose connections start with a PROXY protocol header
+    /// (v1 or v2) naming the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Answer bind failures with ESME_RINVSYSID / ESME_RINVPASWD instead of
     /// ESME_RBINDFAIL for every failure.
     #[serde(default)]

@@ -203,3 +203,101 @@ async fn specific_bind_errors_when_configured() {
     gw.shutdown().await;
     sim.shutdown();
 }
+
+/// Behind HAProxy in TCP mode (a real PROXY protocol sender, versions 1 and 2), the
+/// gateway sees each client's own address: a stranger guessing through the load
+/// balancer locks only itself, the brand binds through the same balancer; a
+/// connection from the trusted proxy's address without a header is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockouts_see_the_client_behind_a_proxy_protocol_balancer() {
+    if std::process::Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("OTPGW_REQUIRE_HAPROXY").is_none(),
+            "haproxy is required (scripts/test.sh installs it)"
+        );
+        eprintln!("SKIPPED: haproxy not installed; run scripts/test.sh");
+        return;
+    }
+    let sim = common::sim(|_| {}).await;
+    let text = config(
+        &sim,
+        "lockout_after = 3\nlockout_ip_after = 100\nlockout_secs = 30\nbind_timeout_secs = 2\ntrusted_proxies = [\"127.0.0.1/32\"]",
+    );
+    let gw = common::start(&text).await;
+    let (v1, v2) = (common::free_port(), common::free_port());
+    let dir = common::store_dir("haproxy");
+    let cfg = format!(
+        "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
+         frontend v1\n  bind 127.0.0.1:{v1}\n  default_backend gw1\n\
+         frontend v2\n  bind 127.0.0.1:{v2}\n  default_backend gw2\n\
+         backend gw1\n  server gw {gw} send-proxy source 127.0.0.1\n\
+         backend gw2\n  server gw {gw} send-proxy-v2 source 127.0.0.1\n",
+        gw = gw.brand_addr()
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let haproxy = Killed(
+        std::process::Command::new("haproxy")
+            .arg("-f")
+            .arg(&path)
+            .arg("-db")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_port(v1).await;
+    common::wait_port(v2).await;
+    let via = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    async fn bind_via(to: std::net::SocketAddr, from: &str, user: &str, pw: &str) -> u32 {
+        let mut c = Raw::connect_from(to, from).await;
+        let (id, st, _) = c.bind(cmd::BIND_TRANSCEIVER, user, pw, 1).await;
+        assert_eq!(id, cmd::BIND_TRANSCEIVER_RESP);
+        st
+    }
+    // A stranger at 127.0.0.2 guesses through the version 2 frontend.
+    for _ in 0..3 {
+        assert_ne!(
+            bind_via(via(v2), "127.0.0.2", "bank", "guess").await,
+            status::ESME_ROK
+        );
+    }
+    assert_eq!(
+        bind_via(via(v2), "127.0.0.2", "bank", "pw1").await,
+        status::ESME_RBINDFAIL,
+        "locked for the stranger"
+    );
+    // The brand at 127.0.0.3, through either frontend: not locked (without the
+    // header every client would be the balancer, 127.0.0.1, and locked).
+    assert_eq!(
+        bind_via(via(v1), "127.0.0.3", "bank", "pw1").await,
+        status::ESME_ROK
+    );
+    assert_eq!(
+        bind_via(via(v2), "127.0.0.3", "bank", "pw1").await,
+        status::ESME_ROK
+    );
+    // Straight from the proxy's address without a header: closed, no answer.
+    let mut raw = Raw::connect(gw.brand_addr()).await;
+    let p = otpgw_proto::pdu::BindParams {
+        system_id: "bank".into(),
+        password: "pw1".into(),
+        system_type: String::new(),
+    };
+    raw.send(&otpgw_proto::pdu::bind(cmd::BIND_TRANSCEIVER, 1, &p).unwrap())
+        .await;
+    assert_eq!(raw.next().await, None, "answered without a PROXY header");
+    drop(haproxy);
+    gw.shutdown().await;
+    sim.shutdown();
+}

@@ -369,3 +369,59 @@ async fn the_contract_holds_for_integrators() {
     );
     sim.shutdown();
 }
+
+/// Behind a trusted load balancer, failed keys lock the client that
+/// `X-Forwarded-For` names, not the balancer; from anyone else the header is
+/// ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockouts_see_the_client_behind_a_trusted_proxy() {
+    let sim = common::sim(|_| {}).await;
+    let (mut gw, base) = common::serve_http_process(
+        &sim,
+        "http-xff",
+        "lockout_after = 2\nlockout_secs = 30\ntrusted_proxies = [\"127.0.0.1/32\"]",
+    )
+    .await;
+    let url = format!("{base}/v1/messages/0123456789abcdef");
+    let (proxy, other) = (client("127.0.0.1"), client("127.0.0.2"));
+    let get = |c: &reqwest::Client, xff: &str, key: &str| {
+        c.get(&url)
+            .bearer_auth(key)
+            .header("x-forwarded-for", xff)
+            .send()
+    };
+    for _ in 0..2 {
+        get(&proxy, "198.51.100.7", "otpgw_wrong").await.unwrap();
+    }
+    let r = get(&proxy, "198.51.100.7", BANK_KEY).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the client is locked"
+    );
+    let r = get(&proxy, "198.51.100.8", BANK_KEY).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "not the balancer: another client gets in"
+    );
+    // Not a trusted proxy: its header names nobody; it locks itself.
+    for _ in 0..2 {
+        get(&other, "198.51.100.9", "otpgw_wrong").await.unwrap();
+    }
+    let r = get(&other, "198.51.100.9", BANK_KEY).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = get(&proxy, "198.51.100.9", BANK_KEY).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "198.51.100.9 was never locked"
+    );
+    assert_eq!(
+        gw.term(Duration::from_secs(10)).await,
+        Some(0),
+        "{}",
+        gw.logs()
+    );
+    sim.shutdown();
+}
