@@ -5,7 +5,9 @@
 # - prometheus and promtool (Debian package): a real Prometheus scrapes otpgw and
 #   checks the shipped dashboard and alert rules;
 # - redis-server (Debian package): the Redis store tests start their own durable
-#   servers (appendonly yes, appendfsync always) on free ports of 127.0.0.1.
+#   servers (appendonly yes, appendfsync always) on free ports of 127.0.0.1;
+# - schemathesis (PyPI): generates requests from the HTTP API's OpenAPI document;
+# - haproxy (Debian package): a real PROXY protocol sender in front of the SMPP door.
 set -euo pipefail
 
 if ! cargo nextest --version >/dev/null 2>&1; then
@@ -16,6 +18,11 @@ fi
 if ! python3 -c "import smpplib" 2>/dev/null; then
     echo "installing python smpplib (interop test client)..."
     python3 -m pip install --quiet --disable-pip-version-check smpplib==2.2.4
+fi
+
+if ! command -v schemathesis >/dev/null 2>&1; then
+    echo "installing schemathesis (the OpenAPI-driven API tester)..."
+    python3 -m pip install --quiet --disable-pip-version-check schemathesis==4.32.5
 fi
 
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then

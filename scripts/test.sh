@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib/steps.sh
 
 step test-deps bash scripts/test-deps.sh
-export OTPGW_REQUIRE_INTEROP=1 OTPGW_REQUIRE_PROMETHEUS=1 OTPGW_REQUIRE_REDIS=1 OTPGW_REQUIRE_HAPROXY=1
+export OTPGW_REQUIRE_INTEROP=1 OTPGW_REQUIRE_PROMETHEUS=1 OTPGW_REQUIRE_REDIS=1 OTPGW_REQUIRE_HAPROXY=1 OTPGW_REQUIRE_SCHEMATHESIS=1
 # nextest builds with `cargo test --no-run`; the same command first, as its own step.
 step test-build cargo test --workspace --profile ci --no-run -q
 rc=0

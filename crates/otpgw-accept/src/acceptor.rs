@@ -140,11 +140,21 @@ impl Acceptor {
         if let Some(m) = self.tracker.get(id) {
             return Ok(Some(MessageStatus::in_flight(&m)));
         }
-        self.tracker
-            .store()
-            .message_status(id)
-            .await
-            .map_err(|_| AcceptError::StoreUnavailable)
+        let store = self.tracker.store();
+        let read = || async {
+            store
+                .message_status(id)
+                .await
+                .map_err(|_| AcceptError::StoreUnavailable)
+        };
+        if let Some(s) = read().await? {
+            return Ok(Some(s));
+        }
+        // Not in memory and not stored: it may be finishing this very moment (its
+        // final status queued for the store, not yet written). Wait for what is
+        // queued and look once more, so a message just created is never 404.
+        store.flush().wait().await;
+        read().await
     }
 
     /// The store (the HTTP door keeps idempotency keys and verifications there).

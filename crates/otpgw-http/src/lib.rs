@@ -145,7 +145,7 @@ type PeerAddr = Extension<Peer>;
 
 #[utoipa::path(post, path = "/v1/messages", tag = "messages",
     request_body = messages::SendMessage,
-    params(("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key within 24 hours answers the first time's id and sends nothing.")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$", description = "A retried request with the same key within 24 hours answers the first time's id and sends nothing (compared on the request's canonical JSON).")),
     responses(
         (status = 202, description = "Stored durably and queued", body = messages::MessageAccepted),
         (status = 400, description = "Malformed request", body = openapi::ErrorBody),
@@ -187,8 +187,10 @@ async fn get_message(
 
 #[utoipa::path(post, path = "/v1/verifications", tag = "verifications",
     request_body = verifications::StartVerification,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$", description = "A retried request with the same key within 24 hours answers the verification the first started, as it stands, and sends no second code; 409 while the first is still being processed.")),
     responses(
         (status = 201, description = "The code was generated, its hash stored and the code sent", body = verifications::VerificationView),
+        (status = 409, description = "A request with this Idempotency-Key is still being processed (Retry-After)", body = openapi::ErrorBody),
         (status = 400, description = "Malformed request", body = openapi::ErrorBody),
         (status = 401, description = "No or unknown API key", body = openapi::ErrorBody),
         (status = 429, description = "Per-number or per-prefix cap, or a brand limit (Retry-After)", body = openapi::ErrorBody),

@@ -35,15 +35,20 @@ pub enum ClassName {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
-    /// Destination, E.164 (`+` and 7 to 15 digits).
-    #[schema(example = "+447700900123")]
+    /// Destination, E.164 (`+` and 7 to 15 digits, the first not 0).
+    #[schema(example = "+447700900123", pattern = r"^\+[1-9][0-9]{6,14}$")]
     pub to: String,
-    /// Sender id: up to 11 letters and digits, or a number of up to 15 digits.
-    #[schema(example = "MyBank")]
+    /// Sender id: up to 11 printable ASCII characters, or a number of up to 15
+    /// digits.
+    #[schema(example = "MyBank", pattern = r"^(\+?[0-9]{1,15}|[ -~]{1,11})$")]
     pub from: String,
-    /// The text (Unicode; sent in the GSM alphabet when it fits, else UCS-2; long
-    /// texts go as concatenated parts).
-    #[schema(example = "Your login code is 123456")]
+    /// The text: 1 to 500 characters of Unicode (sent in the GSM alphabet when it
+    /// fits, else UCS-2; long texts go as concatenated parts).
+    #[schema(
+        example = "Your login code is 123456",
+        min_length = 1,
+        max_length = 500
+    )]
     pub text: String,
     /// `otp` (default for brands whose default class is OTP) or `bulk`.
     pub class: Option<ClassName>,
@@ -52,7 +57,14 @@ pub struct SendMessage {
     #[schema(minimum = 1, maximum = 604800)]
     #[serde(default, deserialize_with = "crate::body::whole")]
     pub validity_secs: Option<u64>,
-    /// Where the final status goes as a signed webhook (`Otpgw-Signature`).
+    /// Where the final status goes as a signed webhook (`Otpgw-Signature`): an
+    /// http(s) URL whose host is a name (an address literal is refused when it is
+    /// internal; a name resolving to an internal address is never posted to).
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[!-~]*)?$",
+        example = "https://bank.example/otpgw/receipts"
+    )]
     pub receipt_url: Option<String>,
 }
 
@@ -98,6 +110,10 @@ impl MessageView {
         }
     }
 }
+
+/// Longest text, in characters: any 500 characters fit the accept layer's
+/// 2,000 octets (UCS-2 takes at most 4 octets a character).
+const MAX_TEXT_CHARS: usize = 500;
 
 fn check_url(policy: &crate::url_policy::UrlPolicy, u: &str) -> Result<(), ApiError> {
     policy.check(u).map(drop).map_err(|e| {
@@ -145,6 +161,13 @@ impl Api {
                 "invalid_text",
                 "text",
                 "text must not be empty",
+            ));
+        }
+        if req.text.chars().count() > MAX_TEXT_CHARS {
+            return Err(ApiError::field(
+                "text_too_long",
+                "text",
+                "text must be at most 500 characters",
             ));
         }
         if let Some(v) = req.validity_secs

@@ -23,6 +23,99 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
+/// Every error an operation can answer, added to each operation in one place
+/// (the handlers' annotations keep only their successes and particular cases):
+/// the body of each is [`ErrorBody`]; 429 and 503 carry `Retry-After`.
+struct Errors;
+
+/// (status, description, for operations with a body only, with `Retry-After`).
+const ERRORS: &[(&str, &str, bool, bool)] = &[
+    (
+        "400",
+        "Malformed request: bad JSON, a field of the wrong type or out of range, an unknown field, a malformed Idempotency-Key",
+        true,
+        false,
+    ),
+    ("401", "No or unknown API key", false, false),
+    (
+        "403",
+        "The key may not be used from this address, or the sender or destination is outside the brand's allow-lists",
+        false,
+        false,
+    ),
+    ("404", "No such resource for this brand", false, false),
+    (
+        "408",
+        "The body did not arrive within the body timeout",
+        true,
+        false,
+    ),
+    ("413", "The body is over the size cap", true, false),
+    (
+        "415",
+        "Content-Type missing or not application/json",
+        true,
+        false,
+    ),
+    (
+        "422",
+        "Idempotency-Key used with a different request, or no route for the destination",
+        true,
+        false,
+    ),
+    (
+        "429",
+        "Too many failed authentications from this address, or over a limit; Retry-After says when to try again",
+        false,
+        true,
+    ),
+    (
+        "503",
+        "Temporarily unable (store, queue, carriers, shutting down, not configured); Retry-After says when to try again",
+        false,
+        true,
+    ),
+];
+
+impl Modify for Errors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, schema::Type};
+        for item in doc.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                let has_body = op.request_body.is_some();
+                for (status, what, body_only, retry) in ERRORS {
+                    if (*body_only && !has_body) || op.responses.responses.contains_key(*status) {
+                        continue;
+                    }
+                    let mut r = ResponseBuilder::new().description(*what).content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    );
+                    if *retry {
+                        r = r.header(
+                            "Retry-After",
+                            HeaderBuilder::new()
+                                .schema(
+                                    utoipa::openapi::ObjectBuilder::new()
+                                        .schema_type(Type::Integer)
+                                        .minimum(Some(1)),
+                                )
+                                .description(Some("Seconds to wait before trying again"))
+                                .build(),
+                        );
+                    }
+                    op.responses
+                        .responses
+                        .insert((*status).to_string(), r.build().into());
+                }
+            }
+        }
+    }
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -56,7 +149,7 @@ impl Modify for Security {
         crate::resend_verification
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&Security),
+    modifiers(&Security, &Errors),
     tags(
         (name = "messages", description = "Texts from the brand, with receipts as signed webhooks"),
         (name = "verifications", description = "One-time codes generated, sent, checked once")

@@ -22,9 +22,10 @@ use otpgw_accept::BrandConfig;
 #[serde(deny_unknown_fields)]
 pub struct StartVerification {
     /// The number to verify, E.164.
-    #[schema(example = "+447700900123")]
+    #[schema(example = "+447700900123", pattern = r"^\+[1-9][0-9]{6,14}$")]
     pub to: String,
     /// Text of the code: must contain `{code}`; `{minutes}` is the lifetime.
+    #[schema(pattern = r"\{code\}", max_length = 480)]
     pub template: Option<String>,
     /// Digits of the code (4 to 10, default 6).
     #[schema(minimum = 4, maximum = 10)]
@@ -35,6 +36,7 @@ pub struct StartVerification {
     #[serde(default, deserialize_with = "crate::body::whole")]
     pub ttl_secs: Option<u64>,
     /// Only `sms`.
+    #[schema(pattern = "^sms$")]
     pub channel: Option<String>,
 }
 
@@ -42,6 +44,8 @@ pub struct StartVerification {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckCode {
+    /// The digits the user typed (surrounding spaces are ignored; anything else
+    /// than the code's digits is simply a wrong code).
     #[schema(example = "123456")]
     pub code: String,
 }

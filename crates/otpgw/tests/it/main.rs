@@ -24,6 +24,7 @@ mod http_doors;
 mod interop;
 mod log_secrecy;
 mod long_messages;
+mod openapi_conformance;
 mod ops;
 mod prometheus;
 mod redis_backend;
