@@ -219,12 +219,12 @@ impl Acceptor {
             return Err(AcceptError::DestinationNotAllowed);
         }
         if let Some((max, window)) = brand.per_destination
-            && !self
-                .destinations
-                .lock()
-                .admit(&brand.system_id, to.key(), max, window, now_ms)
+            && let Err(ms) =
+                self.destinations
+                    .lock()
+                    .admit(&brand.system_id, to.key(), max, window, now_ms)
         {
-            return Err(AcceptError::DestinationOverLimit);
+            return Err(AcceptError::DestinationOverLimit(ms));
         }
         if !limits.take(now_ms) {
             return Err(AcceptError::BrandRate);

@@ -59,8 +59,9 @@ pub enum AcceptError {
     SourceNotAllowed,
     #[error("destination not allowed for this brand")]
     DestinationNotAllowed,
+    /// Over the brand's cap for the number; its window ends in this many ms.
     #[error("too many messages to this destination number")]
-    DestinationOverLimit,
+    DestinationOverLimit(u64),
 }
 
 /// How the HTTP door answers a refusal: status, stable error code, the request
@@ -120,7 +121,9 @@ impl AcceptError {
             Self::BrandRate => R::new(429, "rate_limited").retry(1),
             Self::SourceNotAllowed => R::new(403, "sender_not_allowed").field("from"),
             Self::DestinationNotAllowed => R::new(403, "destination_not_allowed").field("to"),
-            Self::DestinationOverLimit => R::new(429, "destination_rate_limited").retry(60),
+            Self::DestinationOverLimit(ms) => {
+                R::new(429, "destination_rate_limited").retry(ms.div_ceil(1000).max(1))
+            }
         }
     }
 
@@ -141,7 +144,7 @@ impl AcceptError {
             Self::BrandRate => ESME_RTHROTTLED,
             Self::SourceNotAllowed => ESME_RINVSRCADR,
             Self::DestinationNotAllowed => ESME_RINVDSTADR,
-            Self::DestinationOverLimit => ESME_RSUBMITFAIL,
+            Self::DestinationOverLimit(_) => ESME_RSUBMITFAIL,
         }
     }
 }

@@ -105,7 +105,8 @@ impl DestinationLimiter {
     }
 
     /// Count a message from `brand` to `dest` at `now`, allowing `max` per `window`;
-    /// false when it is over the limit (it is then not counted).
+    /// `Err(ms)` when it is over the limit (it is then not counted): the window
+    /// ends in `ms`.
     pub fn admit(
         &mut self,
         brand: &Arc<str>,
@@ -113,19 +114,19 @@ impl DestinationLimiter {
         max: u32,
         window: Duration,
         now: u64,
-    ) -> bool {
+    ) -> Result<(), u64> {
         let window_ms = window.as_millis() as u64;
         // Validation let only 7-15 digit numbers (optional `+`) through.
         let digits = dest.strip_prefix('+').unwrap_or(dest);
         let Ok(number) = digits.parse::<u64>() else {
-            return false;
+            return Err(window_ms);
         };
         let key = (brand.clone(), digits.len() as u8, number);
         if !self.counts.contains_key(&key) && self.counts.len() >= self.max_entries {
             self.counts
                 .retain(|_, (start, _)| now.saturating_sub(*start) < window_ms);
             if self.counts.len() >= self.max_entries {
-                return false;
+                return Err(window_ms);
             }
         }
         let e = self.counts.entry(key).or_insert((now, 0));
@@ -133,10 +134,10 @@ impl DestinationLimiter {
             *e = (now, 0);
         }
         if e.1 >= max {
-            return false;
+            return Err((e.0 + window_ms).saturating_sub(now));
         }
         e.1 += 1;
-        true
+        Ok(())
     }
 
     /// Pairs tracked.
@@ -179,16 +180,24 @@ mod tests {
         let mut d = DestinationLimiter::new(1000);
         let (bank, shop): (Arc<str>, Arc<str>) = ("bank".into(), "shop".into());
         for _ in 0..3 {
-            assert!(d.admit(&bank, "447700900123", 3, w, t0));
+            assert!(d.admit(&bank, "447700900123", 3, w, t0).is_ok());
         }
-        assert!(
-            !d.admit(&bank, "+447700900123", 3, w, t0),
-            "same number with +"
+        assert_eq!(
+            d.admit(&bank, "+447700900123", 3, w, t0 + 15_000),
+            Err(45_000),
+            "same number with +; refused for the rest of its window"
         );
-        assert!(d.admit(&shop, "447700900123", 3, w, t0), "per brand");
-        assert!(d.admit(&bank, "447700900124", 3, w, t0), "per number");
         assert!(
-            d.admit(&bank, "447700900123", 3, w, t0 + w.as_millis() as u64),
+            d.admit(&shop, "447700900123", 3, w, t0).is_ok(),
+            "per brand"
+        );
+        assert!(
+            d.admit(&bank, "447700900124", 3, w, t0).is_ok(),
+            "per number"
+        );
+        assert!(
+            d.admit(&bank, "447700900123", 3, w, t0 + w.as_millis() as u64)
+                .is_ok(),
             "next window"
         );
     }
@@ -200,14 +209,15 @@ mod tests {
         let mut d = DestinationLimiter::new(10);
         let b: Arc<str> = "b".into();
         for i in 0..10 {
-            assert!(d.admit(&b, &format!("44770090{i:04}"), 5, w, t0));
+            assert!(d.admit(&b, &format!("44770090{i:04}"), 5, w, t0).is_ok());
         }
         assert!(
-            !d.admit(&b, "447700991111", 5, w, t0),
+            d.admit(&b, "447700991111", 5, w, t0).is_err(),
             "full: refused, not unchecked"
         );
         assert!(
-            d.admit(&b, "447700991111", 5, w, t0 + w.as_millis() as u64),
+            d.admit(&b, "447700991111", 5, w, t0 + w.as_millis() as u64)
+                .is_ok(),
             "expired pairs make room"
         );
         assert_eq!(d.len(), 1);

@@ -36,4 +36,4 @@ pub mod wire;
 pub use content::{Body, Channel, Destination, SmsBody};
 pub use message::{Class, Message, MsgId};
 pub use otpgw_proto::receipt::DeliveryState;
-pub use store::{Cluster, KeyValue, MessageLog, Store, StoreError};
+pub use store::{Cluster, KeyValue, MessageLog, Store, StoreError, WindowCount};

@@ -75,6 +75,15 @@ pub struct ForeignReceipt {
 /// A store operation's future.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
+/// What [`KeyValue::count`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowCount {
+    /// Events in the window, this one included.
+    pub count: u64,
+    /// Milliseconds until the window ends (the truthful `Retry-After` of a cap).
+    pub resets_in_ms: u64,
+}
+
 /// Why the store refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -186,9 +195,15 @@ pub trait KeyValue: Send + Sync + 'static {
         expires_ms: u64,
     ) -> StoreFuture<'a, Option<u64>>;
     /// Count one event under `key` in a window of `window_ms` that starts with the
-    /// window's first event; returns the count, this event included. Shared by the
-    /// nodes of a shared store; a single node may keep it in memory only.
-    fn count<'a>(&'a self, key: &'a str, window_ms: u64, now_ms: u64) -> StoreFuture<'a, u64>;
+    /// window's first event; returns the count, this event included, and when the
+    /// window ends. Shared by the nodes of a shared store; a single node may keep
+    /// it in memory only.
+    fn count<'a>(
+        &'a self,
+        key: &'a str,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> StoreFuture<'a, WindowCount>;
 }
 
 /// Several nodes on one store (only the Redis backend shares; the defaults are

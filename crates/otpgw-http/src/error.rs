@@ -155,11 +155,11 @@ impl From<VerifyError> for ApiError {
                 Self::field(code, field, msg)
             }
             VerifyError::NotFound => Self::not_found(),
-            VerifyError::NumberLimit => {
-                Self::new(S::TOO_MANY_REQUESTS, "number_rate_limited", msg).retry(3600)
+            VerifyError::NumberLimit(ms) => {
+                Self::new(S::TOO_MANY_REQUESTS, "number_rate_limited", msg).retry(ms.div_ceil(1000))
             }
-            VerifyError::PrefixLimit => {
-                Self::new(S::TOO_MANY_REQUESTS, "prefix_rate_limited", msg).retry(3600)
+            VerifyError::PrefixLimit(ms) => {
+                Self::new(S::TOO_MANY_REQUESTS, "prefix_rate_limited", msg).retry(ms.div_ceil(1000))
             }
             VerifyError::ResendTooSoon(ms) => {
                 Self::new(S::TOO_MANY_REQUESTS, "resend_too_soon", msg).retry(ms.div_ceil(1000))

@@ -4,6 +4,7 @@
 //! count answered is `u64::MAX` (callers refuse rather than leave a key unchecked).
 
 use dashmap::DashMap;
+use otpgw_core::WindowCount;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -23,13 +24,17 @@ impl Counters {
     }
 
     /// Count one event under `key` at `now_ms` in a window of `window_ms` that
-    /// starts with its first event; the count, this one included.
-    pub fn count(&self, key: &str, window_ms: u64, now_ms: u64) -> u64 {
+    /// starts with its first event; the count, this one included, and when the
+    /// window ends.
+    pub fn count(&self, key: &str, window_ms: u64, now_ms: u64) -> WindowCount {
         if !self.map.contains_key(key) && self.map.len() >= self.max {
             self.map
                 .retain(|_, (start, _)| now_ms.saturating_sub(*start) < window_ms);
             if self.map.len() >= self.max {
-                return u64::MAX;
+                return WindowCount {
+                    count: u64::MAX,
+                    resets_in_ms: window_ms,
+                };
             }
         }
         let mut e = self.map.entry(key.to_string()).or_insert((now_ms, 0));
@@ -37,7 +42,10 @@ impl Counters {
             *e = (now_ms, 0);
         }
         e.1 += 1;
-        e.1
+        WindowCount {
+            count: e.1,
+            resets_in_ms: (e.0 + window_ms).saturating_sub(now_ms),
+        }
     }
 }
 
@@ -48,11 +56,25 @@ mod tests {
     #[test]
     fn windows_and_bound() {
         let c = Counters::new(2);
-        assert_eq!(c.count("a", 1000, 0), 1);
-        assert_eq!(c.count("a", 1000, 999), 2);
-        assert_eq!(c.count("a", 1000, 1000), 1, "a new window");
-        assert_eq!(c.count("b", 1000, 1000), 1);
-        assert_eq!(c.count("c", 1000, 1500), u64::MAX, "full: refused");
-        assert_eq!(c.count("c", 1000, 2500), 1, "ended windows make room");
+        let n = |key: &str, now: u64| c.count(key, 1000, now).count;
+        assert_eq!(n("a", 0), 1);
+        assert_eq!(
+            c.count("a", 1000, 999),
+            WindowCount {
+                count: 2,
+                resets_in_ms: 1
+            }
+        );
+        assert_eq!(
+            c.count("a", 1000, 1000),
+            WindowCount {
+                count: 1,
+                resets_in_ms: 1000
+            },
+            "a new window"
+        );
+        assert_eq!(n("b", 1000), 1);
+        assert_eq!(n("c", 1500), u64::MAX, "full: refused");
+        assert_eq!(n("c", 2500), 1, "ended windows make room");
     }
 }

@@ -34,7 +34,12 @@ pub trait Backend: Send + Sync + 'static {
     /// The live record under `key`.
     fn kv_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>>;
     /// Count an event under `key` (see [`KeyValue::count`]).
-    fn count<'a>(&'a self, key: &'a str, window_ms: u64, now_ms: u64) -> StoreFuture<'a, u64>;
+    fn count<'a>(
+        &'a self,
+        key: &'a str,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> StoreFuture<'a, otpgw_core::WindowCount>;
     /// What the previous run left.
     fn recover(&self, now_ms: u64) -> Result<Recovered, StoreError>;
     /// Whether the last writes succeeded.
@@ -159,7 +164,12 @@ impl<B: Backend> KeyValue for Durable<B> {
         self.queue.kv_put(key, expect, value, expires_ms)
     }
 
-    fn count<'a>(&'a self, key: &'a str, window_ms: u64, now_ms: u64) -> StoreFuture<'a, u64> {
+    fn count<'a>(
+        &'a self,
+        key: &'a str,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> StoreFuture<'a, otpgw_core::WindowCount> {
         self.backend.count(key, window_ms, now_ms)
     }
 }

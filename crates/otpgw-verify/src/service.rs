@@ -94,10 +94,12 @@ pub enum VerifyError {
     },
     #[error("no such verification")]
     NotFound,
+    /// Over the cap per number; the hour's window ends in this many ms.
     #[error("too many verifications for this number in the last hour")]
-    NumberLimit,
+    NumberLimit(u64),
+    /// Over the cap per prefix; the window ends in this many ms.
     #[error("too many verifications for numbers of this prefix in the last hour")]
-    PrefixLimit,
+    PrefixLimit(u64),
     #[error("a new code can be sent in {0} ms")]
     ResendTooSoon(u64),
     #[error("no more codes can be sent for this verification")]
@@ -269,24 +271,22 @@ impl Verifier {
         let brand_id = &*brand.system_id;
         let store = self.store();
         let hour = 3_600_000;
-        if store
+        let n = store
             .count(&format!("vn:{brand_id}:{digits}"), hour, now)
             .await
-            .map_err(|_| VerifyError::Store)?
-            > u64::from(self.cfg.per_number_per_hour)
-        {
+            .map_err(|_| VerifyError::Store)?;
+        if n.count > u64::from(self.cfg.per_number_per_hour) {
             count(brand_id, "refused_number");
-            return Err(VerifyError::NumberLimit);
+            return Err(VerifyError::NumberLimit(n.resets_in_ms));
         }
         let prefix = &digits[..digits.len().min(self.cfg.prefix_digits)];
-        if store
+        let n = store
             .count(&format!("vp:{brand_id}:{prefix}"), hour, now)
             .await
-            .map_err(|_| VerifyError::Store)?
-            > u64::from(self.cfg.per_prefix_per_hour)
-        {
+            .map_err(|_| VerifyError::Store)?;
+        if n.count > u64::from(self.cfg.per_prefix_per_hour) {
             count(brand_id, "refused_prefix");
-            return Err(VerifyError::PrefixLimit);
+            return Err(VerifyError::PrefixLimit(n.resets_in_ms));
         }
         let index_version = self.supersede(brand_id, digits, now).await?;
         let id = code::new_id().map_err(|_| VerifyError::Random)?;

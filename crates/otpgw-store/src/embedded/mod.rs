@@ -279,7 +279,12 @@ impl Backend for Embedded {
         Box::pin(std::future::ready(r))
     }
 
-    fn count<'a>(&'a self, key: &'a str, window_ms: u64, now_ms: u64) -> StoreFuture<'a, u64> {
+    fn count<'a>(
+        &'a self,
+        key: &'a str,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> StoreFuture<'a, otpgw_core::WindowCount> {
         Box::pin(std::future::ready(Ok(self
             .counters
             .count(key, window_ms, now_ms))))

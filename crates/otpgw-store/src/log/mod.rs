@@ -362,7 +362,12 @@ impl Backend for Log {
         Box::pin(std::future::ready(Ok(v)))
     }
 
-    fn count<'a>(&'a self, key: &'a str, window_ms: u64, now_ms: u64) -> StoreFuture<'a, u64> {
+    fn count<'a>(
+        &'a self,
+        key: &'a str,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> StoreFuture<'a, otpgw_core::WindowCount> {
         Box::pin(std::future::ready(Ok(self
             .counters
             .count(key, window_ms, now_ms))))

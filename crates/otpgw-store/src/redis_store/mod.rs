@@ -410,16 +410,24 @@ impl Backend for Redis {
         })
     }
 
-    fn count<'a>(&'a self, key: &'a str, window_ms: u64, _now_ms: u64) -> StoreFuture<'a, u64> {
+    fn count<'a>(
+        &'a self,
+        key: &'a str,
+        window_ms: u64,
+        _now_ms: u64,
+    ) -> StoreFuture<'a, otpgw_core::WindowCount> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let n: u64 = redis::Script::new(COUNT_LUA)
+            let (count, ttl): (u64, i64) = redis::Script::new(COUNT_LUA)
                 .key(self.cfg.counter(key))
                 .arg(window_ms.max(1))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(err)?;
-            Ok(n)
+            Ok(otpgw_core::WindowCount {
+                count,
+                resets_in_ms: u64::try_from(ttl).unwrap_or(window_ms),
+            })
         })
     }
 

@@ -194,12 +194,12 @@ async fn caps_per_number_and_prefix_and_bad_requests() {
     assert!(r.create("+447700900007", T0).await.is_ok());
     assert_eq!(
         r.create("+447700900007", T0).await,
-        Err(VerifyError::NumberLimit)
+        Err(VerifyError::NumberLimit(3_600_000))
     );
     assert!(r.create("+447700900008", T0).await.is_ok());
     assert_eq!(
         r.create("+447700900009", T0).await,
-        Err(VerifyError::PrefixLimit),
+        Err(VerifyError::PrefixLimit(3_600_000)),
         "the fourth to 447700 within the hour"
     );
     assert!(r.create("+447700900009", T0 + 3_600_000).await.is_ok());
