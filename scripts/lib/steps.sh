@@ -1,5 +1,5 @@
 # Step timing shared by .ci/run and scripts/test.sh (sourced, not run).
-#   step NAME CMD [ARG ...]   runs CMD, records NAME and its wall seconds
+#   step NAME CMD [ARG ...]   runs CMD, prints and records NAME and its wall seconds
 #   steps_table               prints the table of every step recorded so far
 # Steps go to the file named by OTPGW_STEPS (made here when unset), so a script
 # called by another adds its steps to the caller's table.
@@ -15,7 +15,10 @@ step() {
     echo "== step: $name"
     start=$(date +%s)
     "$@" || rc=$?
-    printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - start))" "$rc" >>"$OTPGW_STEPS"
+    local secs=$(($(date +%s) - start))
+    # At once too, so a run cut short still shows where its time went.
+    echo "== step: $name took ${secs} s (exit $rc)"
+    printf '%s\t%s\t%s\n' "$name" "$secs" "$rc" >>"$OTPGW_STEPS"
     return "$rc"
 }
 

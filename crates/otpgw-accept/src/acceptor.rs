@@ -152,7 +152,8 @@ impl Acceptor {
         }
         // Not in memory and not stored: it may be finishing this very moment (its
         // final status queued for the store, not yet written). Wait for what is
-        // queued and look once more, so a message just created is never 404.
+        // queued and look once more, so a message just created is never 404 (a
+        // flush of an idle store costs no commit: `writer::next_batch`).
         store.flush().wait().await;
         read().await
     }

@@ -134,19 +134,21 @@ impl Api {
         body: axum::body::Body,
     ) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let brand = self.authenticate(headers, peer).await?;
-        let once = idempotency::key(headers)?;
+        let key = idempotency::key(headers)?;
         let raw =
             crate::body::read(headers, body, self.cfg.max_body, self.cfg.body_timeout).await?;
-        let fingerprint = idempotency::fingerprint(&raw);
+        // The key and the request's fingerprint (taken only with a key: it reads
+        // the body once more).
+        let once = key.map(|k| (k, idempotency::fingerprint(&raw)));
         let store = self.acceptor.store();
         // A retry of a request already taken answers as the first time did.
-        if let Some(k) = &once
+        if let Some((k, fp)) = &once
             && let Some(rec) = store
                 .kv_get(&once_key(&brand.system_id, k))
                 .await
                 .map_err(|_| ApiError::from(otpgw_accept::AcceptError::StoreUnavailable))?
         {
-            return replay(&rec.value, &fingerprint, self.acceptor.ids());
+            return replay(&rec.value, fp, self.acceptor.ids());
         }
         let req: SendMessage = crate::body::json(&raw)?;
         let Some(digits) = e164(&req.to) else {
@@ -210,15 +212,16 @@ impl Api {
                 progress: Default::default(),
             })),
             id: None,
-            once: once.map(|k| (k, fingerprint.clone())),
+            once,
         };
         let now = otpgw_core::clock::now_ms();
+        let mine = sub.once.as_ref().map(|(_, fp)| fp.clone());
         let accepted = self.acceptor.accept_with(&brand, sub, now).await?;
-        if let Some(fp) = accepted.duplicate {
+        if let (Some(theirs), Some(mine)) = (accepted.duplicate, mine) {
             // The same key was taken by a concurrent request.
             return replay(
-                &otpgw_accept::acceptor::once_value(accepted.id, &fp),
-                &fingerprint,
+                &otpgw_accept::acceptor::once_value(accepted.id, &theirs),
+                &mine,
                 self.acceptor.ids(),
             );
         }

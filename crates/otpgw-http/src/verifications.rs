@@ -121,28 +121,40 @@ impl Api {
             crate::body::read(headers, body, self.cfg.max_body, self.cfg.body_timeout).await?;
         let req: StartVerification = crate::body::json(&raw)?;
         let now = otpgw_core::clock::now_ms();
-        let Some(once) = once else {
-            return self.start(&brand, v, req, now).await;
+        let view = match once {
+            None => self.start(&brand, v, req, now).await?,
+            Some(once) => self.start_once(&brand, v, req, &once, &raw, now).await?,
         };
-        // A retry with the same key answers with the verification its first
-        // request started (as it stands now), and sends nothing.
-        let (store, fp) = (self.acceptor.store(), idempotency::fingerprint(&raw));
-        let key = idempotency::verification_key(&brand.system_id, &once);
+        Ok((
+            StatusCode::CREATED,
+            serde_json::json!(VerificationView::of(&view, self.acceptor.ids())),
+        ))
+    }
+
+    /// A start with an `Idempotency-Key`: a retry with the same key gets the
+    /// verification its first request started (as it stands now), and nothing is
+    /// sent again.
+    async fn start_once(
+        &self,
+        brand: &Arc<BrandConfig>,
+        v: &Arc<Verifier>,
+        req: StartVerification,
+        once: &str,
+        raw: &[u8],
+        now: u64,
+    ) -> Result<View, ApiError> {
+        let (store, fp) = (self.acceptor.store(), idempotency::fingerprint(raw));
+        let key = idempotency::verification_key(&brand.system_id, once);
         match idempotency::claim(&**store, &key, &fp, now).await? {
             idempotency::Claim::Done(id) => {
                 metrics::counter!("otpgw_http_idempotent_replays_total").increment(1);
-                let view = v.get(&brand, &id, now).await?;
-                Ok((
-                    StatusCode::CREATED,
-                    serde_json::json!(VerificationView::of(&view, self.acceptor.ids())),
-                ))
+                Ok(v.get(brand, &id, now).await?)
             }
             idempotency::Claim::Mine(version) => {
-                let r = self.start(&brand, v, req, now).await;
+                let r = self.start(brand, v, req, now).await;
                 match &r {
-                    Ok((_, body)) => {
-                        let id = body["id"].as_str().unwrap_or_default();
-                        idempotency::finish(&**store, &key, version, &fp, id, now).await;
+                    Ok(view) => {
+                        idempotency::finish(&**store, &key, version, &fp, &view.id, now).await
                     }
                     Err(_) => idempotency::release(&**store, &key, version, now).await,
                 }
@@ -158,7 +170,7 @@ impl Api {
         v: &Arc<Verifier>,
         req: StartVerification,
         now: u64,
-    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    ) -> Result<View, ApiError> {
         let view = v
             .create(
                 brand,
@@ -173,10 +185,7 @@ impl Api {
             )
             .await?;
         brand.count_accepted();
-        Ok((
-            StatusCode::CREATED,
-            serde_json::json!(VerificationView::of(&view, self.acceptor.ids())),
-        ))
+        Ok(view)
     }
 
     /// `GET /v1/verifications/{id}`.

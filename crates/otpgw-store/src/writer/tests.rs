@@ -109,3 +109,23 @@ fn the_backlog_is_bounded() {
     assert_eq!(id_of(&batch[0]), ('f', 10 + 1), "the oldest copies went");
     assert_eq!(id_of(batch.last().unwrap()), ('a', 1), "the accept stays");
 }
+
+/// A flush of an idle store is answered without a commit; behind writes it is
+/// part of their batch.
+#[test]
+fn a_flush_alone_needs_no_commit() {
+    let (tx, rx) = flume::unbounded();
+    let mut backlog = Backlog::default();
+    let mut batch = Vec::new();
+    let w = std::time::Duration::from_millis(1);
+    let (done, mut done_rx) = oneshot::channel();
+    tx.send(Op::Flush(done)).unwrap();
+    next_batch(&rx, &mut backlog, w, 100, w, &mut batch).unwrap();
+    assert!(batch.is_empty(), "nothing to write");
+    assert!(matches!(done_rx.try_recv(), Ok(true)), "answered at once");
+    let (done, _done_rx) = oneshot::channel();
+    tx.send(Op::Forwarded(1)).unwrap();
+    tx.send(Op::Flush(done)).unwrap();
+    next_batch(&rx, &mut backlog, w, 100, w, &mut batch).unwrap();
+    assert_eq!(batch.len(), 2, "the flush waits for the write before it");
+}
