@@ -189,6 +189,9 @@ impl Config {
                 st.commit_window_us
             ));
         }
+        if st.scrub_interval_secs == 0 {
+            p.push("store.scrub_interval_secs: must be at least 1".into());
+        }
         if st.batch_max == 0 {
             p.push("store.batch_max: must be at least 1".into());
         }
@@ -250,6 +253,7 @@ impl Config {
         c.batch_max = s.batch_max;
         c.finished_retention = Duration::from_secs(s.finished_retention_secs);
         c.receipt_retention = Duration::from_secs(s.receipt_retention_secs);
+        c.scrub_interval = Duration::from_secs(s.scrub_interval_secs);
         c
     }
 

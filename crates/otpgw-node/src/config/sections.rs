@@ -137,6 +137,10 @@ pub struct Store {
     /// A receipt waits this long for its brand to bind, then is dropped (counted).
     #[serde(default = "d_receipt_retention")]
     pub receipt_retention_secs: u64,
+    /// Embedded store: at most this often (when messages finished since), the file
+    /// is scrubbed so no finished message's text stays readable in it.
+    #[serde(default = "d_scrub_interval")]
+    pub scrub_interval_secs: u64,
     /// Redis backend: the server (`redis://host:port/db`).
     #[serde(default)]
     pub redis_url: String,
@@ -170,6 +174,7 @@ impl Default for Store {
             batch_max: d_batch_max(),
             finished_retention_secs: d_finished_retention(),
             receipt_retention_secs: d_receipt_retention(),
+            scrub_interval_secs: d_scrub_interval(),
             redis_url: String::new(),
             redis_prefix: d_redis_prefix(),
             node_id: String::new(),
@@ -197,6 +202,9 @@ pub(super) fn d_batch_max() -> usize {
 }
 pub(super) fn d_finished_retention() -> u64 {
     3600
+}
+pub(super) fn d_scrub_interval() -> u64 {
+    300
 }
 pub(super) fn d_receipt_retention() -> u64 {
     3 * 86_400

@@ -1,6 +1,7 @@
 //! The embedded store's writer thread: a batch of writes per redb transaction,
 //! committed with fsync; the file opened again after a failed commit; finished
-//! records, receipts past their retention and expired key-value records purged.
+//! records, receipts past their retention and expired key-value records purged;
+//! what finished messages left in the file's free pages overwritten (the scrub).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub(super) fn run(
     let mut batch: Vec<Op> = Vec::with_capacity(cfg.batch_max);
     let mut backlog = Backlog::default();
     let mut last_purge = Instant::now();
+    let mut last_scrub = Instant::now();
+    // Whether a message finished since the last scrub (its text may be in freed pages).
+    let mut scrub_due = false;
     let mut reopen = Reopen::default();
     loop {
         let next = next_batch(
@@ -46,6 +50,7 @@ pub(super) fn run(
             return;
         }
         if !batch.is_empty() {
+            scrub_due |= batch.iter().any(|op| matches!(op, Op::Finished { .. }));
             let started = Instant::now();
             let result = reopen
                 .ready(&db)
@@ -76,7 +81,70 @@ pub(super) fn run(
                 reopen.needed = true;
             }
         }
+        if scrub_due && last_scrub.elapsed() >= cfg.scrub_interval && !reopen.needed {
+            last_scrub = Instant::now();
+            scrub_due = false;
+            match scrub(&db) {
+                Ok(moved) => {
+                    metrics::counter!("otpgw_store_scrubs_total").increment(1);
+                    metrics::histogram!("otpgw_store_scrub_seconds")
+                        .record(last_scrub.elapsed().as_secs_f64());
+                    tracing::debug!(moved, took = ?last_scrub.elapsed(), "store scrubbed");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store scrub failed");
+                    reopen.needed = true;
+                }
+            }
+        }
     }
+}
+
+/// The table the scrub fills free pages with, then deletes.
+/// Overwrite what finished messages left in the file, so their texts cannot be read
+/// from it: redb copies a page on write and frees the old copy, a freed page keeps
+/// its bytes until reused, and a page changed in place keeps removed records in its
+/// unused tail. So: (1) the messages table is built again from its live records
+/// (new pages are zero-filled beyond their data); (2) two empty commits let the
+/// pages freed so far become free; (3) redb's compaction moves the pages at the end
+/// of the file into the free ones and cuts the file after the last page in use
+/// (readers wait meanwhile, see [`Db::exclusive`]). Costs one write of the live
+/// messages and a compaction. Returns whether compaction moved anything.
+pub(super) fn scrub(db: &Db) -> Result<bool, String> {
+    {
+        let d = db.get().map_err(|e| e.to_string())?;
+        rebuild_messages(&d).map_err(|e| e.to_string())?;
+    }
+    db.exclusive(|d| {
+        let mut moved = false;
+        while d.compact().map_err(|e| e.to_string())? {
+            moved = true;
+        }
+        Ok(moved)
+    })?
+}
+
+/// The messages table written again from its live records, in one transaction.
+fn rebuild_messages(db: &Database) -> Result<(), redb::Error> {
+    let w = db.begin_write()?;
+    let live: Vec<(u64, Vec<u8>)> = {
+        let t = w.open_table(MESSAGES)?;
+        t.iter()?
+            .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+            .collect::<Result<_, _>>()?
+    };
+    w.delete_table(MESSAGES)?;
+    {
+        let mut t = w.open_table(MESSAGES)?;
+        for (k, v) in &live {
+            t.insert(*k, v.as_slice())?;
+        }
+    }
+    w.commit()?;
+    for _ in 0..2 {
+        db.begin_write()?.commit()?;
+    }
+    Ok(())
 }
 
 /// The writer's reopening of the file after a failed commit.

@@ -191,7 +191,9 @@ fn tls_settings_are_checked() {
 
 /// The HTTP API over TLS (the same rustls setup): a real HTTPS client that verifies
 /// the certificate gets HTTP/2 by ALPN and starts a verification; HTTP/1.1 works
-/// on the same port.
+/// on the same port. Connections that never finish their TLS handshake, or finish
+/// it and send no request, are closed `header_timeout_secs` after they were
+/// accepted, like plain ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_api_over_tls_with_http2() {
     let dir = common::store_dir("http-tls");
@@ -202,7 +204,7 @@ async fn http_api_over_tls_with_http2() {
     let sections = sections.replace(
         "[verify]",
         &format!(
-            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n[verify]",
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nheader_timeout_secs = 1\n[verify]",
             cert.display(),
             key.display()
         ),
@@ -247,6 +249,38 @@ async fn http_api_over_tls_with_http2() {
         .send()
         .await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    // Silent before the handshake, and silent after it: both closed in about a second.
+    let closed_within = async |s: &mut (dyn tokio::io::AsyncRead + Unpin + Send)| {
+        let mut b = [0u8; 64];
+        let t = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(4), s.read(&mut b)).await;
+        assert!(matches!(r, Ok(Ok(0) | Err(_))), "still open: {r:?}");
+        t.elapsed()
+    };
+    let mut bare = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+        .await
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut std::fs::read(&cert).unwrap().as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls_client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+        .await
+        .unwrap();
+    let mut quiet = tokio_rustls::TlsConnector::from(Arc::new(tls_client))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    let took = closed_within(&mut quiet).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let took = closed_within(&mut bare).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
     gw.shutdown().await;
     sim.shutdown();
 }
