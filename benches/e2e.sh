@@ -24,6 +24,7 @@ STORE=${STORE:-embedded}
 FINISHED_RETENTION=${FINISHED_RETENTION:-3600}
 SIM_PORT=${SIM_PORT:-27760}
 GW_PORT=${GW_PORT:-27750}
+OPS_PORT=${OPS_PORT:-27764}
 
 BIN=$(gateway_bin)
 tmp=$(mktemp -d)
@@ -32,6 +33,7 @@ trap cleanup EXIT
 
 sed -e "s/127.0.0.1:2776\"/127.0.0.1:${SIM_PORT}\"/" \
     -e "s/127.0.0.1:2775\"/127.0.0.1:${GW_PORT}\"/" \
+    -e "s/127.0.0.1:9464\"/127.0.0.1:${OPS_PORT}\"/" \
     -e "s/^binds = 2$/binds = ${CARRIER_BINDS}/" \
     -e "s/^window = 100 .*/window = ${CARRIER_WINDOW}/" \
     -e "s|^backend = \"embedded\"|backend = \"${STORE}\"|" \
@@ -66,6 +68,9 @@ kill "$SAMPLER" 2>/dev/null || true
 [ -f "$tmp/sizes" ] && cat "$tmp/sizes"
 [ -f "$tmp/otpgw.redb" ] && echo "store file at the end: $(( $(stat -c %s "$tmp/otpgw.redb") / 1048576 )) MiB"
 echo "store: $STORE"
+# The gateway's own count of receipts it gave up on (must be 0).
+curl -s "http://127.0.0.1:${OPS_PORT}/metrics" | awk '/^otpgw_receipts_dropped_total / {d = $2} /^otpgw_receipts_expired_total / {e = $2}
+    END {printf "gateway: receipts dropped %d, expired %d (otpgw_receipts_dropped_total, otpgw_receipts_expired_total)\n", d, e}'
 echo "gateway resident memory: $(awk '/VmRSS/ {print $2}' "/proc/$GW/status") KiB now, peak $(awk '/VmHWM/ {print $2}' "/proc/$GW/status") KiB"
 read -r wall lu ls < "$tmp/time"
 awk -v g=$((g1 - g0)) -v s=$((s1 - s0)) -v t="$ticks" -v n="$COUNT" -v lu="$lu" -v ls="$ls" -v w="$wall" 'BEGIN {

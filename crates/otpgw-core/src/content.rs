@@ -133,7 +133,11 @@ impl SmsBody {
         (Destination::Phone(f.dest), Body::Sms(body))
     }
 
-    /// The `submit_sm` fields of this SMS to `dest` (where it is sent).
+    /// The `submit_sm` fields of this SMS to `dest` (where it is sent). They always
+    /// ask the carrier for a receipt (registered_delivery bits 0-1 = 1, other bits
+    /// as the brand set them): the gateway needs it to know the message arrived, or
+    /// it would resend through another carrier when none comes; the brand's own
+    /// wish decides only what is forwarded to it (`Message::wants_receipt`).
     pub fn fields(&self, dest: &Address) -> SubmitFields {
         SubmitFields {
             service_type: self.service_type.clone(),
@@ -144,7 +148,7 @@ impl SmsBody {
             priority_flag: self.priority_flag,
             schedule_delivery_time: self.schedule_delivery_time.clone(),
             validity_period: self.validity_period.clone(),
-            registered_delivery: self.registered_delivery,
+            registered_delivery: (self.registered_delivery & !0x03) | 0x01,
             data_coding: self.data_coding,
             short_message: self.short_message.clone(),
             message_payload: self.message_payload.clone(),
@@ -190,5 +194,32 @@ mod tests {
         assert_eq!(b.fields(to.phone().unwrap()), f);
         assert_eq!(b.text(), b"\x00h\x00i");
         assert!(!format!("{to:?}{b:?}").contains("447700900123"), "masked");
+    }
+
+    /// Whatever the brand asked for, the carrier is asked for a receipt: an SMS
+    /// submitted with registered_delivery 0 was sent again through the next
+    /// carrier when no receipt came, and ended `unknown`.
+    #[test]
+    fn the_carrier_is_always_asked_for_a_receipt() {
+        for (brand, carrier) in [
+            (0u8, 1u8),
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (0x10, 0x11),
+            (0x12, 0x11),
+        ] {
+            let f = SubmitFields {
+                registered_delivery: brand,
+                ..Default::default()
+            };
+            let (to, Body::Sms(b)) = SmsBody::split(f);
+            assert_eq!(
+                b.fields(to.phone().unwrap()).registered_delivery,
+                carrier,
+                "brand asked {brand:#x}"
+            );
+            assert_eq!(b.registered_delivery, brand, "the brand's wish is kept");
+        }
     }
 }

@@ -7,13 +7,18 @@
 //! `deliver_sm_resp` ESME_ROK or puts it back at the front when the brand refused it,
 //! timed out, or the session ended. With no session bound, receipts wait here.
 //!
-//! Bounded: each brand holds at most `capacity` receipts. When full, the oldest
-//! receipt is dropped and counted (`otpgw_receipts_dropped_total`): a brand that stays
-//! away cannot exhaust the gateway's memory. The durable store (a later backend)
-//! keeps the authoritative copy.
+//! Bounded, without dropping a receipt for back-pressure: while a brand has a
+//! receiver bound, a full outbox (`capacity` receipts) keeps taking the receipts of
+//! messages already accepted and the SMPP door answers the brand's new submits
+//! ESME_RTHROTTLED until it drains below `capacity` ([`BrandOutbox::is_full`]), so
+//! it holds at most `capacity` plus the brand's messages in flight. A brand with no
+//! receiver bound is not slow but away: when its outbox is full the oldest receipt
+//! leaves memory, counted in `otpgw_receipts_dropped_total` (a durable store keeps
+//! it until `receipt_retention`, and it is delivered after a restart).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -69,6 +74,8 @@ pub struct BrandOutbox {
     q: Mutex<VecDeque<ReceiptJob>>,
     notify: Notify,
     capacity: usize,
+    /// Receiver and transceiver sessions of the brand bound now.
+    receivers: std::sync::atomic::AtomicUsize,
 }
 
 impl BrandOutbox {
@@ -77,20 +84,38 @@ impl BrandOutbox {
             q: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             capacity,
+            receivers: Default::default(),
         }
     }
 
-    /// Queue a receipt; drops (and counts) the oldest when full.
+    /// Queue a receipt. When full, with no receiver bound, the oldest leaves memory
+    /// (counted); with one bound, nothing does (see the module docs).
     pub fn push(&self, job: ReceiptJob) {
         {
             let mut q = self.q.lock();
-            if q.len() >= self.capacity {
+            if q.len() >= self.capacity && self.receivers.load(Ordering::Relaxed) == 0 {
                 q.pop_front();
                 metrics::counter!("otpgw_receipts_dropped_total").increment(1);
             }
             q.push_back(job);
         }
         self.notify.notify_one();
+    }
+
+    /// Whether `capacity` receipts or more wait: the brand's submits are throttled.
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.capacity
+    }
+
+    /// A receiver or transceiver session of the brand bound (`true`) or ended.
+    pub fn receiver(&self, bound: bool) {
+        if bound {
+            self.receivers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .receivers
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     /// Put receipts that could not be delivered back at the front, in order.
@@ -255,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn bounded_drops_oldest() {
+    fn bounded_drops_oldest_only_while_no_receiver_is_bound() {
         let o = Outbox::new(2);
         let b = o.brand(&Arc::from("x"));
         b.push(job(1));
@@ -264,6 +289,29 @@ mod tests {
         let mut out = vec![];
         b.try_take(10, &mut out);
         assert_eq!(out.iter().map(|j| j.id.0).collect::<Vec<_>>(), vec![2, 3]);
+        // A bound receiver that is slow: nothing is dropped, the outbox says it
+        // is full (the brand's submits are throttled) until it drains.
+        b.receiver(true);
+        for n in 4..=8 {
+            b.push(job(n));
+        }
+        assert!(b.is_full());
+        out.clear();
+        b.try_take(3, &mut out);
+        assert!(b.is_full());
+        b.try_take(10, &mut out);
+        assert!(!b.is_full());
+        assert_eq!(
+            out.iter().map(|j| j.id.0).collect::<Vec<_>>(),
+            vec![4, 5, 6, 7, 8]
+        );
+        // Gone again: back to dropping the oldest when full.
+        b.receiver(false);
+        b.receiver(false);
+        for n in 9..=11 {
+            b.push(job(n));
+        }
+        assert_eq!(b.len(), 2);
     }
 
     #[test]

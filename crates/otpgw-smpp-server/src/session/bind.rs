@@ -89,8 +89,11 @@ impl Conn {
         }
         let state = BindState::from_bind_command(id).unwrap_or(BindState::Transceiver);
         self.session.set_state(state);
+        let outbox = self.ctx.tracker.outbox().brand(&brand.system_id);
+        self.brand_outbox = Some(outbox.clone());
         if state.can_deliver() {
-            self.outbox = Some(self.ctx.tracker.outbox().brand(&brand.system_id));
+            outbox.receiver(true);
+            self.outbox = Some(outbox);
             self.ctx
                 .tracker
                 .store()

@@ -6,7 +6,11 @@
 //! commands and ESME_RINVBNDSTS for commands the bind state does not allow. On a
 //! receiver or transceiver bind it also takes the brand's receipts from the outbox
 //! and sends them as `deliver_sm` through a window; a receipt refused, unanswered or
-//! cut off by the connection's end goes back to the outbox.
+//! cut off by the connection's end goes back to the front of the outbox. Only an
+//! explicit refusal (a `deliver_sm_resp` with an error status other than
+//! ESME_RTHROTTLED or ESME_RMSGQFUL) counts as an attempt: back-pressure (a full
+//! window, a throttled or unanswered receipt, a closed connection) never does, so
+//! no receipt is dropped because the brand is slow.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,7 +58,10 @@ struct Conn {
     tx: PduSender,
     session: Session<Tag>,
     brand: Option<Arc<BrandConfig>>,
+    /// The brand's receipts, when this session takes them (receiver, transceiver).
     outbox: Option<Arc<BrandOutbox>>,
+    /// The brand's outbox, for any bind: submits are throttled while it is full.
+    brand_outbox: Option<Arc<BrandOutbox>>,
     peer: SocketAddr,
     /// Submits of this session waiting for the store, polled by the session task
     /// itself (no task per submit); each answers with its sequence number.
@@ -91,6 +98,7 @@ where
         session: Session::new(scfg, connected),
         brand: None,
         outbox: None,
+        brand_outbox: None,
         peer,
         accepts: FuturesUnordered::new(),
     };
@@ -310,7 +318,11 @@ impl Conn {
                 .await;
         };
         let started = Instant::now();
-        if self.accepts.len() >= self.ctx.cfg.max_pending_submits {
+        // Receipts the brand has not taken yet fill its outbox: slow down its
+        // submits (back-pressure) rather than drop its receipts.
+        if self.accepts.len() >= self.ctx.cfg.max_pending_submits
+            || self.brand_outbox.as_ref().is_some_and(|o| o.is_full())
+        {
             return self
                 .send(refusal(&brand, AcceptError::Throttled, seq))
                 .await;
@@ -352,8 +364,11 @@ impl Conn {
                 if id == cmd::DELIVER_SM_RESP && st == status::ESME_ROK {
                     self.ctx.tracker.store().receipt_forwarded(job.id);
                     metrics::counter!("otpgw_receipts_forwarded_total", "brand" => self.brand_label()).increment(1);
+                } else if matches!(st, status::ESME_RTHROTTLED | status::ESME_RMSGQFUL) {
+                    // The brand asks us to slow down: not a refusal.
+                    self.receipt_wait(job);
                 } else {
-                    self.receipt_back(job);
+                    self.receipt_refused(job);
                 }
                 None
             }
@@ -362,13 +377,26 @@ impl Conn {
         }
     }
 
-    /// Put a receipt back for another try, unless it was tried too often.
-    fn receipt_back(&self, mut job: ReceiptJob) {
+    /// The brand refused a receipt: put it back for another try, unless it refused
+    /// it `max_receipt_attempts` times (then it is dropped, counted and logged).
+    fn receipt_refused(&self, mut job: ReceiptJob) {
         job.attempts = job.attempts.saturating_add(1);
         if job.attempts >= self.ctx.cfg.max_receipt_attempts {
             metrics::counter!("otpgw_receipts_dropped_total").increment(1);
+            tracing::warn!(
+                brand = %job.brand,
+                id = %self.ctx.acceptor.ids().hide(job.message_id()),
+                attempts = job.attempts,
+                "receipt dropped: the brand refused it every time"
+            );
             return;
         }
+        self.receipt_wait(job);
+    }
+
+    /// Back-pressure (a full window, a throttled or unanswered receipt): the receipt
+    /// goes back first in line, not counted as an attempt.
+    fn receipt_wait(&self, job: ReceiptJob) {
         if let Some(o) = &self.outbox {
             o.push_front([job]);
         }
@@ -454,13 +482,21 @@ impl Conn {
             if let Err(otpgw_proto::session::WindowFull(_)) =
                 self.session.track(seq, Tag::Receipt(job.clone()), now)
             {
-                self.receipt_back(job);
-                continue;
+                // Back-pressure: this one and the rest go back, in order.
+                if let Some(o) = &self.outbox {
+                    o.push_front(std::iter::once(job).chain(batch));
+                }
+                return None;
             }
             if let Some(e) = self
                 .send(Command::new(CommandStatus::EsmeRok, seq, d))
                 .await
             {
+                // The connection is gone: the one tracked goes back when the session
+                // is drained, the rest go back now.
+                if let Some(o) = &self.outbox {
+                    o.push_front(batch);
+                }
                 return Some(e);
             }
         }
@@ -473,7 +509,7 @@ impl Conn {
                 Timeout::Response {
                     tag: Tag::Receipt(job),
                     ..
-                } => self.receipt_back(job),
+                } => self.receipt_wait(job),
                 Timeout::Response {
                     tag: Tag::Unbind, ..
                 } => return Some(End::Closed),
@@ -511,6 +547,7 @@ impl Conn {
         }
         if let Some(o) = &self.outbox {
             o.push_front(back);
+            o.receiver(false);
             if let Some(b) = &self.brand {
                 self.ctx.tracker.store().brand_receiver(&b.system_id, false);
             }

@@ -356,3 +356,36 @@ async fn sigkill_during_fallback_sends_nothing_a_third_time() {
     a.shutdown();
     b.shutdown();
 }
+
+/// An OTP submitted without a receipt request (registered_delivery 0) goes out
+/// once: the carrier is asked for a receipt anyway, so the gateway knows it
+/// arrived. Before, no receipt came, and at the receipt timeout the same code went
+/// out again through the other carrier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otp_without_a_receipt_request_is_sent_once() {
+    let quick = |c: &mut otpgw_sim::SimConfig| c.receipt_delay = Duration::from_millis(20);
+    let (a, b) = (common::sim(quick).await, common::sim(quick).await);
+    let text = config(
+        "127.0.0.1:0",
+        &a,
+        &b,
+        &store_line("assure-rd0"),
+        300,
+        "ordered",
+        "",
+    );
+    let gw = common::start(&text).await;
+    assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
+    let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 20);
+    lc.registered_delivery = 0;
+    let r = loadgen::run(lc).await.unwrap();
+    assert_eq!(r.accepted, 20);
+    // Well past the receipt timeout: nothing more goes out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.received() + b.received(), 20, "each OTP sent once");
+    assert_eq!(b.received(), 0, "nothing went through the second carrier");
+    assert!(r.states.is_empty(), "the brand asked for no receipt");
+    gw.shutdown().await;
+    a.shutdown();
+    b.shutdown();
+}
