@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need outside Cargo (used by scripts/test.sh and .ci/run):
 # - cargo-nextest: the test runner (per-test processes and times);
-# - python-smpplib: an SMPP client nobody here wrote, for the interop test;
+# - python-smpplib: an SMPP client nobody here wrote, for the interop tests;
+# - node-smpp (npm, into tests/interop/node_modules): a second such client, bound
+#   at the same time as smpplib;
 # - prometheus and promtool (Debian package): a real Prometheus scrapes otpgw and
 #   checks the shipped dashboard and alert rules;
 # - redis-server (Debian package): the Redis store tests start their own durable
@@ -9,6 +11,7 @@
 # - schemathesis (PyPI): generates requests from the HTTP API's OpenAPI document;
 # - haproxy (Debian package): a real PROXY protocol sender in front of the SMPP door.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest (the test runner: a process per test, per-test times)..."
@@ -18,6 +21,11 @@ fi
 if ! python3 -c "import smpplib" 2>/dev/null; then
     echo "installing python smpplib (interop test client)..."
     python3 -m pip install --quiet --disable-pip-version-check smpplib==2.2.4
+fi
+
+if [ ! -d tests/interop/node_modules/smpp ]; then
+    echo "installing node smpp (second interop test client, npm)..."
+    (cd tests/interop && npm ci --no-audit --no-fund --silent)
 fi
 
 if ! command -v schemathesis >/dev/null 2>&1; then

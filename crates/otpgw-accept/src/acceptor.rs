@@ -44,6 +44,8 @@ pub struct Submission {
     /// nothing and gets the first one's id. With it, the fingerprint of the request
     /// (so a different request with the same key can be told apart).
     pub once: Option<(String, Vec<u8>)>,
+    /// The SMPP session that submitted it (0: none): its receipt goes back to it.
+    pub origin: u64,
 }
 
 /// How long an idempotency key holds (24 hours).
@@ -168,17 +170,20 @@ impl Acceptor {
         self.closing.store(true, Ordering::Relaxed);
     }
 
-    /// Accept a `submit_sm` from `brand`, or say why not.
+    /// Accept a `submit_sm` from `brand` on SMPP session `origin` (0: none), or say
+    /// why not.
     pub async fn accept(
         &self,
         brand: &BrandConfig,
         fields: SubmitFields,
+        origin: u64,
         now_ms: u64,
     ) -> Result<MsgId, AcceptError> {
         let (to, body) = SmsBody::split(fields);
         let sub = Submission {
             to,
             body,
+            origin,
             ..Default::default()
         };
         self.accept_with(brand, sub, now_ms).await.map(|a| a.id)
@@ -201,6 +206,7 @@ impl Acceptor {
             extra,
             id,
             once,
+            origin,
         } = sub;
         let Body::Sms(sms) = &body;
         let class = class.unwrap_or(match sms.priority_flag {
@@ -248,6 +254,7 @@ impl Acceptor {
             deadline_ms,
             attempts: Default::default(),
             extra,
+            origin,
         });
         let store = self.tracker.store();
         match once {

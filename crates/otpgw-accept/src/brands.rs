@@ -35,6 +35,9 @@ pub struct BrandConfig {
     pub webhook_secret: Option<String>,
     /// Sender id of verification codes (else the `[verify]` default).
     pub verify_sender: Option<String>,
+    /// Whether a receipt goes back to the SMPP session that submitted its message
+    /// (`true`, the default) or to any receiver session of the brand.
+    pub receipts_to_submitter: bool,
     /// `otpgw_messages_accepted_total{brand}`, registered on first use and then
     /// incremented without a registry lookup.
     accepted_counter: std::sync::OnceLock<metrics::Counter>,
@@ -86,6 +89,7 @@ impl BrandConfig {
             api_key_hash: None,
             webhook_secret: None,
             verify_sender: None,
+            receipts_to_submitter: true,
             accepted_counter: std::sync::OnceLock::new(),
         }
     }

@@ -95,6 +95,9 @@ pub struct Message {
     /// What a message from the HTTP door carries beyond the SMPP fields (`None` for
     /// SMPP messages: one pointer).
     pub extra: Option<Arc<Extra>>,
+    /// The SMPP session that submitted it, whose client gets its receipt while the
+    /// session is bound (0: none; in memory only: after a restart it is gone).
+    pub origin: u64,
 }
 
 /// What a message submitted over HTTP carries beyond its SMPP fields. Its `Debug`
@@ -150,6 +153,7 @@ impl Message {
             deadline_ms,
             attempts: Default::default(),
             extra: None,
+            origin: 0,
         }
     }
 
@@ -174,6 +178,7 @@ impl Message {
             deadline_ms: self.deadline_ms,
             attempts: AtomicU32::new(self.attempts.load(Ordering::Relaxed)),
             extra: self.extra.clone(),
+            origin: self.origin,
         }
     }
 
@@ -255,6 +260,7 @@ mod tests {
             deadline_ms: 0,
             attempts: Default::default(),
             extra: None,
+            origin: 0,
         };
         assert!(!m.wants_receipt(DeliveryState::Delivered));
         let rd = |m: &mut Message, v| {

@@ -16,9 +16,10 @@
 //! leaves memory, counted in `otpgw_receipts_dropped_total` (a durable store keeps
 //! it until `receipt_retention`, and it is delivered after a restart).
 
+use std::collections::HashMap;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -50,6 +51,9 @@ pub struct ReceiptJob {
     pub url: Option<Arc<str>>,
     /// The message's deadline (fallback events tell the time left; 0 otherwise).
     pub deadline_ms: u64,
+    /// The SMPP session that submitted the message, while this process runs (0:
+    /// none or unknown, as after a restart): see [`BrandOutbox::register`].
+    pub origin: u64,
 }
 
 /// Set in a [`ReceiptJob`]'s id when it is an OTP's fallback event rather than its
@@ -68,37 +72,93 @@ impl ReceiptJob {
     }
 }
 
-/// One brand's queue.
+/// One brand's queue: receipts any of its receiver sessions may take, and per
+/// bound session those that must go to it (see [`BrandOutbox::register`]).
 #[derive(Debug)]
 pub struct BrandOutbox {
-    q: Mutex<VecDeque<ReceiptJob>>,
+    q: Mutex<Queues>,
     notify: Notify,
     capacity: usize,
-    /// Receiver and transceiver sessions of the brand bound now.
-    receivers: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Queues {
+    /// For any receiver session of the brand.
+    shared: VecDeque<ReceiptJob>,
+    /// Bound sessions of the brand, by session id.
+    sessions: HashMap<u64, Bound>,
+    /// Receipts in `shared` and in every session's own queue.
+    len: usize,
+    /// Sessions in `sessions` that take receipts.
+    receivers: usize,
+}
+
+#[derive(Debug)]
+struct Bound {
+    /// The client's address: a transmitter's receipts go to a receiver bound from
+    /// the same address (the same client's pair of binds).
+    ip: IpAddr,
+    /// Whether it takes receipts (receiver, transceiver).
+    takes: bool,
+    /// Receipts of the messages it submitted (or its transmitter pair did).
+    own: VecDeque<ReceiptJob>,
+}
+
+impl Queues {
+    /// The session a receipt goes to: the one that submitted its message when it
+    /// takes receipts; for a transmitter, a receiver bound from the same address;
+    /// else none (any receiver, `None`).
+    fn target(&self, origin: u64) -> Option<u64> {
+        let b = self.sessions.get(&origin)?;
+        if b.takes {
+            return Some(origin);
+        }
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.takes && s.ip == b.ip)
+            .map(|(id, _)| *id)
+            .min()
+    }
+
+    fn queue(&mut self, origin: u64) -> &mut VecDeque<ReceiptJob> {
+        match self.target(origin) {
+            Some(sid) => match self.sessions.get_mut(&sid) {
+                Some(b) => &mut b.own,
+                None => &mut self.shared,
+            },
+            None => &mut self.shared,
+        }
+    }
 }
 
 impl BrandOutbox {
     fn new(capacity: usize) -> Self {
         Self {
-            q: Mutex::new(VecDeque::new()),
+            q: Mutex::new(Queues::default()),
             notify: Notify::new(),
             capacity,
-            receivers: Default::default(),
         }
     }
 
-    /// Queue a receipt. When full, with no receiver bound, the oldest leaves memory
-    /// (counted); with one bound, nothing does (see the module docs).
+    /// Queue a receipt where it goes (see [`BrandOutbox::register`]). When full,
+    /// with no receiver bound, the oldest leaves memory (counted); with one bound,
+    /// nothing does (see the module docs).
     pub fn push(&self, job: ReceiptJob) {
         {
             let mut q = self.q.lock();
-            if q.len() >= self.capacity && self.receivers.load(Ordering::Relaxed) == 0 {
-                q.pop_front();
+            if q.len >= self.capacity && q.receivers == 0 && q.shared.pop_front().is_some() {
+                q.len -= 1;
                 metrics::counter!("otpgw_receipts_dropped_total").increment(1);
             }
-            q.push_back(job);
+            let origin = job.origin;
+            q.queue(origin).push_back(job);
+            q.len += 1;
         }
+        self.wake();
+    }
+
+    fn wake(&self) {
+        self.notify.notify_waiters();
         self.notify.notify_one();
     }
 
@@ -107,49 +167,80 @@ impl BrandOutbox {
         self.len() >= self.capacity
     }
 
-    /// A receiver or transceiver session of the brand bound (`true`) or ended.
-    pub fn receiver(&self, bound: bool) {
-        if bound {
-            self.receivers.fetch_add(1, Ordering::Relaxed);
-        } else {
-            let _ = self
-                .receivers
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    /// A session of the brand bound, with id `sid` (never 0) from `ip`; `takes`:
+    /// whether it takes receipts. Receipts of the messages it submits then go to it
+    /// (or, for a transmitter, to a receiver bound from the same address) while it
+    /// is bound, and to any receiver of the brand otherwise.
+    pub fn register(&self, sid: u64, ip: IpAddr, takes: bool) {
+        let mut q = self.q.lock();
+        let own = VecDeque::new();
+        if q.sessions.insert(sid, Bound { ip, takes, own }).is_none() && takes {
+            q.receivers += 1;
         }
     }
 
-    /// Put receipts that could not be delivered back at the front, in order.
-    pub fn push_front(&self, jobs: impl IntoIterator<Item = ReceiptJob>) {
-        let mut n = 0;
+    /// The session `sid` ended: what waited for it goes to any receiver, first.
+    pub fn unregister(&self, sid: u64) {
         {
             let mut q = self.q.lock();
-            let jobs: Vec<_> = jobs.into_iter().collect();
-            for j in jobs.into_iter().rev() {
-                q.push_front(j);
-                n += 1;
+            let Some(b) = q.sessions.remove(&sid) else {
+                return;
+            };
+            if b.takes {
+                q.receivers -= 1;
+            }
+            for j in b.own.into_iter().rev() {
+                q.shared.push_front(j);
             }
         }
-        if n > 0 {
-            self.notify.notify_waiters();
-            self.notify.notify_one();
+        self.wake();
+    }
+
+    /// Put receipts that could not be delivered back at the front of where they go,
+    /// in order.
+    pub fn push_front(&self, jobs: impl IntoIterator<Item = ReceiptJob>) {
+        let jobs: Vec<_> = jobs.into_iter().collect();
+        if jobs.is_empty() {
+            return;
         }
+        {
+            let mut q = self.q.lock();
+            for j in jobs.into_iter().rev() {
+                let origin = j.origin;
+                q.queue(origin).push_front(j);
+                q.len += 1;
+            }
+        }
+        self.wake();
     }
 
-    /// Take up to `max` receipts without waiting.
-    pub fn try_take(&self, max: usize, out: &mut Vec<ReceiptJob>) {
+    /// Take up to `max` receipts for session `sid` (0: any session's) without
+    /// waiting: its own first, then those for any receiver.
+    pub fn try_take_for(&self, sid: u64, max: usize, out: &mut Vec<ReceiptJob>) {
         let mut q = self.q.lock();
-        let n = max.min(q.len());
-        out.extend(q.drain(..n));
+        let before = out.len();
+        if let Some(b) = q.sessions.get_mut(&sid) {
+            let n = max.min(b.own.len());
+            out.extend(b.own.drain(..n));
+        }
+        let n = (max - (out.len() - before)).min(q.shared.len());
+        out.extend(q.shared.drain(..n));
+        q.len -= out.len() - before;
     }
 
-    /// Wait until at least one receipt is queued and take up to `max`. Cancel-safe:
-    /// nothing is removed unless the future completes.
-    pub async fn take(&self, max: usize, out: &mut Vec<ReceiptJob>) {
+    /// Take up to `max` receipts for any session without waiting.
+    pub fn try_take(&self, max: usize, out: &mut Vec<ReceiptJob>) {
+        self.try_take_for(0, max, out);
+    }
+
+    /// Wait until at least one receipt is there for session `sid` (0: any) and take
+    /// up to `max`. Cancel-safe: nothing is removed unless the future completes.
+    pub async fn take_for(&self, sid: u64, max: usize, out: &mut Vec<ReceiptJob>) {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            self.try_take(max, out);
+            self.try_take_for(sid, max, out);
             if !out.is_empty() {
                 return;
             }
@@ -157,9 +248,14 @@ impl BrandOutbox {
         }
     }
 
+    /// [`BrandOutbox::take_for`] any session.
+    pub async fn take(&self, max: usize, out: &mut Vec<ReceiptJob>) {
+        self.take_for(0, max, out).await;
+    }
+
     /// Receipts waiting.
     pub fn len(&self) -> usize {
-        self.q.lock().len()
+        self.q.lock().len
     }
 
     /// Whether none are waiting.
@@ -276,6 +372,7 @@ mod tests {
             attempts: 0,
             url: None,
             deadline_ms: 0,
+            origin: 0,
         }
     }
 
@@ -291,7 +388,7 @@ mod tests {
         assert_eq!(out.iter().map(|j| j.id.0).collect::<Vec<_>>(), vec![2, 3]);
         // A bound receiver that is slow: nothing is dropped, the outbox says it
         // is full (the brand's submits are throttled) until it drains.
-        b.receiver(true);
+        b.register(1, IpAddr::from([127, 0, 0, 1]), true);
         for n in 4..=8 {
             b.push(job(n));
         }
@@ -306,12 +403,56 @@ mod tests {
             vec![4, 5, 6, 7, 8]
         );
         // Gone again: back to dropping the oldest when full.
-        b.receiver(false);
-        b.receiver(false);
+        b.unregister(1);
+        b.unregister(1);
         for n in 9..=11 {
             b.push(job(n));
         }
         assert_eq!(b.len(), 2);
+    }
+
+    fn with_origin(n: u64, origin: u64) -> ReceiptJob {
+        ReceiptJob { origin, ..job(n) }
+    }
+
+    fn ids(out: &[ReceiptJob]) -> Vec<u64> {
+        out.iter().map(|j| j.id.0).collect()
+    }
+
+    /// Receipts go to the session that submitted (a transceiver: itself; a
+    /// transmitter: the receiver bound from the same address), else to any; what
+    /// waited for a session that ends goes to any, first.
+    #[test]
+    fn receipts_go_back_to_the_submitting_session() {
+        let o = Outbox::new(100);
+        let b = o.brand(&Arc::from("x"));
+        let (here, there) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        b.register(1, here, true); // transceiver A
+        b.register(2, there, true); // transceiver B
+        b.register(3, there, false); // transmitter C, paired with B
+        b.push(with_origin(10, 1));
+        b.push(with_origin(11, 2));
+        b.push(with_origin(12, 3));
+        b.push(with_origin(13, 0)); // after a restart: anyone's
+        b.push(with_origin(14, 99)); // its session is gone: anyone's
+        let mut out = vec![];
+        b.try_take_for(1, 10, &mut out);
+        assert_eq!(ids(&out), vec![10, 13, 14]);
+        out.clear();
+        b.try_take_for(2, 10, &mut out);
+        assert_eq!(ids(&out), vec![11, 12]);
+        assert!(b.is_empty());
+        // Put back (a full window): to the same session, in order.
+        b.push_front(out.drain(..));
+        b.try_take_for(1, 10, &mut out);
+        assert!(out.is_empty(), "A never gets B's receipts");
+        // B ends: its receipts (and C's) go to anyone, first in line.
+        b.push(with_origin(15, 0));
+        b.unregister(2);
+        b.push(with_origin(16, 3)); // C has no receiver pair now
+        b.try_take_for(1, 10, &mut out);
+        assert_eq!(ids(&out), vec![11, 12, 15, 16]);
+        assert_eq!(b.len(), 0);
     }
 
     #[test]

@@ -364,6 +364,7 @@ impl Tracker {
             attempts: 0,
             url: Some(url),
             deadline_ms: msg.deadline_ms,
+            origin: msg.origin,
         };
         self.store.owe(&job);
         self.outbox.deliver(job);
@@ -484,6 +485,7 @@ impl Tracker {
             attempts: 0,
             url: msg.extra.as_ref().and_then(|e| e.receipt_url.clone()),
             deadline_ms: 0,
+            origin: msg.origin,
         };
         let t = self.store.finished(id, state, Some(&job), now_ms);
         self.outbox.deliver(job);

@@ -23,6 +23,7 @@ fn msg(i: u64) -> Arc<Message> {
         deadline_ms: 1_000_000 + (i * 7919) % 100_000,
         attempts: Default::default(),
         extra: None,
+        origin: 0,
     })
 }
 

@@ -134,6 +134,7 @@ mod tests {
             deadline_ms: now + 60_000,
             attempts: Default::default(),
             extra: None,
+            origin: 0,
         });
         tracker.insert(msg.clone());
         let a: Arc<str> = Arc::from("a");

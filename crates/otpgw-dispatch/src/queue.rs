@@ -212,6 +212,7 @@ mod tests {
             deadline_ms,
             attempts: Default::default(),
             extra: None,
+            origin: 0,
         })
     }
 

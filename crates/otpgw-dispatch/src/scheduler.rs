@@ -200,6 +200,7 @@ mod tests {
             deadline_ms: deadline,
             attempts: Default::default(),
             extra: None,
+            origin: 0,
         })
     }
 

@@ -183,6 +183,7 @@ impl Model {
             deadline_ms: t + lifetime,
             attempts: Default::default(),
             extra: None,
+            origin: 0,
         });
         self.accepted += 1;
         self.msgs.insert(id, msg.clone());

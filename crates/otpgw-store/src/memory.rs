@@ -239,6 +239,7 @@ mod tests {
             deadline_ms: 0,
             attempts: Default::default(),
             extra: None,
+            origin: 0,
         };
         s.accept(&m).await.unwrap();
         s.finished(m.id, DeliveryState::Delivered, None, 0);

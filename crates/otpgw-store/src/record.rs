@@ -122,6 +122,8 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
         deadline_ms,
         attempts: Default::default(),
         extra,
+        // The session that submitted it is gone after a restart.
+        origin: 0,
     })
 }
 
@@ -176,6 +178,8 @@ pub fn decode_receipt(buf: &[u8]) -> Option<ReceiptJob> {
             V3 => r.u64()?,
             _ => 0,
         },
+        // The session that submitted it is gone after a restart.
+        origin: 0,
     })
 }
 
@@ -391,6 +395,7 @@ mod tests {
             attempts: 2,
             url: None,
             deadline_ms: 0,
+            origin: 0,
         };
         let b = decode_receipt(&encode_receipt(&j)).unwrap();
         assert_eq!(

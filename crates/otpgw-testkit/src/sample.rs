@@ -54,5 +54,6 @@ pub fn receipt_job(id: u64, done_ms: u64) -> ReceiptJob {
         attempts: 0,
         url: None,
         deadline_ms: 0,
+        origin: 0,
     }
 }

@@ -19,6 +19,21 @@ pub enum ClassCfg {
     Bulk,
 }
 
+/// Where a brand's SMPP receipts go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiptsTo {
+    /// The session that submitted the message (a transmitter's: a receiver bound
+    /// from the same address), while it is bound; else any receiver.
+    Submitter,
+    /// Any receiver or transceiver session of the brand.
+    Any,
+}
+
+fn d_receipts_to() -> ReceiptsTo {
+    ReceiptsTo::Submitter
+}
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Brand {
@@ -52,6 +67,9 @@ pub struct Brand {
     pub destination_window_secs: u64,
     #[serde(default = "d_class")]
     pub default_class: ClassCfg,
+    /// Where its SMPP receipts go: `submitter` (default) or `any`.
+    #[serde(default = "d_receipts_to")]
+    pub receipts_to: ReceiptsTo,
     #[serde(default = "d_600")]
     pub otp_lifetime_secs: u64,
     #[serde(default = "d_86400")]
@@ -231,6 +249,7 @@ impl Config {
                 c.api_key_hash = b.api_key_hash.clone();
                 c.webhook_secret = b.webhook_secret().ok().flatten();
                 c.verify_sender = b.verify_sender.clone();
+                c.receipts_to_submitter = b.receipts_to == ReceiptsTo::Submitter;
                 c
             })
             .collect()

@@ -90,9 +90,10 @@ impl Conn {
         let state = BindState::from_bind_command(id).unwrap_or(BindState::Transceiver);
         self.session.set_state(state);
         let outbox = self.ctx.tracker.outbox().brand(&brand.system_id);
+        self.sid = super::NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        outbox.register(self.sid, self.peer.ip(), state.can_deliver());
         self.brand_outbox = Some(outbox.clone());
         if state.can_deliver() {
-            outbox.receiver(true);
             self.outbox = Some(outbox);
             self.ctx
                 .tracker

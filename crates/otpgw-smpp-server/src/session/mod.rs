@@ -40,6 +40,9 @@ mod bind;
 use otpgw_accept::AcceptError;
 use otpgw_accept::BrandConfig;
 
+/// Ids of bound sessions (receipts go back to the session that submitted).
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Outstanding requests this side sent.
 #[derive(Debug)]
 enum Tag {
@@ -62,6 +65,9 @@ struct Conn {
     outbox: Option<Arc<BrandOutbox>>,
     /// The brand's outbox, for any bind: submits are throttled while it is full.
     brand_outbox: Option<Arc<BrandOutbox>>,
+    /// This session's id once bound (0 before): its submits' receipts come back to
+    /// it (see `BrandOutbox::register`).
+    sid: u64,
     peer: SocketAddr,
     /// Submits of this session waiting for the store, polled by the session task
     /// itself (no task per submit); each answers with its sequence number.
@@ -99,6 +105,7 @@ where
         brand: None,
         outbox: None,
         brand_outbox: None,
+        sid: 0,
         peer,
         accepts: FuturesUnordered::new(),
     };
@@ -157,7 +164,7 @@ where
             },
             _ = async {
                 match outbox.as_ref() {
-                    Some(o) => o.take(room, &mut jobs).await,
+                    Some(o) => o.take_for(c.sid, room, &mut jobs).await,
                     None => std::future::pending().await,
                 }
             }, if can_deliver => {
@@ -329,8 +336,13 @@ impl Conn {
         }
         let acceptor = self.ctx.acceptor.clone();
         let b = brand.clone();
+        let origin = if brand.receipts_to_submitter {
+            self.sid
+        } else {
+            0
+        };
         let mut accept: AcceptFuture = Box::pin(async move {
-            let res = acceptor.accept(&b, fields, now_ms()).await;
+            let res = acceptor.accept(&b, fields, origin, now_ms()).await;
             (seq, res, started)
         });
         // With a store that answers at once (memory), reply inline; otherwise the
@@ -545,12 +557,14 @@ impl Conn {
                 back.push(j);
             }
         }
-        if let Some(o) = &self.outbox {
+        if let Some(o) = &self.brand_outbox {
             o.push_front(back);
-            o.receiver(false);
-            if let Some(b) = &self.brand {
-                self.ctx.tracker.store().brand_receiver(&b.system_id, false);
-            }
+            o.unregister(self.sid);
+        }
+        if self.outbox.is_some()
+            && let Some(b) = &self.brand
+        {
+            self.ctx.tracker.store().brand_receiver(&b.system_id, false);
         }
         if let Some(b) = &self.brand {
             if let Some(mut n) = self.ctx.sessions.get_mut(&b.system_id) {
