@@ -4,8 +4,10 @@
 // Binds as a transceiver to otpgw, submits N messages asking for delivery receipts,
 // and waits for the receipts. Succeeds (exit 0) when every submit was acknowledged
 // with a distinct message id, exactly one receipt arrived for each, and (with
-// --own-only) no receipt arrived for a message this client did not submit. Prints a
-// one-line JSON summary. Bounded: gives up after --timeout s.
+// --own-only) no receipt arrived for a message this client did not submit. With
+// --query it then asks query_sm for some of its messages (each must answer DELIVERED
+// with a final date) and for an id the gateway never gave (ESME_RQUERYFAIL). Prints
+// a one-line JSON summary. Bounded: gives up after --timeout s.
 'use strict';
 const smpp = require('smpp');
 
@@ -21,6 +23,8 @@ const count = Number(arg('count', '50'));
 const timeout = Number(arg('timeout', '30'));
 const prefix = arg('prefix', '4478');
 const ownOnly = process.argv.includes('--own-only');
+const query = process.argv.includes('--query');
+const queries = {};
 
 const ids = new Set();
 const receipts = new Map();
@@ -33,7 +37,7 @@ session.on('error', (e) => finish(`connection error: ${e.message}`));
 function summary() {
   const got = [...ids].filter((id) => receipts.get(id) === 1).length;
   const dup = [...receipts.values()].filter((n) => n > 1).length;
-  return { ids: ids.size, own_receipts: got, duplicates: dup, foreign, refused };
+  return { ids: ids.size, own_receipts: got, duplicates: dup, foreign, refused, queries };
 }
 
 function done() {
@@ -45,8 +49,12 @@ function finish(err) {
   if (finished) return;
   finished = true;
   const s = summary();
+  const asked = Object.keys(queries);
+  const queryOk = !query || (asked.length === 4 && asked.every((m) => m === 'ffffffffffffffff'
+    ? queries[m][0] === 0x67
+    : queries[m][0] === 0 && queries[m][1] === 2 && queries[m][2] !== ''));
   s.ok = !err && refused === 0 && s.ids === count && s.own_receipts === count && s.duplicates === 0 &&
-    (!ownOnly || foreign === 0);
+    (!ownOnly || foreign === 0) && queryOk;
   if (err) s.error = err;
   console.log(JSON.stringify(s));
   try { session.close(); } catch (e) { /* closing anyway */ }
@@ -63,8 +71,23 @@ session.on('deliver_sm', (pdu) => {
     foreign += 1;
   }
   session.send(pdu.response());
-  if (done()) setTimeout(() => finish(), 300);
+  if (done()) setTimeout(query ? ask : finish, 300);
 });
+
+let asking = false;
+function ask() {
+  if (asking) return;
+  asking = true;
+  const asked = [...ids].slice(0, 3).concat(['ffffffffffffffff']);
+  for (const m of asked) {
+    session.query_sm({ message_id: m }, (pdu) => {
+      // node-smpp parses the SMPP time into a Date: a valid final date is one.
+      const fd = pdu.final_date instanceof Date && !isNaN(pdu.final_date) ? pdu.final_date.toISOString() : '';
+      queries[m] = [pdu.command_status, pdu.message_state, fd];
+      if (Object.keys(queries).length === asked.length) finish();
+    });
+  }
+}
 
 session.bind_transceiver({ system_id: systemId, password: password }, (pdu) => {
   if (pdu.command_status !== 0) return finish(`bind refused: ${pdu.command_status}`);

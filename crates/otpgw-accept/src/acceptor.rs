@@ -255,6 +255,7 @@ impl Acceptor {
             attempts: Default::default(),
             extra,
             origin,
+            progress: Default::default(),
         });
         let store = self.tracker.store();
         match once {
@@ -281,7 +282,7 @@ impl Acceptor {
                 }
             }
         }
-        if msg.extra.is_some() && store.is_shared() {
+        if store.is_shared() {
             // Other nodes answer status queries for it from the store.
             store.record_status(&MessageStatus::in_flight(&msg));
         }

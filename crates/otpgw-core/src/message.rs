@@ -98,6 +98,9 @@ pub struct Message {
     /// The SMPP session that submitted it, whose client gets its receipt while the
     /// session is bound (0: none; in memory only: after a restart it is gone).
     pub origin: u64,
+    /// How far it got, for status queries of every door (in memory; the store
+    /// keeps the final state).
+    pub progress: parking_lot::Mutex<Progress>,
 }
 
 /// What a message submitted over HTTP carries beyond its SMPP fields. Its `Debug`
@@ -109,9 +112,6 @@ pub struct Extra {
     pub receipt_url: Option<Arc<str>>,
     /// The verification whose code it carries (32 hex digits).
     pub verification: Option<String>,
-    /// How far it got, for status queries (in memory; the store keeps the final
-    /// state).
-    pub progress: parking_lot::Mutex<Progress>,
 }
 
 impl fmt::Debug for Extra {
@@ -154,6 +154,7 @@ impl Message {
             attempts: Default::default(),
             extra: None,
             origin: 0,
+            progress: Default::default(),
         }
     }
 
@@ -179,26 +180,29 @@ impl Message {
             attempts: AtomicU32::new(self.attempts.load(Ordering::Relaxed)),
             extra: self.extra.clone(),
             origin: self.origin,
+            progress: parking_lot::Mutex::new(self.progress.lock().clone()),
         }
     }
 
     /// A carrier confirmed a submit of this message at `now_ms` (kept for status
-    /// queries of HTTP messages; nothing for SMPP ones).
+    /// queries).
     pub fn note_confirmed(&self, carrier: &Arc<str>, now_ms: u64) {
-        if let Some(e) = &self.extra {
-            {
-                let mut p = e.progress.lock();
-                p.carrier = Some(carrier.clone());
-                p.sent_ms = now_ms;
-            }
-            if e.verification.is_some() {
-                metrics::counter!(
-                    "otpgw_verification_codes_sent_total",
-                    "carrier" => carrier.to_string(),
-                    "country" => crate::country::calling_code(self.to.key()).to_string()
-                )
-                .increment(1);
-            }
+        {
+            let mut p = self.progress.lock();
+            p.carrier = Some(carrier.clone());
+            p.sent_ms = now_ms;
+        }
+        if self
+            .extra
+            .as_ref()
+            .is_some_and(|e| e.verification.is_some())
+        {
+            metrics::counter!(
+                "otpgw_verification_codes_sent_total",
+                "carrier" => carrier.to_string(),
+                "country" => crate::country::calling_code(self.to.key()).to_string()
+            )
+            .increment(1);
         }
     }
 
@@ -261,6 +265,7 @@ mod tests {
             attempts: Default::default(),
             extra: None,
             origin: 0,
+            progress: Default::default(),
         };
         assert!(!m.wants_receipt(DeliveryState::Delivered));
         let rd = |m: &mut Message, v| {

@@ -64,11 +64,7 @@ pub struct MessageStatus {
 impl MessageStatus {
     /// The status of `msg` as far as memory knows it, before its final state.
     pub fn in_flight(msg: &Message) -> Self {
-        let p = msg
-            .extra
-            .as_ref()
-            .map(|e| e.progress.lock().clone())
-            .unwrap_or_default();
+        let p = msg.progress.lock().clone();
         Self {
             id: msg.id,
             brand: msg.brand.clone(),

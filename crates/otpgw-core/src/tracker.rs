@@ -459,10 +459,10 @@ impl Tracker {
                 || metrics::counter!("otpgw_messages_finished_total", "state" => state.label()),
             )
             .increment(1);
-        if msg.extra.is_some() {
-            self.store
-                .record_status(&MessageStatus::finished(&msg, state, err, now_ms));
-        }
+        // Every message's final state, whatever its door, for status queries
+        // (HTTP `GET /v1/messages/{id}`, SMPP `query_sm`).
+        self.store
+            .record_status(&MessageStatus::finished(&msg, state, err, now_ms));
         if !msg.wants_receipt(state) {
             let t = self.store.finished(id, state, None, now_ms);
             return (

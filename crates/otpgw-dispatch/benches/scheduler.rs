@@ -24,6 +24,7 @@ fn msg(i: u64) -> Arc<Message> {
         attempts: Default::default(),
         extra: None,
         origin: 0,
+        progress: Default::default(),
     })
 }
 

@@ -135,6 +135,7 @@ mod tests {
             attempts: Default::default(),
             extra: None,
             origin: 0,
+            progress: Default::default(),
         });
         tracker.insert(msg.clone());
         let a: Arc<str> = Arc::from("a");

@@ -213,6 +213,7 @@ mod tests {
             attempts: Default::default(),
             extra: None,
             origin: 0,
+            progress: Default::default(),
         })
     }
 

@@ -184,6 +184,7 @@ impl Model {
             attempts: Default::default(),
             extra: None,
             origin: 0,
+            progress: Default::default(),
         });
         self.accepted += 1;
         self.msgs.insert(id, msg.clone());

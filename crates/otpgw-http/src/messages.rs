@@ -209,7 +209,6 @@ impl Api {
             extra: Some(Arc::new(Extra {
                 receipt_url: req.receipt_url.map(Arc::from),
                 verification: None,
-                progress: Default::default(),
             })),
             id: None,
             once,

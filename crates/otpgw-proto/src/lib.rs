@@ -10,6 +10,7 @@
 //!   extraction from `deliver_sm` (TLVs preferred);
 //! - [`pdu`]: builders and accessors for the PDUs the gateway uses, and a lenient
 //!   `deliver_sm` reader for receipts that rusmpp refuses;
+//! - [`query`]: `query_sm` and its response;
 //! - [`split`]: long messages cut into concatenated parts with a UDH;
 //! - [`gsm`]: Unicode text to the GSM default alphabet or UCS-2;
 //! - [`driver`]: the async writer that owns the socket's write half and batches PDUs;
@@ -21,6 +22,7 @@ pub mod codec;
 pub mod driver;
 pub mod gsm;
 pub mod pdu;
+pub mod query;
 pub mod receipt;
 pub mod session;
 pub mod split;

@@ -197,7 +197,7 @@ pub enum PduError {
     TooLong,
 }
 
-trait FromStrChecked: Sized {
+pub(crate) trait FromStrChecked: Sized {
     fn from_str_checked(s: &str) -> Result<Self, PduError>;
 }
 

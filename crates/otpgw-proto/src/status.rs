@@ -11,6 +11,7 @@ pub mod cmd {
     pub const BIND_TRANSMITTER: u32 = 0x0000_0002;
     pub const BIND_TRANSMITTER_RESP: u32 = 0x8000_0002;
     pub const QUERY_SM: u32 = 0x0000_0003;
+    pub const QUERY_SM_RESP: u32 = 0x8000_0003;
     pub const SUBMIT_SM: u32 = 0x0000_0004;
     pub const SUBMIT_SM_RESP: u32 = 0x8000_0004;
     pub const DELIVER_SM: u32 = 0x0000_0005;
@@ -48,6 +49,9 @@ pub const ESME_RBINDFAIL: u32 = 0x0D;
 pub const ESME_RINVPASWD: u32 = 0x0E;
 pub const ESME_RINVSYSID: u32 = 0x0F;
 pub const ESME_RMSGQFUL: u32 = 0x14;
+pub const ESME_RCANCELFAIL: u32 = 0x11;
+pub const ESME_RREPLACEFAIL: u32 = 0x13;
+pub const ESME_RQUERYFAIL: u32 = 0x67;
 pub const ESME_RINVESMCLASS: u32 = 0x43;
 pub const ESME_RSUBMITFAIL: u32 = 0x45;
 pub const ESME_RTHROTTLED: u32 = 0x58;
@@ -74,6 +78,9 @@ pub fn name(status: u32) -> &'static str {
         ESME_RINVPASWD => "invpaswd",
         ESME_RINVSYSID => "invsysid",
         ESME_RMSGQFUL => "msgqful",
+        ESME_RCANCELFAIL => "cancelfail",
+        ESME_RREPLACEFAIL => "replacefail",
+        ESME_RQUERYFAIL => "queryfail",
         ESME_RINVESMCLASS => "invesmclass",
         ESME_RSUBMITFAIL => "submitfail",
         ESME_RTHROTTLED => "throttled",

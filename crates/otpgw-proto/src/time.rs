@@ -138,6 +138,17 @@ pub fn parse_smpp_time(field: &str, now_ms: u64) -> Result<Option<u64>, TimeErro
     }
 }
 
+/// An absolute SMPP time `YYMMDDhhmmsst00+` in UTC for `unix_ms` (tenths of a
+/// second, offset 00 quarter hours).
+pub fn absolute_smpp_time(unix_ms: u64) -> String {
+    let tenths = (unix_ms % 1000) / 100;
+    format!(
+        "{}{:02}{tenths}00+",
+        receipt_date(unix_ms),
+        (unix_ms / 1000) % 60
+    )
+}
+
 /// A relative SMPP time `YYMMDDhhmmss000R` for a duration in milliseconds, rounded
 /// down to whole seconds so it never reaches past the deadline it was made from.
 /// Durations longer than 99 days are capped at 99 days.
@@ -162,6 +173,7 @@ mod tests {
         // 2026-11-26 11:20:00 UTC
         assert_eq!(receipt_date(1_795_692_000_000), "2611261120");
         assert_eq!(receipt_date(0), "7001010000");
+        assert_eq!(absolute_smpp_time(1_795_692_007_250), "261126112007200+");
         assert_eq!(rfc3339(1_795_692_000_123), "2026-11-26T11:20:00.123Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
     }

@@ -240,6 +240,7 @@ mod tests {
             attempts: Default::default(),
             extra: None,
             origin: 0,
+            progress: Default::default(),
         };
         s.accept(&m).await.unwrap();
         s.finished(m.id, DeliveryState::Delivered, None, 0);

@@ -108,7 +108,6 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
         V2 => Some(Arc::new(Extra {
             receipt_url: r.opt_string()?.map(Arc::from),
             verification: r.opt_string()?,
-            progress: Default::default(),
         })),
         _ => None,
     };
@@ -124,6 +123,7 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
         extra,
         // The session that submitted it is gone after a restart.
         origin: 0,
+        progress: Default::default(),
     })
 }
 
@@ -425,7 +425,6 @@ mod tests {
         h.extra = Some(Arc::new(Extra {
             receipt_url: Some("http://127.0.0.1/r".into()),
             verification: Some("ab".repeat(16)),
-            progress: Default::default(),
         }));
         let back = decode_message(&encode_message(&h)).unwrap();
         let e = back.extra.unwrap();

@@ -216,7 +216,6 @@ impl Verifier {
             extra: Some(Arc::new(Extra {
                 receipt_url: None,
                 verification: Some(v.id.clone()),
-                progress: Default::default(),
             })),
             id: Some(v.message),
             once: None,

@@ -28,15 +28,15 @@ use otpgw_core::outbox::{BrandOutbox, ReceiptJob};
 use otpgw_core::public_id::IdCipher;
 use otpgw_proto::codec::{Frame, Malformed};
 use otpgw_proto::driver::{PduSender, reader, spawn_writer};
-use otpgw_proto::pdu::{self, ReceiptPdu, SubmitFields};
-use otpgw_proto::rusmpp::{Command, CommandStatus, Pdu};
+use otpgw_proto::pdu::{self, SubmitFields};
+use otpgw_proto::rusmpp::{Command, Pdu};
 use otpgw_proto::session::{Admission, BindState, Role, Session, SessionConfig, Timeout, admit};
 use otpgw_proto::status::{self, cmd};
-use otpgw_proto::time::receipt_date;
 
 use crate::context::Context;
 
 mod bind;
+mod receipts;
 use otpgw_accept::AcceptError;
 use otpgw_accept::BrandConfig;
 
@@ -295,14 +295,20 @@ impl Conn {
                 self.send(pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await;
                 Some(End::Closed)
             }
-            cmd::QUERY_SM => {
-                self.send(pdu::header_only(
-                    cmd::QUERY_SM | 0x8000_0000,
-                    status::ESME_RINVCMDID,
-                    seq,
-                ))
-                .await
-            }
+            cmd::QUERY_SM => match c.pdu() {
+                Some(Pdu::QuerySm(q)) => {
+                    let id = otpgw_proto::query::query_sm_id(q).to_string();
+                    self.on_query(id, seq).await
+                }
+                _ => {
+                    self.send(pdu::header_only(
+                        cmd::QUERY_SM_RESP,
+                        status::ESME_RSYSERR,
+                        seq,
+                    ))
+                    .await
+                }
+            },
             _ => {
                 self.send(pdu::header_only(
                     cmd::GENERIC_NACK,
@@ -355,6 +361,35 @@ impl Conn {
         None
     }
 
+    /// Answer a `query_sm` from the gateway's own records: the state, final date and
+    /// error code of a message of this brand; ESME_RQUERYFAIL for an id it does not
+    /// know or of another brand.
+    async fn on_query(&mut self, public_id: String, seq: u32) -> Option<End> {
+        let fail = pdu::header_only(cmd::QUERY_SM_RESP, status::ESME_RQUERYFAIL, seq);
+        let Some(brand) = self.brand.clone() else {
+            return self.send(fail).await;
+        };
+        let Some(id) = self.ctx.acceptor.ids().parse(&public_id) else {
+            return self.send(fail).await;
+        };
+        let st = match self.ctx.acceptor.status(id).await {
+            Ok(Some(s)) if s.brand == brand.system_id => s,
+            _ => return self.send(fail).await,
+        };
+        let (state, final_ms) = match st.stage {
+            otpgw_core::status::Stage::Done(d) => (d.tlv(), st.done_ms),
+            _ => (otpgw_proto::receipt::DeliveryState::Enroute.tlv(), 0),
+        };
+        let answer = otpgw_proto::query::Answer {
+            message_id: public_id,
+            state,
+            final_ms,
+            error_code: otpgw_proto::query::error_octet(&st.err),
+        };
+        self.send(otpgw_proto::query::query_sm_resp(seq, &answer))
+            .await
+    }
+
     /// Answer a `submit_sm` whose acceptance ended.
     async fn answer_submit(
         &mut self,
@@ -386,31 +421,6 @@ impl Conn {
             }
             Some(Tag::Unbind) => Some(End::Closed),
             None => None,
-        }
-    }
-
-    /// The brand refused a receipt: put it back for another try, unless it refused
-    /// it `max_receipt_attempts` times (then it is dropped, counted and logged).
-    fn receipt_refused(&self, mut job: ReceiptJob) {
-        job.attempts = job.attempts.saturating_add(1);
-        if job.attempts >= self.ctx.cfg.max_receipt_attempts {
-            metrics::counter!("otpgw_receipts_dropped_total").increment(1);
-            tracing::warn!(
-                brand = %job.brand,
-                id = %self.ctx.acceptor.ids().hide(job.message_id()),
-                attempts = job.attempts,
-                "receipt dropped: the brand refused it every time"
-            );
-            return;
-        }
-        self.receipt_wait(job);
-    }
-
-    /// Back-pressure (a full window, a throttled or unanswered receipt): the receipt
-    /// goes back first in line, not counted as an attempt.
-    fn receipt_wait(&self, job: ReceiptJob) {
-        if let Some(o) = &self.outbox {
-            o.push_front([job]);
         }
     }
 
@@ -462,57 +472,6 @@ impl Conn {
                 .await
             }
         }
-    }
-
-    async fn send_receipts(&mut self, jobs: &mut Vec<ReceiptJob>) -> Option<End> {
-        let now = now_ms();
-        let mut batch = jobs.drain(..);
-        // Not a `for` loop: on a write failure the rest of `batch` goes back.
-        #[allow(clippy::while_let_on_iterator)]
-        while let Some(job) = batch.next() {
-            let id = self.ctx.acceptor.ids().hide(job.message_id()).to_string();
-            let submit = receipt_date(job.submit_ms);
-            let done = receipt_date(job.done_ms);
-            let err: String = job.err.chars().take(3).collect();
-            let built = pdu::receipt_deliver_sm(&ReceiptPdu {
-                source: &job.source,
-                dest: &job.dest,
-                message_id: &id,
-                state: job.state,
-                submit_date: &submit,
-                done_date: &done,
-                err: &err,
-            });
-            let d = match built {
-                Ok(d) => d,
-                Err(_) => {
-                    metrics::counter!("otpgw_receipts_dropped_total").increment(1);
-                    continue;
-                }
-            };
-            let seq = self.session.next_sequence();
-            if let Err(otpgw_proto::session::WindowFull(_)) =
-                self.session.track(seq, Tag::Receipt(job.clone()), now)
-            {
-                // Back-pressure: this one and the rest go back, in order.
-                if let Some(o) = &self.outbox {
-                    o.push_front(std::iter::once(job).chain(batch));
-                }
-                return None;
-            }
-            if let Some(e) = self
-                .send(Command::new(CommandStatus::EsmeRok, seq, d))
-                .await
-            {
-                // The connection is gone: the one tracked goes back when the session
-                // is drained, the rest go back now.
-                if let Some(o) = &self.outbox {
-                    o.push_front(batch);
-                }
-                return Some(e);
-            }
-        }
-        None
     }
 
     async fn on_timers(&mut self) -> Option<End> {

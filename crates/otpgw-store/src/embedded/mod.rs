@@ -14,8 +14,9 @@
 //! - `carrier_state`: id -> sent marker or (carrier, carrier id);
 //! - `receipts`: id -> receipt owed to a brand, until the brand acknowledges it;
 //! - `receipts_by_age`: (done_ms, id), to drop receipts past their retention;
-//! - `finished`: (finish_ms, id) -> state, kept for `finished_retention`, then purged;
-//! - `status`: id -> final status of a message from the HTTP door, with
+//! - `finished`: no longer written (a file from an earlier version has its records
+//!   purged after `finished_retention`);
+//! - `status`: id -> final status of every finished message (any door), with
 //!   `status_by_age` ((done_ms, id)) to purge it after `finished_retention`;
 //! - `kv`: key -> version, expiry and value (verifications, idempotency keys), with
 //!   `kv_by_expiry` ((expires_ms, key)) to purge expired ones. A compare-and-set is
@@ -274,7 +275,7 @@ impl Durable<Embedded> {
         self.backend.writer.join();
     }
 
-    /// Rows in (messages, receipts, finished), for tests.
+    /// Rows in (messages, receipts, final statuses), for tests.
     pub fn counts(&self) -> Result<(u64, u64, u64), StoreError> {
         use redb::ReadableTableMetadata;
         let db = self.backend.db.get()?;
@@ -282,7 +283,7 @@ impl Durable<Embedded> {
         Ok((
             r.open_table(MESSAGES).map_err(err)?.len().map_err(err)?,
             r.open_table(RECEIPTS).map_err(err)?.len().map_err(err)?,
-            r.open_table(FINISHED).map_err(err)?.len().map_err(err)?,
+            r.open_table(STATUS).map_err(err)?.len().map_err(err)?,
         ))
     }
 }

@@ -208,7 +208,6 @@ pub(super) fn apply(
         let mut states = w.open_table(CARRIER_STATE)?;
         let mut receipts = w.open_table(RECEIPTS)?;
         let mut by_age = w.open_table(RECEIPTS_BY_AGE)?;
-        let mut finished = w.open_table(FINISHED)?;
         let mut kv = w.open_table(KV)?;
         let mut kv_exp = w.open_table(KV_BY_EXPIRY)?;
         let mut status = w.open_table(STATUS)?;
@@ -264,16 +263,11 @@ pub(super) fn apply(
                     receipts.insert(*id, rec.as_slice())?;
                     by_age.insert((*done_ms, *id), ())?;
                 }
-                Op::Finished {
-                    id,
-                    state,
-                    receipt,
-                    now_ms,
-                    ..
-                } => {
+                Op::Finished { id, receipt, .. } => {
+                    // Its final state is kept by the `Status` op the tracker writes
+                    // with it (the status table).
                     msgs.remove(*id)?;
                     states.remove(*id)?;
-                    finished.insert((*now_ms, *id), *state)?;
                     if let Some((done_ms, rec)) = receipt
                         && !forwarded.remove(id)
                     {

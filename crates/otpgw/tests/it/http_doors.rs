@@ -440,3 +440,79 @@ async fn lockouts_see_the_client_behind_a_trusted_proxy() {
     );
     sim.shutdown();
 }
+
+/// `GET /v1/messages/{id}` tells the truth for messages from the SMPP door too,
+/// whatever their `registered_delivery`: state and carrier once the carrier took
+/// it, and the same after a restart. Before, with registered_delivery 0 or 2 it
+/// read `queued`, carrier null, for ever; with 1 it was 404 once delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smpp_messages_have_true_states_over_http() {
+    use otpgw_sim::loadgen::{self, LoadConfig};
+    let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(10)).await;
+    let (mut gw, base) = common::serve_http_process(&sim, "http-smpp-states", "").await;
+    let c = client("127.0.0.1");
+    let mut ids = Vec::new();
+    for rd in [0u8, 1, 2] {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], gw.port));
+        let mut lc = LoadConfig::new(addr, "bank", "pw1", 3);
+        lc.registered_delivery = rd;
+        lc.receipt_timeout = Duration::from_secs(5);
+        let r = loadgen::run(lc).await.unwrap();
+        assert_eq!(r.accepted, 3);
+        ids.extend(r.ids.values().cloned().map(|id| (rd, id)));
+    }
+    let state_of = |id: String| {
+        let c = c.clone();
+        let base = base.clone();
+        async move {
+            let r = c
+                .get(format!("{base}/v1/messages/{id}"))
+                .bearer_auth(BANK_KEY)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            (code, v)
+        }
+    };
+    for (rd, id) in &ids {
+        let mut last = None;
+        for _ in 0..100 {
+            let (code, v) = state_of(id.clone()).await;
+            if code == StatusCode::OK && v["status"] == "delivered" {
+                last = None;
+                assert_eq!(v["carrier"], "sim", "rd {rd}: {v}");
+                break;
+            }
+            last = Some((code, v));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(last.is_none(), "rd {rd}: never delivered: {last:?}");
+    }
+    // The same after a restart.
+    assert_eq!(
+        gw.term(Duration::from_secs(10)).await,
+        Some(0),
+        "{}",
+        gw.logs()
+    );
+    gw.restart().await;
+    let http_port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    common::wait_port(http_port).await;
+    for (rd, id) in &ids {
+        let (code, v) = state_of(id.clone()).await;
+        assert_eq!(
+            (code, &v["status"]),
+            (StatusCode::OK, &json!("delivered")),
+            "rd {rd} after a restart: {v}"
+        );
+    }
+    assert_eq!(
+        gw.term(Duration::from_secs(10)).await,
+        Some(0),
+        "{}",
+        gw.logs()
+    );
+    sim.shutdown();
+}

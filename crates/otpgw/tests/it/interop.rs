@@ -1,6 +1,6 @@
 //! Interop with an SMPP client nobody here wrote: python-smpplib (PyPI) binds to the
-//! real `otpgw serve` binary, submits GSM and UCS-2 messages, and receives a receipt
-//! for each. `scripts/test.sh` installs smpplib and sets OTPGW_REQUIRE_INTEROP=1, so in
+//! real `otpgw serve` binary, submits GSM and UCS-2 messages, receives a receipt for
+//! each, and asks `query_sm` for some (answered from the gateway's own records). `scripts/test.sh` installs smpplib and sets OTPGW_REQUIRE_INTEROP=1, so in
 //! CI a missing client fails the test; a bare `cargo test` without it says it skipped.
 
 use crate::common;
@@ -107,6 +107,7 @@ async fn python_smpplib_binds_submits_and_gets_receipts() {
                 "pw1",
                 "--count",
                 "50",
+                "--query",
             ])
             .output()
             .unwrap()
@@ -119,6 +120,7 @@ async fn python_smpplib_binds_submits_and_gets_receipts() {
         "smpplib client failed: {stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("smpplib: {stdout}");
     assert!(stdout.contains("\"ok\": true"), "{stdout}");
     // The carrier got the UCS-2 messages byte for byte.
     let ucs2 = sim
@@ -175,7 +177,7 @@ async fn each_bind_gets_the_receipts_of_what_it_submitted() {
     let js = Command::new("node")
         .arg(format!("{dir}/node_smpp_client.js"))
         .args(common_args)
-        .args(["--count", "300", "--own-only"])
+        .args(["--count", "300", "--own-only", "--query"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -190,6 +192,7 @@ async fn each_bind_gets_the_receipts_of_what_it_submitted() {
     .unwrap();
     for (name, out) in [("smpplib", &py), ("node smpp", &js)] {
         let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{name}: {stdout}");
         assert!(
             out.status.success()
                 && (stdout.contains("\"ok\": true") || stdout.contains("\"ok\":true")),
