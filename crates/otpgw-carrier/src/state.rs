@@ -290,6 +290,10 @@ impl CarrierState {
     pub fn finish_expired(&self, expired: &mut Vec<Arc<otpgw_core::Message>>) {
         let now = now_ms();
         for m in expired.drain(..) {
+            if m.is_cancelled() {
+                // Finished (DELETED) when it was cancelled.
+                continue;
+            }
             metrics::counter!("otpgw_messages_expired_total", "carrier" => self.cfg.name.clone())
                 .increment(1);
             let _ = self.tracker.finish(m.id, DeliveryState::Expired, None, now);

@@ -130,6 +130,10 @@ pub struct Progress {
     pub carrier: Option<Arc<str>>,
     /// When its last submit was confirmed by that carrier (ms since epoch; 0: not yet).
     pub sent_ms: u64,
+    /// A carrier bind took it to send (it may be at a carrier: too late to cancel).
+    pub claimed: bool,
+    /// The brand cancelled it while queued (`cancel_sm`): it is never sent.
+    pub cancelled: bool,
 }
 
 impl Message {
@@ -204,6 +208,27 @@ impl Message {
             )
             .increment(1);
         }
+    }
+
+    /// A carrier bind is about to send it: `false` when it was cancelled (then it
+    /// must not be sent); from now on it cannot be cancelled.
+    pub fn claim_send(&self) -> bool {
+        let mut p = self.progress.lock();
+        p.claimed = !p.cancelled;
+        p.claimed
+    }
+
+    /// The brand cancels it: `true` when no bind has taken it yet (it never will);
+    /// `false` when it may be at a carrier already.
+    pub fn claim_cancel(&self) -> bool {
+        let mut p = self.progress.lock();
+        p.cancelled = !p.claimed;
+        p.cancelled
+    }
+
+    /// Whether the brand cancelled it.
+    pub fn is_cancelled(&self) -> bool {
+        self.progress.lock().cancelled
     }
 
     /// The sender's address (a receipt's destination).

@@ -390,6 +390,16 @@ impl Tracker {
         self.inflight.get(&id).map(|m| m.clone())
     }
 
+    /// Messages not yet finished that `keep` accepts (a walk over all of them: for
+    /// rare operations such as `cancel_sm` by address).
+    pub fn matching(&self, keep: impl Fn(&Message) -> bool) -> Vec<Arc<Message>> {
+        self.inflight
+            .iter()
+            .filter(|e| keep(e.value()))
+            .map(|e| e.value().clone())
+            .collect()
+    }
+
     /// `id` went out as `n` parts: a DELIVERED receipt finishes it only once all `n`
     /// reported DELIVERED (held in memory: after a restart, the first receipt decides).
     pub fn expect_parts(&self, id: MsgId, n: u32) {

@@ -64,6 +64,8 @@ pub fn adopt(
                 tracing::warn!(carrier = %name, id = %m.id, "message confirmed by a carrier not configured here; its receipt cannot arrive")
             }
         }
+        // At a carrier: never cancellable.
+        m.progress.lock().claimed = true;
         tracker.insert(Arc::new(m));
         summary.awaiting_receipt += 1;
     }
@@ -72,6 +74,8 @@ pub fn adopt(
         summary.awaiting_receipt += 1;
     }
     for (m, sent) in rec.unconfirmed {
+        // Possibly at a carrier: not cancellable.
+        m.progress.lock().claimed = sent;
         let m = Arc::new(m);
         tracker.insert(m.clone());
         if m.deadline_ms <= now {
@@ -106,6 +110,8 @@ fn adopt_attempts<'a>(
     list: Vec<Attempt>,
     now: u64,
 ) {
+    // Sent at least once: never cancellable.
+    m.progress.lock().claimed = true;
     for a in list.iter().filter(|a| !a.carrier_id.is_empty()) {
         match carrier(&a.carrier) {
             Some(c) => c.matcher.lock().preload(&a.carrier_id, m.id),

@@ -1,7 +1,8 @@
-//! `query_sm` and its response: what the gateway knows of a message it accepted
-//! (the gateway answers from its own records; carriers rarely honour the query).
+//! `query_sm` and `cancel_sm`: what the gateway knows of a message it accepted, and
+//! taking back one still queued (the gateway answers from its own records; carriers
+//! rarely honour either).
 
-use rusmpp::pdus::{QuerySm, QuerySmResp};
+use rusmpp::pdus::{CancelSm, QuerySm, QuerySmResp};
 use rusmpp::types::{COctetString, EmptyOrFullCOctetString};
 use rusmpp::values::MessageState;
 use rusmpp::{Command, CommandStatus};
@@ -20,6 +21,41 @@ pub fn query_sm(sequence_number: u32, message_id: &str) -> Command {
         CommandStatus::EsmeRok,
         sequence_number,
         QuerySm::builder().message_id(id).build(),
+    )
+}
+
+/// What a `cancel_sm` names: one message by id, or (id empty) every message to
+/// `dest` (with `source` and `service_type` when not empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CancelWhat {
+    pub message_id: String,
+    pub service_type: String,
+    pub source: String,
+    pub dest: String,
+}
+
+/// What a `cancel_sm` names.
+pub fn cancel_sm_what(c: &CancelSm) -> CancelWhat {
+    let text = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    CancelWhat {
+        message_id: c.message_id.as_str().to_string(),
+        service_type: text(c.service_type.value().as_ref()),
+        source: c.source_addr.as_str().to_string(),
+        dest: c.destination_addr.as_str().to_string(),
+    }
+}
+
+/// A `cancel_sm` for `message_id` (for clients and tests).
+pub fn cancel_sm(sequence_number: u32, message_id: &str) -> Command {
+    let id = COctetString::from_str_checked(message_id).unwrap_or_default();
+    Command::new(
+        CommandStatus::EsmeRok,
+        sequence_number,
+        CancelSm::builder().message_id(id).build(),
     )
 }
 

@@ -54,6 +54,7 @@ impl Server {
         };
         metrics::counter!("otpgw_auth_lockouts_total", "door" => "smpp").increment(0);
         metrics::counter!("otpgw_brand_proxy_header_failures_total").increment(0);
+        metrics::counter!("otpgw_messages_cancelled_total").increment(0);
         let lockout =
             otpgw_accept::auth::Lockout::new(cfg.lockout_after, cfg.lockout_ip_after, cfg.lockout);
         Ok(Self {

@@ -27,6 +27,9 @@ pub(super) async fn batch(
     out: &mut Vec<Arc<Message>>,
     rate_wait: &mut Option<tokio::time::Instant>,
 ) -> Result<(), BindError> {
+    // Messages the brand cancelled while queued are never sent (they are finished);
+    // the others cannot be cancelled from now on.
+    out.retain(|m| m.claim_send());
     if shared.is_paused() {
         // Paused while this bind was waiting: the messages go back.
         for m in out.drain(..) {

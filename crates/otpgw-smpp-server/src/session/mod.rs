@@ -36,6 +36,7 @@ use otpgw_proto::status::{self, cmd};
 use crate::context::Context;
 
 mod bind;
+mod ops;
 mod receipts;
 use otpgw_accept::AcceptError;
 use otpgw_accept::BrandConfig;
@@ -295,6 +296,20 @@ impl Conn {
                 self.send(pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await;
                 Some(End::Closed)
             }
+            cmd::CANCEL_SM => match c.pdu() {
+                Some(Pdu::CancelSm(q)) => {
+                    let what = otpgw_proto::query::cancel_sm_what(q);
+                    self.on_cancel(what, seq).await
+                }
+                _ => {
+                    self.send(pdu::header_only(
+                        cmd::CANCEL_SM_RESP,
+                        status::ESME_RSYSERR,
+                        seq,
+                    ))
+                    .await
+                }
+            },
             cmd::QUERY_SM => match c.pdu() {
                 Some(Pdu::QuerySm(q)) => {
                     let id = otpgw_proto::query::query_sm_id(q).to_string();
@@ -359,35 +374,6 @@ impl Conn {
         }
         self.accepts.push(accept);
         None
-    }
-
-    /// Answer a `query_sm` from the gateway's own records: the state, final date and
-    /// error code of a message of this brand; ESME_RQUERYFAIL for an id it does not
-    /// know or of another brand.
-    async fn on_query(&mut self, public_id: String, seq: u32) -> Option<End> {
-        let fail = pdu::header_only(cmd::QUERY_SM_RESP, status::ESME_RQUERYFAIL, seq);
-        let Some(brand) = self.brand.clone() else {
-            return self.send(fail).await;
-        };
-        let Some(id) = self.ctx.acceptor.ids().parse(&public_id) else {
-            return self.send(fail).await;
-        };
-        let st = match self.ctx.acceptor.status(id).await {
-            Ok(Some(s)) if s.brand == brand.system_id => s,
-            _ => return self.send(fail).await,
-        };
-        let (state, final_ms) = match st.stage {
-            otpgw_core::status::Stage::Done(d) => (d.tlv(), st.done_ms),
-            _ => (otpgw_proto::receipt::DeliveryState::Enroute.tlv(), 0),
-        };
-        let answer = otpgw_proto::query::Answer {
-            message_id: public_id,
-            state,
-            final_ms,
-            error_code: otpgw_proto::query::error_octet(&st.err),
-        };
-        self.send(otpgw_proto::query::query_sm_resp(seq, &answer))
-            .await
     }
 
     /// Answer a `submit_sm` whose acceptance ended.

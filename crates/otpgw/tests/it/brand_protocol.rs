@@ -194,3 +194,112 @@ async fn receipts_wait_for_a_receiver_and_go_to_the_right_brand() {
     gw.shutdown().await;
     sim.shutdown();
 }
+
+/// `cancel_sm` and `query_sm` answered from the gateway's records: a message still
+/// queued is cancelled (never sent, DELETED, its receipt says so, a query says so);
+/// one already at the carrier, an unknown id and another brand's id answer
+/// ESME_RCANCELFAIL. Before, `cancel_sm` got `generic_nack` and the message went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_takes_back_only_what_is_still_queued() {
+    use otpgw_proto::query::{cancel_sm, query_sm, read_query_sm_resp};
+    let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(1)).await;
+    // One message a second: the first goes at once, the others wait in the queue.
+    let gw = common::gateway(&sim, "rate_limit = 1").await;
+    let addr = gw.brand_addr();
+    let mut t = Raw::connect(addr).await;
+    assert_eq!(t.bind(cmd::BIND_TRANSCEIVER, "bank", "pw1", 1).await.1, 0);
+    let mut ids = Vec::new();
+    for (i, dest) in ["447700900201", "447700900202", "447700900203"]
+        .iter()
+        .enumerate()
+    {
+        let seq = 10 + i as u32;
+        let mut c = submit(seq, dest);
+        if let Some(otpgw_proto::rusmpp::Pdu::SubmitSm(s)) = c.pdu().cloned() {
+            let mut f = SubmitFields::from_submit_sm(&s);
+            f.registered_delivery = 1;
+            c = Command::new(CommandStatus::EsmeRok, seq, f.to_submit_sm().unwrap());
+        }
+        t.send(&c).await;
+        let r = t.next_command().await.unwrap();
+        assert_eq!(u32::from(r.status()), 0);
+        ids.push(pdu::submit_sm_resp_id(&r).unwrap());
+    }
+    // The first is at the carrier by now.
+    for _ in 0..100 {
+        if sim.received() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut receipts = Vec::new();
+    // Answers come in order; receipts may come between them.
+    let mut answer = async |t: &mut Raw, c: Command, receipts: &mut Vec<(String, u8)>| loop {
+        t.send(&c).await;
+        loop {
+            let r = t.next_command().await.expect("an answer");
+            if u32::from(r.id()) == cmd::DELIVER_SM {
+                if let Some(otpgw_proto::rusmpp::Pdu::DeliverSm(d)) = r.pdu() {
+                    let v = pdu::DeliverView::from_deliver_sm(d);
+                    receipts.push((v.receipted_message_id.unwrap(), v.message_state.unwrap()));
+                }
+                t.send(&pdu::deliver_sm_resp(r.sequence_number(), 0)).await;
+                continue;
+            }
+            return r;
+        }
+    };
+    let r = answer(&mut t, cancel_sm(20, &ids[2]), &mut receipts).await;
+    assert_eq!(
+        (u32::from(r.id()), u32::from(r.status())),
+        (cmd::CANCEL_SM_RESP, 0)
+    );
+    let r = answer(&mut t, cancel_sm(21, &ids[0]), &mut receipts).await;
+    assert_eq!(
+        u32::from(r.status()),
+        status::ESME_RCANCELFAIL,
+        "already at the carrier"
+    );
+    let r = answer(&mut t, cancel_sm(22, "ffffffffffffffff"), &mut receipts).await;
+    assert_eq!(
+        u32::from(r.status()),
+        status::ESME_RCANCELFAIL,
+        "unknown id"
+    );
+    let r = answer(&mut t, query_sm(23, &ids[2]), &mut receipts).await;
+    assert_eq!(read_query_sm_resp(&r).unwrap().state, 4, "DELETED");
+    // Another brand cannot cancel or query this brand's message.
+    let mut other = Raw::connect(addr).await;
+    assert_eq!(
+        other.bind(cmd::BIND_TRANSMITTER, "shop", "pw2", 1).await.1,
+        0
+    );
+    other.send(&cancel_sm(2, &ids[1])).await;
+    assert_eq!(other.next().await.unwrap().1, status::ESME_RCANCELFAIL);
+    other.send(&query_sm(3, &ids[1])).await;
+    assert_eq!(other.next().await.unwrap().1, status::ESME_RQUERYFAIL);
+    // The rest arrive: the second is sent and delivered, the third never sent.
+    while receipts.len() < 3 {
+        let r = tokio::time::timeout(Duration::from_secs(5), t.next_command())
+            .await
+            .expect("all receipts within 5 s")
+            .unwrap();
+        if let Some(otpgw_proto::rusmpp::Pdu::DeliverSm(d)) = r.pdu() {
+            let v = pdu::DeliverView::from_deliver_sm(d);
+            receipts.push((v.receipted_message_id.unwrap(), v.message_state.unwrap()));
+            t.send(&pdu::deliver_sm_resp(r.sequence_number(), 0)).await;
+        }
+    }
+    receipts.sort();
+    let mut want = vec![
+        (ids[0].clone(), 2),
+        (ids[1].clone(), 2),
+        (ids[2].clone(), 4),
+    ];
+    want.sort();
+    assert_eq!(receipts, want);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sim.received(), 2, "the cancelled message was sent");
+    gw.shutdown().await;
+    sim.shutdown();
+}

@@ -1,0 +1,102 @@
+//! A brand session's operations on messages it submitted, answered from the
+//! gateway's own records: `query_sm` and `cancel_sm` (docs/smpp-status.md).
+
+use otpgw_core::clock::now_ms;
+use otpgw_proto::pdu;
+use otpgw_proto::status::{self, cmd};
+
+use super::{Conn, End};
+
+impl Conn {
+    /// Answer a `query_sm` from the gateway's own records: the state, final date and
+    /// error code of a message of this brand; ESME_RQUERYFAIL for an id it does not
+    /// know or of another brand.
+    pub(super) async fn on_query(&mut self, public_id: String, seq: u32) -> Option<End> {
+        let fail = pdu::header_only(cmd::QUERY_SM_RESP, status::ESME_RQUERYFAIL, seq);
+        let Some(brand) = self.brand.clone() else {
+            return self.send(fail).await;
+        };
+        let Some(id) = self.ctx.acceptor.ids().parse(&public_id) else {
+            return self.send(fail).await;
+        };
+        let st = match self.ctx.acceptor.status(id).await {
+            Ok(Some(s)) if s.brand == brand.system_id => s,
+            _ => return self.send(fail).await,
+        };
+        let (state, final_ms) = match st.stage {
+            otpgw_core::status::Stage::Done(d) => (d.tlv(), st.done_ms),
+            _ => (otpgw_proto::receipt::DeliveryState::Enroute.tlv(), 0),
+        };
+        let answer = otpgw_proto::query::Answer {
+            message_id: public_id,
+            state,
+            final_ms,
+            error_code: otpgw_proto::query::error_octet(&st.err),
+        };
+        self.send(otpgw_proto::query::query_sm_resp(seq, &answer))
+            .await
+    }
+
+    /// Cancel messages of this brand still queued (`cancel_sm`): by id, or every one
+    /// to a destination (and source and service type when given). They are never
+    /// sent and end DELETED (with a receipt when the brand asked for one). None
+    /// cancelled (unknown, another brand's, or already at a carrier): ESME_RCANCELFAIL.
+    pub(super) async fn on_cancel(
+        &mut self,
+        what: otpgw_proto::query::CancelWhat,
+        seq: u32,
+    ) -> Option<End> {
+        let Some(brand) = self.brand.clone() else {
+            return self
+                .send(pdu::header_only(
+                    cmd::CANCEL_SM_RESP,
+                    status::ESME_RINVBNDSTS,
+                    seq,
+                ))
+                .await;
+        };
+        let tracker = &self.ctx.tracker;
+        let mine = |m: &otpgw_core::Message| m.brand == brand.system_id;
+        let targets = if !what.message_id.is_empty() {
+            self.ctx
+                .acceptor
+                .ids()
+                .parse(&what.message_id)
+                .and_then(|id| tracker.get(id))
+                .filter(|m| mine(m))
+                .into_iter()
+                .collect()
+        } else if !what.dest.is_empty() {
+            tracker.matching(|m| {
+                let otpgw_core::Body::Sms(b) = &m.body;
+                mine(m)
+                    && m.to.phone().is_some_and(|a| a.addr == what.dest)
+                    && (what.source.is_empty() || b.source.addr == what.source)
+                    && (what.service_type.is_empty() || b.service_type == what.service_type)
+            })
+        } else {
+            Vec::new()
+        };
+        let now = now_ms();
+        let mut cancelled = 0u64;
+        for m in targets {
+            if m.claim_cancel() {
+                let _ = tracker.finish(
+                    m.id,
+                    otpgw_proto::receipt::DeliveryState::Deleted,
+                    None,
+                    now,
+                );
+                cancelled += 1;
+            }
+        }
+        metrics::counter!("otpgw_messages_cancelled_total").increment(cancelled);
+        let st = if cancelled > 0 {
+            status::ESME_ROK
+        } else {
+            status::ESME_RCANCELFAIL
+        };
+        self.send(pdu::header_only(cmd::CANCEL_SM_RESP, st, seq))
+            .await
+    }
+}
