@@ -234,19 +234,18 @@ async fn cancel_takes_back_only_what_is_still_queued() {
     }
     let mut receipts = Vec::new();
     // Answers come in order; receipts may come between them.
-    let mut answer = async |t: &mut Raw, c: Command, receipts: &mut Vec<(String, u8)>| loop {
+    let answer = async |t: &mut Raw, c: Command, receipts: &mut Vec<(String, u8)>| {
         t.send(&c).await;
         loop {
             let r = t.next_command().await.expect("an answer");
-            if u32::from(r.id()) == cmd::DELIVER_SM {
-                if let Some(otpgw_proto::rusmpp::Pdu::DeliverSm(d)) = r.pdu() {
-                    let v = pdu::DeliverView::from_deliver_sm(d);
-                    receipts.push((v.receipted_message_id.unwrap(), v.message_state.unwrap()));
-                }
-                t.send(&pdu::deliver_sm_resp(r.sequence_number(), 0)).await;
-                continue;
+            if u32::from(r.id()) != cmd::DELIVER_SM {
+                return r;
             }
-            return r;
+            if let Some(otpgw_proto::rusmpp::Pdu::DeliverSm(d)) = r.pdu() {
+                let v = pdu::DeliverView::from_deliver_sm(d);
+                receipts.push((v.receipted_message_id.unwrap(), v.message_state.unwrap()));
+            }
+            t.send(&pdu::deliver_sm_resp(r.sequence_number(), 0)).await;
         }
     };
     let r = answer(&mut t, cancel_sm(20, &ids[2]), &mut receipts).await;
