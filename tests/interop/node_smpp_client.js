@@ -24,6 +24,8 @@ const timeout = Number(arg('timeout', '30'));
 const prefix = arg('prefix', '4478');
 const ownOnly = process.argv.includes('--own-only');
 const query = process.argv.includes('--query');
+// Submit with data_sm (text in message_payload) instead of submit_sm.
+const dataSm = process.argv.includes('--data-sm');
 const queries = {};
 
 const ids = new Set();
@@ -56,6 +58,7 @@ function finish(err) {
   s.ok = !err && refused === 0 && s.ids === count && s.own_receipts === count && s.duplicates === 0 &&
     (!ownOnly || foreign === 0) && queryOk;
   if (err) s.error = err;
+  if (!s.ok) s.missing = [...ids].filter((id) => !receipts.has(id));
   console.log(JSON.stringify(s));
   try { session.close(); } catch (e) { /* closing anyway */ }
   process.exit(s.ok ? 0 : 1);
@@ -92,16 +95,19 @@ function ask() {
 session.bind_transceiver({ system_id: systemId, password: password }, (pdu) => {
   if (pdu.command_status !== 0) return finish(`bind refused: ${pdu.command_status}`);
   for (let i = 0; i < count; i++) {
-    session.submit_sm({
+    const msg = {
       source_addr_ton: 5,
       source_addr: 'NODEJS',
       dest_addr_ton: 1,
       dest_addr_npi: 1,
       destination_addr: prefix + String(i).padStart(8, '0'),
-      short_message: 'Your code is ' + String(i).padStart(6, '0'),
-      priority_flag: 1,
       registered_delivery: 1,
-    }, (resp) => {
+    };
+    const text = 'Your code is ' + String(i).padStart(6, '0');
+    const send = dataSm
+      ? (cb) => session.data_sm(Object.assign(msg, { message_payload: text }), cb)
+      : (cb) => session.submit_sm(Object.assign(msg, { short_message: text, priority_flag: 1 }), cb);
+    send((resp) => {
       if (resp.command_status === 0) {
         ids.add(String(resp.message_id));
       } else {

@@ -8,6 +8,7 @@
 //!   per-request deadlines, enquire_link timers); it takes `now` and never reads a clock;
 //! - [`receipt`]: the textual delivery receipt parser and formatter, and receipt
 //!   extraction from `deliver_sm` (TLVs preferred);
+//! - [`data_sm`]: `data_sm` read as the fields of a submission, and its response;
 //! - [`pdu`]: builders and accessors for the PDUs the gateway uses, and a lenient
 //!   `deliver_sm` reader for receipts that rusmpp refuses;
 //! - [`query`]: `query_sm` and its response;
@@ -19,6 +20,7 @@
 
 pub mod clock;
 pub mod codec;
+pub mod data_sm;
 pub mod driver;
 pub mod gsm;
 pub mod pdu;

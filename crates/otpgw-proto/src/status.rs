@@ -18,6 +18,8 @@ pub mod cmd {
     pub const DELIVER_SM_RESP: u32 = 0x8000_0005;
     pub const CANCEL_SM: u32 = 0x0000_0008;
     pub const CANCEL_SM_RESP: u32 = 0x8000_0008;
+    pub const DATA_SM: u32 = 0x0000_0103;
+    pub const DATA_SM_RESP: u32 = 0x8000_0103;
     pub const UNBIND: u32 = 0x0000_0006;
     pub const UNBIND_RESP: u32 = 0x8000_0006;
     pub const BIND_TRANSCEIVER: u32 = 0x0000_0009;

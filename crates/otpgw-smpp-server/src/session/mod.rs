@@ -75,10 +75,18 @@ struct Conn {
     accepts: FuturesUnordered<AcceptFuture>,
 }
 
-/// An acceptance under way: (sequence number, outcome, when the submit was read).
+/// A request that submits a message: its sequence number and the command id of
+/// its response (`submit_sm_resp` or `data_sm_resp`).
+#[derive(Debug, Clone, Copy)]
+struct Req {
+    seq: u32,
+    resp: u32,
+}
+
+/// An acceptance under way: (request, outcome, when the submit was read).
 type AcceptFuture = std::pin::Pin<
     Box<
-        dyn std::future::Future<Output = (u32, Result<otpgw_core::MsgId, AcceptError>, Instant)>
+        dyn std::future::Future<Output = (Req, Result<otpgw_core::MsgId, AcceptError>, Instant)>
             + Send,
     >,
 >;
@@ -148,8 +156,8 @@ where
                     None => std::future::pending().await,
                 }
             } => Some(End::Closed),
-            Some((seq, res, started)) = c.accepts.next(), if !c.accepts.is_empty() => {
-                c.answer_submit(seq, res, started).await
+            Some((req, res, started)) = c.accepts.next(), if !c.accepts.is_empty() => {
+                c.answer_submit(req, res, started).await
             }
             frame = rx.next() => match frame {
                 None | Some(Err(_)) => Some(End::Closed),
@@ -211,27 +219,32 @@ where
     ever_bound
 }
 
-/// The `submit_sm_resp` for an acceptance's outcome.
+/// The `submit_sm_resp` (or `data_sm_resp`) for an acceptance's outcome.
 fn reply(
     brand: &BrandConfig,
     ids: &IdCipher,
     res: Result<otpgw_core::MsgId, AcceptError>,
-    seq: u32,
+    req: Req,
 ) -> Command {
     match res {
         Ok(id) => {
             brand.count_accepted();
-            pdu::submit_sm_resp(seq, &ids.hide(id).to_string())
+            let id = ids.hide(id).to_string();
+            if req.resp == cmd::DATA_SM_RESP {
+                otpgw_proto::data_sm::data_sm_resp(req.seq, &id)
+            } else {
+                pdu::submit_sm_resp(req.seq, &id)
+            }
         }
-        Err(e) => refusal(brand, e, seq),
+        Err(e) => refusal(brand, e, req),
     }
 }
 
-fn refusal(brand: &BrandConfig, e: AcceptError, seq: u32) -> Command {
+fn refusal(brand: &BrandConfig, e: AcceptError, req: Req) -> Command {
     let st = e.status();
     metrics::counter!("otpgw_messages_rejected_total", "brand" => brand.system_id.to_string(), "status" => status::name(st)).increment(1);
     tracing::debug!(brand = %brand.system_id, reason = %e, status = st, "submit refused");
-    pdu::header_only(cmd::SUBMIT_SM_RESP, st, seq)
+    pdu::header_only(req.resp, st, req.seq)
 }
 
 impl Conn {
@@ -276,7 +289,11 @@ impl Conn {
             }
             cmd::SUBMIT_SM => match c.pdu() {
                 Some(Pdu::SubmitSm(s)) => {
-                    self.on_submit(SubmitFields::from_submit_sm(s), seq).await
+                    let req = Req {
+                        seq,
+                        resp: cmd::SUBMIT_SM_RESP,
+                    };
+                    self.on_submit(SubmitFields::from_submit_sm(s), req).await
                 }
                 _ => {
                     self.send(pdu::header_only(
@@ -296,6 +313,23 @@ impl Conn {
                 self.send(pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await;
                 Some(End::Closed)
             }
+            cmd::DATA_SM => match c.pdu() {
+                Some(Pdu::DataSm(d)) => {
+                    let req = Req {
+                        seq,
+                        resp: cmd::DATA_SM_RESP,
+                    };
+                    self.on_submit(SubmitFields::from_data_sm(d), req).await
+                }
+                _ => {
+                    self.send(pdu::header_only(
+                        cmd::DATA_SM_RESP,
+                        status::ESME_RSYSERR,
+                        seq,
+                    ))
+                    .await
+                }
+            },
             cmd::CANCEL_SM => match c.pdu() {
                 Some(Pdu::CancelSm(q)) => {
                     let what = otpgw_proto::query::cancel_sm_what(q);
@@ -335,14 +369,10 @@ impl Conn {
         }
     }
 
-    async fn on_submit(&mut self, fields: SubmitFields, seq: u32) -> Option<End> {
+    async fn on_submit(&mut self, fields: SubmitFields, req: Req) -> Option<End> {
         let Some(brand) = self.brand.clone() else {
             return self
-                .send(pdu::header_only(
-                    cmd::SUBMIT_SM_RESP,
-                    status::ESME_RINVBNDSTS,
-                    seq,
-                ))
+                .send(pdu::header_only(req.resp, status::ESME_RINVBNDSTS, req.seq))
                 .await;
         };
         let started = Instant::now();
@@ -352,7 +382,7 @@ impl Conn {
             || self.brand_outbox.as_ref().is_some_and(|o| o.is_full())
         {
             return self
-                .send(refusal(&brand, AcceptError::Throttled, seq))
+                .send(refusal(&brand, AcceptError::Throttled, req))
                 .await;
         }
         let acceptor = self.ctx.acceptor.clone();
@@ -364,13 +394,13 @@ impl Conn {
         };
         let mut accept: AcceptFuture = Box::pin(async move {
             let res = acceptor.accept(&b, fields, origin, now_ms()).await;
-            (seq, res, started)
+            (req, res, started)
         });
         // With a store that answers at once (memory), reply inline; otherwise the
         // acceptance waits for its group commit while this session keeps reading,
         // and the response goes out when the message is safe.
-        if let Some((seq, res, started)) = (&mut accept).now_or_never() {
-            return self.answer_submit(seq, res, started).await;
+        if let Some((req, res, started)) = (&mut accept).now_or_never() {
+            return self.answer_submit(req, res, started).await;
         }
         self.accepts.push(accept);
         None
@@ -379,13 +409,13 @@ impl Conn {
     /// Answer a `submit_sm` whose acceptance ended.
     async fn answer_submit(
         &mut self,
-        seq: u32,
+        req: Req,
         res: Result<otpgw_core::MsgId, AcceptError>,
         started: Instant,
     ) -> Option<End> {
         let brand = self.brand.clone()?;
         let end = self
-            .send(reply(&brand, self.ctx.acceptor.ids(), res, seq))
+            .send(reply(&brand, self.ctx.acceptor.ids(), res, req))
             .await;
         metrics::histogram!("otpgw_accept_latency_seconds").record(started.elapsed().as_secs_f64());
         end

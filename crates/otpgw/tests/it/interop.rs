@@ -26,9 +26,9 @@ impl Drop for Child {
     }
 }
 
-/// `otpgw serve` (checked by `check-config` first) with carrier `sim`, up and bound;
-/// returns the process and its brand port.
-async fn serve(sim: &otpgw_sim::SimHandle, tag: &str) -> (Child, u16) {
+/// `otpgw serve` (checked by `check-config` first) with carrier `sim` (with
+/// `extra_carrier` settings), up and bound; returns the process and its brand port.
+async fn serve(sim: &otpgw_sim::SimHandle, tag: &str, extra_carrier: &str) -> (Child, u16) {
     // A free port for the gateway's brand listener.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -40,7 +40,11 @@ async fn serve(sim: &otpgw_sim::SimHandle, tag: &str) -> (Child, u16) {
     let cfg = dir.join("otpgw.toml");
     std::fs::write(
         &cfg,
-        common::config_text(&format!("127.0.0.1:{port}"), &[("sim", sim.addr())], ""),
+        common::config_text(
+            &format!("127.0.0.1:{port}"),
+            &[("sim", sim.addr())],
+            extra_carrier,
+        ),
     )
     .unwrap();
 
@@ -89,7 +93,7 @@ async fn python_smpplib_binds_submits_and_gets_receipts() {
         return;
     }
     let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(5)).await;
-    let (_gw, port) = serve(&sim, "smpplib").await;
+    let (_gw, port) = serve(&sim, "smpplib", "").await;
 
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -162,7 +166,7 @@ async fn each_bind_gets_the_receipts_of_what_it_submitted() {
         return;
     }
     let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(5)).await;
-    let (_gw, port) = serve(&sim, "two-clients").await;
+    let (_gw, port) = serve(&sim, "two-clients", "").await;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop");
     let port = port.to_string();
     let common_args = ["--port", &port, "--system-id", "bank", "--password", "pw1"];
@@ -201,5 +205,60 @@ async fn each_bind_gets_the_receipts_of_what_it_submitted() {
         );
     }
     assert_eq!(sim.received(), 600);
+    sim.shutdown();
+}
+
+/// `data_sm` from node-smpp: each is accepted like a `submit_sm` (its text from
+/// `message_payload`), answered with a `data_sm_resp` carrying its id, sent to the
+/// carrier, and its receipt comes back. Before, `data_sm` got `generic_nack`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_smpp_data_sm_is_a_submission() {
+    if !node_smpp_available() {
+        assert!(
+            std::env::var_os("OTPGW_REQUIRE_INTEROP").is_none(),
+            "node smpp is required (scripts/test-deps.sh installs it)"
+        );
+        eprintln!("SKIPPED: node smpp not installed; run scripts/test-deps.sh");
+        return;
+    }
+    let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(5)).await;
+    // (Twenty receipts are too few for the gateway to learn the simulator's id
+    // convention, so it is set.)
+    let (_gw, port) = serve(&sim, "data-sm", "receipt_ids = \"hex_to_decimal\"").await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(format!("{dir}/node_smpp_client.js"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--system-id",
+                "bank",
+                "--password",
+                "pw1",
+            ])
+            .args(["--count", "20", "--data-sm", "--own-only"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("node smpp: {stdout}; carrier got {}", sim.received());
+    assert!(
+        out.status.success() && stdout.contains("\"ok\":true"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sim.received(), 20);
+    let texts: Vec<String> = sim
+        .records()
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(r.text()).into_owned())
+        .collect();
+    assert!(
+        texts.iter().all(|t| t.starts_with("Your code is ")),
+        "{texts:?}"
+    );
     sim.shutdown();
 }
