@@ -67,6 +67,7 @@ impl Gateway {
         if cfg.ops.enabled {
             let node = (cfg.store.backend == Backend::Redis).then_some(cfg.store.node_id.as_str());
             crate::ops::recorder_for_node(node);
+            crate::series::zero(cfg);
         }
         let opened = crate::stores::open(cfg).await?;
         let now = clock::now_ms();

@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod ops;
 pub mod recovery;
 mod reload;
+pub mod series;
 mod sharing;
 mod stores;
 

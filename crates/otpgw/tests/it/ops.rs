@@ -229,3 +229,65 @@ async fn admin_api_is_off_without_a_token() {
     gw.shutdown().await;
     sim.shutdown();
 }
+
+/// Every series docs/metrics.md lists exists at start, before any traffic, for the
+/// carriers and brands in the config (at 0), except those whose labels come from
+/// traffic (a destination country, an HTTP route, a quantile), which the docs say
+/// appear with their first value. Before, 53 documented series did not exist until
+/// their first event, so an alert on the first expiries could not fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_series_exists_from_start() {
+    let sim = common::sim(|_| {}).await;
+    let http_port = common::free_port();
+    let (brands, sections) = common::http_pieces(http_port);
+    let dir = common::store_dir("series");
+    let store = format!("path = \"{}\"", dir.join("otpgw.redb").display());
+    let text = common::config_text_full(
+        "127.0.0.1:0",
+        &[("sim", sim.addr())],
+        "",
+        &store,
+        [&brands[0], &brands[1]],
+        &sections,
+    );
+    let gw = common::start(&text).await;
+    let ops = gw.ops_addr().expect("ops listener on");
+    let (code, m) = get(ops, "/metrics").await;
+    assert_eq!(code, 200);
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/metrics.md"
+    ))
+    .unwrap();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for row in docs.lines().filter(|l| l.starts_with("| `otpgw_")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let name = cells[1].trim_matches('`');
+        let labels = cells[3];
+        if ["country", "route", "quantile"]
+            .iter()
+            .any(|l| labels.contains(l))
+        {
+            continue;
+        }
+        checked += 1;
+        if !m.lines().any(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{' | b'_'))
+        }) {
+            missing.push(name.to_string());
+        }
+    }
+    assert!(checked > 60, "only {checked} series read from the docs");
+    assert!(missing.is_empty(), "not at start: {missing:?}");
+    // At 0 for the configured brands and carriers.
+    for s in [
+        "otpgw_messages_finished_total{state=\"expired\"} 0",
+        "otpgw_receipt_timeouts_total{carrier=\"sim\"} 0",
+        "otpgw_messages_accepted_total{brand=\"bank\"} 0",
+    ] {
+        assert!(m.contains(s), "{s} missing");
+    }
+    gw.shutdown().await;
+    sim.shutdown();
+}

@@ -1,0 +1,150 @@
+//! Every documented metric series (docs/metrics.md) registered at 0 when the
+//! gateway starts, for the carriers and brands in its config, so dashboards and
+//! alerts see them before their first event (an alert on the first expiries must
+//! have a series to watch). Series whose labels come from traffic (a destination
+//! country, an HTTP route and status, a carrier's quantiles) appear with their
+//! first value; docs/metrics.md says which.
+
+use otpgw_proto::receipt::DeliveryState;
+
+use crate::config::Config;
+
+/// Counters without labels.
+const COUNTERS: &[&str] = &[
+    "otpgw_brand_bind_failures_total",
+    "otpgw_brand_bind_timeouts_total",
+    "otpgw_brand_binds_locked_out_total",
+    "otpgw_brand_connections_refused_total",
+    "otpgw_brand_idle_closed_total",
+    "otpgw_brand_malformed_pdus_total",
+    "otpgw_brand_sessions_killed_total",
+    "otpgw_brand_slow_pdus_total",
+    "otpgw_brand_tls_handshake_failures_total",
+    "otpgw_http_auth_failures_total",
+    "otpgw_http_auth_locked_out_total",
+    "otpgw_http_connections_refused_total",
+    "otpgw_http_idempotent_replays_total",
+    "otpgw_http_tls_handshake_failures_total",
+    "otpgw_receipts_ambiguous_total",
+    "otpgw_receipts_dropped_total",
+    "otpgw_receipts_duplicate_total",
+    "otpgw_receipts_expired_total",
+    "otpgw_receipts_from_other_nodes_total",
+    "otpgw_receipts_handed_over_total",
+    "otpgw_receipts_unmatched_total",
+    "otpgw_store_busy_total",
+    "otpgw_store_commit_failures_total",
+    "otpgw_store_reopens_total",
+    "otpgw_store_write_failures_total",
+    "otpgw_store_writes_dropped_total",
+];
+
+/// Counters per carrier.
+const PER_CARRIER: &[&str] = &[
+    "otpgw_carrier_malformed_pdus_total",
+    "otpgw_carrier_mo_ignored_total",
+    "otpgw_otp_fallbacks_total",
+    "otpgw_receipt_timeouts_total",
+    "otpgw_receipts_late_total",
+    "otpgw_receipts_parked_total",
+];
+
+/// Counters per brand.
+const PER_BRAND: &[&str] = &[
+    "otpgw_brand_binds_over_limit_total",
+    "otpgw_fallback_events_total",
+    "otpgw_messages_accepted_total",
+    "otpgw_receipts_forwarded_total",
+];
+
+/// `otpgw_messages_rejected_total` statuses a `submit_sm` is refused with
+/// (docs/smpp-status.md).
+const REJECTED: &[&str] = &[
+    "invmsglen",
+    "invsrcadr",
+    "invdstadr",
+    "invdcs",
+    "invexpiry",
+    "invsched",
+    "msgqful",
+    "throttled",
+    "submitfail",
+    "syserr",
+];
+
+/// `otpgw_verifications_total` outcomes.
+const VERIFY_OUTCOMES: &[&str] = &[
+    "created",
+    "resent",
+    "superseded",
+    "approved",
+    "denied",
+    "expired",
+    "max_attempts",
+    "refused_number",
+    "refused_prefix",
+];
+
+/// Every final state a message can reach.
+const STATES: &[DeliveryState] = &[
+    DeliveryState::Delivered,
+    DeliveryState::Expired,
+    DeliveryState::Deleted,
+    DeliveryState::Undeliverable,
+    DeliveryState::Accepted,
+    DeliveryState::Unknown,
+    DeliveryState::Rejected,
+    DeliveryState::Skipped,
+];
+
+/// Register them (with the metrics recorder installed).
+pub fn zero(cfg: &Config) {
+    for n in COUNTERS {
+        metrics::counter!(*n).increment(0);
+    }
+    for o in ["cancelled", "absent", "forgotten"] {
+        metrics::counter!("otpgw_store_unknown_accepts_total", "outcome" => o).increment(0);
+    }
+    for s in STATES {
+        metrics::counter!("otpgw_messages_finished_total", "state" => s.label()).increment(0);
+    }
+    for h in ["otpgw_accept_latency_seconds", "otpgw_store_scrub_seconds"] {
+        let _ = metrics::histogram!(h);
+    }
+    // Gauges: `increment(0.0)` registers without changing a value already set.
+    metrics::gauge!("otpgw_store_backlog_writes").increment(0.0);
+    for c in &cfg.carriers {
+        for n in PER_CARRIER {
+            metrics::counter!(*n, "carrier" => c.name.clone()).increment(0);
+        }
+        for class in ["otp", "bulk"] {
+            metrics::gauge!("otpgw_queue_depth_messages", "carrier" => c.name.clone(), "class" => class)
+                .increment(0.0);
+        }
+    }
+    for b in &cfg.brands {
+        let brand = b.system_id.clone();
+        for n in PER_BRAND {
+            metrics::counter!(*n, "brand" => brand.clone()).increment(0);
+        }
+        metrics::gauge!("otpgw_brand_sessions", "brand" => brand.clone()).increment(0.0);
+        for st in REJECTED {
+            metrics::counter!("otpgw_messages_rejected_total", "brand" => brand.clone(), "status" => *st)
+                .increment(0);
+        }
+        if cfg.http.is_some() {
+            for r in ["delivered", "failed", "dropped"] {
+                metrics::counter!("otpgw_webhooks_total", "brand" => brand.clone(), "result" => r)
+                    .increment(0);
+            }
+            let _ = metrics::histogram!("otpgw_webhook_seconds", "brand" => brand.clone());
+        }
+        if cfg.verify.is_some() {
+            for o in VERIFY_OUTCOMES {
+                metrics::counter!("otpgw_verifications_total", "brand" => brand.clone(), "outcome" => *o)
+                    .increment(0);
+            }
+            let _ = metrics::histogram!("otpgw_verification_approval_seconds", "brand" => brand.clone());
+        }
+    }
+}
