@@ -309,15 +309,16 @@ impl Tracker {
                     Some(a) => self.store.attempts(msg.id, &a.list),
                     None => Ticket::ready(),
                 };
-                if let Some(last) = tried.last() {
-                    metrics::counter!("otpgw_otp_fallbacks_total", "carrier" => last.to_string())
-                        .increment(1);
-                }
                 let sent = self
                     .assure
                     .hooks()
                     .is_some_and(|h| h.resend(msg.clone(), &tried, now_ms));
                 if sent {
+                    // Counted only when it really went out again through another.
+                    if let Some(last) = tried.last() {
+                        metrics::counter!("otpgw_otp_fallbacks_total", "carrier" => last.to_string())
+                            .increment(1);
+                    }
                     return (Finish::Continues, t);
                 }
                 // No carrier of the route left to try: finish with what there is.

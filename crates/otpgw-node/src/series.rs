@@ -81,6 +81,7 @@ const VERIFY_OUTCOMES: &[&str] = &[
     "denied",
     "expired",
     "max_attempts",
+    "check_superseded",
     "refused_number",
     "refused_prefix",
 ];

@@ -406,7 +406,13 @@ impl Verifier {
                 }
                 None => &v,
             };
-            count(&brand.system_id, outcome.label());
+            // A check on a verification a newer one superseded is not a
+            // supersession (`superseded` counts those, once each).
+            let counted = match outcome {
+                Outcome::Superseded => "check_superseded",
+                o => o.label(),
+            };
+            count(&brand.system_id, counted);
             if outcome == Outcome::Approved {
                 self.approved(&v, now).await;
             }
