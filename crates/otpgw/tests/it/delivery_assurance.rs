@@ -389,3 +389,46 @@ async fn an_otp_without_a_receipt_request_is_sent_once() {
     a.shutdown();
     b.shutdown();
 }
+
+/// One carrier that never sends a receipt: each OTP's attempt times out and there
+/// is no other carrier to send it through, so nothing is resent and
+/// `otpgw_otp_fallbacks_total` stays 0 (it counted each as a fallback that never
+/// happened). The brand gets one UNKNOWN receipt each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_fallback_is_counted_when_no_carrier_is_left() {
+    let a = common::sim(|c| {
+        c.receipt_delay = Duration::from_millis(20);
+        c.rules = vec![Rule::parse("4477:100:drop").unwrap()];
+    })
+    .await;
+    let text = common::config_text(
+        "127.0.0.1:0",
+        &[("a", a.addr())],
+        "receipt_timeout_ms = 300\nreceipt_ids = \"hex_to_decimal\"",
+    );
+    let gw = common::start(&text).await;
+    assert!(gw.wait_bound(1, Duration::from_secs(10)).await);
+    let mut lc = LoadConfig::new(gw.brand_addr(), "bank", "pw1", 10);
+    lc.receipt_timeout = Duration::from_secs(4);
+    let r = loadgen::run(lc).await.unwrap();
+    assert_eq!(r.accepted, 10);
+    assert_eq!(r.states.len(), 10, "a receipt for each");
+    assert!(
+        r.states.values().all(|s| *s == DeliveryState::Unknown),
+        "{:?}",
+        r.states
+    );
+    assert_eq!(a.received(), 10, "nothing resent");
+    let ops = gw.ops_addr().expect("ops listener on");
+    let (_, m) = common::http_get(ops, "/metrics").await;
+    assert!(
+        m.contains("otpgw_otp_fallbacks_total{carrier=\"a\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("otpgw_receipt_timeouts_total{carrier=\"a\"} 10"),
+        "{m}"
+    );
+    gw.shutdown().await;
+    a.shutdown();
+}
