@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -79,6 +80,9 @@ pub struct BrandOutbox {
     q: Mutex<Queues>,
     notify: Notify,
     capacity: usize,
+    /// Receipts in `shared` and in every session's own queue: changed under the
+    /// lock, read without it (every submit asks [`BrandOutbox::is_full`]).
+    waiting: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -87,8 +91,6 @@ struct Queues {
     shared: VecDeque<ReceiptJob>,
     /// Bound sessions of the brand, by session id.
     sessions: HashMap<u64, Bound>,
-    /// Receipts in `shared` and in every session's own queue.
-    len: usize,
     /// Sessions in `sessions` that take receipts.
     receivers: usize,
 }
@@ -137,6 +139,7 @@ impl BrandOutbox {
             q: Mutex::new(Queues::default()),
             notify: Notify::new(),
             capacity,
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -146,20 +149,22 @@ impl BrandOutbox {
     pub fn push(&self, job: ReceiptJob) {
         {
             let mut q = self.q.lock();
-            if q.len >= self.capacity && q.receivers == 0 && q.shared.pop_front().is_some() {
-                q.len -= 1;
+            if self.len() >= self.capacity && q.receivers == 0 && q.shared.pop_front().is_some() {
                 metrics::counter!("otpgw_receipts_dropped_total").increment(1);
+            } else {
+                self.waiting.fetch_add(1, Ordering::Relaxed);
             }
             let origin = job.origin;
             q.queue(origin).push_back(job);
-            q.len += 1;
         }
         self.wake();
     }
 
+    /// Wake every session waiting in [`BrandOutbox::take_for`]: a receipt may be
+    /// for one session only, so waking one at random could miss it (each waiter
+    /// registers before it looks, so none misses a wake-up).
     fn wake(&self) {
         self.notify.notify_waiters();
-        self.notify.notify_one();
     }
 
     /// Whether `capacity` receipts or more wait: the brand's submits are throttled.
@@ -205,10 +210,10 @@ impl BrandOutbox {
         }
         {
             let mut q = self.q.lock();
+            self.waiting.fetch_add(jobs.len(), Ordering::Relaxed);
             for j in jobs.into_iter().rev() {
                 let origin = j.origin;
                 q.queue(origin).push_front(j);
-                q.len += 1;
             }
         }
         self.wake();
@@ -225,7 +230,8 @@ impl BrandOutbox {
         }
         let n = (max - (out.len() - before)).min(q.shared.len());
         out.extend(q.shared.drain(..n));
-        q.len -= out.len() - before;
+        self.waiting
+            .fetch_sub(out.len() - before, Ordering::Relaxed);
     }
 
     /// Take up to `max` receipts for any session without waiting.
@@ -255,7 +261,7 @@ impl BrandOutbox {
 
     /// Receipts waiting.
     pub fn len(&self) -> usize {
-        self.q.lock().len
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Whether none are waiting.

@@ -6,6 +6,7 @@
 //! first value; docs/metrics.md says which.
 
 use otpgw_proto::receipt::DeliveryState;
+use otpgw_proto::status;
 
 use crate::config::Config;
 
@@ -57,19 +58,19 @@ const PER_BRAND: &[&str] = &[
     "otpgw_receipts_forwarded_total",
 ];
 
-/// `otpgw_messages_rejected_total` statuses a `submit_sm` is refused with
-/// (docs/smpp-status.md).
-const REJECTED: &[&str] = &[
-    "invmsglen",
-    "invsrcadr",
-    "invdstadr",
-    "invdcs",
-    "invexpiry",
-    "invsched",
-    "msgqful",
-    "throttled",
-    "submitfail",
-    "syserr",
+/// Statuses a `submit_sm` is refused with (docs/smpp-status.md), labelled in
+/// `otpgw_messages_rejected_total` by `status::name` as the door does.
+const REJECTED: &[u32] = &[
+    status::ESME_RINVMSGLEN,
+    status::ESME_RINVSRCADR,
+    status::ESME_RINVDSTADR,
+    status::ESME_RINVDCS,
+    status::ESME_RINVEXPIRY,
+    status::ESME_RINVSCHED,
+    status::ESME_RMSGQFUL,
+    status::ESME_RTHROTTLED,
+    status::ESME_RSUBMITFAIL,
+    status::ESME_RSYSERR,
 ];
 
 /// `otpgw_verifications_total` outcomes.
@@ -130,7 +131,7 @@ pub fn zero(cfg: &Config) {
         }
         metrics::gauge!("otpgw_brand_sessions", "brand" => brand.clone()).increment(0.0);
         for st in REJECTED {
-            metrics::counter!("otpgw_messages_rejected_total", "brand" => brand.clone(), "status" => *st)
+            metrics::counter!("otpgw_messages_rejected_total", "brand" => brand.clone(), "status" => status::name(*st))
                 .increment(0);
         }
         if cfg.http.is_some() {

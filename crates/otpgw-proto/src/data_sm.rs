@@ -7,7 +7,7 @@ use rusmpp::tlvs::TlvValue;
 use rusmpp::types::COctetString;
 use rusmpp::{Command, CommandStatus};
 
-use crate::pdu::{Address, FromStrChecked, SubmitFields};
+use crate::pdu::{Address, FromStrChecked, SubmitFields, copy_str};
 
 impl SubmitFields {
     /// The fields of a submission from a decoded `data_sm` (no `protocol_id`,
@@ -17,13 +17,8 @@ impl SubmitFields {
             Some(TlvValue::MessagePayload(p)) => Some(Bytes::copy_from_slice(p.value.as_ref())),
             _ => None,
         });
-        let service_type = d.service_type.value().as_ref();
-        let end = service_type
-            .iter()
-            .position(|&c| c == 0)
-            .unwrap_or(service_type.len());
         Self {
-            service_type: String::from_utf8_lossy(&service_type[..end]).into_owned(),
+            service_type: copy_str(d.service_type.value().as_ref()),
             source: Address {
                 ton: d.source_addr_ton.into(),
                 npi: d.source_addr_npi.into(),

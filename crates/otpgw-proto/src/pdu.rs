@@ -94,7 +94,7 @@ impl std::fmt::Debug for SubmitFields {
 pub const UDHI: u8 = 0x40;
 
 /// Copy a C-string field, without its NUL terminator.
-fn copy_str(b: &[u8]) -> String {
+pub(crate) fn copy_str(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
 }

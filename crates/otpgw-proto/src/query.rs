@@ -7,7 +7,7 @@ use rusmpp::types::{COctetString, EmptyOrFullCOctetString};
 use rusmpp::values::MessageState;
 use rusmpp::{Command, CommandStatus};
 
-use crate::pdu::FromStrChecked;
+use crate::pdu::{FromStrChecked, copy_str};
 
 /// The message id a `query_sm` asks about.
 pub fn query_sm_id(q: &QuerySm) -> &str {
@@ -36,14 +36,9 @@ pub struct CancelWhat {
 
 /// What a `cancel_sm` names.
 pub fn cancel_sm_what(c: &CancelSm) -> CancelWhat {
-    let text = |b: &[u8]| {
-        String::from_utf8_lossy(b)
-            .trim_end_matches('\0')
-            .to_string()
-    };
     CancelWhat {
         message_id: c.message_id.as_str().to_string(),
-        service_type: text(c.service_type.value().as_ref()),
+        service_type: copy_str(c.service_type.value().as_ref()),
         source: c.source_addr.as_str().to_string(),
         dest: c.destination_addr.as_str().to_string(),
     }
