@@ -82,15 +82,15 @@ pub fn parse_once_value(v: &[u8]) -> Option<(MsgId, &[u8])> {
 pub struct Acceptor {
     /// The brands every door authenticates against (reloaded on SIGHUP; a session
     /// already bound keeps its brand's settings).
-    brands: Arc<parking_lot::RwLock<Brands>>,
-    dispatcher: Arc<Dispatcher>,
-    tracker: Arc<Tracker>,
-    ids: IdGen,
+    pub(crate) brands: Arc<parking_lot::RwLock<Brands>>,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) tracker: Arc<Tracker>,
+    pub(crate) ids: IdGen,
     /// The ids brands see.
-    cipher: IdCipher,
-    closing: AtomicBool,
+    pub(crate) cipher: IdCipher,
+    pub(crate) closing: AtomicBool,
     /// Messages per destination number per brand (SMS pumping defence).
-    destinations: parking_lot::Mutex<crate::limits::DestinationLimiter>,
+    pub(crate) destinations: parking_lot::Mutex<crate::limits::DestinationLimiter>,
 }
 
 impl Acceptor {

@@ -9,6 +9,7 @@
 //! | destination not a plausible number, or no route for it | ESME_RINVDSTADR (0x0B) |
 //! | source address empty or malformed | ESME_RINVSRCADR (0x0A) |
 //! | text too long, or both short_message and message_payload set | ESME_RINVMSGLEN (0x01) |
+//! | a part (UDH or `sar_` TLVs) with segment 0, total 0, segment past total, or a malformed header | ESME_RINVOPTPARAMVAL (0xC4) |
 //! | data_coding not supported | ESME_RINVDCS (0x104) |
 //! | validity_period malformed or already past | ESME_RINVEXPIRY (0x62) |
 //! | schedule_delivery_time set (not supported) | ESME_RINVSCHED (0x61) |
@@ -21,6 +22,7 @@
 //! | source address not in the brand's `allowed_sources` | ESME_RINVSRCADR (0x0A) |
 //! | destination outside the brand's `allowed_prefixes` | ESME_RINVDSTADR (0x0B) |
 //! | destination number over the brand's `max_per_destination` in its window | ESME_RSUBMITFAIL (0x45) |
+//! | replacement (`replace_sm`, `replace_if_present_flag`) of a message not held any more, at a carrier already, of another brand, or from another source | ESME_RREPLACEFAIL (0x13) |
 
 use otpgw_proto::status::*;
 
@@ -37,6 +39,8 @@ pub enum AcceptError {
     TooLong(usize),
     #[error("short_message and message_payload are both set")]
     BothTextFields,
+    #[error("concatenation (sar_ TLVs or user data header) malformed or inconsistent")]
+    BadConcatenation,
     #[error("data_coding {0:#x} is not supported")]
     BadDataCoding(u8),
     #[error("validity_period is malformed or already past")]
@@ -59,6 +63,8 @@ pub enum AcceptError {
     SourceNotAllowed,
     #[error("destination not allowed for this brand")]
     DestinationNotAllowed,
+    #[error("the message cannot be replaced (unknown, finished or at a carrier already)")]
+    ReplaceFailed,
     /// Over the brand's cap for the number; its window ends in this many ms.
     #[error("too many messages to this destination number")]
     DestinationOverLimit(u64),
@@ -107,7 +113,7 @@ impl AcceptError {
             Self::NoRoute => R::new(422, "no_route").field("to"),
             Self::BadSource => R::new(400, "invalid_sender").field("from"),
             Self::TooLong(_) => R::new(400, "text_too_long").field("text"),
-            Self::BothTextFields | Self::BadDataCoding(_) => {
+            Self::BothTextFields | Self::BadDataCoding(_) | Self::BadConcatenation => {
                 R::new(400, "invalid_text").field("text")
             }
             Self::BadValidity | Self::Scheduled => {
@@ -121,6 +127,7 @@ impl AcceptError {
             Self::BrandRate => R::new(429, "rate_limited").retry(1),
             Self::SourceNotAllowed => R::new(403, "sender_not_allowed").field("from"),
             Self::DestinationNotAllowed => R::new(403, "destination_not_allowed").field("to"),
+            Self::ReplaceFailed => R::new(409, "not_replaceable"),
             Self::DestinationOverLimit(ms) => {
                 R::new(429, "destination_rate_limited").retry(ms.div_ceil(1000).max(1))
             }
@@ -134,6 +141,7 @@ impl AcceptError {
             Self::BadSource => ESME_RINVSRCADR,
             Self::TooLong(_) | Self::BothTextFields => ESME_RINVMSGLEN,
             Self::BadDataCoding(_) => ESME_RINVDCS,
+            Self::BadConcatenation => ESME_RINVOPTPARAMVAL,
             Self::BadValidity => ESME_RINVEXPIRY,
             Self::Scheduled => ESME_RINVSCHED,
             Self::QueueFull => ESME_RMSGQFUL,
@@ -145,6 +153,7 @@ impl AcceptError {
             Self::SourceNotAllowed => ESME_RINVSRCADR,
             Self::DestinationNotAllowed => ESME_RINVDSTADR,
             Self::DestinationOverLimit(_) => ESME_RSUBMITFAIL,
+            Self::ReplaceFailed => ESME_RREPLACEFAIL,
         }
     }
 }

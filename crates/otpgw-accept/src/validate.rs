@@ -2,7 +2,8 @@
 //! in). Returns the message's deadline when everything is acceptable.
 
 use otpgw_core::{Body, Destination, SmsBody};
-use otpgw_proto::pdu::Address;
+use otpgw_proto::pdu::{Address, UDHI};
+use otpgw_proto::split::{UdhError, check_udh};
 use otpgw_proto::time::parse_smpp_time;
 
 use crate::errors::AcceptError;
@@ -80,6 +81,12 @@ fn sms(
     if !data_coding_supported(f.data_coding) {
         return Err(AcceptError::BadDataCoding(f.data_coding));
     }
+    if f.esm_class & UDHI != 0 {
+        check_udh(f.data_coding, f.text()).map_err(|e| match e {
+            UdhError::TooLong(n) => AcceptError::TooLong(n),
+            UdhError::Malformed | UdhError::BadConcatenation => AcceptError::BadConcatenation,
+        })?;
+    }
     if !f.schedule_delivery_time.is_empty() {
         return Err(AcceptError::Scheduled);
     }
@@ -151,6 +158,28 @@ mod tests {
         let mut f = ok();
         f.schedule_delivery_time = "000000000500000R".into();
         assert_eq!(check(&f, now, 1), Err(AcceptError::Scheduled));
+        let mut f = ok();
+        f.apply_sar(otpgw_proto::pdu::Sar {
+            reference: Some(9),
+            total: Some(2),
+            seq: Some(3),
+        });
+        assert_eq!(check(&f, now, 1), Err(AcceptError::BadConcatenation));
+        let mut f = ok();
+        f.apply_sar(otpgw_proto::pdu::Sar {
+            reference: Some(9),
+            total: Some(2),
+            seq: None,
+        });
+        assert_eq!(check(&f, now, 1), Err(AcceptError::BadConcatenation));
+        let mut f = ok();
+        f.short_message = Bytes::from(vec![b'a'; 153]);
+        f.apply_sar(otpgw_proto::pdu::Sar {
+            reference: Some(9),
+            total: Some(2),
+            seq: Some(2),
+        });
+        assert_eq!(check(&f, now, 1), Err(AcceptError::TooLong(160)));
     }
 
     #[test]

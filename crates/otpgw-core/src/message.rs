@@ -218,6 +218,12 @@ impl Message {
         p.claimed
     }
 
+    /// The bind that claimed it put it back in the queue unsent: it may be
+    /// cancelled or replaced again.
+    pub fn release_claim(&self) {
+        self.progress.lock().claimed = false;
+    }
+
     /// The brand cancels it: `true` when no bind has taken it yet (it never will);
     /// `false` when it may be at a carrier already.
     pub fn claim_cancel(&self) -> bool {

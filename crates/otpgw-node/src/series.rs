@@ -26,6 +26,8 @@ const COUNTERS: &[&str] = &[
     "otpgw_http_connections_refused_total",
     "otpgw_http_idempotent_replays_total",
     "otpgw_http_tls_handshake_failures_total",
+    "otpgw_messages_cancelled_total",
+    "otpgw_messages_replaced_total",
     "otpgw_receipts_ambiguous_total",
     "otpgw_receipts_dropped_total",
     "otpgw_receipts_duplicate_total",
@@ -71,6 +73,8 @@ const REJECTED: &[u32] = &[
     status::ESME_RTHROTTLED,
     status::ESME_RSUBMITFAIL,
     status::ESME_RSYSERR,
+    status::ESME_RINVOPTPARAMVAL,
+    status::ESME_RREPLACEFAIL,
 ];
 
 /// `otpgw_verifications_total` outcomes.

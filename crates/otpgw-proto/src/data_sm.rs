@@ -1,9 +1,7 @@
 //! `data_sm` from a brand: the same submission as a `submit_sm` whose text is in
 //! `message_payload` (there is no `short_message`), answered with `data_sm_resp`.
 
-use bytes::Bytes;
 use rusmpp::pdus::{DataSm, DataSmResp};
-use rusmpp::tlvs::TlvValue;
 use rusmpp::types::COctetString;
 use rusmpp::{Command, CommandStatus};
 
@@ -13,11 +11,9 @@ impl SubmitFields {
     /// The fields of a submission from a decoded `data_sm` (no `protocol_id`,
     /// priority, validity or schedule: the gateway's defaults apply).
     pub fn from_data_sm(d: &DataSm) -> Self {
-        let message_payload = d.tlvs().iter().find_map(|t| match t.value() {
-            Some(TlvValue::MessagePayload(p)) => Some(Bytes::copy_from_slice(p.value.as_ref())),
-            _ => None,
-        });
-        Self {
+        let (message_payload, sar) =
+            crate::pdu::payload_and_sar(d.tlvs().iter().filter_map(|t| t.value()));
+        let mut f = Self {
             service_type: copy_str(d.service_type.value().as_ref()),
             source: Address {
                 ton: d.source_addr_ton.into(),
@@ -34,7 +30,9 @@ impl SubmitFields {
             data_coding: d.data_coding.into(),
             message_payload,
             ..Default::default()
-        }
+        };
+        f.apply_sar(sar);
+        f
     }
 }
 

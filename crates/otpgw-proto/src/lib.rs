@@ -26,6 +26,7 @@ pub mod gsm;
 pub mod pdu;
 pub mod query;
 pub mod receipt;
+pub mod replace;
 pub mod session;
 pub mod split;
 pub mod status;

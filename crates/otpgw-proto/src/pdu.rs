@@ -93,6 +93,34 @@ impl std::fmt::Debug for SubmitFields {
 /// esm_class bit: the short message starts with a User Data Header.
 pub const UDHI: u8 = 0x40;
 
+/// The `sar_` TLVs of a submission (all `None`: none present).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sar {
+    pub reference: Option<u16>,
+    pub total: Option<u8>,
+    pub seq: Option<u8>,
+}
+
+/// The `message_payload` and `sar_` TLVs among a submission's TLVs.
+pub(crate) fn payload_and_sar<'a>(
+    tlvs: impl Iterator<Item = &'a TlvValue>,
+) -> (Option<Bytes>, Sar) {
+    let mut payload = None;
+    let mut sar = Sar::default();
+    for v in tlvs {
+        match v {
+            TlvValue::MessagePayload(p) => {
+                payload = Some(Bytes::copy_from_slice(p.value.as_ref()));
+            }
+            TlvValue::SarMsgRefNum(r) => sar.reference = Some(*r),
+            TlvValue::SarTotalSegments(n) => sar.total = Some(*n),
+            TlvValue::SarSegmentSeqnum(n) => sar.seq = Some(*n),
+            _ => {}
+        }
+    }
+    (payload, sar)
+}
+
 /// Copy a C-string field, without its NUL terminator.
 pub(crate) fn copy_str(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
@@ -101,12 +129,11 @@ pub(crate) fn copy_str(b: &[u8]) -> String {
 
 impl SubmitFields {
     /// Copy the kept fields out of a decoded `submit_sm` (so the read buffer is not pinned).
+    /// `sar_` TLVs (a part of a message the brand split itself) become a User Data
+    /// Header (see [`SubmitFields::apply_sar`]).
     pub fn from_submit_sm(s: &SubmitSm) -> Self {
-        let message_payload = s.tlvs().iter().find_map(|t| match t.value() {
-            Some(TlvValue::MessagePayload(p)) => Some(Bytes::copy_from_slice(p.value.as_ref())),
-            _ => None,
-        });
-        Self {
+        let (message_payload, sar) = payload_and_sar(s.tlvs().iter().filter_map(|t| t.value()));
+        let mut f = Self {
             service_type: copy_str(s.service_type.value().as_ref()),
             source: Address {
                 ton: s.source_addr_ton.into(),
@@ -127,7 +154,37 @@ impl SubmitFields {
             data_coding: s.data_coding.into(),
             short_message: Bytes::copy_from_slice(s.short_message().as_ref()),
             message_payload,
+        };
+        f.apply_sar(sar);
+        f
+    }
+
+    /// A part the brand split itself and marked with the `sar_msg_ref_num`,
+    /// `sar_total_segments` and `sar_segment_seqnum` TLVs goes to carriers with the
+    /// same concatenation as a User Data Header (16-bit reference, IEI 0x08: every
+    /// carrier and phone takes it; few carriers take the TLVs): the header is put
+    /// before the text and esm_class gets [`UDHI`]. A TLV missing counts as 0, so
+    /// an incomplete set makes a header the acceptor refuses (segment 0 or total 0).
+    /// A text that already starts with a header (UDHI set) is left as it is.
+    pub fn apply_sar(&mut self, sar: Sar) {
+        if sar == Sar::default() || self.esm_class & UDHI != 0 {
+            return;
         }
+        let [hi, lo] = sar.reference.unwrap_or(0).to_be_bytes();
+        let total = sar.total.unwrap_or(0);
+        let seq = sar.seq.unwrap_or(0);
+        let udh = [0x06, 0x08, 0x04, hi, lo, total, seq];
+        let prefix = |text: &Bytes| {
+            let mut b = bytes::BytesMut::with_capacity(udh.len() + text.len());
+            b.extend_from_slice(&udh);
+            b.extend_from_slice(text);
+            b.freeze()
+        };
+        match &mut self.message_payload {
+            Some(p) => *p = prefix(p),
+            None => self.short_message = prefix(&self.short_message),
+        }
+        self.esm_class |= UDHI;
     }
 
     /// The message text (from `message_payload` when present).

@@ -89,7 +89,12 @@ pub fn admit(role: Role, state: BindState, command_id: u32) -> Admission {
             (Role::Smsc, s) if s.is_bound() => Admission::Refuse(ESME_RALYBND),
             _ => Admission::Refuse(ESME_RINVBNDSTS),
         },
-        cmd::SUBMIT_SM | cmd::DATA_SM | cmd::QUERY_SM | cmd::CANCEL_SM => match role {
+        cmd::SUBMIT_SM
+        | cmd::DATA_SM
+        | cmd::QUERY_SM
+        | cmd::CANCEL_SM
+        | cmd::REPLACE_SM
+        | cmd::SUBMIT_MULTI => match role {
             Role::Smsc if state.can_submit() => Admission::Allowed,
             _ => Admission::Refuse(ESME_RINVBNDSTS),
         },

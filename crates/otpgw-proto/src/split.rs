@@ -108,6 +108,54 @@ fn chunk(text: &[u8], max: usize, data_coding: u8) -> Vec<&[u8]> {
     out
 }
 
+/// Why a text the brand gave with its own User Data Header (UDHI set) cannot go out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UdhError {
+    #[error("user data header longer than the text")]
+    Malformed,
+    #[error("concatenation header with segment 0, total 0 or segment past total")]
+    BadConcatenation,
+    #[error("part does not fit one SMS ({0} octets)")]
+    TooLong(usize),
+}
+
+/// Check a text that starts with the brand's own User Data Header: the header fits
+/// the text, each concatenation element (IEI 0x00, 8-bit reference; 0x08, 16-bit)
+/// has 1 <= segment <= total, and header and text fit one SMS (the header counts
+/// in septets for GSM 7-bit, padded to a septet boundary).
+pub fn check_udh(data_coding: u8, text: &[u8]) -> Result<(), UdhError> {
+    let udhl = *text.first().ok_or(UdhError::Malformed)? as usize;
+    let udh = text.get(1..1 + udhl).ok_or(UdhError::Malformed)?;
+    let mut i = 0;
+    while i < udh.len() {
+        let (iei, len) = (udh[i], *udh.get(i + 1).ok_or(UdhError::Malformed)? as usize);
+        let data = udh.get(i + 2..i + 2 + len).ok_or(UdhError::Malformed)?;
+        let concat = match (iei, len) {
+            (0x00, 3) => Some((data[1], data[2])),
+            (0x08, 4) => Some((data[2], data[3])),
+            (0x00 | 0x08, _) => return Err(UdhError::BadConcatenation),
+            _ => None,
+        };
+        if let Some((total, seq)) = concat
+            && (total == 0 || seq == 0 || seq > total)
+        {
+            return Err(UdhError::BadConcatenation);
+        }
+        i += 2 + len;
+    }
+    let body = text.len() - 1 - udhl;
+    let fits = match data_coding {
+        // One octet per septet in SMPP; the header's octets take (8n + 6) / 7 septets.
+        0x00 | 0x01 => ((1 + udhl) * 8).div_ceil(7) + body <= 160,
+        _ => text.len() <= 140,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(UdhError::TooLong(text.len()))
+    }
+}
+
 /// Reassemble parts made by [`plan`] (for tests and the simulator): the texts in
 /// sequence order, if every part of one reference is present.
 pub fn reassemble(parts: &[&[u8]]) -> Option<Vec<u8>> {
@@ -159,6 +207,34 @@ mod tests {
             Plan::Parts(v) => v,
             Plan::AsIs => panic!("expected parts"),
         }
+    }
+
+    #[test]
+    fn a_brands_own_header_is_checked() {
+        let part = |h: &[u8], n: usize| [h, &vec![b'a'; n]].concat();
+        let ok16 = [0x06, 0x08, 0x04, 0x12, 0x34, 3, 2];
+        assert_eq!(check_udh(0, &part(&ok16, 152)), Ok(()));
+        assert_eq!(check_udh(0, &part(&ok16, 153)), Err(UdhError::TooLong(160)));
+        assert_eq!(check_udh(8, &part(&ok16, 133)), Ok(()));
+        assert_eq!(check_udh(8, &part(&ok16, 134)), Err(UdhError::TooLong(141)));
+        let ok8 = [0x05, 0x00, 0x03, 7, 2, 2];
+        assert_eq!(check_udh(0, &part(&ok8, 153)), Ok(()));
+        for bad in [
+            [0x06, 0x08, 0x04, 0, 1, 0, 0],
+            [0x06, 0x08, 0x04, 0, 1, 2, 3],
+        ] {
+            assert_eq!(
+                check_udh(0, &part(&bad, 10)),
+                Err(UdhError::BadConcatenation)
+            );
+        }
+        assert_eq!(check_udh(0, &[0x06, 0x08]), Err(UdhError::Malformed));
+        assert_eq!(check_udh(0, &[]), Err(UdhError::Malformed));
+        // Another element (port addressing) is passed through.
+        assert_eq!(
+            check_udh(4, &[0x06, 0x05, 0x04, 0x0b, 0x84, 0, 0, 1]),
+            Ok(())
+        );
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub mod cmd {
     pub const DELIVER_SM_RESP: u32 = 0x8000_0005;
     pub const CANCEL_SM: u32 = 0x0000_0008;
     pub const CANCEL_SM_RESP: u32 = 0x8000_0008;
+    pub const REPLACE_SM: u32 = 0x0000_0007;
+    pub const REPLACE_SM_RESP: u32 = 0x8000_0007;
+    pub const SUBMIT_MULTI: u32 = 0x0000_0021;
+    pub const SUBMIT_MULTI_RESP: u32 = 0x8000_0021;
     pub const DATA_SM: u32 = 0x0000_0103;
     pub const DATA_SM_RESP: u32 = 0x8000_0103;
     pub const UNBIND: u32 = 0x0000_0006;
@@ -57,6 +61,7 @@ pub const ESME_RCANCELFAIL: u32 = 0x11;
 pub const ESME_RREPLACEFAIL: u32 = 0x13;
 pub const ESME_RQUERYFAIL: u32 = 0x67;
 pub const ESME_RINVESMCLASS: u32 = 0x43;
+pub const ESME_RINVOPTPARAMVAL: u32 = 0xC4;
 pub const ESME_RSUBMITFAIL: u32 = 0x45;
 pub const ESME_RTHROTTLED: u32 = 0x58;
 pub const ESME_RINVSCHED: u32 = 0x61;
@@ -86,6 +91,7 @@ pub fn name(status: u32) -> &'static str {
         ESME_RREPLACEFAIL => "replacefail",
         ESME_RQUERYFAIL => "queryfail",
         ESME_RINVESMCLASS => "invesmclass",
+        ESME_RINVOPTPARAMVAL => "invoptparamval",
         ESME_RSUBMITFAIL => "submitfail",
         ESME_RTHROTTLED => "throttled",
         ESME_RINVSCHED => "invsched",

@@ -284,10 +284,13 @@ async fn attempts_and_fallback_events_survive_a_restart() {
     {
         let s = open(&r, "n1").await;
         otpgw_testkit::contract::write_assurance(&s, 41).await;
+        otpgw_testkit::contract::write_replacement(&s, 42).await;
     }
     let s = open(&r, "n1").await;
     let now = otpgw_core::clock::now_ms();
-    otpgw_testkit::contract::check_assurance_recovered(&s.recover(now).unwrap(), 41);
+    let rec = s.recover(now).unwrap();
+    otpgw_testkit::contract::check_assurance_recovered(&rec, 41);
+    otpgw_testkit::contract::check_replacement_recovered(&rec, 42);
 }
 
 /// Writes nobody waits for, made while Redis is down (a carrier's confirmation, a

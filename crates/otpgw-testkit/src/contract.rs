@@ -209,3 +209,42 @@ pub fn check_outage_writes_landed(rec: &otpgw_core::store::Recovered) {
     );
     assert!(rec.receipts.is_empty(), "forwarded marks landed");
 }
+
+/// A queued message replaced in place (`replace_sm`): message `id` accepted, then
+/// accepted again under the same id with the text "replaced". See
+/// [`check_replacement_recovered`].
+pub async fn write_replacement(s: &dyn otpgw_core::Store, id: u64) {
+    s.accept(&message(id)).await.unwrap();
+    let mut f = message(id).sms_fields().expect("an SMS");
+    f.short_message = bytes::Bytes::from_static(b"replaced");
+    let m = otpgw_core::Message::sms(
+        MsgId(id),
+        "bank".into(),
+        f,
+        otpgw_core::Class::Otp,
+        1,
+        REPLACED_DEADLINE,
+    );
+    s.accept(&m).await.unwrap();
+    assert!(s.flush().wait().await);
+}
+
+/// The next run recovers the replacement only: one message `id`, with the new
+/// text and deadline (the first text never comes back to be sent).
+pub fn check_replacement_recovered(r: &otpgw_core::store::Recovered, id: u64) {
+    let found: Vec<&otpgw_core::Message> = r
+        .unconfirmed
+        .iter()
+        .map(|(m, _)| m)
+        .chain(r.confirmed.iter().map(|(m, _, _)| m))
+        .chain(r.attempts.iter().map(|(m, _)| m))
+        .filter(|m| m.id.0 == id)
+        .collect();
+    assert_eq!(found.len(), 1, "one message {id} comes back");
+    let otpgw_core::Body::Sms(b) = &found[0].body;
+    assert_eq!(&b.short_message[..], b"replaced");
+    assert_eq!(found[0].deadline_ms, REPLACED_DEADLINE);
+}
+
+/// The replacement's deadline in [`write_replacement`] (the first one's differs).
+const REPLACED_DEADLINE: u64 = u64::MAX / 3;

@@ -27,9 +27,8 @@ pub(super) async fn batch(
     out: &mut Vec<Arc<Message>>,
     rate_wait: &mut Option<tokio::time::Instant>,
 ) -> Result<(), BindError> {
-    // Messages the brand cancelled while queued are never sent (they are finished);
-    // the others cannot be cancelled from now on.
-    out.retain(|m| m.claim_send());
+    // Messages the brand cancelled (or replaced) while queued are never sent.
+    out.retain(|m| !m.is_cancelled());
     if shared.is_paused() {
         // Paused while this bind was waiting: the messages go back.
         for m in out.drain(..) {
@@ -50,6 +49,9 @@ pub(super) async fn batch(
     for m in out.drain(granted..) {
         shared.queue.push(m, now_ms());
     }
+    // What goes now cannot be cancelled or replaced from here on; what went back
+    // to the queue still can. One cancelled in the meantime is dropped.
+    out.retain(|m| m.claim_send());
     if out.is_empty() {
         return Ok(());
     }
@@ -67,6 +69,7 @@ pub(super) async fn batch(
     if !durable {
         // The store failed: put them back rather than send unrecorded.
         for m in out.drain(..) {
+            m.release_claim();
             shared.queue.push(m, now_ms());
         }
         tokio::time::sleep(shared.cfg.retry_delay).await;

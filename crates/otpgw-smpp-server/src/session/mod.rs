@@ -29,7 +29,7 @@ use otpgw_core::public_id::IdCipher;
 use otpgw_proto::codec::{Frame, Malformed};
 use otpgw_proto::driver::{PduSender, reader, spawn_writer};
 use otpgw_proto::pdu::{self, SubmitFields};
-use otpgw_proto::rusmpp::{Command, Pdu};
+use otpgw_proto::rusmpp::Command;
 use otpgw_proto::session::{Admission, BindState, Role, Session, SessionConfig, Timeout, admit};
 use otpgw_proto::status::{self, cmd};
 
@@ -219,7 +219,7 @@ where
     ever_bound
 }
 
-/// The `submit_sm_resp` (or `data_sm_resp`) for an acceptance's outcome.
+/// The `submit_sm_resp` (or `data_sm_resp`, `replace_sm_resp`) for an outcome.
 fn reply(
     brand: &BrandConfig,
     ids: &IdCipher,
@@ -227,6 +227,9 @@ fn reply(
     req: Req,
 ) -> Command {
     match res {
+        Ok(_) if req.resp == cmd::REPLACE_SM_RESP => {
+            pdu::header_only(cmd::REPLACE_SM_RESP, status::ESME_ROK, req.seq)
+        }
         Ok(id) => {
             brand.count_accepted();
             let id = ids.hide(id).to_string();
@@ -287,23 +290,12 @@ impl Conn {
             cmd::BIND_TRANSMITTER | cmd::BIND_RECEIVER | cmd::BIND_TRANSCEIVER => {
                 self.on_bind(&c, id, seq).await
             }
-            cmd::SUBMIT_SM => match c.pdu() {
-                Some(Pdu::SubmitSm(s)) => {
-                    let req = Req {
-                        seq,
-                        resp: cmd::SUBMIT_SM_RESP,
-                    };
-                    self.on_submit(SubmitFields::from_submit_sm(s), req).await
-                }
-                _ => {
-                    self.send(pdu::header_only(
-                        cmd::SUBMIT_SM_RESP,
-                        status::ESME_RSYSERR,
-                        seq,
-                    ))
-                    .await
-                }
-            },
+            cmd::SUBMIT_SM
+            | cmd::DATA_SM
+            | cmd::CANCEL_SM
+            | cmd::QUERY_SM
+            | cmd::REPLACE_SM
+            | cmd::SUBMIT_MULTI => self.on_op(&c, id, seq).await,
             cmd::ENQUIRE_LINK => {
                 self.send(pdu::header_only(cmd::ENQUIRE_LINK_RESP, 0, seq))
                     .await
@@ -313,51 +305,6 @@ impl Conn {
                 self.send(pdu::header_only(cmd::UNBIND_RESP, 0, seq)).await;
                 Some(End::Closed)
             }
-            cmd::DATA_SM => match c.pdu() {
-                Some(Pdu::DataSm(d)) => {
-                    let req = Req {
-                        seq,
-                        resp: cmd::DATA_SM_RESP,
-                    };
-                    self.on_submit(SubmitFields::from_data_sm(d), req).await
-                }
-                _ => {
-                    self.send(pdu::header_only(
-                        cmd::DATA_SM_RESP,
-                        status::ESME_RSYSERR,
-                        seq,
-                    ))
-                    .await
-                }
-            },
-            cmd::CANCEL_SM => match c.pdu() {
-                Some(Pdu::CancelSm(q)) => {
-                    let what = otpgw_proto::query::cancel_sm_what(q);
-                    self.on_cancel(what, seq).await
-                }
-                _ => {
-                    self.send(pdu::header_only(
-                        cmd::CANCEL_SM_RESP,
-                        status::ESME_RSYSERR,
-                        seq,
-                    ))
-                    .await
-                }
-            },
-            cmd::QUERY_SM => match c.pdu() {
-                Some(Pdu::QuerySm(q)) => {
-                    let id = otpgw_proto::query::query_sm_id(q).to_string();
-                    self.on_query(id, seq).await
-                }
-                _ => {
-                    self.send(pdu::header_only(
-                        cmd::QUERY_SM_RESP,
-                        status::ESME_RSYSERR,
-                        seq,
-                    ))
-                    .await
-                }
-            },
             _ => {
                 self.send(pdu::header_only(
                     cmd::GENERIC_NACK,
@@ -369,7 +316,9 @@ impl Conn {
         }
     }
 
-    async fn on_submit(&mut self, fields: SubmitFields, req: Req) -> Option<End> {
+    /// A submission (`submit_sm`, `data_sm`); `replacing`: its
+    /// `replace_if_present_flag` is set.
+    async fn on_submit(&mut self, fields: SubmitFields, req: Req, replacing: bool) -> Option<End> {
         let Some(brand) = self.brand.clone() else {
             return self
                 .send(pdu::header_only(req.resp, status::ESME_RINVBNDSTS, req.seq))
@@ -393,7 +342,13 @@ impl Conn {
             0
         };
         let mut accept: AcceptFuture = Box::pin(async move {
-            let res = acceptor.accept(&b, fields, origin, now_ms()).await;
+            let res = if replacing {
+                acceptor
+                    .accept_replacing(&b, fields, origin, now_ms())
+                    .await
+            } else {
+                acceptor.accept(&b, fields, origin, now_ms()).await
+            };
             (req, res, started)
         });
         // With a store that answers at once (memory), reply inline; otherwise the

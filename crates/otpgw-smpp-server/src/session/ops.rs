@@ -1,13 +1,92 @@
-//! A brand session's operations on messages it submitted, answered from the
-//! gateway's own records: `query_sm` and `cancel_sm` (docs/smpp-status.md).
+//! A brand session's submissions and operations on messages it submitted,
+//! answered from the gateway's own records: `submit_sm`, `data_sm`, `query_sm`,
+//! `cancel_sm`, `replace_sm` (docs/smpp-status.md).
 
+use std::time::Instant;
+
+use futures_util::FutureExt;
 use otpgw_core::clock::now_ms;
-use otpgw_proto::pdu;
+use otpgw_proto::pdu::{self, SubmitFields};
+use otpgw_proto::rusmpp::{Command, Pdu};
 use otpgw_proto::status::{self, cmd};
 
-use super::{Conn, End};
+use super::{AcceptFuture, Conn, End, Req};
 
 impl Conn {
+    /// A request about messages (admitted for this bind): decode it and answer.
+    pub(super) async fn on_op(&mut self, c: &Command, id: u32, seq: u32) -> Option<End> {
+        let req = Req {
+            seq,
+            resp: cmd::response_of(id),
+        };
+        match c.pdu() {
+            Some(Pdu::SubmitSm(s)) => {
+                let replacing = u8::from(s.replace_if_present_flag) == 1;
+                self.on_submit(SubmitFields::from_submit_sm(s), req, replacing)
+                    .await
+            }
+            Some(Pdu::DataSm(d)) => {
+                self.on_submit(SubmitFields::from_data_sm(d), req, false)
+                    .await
+            }
+            Some(Pdu::CancelSm(q)) => {
+                let what = otpgw_proto::query::cancel_sm_what(q);
+                self.on_cancel(what, seq).await
+            }
+            Some(Pdu::QuerySm(q)) => {
+                let id = otpgw_proto::query::query_sm_id(q).to_string();
+                self.on_query(id, seq).await
+            }
+            Some(Pdu::ReplaceSm(r)) => {
+                let what = otpgw_proto::replace::replace_sm_what(r);
+                self.on_replace(what, req).await
+            }
+            _ => {
+                self.send(pdu::header_only(req.resp, status::ESME_RSYSERR, seq))
+                    .await
+            }
+        }
+    }
+
+    /// Replace a queued message of this brand (`replace_sm`): answered once the new
+    /// text is stored, like a submission.
+    async fn on_replace(
+        &mut self,
+        what: otpgw_proto::replace::Replacement,
+        req: Req,
+    ) -> Option<End> {
+        let Some(brand) = self.brand.clone() else {
+            return self
+                .send(pdu::header_only(req.resp, status::ESME_RINVBNDSTS, req.seq))
+                .await;
+        };
+        let Some(id) = self.ctx.acceptor.ids().parse(&what.message_id) else {
+            return self
+                .send(pdu::header_only(
+                    req.resp,
+                    status::ESME_RREPLACEFAIL,
+                    req.seq,
+                ))
+                .await;
+        };
+        let started = Instant::now();
+        let acceptor = self.ctx.acceptor.clone();
+        let origin = if brand.receipts_to_submitter {
+            self.sid
+        } else {
+            0
+        };
+        let mut job: AcceptFuture = Box::pin(async move {
+            let res = acceptor.replace(&brand, id, what, origin, now_ms()).await;
+            (req, res, started)
+        });
+        if let Some((req, res, started)) = (&mut job).now_or_never() {
+            return self.answer_submit(req, res, started).await;
+        }
+        self.accepts.push(job);
+        None
+    }
+
     /// Answer a `query_sm` from the gateway's own records: the state, final date and
     /// error code of a message of this brand; ESME_RQUERYFAIL for an id it does not
     /// know or of another brand.

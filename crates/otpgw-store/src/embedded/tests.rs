@@ -282,10 +282,13 @@ async fn attempts_and_fallback_events_survive_a_restart() {
     {
         let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
         otpgw_testkit::contract::write_assurance(&s, 41).await;
+        otpgw_testkit::contract::write_replacement(&s, 42).await;
         s.close();
     }
     let s = EmbeddedStore::open(EmbeddedConfig::new(&path)).unwrap();
-    otpgw_testkit::contract::check_assurance_recovered(&s.recover(now_ms()).unwrap(), 41);
+    let rec = s.recover(now_ms()).unwrap();
+    otpgw_testkit::contract::check_assurance_recovered(&rec, 41);
+    otpgw_testkit::contract::check_replacement_recovered(&rec, 42);
 }
 
 /// A full disk: accepts fail, and once space is freed they succeed again without a

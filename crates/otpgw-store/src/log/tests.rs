@@ -63,6 +63,7 @@ async fn recovery_from_the_previous_run() {
         );
         s.receipt_forwarded(MsgId(5));
         otpgw_testkit::contract::write_assurance(&s, 41).await;
+        otpgw_testkit::contract::write_replacement(&s, 42).await;
         assert!(s.flush().wait().await);
         s.close();
     }
@@ -72,6 +73,7 @@ async fn recovery_from_the_previous_run() {
         .unconfirmed
         .iter()
         .map(|(m, sent)| (m.id.0, *sent))
+        .filter(|(id, _)| *id != 42)
         .collect();
     assert_eq!(un, vec![(1, false), (2, true)]);
     let (m, carrier, cid) = &r.confirmed[0];
@@ -80,6 +82,7 @@ async fn recovery_from_the_previous_run() {
     let owed: BTreeSet<u64> = r.receipts.iter().map(|j| j.message_id().0).collect();
     assert_eq!(owed, [4, 41].into_iter().collect());
     otpgw_testkit::contract::check_assurance_recovered(&r, 41);
+    otpgw_testkit::contract::check_replacement_recovered(&r, 42);
     assert!(
         s.recover(20).unwrap().unconfirmed.is_empty(),
         "handed over once"

@@ -51,16 +51,22 @@ redis.call('DEL', KEYS[2], KEYS[3])
 return out
 ";
 
-/// KEYS: stream[, idempotency record]. ARGV: record, group, node[, value,
-/// expires_ms]. Returns the entry id, or {'dup', value} when the idempotency record
-/// exists (nothing added).
+/// KEYS: stream[, idempotency record]. ARGV: record, group, node, the stream entry
+/// of the message this one replaces (same id; '' for none)[, value, expires_ms].
+/// Returns the entry id, or {'dup', value} when the idempotency record exists
+/// (nothing added). A replaced message's entry goes in the same step as the new one
+/// comes, so a crash never leaves both.
 pub(super) const ACCEPT_LUA: &str = r"
 if #KEYS > 1 then
   if redis.call('EXISTS', KEYS[2]) == 1 then
     return {'dup', redis.call('HGET', KEYS[2], 'd')}
   end
-  redis.call('HSET', KEYS[2], 'v', 1, 'd', ARGV[4])
-  redis.call('PEXPIREAT', KEYS[2], ARGV[5])
+  redis.call('HSET', KEYS[2], 'v', 1, 'd', ARGV[5])
+  redis.call('PEXPIREAT', KEYS[2], ARGV[6])
+end
+if ARGV[4] ~= '' then
+  redis.call('XACK', KEYS[1], ARGV[2], ARGV[4])
+  redis.call('XDEL', KEYS[1], ARGV[4])
 end
 local e = redis.call('XADD', KEYS[1], '*', 'rec', ARGV[1])
 redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', '1', 'STREAMS', KEYS[1], '>')

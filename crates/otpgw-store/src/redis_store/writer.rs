@@ -205,13 +205,21 @@ fn build(
     let mut taken = Vec::new();
     for op in batch {
         match op {
-            Op::Accept { rec, once, .. } => {
+            Op::Accept { id, rec, once, .. } => {
                 let c = pipe.cmd("EVALSHA").arg(script.accept.get_hash());
                 match once {
                     None => c.arg(1).arg(&stream),
                     Some(o) => c.arg(2).arg(&stream).arg(cfg.kv(&o.0)),
                 };
-                c.arg(rec.as_slice()).arg(GROUP).arg(&cfg.node);
+                // A replacement (same id) takes the old entry's place.
+                let replaced = entries
+                    .get(id)
+                    .map(|e| e.value().clone())
+                    .unwrap_or_default();
+                c.arg(rec.as_slice())
+                    .arg(GROUP)
+                    .arg(&cfg.node)
+                    .arg(replaced);
                 if let Some(o) = once {
                     c.arg(o.1.as_slice()).arg(o.2);
                 }

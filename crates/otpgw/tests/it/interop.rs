@@ -8,7 +8,7 @@ use crate::common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn smpplib_available() -> bool {
+pub(crate) fn smpplib_available() -> bool {
     Command::new("python3")
         .args(["-c", "import smpplib"])
         .stdout(Stdio::null())
@@ -18,7 +18,7 @@ fn smpplib_available() -> bool {
         .unwrap_or(false)
 }
 
-struct Child(std::process::Child);
+pub(crate) struct Child(std::process::Child);
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -28,7 +28,11 @@ impl Drop for Child {
 
 /// `otpgw serve` (checked by `check-config` first) with carrier `sim` (with
 /// `extra_carrier` settings), up and bound; returns the process and its brand port.
-async fn serve(sim: &otpgw_sim::SimHandle, tag: &str, extra_carrier: &str) -> (Child, u16) {
+pub(crate) async fn serve(
+    sim: &otpgw_sim::SimHandle,
+    tag: &str,
+    extra_carrier: &str,
+) -> (Child, u16) {
     // A free port for the gateway's brand listener.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -137,7 +141,7 @@ async fn python_smpplib_binds_submits_and_gets_receipts() {
     sim.shutdown();
 }
 
-fn node_smpp_available() -> bool {
+pub(crate) fn node_smpp_available() -> bool {
     let module = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/interop/node_modules/smpp"

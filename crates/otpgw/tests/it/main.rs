@@ -22,6 +22,7 @@ mod hostile_input;
 mod http_api;
 mod http_doors;
 mod interop;
+mod interop_ops;
 mod log_secrecy;
 mod long_messages;
 mod openapi_conformance;
