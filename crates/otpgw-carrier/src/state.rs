@@ -85,6 +85,13 @@ impl CarrierState {
         }
         metrics::gauge!("otpgw_carrier_binds_up", "carrier" => cfg.name.clone()).increment(0.0);
         metrics::gauge!("otpgw_carrier_window_in_flight", "carrier" => cfg.name.clone()).set(0.0);
+        for g in [
+            "otpgw_carrier_rate_limit_per_second",
+            "otpgw_carrier_failing",
+            "otpgw_carrier_available",
+        ] {
+            metrics::gauge!(g, "carrier" => cfg.name.clone()).set(0.0);
+        }
         let now = now_ms();
         Ok(Self {
             name: Arc::from(cfg.name.as_str()),
@@ -271,10 +278,18 @@ impl CarrierState {
         now_count
     }
 
-    /// Gauges of the window and queue (once a second).
+    /// Gauges of the window, queue, rate and state (once a second).
     pub(crate) fn publish_gauges(&self) {
-        metrics::gauge!("otpgw_carrier_window_in_flight", "carrier" => self.cfg.name.clone())
+        let name = &self.cfg.name;
+        metrics::gauge!("otpgw_carrier_window_in_flight", "carrier" => name.clone())
             .set(self.in_flight() as f64);
+        let rate = self.limiter.lock().rate().unwrap_or(0.0);
+        metrics::gauge!("otpgw_carrier_rate_limit_per_second", "carrier" => name.clone()).set(rate);
+        let flag = |on: bool| if on { 1.0 } else { 0.0 };
+        metrics::gauge!("otpgw_carrier_failing", "carrier" => name.clone())
+            .set(flag(self.is_failing()));
+        metrics::gauge!("otpgw_carrier_available", "carrier" => name.clone())
+            .set(flag(self.is_up()));
         for class in [otpgw_core::Class::Otp, otpgw_core::Class::Bulk] {
             metrics::gauge!("otpgw_queue_depth_messages", "carrier" => self.cfg.name.clone(), "class" => class.label())
                 .set(self.queue.len_class(class) as f64);

@@ -244,6 +244,7 @@ async fn worker(s: Arc<Sender>, brand: Arc<str>, q: Arc<BrandOutbox>) {
     let failed = metrics::counter!("otpgw_webhooks_total", "brand" => brand.to_string(), "result" => "failed");
     let dropped = metrics::counter!("otpgw_webhooks_total", "brand" => brand.to_string(), "result" => "dropped");
     let latency = metrics::histogram!("otpgw_webhook_seconds", "brand" => brand.to_string());
+    let pending = metrics::gauge!("otpgw_webhooks_pending_messages", "brand" => brand.to_string());
     let mut inflight = FuturesUnordered::new();
     // (due ms, order) -> job.
     let mut retry: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
@@ -252,6 +253,7 @@ async fn worker(s: Arc<Sender>, brand: Arc<str>, q: Arc<BrandOutbox>) {
     let mut taken = Vec::new();
     loop {
         let now = now_ms();
+        pending.set((q.len() + waiting.len() + inflight.len()) as f64);
         // Due retries first.
         while inflight.len() < s.cfg.concurrency
             && let Some(Reverse((due, k))) = retry.peek().copied()

@@ -14,6 +14,9 @@ pub(crate) struct GatewayReadiness {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) carriers: Vec<Arc<otpgw_carrier::CarrierState>>,
     pub(crate) routes: Vec<Vec<String>>,
+    /// For the gauges set at scrape time.
+    pub(crate) tracker: Arc<Tracker>,
+    pub(crate) dispatcher: Arc<Dispatcher>,
 }
 
 /// The admin API's view of the gateway.
@@ -116,5 +119,17 @@ impl crate::ops::Readiness for GatewayReadiness {
             }
         }
         Ok(())
+    }
+
+    fn refresh_gauges(&self) {
+        let in_flight = self.tracker.len();
+        metrics::gauge!("otpgw_messages_in_flight").set(in_flight as f64);
+        metrics::gauge!("otpgw_receipts_awaited_messages")
+            .set(in_flight.saturating_sub(self.dispatcher.depth()) as f64);
+        for (brand, q) in self.tracker.outbox().all() {
+            metrics::gauge!("otpgw_receipts_held_messages", "brand" => brand.to_string())
+                .set(q.len() as f64);
+        }
+        crate::series::process_gauges();
     }
 }

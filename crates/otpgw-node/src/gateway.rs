@@ -125,6 +125,8 @@ impl Gateway {
                 store: tracker.store().clone(),
                 carriers: shared.clone(),
                 routes: cfg.route_lists(),
+                tracker: tracker.clone(),
+                dispatcher: dispatcher.clone(),
             });
             let admin = cfg.ops.admin_token.clone().map(|t| {
                 let a: Arc<dyn crate::ops::Admin> = Arc::new(GatewayAdmin {

@@ -85,6 +85,9 @@ pub enum NotReady {
 pub trait Readiness: Send + Sync + 'static {
     /// `Ok` when ready, or the reason it is not.
     fn ready(&self) -> Result<(), NotReady>;
+    /// Set the gauges read at scrape time (counts held elsewhere, the process's
+    /// memory and files), just before `/metrics` renders.
+    fn refresh_gauges(&self) {}
 }
 
 /// What the admin API reads and changes.
@@ -154,6 +157,7 @@ pub async fn serve(
 }
 
 async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
+    ctx.readiness.refresh_gauges();
     match &ctx.prom {
         Some(h) => (
             StatusCode::OK,

@@ -103,8 +103,36 @@ const STATES: &[DeliveryState] = &[
     DeliveryState::Skipped,
 ];
 
+/// The process's resident memory and open files, from `/proc/self` (Linux; left
+/// at 0 elsewhere).
+pub(crate) fn process_gauges() {
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        });
+    if let Some(k) = rss_kib {
+        metrics::gauge!("otpgw_process_resident_memory_bytes").set((k * 1024) as f64);
+    }
+    if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!("otpgw_process_open_fds").set(d.count() as f64);
+    }
+}
+
 /// Register them (with the metrics recorder installed).
 pub fn zero(cfg: &Config) {
+    metrics::gauge!("otpgw_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for g in [
+        "otpgw_messages_in_flight",
+        "otpgw_receipts_awaited_messages",
+        "otpgw_process_resident_memory_bytes",
+        "otpgw_process_open_fds",
+    ] {
+        metrics::gauge!(g).increment(0.0);
+    }
+    process_gauges();
     for n in COUNTERS {
         metrics::counter!(*n).increment(0);
     }
@@ -134,6 +162,7 @@ pub fn zero(cfg: &Config) {
             metrics::counter!(*n, "brand" => brand.clone()).increment(0);
         }
         metrics::gauge!("otpgw_brand_sessions", "brand" => brand.clone()).increment(0.0);
+        metrics::gauge!("otpgw_receipts_held_messages", "brand" => brand.clone()).increment(0.0);
         for st in REJECTED {
             metrics::counter!("otpgw_messages_rejected_total", "brand" => brand.clone(), "status" => status::name(*st))
                 .increment(0);
@@ -144,6 +173,8 @@ pub fn zero(cfg: &Config) {
                     .increment(0);
             }
             let _ = metrics::histogram!("otpgw_webhook_seconds", "brand" => brand.clone());
+            metrics::gauge!("otpgw_webhooks_pending_messages", "brand" => brand.clone())
+                .increment(0.0);
         }
         if cfg.verify.is_some() {
             for o in VERIFY_OUTCOMES {

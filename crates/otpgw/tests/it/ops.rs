@@ -291,3 +291,98 @@ async fn every_documented_series_exists_from_start() {
     gw.shutdown().await;
     sim.shutdown();
 }
+
+/// The value of one series in a Prometheus text page (`series` with its labels as
+/// rendered, e.g. `otpgw_x{brand="bank"}`).
+fn value(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The gauges ops asked for: messages in flight and awaiting their receipt,
+/// receipts held for a brand with no receiver bound, the carrier's rate and state,
+/// build info, the process's memory and files. Before, none existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gauges_show_what_waits_where() {
+    use common::Raw;
+    use otpgw_proto::pdu::{self, SubmitFields};
+    use otpgw_proto::rusmpp::{Command, CommandStatus};
+    use otpgw_proto::status::cmd;
+    let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(1500)).await;
+    let gw = common::gateway(&sim, "rate_limit = 100").await;
+    let ops = gw.ops_addr().expect("ops listener on");
+    // A transmitter only: the receipts have no receiver to go to.
+    let mut t = Raw::connect(gw.brand_addr()).await;
+    assert_eq!(t.bind(cmd::BIND_TRANSMITTER, "bank", "pw1", 1).await.1, 0);
+    for i in 0..5u32 {
+        let f = SubmitFields {
+            registered_delivery: 1,
+            short_message: bytes::Bytes::from_static(b"Your code is 123456"),
+            ..otpgw_testkit::sample::fields("BANK", &format!("44770090{i:04}"))
+        };
+        t.send(&Command::new(
+            CommandStatus::EsmeRok,
+            10 + i,
+            f.to_submit_sm().unwrap(),
+        ))
+        .await;
+        let r = t.next_command().await.unwrap();
+        assert!(pdu::submit_sm_resp_id(&r).is_some());
+    }
+    // At the carrier, receipts not yet back.
+    for _ in 0..100 {
+        if sim.received() == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, m) = get(ops, "/metrics").await;
+    assert_eq!(value(&m, "otpgw_messages_in_flight"), Some(5.0), "{m}");
+    assert_eq!(value(&m, "otpgw_receipts_awaited_messages"), Some(5.0));
+    assert_eq!(
+        value(&m, "otpgw_receipts_held_messages{brand=\"bank\"}"),
+        Some(0.0)
+    );
+    // The receipts came back: held for the brand.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, m) = get(ops, "/metrics").await;
+    assert_eq!(value(&m, "otpgw_messages_in_flight"), Some(0.0));
+    assert_eq!(value(&m, "otpgw_receipts_awaited_messages"), Some(0.0));
+    assert_eq!(
+        value(&m, "otpgw_receipts_held_messages{brand=\"bank\"}"),
+        Some(5.0)
+    );
+    assert_eq!(
+        value(&m, "otpgw_carrier_available{carrier=\"sim\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "otpgw_carrier_failing{carrier=\"sim\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&m, "otpgw_carrier_rate_limit_per_second{carrier=\"sim\"}"),
+        Some(100.0)
+    );
+    let version = format!(
+        "otpgw_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(value(&m, &version), Some(1.0));
+    assert!(value(&m, "otpgw_process_resident_memory_bytes").unwrap() > 1e6);
+    assert!(value(&m, "otpgw_process_open_fds").unwrap() >= 3.0);
+    // The carrier goes away: not available.
+    sim.shutdown();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, m) = get(ops, "/metrics").await;
+    assert_eq!(
+        value(&m, "otpgw_carrier_available{carrier=\"sim\"}"),
+        Some(0.0)
+    );
+    gw.shutdown().await;
+}

@@ -263,7 +263,7 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
         .filter_map(|l| l.trim().strip_prefix("expr: "))
         .map(signal)
         .collect();
-    assert_eq!(alert_signals.len(), 7);
+    assert_eq!(alert_signals.len(), 11);
     let mut empty = Vec::new();
     for q in exprs.iter().chain(alert_signals.iter()) {
         let (n, first) = query_values(prom, q).await;
@@ -273,6 +273,15 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
         }
     }
     assert!(empty.is_empty(), "expressions without data: {empty:#?}");
+    // The run's expiries (one receipt in ten says EXPIRED) set off the shipped
+    // alert watching them: pending (its `for:` is a minute), then firing.
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    let mut seen = 0;
+    while seen == 0 && std::time::Instant::now() < until {
+        seen = query(prom, "ALERTS{alertname=\"OtpgwExpiredMessages\"}").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(seen, 1, "OtpgwExpiredMessages is not pending or firing");
     // Conversion: three codes in four were typed back right, every approval
     // counted against the carrier that sent the code (the counters themselves: a
     // ratio of rates over a few sparse samples depends on when each series began).
@@ -303,4 +312,46 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
     );
     gw.shutdown().await;
     sim.shutdown();
+}
+
+/// Every shipped alert fires on the event it watches, once its `for:` has passed,
+/// and not before: `deploy/prometheus/alerts_test.yml` run by promtool (Prometheus's
+/// own rule engine) feeds each alert's event as series. Every alert of alerts.yml
+/// must have a case there that expects it to fire.
+#[test]
+fn every_alert_fires_on_its_event() {
+    if !have("promtool") {
+        assert!(
+            std::env::var_os("OTPGW_REQUIRE_PROMETHEUS").is_none(),
+            "promtool is required (scripts/test.sh installs it)"
+        );
+        eprintln!("SKIPPED: promtool not installed; run scripts/test.sh");
+        return;
+    }
+    let rules = std::fs::read_to_string(format!("{DEPLOY}/prometheus/alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(format!("{DEPLOY}/prometheus/alerts_test.yml")).unwrap();
+    let names: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert_eq!(names.len(), 11);
+    for n in &names {
+        // A case expecting it: "alertname: X" followed by a non-empty exp_alerts.
+        let fires = tests
+            .split("alertname: ")
+            .skip(1)
+            .any(|case| case.starts_with(&format!("{n}\n")) && case.contains("exp_labels"));
+        assert!(fires, "alerts_test.yml has no case where {n} fires");
+    }
+    let o = Command::new("promtool")
+        .args(["test", "rules", "alerts_test.yml"])
+        .current_dir(format!("{DEPLOY}/prometheus"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "promtool test rules: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
