@@ -55,6 +55,9 @@ pub struct ReceiptJob {
     /// The SMPP session that submitted the message, while this process runs (0:
     /// none or unknown, as after a restart): see [`BrandOutbox::register`].
     pub origin: u64,
+    /// It was written to a brand session at least once (recorded in the store
+    /// before the write): after a crash it may reach the brand a second time.
+    pub sent: bool,
 }
 
 /// Set in a [`ReceiptJob`]'s id when it is an OTP's fallback event rather than its
@@ -379,6 +382,7 @@ mod tests {
             url: None,
             deadline_ms: 0,
             origin: 0,
+            sent: false,
         }
     }
 

@@ -366,6 +366,7 @@ impl Tracker {
             url: Some(url),
             deadline_ms: msg.deadline_ms,
             origin: msg.origin,
+            sent: false,
         };
         self.store.owe(&job);
         self.outbox.deliver(job);
@@ -497,6 +498,7 @@ impl Tracker {
             url: msg.extra.as_ref().and_then(|e| e.receipt_url.clone()),
             deadline_ms: 0,
             origin: msg.origin,
+            sent: false,
         };
         let t = self.store.finished(id, state, Some(&job), now_ms);
         self.outbox.deliver(job);

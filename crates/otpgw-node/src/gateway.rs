@@ -91,6 +91,7 @@ impl Gateway {
             awaiting_receipt = summary.awaiting_receipt,
             expired = summary.expired,
             receipts = summary.receipts,
+            receipts_possibly_redelivered = summary.receipts_possibly_redelivered,
             "recovered state of the previous run"
         );
         for c in &mut carriers {

@@ -6,7 +6,9 @@
 //!   go back into the matchers, and the attempts decide at once what is next;
 //! - messages no carrier confirmed are queued again with their remaining validity,
 //!   or finished as EXPIRED when it ran out;
-//! - receipts owed to brands go back into their outboxes.
+//! - receipts owed to brands go back into their outboxes; those written to a brand
+//!   session before (their acknowledgement not recorded) are counted as possibly
+//!   delivered twice (`otpgw_receipts_possibly_redelivered_total`).
 
 use std::sync::Arc;
 
@@ -30,6 +32,9 @@ pub struct RecoverySummary {
     pub expired: usize,
     /// Receipts owed to brands, queued again.
     pub receipts: usize,
+    /// Of those, how many had been written to a brand session already (its
+    /// acknowledgement was not recorded): the brand may get them twice.
+    pub receipts_possibly_redelivered: usize,
     /// With no route any more: finished as UNDELIVERABLE.
     pub unroutable: usize,
 }
@@ -95,9 +100,12 @@ pub fn adopt(
     metrics::counter!("otpgw_recovered_possible_duplicates_total")
         .increment(summary.possibly_sent as u64);
     for j in rec.receipts {
+        summary.receipts_possibly_redelivered += usize::from(j.sent);
         tracker.restore_receipt(j);
         summary.receipts += 1;
     }
+    metrics::counter!("otpgw_receipts_possibly_redelivered_total")
+        .increment(summary.receipts_possibly_redelivered as u64);
     summary
 }
 

@@ -34,6 +34,7 @@ const COUNTERS: &[&str] = &[
     "otpgw_receipts_expired_total",
     "otpgw_receipts_from_other_nodes_total",
     "otpgw_receipts_handed_over_total",
+    "otpgw_receipts_possibly_redelivered_total",
     "otpgw_receipts_unmatched_total",
     "otpgw_store_busy_total",
     "otpgw_store_commit_failures_total",

@@ -55,6 +55,7 @@ pub fn spawn_claims(
                 awaiting_receipt = summary.awaiting_receipt,
                 expired = summary.expired,
                 receipts = summary.receipts,
+                receipts_possibly_redelivered = summary.receipts_possibly_redelivered,
                 "took over the work of a dead node"
             );
         }

@@ -21,6 +21,8 @@ use otpgw_proto::pdu::{Address, SubmitFields};
 const V1: u8 = 1;
 const V2: u8 = 2;
 const V3: u8 = 3;
+/// In a receipt job's attempts octet: it was written to a brand session.
+const SENT_FLAG: u8 = 0x80;
 
 fn put_addr(b: &mut BytesMut, a: &Address) {
     b.put_u8(a.ton);
@@ -143,7 +145,8 @@ pub fn encode_receipt(j: &ReceiptJob) -> Vec<u8> {
     put_str(&mut b, &j.err);
     b.put_u64(j.submit_ms);
     b.put_u64(j.done_ms);
-    b.put_u8(j.attempts);
+    // Attempts never reach 128: the top bit says it was written to a brand.
+    b.put_u8(j.attempts.min(SENT_FLAG - 1) | if j.sent { SENT_FLAG } else { 0 });
     if j.url.is_some() || j.deadline_ms != 0 {
         put_str(&mut b, j.url.as_deref().unwrap_or(""));
     }
@@ -160,6 +163,7 @@ pub fn decode_receipt(buf: &[u8]) -> Option<ReceiptJob> {
     if !(V1..=V3).contains(&version) {
         return None;
     }
+    let sent;
     Some(ReceiptJob {
         id: MsgId(r.u64()?),
         brand: r.string()?.into(),
@@ -169,7 +173,11 @@ pub fn decode_receipt(buf: &[u8]) -> Option<ReceiptJob> {
         err: r.string()?,
         submit_ms: r.u64()?,
         done_ms: r.u64()?,
-        attempts: r.u8()?,
+        attempts: {
+            let a = r.u8()?;
+            sent = a & SENT_FLAG != 0;
+            a & !SENT_FLAG
+        },
         url: match version {
             V1 => None,
             _ => Some(r.string()?).filter(|u| !u.is_empty()).map(Into::into),
@@ -180,6 +188,7 @@ pub fn decode_receipt(buf: &[u8]) -> Option<ReceiptJob> {
         },
         // The session that submitted it is gone after a restart.
         origin: 0,
+        sent,
     })
 }
 
@@ -396,6 +405,7 @@ mod tests {
             url: None,
             deadline_ms: 0,
             origin: 0,
+            sent: false,
         };
         let b = decode_receipt(&encode_receipt(&j)).unwrap();
         assert_eq!(
@@ -419,6 +429,14 @@ mod tests {
             (b.url.as_deref(), b.deadline_ms),
             (Some("https://bank.example/hook?t=1"), 99)
         );
+        assert!(!b.sent);
+        // Written to a brand once: kept with its attempts.
+        let sent = ReceiptJob {
+            sent: true,
+            ..fallback
+        };
+        let b = decode_receipt(&encode_receipt(&sent)).unwrap();
+        assert_eq!((b.sent, b.attempts), (true, 2));
         // A message from the HTTP door keeps its extras; one from SMPP writes v1.
         assert_eq!(encode_message(&m)[0], V1);
         let mut h = msg();

@@ -19,7 +19,7 @@ use otpgw_sim::redis_server::TestRedis;
 use otpgw_sim::tmpfs::Tmpfs;
 
 use super::ledger::{Acked, Got, Ledger, Window};
-use super::node::{Node, POSSIBLE_DUPLICATES, counted_duplicates, metric};
+use super::node::{Node, POSSIBLE_DUPLICATES, counted_duplicates, counted_redeliveries, metric};
 use super::{
     BRAND_PW, Fault, Faults, Mode, Report, SoakArgs, VALIDITY, VALIDITY_SMPP, config, index_of, sim,
 };
@@ -158,8 +158,10 @@ pub(super) async fn campaign(args: &SoakArgs) -> crate::Result<Report> {
         .iter()
         .map(|n| (n.log().to_path_buf(), n.ops, n.counted_before))
         .collect();
+    let mut redeliveries = 0;
     for (log, ops, before) in &sources {
         counted += before + counted_duplicates(log, *ops).await;
+        redeliveries += counted_redeliveries(log);
     }
     let Rig {
         dir,
@@ -186,6 +188,7 @@ pub(super) async fn campaign(args: &SoakArgs) -> crate::Result<Report> {
         faults,
         verdict,
         duplicates_counted: counted,
+        receipt_repeats_counted: redeliveries,
         wall_seconds: wall.elapsed().as_secs_f64(),
         dir,
     })

@@ -98,6 +98,22 @@ pub(super) async fn counted_duplicates(log: &Path, ops: u16) -> u64 {
     recovered + metric(ops, POSSIBLE_DUPLICATES).await
 }
 
+/// Receipts a node's recoveries (at its starts, and claims of a dead node's work)
+/// found written to the brand before, unacknowledged: each may reach the brand
+/// twice (`otpgw_receipts_possibly_redelivered_total`, logged by every recovery,
+/// so the count outlives the killed processes).
+pub(super) fn counted_redeliveries(log: &Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("receipts_possibly_redelivered="))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
 /// A node's metrics page (empty when unreachable).
 pub(super) async fn scrape(port: u16) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,4 +1,5 @@
-//! A brand session's receipts: sent as `deliver_sm` through the window, put back
+//! A brand session's receipts: recorded as sent before they are written (so a
+//! crash's repeats are counted), sent as `deliver_sm` through the window, put back
 //! first in line on back-pressure, dropped only after repeated explicit refusals.
 
 use otpgw_core::outbox::ReceiptJob;
@@ -35,7 +36,34 @@ impl Conn {
         }
     }
 
+    /// Record in the store that `jobs` are about to be written to this session
+    /// (one group commit for the batch), so that after a crash each one sent again
+    /// is counted as possibly delivered twice. `false` when the store failed: the
+    /// receipts go back, first in line.
+    async fn mark_sent(&mut self, jobs: &mut Vec<ReceiptJob>) -> bool {
+        let store = self.ctx.acceptor.store();
+        if !store.is_durable() {
+            return true;
+        }
+        let mut marked = false;
+        for j in jobs.iter_mut().filter(|j| !j.sent) {
+            j.sent = true;
+            store.owe(j);
+            marked = true;
+        }
+        if marked && !store.flush().wait().await {
+            if let Some(o) = &self.outbox {
+                o.push_front(jobs.drain(..));
+            }
+            return false;
+        }
+        true
+    }
+
     pub(super) async fn send_receipts(&mut self, jobs: &mut Vec<ReceiptJob>) -> Option<End> {
+        if !self.mark_sent(jobs).await {
+            return None;
+        }
         let now = now_ms();
         let mut batch = jobs.drain(..);
         // Not a `for` loop: on a write failure the rest of `batch` goes back.

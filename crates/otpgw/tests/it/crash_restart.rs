@@ -139,8 +139,20 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         &missing[..missing.len().min(10)]
     );
     // Receipts to brands are at-least-once: one whose deliver_sm_resp arrived just
-    // before a kill, before the store recorded it as forwarded, is sent again.
+    // before a kill, before the store recorded it as forwarded, is sent again, and
+    // every such repeat is counted by the recovery that sent it again.
     let again = brand.receipts.values().filter(|v| v.len() > 1).count();
+    let repeats: u64 = brand
+        .receipts
+        .values()
+        .map(|v| v.len() as u64 - 1)
+        .sum::<u64>()
+        + brand.duplicate_receipts;
+    let repeats_counted = gw.recovered("receipts_possibly_redelivered");
+    assert!(
+        repeats <= repeats_counted,
+        "{repeats} receipts repeated, {repeats_counted} counted"
+    );
     eprintln!(
         "acked {}, at carrier {} ({} duplicates, {} counted), brand got receipts for {} ids ({} of them again after a restart)",
         brand.acked.len(),
@@ -150,6 +162,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         brand.receipts.len(),
         again
     );
+    eprintln!("receipts repeated {repeats}, counted as possibly repeated {repeats_counted}");
     sim.shutdown();
 }
 
@@ -251,5 +264,74 @@ async fn sigterm_drains_exits_zero_and_the_rest_goes_out_after_restart() {
         "a graceful stop sends nothing twice"
     );
     assert_eq!(gw.term(Duration::from_secs(10)).await, Some(0));
+    sim.shutdown();
+}
+
+/// A receipt written to the brand whose `deliver_sm_resp` never came is sent again
+/// after a SIGKILL (SMPP cannot say whether the brand had it), and counted: the
+/// recovery logs it and `otpgw_receipts_possibly_redelivered_total` says so. Before,
+/// such repeats were not counted anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_repeated_after_a_crash_is_counted() {
+    use common::Raw;
+    use otpgw_proto::pdu::{self, SubmitFields};
+    use otpgw_proto::rusmpp::{Command, CommandStatus};
+    use otpgw_proto::status::cmd;
+    let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(10)).await;
+    let mut gw = common::serve_process(&sim, "repeat").await;
+    let mut t = Raw::connect(gw.addr()).await;
+    assert_eq!(t.bind(cmd::BIND_TRANSCEIVER, "bank", "pw1", 1).await.1, 0);
+    let mut ids = HashSet::new();
+    for i in 0..3u32 {
+        let f = SubmitFields {
+            registered_delivery: 1,
+            short_message: bytes::Bytes::from_static(b"Your code is 123456"),
+            ..otpgw_testkit::sample::fields("BANK", &format!("44770093{i:04}"))
+        };
+        t.send(&Command::new(
+            CommandStatus::EsmeRok,
+            10 + i,
+            f.to_submit_sm().unwrap(),
+        ))
+        .await;
+    }
+    // The receipts arrive; the brand never answers them.
+    let mut got = HashSet::new();
+    while got.len() < 3 {
+        let c = tokio::time::timeout(Duration::from_secs(5), t.next_command())
+            .await
+            .expect("a receipt in time")
+            .expect("the session is up");
+        match u32::from(c.id()) {
+            cmd::SUBMIT_SM_RESP => {
+                ids.insert(pdu::submit_sm_resp_id(&c).unwrap());
+            }
+            cmd::DELIVER_SM => {
+                if let Some(otpgw_proto::rusmpp::Pdu::DeliverSm(d)) = c.pdu() {
+                    got.insert(pdu::DeliverView::from_deliver_sm(d).receipt().unwrap().id);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(got, ids);
+    gw.kill9();
+    drop(t);
+    gw.restart().await;
+    assert_eq!(
+        gw.recovered("receipts_possibly_redelivered"),
+        3,
+        "{}",
+        gw.logs()
+    );
+    // The brand gets them again, and acknowledges them this time.
+    let again = collect(gw.addr(), Duration::from_secs(2)).await;
+    let again: HashSet<String> = again
+        .foreign_receipts
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(again, ids);
+    assert_eq!(gw.term(Duration::from_secs(15)).await, Some(0));
     sim.shutdown();
 }
