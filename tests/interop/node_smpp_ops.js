@@ -11,6 +11,8 @@
 //   cancel_C     cancel_sm of C (still queued);
 //   D2           submit_sm to <prefix>04 with replace_if_present_flag = 1 (replaces D);
 //   sar1..3      three parts of one long text to <prefix>05 with sar_ TLVs (ref 0x1234);
+//   multi        submit_multi to <prefix>06, <prefix>07, a distribution list and a
+//                number that is not one (the last two come back in unsuccess_sme);
 // every submission asking for a receipt. It prints one JSON line with each
 // request's command_status, each submission's id and the receipts (id -> states)
 // that came within --timeout s; the test checks them and what the carrier got.
@@ -25,11 +27,12 @@ const port = Number(arg('port', '2775'));
 const prefix = arg('prefix', '44770090');
 const settleMs = Number(arg('settle-ms', '500'));
 const timeout = Number(arg('timeout', '30'));
-const expectReceipts = 7; // A, B, C (deleted), D, three parts
+const expectReceipts = 9; // A, B, C (deleted), D, three parts, two numbers of multi
 
 const status = {};
 const ids = {};
 const receipts = {};
+let unsuccess = [];
 let count = 0;
 const session = smpp.connect({ url: `smpp://127.0.0.1:${port}` });
 session.on('error', (e) => finish(`connection error: ${e.message}`));
@@ -38,7 +41,7 @@ let finished = false;
 function finish(err) {
   if (finished) return;
   finished = true;
-  console.log(JSON.stringify({ error: err || null, status, ids, receipts }));
+  console.log(JSON.stringify({ error: err || null, status, ids, receipts, unsuccess }));
   try { session.close(); } catch (e) { /* closing anyway */ }
   process.exit(err ? 1 : 0);
 }
@@ -100,4 +103,17 @@ session.bind_transceiver({ system_id: 'bank', password: 'pw1' }, async (pdu) => 
       sar_msg_ref_num: 0x1234, sar_total_segments: 3, sar_segment_seqnum: i + 1,
     }));
   }
+  const multi = sms('', 'Your code is 777777', {
+    dest_address: [
+      { dest_addr_ton: 1, dest_addr_npi: 1, destination_addr: prefix + '06' },
+      { dest_addr_ton: 1, dest_addr_npi: 1, destination_addr: prefix + '07' },
+      { dl_name: 'staff' },
+      { dest_addr_ton: 1, dest_addr_npi: 1, destination_addr: '12ab' },
+    ],
+  });
+  delete multi.destination_addr;
+  delete multi.dest_addr_ton;
+  delete multi.dest_addr_npi;
+  const r = await call('submit_multi', 'multi', multi);
+  unsuccess = (r.unsuccess_sme || []).map((u) => [String(u.destination_addr), u.error_status_code]);
 });

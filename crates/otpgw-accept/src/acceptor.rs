@@ -46,6 +46,9 @@ pub struct Submission {
     pub once: Option<(String, Vec<u8>)>,
     /// The SMPP session that submitted it (0: none): its receipt goes back to it.
     pub origin: u64,
+    /// One destination of a `submit_multi`: the submission's id (see
+    /// [`Message::group`]).
+    pub group: Option<MsgId>,
 }
 
 /// How long an idempotency key holds (24 hours).
@@ -207,6 +210,7 @@ impl Acceptor {
             id,
             once,
             origin,
+            group,
         } = sub;
         let Body::Sms(sms) = &body;
         let class = class.unwrap_or(match sms.priority_flag {
@@ -256,6 +260,7 @@ impl Acceptor {
             extra,
             origin,
             progress: Default::default(),
+            group,
         });
         let store = self.tracker.store();
         match once {

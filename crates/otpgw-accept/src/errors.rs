@@ -22,6 +22,7 @@
 //! | source address not in the brand's `allowed_sources` | ESME_RINVSRCADR (0x0A) |
 //! | destination outside the brand's `allowed_prefixes` | ESME_RINVDSTADR (0x0B) |
 //! | destination number over the brand's `max_per_destination` in its window | ESME_RSUBMITFAIL (0x45) |
+//! | `submit_multi` with no destination or more than 254 | ESME_RINVNUMDESTS (0x33) |
 //! | replacement (`replace_sm`, `replace_if_present_flag`) of a message not held any more, at a carrier already, of another brand, or from another source | ESME_RREPLACEFAIL (0x13) |
 
 use otpgw_proto::status::*;
@@ -63,6 +64,8 @@ pub enum AcceptError {
     SourceNotAllowed,
     #[error("destination not allowed for this brand")]
     DestinationNotAllowed,
+    #[error("submit_multi needs 1 to 254 destinations")]
+    BadDestinationCount,
     #[error("the message cannot be replaced (unknown, finished or at a carrier already)")]
     ReplaceFailed,
     /// Over the brand's cap for the number; its window ends in this many ms.
@@ -128,6 +131,7 @@ impl AcceptError {
             Self::SourceNotAllowed => R::new(403, "sender_not_allowed").field("from"),
             Self::DestinationNotAllowed => R::new(403, "destination_not_allowed").field("to"),
             Self::ReplaceFailed => R::new(409, "not_replaceable"),
+            Self::BadDestinationCount => R::new(400, "invalid_number").field("to"),
             Self::DestinationOverLimit(ms) => {
                 R::new(429, "destination_rate_limited").retry(ms.div_ceil(1000).max(1))
             }
@@ -154,6 +158,7 @@ impl AcceptError {
             Self::DestinationNotAllowed => ESME_RINVDSTADR,
             Self::DestinationOverLimit(_) => ESME_RSUBMITFAIL,
             Self::ReplaceFailed => ESME_RREPLACEFAIL,
+            Self::BadDestinationCount => ESME_RINVNUMDESTS,
         }
     }
 }

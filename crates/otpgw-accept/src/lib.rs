@@ -11,6 +11,7 @@
 //! - [`validate`]: checks on a message before it is accepted;
 //! - [`compose`]: a message from text (encoding, addresses, long texts);
 //! - [`acceptor`]: validate, limit, route, store, track, queue, hand back the id;
+//! - [`multi`]: `submit_multi`, one message per number under one id;
 //! - [`replace`]: a queued message replaced in place (`replace_sm`, `replace_if_present_flag`);
 //! - [`errors`]: why a message is refused, as an SMPP status and as an HTTP answer;
 //! - [`tls`]: the rustls server configuration of a door's TLS listener.
@@ -21,6 +22,7 @@ pub mod brands;
 pub mod compose;
 pub mod errors;
 pub mod limits;
+pub mod multi;
 pub mod replace;
 pub mod tls;
 pub mod validate;

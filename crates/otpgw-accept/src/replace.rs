@@ -132,6 +132,7 @@ impl Acceptor {
                 extra: old.extra.clone(),
                 origin,
                 progress: Default::default(),
+                group: old.group,
             })
         };
         let msg = fresh(body, deadline_ms, origin);

@@ -101,6 +101,9 @@ pub struct Message {
     /// How far it got, for status queries of every door (in memory; the store
     /// keeps the final state).
     pub progress: parking_lot::Mutex<Progress>,
+    /// One destination of a `submit_multi`: the id the brand was given for the
+    /// whole submission (its first destination's), which its receipt carries.
+    pub group: Option<MsgId>,
 }
 
 /// What a message submitted over HTTP carries beyond its SMPP fields. Its `Debug`
@@ -159,6 +162,7 @@ impl Message {
             extra: None,
             origin: 0,
             progress: Default::default(),
+            group: None,
         }
     }
 
@@ -185,6 +189,7 @@ impl Message {
             extra: self.extra.clone(),
             origin: self.origin,
             progress: parking_lot::Mutex::new(self.progress.lock().clone()),
+            group: self.group,
         }
     }
 
@@ -297,6 +302,7 @@ mod tests {
             extra: None,
             origin: 0,
             progress: Default::default(),
+            group: None,
         };
         assert!(!m.wants_receipt(DeliveryState::Delivered));
         let rd = |m: &mut Message, v| {

@@ -58,6 +58,9 @@ pub struct ReceiptJob {
     /// It was written to a brand session at least once (recorded in the store
     /// before the write): after a crash it may reach the brand a second time.
     pub sent: bool,
+    /// The message was one destination of a `submit_multi`: the receipt carries
+    /// this id (the submission's) instead of the message's own.
+    pub group: Option<MsgId>,
 }
 
 /// Set in a [`ReceiptJob`]'s id when it is an OTP's fallback event rather than its
@@ -383,6 +386,7 @@ mod tests {
             deadline_ms: 0,
             origin: 0,
             sent: false,
+            group: None,
         }
     }
 

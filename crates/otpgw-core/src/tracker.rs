@@ -367,6 +367,7 @@ impl Tracker {
             deadline_ms: msg.deadline_ms,
             origin: msg.origin,
             sent: false,
+            group: None,
         };
         self.store.owe(&job);
         self.outbox.deliver(job);
@@ -499,6 +500,7 @@ impl Tracker {
             deadline_ms: 0,
             origin: msg.origin,
             sent: false,
+            group: msg.group,
         };
         let t = self.store.finished(id, state, Some(&job), now_ms);
         self.outbox.deliver(job);

@@ -25,6 +25,7 @@ fn msg(i: u64) -> Arc<Message> {
         extra: None,
         origin: 0,
         progress: Default::default(),
+        group: None,
     })
 }
 

@@ -136,6 +136,7 @@ mod tests {
             extra: None,
             origin: 0,
             progress: Default::default(),
+            group: None,
         });
         tracker.insert(msg.clone());
         let a: Arc<str> = Arc::from("a");

@@ -214,6 +214,7 @@ mod tests {
             extra: None,
             origin: 0,
             progress: Default::default(),
+            group: None,
         })
     }
 

@@ -202,6 +202,7 @@ mod tests {
             extra: None,
             origin: 0,
             progress: Default::default(),
+            group: None,
         })
     }
 

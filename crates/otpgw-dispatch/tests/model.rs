@@ -185,6 +185,7 @@ impl Model {
             extra: None,
             origin: 0,
             progress: Default::default(),
+            group: None,
         });
         self.accepted += 1;
         self.msgs.insert(id, msg.clone());

@@ -213,6 +213,7 @@ impl Api {
             id: None,
             once,
             origin: 0,
+            group: None,
         };
         let now = otpgw_core::clock::now_ms();
         let mine = sub.once.as_ref().map(|(_, fp)| fp.clone());

@@ -30,6 +30,7 @@ pub mod replace;
 pub mod session;
 pub mod split;
 pub mod status;
+pub mod submit_multi;
 pub mod time;
 
 pub use rusmpp;

@@ -60,6 +60,8 @@ pub const ESME_RMSGQFUL: u32 = 0x14;
 pub const ESME_RCANCELFAIL: u32 = 0x11;
 pub const ESME_RREPLACEFAIL: u32 = 0x13;
 pub const ESME_RQUERYFAIL: u32 = 0x67;
+pub const ESME_RINVNUMDESTS: u32 = 0x33;
+pub const ESME_RINVDLNAME: u32 = 0x34;
 pub const ESME_RINVESMCLASS: u32 = 0x43;
 pub const ESME_RINVOPTPARAMVAL: u32 = 0xC4;
 pub const ESME_RSUBMITFAIL: u32 = 0x45;
@@ -90,6 +92,8 @@ pub fn name(status: u32) -> &'static str {
         ESME_RCANCELFAIL => "cancelfail",
         ESME_RREPLACEFAIL => "replacefail",
         ESME_RQUERYFAIL => "queryfail",
+        ESME_RINVNUMDESTS => "invnumdests",
+        ESME_RINVDLNAME => "invdlname",
         ESME_RINVESMCLASS => "invesmclass",
         ESME_RINVOPTPARAMVAL => "invoptparamval",
         ESME_RSUBMITFAIL => "submitfail",

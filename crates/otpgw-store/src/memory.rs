@@ -241,6 +241,7 @@ mod tests {
             extra: None,
             origin: 0,
             progress: Default::default(),
+            group: None,
         };
         s.accept(&m).await.unwrap();
         s.finished(m.id, DeliveryState::Delivered, None, 0);

@@ -4,7 +4,9 @@
 //!
 //! Version 2 of messages and receipt jobs adds what messages from the HTTP door
 //! carry (receipt URL, verification id); version 3 of receipt jobs adds the
-//! message's deadline (fallback events); earlier versions still read.
+//! message's deadline (fallback events); version 3 of messages and 4 of receipt
+//! jobs add the `submit_multi` id a destination belongs to; earlier versions still
+//! read.
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use otpgw_proto::pdu::{Address, SubmitFields};
 const V1: u8 = 1;
 const V2: u8 = 2;
 const V3: u8 = 3;
+const V4: u8 = 4;
 /// In a receipt job's attempts octet: it was written to a brand session.
 const SENT_FLAG: u8 = 0x80;
 
@@ -43,7 +46,11 @@ fn addr(r: &mut Rd<'_>) -> Option<Address> {
 pub fn encode_message(m: &Message) -> Vec<u8> {
     let (Destination::Phone(dest), Body::Sms(f)) = (&m.to, &m.body);
     let mut b = BytesMut::with_capacity(96 + f.short_message.len());
-    b.put_u8(if m.extra.is_some() { V2 } else { V1 });
+    b.put_u8(match (&m.extra, m.group) {
+        (None, None) => V1,
+        (Some(_), None) => V2,
+        (_, Some(_)) => V3,
+    });
     b.put_u64(m.id.0);
     put_str(&mut b, &m.brand);
     b.put_u8(m.class as u8);
@@ -67,9 +74,15 @@ pub fn encode_message(m: &Message) -> Vec<u8> {
         }
         None => b.put_u8(0),
     }
+    if m.group.is_some() {
+        b.put_u8(u8::from(m.extra.is_some()));
+    }
     if let Some(e) = &m.extra {
         put_opt(&mut b, e.receipt_url.as_deref());
         put_opt(&mut b, e.verification.as_deref());
+    }
+    if let Some(g) = m.group {
+        b.put_u64(g.0);
     }
     b.to_vec()
 }
@@ -78,7 +91,7 @@ pub fn encode_message(m: &Message) -> Vec<u8> {
 pub fn decode_message(buf: &[u8]) -> Option<Message> {
     let mut r = Rd(buf);
     let version = r.u8()?;
-    if version != V1 && version != V2 {
+    if !(V1..=V3).contains(&version) {
         return None;
     }
     let id = MsgId(r.u64()?);
@@ -106,12 +119,23 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
             _ => None,
         },
     });
-    let extra = match version {
-        V2 => Some(Arc::new(Extra {
+    let has_extra = match version {
+        V1 => false,
+        V2 => true,
+        _ => r.u8()? != 0,
+    };
+    let extra = if has_extra {
+        Some(Arc::new(Extra {
             receipt_url: r.opt_string()?.map(Arc::from),
             verification: r.opt_string()?,
-        })),
-        _ => None,
+        }))
+    } else {
+        None
+    };
+    let group = if version == V3 {
+        Some(MsgId(r.u64()?))
+    } else {
+        None
     };
     Some(Message {
         id,
@@ -126,15 +150,17 @@ pub fn decode_message(buf: &[u8]) -> Option<Message> {
         // The session that submitted it is gone after a restart.
         origin: 0,
         progress: Default::default(),
+        group,
     })
 }
 
 /// Encode a receipt job.
 pub fn encode_receipt(j: &ReceiptJob) -> Vec<u8> {
     let mut b = BytesMut::with_capacity(96);
-    b.put_u8(match (&j.url, j.deadline_ms) {
-        (None, 0) => V1,
-        (_, 0) => V2,
+    b.put_u8(match (&j.url, j.deadline_ms, j.group) {
+        (_, _, Some(_)) => V4,
+        (None, 0, None) => V1,
+        (_, 0, None) => V2,
         _ => V3,
     });
     b.put_u64(j.id.0);
@@ -147,11 +173,14 @@ pub fn encode_receipt(j: &ReceiptJob) -> Vec<u8> {
     b.put_u64(j.done_ms);
     // Attempts never reach 128: the top bit says it was written to a brand.
     b.put_u8(j.attempts.min(SENT_FLAG - 1) | if j.sent { SENT_FLAG } else { 0 });
-    if j.url.is_some() || j.deadline_ms != 0 {
+    if j.url.is_some() || j.deadline_ms != 0 || j.group.is_some() {
         put_str(&mut b, j.url.as_deref().unwrap_or(""));
     }
-    if j.deadline_ms != 0 {
+    if j.deadline_ms != 0 || j.group.is_some() {
         b.put_u64(j.deadline_ms);
+    }
+    if let Some(g) = j.group {
+        b.put_u64(g.0);
     }
     b.to_vec()
 }
@@ -160,7 +189,7 @@ pub fn encode_receipt(j: &ReceiptJob) -> Vec<u8> {
 pub fn decode_receipt(buf: &[u8]) -> Option<ReceiptJob> {
     let mut r = Rd(buf);
     let version = r.u8()?;
-    if !(V1..=V3).contains(&version) {
+    if !(V1..=V4).contains(&version) {
         return None;
     }
     let sent;
@@ -183,12 +212,16 @@ pub fn decode_receipt(buf: &[u8]) -> Option<ReceiptJob> {
             _ => Some(r.string()?).filter(|u| !u.is_empty()).map(Into::into),
         },
         deadline_ms: match version {
-            V3 => r.u64()?,
+            V3 | V4 => r.u64()?,
             _ => 0,
         },
         // The session that submitted it is gone after a restart.
         origin: 0,
         sent,
+        group: match version {
+            V4 => Some(MsgId(r.u64()?)),
+            _ => None,
+        },
     })
 }
 
@@ -406,6 +439,7 @@ mod tests {
             deadline_ms: 0,
             origin: 0,
             sent: false,
+            group: None,
         };
         let b = decode_receipt(&encode_receipt(&j)).unwrap();
         assert_eq!(
@@ -415,7 +449,7 @@ mod tests {
         assert_eq!(b.url, None);
         let hooked = ReceiptJob {
             url: Some("https://bank.example/hook?t=1".into()),
-            ..j
+            ..j.clone()
         };
         let b = decode_receipt(&encode_receipt(&hooked)).unwrap();
         assert_eq!(b.url.as_deref(), Some("https://bank.example/hook?t=1"));
@@ -430,9 +464,11 @@ mod tests {
             (Some("https://bank.example/hook?t=1"), 99)
         );
         assert!(!b.sent);
+        assert_eq!(b.group, None);
         // Written to a brand once: kept with its attempts.
         let sent = ReceiptJob {
             sent: true,
+            group: None,
             ..fallback
         };
         let b = decode_receipt(&encode_receipt(&sent)).unwrap();
@@ -490,6 +526,52 @@ mod tests {
         ] {
             assert_eq!(decode_state(&encode_state(&s)), Some(s));
         }
+    }
+
+    #[test]
+    fn submit_multi_ids_round_trip() {
+        let m = msg();
+        let j = ReceiptJob {
+            id: MsgId(7),
+            brand: "bank".into(),
+            source: m.to.phone().cloned().unwrap_or_default(),
+            dest: m.sender(),
+            state: DeliveryState::Delivered,
+            err: "000".into(),
+            submit_ms: 3,
+            done_ms: 4,
+            attempts: 0,
+            url: None,
+            deadline_ms: 0,
+            origin: 0,
+            sent: false,
+            group: None,
+        };
+        // A submit_multi destination's receipt keeps the submission's id.
+        let grouped = ReceiptJob {
+            group: Some(MsgId(5)),
+            ..j
+        };
+        let b = decode_receipt(&encode_receipt(&grouped)).unwrap();
+        assert_eq!((b.group, b.url, b.deadline_ms), (Some(MsgId(5)), None, 0));
+        // A submit_multi destination keeps its submission's id, with or without extras.
+        let mut g = msg();
+        g.group = Some(MsgId(77));
+        let back = decode_message(&encode_message(&g)).unwrap();
+        assert_eq!(
+            (back.group, back.extra.is_none(), back.body),
+            (Some(MsgId(77)), true, g.body.clone())
+        );
+        g.extra = Some(Arc::new(Extra {
+            receipt_url: Some("http://127.0.0.1/r".into()),
+            verification: None,
+        }));
+        let back = decode_message(&encode_message(&g)).unwrap();
+        assert_eq!(back.group, Some(MsgId(77)));
+        assert_eq!(
+            back.extra.unwrap().receipt_url.as_deref(),
+            Some("http://127.0.0.1/r")
+        );
     }
 
     proptest! {

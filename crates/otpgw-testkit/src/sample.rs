@@ -56,5 +56,6 @@ pub fn receipt_job(id: u64, done_ms: u64) -> ReceiptJob {
         deadline_ms: 0,
         origin: 0,
         sent: false,
+        group: None,
     }
 }

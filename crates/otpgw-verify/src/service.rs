@@ -220,6 +220,7 @@ impl Verifier {
             id: Some(v.message),
             once: None,
             origin: 0,
+            group: None,
         };
         self.acceptor
             .accept_with(brand, sub, now)

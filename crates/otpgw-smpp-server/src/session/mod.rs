@@ -83,13 +83,17 @@ struct Req {
     resp: u32,
 }
 
-/// An acceptance under way: (request, outcome, when the submit was read).
-type AcceptFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = (Req, Result<otpgw_core::MsgId, AcceptError>, Instant)>
-            + Send,
-    >,
->;
+/// An acceptance ended: its request, outcome, when the submit was read, and for a
+/// `submit_multi` what came of each number.
+type Accepted = (
+    Req,
+    Result<otpgw_core::MsgId, AcceptError>,
+    Instant,
+    Option<Box<otpgw_accept::multi::MultiOutcome>>,
+);
+
+/// An acceptance under way.
+type AcceptFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Accepted> + Send>>;
 
 /// Serve one connection (its read and write halves, plain or TLS) until it closes;
 /// returns whether it ever bound.
@@ -156,8 +160,8 @@ where
                     None => std::future::pending().await,
                 }
             } => Some(End::Closed),
-            Some((req, res, started)) = c.accepts.next(), if !c.accepts.is_empty() => {
-                c.answer_submit(req, res, started).await
+            Some(done) = c.accepts.next(), if !c.accepts.is_empty() => {
+                c.answer_submit(done).await
             }
             frame = rx.next() => match frame {
                 None | Some(Err(_)) => Some(End::Closed),
@@ -219,16 +223,39 @@ where
     ever_bound
 }
 
-/// The `submit_sm_resp` (or `data_sm_resp`, `replace_sm_resp`) for an outcome.
+/// The `submit_sm_resp` (or `data_sm_resp`, `replace_sm_resp`,
+/// `submit_multi_resp`) for an outcome.
 fn reply(
     brand: &BrandConfig,
     ids: &IdCipher,
     res: Result<otpgw_core::MsgId, AcceptError>,
     req: Req,
+    multi: Option<Box<otpgw_accept::multi::MultiOutcome>>,
 ) -> Command {
     match res {
         Ok(_) if req.resp == cmd::REPLACE_SM_RESP => {
             pdu::header_only(cmd::REPLACE_SM_RESP, status::ESME_ROK, req.seq)
+        }
+        Ok(id) if req.resp == cmd::SUBMIT_MULTI_RESP => {
+            let m = multi.unwrap_or_else(|| {
+                Box::new(otpgw_accept::multi::MultiOutcome {
+                    id: Ok(id),
+                    accepted: 1,
+                    refused: Vec::new(),
+                })
+            });
+            for _ in 0..m.accepted {
+                brand.count_accepted();
+            }
+            for (_, st) in &m.refused {
+                metrics::counter!("otpgw_messages_rejected_total", "brand" => brand.system_id.to_string(), "status" => status::name(*st)).increment(1);
+            }
+            otpgw_proto::submit_multi::submit_multi_resp(
+                req.seq,
+                status::ESME_ROK,
+                &ids.hide(id).to_string(),
+                &m.refused,
+            )
         }
         Ok(id) => {
             brand.count_accepted();
@@ -349,28 +376,23 @@ impl Conn {
             } else {
                 acceptor.accept(&b, fields, origin, now_ms()).await
             };
-            (req, res, started)
+            (req, res, started, None)
         });
         // With a store that answers at once (memory), reply inline; otherwise the
         // acceptance waits for its group commit while this session keeps reading,
         // and the response goes out when the message is safe.
-        if let Some((req, res, started)) = (&mut accept).now_or_never() {
-            return self.answer_submit(req, res, started).await;
+        if let Some(done) = (&mut accept).now_or_never() {
+            return self.answer_submit(done).await;
         }
         self.accepts.push(accept);
         None
     }
 
-    /// Answer a `submit_sm` whose acceptance ended.
-    async fn answer_submit(
-        &mut self,
-        req: Req,
-        res: Result<otpgw_core::MsgId, AcceptError>,
-        started: Instant,
-    ) -> Option<End> {
+    /// Answer a submission whose acceptance ended.
+    async fn answer_submit(&mut self, (req, res, started, multi): Accepted) -> Option<End> {
         let brand = self.brand.clone()?;
         let end = self
-            .send(reply(&brand, self.ctx.acceptor.ids(), res, req))
+            .send(reply(&brand, self.ctx.acceptor.ids(), res, req, multi))
             .await;
         metrics::histogram!("otpgw_accept_latency_seconds").record(started.elapsed().as_secs_f64());
         end

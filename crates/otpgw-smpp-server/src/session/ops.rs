@@ -1,6 +1,6 @@
 //! A brand session's submissions and operations on messages it submitted,
-//! answered from the gateway's own records: `submit_sm`, `data_sm`, `query_sm`,
-//! `cancel_sm`, `replace_sm` (docs/smpp-status.md).
+//! answered from the gateway's own records: `submit_sm`, `data_sm`,
+//! `submit_multi`, `query_sm`, `cancel_sm`, `replace_sm` (docs/smpp-status.md).
 
 use std::time::Instant;
 
@@ -36,6 +36,10 @@ impl Conn {
             Some(Pdu::QuerySm(q)) => {
                 let id = otpgw_proto::query::query_sm_id(q).to_string();
                 self.on_query(id, seq).await
+            }
+            Some(Pdu::SubmitMulti(m)) => {
+                let (fields, dests) = otpgw_proto::submit_multi::submit_multi_parts(m);
+                self.on_submit_multi(fields, dests, req).await
             }
             Some(Pdu::ReplaceSm(r)) => {
                 let what = otpgw_proto::replace::replace_sm_what(r);
@@ -78,10 +82,51 @@ impl Conn {
         };
         let mut job: AcceptFuture = Box::pin(async move {
             let res = acceptor.replace(&brand, id, what, origin, now_ms()).await;
-            (req, res, started)
+            (req, res, started, None)
         });
-        if let Some((req, res, started)) = (&mut job).now_or_never() {
-            return self.answer_submit(req, res, started).await;
+        if let Some(done) = (&mut job).now_or_never() {
+            return self.answer_submit(done).await;
+        }
+        self.accepts.push(job);
+        None
+    }
+
+    /// One text to several numbers (`submit_multi`): answered once every number's
+    /// message is stored (or refused), with the submission's id and the numbers
+    /// refused.
+    async fn on_submit_multi(
+        &mut self,
+        fields: SubmitFields,
+        dests: Vec<otpgw_proto::submit_multi::Dest>,
+        req: Req,
+    ) -> Option<End> {
+        let Some(brand) = self.brand.clone() else {
+            return self
+                .send(pdu::header_only(req.resp, status::ESME_RINVBNDSTS, req.seq))
+                .await;
+        };
+        if self.accepts.len() >= self.ctx.cfg.max_pending_submits
+            || self.brand_outbox.as_ref().is_some_and(|o| o.is_full())
+        {
+            return self
+                .send(pdu::header_only(req.resp, status::ESME_RTHROTTLED, req.seq))
+                .await;
+        }
+        let started = Instant::now();
+        let acceptor = self.ctx.acceptor.clone();
+        let origin = if brand.receipts_to_submitter {
+            self.sid
+        } else {
+            0
+        };
+        let mut job: AcceptFuture = Box::pin(async move {
+            let m = acceptor
+                .accept_multi(&brand, fields, dests, origin, now_ms())
+                .await;
+            (req, m.id.clone(), started, Some(Box::new(m)))
+        });
+        if let Some(done) = (&mut job).now_or_never() {
+            return self.answer_submit(done).await;
         }
         self.accepts.push(job);
         None
@@ -137,14 +182,20 @@ impl Conn {
         let tracker = &self.ctx.tracker;
         let mine = |m: &otpgw_core::Message| m.brand == brand.system_id;
         let targets = if !what.message_id.is_empty() {
-            self.ctx
+            let found = self
+                .ctx
                 .acceptor
                 .ids()
                 .parse(&what.message_id)
                 .and_then(|id| tracker.get(id))
-                .filter(|m| mine(m))
-                .into_iter()
-                .collect()
+                .filter(|m| mine(m));
+            match found {
+                // A submit_multi's id: every number of it still queued.
+                Some(m) if m.group == Some(m.id) => {
+                    tracker.matching(|x| x.group == Some(m.id) && mine(x))
+                }
+                other => other.into_iter().collect(),
+            }
         } else if !what.dest.is_empty() {
             tracker.matching(|m| {
                 let otpgw_core::Body::Sms(b) = &m.body;

@@ -69,7 +69,9 @@ impl Conn {
         // Not a `for` loop: on a write failure the rest of `batch` goes back.
         #[allow(clippy::while_let_on_iterator)]
         while let Some(job) = batch.next() {
-            let id = self.ctx.acceptor.ids().hide(job.message_id()).to_string();
+            // A submit_multi destination's receipt carries the submission's id.
+            let shown = job.group.unwrap_or_else(|| job.message_id());
+            let id = self.ctx.acceptor.ids().hide(shown).to_string();
             let submit = receipt_date(job.submit_ms);
             let done = receipt_date(job.done_ms);
             let err: String = job.err.chars().take(3).collect();

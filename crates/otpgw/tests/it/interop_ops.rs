@@ -1,10 +1,10 @@
 //! The SMPP operations brands use, from clients nobody here wrote, against the real
 //! `otpgw serve` whose carrier takes one message a second (so messages wait in the
-//! queue): `replace_sm`, `cancel_sm`, `replace_if_present_flag` and concatenation
-//! by `sar_` TLVs (node-smpp: `tests/interop/node_smpp_ops.js`; python-smpplib,
+//! queue): `replace_sm`, `cancel_sm`, `replace_if_present_flag`, `submit_multi`
+//! and concatenation by `sar_` TLVs (node-smpp: `tests/interop/node_smpp_ops.js`; python-smpplib,
 //! which has no replace_sm or cancel_sm: `tests/interop/smpplib_ops.py`).
 //!
-//! Before: replace_sm and cancel_sm got generic_nack, the flag was ignored (both
+//! Before: replace_sm, cancel_sm and submit_multi got generic_nack, the flag was ignored (both
 //! texts went out), and sar_ parts reached the carrier as unrelated SMS.
 
 use crate::common;
@@ -113,6 +113,7 @@ async fn replace_cancel_and_sar_from_node_smpp() {
         "sar1",
         "sar2",
         "sar3",
+        "multi",
     ] {
         assert_eq!(st[ok], 0, "{ok}: {v}");
     }
@@ -147,6 +148,17 @@ async fn replace_cancel_and_sar_from_node_smpp() {
     for p in ["sar1", "sar2", "sar3"] {
         assert_eq!(receipts(&v, &ids[p]), ["DELIVRD"], "{p}");
     }
+    // submit_multi: one message per number, one id for the submission (every
+    // number's receipt carries it), the list and the non-number refused.
+    assert_eq!(text("4477009006"), ["Your code is 777777"]);
+    assert_eq!(text("4477009007"), ["Your code is 777777"]);
+    assert_eq!(receipts(&v, &ids["multi"]), ["DELIVRD", "DELIVRD"]);
+    let refused: Vec<(String, u64)> = serde_json::from_value(v["unsuccess"].clone()).unwrap();
+    assert_eq!(
+        refused,
+        [("staff".to_string(), 0x34), ("12ab".to_string(), 0x0B)],
+        "unsuccess_sme"
+    );
     sim.shutdown();
 }
 
