@@ -73,7 +73,19 @@ struct Conn {
     /// Submits of this session waiting for the store, polled by the session task
     /// itself (no task per submit); each answers with its sequence number.
     accepts: FuturesUnordered<AcceptFuture>,
+    /// Receipts recorded as sent, waiting for that record's commit before they are
+    /// written (batches in order, a few at once), and the commits.
+    marked: std::collections::VecDeque<Vec<ReceiptJob>>,
+    marking: futures_util::stream::FuturesOrdered<MarkFuture>,
+    /// Receipts whose record is committed, in order, written as the window allows.
+    ready: std::collections::VecDeque<ReceiptJob>,
 }
+
+/// Batches of receipts whose "sent" records may be committing at once.
+const MAX_MARKING: usize = 4;
+
+/// The commit of a batch of receipts' "sent" records.
+type MarkFuture = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
 
 /// A request that submits a message: its sequence number and the command id of
 /// its response (`submit_sm_resp` or `data_sm_resp`).
@@ -95,6 +107,32 @@ type Accepted = (
 /// An acceptance under way.
 type AcceptFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Accepted> + Send>>;
 
+impl Conn {
+    /// A connection's state before its bind.
+    fn new(ctx: Arc<Context>, tx: PduSender, peer: SocketAddr) -> Self {
+        let scfg = SessionConfig {
+            window: ctx.cfg.receipt_window.max(1),
+            response_timeout: ctx.cfg.response_timeout,
+            enquire_link_interval: ctx.cfg.enquire_link_interval,
+            enquire_link_timeout: ctx.cfg.enquire_link_timeout,
+        };
+        Conn {
+            ctx,
+            tx,
+            session: Session::new(scfg, now_ms()),
+            brand: None,
+            outbox: None,
+            brand_outbox: None,
+            sid: 0,
+            peer,
+            accepts: FuturesUnordered::new(),
+            marked: Default::default(),
+            marking: Default::default(),
+            ready: Default::default(),
+        }
+    }
+}
+
 /// Serve one connection (its read and write halves, plain or TLS) until it closes;
 /// returns whether it ever bound.
 pub async fn run<R, W>(ctx: Arc<Context>, rd: R, wr: W, peer: SocketAddr) -> bool
@@ -104,24 +142,7 @@ where
 {
     let mut rx = reader(rd, ctx.cfg.max_frame);
     let (tx, _stats, writer) = spawn_writer(wr, 4096);
-    let scfg = SessionConfig {
-        window: ctx.cfg.receipt_window.max(1),
-        response_timeout: ctx.cfg.response_timeout,
-        enquire_link_interval: ctx.cfg.enquire_link_interval,
-        enquire_link_timeout: ctx.cfg.enquire_link_timeout,
-    };
-    let connected = now_ms();
-    let mut c = Conn {
-        ctx: ctx.clone(),
-        tx,
-        session: Session::new(scfg, connected),
-        brand: None,
-        outbox: None,
-        brand_outbox: None,
-        sid: 0,
-        peer,
-        accepts: FuturesUnordered::new(),
-    };
+    let mut c = Conn::new(ctx.clone(), tx, peer);
     let bind_deadline = tokio::time::Instant::now() + ctx.cfg.bind_timeout;
     let mut jobs = Vec::new();
     // After otpgw sent unbind (shutdown), the brand gets this long to answer.
@@ -143,8 +164,7 @@ where
         }
         let pdu_deadline = partial_since.map(|t| t + ctx.cfg.pdu_timeout);
         let idle_deadline = last_rx + ctx.cfg.idle_timeout;
-        let room = c.session.room();
-        let can_deliver = c.outbox.is_some() && room > 0;
+        let (take, can_take, can_send) = c.receipt_flow();
         let outbox = c.outbox.clone();
         let timer = otpgw_core::clock::timer_at(c.session.next_deadline());
         let unbound = !c.session.state().is_bound() && c.session.state() != BindState::Unbinding;
@@ -177,12 +197,18 @@ where
             },
             _ = async {
                 match outbox.as_ref() {
-                    Some(o) => o.take_for(c.sid, room, &mut jobs).await,
+                    Some(o) => o.take_for(c.sid, take, &mut jobs).await,
                     None => std::future::pending().await,
                 }
-            }, if can_deliver => {
-                c.send_receipts(&mut jobs).await
+            }, if can_take => {
+                c.mark_sent(&mut jobs);
+                None
             }
+            Some(ok) = c.marking.next(), if !c.marking.is_empty() => {
+                c.marked(ok);
+                None
+            }
+            _ = std::future::ready(()), if can_send => c.send_ready().await,
             _ = sleep_until(bind_deadline), if unbound => {
                 metrics::counter!("otpgw_brand_bind_timeouts_total").increment(1);
                 Some(End::Closed)
@@ -503,7 +529,10 @@ impl Conn {
 
     /// The connection ended: receipts in flight go back to the outbox.
     fn close(&mut self) {
-        let mut back = Vec::new();
+        // Receipts waiting for their "sent" record go back first, then the ones
+        // written and unanswered.
+        let mut back: Vec<ReceiptJob> = self.ready.drain(..).collect();
+        back.extend(self.marked.drain(..).flatten());
         for t in self.session.drain() {
             if let Tag::Receipt(j) = t {
                 back.push(j);

@@ -7,7 +7,7 @@ use otpgw_proto::pdu::{self, ReceiptPdu};
 use otpgw_proto::rusmpp::{Command, CommandStatus};
 use otpgw_proto::time::receipt_date;
 
-use super::{Conn, End, Tag};
+use super::{Conn, End, MAX_MARKING, Tag};
 use otpgw_core::clock::now_ms;
 
 impl Conn {
@@ -36,34 +36,62 @@ impl Conn {
         }
     }
 
-    /// Record in the store that `jobs` are about to be written to this session
-    /// (one group commit for the batch), so that after a crash each one sent again
-    /// is counted as possibly delivered twice. `false` when the store failed: the
-    /// receipts go back, first in line.
-    async fn mark_sent(&mut self, jobs: &mut Vec<ReceiptJob>) -> bool {
-        let store = self.ctx.acceptor.store();
-        if !store.is_durable() {
-            return true;
-        }
-        let mut marked = false;
-        for j in jobs.iter_mut().filter(|j| !j.sent) {
-            j.sent = true;
-            store.owe(j);
-            marked = true;
-        }
-        if marked && !store.flush().wait().await {
-            if let Some(o) = &self.outbox {
-                o.push_front(jobs.drain(..));
-            }
-            return false;
-        }
-        true
+    /// How many receipts to take now, whether to take, whether to write: receipts
+    /// are taken ahead of the window (up to `MAX_MARKING` windows' worth held
+    /// here), so their "sent" records commit while the brand answers earlier ones.
+    pub(super) fn receipt_flow(&self) -> (usize, bool, bool) {
+        let held = self.ready.len() + self.marked.iter().map(Vec::len).sum::<usize>();
+        let take = (self.ctx.cfg.receipt_window.max(1) * MAX_MARKING).saturating_sub(held);
+        let can_take = self.outbox.is_some() && take > 0 && self.marking.len() < MAX_MARKING;
+        let can_send = !self.ready.is_empty() && self.session.room() > 0;
+        (take, can_take, can_send)
     }
 
-    pub(super) async fn send_receipts(&mut self, jobs: &mut Vec<ReceiptJob>) -> Option<End> {
-        if !self.mark_sent(jobs).await {
-            return None;
+    /// Receipts taken for this session: those never written to a brand are
+    /// recorded as sent (so that after a crash each one sent again is counted as
+    /// possibly delivered twice); the batch is written once that record is
+    /// committed (one group commit per batch, batches in order, up to
+    /// `MAX_MARKING` at once, taken ahead of the window so the session never waits
+    /// for the disk). With a store that keeps nothing the commit is ready at once.
+    pub(super) fn mark_sent(&mut self, jobs: &mut Vec<ReceiptJob>) {
+        let store = self.ctx.acceptor.store().clone();
+        let mut any = false;
+        if store.is_durable() {
+            for j in jobs.iter_mut().filter(|j| !j.sent) {
+                j.sent = true;
+                store.owe(j);
+                any = true;
+            }
         }
+        let ticket = if any {
+            store.flush()
+        } else {
+            otpgw_core::store::Ticket::ready()
+        };
+        self.marked.push_back(std::mem::take(jobs));
+        self.marking.push_back(Box::pin(ticket.wait()));
+    }
+
+    /// The oldest batch's "sent" records are committed (`ok`): it is ready to be
+    /// written; if the store failed, it goes back to the outbox, first in line.
+    pub(super) fn marked(&mut self, ok: bool) {
+        let jobs = self.marked.pop_front().unwrap_or_default();
+        if ok {
+            self.ready.extend(jobs);
+        } else if let Some(o) = &self.outbox {
+            o.push_front(jobs);
+        }
+    }
+
+    /// Write as many ready receipts as the window has room for.
+    pub(super) async fn send_ready(&mut self) -> Option<End> {
+        let n = self.session.room().min(self.ready.len());
+        let mut jobs: Vec<ReceiptJob> = self.ready.drain(..n).collect();
+        self.send_receipts(&mut jobs).await
+    }
+
+    /// Write `jobs` as `deliver_sm` through the window.
+    async fn send_receipts(&mut self, jobs: &mut Vec<ReceiptJob>) -> Option<End> {
         let now = now_ms();
         let mut batch = jobs.drain(..);
         // Not a `for` loop: on a write failure the rest of `batch` goes back.

@@ -260,8 +260,10 @@ pub(super) fn apply(
                     }
                 }
                 Op::Owe(id, done_ms, rec) => {
-                    receipts.insert(*id, rec.as_slice())?;
-                    by_age.insert((*done_ms, *id), ())?;
+                    // Owed again (marked as sent to a brand): its age entry is there.
+                    if receipts.insert(*id, rec.as_slice())?.is_none() {
+                        by_age.insert((*done_ms, *id), ())?;
+                    }
                 }
                 Op::Finished { id, receipt, .. } => {
                     // Its final state is kept by the `Status` op the tracker writes
