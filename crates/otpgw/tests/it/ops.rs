@@ -386,3 +386,18 @@ async fn gauges_show_what_waits_where() {
     );
     gw.shutdown().await;
 }
+
+/// The sum of a metric's series on a node's `/metrics`, whatever their labels (a
+/// node on a shared store labels every series with its node id).
+pub(crate) async fn scrape_sum(ops: std::net::SocketAddr, name: &str) -> f64 {
+    let (_, m) = get(ops, "/metrics").await;
+    m.lines()
+        .filter(|l| {
+            matches!(
+                l.strip_prefix(name).and_then(|r| r.chars().next()),
+                Some(' ' | '{')
+            )
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -573,3 +573,94 @@ async fn verifications_statuses_and_keys_are_shared_by_the_nodes() {
     drop(nodes);
     sim.shutdown();
 }
+
+/// Two nodes on one Redis, the brand bound with a transceiver to each (node-smpp on
+/// a, python-smpplib on b), both submitting at once: each bind gets the receipt of
+/// every message it submitted and none of the other's, though the carrier sends
+/// receipts on any of the four binds (so many reach the node that did not send
+/// the message, which publishes them to the one that did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_bind_gets_its_own_receipts_across_nodes() {
+    use crate::interop::{node_smpp_available, smpplib_available};
+    use std::process::{Command, Stdio};
+    if !smpplib_available() || !node_smpp_available() {
+        assert!(
+            std::env::var_os("OTPGW_REQUIRE_INTEROP").is_none(),
+            "python smpplib and node smpp are required (scripts/test-deps.sh installs them)"
+        );
+        eprintln!("SKIPPED: smpplib or node smpp not installed");
+        return;
+    }
+    let Some(redis) = TestRedis::start("own-receipts") else {
+        return;
+    };
+    let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(5)).await;
+    let mut nodes = Vec::new();
+    for n in ["a", "b"] {
+        let dir = common::store_dir(&format!("scale-own-{n}"));
+        let port = common::free_port();
+        let cfg = node_config(&redis, n, port, sim.addr(), "");
+        nodes.push(common::GwProc::start(&dir, port, &cfg).await);
+    }
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop");
+    let (pa, pb) = (
+        nodes[0].addr().port().to_string(),
+        nodes[1].addr().port().to_string(),
+    );
+    let js = Command::new("node")
+        .arg(format!("{dir}/node_smpp_client.js"))
+        .args(["--port", &pa, "--system-id", "bank", "--password", "pw1"])
+        .args(["--count", "300", "--own-only"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let py = Command::new("python3")
+        .arg(format!("{dir}/smpplib_client.py"))
+        .args(["--port", &pb, "--system-id", "bank", "--password", "pw1"])
+        .args(["--count", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (js, py) = tokio::task::spawn_blocking(move || {
+        (
+            js.wait_with_output().unwrap(),
+            py.wait_with_output().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    for (name, out) in [("node smpp on a", &js), ("smpplib on b", &py)] {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{name}: {stdout}");
+        assert!(
+            out.status.success()
+                && (stdout.contains("\"ok\": true") || stdout.contains("\"ok\":true")),
+            "{name}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(sim.received(), 600);
+    // Receipts crossed nodes: some reached the node that did not send the message.
+    let mut crossed = 0.0;
+    for n in &nodes {
+        let logs = n.logs();
+        let ops = logs
+            .lines()
+            .filter(|l| l.contains("ops listener"))
+            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .expect("the ops listener's address in the log");
+        let v = crate::ops::scrape_sum(ops, "otpgw_receipts_from_other_nodes_total").await;
+        eprintln!("{ops}: {v} receipts from other nodes");
+        crossed += v;
+    }
+    assert!(
+        crossed > 0.0,
+        "no receipt crossed nodes: the test proves nothing"
+    );
+    for n in &mut nodes {
+        assert_eq!(n.term(Duration::from_secs(10)).await, Some(0));
+    }
+}
