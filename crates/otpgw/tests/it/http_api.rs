@@ -512,3 +512,30 @@ async fn sigkill_keeps_messages_webhooks_and_idempotency_keys() {
     assert_eq!(gw.term(Duration::from_secs(10)).await, Some(0));
     sim.shutdown();
 }
+
+/// A verification a newer one for the same number superseded counts once in
+/// `otpgw_verifications_total{outcome="superseded"}`; each check made on it after
+/// counts as `check_superseded`. Before, every such check counted as one more
+/// supersession.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_verification_counts_once() {
+    let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(20)).await;
+    let (mut gw, base) = common::serve_http_process(&sim, "http-superseded", "").await;
+    let c = Client::new(&base);
+    let (first, code) = c.verify(&sim, "447700900611", json!({}), 0).await;
+    let _second = c.verify(&sim, "447700900611", json!({}), 1).await;
+    for _ in 0..3 {
+        // The API reports a superseded verification as expired.
+        assert_eq!(c.check(&first, &code).await, "expired");
+    }
+    let ops = crate::ops::ops_addr_in(&gw.logs());
+    let count = |o: &'static str| async move {
+        let s = format!("otpgw_verifications_total{{brand=\"bank\",outcome=\"{o}\"}}");
+        crate::ops::scrape_value(ops, &s).await
+    };
+    assert_eq!(count("superseded").await, Some(1.0));
+    assert_eq!(count("check_superseded").await, Some(3.0));
+    assert_eq!(count("created").await, Some(2.0));
+    assert_eq!(gw.term(Duration::from_secs(10)).await, Some(0));
+    sim.shutdown();
+}

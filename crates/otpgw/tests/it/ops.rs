@@ -401,3 +401,18 @@ pub(crate) async fn scrape_sum(ops: std::net::SocketAddr, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The ops listener's address, from a node's log (its config says port 0).
+pub(crate) fn ops_addr_in(logs: &str) -> std::net::SocketAddr {
+    logs.lines()
+        .filter(|l| l.contains("ops listener"))
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+        .and_then(|a| a.parse().ok())
+        .expect("the ops listener's address in the log")
+}
+
+/// One series (name and labels as rendered) from a node's `/metrics`.
+pub(crate) async fn scrape_value(ops: std::net::SocketAddr, series: &str) -> Option<f64> {
+    let (_, m) = get(ops, "/metrics").await;
+    value(&m, series)
+}

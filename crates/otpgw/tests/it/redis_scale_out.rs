@@ -645,13 +645,7 @@ async fn each_bind_gets_its_own_receipts_across_nodes() {
     // Receipts crossed nodes: some reached the node that did not send the message.
     let mut crossed = 0.0;
     for n in &nodes {
-        let logs = n.logs();
-        let ops = logs
-            .lines()
-            .filter(|l| l.contains("ops listener"))
-            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
-            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-            .expect("the ops listener's address in the log");
+        let ops = crate::ops::ops_addr_in(&n.logs());
         let v = crate::ops::scrape_sum(ops, "otpgw_receipts_from_other_nodes_total").await;
         eprintln!("{ops}: {v} receipts from other nodes");
         crossed += v;
