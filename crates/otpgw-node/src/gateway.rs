@@ -129,15 +129,15 @@ impl Gateway {
                 tracker: tracker.clone(),
                 dispatcher: dispatcher.clone(),
             });
-            let admin = cfg.ops.admin_token.clone().map(|t| {
-                let a: Arc<dyn crate::ops::Admin> = Arc::new(GatewayAdmin {
+            let admin = admin_api(
+                cfg,
+                Arc::new(GatewayAdmin {
                     carriers: shared.clone(),
                     dispatcher: dispatcher.clone(),
                     tracker: tracker.clone(),
                     smpp: doors.smpp.clone(),
-                });
-                (a, t)
-            });
+                }),
+            )?;
             let listen = cfg.ops.listen;
             Some(
                 crate::ops::serve(listen, readiness, admin, shutdown.child_token())
@@ -365,4 +365,49 @@ async fn open_doors(
         http_addr,
         smpp,
     })
+}
+
+/// The admin API's keys (`[[ops.admin]]`, and the deprecated `ops.admin_token` as
+/// an `operate` token named `admin`) and audit log; `None` without any key.
+fn admin_api(
+    cfg: &Config,
+    admin: Arc<dyn crate::ops::Admin>,
+) -> Result<Option<crate::ops::AdminApi>, crate::error::StartError> {
+    use crate::config::AdminRole;
+    let mut keys = Vec::new();
+    if let Some(t) = &cfg.ops.admin_token {
+        tracing::warn!(
+            "ops.admin_token is deprecated: use [[ops.admin]] entries (name, role, token_hash)"
+        );
+        keys.push(crate::ops::AdminKey {
+            name: "admin".into(),
+            role: AdminRole::Operate,
+            digest: otpgw_http::auth::digest(t),
+        });
+    }
+    for a in &cfg.ops.admin {
+        let hex = a.token_hash.trim_start_matches("sha256:");
+        let mut digest = [0u8; 32];
+        for (i, d) in digest.iter_mut().enumerate() {
+            *d = u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("00"), 16).unwrap_or(0);
+        }
+        keys.push(crate::ops::AdminKey {
+            name: a.name.clone(),
+            role: a.role,
+            digest,
+        });
+    }
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let audit = match &cfg.audit {
+        Some(a) => Some(Arc::new(crate::audit::Audit::open(&a.path).map_err(
+            |e| crate::error::StartError::Part {
+                what: "the audit log",
+                reason: e.to_string(),
+            },
+        )?)),
+        None => None,
+    };
+    Ok(Some(crate::ops::AdminApi { admin, keys, audit }))
 }

@@ -12,6 +12,7 @@
 //!   they read and change.
 
 mod admin;
+pub mod audit;
 pub mod config;
 mod error;
 pub mod gateway;

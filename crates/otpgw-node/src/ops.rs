@@ -1,11 +1,17 @@
 //! The operator's HTTP listener (loopback by default): `/metrics` (Prometheus text
 //! format), `/healthz` (the process is alive), `/readyz` (the store is healthy and
 //! every route has at least one carrier bound), and the admin API under `/admin`
-//! (JSON; every call needs `Authorization: Bearer <ops.admin_token>`, the scheme in
-//! any case; without a configured token the admin API answers 404; every call is
-//! logged with the caller's address, allowed or not; an address that fails
-//! [`ADMIN_LOCK_AFTER`] times within a minute is refused (429, `Retry-After` the
-//! time left) for 60 s, then twice as long at each further lock):
+//! (JSON; every call needs `Authorization: Bearer <token>`, the scheme in any case).
+//!
+//! Admin tokens are named, each with a role (`[[ops.admin]]`): `read` may only GET,
+//! `operate` may also change (pause, resume). An unknown token answers 401, a read
+//! token on a change 403. The deprecated single `ops.admin_token` is an `operate`
+//! token named `admin`. Without any token the admin API answers 404. Every call is
+//! logged with the caller's address and the token's name, allowed or not (never the
+//! token); with `[audit]`, every change and every refused call is also appended to
+//! the hash-chained audit log (crate `audit`) before the answer. An address that
+//! fails [`ADMIN_LOCK_AFTER`] times within a minute is refused (429, `Retry-After`
+//! the time left) for 60 s, then twice as long at each further lock.
 //! - `GET /admin/carriers`: binds up and configured, window, paused, submits in the
 //!   last second, queue per class;
 //! - `POST /admin/carriers/{name}/pause` and `.../resume`: stop or restart taking
@@ -14,7 +20,8 @@
 //! - `GET /admin/queue`: queued, in flight and receipts waiting;
 //! - `GET /admin/quality`: carrier quality per destination prefix over the window
 //!   (on-time and delivered ratios, failures, receipts that never came, receipt
-//!   latency p50/p90).
+//!   latency p50/p90);
+//! - `GET /admin/audit`: the audit log's line count and head hash.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -100,10 +107,26 @@ pub trait Admin: Send + Sync + 'static {
     fn quality(&self) -> Value;
 }
 
+/// An admin token as the listener knows it: its name, role and SHA-256.
+#[derive(Clone)]
+pub struct AdminKey {
+    pub name: String,
+    pub role: crate::config::AdminRole,
+    pub digest: [u8; 32],
+}
+
+/// The admin API: what it reads and changes, and who may call it.
+pub struct AdminApi {
+    pub admin: Arc<dyn Admin>,
+    pub keys: Vec<AdminKey>,
+    /// Where changes and refused calls are recorded (`[audit]`).
+    pub audit: Option<Arc<crate::audit::Audit>>,
+}
+
 struct Ctx {
     prom: Option<PrometheusHandle>,
     readiness: Arc<dyn Readiness>,
-    admin: Option<(Arc<dyn Admin>, String)>,
+    admin: Option<AdminApi>,
     lockout: parking_lot::Mutex<otpgw_accept::auth::Lockout>,
 }
 
@@ -111,7 +134,7 @@ struct Ctx {
 pub async fn serve(
     listen: SocketAddr,
     readiness: Arc<dyn Readiness>,
-    admin: Option<(Arc<dyn Admin>, String)>,
+    admin: Option<AdminApi>,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let ctx = Arc::new(Ctx {
@@ -132,6 +155,7 @@ pub async fn serve(
         .route("/admin/brands", get(admin_brands))
         .route("/admin/queue", get(admin_queue))
         .route("/admin/quality", get(admin_quality))
+        .route("/admin/audit", get(admin_audit))
         .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), guard));
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -195,22 +219,46 @@ fn refusal(status: StatusCode, error: &str, retry_secs: Option<u64>) -> Response
     r
 }
 
-/// Every `/admin` call: the token, the lockout of failing addresses and the log
-/// line (who called what, allowed or not; never the token).
+/// What an admin call does, for the log and the audit: (action, target).
+fn describe(method: &axum::http::Method, path: &str) -> (String, String) {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["admin", "carriers", name, op] => (format!("{op}_carrier"), (*name).to_string()),
+        _ => (format!("{method} {path}"), String::new()),
+    }
+}
+
+/// Every `/admin` call: the token and its role, the lockout of failing addresses,
+/// the log line (who called what, allowed or not; never the token) and the audit
+/// line of every change and refusal.
 async fn guard(
     State(ctx): State<Arc<Ctx>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
 ) -> Response {
-    let Some((_, token)) = &ctx.admin else {
+    let Some(api) = &ctx.admin else {
         return refusal(StatusCode::NOT_FOUND, "admin API disabled", None);
     };
     let (ip, now) = (peer.ip(), otpgw_core::clock::now_ms());
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let (action, target) = describe(&method, &path);
+    let stranger = format!("peer {ip}");
+    let audit = |actor: &str, result: &str| match &api.audit {
+        Some(a) => a
+            .record(crate::audit::Event {
+                actor,
+                action: &action,
+                target: &target,
+                result,
+            })
+            .map_err(|e| tracing::error!(error = %e, "audit log write failed")),
+        None => Ok(()),
+    };
     if let Some(left) = ctx.lockout.lock().locked_for(None, ip, now) {
         metrics::counter!("otpgw_admin_unauthorized_total").increment(1);
         tracing::warn!(%peer, %method, path, "admin call refused: address locked");
+        let _ = audit(&stranger, "locked");
         return refusal(
             StatusCode::TOO_MANY_REQUESTS,
             "too many failed authentications from this address",
@@ -223,9 +271,18 @@ async fn guard(
         .and_then(|v| v.to_str().ok())
         .and_then(otpgw_accept::auth::bearer_token)
         .unwrap_or("");
-    if !otpgw_accept::brands::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+    let digest = otpgw_http::auth::digest(given);
+    // Every key compared in constant time, whichever matches.
+    let mut key = None;
+    for k in &api.keys {
+        if otpgw_accept::brands::constant_time_eq(&digest, &k.digest) {
+            key = Some(k);
+        }
+    }
+    let Some(key) = key.filter(|_| !given.is_empty()) else {
         metrics::counter!("otpgw_admin_unauthorized_total").increment(1);
-        tracing::warn!(%peer, %method, path, "admin call refused: wrong token");
+        tracing::warn!(%peer, %method, path, "admin call refused: unknown token");
+        let _ = audit(&stranger, "unauthorized");
         if let Some(ms) = ctx.lockout.lock().failure(None, ip, now) {
             metrics::counter!("otpgw_auth_lockouts_total", "door" => "admin").increment(1);
             tracing::warn!(%peer, seconds = ms.div_ceil(1000), "failed admin tokens: address locked");
@@ -236,16 +293,42 @@ async fn guard(
             );
         }
         return refusal(StatusCode::UNAUTHORIZED, "unauthorized", None);
+    };
+    let change = method != axum::http::Method::GET && method != axum::http::Method::HEAD;
+    if change && key.role == crate::config::AdminRole::Read {
+        metrics::counter!("otpgw_admin_unauthorized_total").increment(1);
+        tracing::warn!(%peer, token = %key.name, %method, path, "admin call refused: read-only token");
+        let _ = audit(&key.name, "forbidden");
+        return refusal(StatusCode::FORBIDDEN, "this token may only read", None);
     }
-    tracing::info!(%peer, %method, path, "admin call");
-    next.run(req).await
+    tracing::info!(%peer, token = %key.name, %method, path, "admin call");
+    let resp = next.run(req).await;
+    if change && audit(&key.name, resp.status().as_str()).is_err() {
+        // Done, but not recorded: say so rather than answer as if all were well.
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the change was made but the audit log could not record it",
+            None,
+        );
+    }
+    resp
 }
 
 /// The admin API (present: [`guard`] let the call through).
 fn with_admin(ctx: &Ctx, f: impl FnOnce(&dyn Admin) -> Response) -> Response {
     match &ctx.admin {
-        Some((a, _)) => f(a.as_ref()),
+        Some(api) => f(api.admin.as_ref()),
         None => refusal(StatusCode::NOT_FOUND, "admin API disabled", None),
+    }
+}
+
+async fn admin_audit(State(ctx): State<Arc<Ctx>>) -> Response {
+    match ctx.admin.as_ref().and_then(|a| a.audit.as_ref()) {
+        Some(a) => {
+            let (lines, head) = a.head();
+            Json(json!({ "lines": lines, "head": head })).into_response()
+        }
+        None => refusal(StatusCode::NOT_FOUND, "no audit log configured", None),
     }
 }
 

@@ -67,7 +67,11 @@ impl Gateway {
         {
             restart.push("store".into());
         }
-        if new.ops.listen != cur.ops.listen || new.ops.admin_token != cur.ops.admin_token {
+        if new.ops.listen != cur.ops.listen
+            || new.ops.admin_token != cur.ops.admin_token
+            || new.ops.admin != cur.ops.admin
+            || new.audit != cur.audit
+        {
             restart.push("ops".into());
         }
         if new.http.as_ref().map(|h| h.listen) != cur.http.as_ref().map(|h| h.listen)

@@ -12,6 +12,7 @@ use crate::config::Config;
 
 /// Counters without labels.
 const COUNTERS: &[&str] = &[
+    "otpgw_audit_lines_total",
     "otpgw_brand_bind_failures_total",
     "otpgw_brand_bind_timeouts_total",
     "otpgw_brand_binds_locked_out_total",

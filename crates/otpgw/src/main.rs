@@ -44,6 +44,11 @@ enum Cmd {
     NewApiKey,
     /// Print the HTTP API's OpenAPI 3 document (docs/openapi.json).
     Openapi,
+    /// The audit log of admin changes.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
     /// Run the gateway with an in-process simulated carrier on 127.0.0.1:2775 (demo/demo).
     Demo {
         #[arg(long, default_value = "127.0.0.1:2775")]
@@ -73,8 +78,49 @@ enum Cmd {
     FuzzLive(otpgw_lab::soak::fuzz_live::FuzzLiveArgs),
 }
 
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain of an audit log: exits 0 and prints its line count and
+    /// head hash when it holds, non-zero naming the first line that breaks it.
+    Verify {
+        file: PathBuf,
+        /// The head hash kept elsewhere (`GET /admin/audit`, the log): the file's
+        /// must equal it, which catches lines cut from its end.
+        #[arg(long)]
+        head: Option<String>,
+    },
+}
+
+fn audit_verify(file: &std::path::Path, head: Option<&str>) -> ExitCode {
+    match otpgw_node::audit::verify_hex(file) {
+        Ok((lines, got)) => {
+            if let Some(want) = head
+                && !want.eq_ignore_ascii_case(&got)
+            {
+                eprintln!(
+                    "{}: the chain holds for {lines} lines but its head {got} is not {want}: lines were cut from its end",
+                    file.display()
+                );
+                return ExitCode::FAILURE;
+            }
+            println!("{}: ok, {lines} lines, head {got}", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Audit {
+        cmd: AuditCmd::Verify { file, head },
+    } = &cli.cmd
+    {
+        return audit_verify(file, head.as_deref());
+    }
     if let Cmd::HashPassword = &cli.cmd {
         return hash_password();
     }
@@ -136,7 +182,11 @@ fn main() -> ExitCode {
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::CheckConfig { .. } | Cmd::HashPassword | Cmd::NewApiKey | Cmd::Openapi => Ok(()),
+        Cmd::CheckConfig { .. }
+        | Cmd::HashPassword
+        | Cmd::NewApiKey
+        | Cmd::Openapi
+        | Cmd::Audit { .. } => Ok(()),
         Cmd::Serve { config } => {
             let cfg = Config::load(&config)?;
             let gw = Gateway::start(&cfg).await?;

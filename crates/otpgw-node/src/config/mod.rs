@@ -50,6 +50,9 @@ pub struct Config {
     pub ops: Ops,
     #[serde(default)]
     pub log: Log,
+    /// The audit log of admin changes (off unless present).
+    #[serde(default)]
+    pub audit: Option<AuditCfg>,
     /// The HTTP API for brands (off unless present).
     #[serde(default)]
     pub http: Option<Http>,
@@ -202,6 +205,22 @@ impl Config {
             && t.len() < 16
         {
             p.push("ops.admin_token: must be at least 16 characters".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, a) in self.ops.admin.iter().enumerate() {
+            if a.name.is_empty() || !names.insert(a.name.as_str()) {
+                p.push(format!("ops.admin[{i}].name: empty or used twice"));
+            }
+            if a.name == "admin" && self.ops.admin_token.is_some() {
+                p.push(format!(
+                    "ops.admin[{i}].name: \"admin\" is the name of ops.admin_token"
+                ));
+            }
+            if !is_sha256_hash(&a.token_hash) {
+                p.push(format!(
+                    "ops.admin[{i}].token_hash: must be sha256:<64 hex digits> (otpgw new-api-key prints one)"
+                ));
+            }
         }
         if self.queue.capacity == 0 {
             p.push("queue.capacity: must be at least 1".into());
@@ -358,4 +377,10 @@ pub(crate) fn net_problems(key: &str, list: &[String], p: &mut Vec<String>) {
             ));
         }
     }
+}
+
+/// `sha256:` then 64 hex digits.
+fn is_sha256_hash(h: &str) -> bool {
+    h.strip_prefix("sha256:")
+        .is_some_and(|x| x.len() == 64 && x.bytes().all(|b| b.is_ascii_hexdigit()))
 }

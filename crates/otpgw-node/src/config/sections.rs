@@ -266,9 +266,14 @@ pub struct Ops {
     /// Where (loopback by default: it is not for the internet).
     #[serde(default = "d_ops_listen")]
     pub listen: SocketAddr,
-    /// Bearer token for /admin; without one the admin API is off.
+    /// Deprecated: one bearer token for /admin, taken as an `operate` token named
+    /// `admin`. Prefer `[[ops.admin]]`.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Named admin tokens with their roles; without any (and no `admin_token`) the
+    /// admin API is off.
+    #[serde(default)]
+    pub admin: Vec<AdminToken>,
 }
 impl Default for Ops {
     fn default() -> Self {
@@ -276,8 +281,48 @@ impl Default for Ops {
             enabled: true,
             listen: d_ops_listen(),
             admin_token: None,
+            admin: Vec::new(),
         }
     }
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminRole {
+    /// GET only.
+    Read,
+    /// Also changes (pause, resume).
+    Operate,
+}
+
+/// One `[[ops.admin]]` entry: a named token (only its hash is in the file).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who holds it (the audit log's actor).
+    pub name: String,
+    pub role: AdminRole,
+    /// `sha256:<64 hex>` of the token, as `otpgw new-api-key` prints it.
+    pub token_hash: String,
+}
+
+impl std::fmt::Debug for AdminToken {
+    /// Shows no part of the hash.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[audit]`: where admin changes and refused admin calls are recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditCfg {
+    /// The append-only, hash-chained log file (see `otpgw audit verify`).
+    pub path: std::path::PathBuf,
 }
 pub(super) fn d_true() -> bool {
     true

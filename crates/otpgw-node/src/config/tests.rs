@@ -209,3 +209,30 @@ fn brand_credentials_and_limits_are_checked() {
     assert!(b.allows("192.0.2.7".parse().unwrap()));
     assert!(!b.allows("192.0.2.8".parse().unwrap()));
 }
+
+#[test]
+fn admin_tokens_and_audit_are_checked() {
+    let h = format!("sha256:{}", "ab".repeat(32));
+    let good = format!(
+        "{EXAMPLE}\n[[ops.admin]]\nname = \"alice\"\nrole = \"operate\"\ntoken_hash = \"{h}\"\n\
+         [[ops.admin]]\nname = \"grafana\"\nrole = \"read\"\ntoken_hash = \"{h}\"\n\
+         [audit]\npath = \"/tmp/audit.log\"\n"
+    );
+    let c = Config::parse(&good, "x").unwrap();
+    assert_eq!(c.ops.admin.len(), 2);
+    assert_eq!(c.ops.admin[1].role, AdminRole::Read);
+    assert!(
+        !format!("{:?}", c.ops.admin[0]).contains("abab"),
+        "Debug hides the hash"
+    );
+    assert!(c.audit.is_some());
+    let bad = format!(
+        "{EXAMPLE}\n[[ops.admin]]\nname = \"alice\"\nrole = \"operate\"\ntoken_hash = \"plain\"\n\
+         [[ops.admin]]\nname = \"alice\"\nrole = \"read\"\ntoken_hash = \"{h}\"\n"
+    );
+    let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+    assert!(e.contains("ops.admin[0].token_hash"), "{e}");
+    assert!(e.contains("ops.admin[1].name: empty or used twice"), "{e}");
+    let role = good.replace("role = \"read\"", "role = \"root\"");
+    assert!(Config::parse(&role, "x.toml").is_err());
+}

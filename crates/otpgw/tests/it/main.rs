@@ -8,6 +8,7 @@
 
 mod common;
 
+mod admin_audit;
 mod brand_auth;
 mod brand_limits;
 mod brand_protocol;

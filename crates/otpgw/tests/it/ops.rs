@@ -64,7 +64,7 @@ async fn health_readiness_and_metrics() {
 }
 
 /// An HTTP/1.0 request with an optional bearer token: (status, body).
-async fn call(
+pub(crate) async fn call(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
