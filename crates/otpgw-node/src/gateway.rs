@@ -375,14 +375,14 @@ fn admin_api(
 ) -> Result<Option<crate::ops::AdminApi>, crate::error::StartError> {
     use crate::config::AdminRole;
     let mut keys = Vec::new();
-    if let Some(t) = &cfg.ops.admin_token {
+    if let Some(t) = cfg.ops.admin_token().ok().flatten() {
         tracing::warn!(
             "ops.admin_token is deprecated: use [[ops.admin]] entries (name, role, token_hash)"
         );
         keys.push(crate::ops::AdminKey {
             name: "admin".into(),
             role: AdminRole::Operate,
-            digest: otpgw_http::auth::digest(t),
+            digest: otpgw_http::auth::digest(&t),
         });
     }
     for a in &cfg.ops.admin {

@@ -46,7 +46,7 @@ impl Gateway {
             }
             if c.address != old.address
                 || c.system_id != old.system_id
-                || c.password != old.password
+                || c.password() != old.password()
                 || c.binds != old.binds
             {
                 restart.push(format!(
@@ -68,7 +68,7 @@ impl Gateway {
             restart.push("store".into());
         }
         if new.ops.listen != cur.ops.listen
-            || new.ops.admin_token != cur.ops.admin_token
+            || new.ops.admin_token() != cur.ops.admin_token()
             || new.ops.admin != cur.ops.admin
             || new.audit != cur.audit
         {

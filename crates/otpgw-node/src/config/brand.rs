@@ -84,6 +84,8 @@ pub struct Brand {
     pub webhook_secret: Option<String>,
     #[serde(default)]
     pub webhook_secret_env: Option<String>,
+    #[serde(default)]
+    pub webhook_secret_file: Option<std::path::PathBuf>,
     /// Sender id of this brand's verification codes (else `[verify] sender`).
     #[serde(default)]
     pub verify_sender: Option<String>,
@@ -107,14 +109,13 @@ fn d_class() -> ClassCfg {
 impl Brand {
     /// The webhook secret, from the file or the environment.
     pub fn webhook_secret(&self) -> Result<Option<String>, String> {
-        match (&self.webhook_secret, &self.webhook_secret_env) {
-            (None, None) => Ok(None),
-            (Some(s), None) => Ok(Some(s.clone())),
-            (None, Some(var)) => std::env::var(var)
-                .map(Some)
-                .map_err(|_| format!("the environment variable {var} is not set")),
-            (Some(_), Some(_)) => Err("set webhook_secret or webhook_secret_env, not both".into()),
-        }
+        super::secret::source(
+            "webhook_secret",
+            &self.webhook_secret,
+            &self.webhook_secret_env,
+            &self.webhook_secret_file,
+        )
+        .resolve()
     }
 }
 
@@ -192,7 +193,7 @@ impl Config {
                 if let Err(e) = self.url_policy().check(u) {
                     p.push(format!("brand[{i}].fallback_url: {e}"));
                 }
-                if b.webhook_secret.is_none() && b.webhook_secret_env.is_none() {
+                if !matches!(b.webhook_secret(), Ok(Some(_))) {
                     p.push(format!(
                         "brand[{i}].fallback_url: needs webhook_secret (events are signed)"
                     ));

@@ -25,7 +25,13 @@ pub struct Carrier {
     pub name: String,
     pub address: String,
     pub system_id: String,
-    pub password: String,
+    /// The bind password, or `password_env` / `password_file` (config::secret).
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
     #[serde(default)]
     pub system_type: String,
     #[serde(default = "d_bind_mode")]
@@ -122,6 +128,20 @@ fn d_receipt_ids() -> ReceiptIds {
     ReceiptIds::Auto
 }
 
+impl Carrier {
+    /// The bind password, from the file, the environment or a file (exactly one).
+    pub fn password(&self) -> Result<String, String> {
+        super::secret::source(
+            "password",
+            &self.password,
+            &self.password_env,
+            &self.password_file,
+        )
+        .resolve()?
+        .ok_or_else(|| "password: set one of password, password_env and password_file".into())
+    }
+}
+
 impl std::fmt::Debug for Carrier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Carrier")
@@ -204,10 +224,12 @@ impl Config {
                     "carrier[{i}].system_id: must be 1 to 15 characters"
                 ));
             }
-            if c.password.len() > 8 {
-                p.push(format!(
+            match c.password() {
+                Ok(pw) if pw.len() > 8 => p.push(format!(
                     "carrier[{i}].password: at most 8 characters (SMPP limit)"
-                ));
+                )),
+                Ok(_) => {}
+                Err(e) => p.push(format!("carrier[{i}].{e}")),
             }
             if c.binds == 0 || c.binds > 64 {
                 p.push(format!(
@@ -311,7 +333,8 @@ impl Config {
         self.carriers
             .iter()
             .map(|c| {
-                let mut k = CarrierConfig::new(&c.name, &c.address, &c.system_id, &c.password);
+                let pw = c.password().unwrap_or_default();
+                let mut k = CarrierConfig::new(&c.name, &c.address, &c.system_id, &pw);
                 k.system_type = c.system_type.clone();
                 k.bind_mode = match c.bind_mode {
                     BindModeCfg::Transceiver => BindMode::Transceiver,

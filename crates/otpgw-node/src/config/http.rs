@@ -91,6 +91,8 @@ pub struct Verify {
     pub secret: Option<String>,
     #[serde(default)]
     pub secret_env: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<std::path::PathBuf>,
     #[serde(default = "d_sender")]
     pub sender: String,
     /// Default text; `{code}` required, `{minutes}` optional.
@@ -118,6 +120,7 @@ impl std::fmt::Debug for Verify {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verify")
             .field("secret_env", &self.secret_env)
+            .field("secret_file", &self.secret_file)
             .finish_non_exhaustive()
     }
 }
@@ -156,13 +159,10 @@ fn d_prefix_digits() -> usize {
 impl Verify {
     /// The secret's bytes (from the file or the environment).
     pub fn secret_bytes(&self) -> Result<Vec<u8>, String> {
-        match (&self.secret, &self.secret_env) {
-            (Some(s), None) => Ok(s.clone().into_bytes()),
-            (None, Some(var)) => std::env::var(var)
-                .map(String::into_bytes)
-                .map_err(|_| format!("the environment variable {var} is not set")),
-            _ => Err("set exactly one of secret and secret_env".into()),
-        }
+        super::secret::source("secret", &self.secret, &self.secret_env, &self.secret_file)
+            .resolve()?
+            .map(String::into_bytes)
+            .ok_or_else(|| "set exactly one of secret, secret_env and secret_file".into())
     }
 }
 

@@ -13,11 +13,13 @@ use otpgw_smpp_server::ServerConfig;
 mod brand;
 mod carrier;
 mod http;
+mod secret;
 mod sections;
 
 pub use brand::*;
 pub use carrier::*;
 pub use http::*;
+pub use secret::*;
 pub use sections::*;
 
 /// A configuration problem, with where it is.
@@ -201,27 +203,7 @@ impl Config {
         if st.receipt_retention_secs == 0 {
             p.push("store.receipt_retention_secs: must be at least 1".into());
         }
-        if let Some(t) = &self.ops.admin_token
-            && t.len() < 16
-        {
-            p.push("ops.admin_token: must be at least 16 characters".into());
-        }
-        let mut names = std::collections::HashSet::new();
-        for (i, a) in self.ops.admin.iter().enumerate() {
-            if a.name.is_empty() || !names.insert(a.name.as_str()) {
-                p.push(format!("ops.admin[{i}].name: empty or used twice"));
-            }
-            if a.name == "admin" && self.ops.admin_token.is_some() {
-                p.push(format!(
-                    "ops.admin[{i}].name: \"admin\" is the name of ops.admin_token"
-                ));
-            }
-            if !is_sha256_hash(&a.token_hash) {
-                p.push(format!(
-                    "ops.admin[{i}].token_hash: must be sha256:<64 hex digits> (otpgw new-api-key prints one)"
-                ));
-            }
-        }
+        self.ops_problems(&mut p);
         if self.queue.capacity == 0 {
             p.push("queue.capacity: must be at least 1".into());
         }
@@ -237,6 +219,33 @@ impl Config {
         self.http_problems(&mut p);
         self.quality.problems(&mut p);
         p
+    }
+
+    /// `[ops]`: the deprecated admin token and the named ones.
+    fn ops_problems(&self, p: &mut Vec<String>) {
+        match self.ops.admin_token() {
+            Ok(Some(t)) if t.len() < 16 => {
+                p.push("ops.admin_token: must be at least 16 characters".into());
+            }
+            Err(e) => p.push(format!("ops.{e}")),
+            _ => {}
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, a) in self.ops.admin.iter().enumerate() {
+            if a.name.is_empty() || !names.insert(a.name.as_str()) {
+                p.push(format!("ops.admin[{i}].name: empty or used twice"));
+            }
+            if a.name == "admin" && matches!(self.ops.admin_token(), Ok(Some(_))) {
+                p.push(format!(
+                    "ops.admin[{i}].name: \"admin\" is the name of ops.admin_token"
+                ));
+            }
+            if !is_sha256_hash(&a.token_hash) {
+                p.push(format!(
+                    "ops.admin[{i}].token_hash: must be sha256:<64 hex digits> (otpgw new-api-key prints one)"
+                ));
+            }
+        }
     }
 
     /// The brand server's settings.

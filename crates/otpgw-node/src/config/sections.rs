@@ -257,7 +257,7 @@ pub struct Log {
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ops {
     /// Serve /metrics, /healthz and /readyz.
@@ -270,6 +270,10 @@ pub struct Ops {
     /// `admin`. Prefer `[[ops.admin]]`.
     #[serde(default)]
     pub admin_token: Option<String>,
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
+    #[serde(default)]
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// Named admin tokens with their roles; without any (and no `admin_token`) the
     /// admin API is off.
     #[serde(default)]
@@ -281,8 +285,36 @@ impl Default for Ops {
             enabled: true,
             listen: d_ops_listen(),
             admin_token: None,
+            admin_token_env: None,
+            admin_token_file: None,
             admin: Vec::new(),
         }
+    }
+}
+
+impl std::fmt::Debug for Ops {
+    /// Never prints the admin token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("admin_token_env", &self.admin_token_env)
+            .field("admin_token_file", &self.admin_token_file)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ops {
+    /// The deprecated single admin token, from the file, the environment or a file.
+    pub fn admin_token(&self) -> Result<Option<String>, String> {
+        super::secret::source(
+            "admin_token",
+            &self.admin_token,
+            &self.admin_token_env,
+            &self.admin_token_file,
+        )
+        .resolve()
     }
 }
 

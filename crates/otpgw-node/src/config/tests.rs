@@ -236,3 +236,79 @@ fn admin_tokens_and_audit_are_checked() {
     let role = good.replace("role = \"read\"", "role = \"root\"");
     assert!(Config::parse(&role, "x.toml").is_err());
 }
+
+#[test]
+fn secrets_come_from_the_file_the_environment_or_a_file() {
+    let dir = std::env::temp_dir().join(format!("otpgw-cfg-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, v: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("{v}\n")).unwrap();
+        p.display().to_string()
+    };
+    let pw = write("carrier-pw", "c4rr13r");
+    let verify = write("verify", "0123456789abcdef0123456789abcdef-from-file");
+    let hook = write("hook", "webhook-secret-from-file");
+    let admin = write("admin", "admin-token-from-a-file");
+    let text = EXAMPLE
+        .replacen(
+            "password = \"secret\"",
+            &format!("password_file = \"{pw}\""),
+            1,
+        )
+        .replace(
+            "secret = \"example-only-CHANGE-ME-0123456789abcdef0123456789abcdef\"",
+            &format!("secret_file = \"{verify}\""),
+        )
+        .replace(
+            "webhook_secret = \"example-only-CHANGE-ME-webhook\"",
+            &format!("webhook_secret_file = \"{hook}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:9464\"",
+            &format!("listen = \"127.0.0.1:9464\"\nadmin_token_file = \"{admin}\""),
+        );
+    let c = Config::parse(&text, "x").unwrap();
+    assert_eq!(c.carriers[0].password().unwrap(), "c4rr13r");
+    assert_eq!(c.carrier_configs()[0].password, "c4rr13r");
+    assert_eq!(
+        c.verify.as_ref().unwrap().secret_bytes().unwrap(),
+        b"0123456789abcdef0123456789abcdef-from-file"
+    );
+    assert_eq!(
+        c.brands[0].webhook_secret().unwrap().as_deref(),
+        Some("webhook-secret-from-file")
+    );
+    assert_eq!(
+        c.ops.admin_token().unwrap().as_deref(),
+        Some("admin-token-from-a-file")
+    );
+    // No secret in the Debug of the whole config.
+    let dbg = format!("{c:?}");
+    for s in ["c4rr13r", "from-file", "webhook-secret", "admin-token-from"] {
+        assert!(!dbg.contains(s), "{s} in Debug");
+    }
+    // A missing variable or file is named; two ways at once are refused.
+    let bad = EXAMPLE
+        .replacen(
+            "password = \"secret\"",
+            "password_env = \"OTPGW_TEST_NO_SUCH_VARIABLE\"",
+            1,
+        )
+        .replace(
+            "webhook_secret = \"example-only-CHANGE-ME-webhook\"",
+            "webhook_secret_file = \"/nonexistent/otpgw/hook\"",
+        )
+        .replace(
+            "secret = \"example-only-CHANGE-ME-0123456789abcdef0123456789abcdef\"",
+            "secret = \"example-only-CHANGE-ME-0123456789abcdef0123456789abcdef\"\nsecret_env = \"X\"",
+        );
+    let e = Config::parse(&bad, "x.toml").unwrap_err().to_string();
+    for want in [
+        "carrier[0].password_env: the environment variable OTPGW_TEST_NO_SUCH_VARIABLE is not set",
+        "webhook_secret_file: cannot read /nonexistent/otpgw/hook",
+        "set exactly one of secret, secret_env and secret_file",
+    ] {
+        assert!(e.contains(want), "{want} not in {e}");
+    }
+}
