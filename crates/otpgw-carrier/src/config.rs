@@ -23,12 +23,23 @@ pub enum Unanswered {
     Fail,
 }
 
+/// TLS towards a carrier: the client configuration (trusted roots, and otpgw's
+/// certificate for mutual TLS) and the name the carrier's certificate must carry.
+#[derive(Clone)]
+pub struct CarrierTls {
+    pub config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    pub server_name: String,
+}
+
 /// One carrier's connection settings.
 #[derive(Clone)]
 pub struct CarrierConfig {
     pub name: String,
     /// `host:port`.
     pub address: String,
+    /// TLS on the binds (`None`: plain TCP). With it nothing is ever sent in clear:
+    /// a failed handshake fails the bind.
+    pub tls: Option<CarrierTls>,
     pub system_id: String,
     pub password: String,
     pub system_type: String,
@@ -102,6 +113,7 @@ impl CarrierConfig {
         Self {
             name: name.into(),
             address: address.into(),
+            tls: None,
             system_id: system_id.into(),
             password: password.into(),
             system_type: String::new(),

@@ -31,7 +31,7 @@ use otpgw_core::clock::now_ms;
 use otpgw_core::tracker::Tracker;
 use otpgw_dispatch::{Dispatcher, UnknownCarrier};
 
-pub use crate::config::{BindMode, CarrierConfig, Unanswered};
+pub use crate::config::{BindMode, CarrierConfig, CarrierTls, Unanswered};
 pub use crate::matcher::{IdConvention, IdMode};
 pub use crate::state::CarrierState;
 

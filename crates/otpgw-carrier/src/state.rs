@@ -80,6 +80,7 @@ impl CarrierState {
             "otpgw_messages_expired_total",
             "otpgw_messages_failed_over_total",
             "otpgw_carrier_unanswered_failed_total",
+            "otpgw_carrier_tls_handshake_failures_total",
         ] {
             metrics::counter!(name, "carrier" => cfg.name.clone()).increment(0);
         }

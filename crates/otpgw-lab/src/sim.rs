@@ -26,6 +26,14 @@ pub struct SimArgs {
     /// the receipt), :undeliv, or :delay=MS (repeatable; the first that applies).
     #[arg(long)]
     pub rule: Vec<String>,
+    /// Serve SMPP over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Require clients to present a certificate signed by these PEM roots (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
 }
 
 impl SimArgs {
@@ -37,6 +45,16 @@ impl SimArgs {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
         });
         c.receipt_delay = Duration::from_millis(self.receipt_delay_ms);
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            c.tls = Some(
+                otpgw_accept::tls::server_config_with_clients(
+                    cert,
+                    key,
+                    self.tls_client_ca.as_deref(),
+                )
+                .map_err(LabError::Usage)?,
+            );
+        }
         let w: Vec<u32> = self
             .outcomes
             .split(':')

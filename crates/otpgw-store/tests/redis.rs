@@ -221,8 +221,11 @@ async fn shared_bucket_caps_three_clients_together() {
     // The bucket holds on Redis's clock; a grant is timed here when its answer
     // arrives, up to one round trip after Redis made it, so a window measured here
     // can hold up to two round trips' worth more.
+    // A window also starts at a whole grant of up to 10 (one `take`), so allow one
+    // take more: this checks the cap across three clients, not the last token (a
+    // run here once measured 1,024 against 1,023.7).
     let rtt = all.iter().map(|(_, _, r)| *r).max().unwrap_or_default();
-    let allowed = rate + burst + rate * 2.0 * rtt.as_secs_f64();
+    let allowed = rate + burst + rate * 2.0 * rtt.as_secs_f64() + 10.0;
     assert!(
         worst as f64 <= allowed,
         "{worst} granted in one second at {rate}/s (burst {burst}, longest round trip {rtt:?})"

@@ -72,6 +72,8 @@ pub enum BindError {
     Connect(std::io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
+    #[error("TLS handshake with the carrier failed: {0}")]
+    Tls(String),
     #[error("carrier refused the bind with status {0:#x}")]
     Refused(u32),
     #[error("no bind response in time")]
@@ -215,7 +217,56 @@ async fn connect_and_serve(
         .map_err(|_| BindError::ConnectTimeout)?
         .map_err(BindError::Connect)?;
     let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    match &cfg.tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            bind_and_serve(shared, kind, was_bound, rd, wr).await
+        }
+        Some(tls) => {
+            let tls_stream = handshake(shared, tls, stream).await?;
+            let (rd, wr) = tokio::io::split(tls_stream);
+            bind_and_serve(shared, kind, was_bound, rd, wr).await
+        }
+    }
+}
+
+/// The TLS handshake of a bind (within the connect timeout). A failure (a
+/// certificate refused either way, no common protocol) fails the bind like a
+/// refused password: counted, logged naming TLS, retried with the usual backoff.
+async fn handshake(
+    shared: &Arc<CarrierState>,
+    tls: &crate::config::CarrierTls,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, BindError> {
+    use tokio_rustls::rustls::pki_types::ServerName;
+    let cfg = &shared.cfg;
+    let failed = |why: String| {
+        metrics::counter!("otpgw_carrier_tls_handshake_failures_total", "carrier" => cfg.name.clone())
+            .increment(1);
+        BindError::Tls(why)
+    };
+    let name = ServerName::try_from(tls.server_name.clone())
+        .map_err(|e| failed(format!("server name {:?}: {e}", tls.server_name)))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    timeout(cfg.connect_timeout, connector.connect(name, stream))
+        .await
+        .map_err(|_| failed("timed out".into()))?
+        .map_err(|e| failed(e.to_string()))
+}
+
+/// Bind over an established connection (plain or TLS) and serve until it ends.
+async fn bind_and_serve<R, W>(
+    shared: &Arc<CarrierState>,
+    kind: Kind,
+    was_bound: &mut bool,
+    rd: R,
+    wr: W,
+) -> Result<(), BindError>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = &shared.cfg;
     let mut rx = reader(rd, cfg.max_frame);
     let (tx, _stats, writer) = spawn_writer(wr, cfg.window.max(16) * 2);
     let scfg = SessionConfig {

@@ -34,6 +34,23 @@ pub struct Carrier {
     pub password_file: Option<std::path::PathBuf>,
     #[serde(default)]
     pub system_type: String,
+    /// TLS on the binds (rustls, TLS 1.2 and 1.3).
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM roots the carrier's certificate must chain to (absent: the web's roots).
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The name the carrier's certificate must carry (absent: the host of `address`).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// otpgw's certificate and key for mutual TLS.
+    #[serde(default)]
+    pub tls_client_cert_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub tls_client_key_file: Option<std::path::PathBuf>,
+    /// Built from the `tls_*` files when the file is parsed (or why not).
+    #[serde(skip)]
+    pub(super) tls_client: Option<Result<otpgw_carrier::CarrierTls, String>>,
     #[serde(default = "d_bind_mode")]
     pub bind_mode: BindModeCfg,
     #[serde(default = "d_1")]
@@ -129,6 +146,31 @@ fn d_receipt_ids() -> ReceiptIds {
 }
 
 impl Carrier {
+    /// Build the TLS client of `tls = true` from its files.
+    pub(super) fn load_tls(&mut self) {
+        if !self.tls {
+            return;
+        }
+        let client = match (&self.tls_client_cert_file, &self.tls_client_key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(h, _)| h)
+            .trim_matches(['[', ']'])
+            .to_string();
+        self.tls_client = Some(
+            otpgw_accept::tls::client_config(self.tls_ca_file.as_deref(), client).map(|config| {
+                otpgw_carrier::CarrierTls {
+                    config,
+                    server_name: self.tls_server_name.clone().unwrap_or(host),
+                }
+            }),
+        );
+    }
+
     /// The bind password, from the file, the environment or a file (exactly one).
     pub fn password(&self) -> Result<String, String> {
         super::secret::source(
@@ -147,6 +189,7 @@ impl std::fmt::Debug for Carrier {
         f.debug_struct("Carrier")
             .field("name", &self.name)
             .field("address", &self.address)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -223,6 +266,23 @@ impl Config {
                 p.push(format!(
                     "carrier[{i}].system_id: must be 1 to 15 characters"
                 ));
+            }
+            let tls_files = c.tls_ca_file.is_some()
+                || c.tls_server_name.is_some()
+                || c.tls_client_cert_file.is_some()
+                || c.tls_client_key_file.is_some();
+            if !c.tls && tls_files {
+                p.push(format!(
+                    "carrier[{i}].tls: the tls_* settings need tls = true"
+                ));
+            }
+            if c.tls_client_cert_file.is_some() != c.tls_client_key_file.is_some() {
+                p.push(format!(
+                    "carrier[{i}].tls_client_cert_file: goes with tls_client_key_file"
+                ));
+            }
+            if let Some(Err(e)) = &c.tls_client {
+                p.push(format!("carrier[{i}].tls: {e}"));
             }
             match c.password() {
                 Ok(pw) if pw.len() > 8 => p.push(format!(
@@ -335,6 +395,7 @@ impl Config {
             .map(|c| {
                 let pw = c.password().unwrap_or_default();
                 let mut k = CarrierConfig::new(&c.name, &c.address, &c.system_id, &pw);
+                k.tls = c.tls_client.clone().and_then(Result::ok);
                 k.system_type = c.system_type.clone();
                 k.bind_mode = match c.bind_mode {
                     BindModeCfg::Transceiver => BindMode::Transceiver,

@@ -100,6 +100,9 @@ impl Config {
             }
         }
         cfg.load_http_tls();
+        for c in &mut cfg.carriers {
+            c.load_tls();
+        }
         let problems: Vec<String> = cfg
             .problems()
             .into_iter()

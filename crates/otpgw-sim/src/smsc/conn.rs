@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::net::TcpStream;
 
 use bytes::Bytes;
 use otpgw_proto::clock::{now_ms, timer_at};
@@ -25,9 +24,12 @@ enum Tag {
     Receipt(PendingReceipt),
 }
 
-pub(super) async fn serve(st: Arc<State>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+/// Serve one connection (plain TCP, or TLS already shaken hands).
+pub(super) async fn serve<S>(st: Arc<State>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
     let mut rx = reader(rd, 65_536);
     let (tx, _stats, writer) = spawn_writer(wr, 8192);
     let window = st.cfg.lock().window;

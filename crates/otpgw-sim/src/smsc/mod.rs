@@ -170,6 +170,9 @@ pub struct SimConfig {
     pub window: usize,
     /// Per-prefix behaviour for shares of messages (the first rule that applies).
     pub rules: Vec<Rule>,
+    /// Serve SMPP over TLS with this configuration (it may require client
+    /// certificates: mutual TLS); `None`: plain TCP.
+    pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl SimConfig {
@@ -188,6 +191,7 @@ impl SimConfig {
             early_receipts: false,
             window: 1000,
             rules: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -260,6 +264,7 @@ impl SimHandle {
     /// Bind the listener and start serving.
     pub async fn start(cfg: SimConfig) -> std::io::Result<Self> {
         let listener = TcpListener::bind(cfg.listen).await?;
+        let tls = cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let addr = listener.local_addr()?;
         let (drop_gen, _) = watch::channel(0);
         let st = Arc::new(State {
@@ -290,7 +295,31 @@ impl SimHandle {
                     drop(stream);
                     continue;
                 }
-                tokio::spawn(serve(st2.clone(), stream));
+                let _ = stream.set_nodelay(true);
+                match &tls {
+                    None => {
+                        tokio::spawn(serve(st2.clone(), stream));
+                    }
+                    Some(acceptor) => {
+                        let (acceptor, st3) = (acceptor.clone(), st2.clone());
+                        tokio::spawn(async move {
+                            // A client that fails the handshake (no or a wrong
+                            // certificate) never reaches SMPP.
+                            let hs = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                acceptor.accept(stream),
+                            )
+                            .await;
+                            match hs {
+                                Ok(Ok(s)) => serve(st3, s).await,
+                                Ok(Err(e)) => {
+                                    tracing::info!(error = %e, "sim: TLS handshake failed")
+                                }
+                                Err(_) => tracing::info!("sim: TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
             }
         });
         Ok(Self { addr, st })

@@ -14,6 +14,7 @@ mod brand_limits;
 mod brand_protocol;
 mod brand_tls;
 mod carrier_faults;
+mod carrier_tls;
 mod crash_restart;
 mod delivery_assurance;
 mod dispatch_bench;
