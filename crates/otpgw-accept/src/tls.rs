@@ -18,15 +18,7 @@ pub struct TlsListen {
 
 /// Build a server configuration from a PEM certificate chain and a PEM private key.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut read(cert)?.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate in it", cert.display()));
-    }
-    let key_der = rustls_pemfile::private_key(&mut read(key)?.as_slice())
-        .map_err(|e| format!("{}: {e}", key.display()))?
-        .ok_or_else(|| format!("{}: no private key in it", key.display()))?;
+    let (certs, key_der) = identity(cert, key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -263,24 +263,18 @@ fn reply(
             pdu::header_only(cmd::REPLACE_SM_RESP, status::ESME_ROK, req.seq)
         }
         Ok(id) if req.resp == cmd::SUBMIT_MULTI_RESP => {
-            let m = multi.unwrap_or_else(|| {
-                Box::new(otpgw_accept::multi::MultiOutcome {
-                    id: Ok(id),
-                    accepted: 1,
-                    refused: Vec::new(),
-                })
-            });
-            for _ in 0..m.accepted {
+            let (accepted, refused) = multi.map_or((1, Vec::new()), |m| (m.accepted, m.refused));
+            for _ in 0..accepted {
                 brand.count_accepted();
             }
-            for (_, st) in &m.refused {
+            for (_, st) in &refused {
                 metrics::counter!("otpgw_messages_rejected_total", "brand" => brand.system_id.to_string(), "status" => status::name(*st)).increment(1);
             }
             otpgw_proto::submit_multi::submit_multi_resp(
                 req.seq,
                 status::ESME_ROK,
                 &ids.hide(id).to_string(),
-                &m.refused,
+                &refused,
             )
         }
         Ok(id) => {
@@ -378,39 +372,52 @@ impl Conn {
                 .await;
         };
         let started = Instant::now();
-        // Receipts the brand has not taken yet fill its outbox: slow down its
-        // submits (back-pressure) rather than drop its receipts.
-        if self.accepts.len() >= self.ctx.cfg.max_pending_submits
-            || self.brand_outbox.as_ref().is_some_and(|o| o.is_full())
-        {
+        if self.must_throttle() {
             return self
                 .send(refusal(&brand, AcceptError::Throttled, req))
                 .await;
         }
         let acceptor = self.ctx.acceptor.clone();
-        let b = brand.clone();
-        let origin = if brand.receipts_to_submitter {
+        let origin = self.origin(&brand);
+        self.await_store(Box::pin(async move {
+            let res = if replacing {
+                acceptor
+                    .accept_replacing(&brand, fields, origin, now_ms())
+                    .await
+            } else {
+                acceptor.accept(&brand, fields, origin, now_ms()).await
+            };
+            (req, res, started, None)
+        }))
+        .await
+    }
+
+    /// The session a message of `brand` submitted here gets its receipt on (0: any).
+    fn origin(&self, brand: &BrandConfig) -> u64 {
+        if brand.receipts_to_submitter {
             self.sid
         } else {
             0
-        };
-        let mut accept: AcceptFuture = Box::pin(async move {
-            let res = if replacing {
-                acceptor
-                    .accept_replacing(&b, fields, origin, now_ms())
-                    .await
-            } else {
-                acceptor.accept(&b, fields, origin, now_ms()).await
-            };
-            (req, res, started, None)
-        });
-        // With a store that answers at once (memory), reply inline; otherwise the
-        // acceptance waits for its group commit while this session keeps reading,
-        // and the response goes out when the message is safe.
-        if let Some(done) = (&mut accept).now_or_never() {
+        }
+    }
+
+    /// Too many submits of this session wait for the store, or the brand's receipt
+    /// outbox is full: slow its submits down (back-pressure) rather than drop its
+    /// receipts.
+    fn must_throttle(&self) -> bool {
+        self.accepts.len() >= self.ctx.cfg.max_pending_submits
+            || self.brand_outbox.as_ref().is_some_and(|o| o.is_full())
+    }
+
+    /// An acceptance (submission, replacement, submit_multi): with a store that
+    /// answers at once (memory), reply inline; otherwise it waits for its group
+    /// commit while this session keeps reading, and the response goes out when the
+    /// message is safe.
+    async fn await_store(&mut self, mut job: AcceptFuture) -> Option<End> {
+        if let Some(done) = (&mut job).now_or_never() {
             return self.answer_submit(done).await;
         }
-        self.accepts.push(accept);
+        self.accepts.push(job);
         None
     }
 

@@ -4,13 +4,12 @@
 
 use std::time::Instant;
 
-use futures_util::FutureExt;
 use otpgw_core::clock::now_ms;
 use otpgw_proto::pdu::{self, SubmitFields};
 use otpgw_proto::rusmpp::{Command, Pdu};
 use otpgw_proto::status::{self, cmd};
 
-use super::{AcceptFuture, Conn, End, Req};
+use super::{Conn, End, Req};
 
 impl Conn {
     /// A request about messages (admitted for this bind): decode it and answer.
@@ -75,20 +74,12 @@ impl Conn {
         };
         let started = Instant::now();
         let acceptor = self.ctx.acceptor.clone();
-        let origin = if brand.receipts_to_submitter {
-            self.sid
-        } else {
-            0
-        };
-        let mut job: AcceptFuture = Box::pin(async move {
+        let origin = self.origin(&brand);
+        self.await_store(Box::pin(async move {
             let res = acceptor.replace(&brand, id, what, origin, now_ms()).await;
             (req, res, started, None)
-        });
-        if let Some(done) = (&mut job).now_or_never() {
-            return self.answer_submit(done).await;
-        }
-        self.accepts.push(job);
-        None
+        }))
+        .await
     }
 
     /// One text to several numbers (`submit_multi`): answered once every number's
@@ -105,31 +96,25 @@ impl Conn {
                 .send(pdu::header_only(req.resp, status::ESME_RINVBNDSTS, req.seq))
                 .await;
         };
-        if self.accepts.len() >= self.ctx.cfg.max_pending_submits
-            || self.brand_outbox.as_ref().is_some_and(|o| o.is_full())
-        {
+        if self.must_throttle() {
             return self
-                .send(pdu::header_only(req.resp, status::ESME_RTHROTTLED, req.seq))
+                .send(super::refusal(
+                    &brand,
+                    otpgw_accept::AcceptError::Throttled,
+                    req,
+                ))
                 .await;
         }
         let started = Instant::now();
         let acceptor = self.ctx.acceptor.clone();
-        let origin = if brand.receipts_to_submitter {
-            self.sid
-        } else {
-            0
-        };
-        let mut job: AcceptFuture = Box::pin(async move {
+        let origin = self.origin(&brand);
+        self.await_store(Box::pin(async move {
             let m = acceptor
                 .accept_multi(&brand, fields, dests, origin, now_ms())
                 .await;
             (req, m.id.clone(), started, Some(Box::new(m)))
-        });
-        if let Some(done) = (&mut job).now_or_never() {
-            return self.answer_submit(done).await;
-        }
-        self.accepts.push(job);
-        None
+        }))
+        .await
     }
 
     /// Answer a `query_sm` from the gateway's own records: the state, final date and

@@ -210,18 +210,6 @@ async fn specific_bind_errors_when_configured() {
 /// connection from the trusted proxy's address without a header is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lockouts_see_the_client_behind_a_proxy_protocol_balancer() {
-    if std::process::Command::new("haproxy")
-        .arg("-v")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("OTPGW_REQUIRE_HAPROXY").is_none(),
-            "haproxy is required (scripts/test.sh installs it)"
-        );
-        eprintln!("SKIPPED: haproxy not installed; run scripts/test.sh");
-        return;
-    }
     let sim = common::sim(|_| {}).await;
     let text = config(
         &sim,
@@ -238,24 +226,9 @@ async fn lockouts_see_the_client_behind_a_proxy_protocol_balancer() {
          backend gw2\n  server gw {gw} send-proxy-v2 source 127.0.0.1\n",
         gw = gw.brand_addr()
     );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, cfg).unwrap();
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let haproxy = Killed(
-        std::process::Command::new("haproxy")
-            .arg("-f")
-            .arg(&path)
-            .arg("-db")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let Some(haproxy) = common::haproxy(&dir, &cfg) else {
+        return;
+    };
     common::wait_port(v1).await;
     common::wait_port(v2).await;
     let via = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));

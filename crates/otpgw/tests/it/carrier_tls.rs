@@ -11,34 +11,8 @@ use std::time::Duration;
 
 use otpgw_sim::loadgen::{self, LoadConfig};
 
-/// A self-signed certificate for localhost and 127.0.0.1 named `name` in `dir`.
 fn cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (c, k) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-days", "2", "-nodes", "-subj", &format!("/CN={name}")])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&k)
-        .arg("-out")
-        .arg(&c)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl runs")
-        .success();
-    assert!(ok, "openssl made {name}");
-    (c, k)
+    common::self_signed(dir, name)
 }
 
 /// The carrier settings for TLS to a server whose certificate is `ca`.
@@ -106,18 +80,6 @@ async fn binds_over_mutual_tls_and_refuses_an_untrusted_carrier() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binds_over_tls_terminated_by_haproxy() {
-    if std::process::Command::new("haproxy")
-        .arg("-v")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("OTPGW_REQUIRE_HAPROXY").is_none(),
-            "haproxy is required (scripts/test.sh installs it)"
-        );
-        eprintln!("SKIPPED: haproxy not installed; run scripts/test.sh");
-        return;
-    }
     let dir = common::store_dir("carrier-tls-haproxy");
     let (server, server_key) = cert(&dir, "carrier");
     let combined = dir.join("combined.pem");
@@ -139,24 +101,9 @@ async fn binds_over_tls_terminated_by_haproxy() {
         combined.display(),
         sim.addr()
     );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, cfg).unwrap();
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _haproxy = Killed(
-        std::process::Command::new("haproxy")
-            .arg("-f")
-            .arg(&path)
-            .arg("-db")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let Some(_haproxy) = common::haproxy(&dir, &cfg) else {
+        return;
+    };
     common::wait_port(port).await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let text = common::config_text(

@@ -462,3 +462,72 @@ impl HookSink {
             .collect()
     }
 }
+
+/// A self-signed certificate for localhost and 127.0.0.1 (CN `name`), made by the
+/// `openssl` command: (certificate, key) PEM files in `dir`.
+pub fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-days", "2", "-nodes", "-subj", &format!("/CN={name}")])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&k)
+        .arg("-out")
+        .arg(&c)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs")
+        .success();
+    assert!(ok, "openssl made {name}");
+    (c, k)
+}
+
+/// A process killed when dropped.
+pub struct Killed(pub std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// HAProxy run with the configuration `cfg` (written to `dir`), or `None` (the
+/// test says it is skipped) when it is not installed; with OTPGW_REQUIRE_HAPROXY
+/// set that is a failure.
+pub fn haproxy(dir: &std::path::Path, cfg: &str) -> Option<Killed> {
+    if std::process::Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("OTPGW_REQUIRE_HAPROXY").is_none(),
+            "haproxy is required (scripts/test.sh installs it)"
+        );
+        eprintln!("SKIPPED: haproxy not installed; run scripts/test.sh");
+        return None;
+    }
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    Some(Killed(
+        std::process::Command::new("haproxy")
+            .arg("-f")
+            .arg(&path)
+            .arg("-db")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ))
+}
