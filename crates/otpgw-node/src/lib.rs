@@ -28,3 +28,4 @@ pub use error::StartError;
 pub use gateway::Gateway;
 pub use recovery::RecoverySummary;
 pub use reload::ReloadError;
+pub use stores::rekey;

@@ -141,6 +141,9 @@ pub fn zero(cfg: &Config) {
     for o in ["cancelled", "absent", "forgotten"] {
         metrics::counter!("otpgw_store_unknown_accepts_total", "outcome" => o).increment(0);
     }
+    for r in otpgw_store::codec::UNREADABLE_REASONS {
+        metrics::counter!("otpgw_store_records_unreadable_total", "reason" => r).increment(0);
+    }
     for s in STATES {
         metrics::counter!("otpgw_messages_finished_total", "state" => s.label()).increment(0);
     }

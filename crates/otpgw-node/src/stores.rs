@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use otpgw_core::shared_limit::{BindSlots, SharedLimit};
 use otpgw_core::{Store, clock};
-use otpgw_store::{EmbeddedStore, LogStore, MemoryStore, RedisRateLimit, RedisStore};
+use otpgw_store::{Codec, EmbeddedStore, LogStore, MemoryStore, RedisRateLimit, RedisStore};
 
 use crate::StartError;
 use crate::config::{Backend, Config};
@@ -34,6 +34,19 @@ pub(crate) struct Opened {
 /// Open the configured store.
 pub(crate) async fn open(cfg: &Config) -> Result<Opened, StartError> {
     let path = cfg.store.path.display().to_string();
+    let codec = Arc::new(match &cfg.store.encryption {
+        Some(e) => {
+            let ring = e
+                .keyring()
+                .map_err(|e| StartError::store("cannot load the encryption keys", e))?;
+            tracing::info!(
+                active = ring.active(),
+                "records are sealed at rest (AES-256-GCM)"
+            );
+            Codec::sealing(ring)
+        }
+        None => Codec::plain(),
+    });
     let mut opened = Opened {
         store: Arc::new(MemoryStore::new()),
         memory: None,
@@ -53,22 +66,33 @@ pub(crate) async fn open(cfg: &Config) -> Result<Opened, StartError> {
             opened.store = m;
         }
         Backend::Embedded => {
-            let e = EmbeddedStore::open(cfg.embedded_config())
-                .map_err(|e| StartError::store(format!("cannot open the store {path}"), e))?;
+            let e = EmbeddedStore::open(otpgw_store::EmbeddedConfig {
+                codec: codec.clone(),
+                ..cfg.embedded_config()
+            })
+            .map_err(|e| StartError::store(format!("cannot open the store {path}"), e))?;
             tracing::info!(%path, "embedded store open");
             let e = Arc::new(e);
             opened.embedded = Some(e.clone());
             opened.store = e;
         }
         Backend::Log => {
-            let l = LogStore::open(cfg.log_config())
-                .map_err(|e| StartError::store(format!("cannot open the log store {path}"), e))?;
+            let l = LogStore::open(otpgw_store::LogConfig {
+                codec: codec.clone(),
+                ..cfg.log_config()
+            })
+            .map_err(|e| StartError::store(format!("cannot open the log store {path}"), e))?;
             tracing::info!(%path, "log store open");
             opened.store = Arc::new(l);
         }
         Backend::Redis => {
             let s = &cfg.store;
-            let r = RedisStore::open(cfg.redis_config()).await.map_err(|e| {
+            let r = RedisStore::open(otpgw_store::RedisConfig {
+                codec: codec.clone(),
+                ..cfg.redis_config()
+            })
+            .await
+            .map_err(|e| {
                 StartError::store(
                     format!(
                         "cannot open the redis store (node {}, prefix {})",
@@ -129,4 +153,82 @@ async fn id_key(store: &dyn Store) -> Result<[u8; 16], StartError> {
         }
     }
     Err(failed(&"another node keeps replacing it"))
+}
+
+/// `otpgw rekey`: seal every record of the configured store again with the active
+/// key of `[store.encryption]` (the gateway stopped: the embedded file and the log
+/// directory are opened here, and Redis refuses while a node of the prefix is
+/// alive). Recorded in the audit log when one is configured. Returns what was done,
+/// for the operator.
+pub async fn rekey(cfg: &Config) -> Result<String, StartError> {
+    let Some(enc) = &cfg.store.encryption else {
+        return Err(StartError::store(
+            "rekey",
+            "no [store.encryption] in the configuration: nothing to seal with",
+        ));
+    };
+    let ring = enc
+        .keyring()
+        .map_err(|e| StartError::store("cannot load the encryption keys", e))?;
+    let active = ring.active().to_string();
+    let codec = Arc::new(Codec::sealing(ring));
+    let path = cfg.store.path.display().to_string();
+    let done = match cfg.store.backend {
+        Backend::Memory => {
+            return Err(StartError::store("rekey", "the memory store keeps nothing"));
+        }
+        Backend::Embedded => {
+            let r = otpgw_store::embedded::rekey(&cfg.store.path, &codec)
+                .map_err(|e| StartError::store(format!("cannot rekey {path}"), e))?;
+            format!(
+                "{} records resealed, {} already under {active}",
+                r.resealed, r.current
+            )
+        }
+        Backend::Log => {
+            let l = LogStore::open(otpgw_store::LogConfig {
+                codec: codec.clone(),
+                ..cfg.log_config()
+            })
+            .map_err(|e| StartError::store(format!("cannot open the log store {path}"), e))?;
+            let r = l.rekey(Duration::from_secs(600)).await;
+            l.close();
+            let n = r.map_err(|e| StartError::store(format!("cannot rekey {path}"), e))?;
+            format!("{n} segments written again under {active}")
+        }
+        Backend::Redis => {
+            let rc = otpgw_store::RedisConfig {
+                codec: codec.clone(),
+                ..cfg.redis_config()
+            };
+            let r = otpgw_store::redis_store::rekey(&rc, &codec)
+                .await
+                .map_err(|e| StartError::store("cannot rekey the redis store", e))?;
+            format!(
+                "{} records resealed, {} already under {active}",
+                r.resealed, r.current
+            )
+        }
+    };
+    if let Some(a) = &cfg.audit {
+        let log = crate::audit::Audit::open(&a.path).map_err(|e| StartError::Part {
+            what: "the audit log",
+            reason: e.to_string(),
+        })?;
+        let actor = format!(
+            "cli {}",
+            std::env::var("USER").unwrap_or_else(|_| "?".into())
+        );
+        log.record(crate::audit::Event {
+            actor: &actor,
+            action: "rekey",
+            target: &active,
+            result: "ok",
+        })
+        .map_err(|e| StartError::Part {
+            what: "the audit log",
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(done)
 }

@@ -74,6 +74,11 @@ impl TestRedis {
         }
     }
 
+    /// Its data directory (append-only files).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }

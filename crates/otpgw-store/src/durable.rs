@@ -129,7 +129,9 @@ impl<B: Backend> MessageLog for Durable<B> {
     }
 
     fn recover(&self, now_ms: u64) -> Result<Recovered, StoreError> {
-        self.backend.recover(now_ms)
+        let r = self.backend.recover(now_ms)?;
+        self.queue.codec.refuse_missing()?;
+        Ok(r)
     }
 
     fn flush(&self) -> Ticket {

@@ -26,6 +26,7 @@ pub mod memory;
 mod record;
 pub mod redis_limit;
 pub mod redis_store;
+pub mod seal;
 mod writer;
 
 pub use codec::Codec;
@@ -35,4 +36,5 @@ pub use log::{LogConfig, LogStore};
 pub use memory::MemoryStore;
 pub use redis_limit::RedisRateLimit;
 pub use redis_store::{RedisConfig, RedisStore};
+pub use seal::Keyring;
 pub use writer::WriterStats;

@@ -134,8 +134,9 @@ impl std::fmt::Debug for Verifier {
 fn key(id: &str) -> String {
     format!("ver:{id}")
 }
-fn number_key(brand: &str, digits: &str) -> String {
-    format!("vnum:{brand}:{digits}")
+/// The key of a number's live verification: the number only as its keyed hash.
+fn number_key(secret: &Secret, brand: &str, digits: &str) -> String {
+    format!("vnum:{brand}:{}", secret.blind(digits))
 }
 
 fn count(brand: &str, outcome: &'static str) {
@@ -273,7 +274,11 @@ impl Verifier {
         let store = self.store();
         let hour = 3_600_000;
         let n = store
-            .count(&format!("vn:{brand_id}:{digits}"), hour, now)
+            .count(
+                &format!("vn:{brand_id}:{}", self.cfg.secret.blind(digits)),
+                hour,
+                now,
+            )
             .await
             .map_err(|_| VerifyError::Store)?;
         if n.count > u64::from(self.cfg.per_number_per_hour) {
@@ -317,7 +322,7 @@ impl Verifier {
         // writers keep it, so the record is durable no later than the message, and a
         // code that went out can always be checked; most often all three share one
         // commit.
-        let nk = number_key(brand_id, digits);
+        let nk = number_key(&self.cfg.secret, brand_id, digits);
         let (saved, indexed, sent) = tokio::join!(
             self.save(0, &v),
             store.kv_put(&nk, index_version, v.id.clone().into_bytes(), v.expires_ms),
@@ -352,7 +357,7 @@ impl Verifier {
     async fn supersede(&self, brand: &str, digits: &str, now: u64) -> Result<u64, VerifyError> {
         let Some(index) = self
             .store()
-            .kv_get(&number_key(brand, digits))
+            .kv_get(&number_key(&self.cfg.secret, brand, digits))
             .await
             .map_err(|_| VerifyError::Store)?
         else {

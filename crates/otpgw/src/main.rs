@@ -44,6 +44,12 @@ enum Cmd {
     NewApiKey,
     /// Print the HTTP API's OpenAPI 3 document (docs/openapi.json).
     Openapi,
+    /// Seal every stored record again with the active key of [store.encryption]
+    /// (run with the gateway stopped), so an older key can then be removed.
+    Rekey {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// The audit log of admin changes.
     Audit {
         #[command(subcommand)]
@@ -187,6 +193,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         | Cmd::NewApiKey
         | Cmd::Openapi
         | Cmd::Audit { .. } => Ok(()),
+        Cmd::Rekey { config } => {
+            let cfg = Config::load(&config)?;
+            let done = otpgw_node::rekey(&cfg).await?;
+            println!("{}: {done}", cfg.store.path.display());
+            Ok(())
+        }
         Cmd::Serve { config } => {
             let cfg = Config::load(&config)?;
             let gw = Gateway::start(&cfg).await?;

@@ -12,6 +12,7 @@ use otpgw_smpp_server::ServerConfig;
 
 mod brand;
 mod carrier;
+mod encryption;
 mod http;
 mod secret;
 mod sections;
@@ -205,6 +206,11 @@ impl Config {
         }
         if st.receipt_retention_secs == 0 {
             p.push("store.receipt_retention_secs: must be at least 1".into());
+        }
+        if let Some(e) = &st.encryption
+            && let Err(e) = e.keyring()
+        {
+            p.push(e);
         }
         self.ops_problems(&mut p);
         if self.queue.capacity == 0 {

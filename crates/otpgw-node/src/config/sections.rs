@@ -159,6 +159,9 @@ pub struct Store {
     /// and the others take over its messages and owed receipts.
     #[serde(default = "d_node_lease")]
     pub node_lease_ms: u64,
+    /// Encryption at rest (see `encryption`); absent: records are kept in clear.
+    #[serde(default)]
+    pub encryption: Option<super::encryption::Encryption>,
 }
 
 pub(super) fn d_node_lease() -> u64 {
@@ -180,6 +183,7 @@ impl Default for Store {
             node_id: String::new(),
             share_carrier_limits: true,
             node_lease_ms: d_node_lease(),
+            encryption: None,
         }
     }
 }

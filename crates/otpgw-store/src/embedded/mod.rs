@@ -42,7 +42,10 @@
 //! `receipt_retention` old) and finished records (at most `finished_retention` old),
 //! so under steady load its size levels off.
 
+mod rekey;
 mod writer;
+
+pub use rekey::{Rekeyed, rekey};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,6 +78,8 @@ const KV_BY_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("kv_
 /// Settings of the embedded store.
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
+    /// The record codec (encryption at rest); plain by default.
+    pub codec: Arc<Codec>,
     pub path: PathBuf,
     /// Wait this long after the first write of a batch for more to join it.
     pub commit_window: Duration,
@@ -108,6 +113,7 @@ impl EmbeddedConfig {
             receipt_retention: Duration::from_secs(3 * 86_400),
             purge_interval: Duration::from_secs(5),
             scrub_interval: Duration::from_secs(300),
+            codec: Arc::new(Codec::plain()),
         }
     }
 }
@@ -233,7 +239,7 @@ impl Durable<Embedded> {
             open: parking_lot::RwLock::new(Some(Arc::new(db))),
         });
         metrics::counter!("otpgw_store_scrubs_total").increment(0);
-        let codec = Arc::new(Codec::plain());
+        let codec = cfg.codec.clone();
         let (queue, writes) =
             WriteQueue::new(cfg.max_pending_accepts, "commit failed", codec.clone());
         let stats = Arc::new(WriterStats::default());
@@ -310,11 +316,17 @@ impl Backend for Embedded {
             let r = db.begin_read().map_err(err)?;
             let t = r.open_table(KV).map_err(err)?;
             let now = now_ms();
-            Ok(t.get(key).map_err(err)?.and_then(|v| {
-                let (version, expires, value) = decode_kv(v.value())?;
-                let value = self.codec.read_value(key, value)?;
-                (expires > now).then_some(Versioned { version, value })
-            }))
+            let Some(v) = t.get(key).map_err(err)? else {
+                return Ok(None);
+            };
+            let Some((version, expires, value)) = decode_kv(v.value()) else {
+                return Err(StoreError::Corrupt(format!("record {key:?}: damaged")));
+            };
+            if expires <= now {
+                return Ok(None);
+            }
+            let value = self.codec.read_value(key, value)?;
+            Ok(Some(Versioned { version, value }))
         })();
         Box::pin(std::future::ready(r))
     }

@@ -37,7 +37,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use otpgw_core::MsgId;
@@ -58,6 +58,8 @@ use writer::Writer;
 /// Settings of the log store.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
+    /// The record codec (encryption at rest); plain by default.
+    pub codec: Arc<Codec>,
     /// The directory of the segments.
     pub dir: PathBuf,
     /// Wait this long after the first write of a batch for more to join it.
@@ -93,6 +95,7 @@ impl LogConfig {
             segment_bytes: 64 << 20,
             max_segments: 8,
             status_max: 2_000_000,
+            codec: Arc::new(Codec::plain()),
         }
     }
 }
@@ -139,6 +142,7 @@ pub struct Log {
     writer: WriterThread,
     counters: Counters,
     recovered: parking_lot::Mutex<Option<Recovered>>,
+    rekey_below: Arc<AtomicU32>,
 }
 
 /// See the module docs.
@@ -156,7 +160,7 @@ impl Durable<Log> {
     /// Open (or create) the log in `cfg.dir`: replay it, cut a torn tail, and start
     /// the writer thread.
     pub fn open(cfg: LogConfig) -> Result<Self, StoreError> {
-        let codec = Arc::new(Codec::plain());
+        let codec = cfg.codec.clone();
         std::fs::create_dir_all(&cfg.dir).map_err(err)?;
         let started = Instant::now();
         let segs = segments(&cfg.dir).map_err(err)?;
@@ -220,6 +224,7 @@ impl Durable<Log> {
         let (queue, writes) =
             WriteQueue::new(cfg.max_pending_accepts, "log write failed", codec.clone());
         let stats = Arc::new(WriterStats::default());
+        let rekey_below = Arc::new(AtomicU32::new(0));
         let w = Writer {
             cfg: cfg.clone(),
             head,
@@ -228,6 +233,7 @@ impl Durable<Log> {
             index: index.clone(),
             codec: codec.clone(),
             stats: stats.clone(),
+            rekey_below: rekey_below.clone(),
         };
         let writer = WriterThread::spawn("otpgw-log", move || w.run(writes)).map_err(err)?;
         Ok(Durable {
@@ -240,6 +246,7 @@ impl Durable<Log> {
                 writer,
                 counters: Counters::new(1_000_000),
                 recovered: parking_lot::Mutex::new(Some(recovered)),
+                rekey_below,
             },
         })
     }
@@ -266,6 +273,51 @@ impl Durable<Log> {
     }
 
     /// Stop the writer after it wrote everything queued before this call.
+    /// Seal every record again with the active key: every segment, the head
+    /// included, is compacted (what is live written again, sealed with the active
+    /// key; the old segment deleted). Returns how many segments were rewritten;
+    /// fails when one could not be within `timeout` or a record could not be
+    /// opened (a key missing: nothing is dropped, the segment stays).
+    pub async fn rekey(&self, timeout: Duration) -> Result<usize, StoreError> {
+        let (below, before) = {
+            let idx = self.backend.index.read();
+            (
+                idx.segs.keys().next_back().map_or(1, |&n| n + 1),
+                idx.segs.len(),
+            )
+        };
+        let unreadable = self.queue.codec.unreadable();
+        self.backend.rekey_below.store(below, Ordering::Release);
+        let started = Instant::now();
+        loop {
+            // A write wakes the writer, which compacts after its batch.
+            let _ = self.queue.flush().wait().await;
+            let left = self
+                .backend
+                .index
+                .read()
+                .segs
+                .keys()
+                .take_while(|&&n| n < below)
+                .count();
+            if self.queue.codec.unreadable() > unreadable {
+                self.queue.codec.refuse_missing()?;
+                return Err(StoreError::Corrupt(
+                    "a record could not be opened: see the log".into(),
+                ));
+            }
+            if left == 0 {
+                return Ok(before);
+            }
+            if started.elapsed() > timeout {
+                return Err(StoreError::Unavailable(format!(
+                    "{left} segments not compacted yet"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn close(&self) {
         self.queue.stop();
         self.backend.writer.join();
@@ -352,14 +404,16 @@ impl Backend for Log {
 
     fn kv_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
         let now = now_ms();
-        let v = self.index.read().kv.get(key).and_then(|e| {
-            let value = self.codec.read_value(key, &e.value)?;
-            (e.expires_ms > now).then_some(Versioned {
-                version: e.version,
-                value,
-            })
-        });
-        Box::pin(std::future::ready(Ok(v)))
+        let v = match self.index.read().kv.get(key) {
+            Some(e) if e.expires_ms > now => self.codec.read_value(key, &e.value).map(|value| {
+                Some(Versioned {
+                    version: e.version,
+                    value,
+                })
+            }),
+            _ => Ok(None),
+        };
+        Box::pin(std::future::ready(v))
     }
 
     fn count<'a>(

@@ -2,11 +2,13 @@
 //! per batch), the index applied after each sync, segment rollover and
 //! compaction, and the backlog of writes nobody waits for when a batch fails.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use otpgw_core::clock::now_ms;
@@ -16,6 +18,7 @@ use super::index::{Index, Item, Loc};
 use super::{LogConfig, open_head, seg_path, sync_dir};
 use crate::codec::Codec;
 use crate::record::SendState;
+use crate::seal::Unreadable;
 use crate::writer::{Answer, Backlog, Op, WriterStats, Writes, answer, log_failed, next_batch};
 
 /// The writer thread.
@@ -27,6 +30,17 @@ pub(super) struct Writer {
     pub(super) index: Arc<parking_lot::RwLock<Index>>,
     pub(super) codec: Arc<Codec>,
     pub(super) stats: Arc<WriterStats>,
+    /// A rekey asked for every segment below this one to be compacted (0: none).
+    pub(super) rekey_below: Arc<AtomicU32>,
+}
+
+/// `kept` sealed again with the active key when it is not (a record that cannot be
+/// opened is carried over as it is; the codec reported it).
+fn fresh(again: Result<Option<Vec<u8>>, Unreadable>, kept: &[u8]) -> Cow<'_, [u8]> {
+    match again {
+        Ok(Some(v)) => Cow::Owned(v),
+        _ => Cow::Borrowed(kept),
+    }
 }
 
 impl Writer {
@@ -71,8 +85,15 @@ impl Writer {
                 last_purge = Instant::now();
                 self.purge();
             }
-            if let Err(e) = self.compact() {
-                tracing::error!(error = %e, "log compaction failed");
+            loop {
+                match self.compact() {
+                    Ok(true) if self.rekeying() => {}
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "log compaction failed");
+                        break;
+                    }
+                }
             }
         }
     }
@@ -259,96 +280,41 @@ impl Writer {
         }
     }
 
-    /// Compact the oldest segment when it is mostly dead or there are too many.
-    fn compact(&mut self) -> std::io::Result<()> {
+    /// Whether a rekey still waits for segments to be compacted.
+    fn rekeying(&self) -> bool {
+        let below = self.rekey_below.load(Ordering::Acquire);
+        below > 0
+            && self
+                .index
+                .read()
+                .segs
+                .keys()
+                .next()
+                .is_some_and(|&n| n < below)
+    }
+
+    /// Compact the oldest segment when it is mostly dead, there are too many, or a
+    /// rekey asks for it (the head is closed first). What is carried over is sealed
+    /// again with the active key when it is not. Returns whether it compacted one.
+    fn compact(&mut self) -> std::io::Result<bool> {
+        let rekey = self.rekeying();
+        if rekey && self.head < self.rekey_below.load(Ordering::Acquire) {
+            self.roll()?;
+        }
         let (oldest, st, count) = {
             let idx = self.index.read();
             let Some((&n, st)) = idx.segs.iter().next() else {
-                return Ok(());
+                return Ok(false);
             };
             (n, *st, idx.segs.len())
         };
-        if oldest == self.head || !(st.live * 2 < st.size || count > self.cfg.max_segments) {
-            return Ok(());
+        if oldest == self.head || !(rekey || st.live * 2 < st.size || count > self.cfg.max_segments)
+        {
+            return Ok(false);
         }
         let items = self.index.read().items_in(oldest);
         let mut buf = Vec::new();
-        if !items.is_empty() {
-            let mut files: HashMap<u32, File> = HashMap::new();
-            let dir = &self.cfg.dir;
-            let mut read = |l: Loc| -> std::io::Result<Vec<u8>> {
-                let f = match files.entry(l.seg) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(File::open(seg_path(dir, l.seg))?)
-                    }
-                };
-                let mut b = vec![0u8; l.len as usize];
-                f.read_exact_at(&mut b, u64::from(l.off))?;
-                Ok(b)
-            };
-            let idx = self.index.read();
-            for item in &items {
-                match item {
-                    Item::Message(id) => {
-                        let Some(m) = idx.msgs.get(id).copied() else {
-                            continue;
-                        };
-                        let raw = read(m.accept)?;
-                        if let Some(Rec::Accept { msg, .. } | Rec::AcceptOnce { msg, .. }) =
-                            frame::decode(&raw[HEADER..])
-                        {
-                            frame::encode(&Rec::Accept { id: *id, msg }, &mut buf);
-                        }
-                        if let Some(s) = m.state {
-                            // The state after its message: replay sees them in order.
-                            let raw = read(s)?;
-                            buf.extend_from_slice(&raw);
-                        }
-                    }
-                    Item::Receipt(id) => {
-                        let Some((l, done_ms)) = idx.receipts.get(id).copied() else {
-                            continue;
-                        };
-                        let raw = read(l)?;
-                        if let Some(
-                            Rec::Finished {
-                                receipt: Some(job), ..
-                            }
-                            | Rec::Owe { job, .. },
-                        ) = frame::decode(&raw[HEADER..])
-                        {
-                            frame::encode(
-                                &Rec::Owe {
-                                    id: *id,
-                                    done_ms,
-                                    job,
-                                },
-                                &mut buf,
-                            );
-                        }
-                    }
-                    Item::Status(id) => {
-                        if let Some((l, _)) = idx.status.get(id).copied() {
-                            buf.extend_from_slice(&read(l)?);
-                        }
-                    }
-                    Item::Kv(key) => {
-                        if let Some(e) = idx.kv.get(key) {
-                            frame::encode(
-                                &Rec::Kv {
-                                    key: key.clone(),
-                                    version: e.version,
-                                    expires_ms: e.expires_ms,
-                                    value: &e.value,
-                                },
-                                &mut buf,
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        self.carry_over(&items, &mut buf)?;
         self.append(&buf)?;
         let left = self.index.read().segs.get(&oldest).map_or(0, |s| s.live);
         if left > 0 {
@@ -357,12 +323,121 @@ impl Writer {
                 live = left,
                 "compaction left live bytes: segment kept"
             );
-            return Ok(());
+            return Ok(false);
         }
         std::fs::remove_file(seg_path(&self.cfg.dir, oldest))?;
         sync_dir(&self.cfg.dir)?;
         self.index.write().drop_segment(oldest);
         metrics::counter!("otpgw_store_segments_compacted_total").increment(1);
+        Ok(true)
+    }
+
+    /// The live items of a segment being compacted, encoded again into `buf`
+    /// (each sealed again with the active key when it is not).
+    fn carry_over(&self, items: &[Item], buf: &mut Vec<u8>) -> std::io::Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let codec = self.codec.clone();
+        let mut files: HashMap<u32, File> = HashMap::new();
+        let dir = &self.cfg.dir;
+        let mut read = |l: Loc| -> std::io::Result<Vec<u8>> {
+            let f = match files.entry(l.seg) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(File::open(seg_path(dir, l.seg))?)
+                }
+            };
+            let mut b = vec![0u8; l.len as usize];
+            f.read_exact_at(&mut b, u64::from(l.off))?;
+            Ok(b)
+        };
+        let idx = self.index.read();
+        for item in items {
+            match item {
+                Item::Message(id) => {
+                    let Some(m) = idx.msgs.get(id).copied() else {
+                        continue;
+                    };
+                    let raw = read(m.accept)?;
+                    if let Some(Rec::Accept { msg, .. } | Rec::AcceptOnce { msg, .. }) =
+                        frame::decode(&raw[HEADER..])
+                    {
+                        let msg = fresh(codec.reseal_message(msg), msg);
+                        frame::encode(&Rec::Accept { id: *id, msg: &msg }, buf);
+                    }
+                    if let Some(s) = m.state {
+                        // The state after its message: replay sees them in order.
+                        let raw = read(s)?;
+                        match frame::decode(&raw[HEADER..]) {
+                            Some(Rec::State { id, state }) => {
+                                let state = fresh(codec.reseal_state(id, state), state);
+                                frame::encode(&Rec::State { id, state: &state }, buf);
+                            }
+                            _ => buf.extend_from_slice(&raw),
+                        }
+                    }
+                }
+                Item::Receipt(id) => {
+                    let Some((l, done_ms)) = idx.receipts.get(id).copied() else {
+                        continue;
+                    };
+                    let raw = read(l)?;
+                    if let Some(
+                        Rec::Finished {
+                            receipt: Some(job), ..
+                        }
+                        | Rec::Owe { job, .. },
+                    ) = frame::decode(&raw[HEADER..])
+                    {
+                        let job = fresh(codec.reseal_receipt(job), job);
+                        frame::encode(
+                            &Rec::Owe {
+                                id: *id,
+                                done_ms,
+                                job: &job,
+                            },
+                            buf,
+                        );
+                    }
+                }
+                Item::Status(id) => {
+                    if let Some((l, _)) = idx.status.get(id).copied() {
+                        let raw = read(l)?;
+                        match frame::decode(&raw[HEADER..]) {
+                            Some(Rec::Status {
+                                id,
+                                done_ms,
+                                status,
+                            }) => {
+                                let status = fresh(codec.reseal_status(status), status);
+                                let rec = Rec::Status {
+                                    id,
+                                    done_ms,
+                                    status: &status,
+                                };
+                                frame::encode(&rec, buf);
+                            }
+                            _ => buf.extend_from_slice(&raw),
+                        }
+                    }
+                }
+                Item::Kv(key) => {
+                    if let Some(e) = idx.kv.get(key) {
+                        let value = fresh(codec.reseal_value(key, &e.value), &e.value);
+                        frame::encode(
+                            &Rec::Kv {
+                                key: key.clone(),
+                                version: e.version,
+                                expires_ms: e.expires_ms,
+                                value: &value,
+                            },
+                            buf,
+                        );
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }

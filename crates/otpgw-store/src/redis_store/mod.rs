@@ -72,6 +72,7 @@ use crate::writer::WriteQueue;
 
 mod doubt;
 mod nodes;
+mod rekey;
 mod scripts;
 mod writer;
 
@@ -82,6 +83,8 @@ use scripts::{COUNT_LUA, NODE_NUMBER_LUA};
 use writer::writer;
 
 /// Consumer group every node reads the stream with.
+pub use rekey::rekey;
+
 pub const GROUP: &str = "otpgw";
 
 /// The first message id of node number `node` starting at `now_us`: the number in
@@ -93,6 +96,8 @@ pub fn id_start(node: u8, now_us: u64) -> u64 {
 /// Where and how.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
+    /// The record codec (encryption at rest); plain by default.
+    pub codec: Arc<Codec>,
     /// `redis://host:port/db` (or `rediss://` with TLS support compiled in).
     pub url: String,
     /// Key prefix, so several gateways can share one Redis.
@@ -127,6 +132,7 @@ impl RedisConfig {
             lease: Duration::from_secs(5),
             receipt_keep: Duration::from_secs(600),
             status_keep: Duration::from_secs(3600),
+            codec: Arc::new(Codec::plain()),
         }
     }
     fn kv(&self, key: &str) -> String {
@@ -224,7 +230,7 @@ impl Durable<Redis> {
     /// Connect, create the consumer group if missing, check Redis's fsync setting
     /// and start the writer task. Fails when Redis cannot be reached.
     pub async fn open(cfg: RedisConfig) -> Result<Self, StoreError> {
-        let codec = Arc::new(Codec::plain());
+        let codec = cfg.codec.clone();
         if cfg.node.is_empty() || cfg.prefix.is_empty() {
             return Err(StoreError::Unavailable(
                 "redis store needs a node id and a key prefix".into(),
@@ -401,10 +407,10 @@ impl Backend for Redis {
                 .await
                 .map_err(err)?;
             Ok(match (v, d) {
-                (Some(version), Some(kept)) => self
-                    .codec
-                    .read_value(key, &kept)
-                    .map(|value| Versioned { version, value }),
+                (Some(version), Some(kept)) => Some(Versioned {
+                    version,
+                    value: self.codec.read_value(key, &kept)?,
+                }),
                 _ => None,
             })
         })

@@ -25,7 +25,7 @@ pub(crate) struct WriteQueue {
     max_pending: usize,
     /// How a failed write is reported ("commit failed", "redis write failed", ...).
     failed: &'static str,
-    codec: Arc<Codec>,
+    pub(crate) codec: Arc<Codec>,
 }
 
 /// The writer's end of a [`WriteQueue`].
@@ -107,13 +107,12 @@ impl WriteQueue {
         Box::pin(async move {
             match rx.await {
                 // The value found under the key, as the codec kept it.
-                Ok(Some(Once::Duplicate(kept))) => key
-                    .as_deref()
-                    .and_then(|k| codec.read_value(k, &kept))
-                    .map(Once::Duplicate)
-                    .ok_or_else(|| {
-                        StoreError::Corrupt("an idempotency record is unreadable".into())
-                    }),
+                Ok(Some(Once::Duplicate(kept))) => match key.as_deref() {
+                    Some(k) => codec.read_value(k, &kept).map(Once::Duplicate),
+                    None => Err(StoreError::Corrupt(
+                        "an idempotency record without a key".into(),
+                    )),
+                },
                 Ok(Some(o)) => Ok(o),
                 Ok(None) => Err(StoreError::Unavailable(failed.into())),
                 Err(_) => Err(StoreError::Closed),

@@ -142,6 +142,14 @@ pub async fn sim(cfg: impl FnOnce(&mut SimConfig)) -> SimHandle {
     SimHandle::start(c).await.unwrap()
 }
 
+/// A simulated carrier listening on `addr` (credentials otpgw/secret).
+pub async fn sim_at(addr: SocketAddr, cfg: impl FnOnce(&mut SimConfig)) -> SimHandle {
+    let mut c = SimConfig::new(addr);
+    c.credentials = Some(("otpgw".into(), "secret".into()));
+    cfg(&mut c);
+    SimHandle::start(c).await.unwrap()
+}
+
 /// The gateway under test, in this process: started on the configuration `text`.
 pub async fn start(text: &str) -> Gateway {
     match Config::parse(text, "test") {

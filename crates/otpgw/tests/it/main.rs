@@ -9,6 +9,7 @@
 mod common;
 
 mod admin_audit;
+mod at_rest;
 mod brand_auth;
 mod brand_limits;
 mod brand_protocol;
