@@ -38,6 +38,8 @@ pub struct BrandConfig {
     /// Whether a receipt goes back to the SMPP session that submitted its message
     /// (`true`, the default) or to any receiver session of the brand.
     pub receipts_to_submitter: bool,
+    /// How long its finished records are kept, when shorter than the defaults.
+    pub retention: Option<Duration>,
     /// `otpgw_messages_accepted_total{brand}`, registered on first use and then
     /// incremented without a registry lookup.
     accepted_counter: std::sync::OnceLock<metrics::Counter>,
@@ -90,6 +92,7 @@ impl BrandConfig {
             webhook_secret: None,
             verify_sender: None,
             receipts_to_submitter: true,
+            retention: None,
             accepted_counter: std::sync::OnceLock::new(),
         }
     }
@@ -145,6 +148,11 @@ impl Brands {
     /// The brand with this `system_id` (its password is checked by the session).
     pub fn get(&self, system_id: &str) -> Option<Arc<BrandConfig>> {
         self.by_id.get(system_id).cloned()
+    }
+
+    /// Every brand's `system_id`.
+    pub fn ids(&self) -> Vec<String> {
+        self.by_id.keys().cloned().collect()
     }
 
     /// The brand whose `sha256:` API key hash is this digest.

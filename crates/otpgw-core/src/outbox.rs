@@ -265,6 +265,22 @@ impl BrandOutbox {
         self.take_for(0, max, out).await;
     }
 
+    /// Take out every waiting receipt `drop` picks (an erasure), wherever it waits.
+    pub fn remove_where(&self, drop: impl Fn(&ReceiptJob) -> bool) -> Vec<ReceiptJob> {
+        let mut out = Vec::new();
+        let mut q = self.q.lock();
+        let Queues {
+            shared, sessions, ..
+        } = &mut *q;
+        for queue in std::iter::once(shared).chain(sessions.values_mut().map(|b| &mut b.own)) {
+            let (gone, kept): (Vec<_>, Vec<_>) = queue.drain(..).partition(|j| drop(j));
+            queue.extend(kept);
+            out.extend(gone);
+        }
+        self.waiting.fetch_sub(out.len(), Ordering::Relaxed);
+        out
+    }
+
     /// Receipts waiting.
     pub fn len(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
@@ -423,6 +439,21 @@ mod tests {
             b.push(job(n));
         }
         assert_eq!(b.len(), 2);
+    }
+
+    #[test]
+    fn erased_receipts_leave_every_queue() {
+        let b = Outbox::new(100).brand(&Arc::from("x"));
+        b.register(1, IpAddr::from([127, 0, 0, 1]), true);
+        for n in 1..=6 {
+            b.push(with_origin(n, n % 2));
+        }
+        let gone = b.remove_where(|j| j.id.0 % 3 == 0);
+        assert_eq!(ids(&gone), vec![6, 3]);
+        assert_eq!(b.len(), 4);
+        let mut out = vec![];
+        b.try_take_for(1, 10, &mut out);
+        assert_eq!(ids(&out), vec![1, 5, 2, 4]);
     }
 
     fn with_origin(n: u64, origin: u64) -> ReceiptJob {

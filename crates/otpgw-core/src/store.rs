@@ -163,6 +163,9 @@ pub trait MessageLog: Send + Sync + 'static {
     /// Keep the status of a message that asked for one (HTTP messages): its final
     /// state, and (stores several nodes share) its acceptance. Batched.
     fn record_status(&self, status: &MessageStatus);
+    /// Per brand, how much sooner (ms) than the store's own retention its final
+    /// statuses are purged (a brand's `retention_secs`); replaces the previous.
+    fn set_status_retention(&self, _sooner: std::collections::HashMap<std::sync::Arc<str>, u64>) {}
     /// The status kept for `id`, if any.
     fn message_status(&self, id: MsgId) -> StoreFuture<'_, Option<MessageStatus>>;
     /// What the previous run left (empty for a store that keeps nothing).

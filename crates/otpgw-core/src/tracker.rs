@@ -461,6 +461,23 @@ impl Tracker {
         err: Option<&str>,
         now_ms: u64,
     ) -> (Finish, Ticket) {
+        self.end(id, state, err, now_ms, true)
+    }
+
+    /// Finish a message DELETED without a receipt to its brand (an erasure: no
+    /// record about its number is left).
+    pub fn finish_quietly(&self, id: MsgId, now_ms: u64) -> Ticket {
+        self.end(id, DeliveryState::Deleted, None, now_ms, false).1
+    }
+
+    fn end(
+        &self,
+        id: MsgId,
+        state: DeliveryState,
+        err: Option<&str>,
+        now_ms: u64,
+        receipt: bool,
+    ) -> (Finish, Ticket) {
         let Some((_, msg)) = self.inflight.remove(&id) else {
             metrics::counter!("otpgw_receipts_duplicate_total").increment(1);
             return (Finish::Unknown, Ticket::ready());
@@ -476,7 +493,7 @@ impl Tracker {
         // (HTTP `GET /v1/messages/{id}`, SMPP `query_sm`).
         self.store
             .record_status(&MessageStatus::finished(&msg, state, err, now_ms));
-        if !msg.wants_receipt(state) {
+        if !(receipt && msg.wants_receipt(state)) {
             let t = self.store.finished(id, state, None, now_ms);
             return (
                 Finish::Done {

@@ -25,9 +25,71 @@ pub(crate) struct GatewayAdmin {
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) smpp: Arc<otpgw_smpp_server::Context>,
+    pub(crate) verifier: Option<Arc<otpgw_verify::Verifier>>,
+}
+
+impl GatewayAdmin {
+    /// See [`crate::ops::Admin::erase_number`]: messages to the number still
+    /// queued are cancelled (never sent, no receipt), receipts about it waiting
+    /// for a brand are dropped, its verifications erased; all of it durable before
+    /// the answer. Messages already at a carrier are counted: their records go
+    /// when they finish, and a second call then drops their receipts.
+    async fn erase(&self, e164: &str) -> Result<serde_json::Value, crate::ops::Erase> {
+        use crate::ops::Erase;
+        let digits = otpgw_accept::validate::e164(e164).ok_or(Erase::BadNumber)?;
+        let now = clock::now_ms();
+        let to_it = |a: &otpgw_proto::pdu::Address| a.addr.trim_start_matches('+') == digits;
+        let (mut messages, mut at_carrier) = (0u64, 0u64);
+        for m in self.tracker.matching(|m| m.to.phone().is_some_and(to_it)) {
+            if m.claim_cancel() {
+                let _ = self.tracker.finish_quietly(m.id, now);
+                messages += 1;
+            } else {
+                at_carrier += 1;
+            }
+        }
+        let outbox = self.tracker.outbox();
+        let mut receipts = 0u64;
+        for (_, b) in outbox.all().into_iter().chain(outbox.all_hooks()) {
+            for j in b.remove_where(|j| to_it(&j.source)) {
+                self.tracker.store().receipt_forwarded(j.id);
+                receipts += 1;
+            }
+        }
+        let verifications = match &self.verifier {
+            Some(v) => v
+                .erase(digits, now)
+                .await
+                .map_err(|e| Erase::Store(e.to_string()))?,
+            None => 0,
+        };
+        if !self.tracker.store().flush().wait().await {
+            return Err(Erase::Store("the erasure could not be made durable".into()));
+        }
+        metrics::counter!("otpgw_numbers_erased_total").increment(1);
+        Ok(serde_json::json!({
+            "messages": messages,
+            "receipts": receipts,
+            "verifications": verifications,
+            "at_carrier": at_carrier,
+        }))
+    }
 }
 
 impl crate::ops::Admin for GatewayAdmin {
+    fn erase_number<'a>(
+        &'a self,
+        e164: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<serde_json::Value, crate::ops::Erase>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(self.erase(e164))
+    }
+
     fn carriers(&self) -> serde_json::Value {
         use otpgw_core::Class;
         serde_json::Value::Array(

@@ -53,6 +53,7 @@ struct Doors {
     tls_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     smpp: Arc<otpgw_smpp_server::Context>,
+    verifier: Option<Arc<otpgw_verify::Verifier>>,
 }
 
 impl Gateway {
@@ -75,6 +76,7 @@ impl Gateway {
             .store
             .recover(now)
             .map_err(|e| StartError::store("cannot read the store", e))?;
+        opened.store.set_status_retention(cfg.status_retention());
         let outbox = Arc::new(Outbox::new(cfg.receipts.outbox_capacity));
         let tracker = Arc::new(Tracker::new(opened.store.clone(), outbox));
         let dispatcher = Arc::new(dispatcher(cfg));
@@ -136,6 +138,7 @@ impl Gateway {
                     dispatcher: dispatcher.clone(),
                     tracker: tracker.clone(),
                     smpp: doors.smpp.clone(),
+                    verifier: doors.verifier.clone(),
                 }),
             )?;
             let listen = cfg.ops.listen;
@@ -338,22 +341,27 @@ async fn open_doors(
         what: "the webhook sender",
         reason: e.to_string(),
     })?;
+    let verifier = cfg
+        .verify_config()
+        .map(|v| Arc::new(otpgw_verify::Verifier::new(v, acceptor.clone())));
     let http_addr = match cfg.http_config() {
         Some(h) => {
             let listen = h.listen;
-            let verifier = cfg
-                .verify_config()
-                .map(|v| Arc::new(otpgw_verify::Verifier::new(v, acceptor.clone())));
             if verifier.is_none() {
                 tracing::warn!("no [verify] section: the Verify API answers 503");
             }
-            let r = otpgw_http::start(h, acceptor.clone(), verifier, shutdown.child_token())
-                .await
-                .map_err(|source| StartError::Listen {
-                    what: "the HTTP API",
-                    addr: listen,
-                    source,
-                })?;
+            let r = otpgw_http::start(
+                h,
+                acceptor.clone(),
+                verifier.clone(),
+                shutdown.child_token(),
+            )
+            .await
+            .map_err(|source| StartError::Listen {
+                what: "the HTTP API",
+                addr: listen,
+                source,
+            })?;
             Some(r.addr)
         }
         None => None,
@@ -364,6 +372,7 @@ async fn open_doors(
         tls_addr,
         http_addr,
         smpp,
+        verifier,
     })
 }
 

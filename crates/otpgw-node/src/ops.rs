@@ -105,6 +105,28 @@ pub trait Admin: Send + Sync + 'static {
     fn brands(&self) -> Value;
     fn queue(&self) -> Value;
     fn quality(&self) -> Value;
+    /// Erase what is kept for a number (`DELETE /admin/numbers/{e164}`): `Err`
+    /// says why not (a bad number: 400).
+    fn erase_number<'a>(
+        &'a self,
+        e164: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, Erase>> + Send + 'a>>;
+}
+
+/// Why an erasure was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Erase {
+    #[error("not an E.164 number (+ and 7 to 15 digits)")]
+    BadNumber,
+    #[error("the store failed: {0}")]
+    Store(String),
+}
+
+/// A number as logs and the audit show it: its first digits, the rest masked
+/// (`+4477009*****`).
+pub fn masked_number(e164: &str) -> String {
+    let keep = e164.len().min(8);
+    format!("{}{}", &e164[..keep], "*".repeat(e164.len() - keep))
 }
 
 /// An admin token as the listener knows it: its name, role and SHA-256.
@@ -156,6 +178,7 @@ pub async fn serve(
         .route("/admin/queue", get(admin_queue))
         .route("/admin/quality", get(admin_quality))
         .route("/admin/audit", get(admin_audit))
+        .route("/admin/numbers/{e164}", axum::routing::delete(admin_erase))
         .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), guard));
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -224,6 +247,7 @@ fn describe(method: &axum::http::Method, path: &str) -> (String, String) {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
         ["admin", "carriers", name, op] => (format!("{op}_carrier"), (*name).to_string()),
+        ["admin", "numbers", n] => ("erase_number".into(), masked_number(n)),
         _ => (format!("{method} {path}"), String::new()),
     }
 }
@@ -243,6 +267,11 @@ async fn guard(
     let (ip, now) = (peer.ip(), otpgw_core::clock::now_ms());
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let (action, target) = describe(&method, &path);
+    // Never a full number in the log: an erasure's path shows it masked.
+    let path = match path.strip_prefix("/admin/numbers/") {
+        Some(n) => format!("/admin/numbers/{}", masked_number(n)),
+        None => path,
+    };
     let stranger = format!("peer {ip}");
     let audit = |actor: &str, result: &str| match &api.audit {
         Some(a) => a
@@ -329,6 +358,17 @@ async fn admin_audit(State(ctx): State<Arc<Ctx>>) -> Response {
             Json(json!({ "lines": lines, "head": head })).into_response()
         }
         None => refusal(StatusCode::NOT_FOUND, "no audit log configured", None),
+    }
+}
+
+async fn admin_erase(State(ctx): State<Arc<Ctx>>, Path(e164): Path<String>) -> Response {
+    let Some(api) = &ctx.admin else {
+        return refusal(StatusCode::NOT_FOUND, "admin API disabled", None);
+    };
+    match api.admin.erase_number(&e164).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e @ Erase::BadNumber) => refusal(StatusCode::BAD_REQUEST, &e.to_string(), None),
+        Err(e) => refusal(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), Some(1)),
     }
 }
 

@@ -35,6 +35,9 @@ impl Gateway {
         self.dispatcher.set_explore(new.quality.explore);
         self.tracker.assure().set_policies(new.assurance_policies());
         self.acceptor.set_brands(Brands::new(new.brand_configs()));
+        self.tracker
+            .store()
+            .set_status_retention(new.status_retention());
         let mut restart = Vec::new();
         for (c, old) in new.carriers.iter().zip(cur.carriers.iter()) {
             if let Some(k) = self.carriers.iter().find(|k| k.name() == c.name) {

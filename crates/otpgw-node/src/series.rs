@@ -29,6 +29,7 @@ const COUNTERS: &[&str] = &[
     "otpgw_http_tls_handshake_failures_total",
     "otpgw_messages_cancelled_total",
     "otpgw_messages_replaced_total",
+    "otpgw_numbers_erased_total",
     "otpgw_receipts_ambiguous_total",
     "otpgw_receipts_dropped_total",
     "otpgw_receipts_duplicate_total",

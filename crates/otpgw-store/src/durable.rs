@@ -124,6 +124,10 @@ impl<B: Backend> MessageLog for Durable<B> {
         }
     }
 
+    fn set_status_retention(&self, sooner: std::collections::HashMap<std::sync::Arc<str>, u64>) {
+        *self.queue.status_sooner.write() = sooner;
+    }
+
     fn message_status(&self, id: MsgId) -> StoreFuture<'_, Option<MessageStatus>> {
         self.backend.message_status(id)
     }

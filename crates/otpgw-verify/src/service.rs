@@ -134,6 +134,27 @@ impl std::fmt::Debug for Verifier {
 fn key(id: &str) -> String {
     format!("ver:{id}")
 }
+/// Most verification ids a number's index lists (the newest first).
+const INDEX_IDS: usize = 32;
+
+/// The ids a number's index lists, newest first.
+fn index_ids(value: &[u8]) -> Vec<String> {
+    std::str::from_utf8(value)
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A number's index listing `newest` then `older` (at most [`INDEX_IDS`]).
+fn index_value(newest: &str, older: &[String]) -> Vec<u8> {
+    let mut ids = vec![newest];
+    ids.extend(older.iter().map(String::as_str).filter(|o| *o != newest));
+    ids.truncate(INDEX_IDS);
+    ids.join(",").into_bytes()
+}
+
 /// The key of a number's live verification: the number only as its keyed hash.
 fn number_key(secret: &Secret, brand: &str, digits: &str) -> String {
     format!("vnum:{brand}:{}", secret.blind(digits))
@@ -184,8 +205,20 @@ impl Verifier {
         Ok((rec.version, v))
     }
 
+    /// How long a finished verification of `brand` is kept: `keep_after`, or the
+    /// brand's shorter `retention_secs`.
+    fn keep_after(&self, brand: &str) -> Duration {
+        let own = self
+            .acceptor
+            .brands()
+            .read()
+            .get(brand)
+            .and_then(|b| b.retention);
+        own.map_or(self.cfg.keep_after, |r| r.min(self.cfg.keep_after))
+    }
+
     async fn save(&self, version: u64, v: &Verification) -> Result<bool, VerifyError> {
-        let until = v.expires_ms + self.cfg.keep_after.as_millis() as u64;
+        let until = v.expires_ms + self.keep_after(&v.brand).as_millis() as u64;
         self.store()
             .kv_put(&key(&v.id), version, v.encode(), until)
             .await
@@ -294,7 +327,7 @@ impl Verifier {
             count(brand_id, "refused_prefix");
             return Err(VerifyError::PrefixLimit(n.resets_in_ms));
         }
-        let index_version = self.supersede(brand_id, digits, now).await?;
+        let (index_version, older) = self.supersede(brand_id, digits, now).await?;
         let id = code::new_id().map_err(|_| VerifyError::Random)?;
         let code = code::generate_code(usize::from(len)).map_err(|_| VerifyError::Random)?;
         let v = Verification {
@@ -323,9 +356,11 @@ impl Verifier {
         // code that went out can always be checked; most often all three share one
         // commit.
         let nk = number_key(&self.cfg.secret, brand_id, digits);
+        // The index lives as long as the records it lists (for an erasure).
+        let index_until = v.expires_ms + self.keep_after(brand_id).as_millis() as u64;
         let (saved, indexed, sent) = tokio::join!(
             self.save(0, &v),
-            store.kv_put(&nk, index_version, v.id.clone().into_bytes(), v.expires_ms),
+            store.kv_put(&nk, index_version, index_value(&v.id, &older), index_until),
             self.send(brand, &v, &code, now),
         );
         if !saved? {
@@ -337,9 +372,10 @@ impl Verifier {
             // index this one (the later) anyway.
             for _ in 0..CAS_TRIES {
                 let cur = store.kv_get(&nk).await.map_err(|_| VerifyError::Store)?;
-                let version = cur.map_or(0, |c| c.version);
+                let (version, listed) =
+                    cur.map_or((0, Vec::new()), |c| (c.version, index_ids(&c.value)));
                 if store
-                    .kv_put(&nk, version, v.id.clone().into_bytes(), v.expires_ms)
+                    .kv_put(&nk, version, index_value(&v.id, &listed), index_until)
                     .await
                     .map_err(|_| VerifyError::Store)?
                     .is_some()
@@ -353,35 +389,75 @@ impl Verifier {
     }
 
     /// Mark the number's pending verification superseded; returns the version of
-    /// the number's index (0: none).
-    async fn supersede(&self, brand: &str, digits: &str, now: u64) -> Result<u64, VerifyError> {
+    /// the number's index (0: none) and the ids it lists, newest first.
+    async fn supersede(
+        &self,
+        brand: &str,
+        digits: &str,
+        now: u64,
+    ) -> Result<(u64, Vec<String>), VerifyError> {
         let Some(index) = self
             .store()
             .kv_get(&number_key(&self.cfg.secret, brand, digits))
             .await
             .map_err(|_| VerifyError::Store)?
         else {
-            return Ok(0);
+            return Ok((0, Vec::new()));
         };
-        let Ok(prev) = String::from_utf8(index.value) else {
-            return Ok(index.version);
+        let found = (index.version, index_ids(&index.value));
+        let Some(prev) = found.1.first() else {
+            return Ok(found);
         };
         for _ in 0..CAS_TRIES {
-            let (version, mut v) = match self.load(brand, &prev).await {
+            let (version, mut v) = match self.load(brand, prev).await {
                 Ok(x) => x,
-                Err(VerifyError::NotFound) => return Ok(index.version),
+                Err(VerifyError::NotFound) => return Ok(found),
                 Err(e) => return Err(e),
             };
             if v.state != State::Pending || now >= v.expires_ms {
-                return Ok(index.version);
+                return Ok(found);
             }
             v.state = State::Superseded;
             if self.save(version, &v).await? {
                 count(brand, "superseded");
-                return Ok(index.version);
+                return Ok(found);
             }
         }
         Err(VerifyError::Busy)
+    }
+
+    /// Erase every verification kept for `digits` (a number in international
+    /// form, no `+`), of every brand: each record listed in the number's index,
+    /// and the index, are overwritten empty and expire at once. Returns how many
+    /// verifications were erased.
+    pub async fn erase(&self, digits: &str, now: u64) -> Result<u64, VerifyError> {
+        let brands = self.acceptor.brands().read().ids();
+        let store = self.store();
+        let mut erased = 0;
+        for brand in brands {
+            let nk = number_key(&self.cfg.secret, &brand, digits);
+            let Some(index) = store.kv_get(&nk).await.map_err(|_| VerifyError::Store)? else {
+                continue;
+            };
+            for id in index_ids(&index.value) {
+                if let Some(rec) = store
+                    .kv_get(&key(&id))
+                    .await
+                    .map_err(|_| VerifyError::Store)?
+                {
+                    store
+                        .kv_put(&key(&id), rec.version, Vec::new(), now)
+                        .await
+                        .map_err(|_| VerifyError::Store)?;
+                    erased += 1;
+                }
+            }
+            store
+                .kv_put(&nk, index.version, Vec::new(), now)
+                .await
+                .map_err(|_| VerifyError::Store)?;
+        }
+        Ok(erased)
     }
 
     /// Check `code` against verification `id` of `brand`.

@@ -100,6 +100,11 @@ pub struct Brand {
     /// left (for a voice or push fallback); needs `webhook_secret`.
     #[serde(default)]
     pub fallback_url: Option<String>,
+    /// How long this brand's finished records are kept (message statuses and
+    /// verifications), when shorter than the store's `finished_retention_secs`
+    /// and the verifications' `keep_after`.
+    #[serde(default)]
+    pub retention_secs: Option<u64>,
 }
 
 fn d_class() -> ClassCfg {
@@ -136,6 +141,9 @@ impl Config {
                 p.push(format!(
                     "brand[{i}].system_id: must be 1 to 15 ASCII characters"
                 ));
+            }
+            if b.retention_secs == Some(0) {
+                p.push(format!("brand[{i}].retention_secs: must be at least 1"));
             }
             if b.password.is_some() {
                 p.push(format!(
@@ -251,7 +259,21 @@ impl Config {
                 c.webhook_secret = b.webhook_secret().ok().flatten();
                 c.verify_sender = b.verify_sender.clone();
                 c.receipts_to_submitter = b.receipts_to == ReceiptsTo::Submitter;
+                c.retention = b.retention_secs.map(Duration::from_secs);
                 c
+            })
+            .collect()
+    }
+
+    /// Per brand with a `retention_secs` shorter than the store's
+    /// `finished_retention_secs`: how much sooner (ms) its statuses are purged.
+    pub fn status_retention(&self) -> std::collections::HashMap<std::sync::Arc<str>, u64> {
+        let all = self.store.finished_retention_secs;
+        self.brands
+            .iter()
+            .filter_map(|b| {
+                let r = b.retention_secs?;
+                (r < all).then(|| (b.system_id.as_str().into(), (all - r) * 1000))
             })
             .collect()
     }

@@ -311,6 +311,7 @@ impl Config {
         let mut c = otpgw_store::RedisConfig::new(&s.redis_url, &s.redis_prefix, &s.node_id);
         c.batch_max = s.batch_max;
         c.lease = Duration::from_millis(s.node_lease_ms);
+        c.status_keep = Duration::from_secs(s.finished_retention_secs);
         c
     }
 }

@@ -240,7 +240,10 @@ fn build(
             }
             Op::Status { id, rec, done_ms } => {
                 let keep = if *done_ms > 0 {
-                    cfg.status_keep
+                    // Counted from when it finished (a brand's shorter retention
+                    // moves that back: see `WriteQueue::status`).
+                    let until = done_ms + cfg.status_keep.as_millis() as u64;
+                    Duration::from_millis(until.saturating_sub(otpgw_core::clock::now_ms()).max(1))
                 } else {
                     // In flight: until its final status replaces it, at the latest
                     // a day after acceptance.

@@ -26,6 +26,10 @@ pub(crate) struct WriteQueue {
     /// How a failed write is reported ("commit failed", "redis write failed", ...).
     failed: &'static str,
     pub(crate) codec: Arc<Codec>,
+    /// Per brand, how much sooner its final statuses are purged (see
+    /// [`otpgw_core::MessageLog::set_status_retention`]): their age is counted
+    /// from that much before they finished.
+    pub(crate) status_sooner: parking_lot::RwLock<std::collections::HashMap<Arc<str>, u64>>,
 }
 
 /// The writer's end of a [`WriteQueue`].
@@ -51,6 +55,7 @@ impl WriteQueue {
             max_pending,
             failed,
             codec,
+            status_sooner: Default::default(),
         };
         (q, Writes { rx, pending })
     }
@@ -124,7 +129,10 @@ impl WriteQueue {
     /// several nodes share answer other nodes' queries from it).
     pub(crate) fn status(&self, s: &MessageStatus) {
         let done_ms = match s.stage {
-            Stage::Done(_) => s.done_ms,
+            Stage::Done(_) => {
+                let sooner = self.status_sooner.read().get(&s.brand).copied();
+                s.done_ms.saturating_sub(sooner.unwrap_or(0)).max(1)
+            }
             _ => 0,
         };
         let _ = self.put(Op::Status {

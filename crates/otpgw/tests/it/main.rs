@@ -21,6 +21,7 @@ mod delivery_assurance;
 mod dispatch_bench;
 mod dispatch_policy;
 mod end_to_end;
+mod erasure;
 mod hostile_input;
 mod http_api;
 mod http_doors;
