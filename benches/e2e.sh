@@ -11,6 +11,7 @@
 #   BENCH_ARGS="--otp-percent 80 --encoding ucs2 --chart run.svg" benches/e2e.sh
 #                                        # any further `otpgw bench` options
 #   PERF_OUT=gw.perf benches/e2e.sh      # also sample the gateway with `perf record -g`
+#   ENCRYPT=1 benches/e2e.sh             # records sealed at rest ([store.encryption])
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
@@ -40,6 +41,10 @@ sed -e "s/127.0.0.1:2776\"/127.0.0.1:${SIM_PORT}\"/" \
     -e "s|^path = \"data/otpgw.redb\"|path = \"$tmp/otpgw.redb\"|" \
     -e "s/^finished_retention_secs = 3600 .*/finished_retention_secs = ${FINISHED_RETENTION}/" \
     deploy/otpgw.toml > "$tmp/otpgw.toml"
+if [ -n "${ENCRYPT:-}" ]; then
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$tmp/k1.key"
+    printf '\n[store.encryption]\nactive = "k1"\n[[store.encryption.keys]]\nid = "k1"\nkey_file = "%s"\n' "$tmp/k1.key" >> "$tmp/otpgw.toml"
+fi
 
 "$BIN" sim --listen "127.0.0.1:${SIM_PORT}" --credentials otpgw:secret --receipt-delay-ms 10 >"$tmp/sim.log" 2>&1 &
 SIM=$!
@@ -67,7 +72,7 @@ if [ -n "${PERF:-}" ]; then kill -INT "$PERF"; wait "$PERF" || true; echo "perf 
 kill "$SAMPLER" 2>/dev/null || true
 [ -f "$tmp/sizes" ] && cat "$tmp/sizes"
 [ -f "$tmp/otpgw.redb" ] && echo "store file at the end: $(( $(stat -c %s "$tmp/otpgw.redb") / 1048576 )) MiB"
-echo "store: $STORE"
+echo "store: $STORE${ENCRYPT:+ (encrypted at rest)}"
 # The gateway's own count of receipts it gave up on (must be 0).
 curl -s "http://127.0.0.1:${OPS_PORT}/metrics" | awk '/^otpgw_receipts_dropped_total / {d = $2} /^otpgw_receipts_expired_total / {e = $2}
     END {printf "gateway: receipts dropped %d, expired %d (otpgw_receipts_dropped_total, otpgw_receipts_expired_total)\n", d, e}'

@@ -48,6 +48,18 @@ fn identity(cert: &Path, key: &Path) -> Result<Identity, String> {
     Ok((certs, key_der))
 }
 
+/// When the first certificate of a PEM chain (the one presented) expires: Unix
+/// seconds of its `notAfter`.
+pub fn not_after(cert: &Path) -> Result<i64, String> {
+    let first = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+        .next()
+        .ok_or_else(|| format!("{}: no certificate in it", cert.display()))?
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&first)
+        .map_err(|e| format!("{}: not an X.509 certificate: {e}", cert.display()))?;
+    Ok(parsed.validity().not_after.timestamp())
+}
+
 /// The roots of a PEM file of CA certificates.
 fn roots(ca: &Path) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();

@@ -17,6 +17,8 @@ pub(crate) struct GatewayReadiness {
     /// For the gauges set at scrape time.
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) dispatcher: Arc<Dispatcher>,
+    /// When the certificates otpgw presents expire (see `series::cert_expiries`).
+    pub(crate) certs: Vec<(&'static str, i64)>,
 }
 
 /// The admin API's view of the gateway.
@@ -193,5 +195,6 @@ impl crate::ops::Readiness for GatewayReadiness {
                 .set(q.len() as f64);
         }
         crate::series::process_gauges();
+        crate::series::cert_gauges(&self.certs);
     }
 }

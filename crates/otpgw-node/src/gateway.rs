@@ -130,7 +130,9 @@ impl Gateway {
                 routes: cfg.route_lists(),
                 tracker: tracker.clone(),
                 dispatcher: dispatcher.clone(),
+                certs: crate::series::cert_expiries(cfg),
             });
+            crate::series::cert_gauges(&readiness.certs);
             let admin = admin_api(
                 cfg,
                 Arc::new(GatewayAdmin {

@@ -191,3 +191,44 @@ pub fn zero(cfg: &Config) {
         }
     }
 }
+
+/// When each certificate otpgw presents expires, by use (`smpp`: the brand TLS
+/// listener, `http`: the HTTP API's, `carrier_client`: the soonest of the carrier
+/// client certificates), as Unix seconds. A file that cannot be read was refused
+/// by the config check already; it is left out here.
+pub(crate) fn cert_expiries(cfg: &Config) -> Vec<(&'static str, i64)> {
+    let mut files: Vec<(&'static str, &std::path::Path)> = Vec::new();
+    if cfg.server.tls_listen.is_some()
+        && let Some(f) = &cfg.server.tls_cert_file
+    {
+        files.push(("smpp", f));
+    }
+    if let Some(f) = cfg.http.as_ref().and_then(|h| h.tls_cert_file.as_ref()) {
+        files.push(("http", f));
+    }
+    for c in &cfg.carriers {
+        if let Some(f) = &c.tls_client_cert_file {
+            files.push(("carrier_client", f));
+        }
+    }
+    let mut out: Vec<(&'static str, i64)> = Vec::new();
+    for (usage, f) in files {
+        let Ok(t) = otpgw_accept::tls::not_after(f) else {
+            continue;
+        };
+        match out.iter_mut().find(|(u, _)| *u == usage) {
+            Some((_, soonest)) => *soonest = (*soonest).min(t),
+            None => out.push((usage, t)),
+        }
+    }
+    out
+}
+
+/// `otpgw_tls_cert_expiry_seconds{use}`: seconds left before each certificate
+/// expires (negative once it has), set at start and at each scrape.
+pub(crate) fn cert_gauges(expiries: &[(&'static str, i64)]) {
+    let now = (otpgw_core::clock::now_ms() / 1000) as i64;
+    for (usage, t) in expiries {
+        metrics::gauge!("otpgw_tls_cert_expiry_seconds", "use" => *usage).set((t - now) as f64);
+    }
+}

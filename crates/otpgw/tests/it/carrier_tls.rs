@@ -61,6 +61,18 @@ async fn binds_over_mutual_tls_and_refuses_an_untrusted_carrier() {
     let gw = common::gateway(&sim, &tls_settings(&server, Some((&client, &client_key)))).await;
     send_50(&gw).await;
     assert_eq!(handshake_failures(&gw).await, 0.0);
+    // The client certificate (made for 2 days) expires in 2 days: the alert's
+    // signal.
+    let left = crate::ops::scrape_value(
+        gw.ops_addr().unwrap(),
+        "otpgw_tls_cert_expiry_seconds{use=\"carrier_client\"}",
+    )
+    .await
+    .expect("the expiry gauge");
+    assert!(
+        (2.0 * 86_400.0 - 600.0..=2.0 * 86_400.0 + 60.0).contains(&left),
+        "{left}"
+    );
     gw.shutdown().await;
 
     // A carrier certificate otpgw does not trust: no bind, counted, nothing sent.

@@ -125,6 +125,17 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
         [&brands[0], &brands[1]],
         &sections,
     );
+    // A brand TLS listener too: the certificate expiry alert has a signal.
+    let (cert, key) = common::self_signed(&common::store_dir("prom-tls"), "otpgw");
+    let text = text.replacen(
+        "[server]\n",
+        &format!(
+            "[server]\ntls_listen = \"127.0.0.1:0\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        1,
+    );
     let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
     let ops = gw.ops_addr().unwrap();
@@ -263,7 +274,7 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
         .filter_map(|l| l.trim().strip_prefix("expr: "))
         .map(signal)
         .collect();
-    assert_eq!(alert_signals.len(), 11);
+    assert_eq!(alert_signals.len(), 12);
     let mut empty = Vec::new();
     for q in exprs.iter().chain(alert_signals.iter()) {
         let (n, first) = query_values(prom, q).await;
@@ -334,7 +345,7 @@ fn every_alert_fires_on_its_event() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(names.len(), 11);
+    assert_eq!(names.len(), 12);
     for n in &names {
         // A case expecting it: "alertname: X" followed by a non-empty exp_alerts.
         let fires = tests
