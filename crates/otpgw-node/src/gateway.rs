@@ -44,6 +44,8 @@ pub struct Gateway {
     http_addr: Option<SocketAddr>,
     /// The configuration in force (for reloads).
     pub(crate) current: parking_lot::Mutex<Config>,
+    /// The audit log (`[audit]`), for changes not made through the admin API.
+    pub(crate) audit: Option<Arc<crate::audit::Audit>>,
 }
 
 /// The brand-facing side once started.
@@ -123,6 +125,7 @@ impl Gateway {
             cfg.redis_config().lease,
             shutdown.child_token(),
         );
+        let audit = open_audit(cfg)?;
         let ops_addr = if cfg.ops.enabled {
             let readiness = Arc::new(GatewayReadiness {
                 store: tracker.store().clone(),
@@ -135,6 +138,7 @@ impl Gateway {
             crate::series::cert_gauges(&readiness.certs);
             let admin = admin_api(
                 cfg,
+                audit.clone(),
                 Arc::new(GatewayAdmin {
                     carriers: shared.clone(),
                     dispatcher: dispatcher.clone(),
@@ -172,6 +176,7 @@ impl Gateway {
             ops_addr,
             http_addr: doors.http_addr,
             current: parking_lot::Mutex::new(cfg.clone()),
+            audit,
         };
         Ok((gw, summary))
     }
@@ -378,10 +383,24 @@ async fn open_doors(
     })
 }
 
+/// The audit log (`[audit]`), its chain checked.
+fn open_audit(cfg: &Config) -> Result<Option<Arc<crate::audit::Audit>>, StartError> {
+    let Some(a) = &cfg.audit else {
+        return Ok(None);
+    };
+    crate::audit::Audit::open(&a.path)
+        .map(|l| Some(Arc::new(l)))
+        .map_err(|e| StartError::Part {
+            what: "the audit log",
+            reason: e.to_string(),
+        })
+}
+
 /// The admin API's keys (`[[ops.admin]]`, and the deprecated `ops.admin_token` as
 /// an `operate` token named `admin`) and audit log; `None` without any key.
 fn admin_api(
     cfg: &Config,
+    audit: Option<Arc<crate::audit::Audit>>,
     admin: Arc<dyn crate::ops::Admin>,
 ) -> Result<Option<crate::ops::AdminApi>, crate::error::StartError> {
     use crate::config::AdminRole;
@@ -411,14 +430,5 @@ fn admin_api(
     if keys.is_empty() {
         return Ok(None);
     }
-    let audit = match &cfg.audit {
-        Some(a) => Some(Arc::new(crate::audit::Audit::open(&a.path).map_err(
-            |e| crate::error::StartError::Part {
-                what: "the audit log",
-                reason: e.to_string(),
-            },
-        )?)),
-        None => None,
-    };
     Ok(Some(crate::ops::AdminApi { admin, keys, audit }))
 }

@@ -20,6 +20,27 @@ impl Gateway {
     /// Refused as a whole (the old configuration stays) when carriers were added or
     /// removed. Returns the changes that need a restart to take effect.
     pub fn reload(&self, new: &Config) -> Result<Vec<String>, ReloadError> {
+        let r = self.apply(new);
+        self.record("reload", if r.is_ok() { "ok" } else { "refused" });
+        r
+    }
+
+    /// Record a change made outside the admin API (a reload by SIGHUP, or one
+    /// refused because the new file is invalid) in the audit log, if there is one.
+    pub fn record(&self, action: &str, result: &str) {
+        if let Some(a) = &self.audit
+            && let Err(e) = a.record(crate::audit::Event {
+                actor: "signal SIGHUP",
+                action,
+                target: "",
+                result,
+            })
+        {
+            tracing::error!(error = %e, "audit log write failed");
+        }
+    }
+
+    fn apply(&self, new: &Config) -> Result<Vec<String>, ReloadError> {
         let mut cur = self.current.lock();
         let names = |c: &Config| {
             let mut v: Vec<String> = c.carriers.iter().map(|c| c.name.clone()).collect();

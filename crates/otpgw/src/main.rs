@@ -256,7 +256,10 @@ fn reload(gw: &Gateway, path: &std::path::Path) {
             }
             Err(e) => tracing::error!(error = %e, "reload refused; old configuration kept"),
         },
-        Err(e) => tracing::error!(error = %e, "new configuration invalid; old configuration kept"),
+        Err(e) => {
+            gw.record("reload", "invalid");
+            tracing::error!(error = %e, "new configuration invalid; old configuration kept");
+        }
     }
 }
 

@@ -54,10 +54,13 @@ async fn roles_and_a_tamper_evident_audit_log() {
     );
     let wrong = "otpgw_0000000000000000000000000000000000000000000000000000000000000000";
     assert_eq!(call(ops, "GET", "/admin/queue", Some(wrong)).await.0, 401);
+    // A reload (SIGHUP) is a change too.
+    let same = otpgw_node::Config::parse(&text, "test").unwrap();
+    assert!(gw.reload(&same).is_ok());
     let (code, body) = call(ops, "GET", "/admin/audit", Some(&read_key)).await;
     assert_eq!(code, 200);
     let head: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(head["lines"], 4, "{body}");
+    assert_eq!(head["lines"], 5, "{body}");
     gw.shutdown().await;
     sim.shutdown();
 
@@ -82,6 +85,7 @@ async fn roles_and_a_tamper_evident_audit_log() {
             row("oncall", "pause_carrier", "sim", "200"),
             row("oncall", "resume_carrier", "sim", "200"),
             row("peer 127.0.0.1", "GET /admin/queue", "", "unauthorized"),
+            row("signal SIGHUP", "reload", "", "ok"),
         ]
     );
     for secret in [&read_key, &op_key, &read_hash, &op_hash] {
@@ -105,7 +109,7 @@ async fn roles_and_a_tamper_evident_audit_log() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(
-        out.contains("4 lines") && out.contains(head["head"].as_str().unwrap()),
+        out.contains("5 lines") && out.contains(head["head"].as_str().unwrap()),
         "{out}"
     );
     assert!(
