@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use otpgw_proto::time::rfc3339;
-use otpgw_verify::{CreateRequest, Outcome, Verifier, View};
+use otpgw_verify::{CreateRequest, Outcome, Transaction, Verifier, View};
 
 use crate::Api;
 use crate::error::ApiError;
@@ -38,6 +38,41 @@ pub struct StartVerification {
     /// Only `sms`.
     #[schema(pattern = "^sms$")]
     pub channel: Option<String>,
+    /// The payment the code authorises (PSD2 dynamic linking): the template can
+    /// show `{amount}`, `{currency}` and `{payee}`, and a check must carry the same.
+    pub transaction: Option<TransactionBody>,
+}
+
+/// A transaction a code is bound to.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionBody {
+    /// A decimal amount: up to 15 digits, optionally `.` and up to 4 more.
+    #[schema(example = "25.00", pattern = r"^[0-9]{1,15}(\.[0-9]{1,4})?$")]
+    pub amount: String,
+    /// ISO 4217.
+    #[schema(example = "EUR", pattern = "^[A-Za-z]{3}$")]
+    pub currency: String,
+    /// Who is paid, as the user is shown: 1 to 70 characters, no control
+    /// characters, not only spaces (runs of spaces count as one).
+    #[schema(
+        example = "ACME Ltd",
+        min_length = 1,
+        max_length = 70,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub payee: String,
+}
+
+impl TransactionBody {
+    fn checked(this: Option<&Self>) -> Result<Option<Transaction>, ApiError> {
+        this.map(|t| {
+            Transaction::new(&t.amount, &t.currency, &t.payee).map_err(|(field, reason)| {
+                ApiError::from(otpgw_verify::VerifyError::Invalid { field, reason })
+            })
+        })
+        .transpose()
+    }
 }
 
 /// A code to check.
@@ -48,6 +83,8 @@ pub struct CheckCode {
     /// than the code's digits is simply a wrong code).
     #[schema(example = "123456")]
     pub code: String,
+    /// The transaction the verification was started with, when it was.
+    pub transaction: Option<TransactionBody>,
 }
 
 /// A verification.
@@ -90,7 +127,8 @@ pub struct CheckResult {
     /// `approved` (once), `denied`, `expired` or `max_attempts`.
     pub status: &'static str,
     /// Why, when it is not the status itself (`superseded`: a newer verification
-    /// for the number replaced this one).
+    /// for the number replaced this one; `transaction_mismatch`: the check carried
+    /// another transaction than the verification's, or none).
     pub reason: Option<&'static str>,
     /// Checks left before the verification locks.
     pub checks_left: u8,
@@ -175,6 +213,7 @@ impl Api {
             .create(
                 brand,
                 CreateRequest {
+                    transaction: TransactionBody::checked(req.transaction.as_ref())?,
                     to: req.to,
                     template: req.template,
                     code_length: req.code_length,
@@ -217,11 +256,19 @@ impl Api {
         let brand = self.authenticate(headers, peer).await?;
         let v = self.verifier()?;
         let req: CheckCode = self.json_body(headers, body).await?;
-        let (outcome, view) = v
-            .check(&brand, id, &req.code, otpgw_core::clock::now_ms())
+        let tx = TransactionBody::checked(req.transaction.as_ref())?;
+        let (outcome, view, mismatch) = v
+            .check_for(
+                &brand,
+                id,
+                &req.code,
+                tx.as_ref(),
+                otpgw_core::clock::now_ms(),
+            )
             .await?;
         let (status, reason) = match outcome {
             Outcome::Superseded => ("expired", Some("superseded")),
+            o if mismatch => (o.label(), Some("transaction_mismatch")),
             o => (o.label(), None),
         };
         let left = v.rules().max_checks.saturating_sub(view.checks);

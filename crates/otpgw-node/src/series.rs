@@ -87,6 +87,7 @@ const VERIFY_OUTCOMES: &[&str] = &[
     "superseded",
     "approved",
     "denied",
+    "transaction_mismatch",
     "expired",
     "max_attempts",
     "check_superseded",

@@ -5,6 +5,8 @@
 //! - [`record`]: a verification as stored;
 //! - [`machine`]: the rules (checks, approval once, lock after too many wrong codes,
 //!   expiry, resends), free of IO and clock;
+//! - [`transaction`]: a code bound to an amount, currency and payee (PSD2 dynamic
+//!   linking);
 //! - [`service`]: the [`Verifier`]: create, check, resend and look up over the
 //!   gateway's store, sending codes through the one acceptor.
 
@@ -12,7 +14,9 @@ pub mod code;
 pub mod machine;
 pub mod record;
 pub mod service;
+pub mod transaction;
 
 pub use code::Secret;
 pub use machine::{Outcome, Rules};
 pub use service::{CreateRequest, Verifier, VerifyConfig, VerifyError, View};
+pub use transaction::Transaction;

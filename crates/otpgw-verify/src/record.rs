@@ -5,6 +5,8 @@
 use otpgw_core::MsgId;
 use otpgw_core::wire::{Reader, put_str};
 
+use crate::transaction::Transaction;
+
 /// Where a verification stands (expiry is read from the clock, not stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -43,15 +45,19 @@ pub struct Verification {
     /// The sender id and the template (`{code}` in it) its codes go out with.
     pub sender: String,
     pub template: String,
+    /// The transaction the code is bound to (PSD2 dynamic linking), if any.
+    pub transaction: Option<Transaction>,
 }
 
 const V1: u8 = 1;
+/// Version 2: a transaction follows the template.
+const V2: u8 = 2;
 
 impl Verification {
     /// The stored form.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(160 + self.template.len());
-        b.push(V1);
+        b.push(if self.transaction.is_some() { V2 } else { V1 });
         put_str(&mut b, &self.id);
         put_str(&mut b, &self.brand);
         put_str(&mut b, &self.to);
@@ -76,13 +82,17 @@ impl Verification {
         b.push(self.sends);
         put_str(&mut b, &self.sender);
         put_str(&mut b, &self.template);
+        if let Some(t) = &self.transaction {
+            t.put(&mut b);
+        }
         b
     }
 
     /// Read the stored form.
     pub fn decode(buf: &[u8]) -> Option<Self> {
         let mut r = Reader(buf);
-        if r.u8()? != V1 {
+        let version = r.u8()?;
+        if version != V1 && version != V2 {
             return None;
         }
         let id = r.string()?;
@@ -102,6 +112,12 @@ impl Verification {
             3 => State::Locked,
             _ => return None,
         };
+        let (checks, sends) = (r.u8()?, r.u8()?);
+        let (sender, template) = (r.string()?, r.string()?);
+        let transaction = match version {
+            V2 => Some(Transaction::read(&mut r)?),
+            _ => None,
+        };
         Some(Self {
             id,
             brand,
@@ -111,13 +127,14 @@ impl Verification {
             created_ms,
             expires_ms,
             state,
-            checks: r.u8()?,
-            sends: r.u8()?,
+            checks,
+            sends,
             last_send_ms,
             approved_ms,
             message,
-            sender: r.string()?,
-            template: r.string()?,
+            sender,
+            template,
+            transaction,
         })
     }
 }
@@ -140,6 +157,7 @@ pub(crate) fn sample() -> Verification {
         message: MsgId(42),
         sender: "BANK".into(),
         template: "Your code is {code}".into(),
+        transaction: None,
     }
 }
 
@@ -157,7 +175,13 @@ mod tests {
             checks: 5,
             ..v
         };
-        assert_eq!(Verification::decode(&w.encode()), Some(w));
+        assert_eq!(Verification::decode(&w.encode()), Some(w.clone()));
+        let t = Verification {
+            transaction: Some(Transaction::new("25.00", "EUR", "ACME Ltd").unwrap()),
+            ..w
+        };
+        assert_eq!(t.encode()[0], 2, "version 2 with a transaction");
+        assert_eq!(Verification::decode(&t.encode()), Some(t));
     }
 
     proptest! {

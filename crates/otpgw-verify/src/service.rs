@@ -15,6 +15,7 @@ use otpgw_core::{Class, MsgId, Store};
 use crate::code::{self, Secret};
 use crate::machine::{self, Outcome, Refusal, Rules};
 use crate::record::{State, Verification};
+use crate::transaction::Transaction;
 
 /// Settings of the verification service.
 #[derive(Debug, Clone)]
@@ -67,6 +68,9 @@ pub struct CreateRequest {
     pub ttl_secs: Option<u64>,
     /// Only "sms" (the default) for now.
     pub channel: Option<String>,
+    /// The transaction the code is for (shown with `{amount}`, `{currency}`,
+    /// `{payee}`; a check must carry the same).
+    pub transaction: Option<Transaction>,
 }
 
 /// A verification as the API shows it.
@@ -165,11 +169,13 @@ fn count(brand: &str, outcome: &'static str) {
         .increment(1);
 }
 
-/// The text of a code.
-fn render(template: &str, code: &str, ttl_ms: u64) -> String {
-    template
+/// The text of a code (a transaction's placeholders after the code's, so a payee
+/// cannot introduce one).
+fn render(template: &str, code: &str, ttl_ms: u64, tx: Option<&Transaction>) -> String {
+    let t = template
         .replace("{code}", code)
-        .replace("{minutes}", &ttl_ms.div_ceil(60_000).to_string())
+        .replace("{minutes}", &ttl_ms.div_ceil(60_000).to_string());
+    Transaction::fill(&t, tx)
 }
 
 impl Verifier {
@@ -235,7 +241,7 @@ impl Verifier {
         now: u64,
     ) -> Result<(), VerifyError> {
         let ttl = v.expires_ms.saturating_sub(now);
-        let text = render(&v.template, code, ttl);
+        let text = render(&v.template, code, ttl, v.transaction.as_ref());
         let (to, body) = compose::sms(compose::Text {
             to: &v.to,
             from: &v.sender,
@@ -331,7 +337,10 @@ impl Verifier {
         let id = code::new_id().map_err(|_| VerifyError::Random)?;
         let code = code::generate_code(usize::from(len)).map_err(|_| VerifyError::Random)?;
         let v = Verification {
-            hash: self.cfg.secret.hash(&id, &code),
+            hash: self
+                .cfg
+                .secret
+                .hash(&id, &Transaction::bound(&code, req.transaction.as_ref())),
             id,
             brand: brand_id.to_string(),
             to: req.to.clone(),
@@ -349,6 +358,7 @@ impl Verifier {
                 .clone()
                 .unwrap_or_else(|| self.cfg.sender.clone()),
             template,
+            transaction: req.transaction.clone(),
         };
         // The record, the number's index (for the next verification to supersede
         // this one) and the message go to the store together, in this order: the
@@ -460,7 +470,8 @@ impl Verifier {
         Ok(erased)
     }
 
-    /// Check `code` against verification `id` of `brand`.
+    /// Check `code` against verification `id` of `brand` (one without a
+    /// transaction).
     pub async fn check(
         &self,
         brand: &BrandConfig,
@@ -468,17 +479,36 @@ impl Verifier {
         code: &str,
         now: u64,
     ) -> Result<(Outcome, View), VerifyError> {
+        let (o, v, _) = self.check_for(brand, id, code, None, now).await?;
+        Ok((o, v))
+    }
+
+    /// Check `code` for transaction `tx` against verification `id` of `brand`;
+    /// also says whether it was denied for another transaction.
+    pub async fn check_for(
+        &self,
+        brand: &BrandConfig,
+        id: &str,
+        code: &str,
+        tx: Option<&Transaction>,
+        now: u64,
+    ) -> Result<(Outcome, View, bool), VerifyError> {
         let code = code.trim();
         for _ in 0..CAS_TRIES {
             let (version, v) = self.load(&brand.system_id, id).await?;
             let well_formed = code.len() == usize::from(v.code_length)
                 && code.bytes().all(|b| b.is_ascii_digit());
+            // Another transaction (or none where there was one) is a wrong
+            // attempt whatever the code.
+            let same_tx = Transaction::same(v.transaction.as_ref(), tx);
+            let bound = Transaction::bound(code, v.transaction.as_ref());
             let (outcome, next) = machine::check(
                 &v,
-                || well_formed && self.cfg.secret.matches(&v.id, code, &v.hash),
+                || same_tx && well_formed && self.cfg.secret.matches(&v.id, &bound, &v.hash),
                 &self.cfg.rules,
                 now,
             );
+            let mismatch = !same_tx && next.is_some() && outcome != Outcome::Approved;
             let shown = match &next {
                 Some(n) => {
                     if !self.save(version, n).await? {
@@ -498,7 +528,10 @@ impl Verifier {
             if outcome == Outcome::Approved {
                 self.approved(&v, now).await;
             }
-            return Ok((outcome, view(shown, now)));
+            if mismatch {
+                count(&brand.system_id, "transaction_mismatch");
+            }
+            return Ok((outcome, view(shown, now), mismatch));
         }
         Err(VerifyError::Busy)
     }
@@ -555,7 +588,10 @@ impl Verifier {
             let code =
                 code::generate_code(usize::from(v.code_length)).map_err(|_| VerifyError::Random)?;
             let next = Verification {
-                hash: self.cfg.secret.hash(&v.id, &code),
+                hash: self
+                    .cfg
+                    .secret
+                    .hash(&v.id, &Transaction::bound(&code, v.transaction.as_ref())),
                 sends: v.sends.saturating_add(1),
                 last_send_ms: now,
                 message: self.acceptor.mint(),

@@ -271,3 +271,64 @@ async fn another_brands_verification_is_not_found() {
         Err(VerifyError::NotFound)
     );
 }
+
+/// PSD2 dynamic linking: the code authorises the transaction it was shown with.
+#[tokio::test]
+async fn a_code_bound_to_a_transaction_approves_only_that_transaction() {
+    let r = rig(|_| {});
+    let tx = Transaction::new("25.00", "EUR", "ACME Ltd").unwrap();
+    let req = CreateRequest {
+        to: "+447700900077".into(),
+        template: Some("Pay {amount} {currency} to {payee}? Code {code}".into()),
+        transaction: Some(tx.clone()),
+        ..Default::default()
+    };
+    let v = r.v.create(&r.brand, req, T0).await.unwrap();
+    let code = r.last_code();
+    let other = Transaction::new("250.00", "EUR", "ACME Ltd").unwrap();
+    let payee = Transaction::new("25.00", "EUR", "EVIL Ltd").unwrap();
+    for (given, what) in [
+        (Some(&other), "amount"),
+        (Some(&payee), "payee"),
+        (None, "none"),
+    ] {
+        let (o, view, mismatch) =
+            r.v.check_for(&r.brand, &v.id, &code, given, T0 + 1)
+                .await
+                .unwrap();
+        assert_eq!((o, mismatch), (Outcome::Denied, true), "{what}");
+        assert_eq!(
+            view.status, "pending",
+            "{what}: a wrong attempt, not the end"
+        );
+    }
+    let respelled = Transaction::new("25", "eur", " ACME  Ltd").unwrap();
+    let (o, view, mismatch) =
+        r.v.check_for(&r.brand, &v.id, &code, Some(&respelled), T0 + 2)
+            .await
+            .unwrap();
+    assert_eq!((o, mismatch, view.checks), (Outcome::Approved, false, 4));
+    // A verification without one: a check that brings one is denied too.
+    let plain = r.create("+447700900078", T0).await.unwrap();
+    let code = r.last_code();
+    let (o, _, mismatch) =
+        r.v.check_for(&r.brand, &plain.id, &code, Some(&tx), T0 + 1)
+            .await
+            .unwrap();
+    assert_eq!((o, mismatch), (Outcome::Denied, true));
+}
+
+#[test]
+fn the_text_shows_the_transaction() {
+    let tx = Transaction::new("25.00", "EUR", "ACME {code}").unwrap();
+    assert_eq!(
+        render(
+            "{code}: {amount} {currency} to {payee}",
+            "123456",
+            60_000,
+            Some(&tx)
+        ),
+        "123456: 25.00 EUR to ACME {code}",
+        "a payee cannot pull the code in twice"
+    );
+}

@@ -539,3 +539,83 @@ async fn a_superseded_verification_counts_once() {
     assert_eq!(gw.term(Duration::from_secs(10)).await, Some(0));
     sim.shutdown();
 }
+
+/// PSD2 dynamic linking over HTTP: the SMS shows the transaction, a check with
+/// another amount is denied (`transaction_mismatch`) even with the right code, the
+/// same transaction respelled approves; a bad transaction is a 400 naming its field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_authorises_its_transaction_only() {
+    let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(20)).await;
+    let (mut gw, base) = common::serve_http_process(&sim, "http-psd2", "").await;
+    let c = Client::new(&base);
+    let tx = json!({"amount": "25.00", "currency": "EUR", "payee": "ACME Ltd"});
+    let (id, code) = c
+        .verify(
+            &sim,
+            "447700900612",
+            json!({"transaction": tx, "template": "Code {code} pays {amount} {currency} to {payee}"}),
+            0,
+        )
+        .await;
+    assert_eq!(
+        common::last_text_to(&sim, "447700900612").unwrap(),
+        format!("Code {code} pays 25.00 EUR to ACME Ltd")
+    );
+    let check = |body: Value| {
+        let c = &c;
+        let id = id.clone();
+        async move {
+            c.post(
+                BANK_KEY,
+                &format!("/v1/verifications/{id}/check"),
+                &body,
+                None,
+            )
+            .await
+        }
+    };
+    let other = json!({"amount": "250.00", "currency": "EUR", "payee": "ACME Ltd"});
+    let (st, v) = check(json!({"code": code, "transaction": other})).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        (
+            v["status"].as_str(),
+            v["reason"].as_str(),
+            v["checks_left"].as_u64()
+        ),
+        (Some("denied"), Some("transaction_mismatch"), Some(4)),
+        "{v}"
+    );
+    let (_, v) = check(json!({"code": code})).await;
+    assert_eq!(
+        v["reason"], "transaction_mismatch",
+        "a check without it: {v}"
+    );
+    let (st, v) = check(
+        json!({"code": code, "transaction": {"amount": "25", "currency": "EUR", "payee": "ACME"}}),
+    )
+    .await;
+    assert_eq!(
+        (st, v["reason"].as_str()),
+        (StatusCode::OK, Some("transaction_mismatch"))
+    );
+    let same = json!({"amount": "25", "currency": "eur", "payee": "ACME  Ltd"});
+    let (_, v) = check(json!({"code": code, "transaction": same})).await;
+    assert_eq!(
+        (v["status"].as_str(), v["checks_left"].as_u64()),
+        (Some("approved"), Some(0)),
+        "{v}"
+    );
+    let (_, v) = check(json!({"code": code, "transaction": same})).await;
+    assert_eq!(
+        (v["status"].as_str(), v["checks_left"].as_u64()),
+        (Some("denied"), Some(0)),
+        "used once: {v}"
+    );
+    let bad = json!({"to": "+447700900613", "transaction": {"amount": "1e3", "currency": "EUR", "payee": "x"}});
+    let (st, v) = c.post(BANK_KEY, "/v1/verifications", &bad, None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v.to_string().contains("transaction.amount"), "{v}");
+    assert_eq!(gw.term(Duration::from_secs(10)).await, Some(0));
+    sim.shutdown();
+}
