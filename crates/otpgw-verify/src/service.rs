@@ -138,31 +138,6 @@ impl std::fmt::Debug for Verifier {
 fn key(id: &str) -> String {
     format!("ver:{id}")
 }
-/// Most verification ids a number's index lists (the newest first).
-const INDEX_IDS: usize = 32;
-
-/// The ids a number's index lists, newest first.
-fn index_ids(value: &[u8]) -> Vec<String> {
-    std::str::from_utf8(value)
-        .unwrap_or("")
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// A number's index listing `newest` then `older` (at most [`INDEX_IDS`]).
-fn index_value(newest: &str, older: &[String]) -> Vec<u8> {
-    let mut ids = vec![newest];
-    ids.extend(older.iter().map(String::as_str).filter(|o| *o != newest));
-    ids.truncate(INDEX_IDS);
-    ids.join(",").into_bytes()
-}
-
-/// The key of a number's live verification: the number only as its keyed hash.
-fn number_key(secret: &Secret, brand: &str, digits: &str) -> String {
-    format!("vnum:{brand}:{}", secret.blind(digits))
-}
 
 fn count(brand: &str, outcome: &'static str) {
     metrics::counter!("otpgw_verifications_total", "brand" => brand.to_string(), "outcome" => outcome)
@@ -436,40 +411,6 @@ impl Verifier {
         Err(VerifyError::Busy)
     }
 
-    /// Erase every verification kept for `digits` (a number in international
-    /// form, no `+`), of every brand: each record listed in the number's index,
-    /// and the index, are overwritten empty and expire at once. Returns how many
-    /// verifications were erased.
-    pub async fn erase(&self, digits: &str, now: u64) -> Result<u64, VerifyError> {
-        let brands = self.acceptor.brands().read().ids();
-        let store = self.store();
-        let mut erased = 0;
-        for brand in brands {
-            let nk = number_key(&self.cfg.secret, &brand, digits);
-            let Some(index) = store.kv_get(&nk).await.map_err(|_| VerifyError::Store)? else {
-                continue;
-            };
-            for id in index_ids(&index.value) {
-                if let Some(rec) = store
-                    .kv_get(&key(&id))
-                    .await
-                    .map_err(|_| VerifyError::Store)?
-                {
-                    store
-                        .kv_put(&key(&id), rec.version, Vec::new(), now)
-                        .await
-                        .map_err(|_| VerifyError::Store)?;
-                    erased += 1;
-                }
-            }
-            store
-                .kv_put(&nk, index.version, Vec::new(), now)
-                .await
-                .map_err(|_| VerifyError::Store)?;
-        }
-        Ok(erased)
-    }
-
     /// Check `code` against verification `id` of `brand` (one without a
     /// transaction).
     pub async fn check(
@@ -635,6 +576,9 @@ fn view(v: &Verification, now: u64) -> View {
         message: v.message,
     }
 }
+
+mod numbers;
+use numbers::{index_ids, index_value, number_key};
 
 #[cfg(test)]
 mod tests;
