@@ -4,7 +4,7 @@
 //! replays the log at start and records each batch after it is written, so the two
 //! never disagree. Free of IO.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::frame::Rec;
 
@@ -57,8 +57,10 @@ pub struct Index {
     /// Receipts (and events) owed to brands: location, and when they were due.
     pub receipts: HashMap<u64, (Loc, u64)>,
     pub status: HashMap<u64, (Loc, u64)>,
-    /// Statuses in the order written (done_ms, id), for retention and the cap.
-    status_order: VecDeque<(u64, u64)>,
+    /// Statuses by (done_ms, id), oldest first, for retention and the cap (sorted,
+    /// not kept in the order written: a brand's shorter retention dates its
+    /// statuses back, see `WriteQueue::status`).
+    status_order: BTreeSet<(u64, u64)>,
     pub kv: HashMap<String, KvEntry>,
     pub segs: BTreeMap<u32, SegStats>,
 }
@@ -193,7 +195,7 @@ impl Index {
                     self.dead(old);
                 }
                 self.alive(loc);
-                self.status_order.push_back((*done_ms, *id));
+                self.status_order.insert((*done_ms, *id));
             }
             Rec::Kv {
                 key,
@@ -223,11 +225,11 @@ impl Index {
         receipt_keep_ms: u64,
     ) -> u64 {
         let status_cut = now.saturating_sub(status_keep_ms);
-        while let Some(&(done, id)) = self.status_order.front() {
+        while let Some(&(done, id)) = self.status_order.first() {
             if done >= status_cut && self.status_order.len() <= status_max {
                 break;
             }
-            self.status_order.pop_front();
+            self.status_order.pop_first();
             if let Some((l, d)) = self.status.get(&id).copied()
                 && d == done
             {

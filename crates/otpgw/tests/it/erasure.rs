@@ -43,10 +43,46 @@ async fn http(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasing_a_number_and_brand_retention() {
+    let dir = common::store_dir("erasure");
+    round(
+        &dir,
+        &format!("path = \"{}\"", dir.join("otpgw.redb").display()),
+        "",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_a_number_and_brand_retention_on_the_log_store() {
+    let dir = common::store_dir("erasure-log");
+    let segs = dir.join("segments");
+    round(
+        &dir,
+        &format!("backend = \"log\"\npath = \"{}\"", segs.display()),
+        "",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_a_number_and_brand_retention_on_redis() {
+    let Some(redis) = otpgw_sim::redis_server::TestRedis::start("erasure") else {
+        return;
+    };
+    let dir = common::store_dir("erasure-redis");
+    let store = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\nnode_id = \"a\"\nredis_prefix = \"e\"",
+        redis.url()
+    );
+    round(&dir, &store, "receipt_ids = \"hex_to_decimal\"").await;
+}
+
+/// The whole check on one store (`store`: the lines of `[store]`; `carrier`:
+/// more lines of the carrier's).
+async fn round(dir: &std::path::Path, store: &str, carrier: &str) {
     let (read_key, read_hash) = otpgw_http::auth::new_api_key().unwrap();
     let (op_key, op_hash) = otpgw_http::auth::new_api_key().unwrap();
     let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(1000)).await;
-    let dir = common::store_dir("erasure");
     let audit = dir.join("audit.log");
     let port = common::free_port();
     let http_port = common::free_port();
@@ -55,8 +91,8 @@ async fn erasing_a_number_and_brand_retention() {
     let cfg = common::config_text_full(
         &format!("127.0.0.1:{port}"),
         &[("sim", sim.addr())],
-        "",
-        &format!("path = \"{}\"", dir.join("otpgw.redb").display()),
+        carrier,
+        store,
         [&brands[0], &shop],
         &format!(
             "{sections}\n[[ops.admin]]\nname = \"reader\"\nrole = \"read\"\ntoken_hash = \"{read_hash}\"\n\
@@ -65,7 +101,7 @@ async fn erasing_a_number_and_brand_retention() {
             audit.display()
         ),
     );
-    let gw = common::GwProc::start(&dir, port, &cfg).await;
+    let gw = common::GwProc::start(dir, port, &cfg).await;
     common::wait_port(http_port).await;
     let ops = ops_addr_in(&gw.logs());
     let (a, b) = (dest_for(100), dest_for(101));
