@@ -12,11 +12,22 @@ pub struct TestRedis {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    /// The primary's port, for a replica.
+    replica_of: Option<u16>,
 }
 
 impl TestRedis {
     /// A durable redis-server on a free port, or `None` when not installed.
     pub fn start(tag: &str) -> Option<Self> {
+        Self::start_as(tag, None)
+    }
+
+    /// A durable replica of `primary` on a free port, or `None` when not installed.
+    pub fn start_replica(tag: &str, primary: &TestRedis) -> Option<Self> {
+        Self::start_as(tag, Some(primary.port))
+    }
+
+    fn start_as(tag: &str, replica_of: Option<u16>) -> Option<Self> {
         let dir = std::env::temp_dir().join(format!("otpgw-redis-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -29,6 +40,7 @@ impl TestRedis {
             child: None,
             port,
             dir,
+            replica_of,
         };
         if !r.spawn() {
             if std::env::var("OTPGW_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
@@ -51,6 +63,11 @@ impl TestRedis {
                 "--save",
                 "",
             ])
+            .args(
+                self.replica_of
+                    .map(|p| vec!["--replicaof".to_string(), "127.0.0.1".into(), p.to_string()])
+                    .unwrap_or_default(),
+            )
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())

@@ -188,6 +188,12 @@ impl Config {
                     st.node_lease_ms
                 ));
             }
+            if !(1..=1000).contains(&st.redis_replica_timeout_ms) {
+                p.push(format!(
+                    "store.redis_replica_timeout_ms = {}: must be 1 to 1000 (below the 2 s command timeout)",
+                    st.redis_replica_timeout_ms
+                ));
+            }
             if st.redis_prefix.is_empty() || st.redis_prefix.contains(char::is_whitespace) {
                 p.push("store.redis_prefix: must be a non-empty word".into());
             }
@@ -312,6 +318,8 @@ impl Config {
         c.batch_max = s.batch_max;
         c.lease = Duration::from_millis(s.node_lease_ms);
         c.status_keep = Duration::from_secs(s.finished_retention_secs);
+        c.min_replicas = s.redis_min_replicas;
+        c.replica_timeout = Duration::from_millis(s.redis_replica_timeout_ms);
         c
     }
 }

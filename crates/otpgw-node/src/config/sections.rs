@@ -159,6 +159,14 @@ pub struct Store {
     /// and the others take over its messages and owed receipts.
     #[serde(default = "d_node_lease")]
     pub node_lease_ms: u64,
+    /// Redis backend: replicas that must confirm each batch (`WAIT`) before its
+    /// messages are acknowledged (0: none).
+    #[serde(default)]
+    pub redis_min_replicas: u32,
+    /// Redis backend: how long a batch waits for them (ms); fewer in time: its
+    /// accepts get a temporary error and are taken out again.
+    #[serde(default = "d_replica_timeout")]
+    pub redis_replica_timeout_ms: u64,
     /// Encryption at rest (see `encryption`); absent: records are kept in clear.
     #[serde(default)]
     pub encryption: Option<super::encryption::Encryption>,
@@ -183,9 +191,15 @@ impl Default for Store {
             node_id: String::new(),
             share_carrier_limits: true,
             node_lease_ms: d_node_lease(),
+            redis_min_replicas: 0,
+            redis_replica_timeout_ms: d_replica_timeout(),
             encryption: None,
         }
     }
+}
+
+fn d_replica_timeout() -> u64 {
+    200
 }
 
 pub(super) fn d_redis_prefix() -> String {

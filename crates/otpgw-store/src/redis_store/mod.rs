@@ -98,6 +98,12 @@ pub fn id_start(node: u8, now_us: u64) -> u64 {
 pub struct RedisConfig {
     /// The record codec (encryption at rest); plain by default.
     pub codec: Arc<Codec>,
+    /// Replicas that must confirm a batch (`WAIT`) before its accepts are
+    /// acknowledged (0: none, Redis's asynchronous replication).
+    pub min_replicas: u32,
+    /// How long a batch waits for them; fewer in time: its accepts are refused
+    /// and taken out again (see [`doubt`]).
+    pub replica_timeout: Duration,
     /// `redis://host:port/db` (or `rediss://` with TLS support compiled in).
     pub url: String,
     /// Key prefix, so several gateways can share one Redis.
@@ -133,6 +139,8 @@ impl RedisConfig {
             receipt_keep: Duration::from_secs(600),
             status_keep: Duration::from_secs(3600),
             codec: Arc::new(Codec::plain()),
+            min_replicas: 0,
+            replica_timeout: Duration::from_millis(200),
         }
     }
     fn kv(&self, key: &str) -> String {

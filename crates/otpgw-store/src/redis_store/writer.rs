@@ -165,6 +165,7 @@ fn launch(
 ) -> Flight {
     let (pipe, taken) = build(cfg, script, &batch, entries, codec);
     let (mut c, script) = (conn.clone(), script.clone());
+    let (min, wait_ms) = (cfg.min_replicas, cfg.replica_timeout.as_millis() as u64);
     Box::pin(async move {
         let mut res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut c).await;
         if matches!(&res, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
@@ -180,8 +181,32 @@ fn launch(
                 res = pipe.query_async(&mut c).await;
             }
         }
+        if res.is_ok() && min > 0 {
+            res = replicated(&mut c, min, wait_ms).await.and(res);
+        }
         (batch, taken, res, alone)
     })
+}
+
+/// `WAIT` for `min` replicas to hold everything written so far on this
+/// connection, at most `wait_ms`. Too few in time: an error, so the batch's accepts
+/// are refused (a temporary error to the brand) and taken out again like those of
+/// a lost reply ([`super::doubt`]): never acknowledged unless replicated.
+async fn replicated(c: &mut ConnectionManager, min: u32, wait_ms: u64) -> redis::RedisResult<()> {
+    let n: i64 = redis::cmd("WAIT")
+        .arg(min)
+        .arg(wait_ms)
+        .query_async(c)
+        .await?;
+    if n >= i64::from(min) {
+        return Ok(());
+    }
+    metrics::counter!("otpgw_store_replica_waits_short_total").increment(1);
+    Err(redis::RedisError::from((
+        redis::ErrorKind::TryAgain,
+        "too few replicas confirmed the batch",
+        format!("{n} of {min} within {wait_ms} ms"),
+    )))
 }
 
 /// The scripts the writer runs (loaded again after Redis restarted).

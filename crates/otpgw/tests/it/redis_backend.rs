@@ -96,3 +96,99 @@ async fn sigkill_with_the_redis_store_loses_nothing_acknowledged() {
     );
     assert!(gw.logs().contains("redis store open"));
 }
+
+/// Whether `replica` is in sync with its primary (`master_link_status:up`).
+fn in_sync(replica: &TestRedis) -> bool {
+    std::process::Command::new("redis-cli")
+        .args(["-p", &replica.port.to_string(), "INFO", "replication"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("master_link_status:up"))
+}
+
+async fn wait_sync(replica: &TestRedis) {
+    for _ in 0..250 {
+        if in_sync(replica) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    panic!("the replica did not sync");
+}
+
+/// `redis_min_replicas = 1`: messages are acknowledged once a replica holds them;
+/// with the replica gone every submit gets a temporary error and none of those
+/// messages ever reaches the carrier; with it back, accepts resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_wait_for_a_replica_and_refused_messages_never_go_out() {
+    let Some(primary) = TestRedis::start("min-replicas-p") else {
+        return;
+    };
+    let Some(mut replica) = TestRedis::start_replica("min-replicas-r", &primary) else {
+        return;
+    };
+    wait_sync(&replica).await;
+    let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(10)).await;
+    let dir = common::store_dir("min-replicas");
+    let port = common::free_port();
+    let store = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\nnode_id = \"a\"\nredis_prefix = \"r\"\n\
+         redis_min_replicas = 1\nredis_replica_timeout_ms = 200",
+        primary.url()
+    );
+    let cfg = common::config_text_with_store(
+        &format!("127.0.0.1:{port}"),
+        &[("sim", sim.addr())],
+        "receipt_ids = \"hex_to_decimal\"",
+        &store,
+    );
+    let gw = common::GwProc::start(&dir, port, &cfg).await;
+    let run = |first: u64, n: u64| {
+        let mut lc = LoadConfig::new(gw.addr(), "bank", "pw1", n);
+        lc.first_index = first;
+        lc.receipt_timeout = Duration::from_millis(300);
+        loadgen::run(lc)
+    };
+    let r = run(0, 300).await.unwrap();
+    assert_eq!(r.accepted, 300, "replicated: acknowledged");
+
+    replica.kill9();
+    let r = run(1_000, 100).await.unwrap();
+    assert_eq!(
+        r.accepted, 0,
+        "no replica: nothing acknowledged ({:?})",
+        r.rejected
+    );
+    assert!(r.rejected.values().sum::<u64>() > 0);
+    let ops = crate::ops::ops_addr_in(&gw.logs());
+    let short = crate::ops::scrape_sum(ops, "otpgw_store_replica_waits_short_total").await;
+    assert!(short >= 1.0, "{short}");
+
+    assert!(replica.spawn());
+    wait_sync(&replica).await;
+    let mut accepted = 0;
+    for _ in 0..50 {
+        // The store reports healthy again once it looked up the refused accepts.
+        let r = run(2_000, 100).await.unwrap();
+        accepted = r.accepted;
+        if accepted == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(accepted, 100, "accepts resume with the replica");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let sent: HashSet<u64> = sim.records().iter().map(|r| index_of(r.text())).collect();
+    assert!(
+        (0..300).all(|i| sent.contains(&i)),
+        "every acknowledged message went out"
+    );
+    let refused_sent: Vec<&u64> = sent
+        .iter()
+        .filter(|i| (1_000..1_100).contains(*i))
+        .collect();
+    assert!(
+        refused_sent.is_empty(),
+        "refused yet sent: {refused_sent:?}"
+    );
+    sim.shutdown();
+}
