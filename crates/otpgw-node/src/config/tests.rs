@@ -312,3 +312,51 @@ fn secrets_come_from_the_file_the_environment_or_a_file() {
         assert!(e.contains(want), "{want} not in {e}");
     }
 }
+
+#[test]
+fn encryption_keys_are_checked_up_front() {
+    let dir = std::env::temp_dir().join(format!("otpgw-cfg-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let k1 = dir.join("k1.key");
+    std::fs::write(&k1, format!("{}\n", "ab".repeat(32))).unwrap();
+    let with = |section: &str| format!("{EXAMPLE}\n{section}");
+    let good = with(&format!(
+        "[store.encryption]\nactive = \"k2\"\n[[store.encryption.keys]]\nid = \"k1\"\nkey_file = \"{}\"\n\
+         [[store.encryption.keys]]\nid = \"k2\"\nkey = \"{}\"\n",
+        k1.display(),
+        "cd".repeat(32)
+    ));
+    let c = Config::parse(&good, "x").unwrap();
+    let ring = c.store.encryption.as_ref().unwrap().keyring().unwrap();
+    assert_eq!(ring.active(), "k2");
+    assert!(ring.has("k1") && ring.has("k2"));
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains(&"cd".repeat(32)), "a key in Debug");
+    for (section, says) in [
+        (
+            "[store.encryption]\nactive = \"k1\"\n[[store.encryption.keys]]\nid = \"k1\"\nkey_file = \"/nonexistent/otpgw.key\"\n",
+            "store.encryption.keys[0].key_file: cannot read /nonexistent/otpgw.key",
+        ),
+        (
+            "[store.encryption]\nactive = \"k1\"\n[[store.encryption.keys]]\nid = \"k1\"\nkey = \"abcd\"\n",
+            "store.encryption.keys[0].key: a key is 64 hexadecimal characters",
+        ),
+        (
+            "[store.encryption]\nactive = \"k9\"\n[[store.encryption.keys]]\nid = \"k1\"\nkey_env = \"OTPGW_TEST_NO_SUCH_KEY\"\n",
+            "key_env: the environment variable OTPGW_TEST_NO_SUCH_KEY is not set",
+        ),
+    ] {
+        let e = Config::parse(&with(section), "x").unwrap_err().to_string();
+        assert!(e.contains(says), "{e}");
+    }
+    let e = Config::parse(
+        &with(&format!(
+            "[store.encryption]\nactive = \"k9\"\n[[store.encryption.keys]]\nid = \"k1\"\nkey_file = \"{}\"\n",
+            k1.display()
+        )),
+        "x",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("active key \"k9\" is not among the keys"), "{e}");
+}
