@@ -8,6 +8,9 @@
 #
 #   benches/redis-nodes.sh              # 1, 2, 3 nodes, 120,000 messages each run
 #   COUNT=60000 NODES="1 3" benches/redis-nodes.sh
+#   REPLICAS=1 NODES=1 benches/redis-nodes.sh   # a durable replica, and
+#                                       # redis_min_replicas = 1 (WAIT per batch);
+#                                       # MIN_REPLICAS=0: the replica without WAIT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
@@ -16,6 +19,9 @@ NODES=${NODES:-"1 2 3"}
 REDIS_PORT=${REDIS_PORT:-26390}
 SIM_PORT=${SIM_PORT:-27770}
 BASE_PORT=${BASE_PORT:-27780}
+REPLICAS=${REPLICAS:-0}
+MIN_REPLICAS=${MIN_REPLICAS:-$REPLICAS}
+REPLICA_PORT=${REPLICA_PORT:-26391}
 
 BIN=$(gateway_bin)
 tmp=$(mktemp -d)
@@ -37,6 +43,14 @@ for n in $NODES; do
         --save "" --dir "$run/redis" --daemonize no >"$run/redis.log" 2>&1 &
     REDIS=$!; pids+=("$REDIS")
     wait_port "$REDIS_PORT"
+    if [ "$REPLICAS" -gt 0 ]; then
+        mkdir -p "$run/replica"
+        redis-server --port "$REPLICA_PORT" --bind 127.0.0.1 --appendonly yes --appendfsync always \
+            --save "" --dir "$run/replica" --replicaof 127.0.0.1 "$REDIS_PORT" --daemonize no >"$run/replica.log" 2>&1 &
+        REPLICA=$!; pids+=("$REPLICA")
+        wait_port "$REPLICA_PORT"
+        until redis-cli -p "$REPLICA_PORT" INFO replication | grep -q "master_link_status:up"; do sleep 0.1; done
+    fi
     "$BIN" sim --listen "127.0.0.1:${SIM_PORT}" --credentials otpgw:secret --receipt-delay-ms 10 >"$run/sim.log" 2>&1 &
     SIM=$!; pids+=("$SIM")
     gws=()
@@ -45,7 +59,7 @@ for n in $NODES; do
         sed -e "s/127.0.0.1:2776\"/127.0.0.1:${SIM_PORT}\"/" \
             -e "s/127.0.0.1:2775\"/127.0.0.1:${port}\"/" \
             -e "s/127.0.0.1:9464\"/127.0.0.1:${ops}\"/" \
-            -e "s|^backend = \"embedded\"|backend = \"redis\"\nredis_url = \"redis://127.0.0.1:${REDIS_PORT}/\"\nnode_id = \"node${k}\"\nredis_prefix = \"bench\"|" \
+            -e "s|^backend = \"embedded\"|backend = \"redis\"\nredis_url = \"redis://127.0.0.1:${REDIS_PORT}/\"\nnode_id = \"node${k}\"\nredis_prefix = \"bench\"\nredis_min_replicas = ${MIN_REPLICAS}|" \
             -e "s/^receipt_ids = \"auto\"/receipt_ids = \"hex_to_decimal\"/" \
             -e "s/^window = 100 .*/window = 500/" \
             deploy/otpgw.toml > "$run/node$k.toml"
@@ -76,7 +90,7 @@ for n in $NODES; do
         "$run"/bench*.json | tr -d '"'
     missing=$(jq -s 'map(.missing_receipts) | add' "$run"/bench*.json)
     [ "$missing" = 0 ] || echo "  ($missing receipts missing)"
-    for p in "${gws[@]}" "$SIM" "$REDIS"; do kill "$p" 2>/dev/null || true; done
+    for p in "${gws[@]}" "$SIM" "$REDIS" ${REPLICA:-}; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     pids=()
 done
