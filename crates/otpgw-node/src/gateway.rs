@@ -384,7 +384,7 @@ async fn open_doors(
 }
 
 /// The audit log (`[audit]`), its chain checked.
-fn open_audit(cfg: &Config) -> Result<Option<Arc<crate::audit::Audit>>, StartError> {
+pub(crate) fn open_audit(cfg: &Config) -> Result<Option<Arc<crate::audit::Audit>>, StartError> {
     let Some(a) = &cfg.audit else {
         return Ok(None);
     };

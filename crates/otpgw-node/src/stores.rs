@@ -31,22 +31,25 @@ pub(crate) struct Opened {
     pub bind_slots: Option<Arc<dyn BindSlots>>,
 }
 
+/// The record codec `[store.encryption]` asks for (plain without it).
+fn codec(cfg: &Config) -> Result<Arc<Codec>, StartError> {
+    let Some(e) = &cfg.store.encryption else {
+        return Ok(Arc::new(Codec::plain()));
+    };
+    let ring = e
+        .keyring()
+        .map_err(|e| StartError::store("cannot load the encryption keys", e))?;
+    tracing::info!(
+        active = ring.active(),
+        "records are sealed at rest (AES-256-GCM)"
+    );
+    Ok(Arc::new(Codec::sealing(ring)))
+}
+
 /// Open the configured store.
 pub(crate) async fn open(cfg: &Config) -> Result<Opened, StartError> {
     let path = cfg.store.path.display().to_string();
-    let codec = Arc::new(match &cfg.store.encryption {
-        Some(e) => {
-            let ring = e
-                .keyring()
-                .map_err(|e| StartError::store("cannot load the encryption keys", e))?;
-            tracing::info!(
-                active = ring.active(),
-                "records are sealed at rest (AES-256-GCM)"
-            );
-            Codec::sealing(ring)
-        }
-        None => Codec::plain(),
-    });
+    let codec = codec(cfg)?;
     let mut opened = Opened {
         store: Arc::new(MemoryStore::new()),
         memory: None,
@@ -161,17 +164,13 @@ async fn id_key(store: &dyn Store) -> Result<[u8; 16], StartError> {
 /// alive). Recorded in the audit log when one is configured. Returns what was done,
 /// for the operator.
 pub async fn rekey(cfg: &Config) -> Result<String, StartError> {
-    let Some(enc) = &cfg.store.encryption else {
+    let codec = codec(cfg)?;
+    let Some(active) = codec.active_key().map(str::to_string) else {
         return Err(StartError::store(
             "rekey",
             "no [store.encryption] in the configuration: nothing to seal with",
         ));
     };
-    let ring = enc
-        .keyring()
-        .map_err(|e| StartError::store("cannot load the encryption keys", e))?;
-    let active = ring.active().to_string();
-    let codec = Arc::new(Codec::sealing(ring));
     let path = cfg.store.path.display().to_string();
     let done = match cfg.store.backend {
         Backend::Memory => {
@@ -201,7 +200,7 @@ pub async fn rekey(cfg: &Config) -> Result<String, StartError> {
                 codec: codec.clone(),
                 ..cfg.redis_config()
             };
-            let r = otpgw_store::redis_store::rekey(&rc, &codec)
+            let r = otpgw_store::redis_store::rekey(&rc)
                 .await
                 .map_err(|e| StartError::store("cannot rekey the redis store", e))?;
             format!(
@@ -210,11 +209,7 @@ pub async fn rekey(cfg: &Config) -> Result<String, StartError> {
             )
         }
     };
-    if let Some(a) = &cfg.audit {
-        let log = crate::audit::Audit::open(&a.path).map_err(|e| StartError::Part {
-            what: "the audit log",
-            reason: e.to_string(),
-        })?;
+    if let Some(log) = crate::gateway::open_audit(cfg)? {
         let actor = format!(
             "cli {}",
             std::env::var("USER").unwrap_or_else(|_| "?".into())

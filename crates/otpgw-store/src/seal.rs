@@ -20,10 +20,11 @@
 //! Nonces come from the operating system's CSPRNG, drawn 4 KiB at a time per
 //! thread (one `getrandom` call per 341 records instead of one each).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 
 /// The first bytes of a sealed string.
@@ -57,7 +58,8 @@ pub enum Unreadable {
 #[derive(Debug)]
 pub struct Parts<'b> {
     pub key_id: &'b str,
-    pub aad: Vec<u8>,
+    /// The kind octet and, for a record, its id: the start of the associated data.
+    bound: &'b [u8],
     /// The message id it names (records).
     pub id: Option<u64>,
     nonce: &'b [u8],
@@ -75,25 +77,29 @@ fn parse(rest: &[u8]) -> Option<Parts<'_>> {
     let (&n, rest) = rest.split_first()?;
     let (kid, rest) = rest.split_at_checked(usize::from(n))?;
     let key_id = std::str::from_utf8(kid).ok()?;
-    let (&kind, rest) = rest.split_first()?;
-    let (aad, id, rest) = match kind {
-        RECORD => {
-            let (id, rest) = rest.split_at_checked(8)?;
-            let mut aad = vec![RECORD];
-            aad.extend_from_slice(id);
-            (aad, Some(u64::from_be_bytes(id.try_into().ok()?)), rest)
-        }
-        VALUE => (vec![VALUE], None, rest),
+    let len = match *rest.first()? {
+        RECORD => 9,
+        VALUE => 1,
         _ => return None,
     };
+    let (bound, rest) = rest.split_at_checked(len)?;
+    let id = (len == 9).then(|| u64::from_be_bytes(bound[1..].try_into().unwrap_or_default()));
     let (nonce, body) = rest.split_at_checked(NONCE)?;
     Some(Parts {
         key_id,
-        aad,
+        bound,
         id,
         nonce,
         body,
     })
+}
+
+/// The associated data: the kind (and id) kept in the header, then a value's key.
+fn aad<'a>(bound: &'a [u8], to: Aad<'_>) -> Cow<'a, [u8]> {
+    match to {
+        Aad::Record(_) => Cow::Borrowed(bound),
+        Aad::Key(k) => Cow::Owned([bound, k.as_bytes()].concat()),
+    }
 }
 
 thread_local! {
@@ -169,7 +175,8 @@ impl Keyring {
         self.keys.contains_key(id)
     }
 
-    /// `plain` sealed with the active key, bound to `to`.
+    /// `plain` sealed with the active key, bound to `to`: one buffer, encrypted in
+    /// place.
     pub fn seal(&self, to: Aad<'_>, plain: &[u8]) -> Vec<u8> {
         let key = &self.keys[&self.active];
         let kid = self.active.as_bytes();
@@ -177,17 +184,13 @@ impl Keyring {
         out.extend_from_slice(&MAGIC);
         out.push(kid.len() as u8);
         out.extend_from_slice(kid);
-        let aad_at = out.len();
+        let bound_at = out.len();
         match to {
             Aad::Record(id) => {
                 out.push(RECORD);
                 out.extend_from_slice(&id.to_be_bytes());
             }
             Aad::Key(_) => out.push(VALUE),
-        }
-        let mut aad = out[aad_at..].to_vec();
-        if let Aad::Key(k) = to {
-            aad.extend_from_slice(k.as_bytes());
         }
         // The OS refusing randomness, or AES-GCM refusing a record under 64 GiB,
         // cannot be worked around: nothing may be written in clear instead.
@@ -196,15 +199,12 @@ impl Keyring {
             Err(e) => panic!("no random nonce for encryption at rest: {e}"),
         };
         out.extend_from_slice(&n);
-        let sealed = key.encrypt(
-            Nonce::from_slice(&n),
-            Payload {
-                msg: plain,
-                aad: &aad,
-            },
-        );
-        match sealed {
-            Ok(ct) => out.extend_from_slice(&ct),
+        let body_at = out.len();
+        out.extend_from_slice(plain);
+        let (head, body) = out.split_at_mut(body_at);
+        let aad = aad(&head[bound_at..body_at - NONCE], to);
+        match key.encrypt_in_place_detached(Nonce::from_slice(&n), &aad, body) {
+            Ok(tag) => out.extend_from_slice(&tag),
             Err(_) => panic!("AES-GCM refused to seal a record"),
         }
         out
@@ -216,17 +216,17 @@ impl Keyring {
             .keys
             .get(p.key_id)
             .ok_or_else(|| Unreadable::KeyMissing(p.key_id.to_string()))?;
-        let mut aad = p.aad.clone();
-        match to {
+        let to = match to {
             Some(Aad::Record(id)) if p.id != Some(id) => return Err(Unreadable::Damaged),
-            Some(Aad::Key(k)) => aad.extend_from_slice(k.as_bytes()),
-            _ => {}
-        }
+            Some(Aad::Key(k)) if p.id.is_none() => Aad::Key(k),
+            Some(Aad::Key(_)) => return Err(Unreadable::Damaged),
+            _ => Aad::Record(p.id.unwrap_or_default()),
+        };
         key.decrypt(
             Nonce::from_slice(p.nonce),
             Payload {
                 msg: p.body,
-                aad: &aad,
+                aad: &aad(p.bound, to),
             },
         )
         .map_err(|_| Unreadable::Damaged)

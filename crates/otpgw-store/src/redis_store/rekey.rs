@@ -17,7 +17,6 @@ use redis::aio::ConnectionManager;
 use otpgw_core::store::StoreError;
 
 use super::{GROUP, RedisConfig, connect, err};
-use crate::codec::Codec;
 use crate::embedded::Rekeyed;
 use crate::seal::Unreadable;
 
@@ -84,10 +83,12 @@ fn count(done: &mut Rekeyed, again: Option<&Vec<u8>>) {
     }
 }
 
-/// Every field of hash `key`, resealed with `reseal(field, value)`.
+/// Every field of hash `key` (or only field `only`), resealed with
+/// `reseal(field, value)`.
 async fn hash(
     conn: &mut ConnectionManager,
     key: &str,
+    only: Option<&str>,
     reseal: impl Fn(&str, &[u8]) -> Result<Option<Vec<u8>>, Unreadable>,
     done: &mut Rekeyed,
 ) -> Result<(), StoreError> {
@@ -98,6 +99,9 @@ async fn hash(
         .map_err(err)?;
     let script = redis::Script::new(HASH_LUA);
     for (field, kept) in all {
+        if only.is_some_and(|o| o != field) {
+            continue;
+        }
         let again = reseal(&field, &kept).map_err(|e| refused(&format!("{key} {field}"), &e))?;
         count(done, again.as_ref());
         if let Some(new) = again {
@@ -160,8 +164,9 @@ async fn stream(
     Ok(skipped)
 }
 
-/// Rekey every record under `cfg.prefix` with `codec` (see the module docs).
-pub async fn rekey(cfg: &RedisConfig, codec: &Codec) -> Result<Rekeyed, StoreError> {
+/// Rekey every record under `cfg.prefix` with `cfg.codec` (see the module docs).
+pub async fn rekey(cfg: &RedisConfig) -> Result<Rekeyed, StoreError> {
+    let codec = &*cfg.codec;
     if codec.active_key().is_none() {
         return Err(StoreError::Corrupt(
             "no [store.encryption]: nothing to seal with".into(),
@@ -180,6 +185,7 @@ pub async fn rekey(cfg: &RedisConfig, codec: &Codec) -> Result<Rekeyed, StoreErr
     hash(
         &mut conn,
         &state,
+        None,
         |f, k| match f.parse::<u64>() {
             Ok(id) => codec.reseal_state(id, k),
             Err(_) => Err(Unreadable::Damaged),
@@ -188,7 +194,14 @@ pub async fn rekey(cfg: &RedisConfig, codec: &Codec) -> Result<Rekeyed, StoreErr
     )
     .await?;
     for key in keys(&mut conn, &format!("{p}:receipts:*")).await? {
-        hash(&mut conn, &key, |_, k| codec.reseal_receipt(k), &mut done).await?;
+        hash(
+            &mut conn,
+            &key,
+            None,
+            |_, k| codec.reseal_receipt(k),
+            &mut done,
+        )
+        .await?;
     }
     let string = redis::Script::new(STRING_LUA);
     for key in keys(&mut conn, &format!("{p}:st:*")).await? {
@@ -213,18 +226,9 @@ pub async fn rekey(cfg: &RedisConfig, codec: &Codec) -> Result<Rekeyed, StoreErr
     let kv_prefix = format!("{p}:kv:");
     for key in keys(&mut conn, &format!("{kv_prefix}*")).await? {
         let name = key[kv_prefix.len()..].to_string();
-        let reseal = |f: &str, k: &[u8]| match f {
-            "d" => codec.reseal_value(&name, k),
-            _ => Ok(None),
-        };
-        // Only the value field (`d`) is sealed: one record each.
-        let mut sub = Rekeyed::default();
-        hash(&mut conn, &key, reseal, &mut sub).await?;
-        if sub.resealed > 0 {
-            done.resealed += 1;
-        } else {
-            done.current += 1;
-        }
+        // Only the value field (`d`) is sealed, not the version (`v`).
+        let reseal = |_: &str, k: &[u8]| codec.reseal_value(&name, k);
+        hash(&mut conn, &key, Some("d"), reseal, &mut done).await?;
     }
     let msgs = format!("{p}:msgs");
     let skipped = stream(
