@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Delivery assurance benchmark: two simulated carriers, A losing 30 % of its
-# receipts for numbers starting 44 (the load generator sends to 4477...), B
+# receipts for numbers starting 44 (the load generator sends to 4474...), B
 # delivering everything; OTPs through `otpgw serve`, once without receipt
 # timeouts (a lost receipt means the brand waits for ever) and once with them (the
 # OTP goes out again through B). Prints, for each, the share of OTPs DELIVERED

@@ -81,7 +81,7 @@ def main():
             source_addr="INTEROP",
             dest_addr_ton=smpplib.consts.SMPP_TON_INTL,
             dest_addr_npi=smpplib.consts.SMPP_NPI_ISDN,
-            destination_addr="4477%08d" % i,
+            destination_addr="44740%07d" % i,
             short_message=sm,
             data_coding=coding,
             esm_class=0,

@@ -40,6 +40,8 @@ pub struct BrandConfig {
     pub receipts_to_submitter: bool,
     /// How long its finished records are kept, when shorter than the defaults.
     pub retention: Option<Duration>,
+    /// Its fraud policy for verifications.
+    pub fraud: Arc<crate::fraud::BrandFraud>,
     /// `otpgw_messages_accepted_total{brand}`, registered on first use and then
     /// incremented without a registry lookup.
     accepted_counter: std::sync::OnceLock<metrics::Counter>,
@@ -93,6 +95,7 @@ impl BrandConfig {
             verify_sender: None,
             receipts_to_submitter: true,
             retention: None,
+            fraud: Arc::default(),
             accepted_counter: std::sync::OnceLock::new(),
         }
     }

@@ -82,8 +82,8 @@ mod tests {
 
     #[test]
     fn numbers_and_names_as_senders() {
-        assert_eq!(sender("+447700900123").ton, 1);
-        assert_eq!(sender("+447700900123").addr, "447700900123");
+        assert_eq!(sender("+447400900123").ton, 1);
+        assert_eq!(sender("+447400900123").addr, "447400900123");
         assert_eq!(sender("MyBank").ton, 5);
         assert_eq!(sender("MyBank").addr, "MyBank");
         // A number too long for E.164 is sent as written, alphanumeric.
@@ -93,14 +93,14 @@ mod tests {
     #[test]
     fn long_texts_go_in_the_payload() {
         let t = Text {
-            to: "+447700900123",
+            to: "+447400900123",
             from: "Bank",
             text: "x",
             validity_ms: Some(60_000),
             class: Some(Class::Otp),
         };
         let f = sms_fields(t);
-        assert_eq!(f.dest.addr, "447700900123");
+        assert_eq!(f.dest.addr, "447400900123");
         assert_eq!(f.priority_flag, 1);
         assert_eq!(f.registered_delivery, 1);
         assert!(!f.validity_period.is_empty());

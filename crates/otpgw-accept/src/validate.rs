@@ -23,6 +23,18 @@ pub fn plausible_number(s: &str) -> bool {
     (7..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// An international number (TON 1, or a leading `+`) must be valid in its
+/// country's numbering plan; other numbers (national, short codes) pass as they
+/// are, for the carrier to judge.
+pub fn valid_for_its_country(dest: &Address) -> bool {
+    let digits = dest.addr.strip_prefix('+');
+    match digits {
+        Some(d) => crate::number::inspect(d).is_some(),
+        None if dest.ton == 1 => crate::number::inspect(&dest.addr).is_some(),
+        None => true,
+    }
+}
+
 /// An E.164 number as the HTTP door takes it: `+`, then 7 to 15 digits, the first
 /// not zero. Returns the digits (as SMPP carries them, with TON 1 / NPI 1).
 pub fn e164(s: &str) -> Option<&str> {
@@ -62,7 +74,7 @@ fn sms(
     now_ms: u64,
     default_lifetime_ms: u64,
 ) -> Result<u64, AcceptError> {
-    if !plausible_number(&dest.addr) {
+    if !plausible_number(&dest.addr) || !valid_for_its_country(dest) {
         return Err(AcceptError::BadDestination);
     }
     if !plausible_source(&f.source.addr) {
@@ -119,7 +131,7 @@ mod tests {
             dest: Address {
                 ton: 1,
                 npi: 1,
-                addr: "447700900123".into(),
+                addr: "447400900123".into(),
             },
             short_message: Bytes::from_static(b"123456"),
             ..Default::default()
@@ -137,6 +149,24 @@ mod tests {
         let mut f = ok();
         f.dest.addr = "12ab".into();
         assert_eq!(check(&f, now, 1), Err(AcceptError::BadDestination));
+        // International numbers must be valid in their country's plan (a UK
+        // number two digits short, the drama range); national ones pass.
+        for bad in ["4420712345", "447700900123", "+4420712345"] {
+            let mut f = ok();
+            f.dest.addr = bad.into();
+            f.dest.ton = u8::from(!bad.starts_with('+'));
+            assert_eq!(check(&f, now, 1), Err(AcceptError::BadDestination), "{bad}");
+        }
+        let mut f = ok();
+        f.dest = Address {
+            ton: 2,
+            npi: 1,
+            addr: "07700900123".into(),
+        };
+        assert!(
+            check(&f, now, 600_000).is_ok(),
+            "national: the carrier judges"
+        );
         let mut f = ok();
         f.source.addr = String::new();
         assert_eq!(check(&f, now, 1), Err(AcceptError::BadSource));
@@ -184,10 +214,10 @@ mod tests {
 
     #[test]
     fn e164_numbers() {
-        assert_eq!(e164("+447700900123"), Some("447700900123"));
-        assert_eq!(e164("447700900123"), None, "the + is required");
-        assert_eq!(e164("+0447700900123"), None);
-        assert_eq!(e164("+44 7700 900123"), None);
+        assert_eq!(e164("+447400900123"), Some("447400900123"));
+        assert_eq!(e164("447400900123"), None, "the + is required");
+        assert_eq!(e164("+0447400900123"), None);
+        assert_eq!(e164("+44 7400 900123"), None);
         assert_eq!(e164("+1234567890123456"), None, "16 digits");
         assert_eq!(e164("+123456"), None, "6 digits");
     }
@@ -195,7 +225,7 @@ mod tests {
     #[test]
     fn sources() {
         assert!(plausible_source("MyBank"));
-        assert!(plausible_source("447700900123"));
+        assert!(plausible_source("447400900123"));
         assert!(!plausible_source("ThisIsWayTooLongForAnAlpha"));
         assert!(!plausible_source(""));
     }

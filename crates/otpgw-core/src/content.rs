@@ -179,7 +179,7 @@ mod tests {
             dest: Address {
                 ton: 1,
                 npi: 1,
-                addr: "447700900123".into(),
+                addr: "447400900123".into(),
             },
             registered_delivery: 1,
             data_coding: 8,
@@ -188,12 +188,12 @@ mod tests {
             ..Default::default()
         };
         let (to, body) = SmsBody::split(f.clone());
-        assert_eq!(to.key(), "447700900123");
+        assert_eq!(to.key(), "447400900123");
         assert_eq!(to.channel(), Channel::Sms);
         let Body::Sms(b) = body;
         assert_eq!(b.fields(to.phone().unwrap()), f);
         assert_eq!(b.text(), b"\x00h\x00i");
-        assert!(!format!("{to:?}{b:?}").contains("447700900123"), "masked");
+        assert!(!format!("{to:?}{b:?}").contains("447400900123"), "masked");
     }
 
     /// Whatever the brand asked for, the carrier is asked for a receipt: an SMS

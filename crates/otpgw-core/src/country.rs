@@ -33,7 +33,7 @@ mod tests {
     fn codes() {
         assert_eq!(calling_code("+14155550100"), "1");
         assert_eq!(calling_code("79161234567"), "7");
-        assert_eq!(calling_code("+447700900123"), "44");
+        assert_eq!(calling_code("+447400900123"), "44");
         assert_eq!(calling_code("353861234567"), "353");
         assert_eq!(calling_code("+9715012345"), "971");
         assert_eq!(calling_code("12"), "?");

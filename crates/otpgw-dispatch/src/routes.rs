@@ -118,7 +118,7 @@ mod tests {
         r.add_prefix("447", v(&["ukmobile", "uk"]));
         r.add_brand_prefix("bank", "49", v(&["de-premium"]));
         assert_eq!(
-            r.carriers_for("x", "447700900123"),
+            r.carriers_for("x", "447400900123"),
             Some(&v(&["ukmobile", "uk"])[..])
         );
         assert_eq!(r.carriers_for("x", "+441234"), Some(&v(&["uk"])[..]));

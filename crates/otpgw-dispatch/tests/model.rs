@@ -169,7 +169,7 @@ impl Model {
         let lifetime = 50 + self.rng.below(5_000);
         let id = MsgId(self.next_id);
         self.next_id += 1;
-        let Ok(q) = self.d.check("brand", "447700900123", t) else {
+        let Ok(q) = self.d.check("brand", "447400900123", t) else {
             return;
         };
         let carrier = self.carrier_index(q.carrier());

@@ -31,6 +31,8 @@
 //! | brand over its `max_rate` | 429 | `rate_limited` |
 //! | destination over the brand's `max_per_destination` | 429 | `destination_rate_limited` |
 //! | verifications per number / per prefix per hour | 429 | `number_rate_limited`, `prefix_rate_limited` |
+//! | a verification to a number not valid for its country, of a type or country the brand does not verify | 400 | `invalid_number`, `number_type_refused`, `country_refused` |
+//! | refused by the fraud guard: a blocked prefix, a cap per country and day, per end-user address, /24 or device per hour | 429 | `prefix_blocked`, `country_cap`, `ip_cap`, `subnet_cap`, `device_cap` |
 //! | resend too soon / no resends left | 429 | `resend_too_soon`, `resend_limit` |
 //! | too many submissions waiting for the disk | 429 | `throttled` |
 //! | queue full, no carrier up, store unavailable, shutting down | 503 | `queue_full`, `carrier_unavailable`, `store_unavailable`, `shutting_down` |
@@ -155,6 +157,10 @@ impl From<VerifyError> for ApiError {
                 Self::field(code, field, msg)
             }
             VerifyError::NotFound => Self::not_found(),
+            VerifyError::NumberRefused(r) => Self::field(r.code(), "to", msg),
+            VerifyError::Fraud { reason, retry_ms } => {
+                Self::new(S::TOO_MANY_REQUESTS, reason, msg).retry(retry_ms.div_ceil(1000))
+            }
             VerifyError::NumberLimit(ms) => {
                 Self::new(S::TOO_MANY_REQUESTS, "number_rate_limited", msg).retry(ms.div_ceil(1000))
             }

@@ -36,7 +36,7 @@ pub enum ClassName {
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
     /// Destination, E.164 (`+` and 7 to 15 digits, the first not 0).
-    #[schema(example = "+447700900123", pattern = r"^\+[1-9][0-9]{6,14}$")]
+    #[schema(example = "+447400900123", pattern = r"^\+[1-9][0-9]{6,14}$")]
     pub to: String,
     /// Sender id: up to 11 printable ASCII characters, or a number of up to 15
     /// digits.

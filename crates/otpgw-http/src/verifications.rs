@@ -22,7 +22,7 @@ use otpgw_accept::BrandConfig;
 #[serde(deny_unknown_fields)]
 pub struct StartVerification {
     /// The number to verify, E.164.
-    #[schema(example = "+447700900123", pattern = r"^\+[1-9][0-9]{6,14}$")]
+    #[schema(example = "+447400900123", pattern = r"^\+[1-9][0-9]{6,14}$")]
     pub to: String,
     /// Text of the code: must contain `{code}`; `{minutes}` is the lifetime.
     #[schema(pattern = r"\{code\}", max_length = 480)]
@@ -41,6 +41,43 @@ pub struct StartVerification {
     /// The payment the code authorises (PSD2 dynamic linking): the template can
     /// show `{amount}`, `{currency}` and `{payee}`, and a check must carry the same.
     pub transaction: Option<TransactionBody>,
+    /// The end user's IP address as the brand saw it (IPv4 or IPv6), for the
+    /// brand's caps per address and per /24 (IPv6: /64).
+    #[schema(example = "203.0.113.7")]
+    pub ip: Option<String>,
+    /// The end user's device as the brand identifies it (1 to 128 characters),
+    /// for the brand's cap per device.
+    #[schema(min_length = 1, max_length = 128)]
+    pub device_id: Option<String>,
+}
+
+impl StartVerification {
+    /// The end-user signals, checked.
+    fn signals(&self) -> Result<otpgw_verify::Signals, ApiError> {
+        let ip = match &self.ip {
+            None => None,
+            Some(s) => Some(s.parse().map_err(|_| {
+                ApiError::field(
+                    "invalid_request",
+                    "ip",
+                    "ip: must be an IPv4 or IPv6 address",
+                )
+            })?),
+        };
+        if let Some(d) = &self.device_id
+            && !(1..=128).contains(&d.chars().count())
+        {
+            return Err(ApiError::field(
+                "invalid_request",
+                "device_id",
+                "device_id: must be 1 to 128 characters",
+            ));
+        }
+        Ok(otpgw_verify::Signals {
+            ip,
+            device_id: self.device_id.clone(),
+        })
+    }
 }
 
 /// A transaction a code is bound to.
@@ -214,6 +251,7 @@ impl Api {
                 brand,
                 CreateRequest {
                     transaction: TransactionBody::checked(req.transaction.as_ref())?,
+                    signals: req.signals()?,
                     to: req.to,
                     template: req.template,
                     code_length: req.code_length,

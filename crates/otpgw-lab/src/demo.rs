@@ -105,7 +105,7 @@ pub async fn run(opts: DemoOptions) -> crate::Result<()> {
     println!("carrier binds up: {:?}", gw.binds_up());
     if let Some(h) = gw.http_addr() {
         println!(
-            "HTTP API on http://{h} (Authorization: Bearer {DEMO_KEY}); try:\n  curl -s -H 'Authorization: Bearer {DEMO_KEY}' -H 'Content-Type: application/json' -d '{{\"to\":\"+447700900123\"}}' http://{h}/v1/verifications"
+            "HTTP API on http://{h} (Authorization: Bearer {DEMO_KEY}); try:\n  curl -s -H 'Authorization: Bearer {DEMO_KEY}' -H 'Content-Type: application/json' -d '{{\"to\":\"+447400900123\"}}' http://{h}/v1/verifications"
         );
     }
 

@@ -92,6 +92,41 @@ impl crate::ops::Admin for GatewayAdmin {
         Box::pin(self.erase(e164))
     }
 
+    fn fraud_blocks(&self) -> serde_json::Value {
+        let now = clock::now_ms();
+        let blocks = self.verifier.as_ref().map(|v| v.guard().blocks(now));
+        serde_json::Value::Array(
+            blocks
+                .unwrap_or_default()
+                .into_iter()
+                .map(|b| {
+                    serde_json::json!({
+                        "brand": b.brand,
+                        "prefix": b.prefix,
+                        "country": b.country,
+                        "since": otpgw_proto::time::rfc3339(b.since_ms),
+                        "until": otpgw_proto::time::rfc3339(b.until_ms),
+                        "renewals": b.level,
+                        "probing": b.probing,
+                        "codes_judged": b.sent,
+                        "codes_approved": b.approved,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn lift_block(&self, brand: &str, prefix: &str) -> bool {
+        let lifted = self
+            .verifier
+            .as_ref()
+            .is_some_and(|v| v.guard().lift(brand, prefix));
+        if lifted {
+            tracing::warn!(brand, prefix, "fraud guard: block lifted by an operator");
+        }
+        lifted
+    }
+
     fn carriers(&self) -> serde_json::Value {
         use otpgw_core::Class;
         serde_json::Value::Array(

@@ -22,6 +22,8 @@
 //!   (on-time and delivered ratios, failures, receipts that never came, receipt
 //!   latency p50/p90);
 //! - `GET /admin/audit`: the audit log's line count and head hash.
+//! - `GET /admin/fraud/blocks`: the prefixes the fraud guard blocks;
+//!   `DELETE /admin/fraud/blocks/{brand}/{prefix}` lifts one (audited).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -105,6 +107,11 @@ pub trait Admin: Send + Sync + 'static {
     fn brands(&self) -> Value;
     fn queue(&self) -> Value;
     fn quality(&self) -> Value;
+    /// The prefixes the fraud guard blocks (`GET /admin/fraud/blocks`).
+    fn fraud_blocks(&self) -> Value;
+    /// Lift a block (`DELETE /admin/fraud/blocks/{brand}/{prefix}`); whether there
+    /// was one.
+    fn lift_block(&self, brand: &str, prefix: &str) -> bool;
     /// Erase what is kept for a number (`DELETE /admin/numbers/{e164}`): `Err`
     /// says why not (a bad number: 400).
     fn erase_number<'a>(
@@ -123,7 +130,7 @@ pub enum Erase {
 }
 
 /// A number as logs and the audit show it: its first digits, the rest masked
-/// (`+4477009*****`).
+/// (`+4474009*****`).
 pub fn masked_number(e164: &str) -> String {
     let keep = e164.len().min(8);
     format!("{}{}", &e164[..keep], "*".repeat(e164.len() - keep))
@@ -179,6 +186,11 @@ pub async fn serve(
         .route("/admin/quality", get(admin_quality))
         .route("/admin/audit", get(admin_audit))
         .route("/admin/numbers/{e164}", axum::routing::delete(admin_erase))
+        .route("/admin/fraud/blocks", get(admin_fraud_blocks))
+        .route(
+            "/admin/fraud/blocks/{brand}/{prefix}",
+            axum::routing::delete(admin_lift_block),
+        )
         .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), guard));
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -248,6 +260,9 @@ fn describe(method: &axum::http::Method, path: &str) -> (String, String) {
     match parts.as_slice() {
         ["admin", "carriers", name, op] => (format!("{op}_carrier"), (*name).to_string()),
         ["admin", "numbers", n] => ("erase_number".into(), masked_number(n)),
+        ["admin", "fraud", "blocks", brand, prefix] => {
+            ("lift_fraud_block".into(), format!("{brand}/{prefix}"))
+        }
         _ => (format!("{method} {path}"), String::new()),
     }
 }
@@ -370,6 +385,23 @@ async fn admin_erase(State(ctx): State<Arc<Ctx>>, Path(e164): Path<String>) -> R
         Err(e @ Erase::BadNumber) => refusal(StatusCode::BAD_REQUEST, &e.to_string(), None),
         Err(e) => refusal(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), Some(1)),
     }
+}
+
+async fn admin_fraud_blocks(State(ctx): State<Arc<Ctx>>) -> Response {
+    with_admin(&ctx, |a| Json(a.fraud_blocks()).into_response())
+}
+
+async fn admin_lift_block(
+    State(ctx): State<Arc<Ctx>>,
+    Path((brand, prefix)): Path<(String, String)>,
+) -> Response {
+    with_admin(&ctx, |a| {
+        if a.lift_block(&brand, &prefix) {
+            Json(json!({ "lifted": true })).into_response()
+        } else {
+            refusal(StatusCode::NOT_FOUND, "no such block", None)
+        }
+    })
 }
 
 async fn admin_carriers(State(ctx): State<Arc<Ctx>>) -> Response {

@@ -22,7 +22,7 @@ fn submit() -> Command {
         dest: Address {
             ton: 1,
             npi: 1,
-            addr: "447700900123".into(),
+            addr: "447400900123".into(),
         },
         registered_delivery: 1,
         short_message: Bytes::from_static(b"Your code is 482913. Do not share it."),
@@ -35,7 +35,7 @@ fn receipt_cmd() -> Command {
     let a = Address {
         ton: 1,
         npi: 1,
-        addr: "447700900123".into(),
+        addr: "447400900123".into(),
     };
     let b = Address {
         ton: 5,

@@ -60,7 +60,7 @@ mod tests {
             .source_addr(COctetString::from_str_checked("BANK").unwrap())
             .dest_addr_ton(Ton::International)
             .dest_addr_npi(Npi::Isdn)
-            .destination_addr(COctetString::from_str_checked("447700900123").unwrap())
+            .destination_addr(COctetString::from_str_checked("447400900123").unwrap())
             .build();
         d.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(
             MessagePayload::new(rusmpp::types::AnyOctetString::from_vec(
@@ -68,7 +68,7 @@ mod tests {
             )),
         ));
         let f = SubmitFields::from_data_sm(&d);
-        assert_eq!(f.dest.addr, "447700900123");
+        assert_eq!(f.dest.addr, "447400900123");
         assert_eq!(f.source.addr, "BANK");
         assert_eq!(f.text(), b"Your code is 123456");
         assert!(f.short_message.is_empty());

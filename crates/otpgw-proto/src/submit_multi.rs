@@ -113,11 +113,11 @@ mod tests {
             .source_addr(COctetString::from_str_checked("BANK").unwrap())
             .build();
         m.set_dest_address(vec![
-            num("447700900001"),
+            num("447400900001"),
             DestAddress::DistributionListName(DistributionListName::new(
                 COctetString::from_str_checked("staff").unwrap(),
             )),
-            num("447700900002"),
+            num("447400900002"),
         ]);
         m.set_short_message(OctetString::from_vec(b"Your code is 123456".to_vec()).unwrap());
         let c = Command::new(CommandStatus::EsmeRok, 3, m);
@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(f.source.addr, "BANK");
         assert_eq!(&f.short_message[..], b"Your code is 123456");
         assert_eq!(dests.len(), 3);
-        assert!(matches!(&dests[0], Dest::Sme(a) if a.addr == "447700900001" && a.ton == 1));
+        assert!(matches!(&dests[0], Dest::Sme(a) if a.addr == "447400900001" && a.ton == 1));
         assert_eq!(dests[1], Dest::List("staff".into()));
         let r = submit_multi_resp(3, 0, "00000000000000ab", &[(dests[1].clone(), 0x34)]);
         let Some(Pdu::SubmitMultiResp(r)) = r.pdu() else {

@@ -125,7 +125,7 @@ fn templates() -> Vec<BytesMut> {
         dest: pdu::Address {
             ton: 1,
             npi: 1,
-            addr: "447700900123".into(),
+            addr: "447400900123".into(),
         },
         registered_delivery: 1,
         short_message: Bytes::from_static(b"code 0000000000 fuzz"),
@@ -152,7 +152,7 @@ fn templates() -> Vec<BytesMut> {
     }
     // submit_sm with a message_payload TLV (0x0424) and an empty short_message.
     let mut body = Vec::new();
-    body.extend_from_slice(b"\0\x05\0BANK\0\x01\x01447700900123\0");
+    body.extend_from_slice(b"\0\x05\0BANK\0\x01\x01447400900123\0");
     body.extend_from_slice(&[0, 0, 0]); // esm_class, protocol_id, priority
     body.extend_from_slice(b"\0\0"); // schedule, validity
     body.extend_from_slice(&[1, 0, 0, 0, 0]); // registered, replace, dcs, default id, sm_length
@@ -163,7 +163,7 @@ fn templates() -> Vec<BytesMut> {
     out.push(header(
         CANCEL_SM,
         1,
-        b"\x000123456789abcdef\0\x05\0BANK\0\x01\x01447700900123\0",
+        b"\x000123456789abcdef\0\x05\0BANK\0\x01\x01447400900123\0",
     ));
     out.push(header(cmd::ENQUIRE_LINK, 1, b""));
     out.push(header(cmd::DELIVER_SM_RESP, 1, b"\0"));

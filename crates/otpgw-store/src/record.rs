@@ -396,7 +396,7 @@ mod tests {
                 dest: Address {
                     ton: 1,
                     npi: 1,
-                    addr: "447700900123".into(),
+                    addr: "447400900123".into(),
                 },
                 esm_class: 0x40,
                 protocol_id: 0,

@@ -24,7 +24,7 @@ pub fn fields(source: &str, dest: &str) -> SubmitFields {
     }
 }
 
-/// An OTP of brand "bank" to 4477<id>, text "code <id>", receipt wanted.
+/// An OTP of brand "bank" to 44740<id>, text "code <id>", receipt wanted.
 pub fn message(id: u64) -> Message {
     Message::sms(
         MsgId(id),
@@ -32,7 +32,7 @@ pub fn message(id: u64) -> Message {
         SubmitFields {
             registered_delivery: 1,
             short_message: Bytes::from(format!("code {id:06}")),
-            ..fields("BANK", &format!("4477{:08}", id % 100_000_000))
+            ..fields("BANK", &format!("44740{:07}", id % 10_000_000))
         },
         Class::Otp,
         1,

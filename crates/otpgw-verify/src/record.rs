@@ -144,7 +144,7 @@ pub(crate) fn sample() -> Verification {
     Verification {
         id: "0123456789abcdef0123456789abcdef".into(),
         brand: "bank".into(),
-        to: "+447700900123".into(),
+        to: "+447400900123".into(),
         hash: [9; 32],
         code_length: 6,
         created_ms: 1_000,

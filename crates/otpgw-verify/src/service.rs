@@ -12,7 +12,10 @@ use otpgw_accept::{AcceptError, Acceptor, BrandConfig, Submission, compose};
 use otpgw_core::message::Extra;
 use otpgw_core::{Class, MsgId, Store};
 
+use otpgw_accept::fraud::NumberRefusal;
+
 use crate::code::{self, Secret};
+use crate::guard::{Guard, GuardConfig};
 use crate::machine::{self, Outcome, Refusal, Rules};
 use crate::record::{State, Verification};
 use crate::transaction::Transaction;
@@ -37,6 +40,8 @@ pub struct VerifyConfig {
     pub prefix_digits: usize,
     /// How long a record stays readable after it expired (status, "approved once").
     pub keep_after: Duration,
+    /// The conversion guard's settings (its `prefix_digits` is the one above).
+    pub guard: GuardConfig,
 }
 
 impl VerifyConfig {
@@ -54,6 +59,7 @@ impl VerifyConfig {
             per_prefix_per_hour: 100,
             prefix_digits: 6,
             keep_after: Duration::from_secs(86_400),
+            guard: GuardConfig::default(),
         }
     }
 }
@@ -71,6 +77,8 @@ pub struct CreateRequest {
     /// The transaction the code is for (shown with `{amount}`, `{currency}`,
     /// `{payee}`; a check must carry the same).
     pub transaction: Option<Transaction>,
+    /// The end user's address and device, for the brand's caps.
+    pub signals: Signals,
 }
 
 /// A verification as the API shows it.
@@ -104,6 +112,13 @@ pub enum VerifyError {
     /// Over the cap per prefix; the window ends in this many ms.
     #[error("too many verifications for numbers of this prefix in the last hour")]
     PrefixLimit(u64),
+    /// The number is not one the brand verifies.
+    #[error("{0}")]
+    NumberRefused(NumberRefusal),
+    /// Refused by the fraud guard (`reason`: `prefix_blocked`, `country_cap`,
+    /// `ip_cap`, `subnet_cap`, `device_cap`); may be tried again after `retry_ms`.
+    #[error("refused by the fraud guard ({reason})")]
+    Fraud { reason: &'static str, retry_ms: u64 },
     #[error("a new code can be sent in {0} ms")]
     ResendTooSoon(u64),
     #[error("no more codes can be sent for this verification")]
@@ -127,6 +142,7 @@ const CAS_TRIES: usize = 16;
 pub struct Verifier {
     cfg: VerifyConfig,
     acceptor: Arc<Acceptor>,
+    guard: Guard,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -156,7 +172,20 @@ fn render(template: &str, code: &str, ttl_ms: u64, tx: Option<&Transaction>) -> 
 impl Verifier {
     /// A service over the acceptor (and its store).
     pub fn new(cfg: VerifyConfig, acceptor: Arc<Acceptor>) -> Self {
-        Self { cfg, acceptor }
+        let guard = Guard::new(GuardConfig {
+            prefix_digits: cfg.prefix_digits,
+            ..cfg.guard.clone()
+        });
+        Self {
+            cfg,
+            acceptor,
+            guard,
+        }
+    }
+
+    /// The conversion guard (its blocks, for the admin API).
+    pub fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     /// The limits of every verification.
@@ -285,6 +314,7 @@ impl Verifier {
             }
         };
         let brand_id = &*brand.system_id;
+        let screened = self.screen(brand, digits, &req.signals, now).await?;
         let store = self.store();
         let hour = 3_600_000;
         let n = store
@@ -299,9 +329,8 @@ impl Verifier {
             count(brand_id, "refused_number");
             return Err(VerifyError::NumberLimit(n.resets_in_ms));
         }
-        let prefix = &digits[..digits.len().min(self.cfg.prefix_digits)];
         let n = store
-            .count(&format!("vp:{brand_id}:{prefix}"), hour, now)
+            .count(&format!("vp:{brand_id}:{}", screened.prefix), hour, now)
             .await
             .map_err(|_| VerifyError::Store)?;
         if n.count > u64::from(self.cfg.per_prefix_per_hour) {
@@ -352,6 +381,8 @@ impl Verifier {
             return Err(VerifyError::Busy);
         }
         sent?;
+        self.guard
+            .sent(&brand.system_id, &screened.prefix, &screened.country, now);
         if !matches!(indexed, Ok(Some(_))) {
             // Another verification for the number was created at the same moment:
             // index this one (the later) anyway.
@@ -468,6 +499,12 @@ impl Verifier {
             count(&brand.system_id, counted);
             if outcome == Outcome::Approved {
                 self.approved(&v, now).await;
+                self.guard.approved(
+                    &brand.system_id,
+                    self.guard.prefix(v.to.trim_start_matches('+')),
+                    v.last_send_ms,
+                    now,
+                );
             }
             if mismatch {
                 count(&brand.system_id, "transaction_mismatch");
@@ -542,6 +579,9 @@ impl Verifier {
                 continue;
             }
             self.send(brand, &next, &code, now).await?;
+            // A resend is a code sent too (the prefix is known from the first).
+            let prefix = self.guard.prefix(next.to.trim_start_matches('+'));
+            self.guard.sent(&brand.system_id, prefix, "", now);
             count(&brand.system_id, "resent");
             return Ok(view(&next, now));
         }
@@ -577,7 +617,9 @@ fn view(v: &Verification, now: u64) -> View {
     }
 }
 
+mod fraud;
 mod numbers;
+pub use fraud::Signals;
 use numbers::{index_ids, index_value, number_key};
 
 #[cfg(test)]

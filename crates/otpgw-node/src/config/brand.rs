@@ -105,6 +105,28 @@ pub struct Brand {
     /// and the verifications' `keep_after`.
     #[serde(default)]
     pub retention_secs: Option<u64>,
+    /// The fraud guard of its verifications: "block" (default), "shadow" (decide,
+    /// log and count; refuse nothing) or "off".
+    #[serde(default = "super::fraud::d_mode")]
+    pub fraud_mode: String,
+    /// Number types it verifies (default mobile and fixed_line_or_mobile).
+    #[serde(default = "super::fraud::d_types")]
+    pub allowed_number_types: Vec<String>,
+    /// ISO country codes it verifies; empty: all.
+    #[serde(default)]
+    pub allowed_countries: Vec<String>,
+    /// Verifications per country (ISO code) per day, e.g. `{ GB = 50000 }`.
+    #[serde(default)]
+    pub max_per_country_per_day: std::collections::HashMap<String, u32>,
+    /// Verifications per end-user address (`ip`) per hour.
+    #[serde(default = "super::fraud::d_per_ip")]
+    pub max_per_ip_per_hour: u32,
+    /// Per end-user /24 (IPv6 /64) per hour.
+    #[serde(default = "super::fraud::d_per_subnet")]
+    pub max_per_subnet_per_hour: u32,
+    /// Per end-user device (`device_id`) per hour.
+    #[serde(default = "super::fraud::d_per_device")]
+    pub max_per_device_per_hour: u32,
 }
 
 fn d_class() -> ClassCfg {
@@ -142,6 +164,7 @@ impl Config {
                     "brand[{i}].system_id: must be 1 to 15 ASCII characters"
                 ));
             }
+            super::fraud::brand_problems(i, b, p);
             if b.retention_secs == Some(0) {
                 p.push(format!("brand[{i}].retention_secs: must be at least 1"));
             }
@@ -260,6 +283,7 @@ impl Config {
                 c.verify_sender = b.verify_sender.clone();
                 c.receipts_to_submitter = b.receipts_to == ReceiptsTo::Submitter;
                 c.retention = b.retention_secs.map(Duration::from_secs);
+                c.fraud = std::sync::Arc::new(super::fraud::brand_fraud(b));
                 c
             })
             .collect()

@@ -114,6 +114,9 @@ pub struct Verify {
     pub max_per_prefix_per_hour: u32,
     #[serde(default = "d_prefix_digits")]
     pub prefix_digits: usize,
+    /// The conversion guard against SMS pumping.
+    #[serde(default)]
+    pub fraud: super::fraud::GuardCfg,
 }
 
 impl std::fmt::Debug for Verify {
@@ -240,6 +243,7 @@ impl Config {
             if !(3..=15).contains(&v.prefix_digits) {
                 p.push("verify.prefix_digits: must be 3 to 15".into());
             }
+            v.fraud.problems(p);
         }
         for (i, b) in self.brands.iter().enumerate() {
             if let Some(h) = &b.api_key_hash
@@ -312,6 +316,7 @@ impl Config {
         c.per_number_per_hour = v.max_per_number_per_hour;
         c.per_prefix_per_hour = v.max_per_prefix_per_hour;
         c.prefix_digits = v.prefix_digits;
+        c.guard = v.fraud.guard(v.prefix_digits);
         Some(c)
     }
 }

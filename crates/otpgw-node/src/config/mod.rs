@@ -13,6 +13,7 @@ use otpgw_smpp_server::ServerConfig;
 mod brand;
 mod carrier;
 mod encryption;
+mod fraud;
 mod http;
 mod secret;
 mod sections;

@@ -8,7 +8,7 @@ fn example_config_is_valid() {
     assert_eq!(c.brands.len(), 1);
     assert_eq!(c.carrier_configs()[0].binds, 2);
     assert_eq!(
-        c.routes().carriers_for("demo", "447700900123"),
+        c.routes().carriers_for("demo", "447400900123"),
         Some(&["sim".to_string()][..])
     );
 }

@@ -14,7 +14,7 @@ fn submit(seq: u32, text: &str) -> Command {
         dest: Address {
             ton: 1,
             npi: 1,
-            addr: "447700900123".into(),
+            addr: "447400900123".into(),
         },
         registered_delivery: 1,
         short_message: Bytes::copy_from_slice(text.as_bytes()),
@@ -195,7 +195,7 @@ fn receipt_without_nul_in_receipted_message_id_is_read_leniently() {
     let a = Address {
         ton: 1,
         npi: 1,
-        addr: "447700900123".into(),
+        addr: "447400900123".into(),
     };
     let b = Address {
         ton: 5,

@@ -119,7 +119,7 @@ pub fn is_otp(i: u64, otp_percent: u8) -> bool {
 
 /// The destination of message `i` (a plausible international number).
 pub fn dest_for(i: u64) -> String {
-    format!("4477{:08}", i % 100_000_000)
+    format!("44740{:07}", i % 10_000_000)
 }
 
 /// What a run saw.

@@ -67,7 +67,7 @@ const T0: u64 = 1_800_000_000_000;
 #[tokio::test]
 async fn the_code_sent_approves_once() {
     let r = rig(|_| {});
-    let v = r.create("+447700900001", T0).await.unwrap();
+    let v = r.create("+447400900001", T0).await.unwrap();
     assert_eq!((v.status, v.expires_ms), ("pending", T0 + 300_000));
     let code = r.last_code();
     assert_eq!(code.len(), 6);
@@ -80,7 +80,7 @@ async fn the_code_sent_approves_once() {
 #[tokio::test]
 async fn wrong_codes_lock_and_expiry_expires() {
     let r = rig(|_| {});
-    let v = r.create("+447700900002", T0).await.unwrap();
+    let v = r.create("+447400900002", T0).await.unwrap();
     let code = r.last_code();
     let wrong = if code == "000000" { "000001" } else { "000000" };
     for _ in 0..5 {
@@ -90,7 +90,7 @@ async fn wrong_codes_lock_and_expiry_expires() {
     let (o, view) = r.v.check(&r.brand, &v.id, &code, T0 + 2).await.unwrap();
     assert_eq!((o, view.status), (Outcome::MaxAttempts, "max_attempts"));
 
-    let v = r.create("+447700900003", T0).await.unwrap();
+    let v = r.create("+447400900003", T0).await.unwrap();
     let code = r.last_code();
     let (o, view) =
         r.v.check(&r.brand, &v.id, &code, T0 + 300_000)
@@ -98,7 +98,7 @@ async fn wrong_codes_lock_and_expiry_expires() {
             .unwrap();
     assert_eq!((o, view.status), (Outcome::Expired, "expired"));
     // Malformed codes count as wrong ones.
-    let v = r.create("+447700900004", T0).await.unwrap();
+    let v = r.create("+447400900004", T0).await.unwrap();
     let (o, view) = r.v.check(&r.brand, &v.id, "12ab56", T0 + 1).await.unwrap();
     assert_eq!((o, view.checks), (Outcome::Denied, 1));
 }
@@ -113,7 +113,7 @@ async fn concurrent_right_checks_approve_exactly_once() {
         otpgw_store::EmbeddedStore::open(otpgw_store::EmbeddedConfig::new(dir.join("s.redb")))
             .unwrap();
     let r = Arc::new(rig_on(Arc::new(store), |_| {}));
-    let v = r.create("+447700900005", T0).await.unwrap();
+    let v = r.create("+447400900005", T0).await.unwrap();
     let code = r.last_code();
     let checks = (0..8).map(|_| r.v.check(&r.brand, &v.id, &code, T0 + 10));
     let outcomes: Vec<_> = futures_join(checks).await;
@@ -156,9 +156,9 @@ async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Ve
 #[tokio::test]
 async fn a_new_verification_supersedes_and_resends_are_capped() {
     let r = rig(|_| {});
-    let first = r.create("+447700900006", T0).await.unwrap();
+    let first = r.create("+447400900006", T0).await.unwrap();
     let first_code = r.last_code();
-    let second = r.create("+447700900006", T0 + 1_000).await.unwrap();
+    let second = r.create("+447400900006", T0 + 1_000).await.unwrap();
     let (o, _) =
         r.v.check(&r.brand, &first.id, &first_code, T0 + 2_000)
             .await
@@ -190,30 +190,30 @@ async fn caps_per_number_and_prefix_and_bad_requests() {
         c.per_number_per_hour = 2;
         c.per_prefix_per_hour = 3;
     });
-    assert!(r.create("+447700900007", T0).await.is_ok());
-    assert!(r.create("+447700900007", T0).await.is_ok());
+    assert!(r.create("+447400900007", T0).await.is_ok());
+    assert!(r.create("+447400900007", T0).await.is_ok());
     assert_eq!(
-        r.create("+447700900007", T0).await,
+        r.create("+447400900007", T0).await,
         Err(VerifyError::NumberLimit(3_600_000))
     );
-    assert!(r.create("+447700900008", T0).await.is_ok());
+    assert!(r.create("+447400900008", T0).await.is_ok());
     assert_eq!(
-        r.create("+447700900009", T0).await,
+        r.create("+447400900009", T0).await,
         Err(VerifyError::PrefixLimit(3_600_000)),
-        "the fourth to 447700 within the hour"
+        "the fourth to 447400 within the hour"
     );
-    assert!(r.create("+447700900009", T0 + 3_600_000).await.is_ok());
+    assert!(r.create("+447400900009", T0 + 3_600_000).await.is_ok());
     for (req, field) in [
         (
             CreateRequest {
-                to: "447700900010".into(),
+                to: "447400900010".into(),
                 ..Default::default()
             },
             "to",
         ),
         (
             CreateRequest {
-                to: "+447700900010".into(),
+                to: "+447400900010".into(),
                 code_length: Some(3),
                 ..Default::default()
             },
@@ -221,7 +221,7 @@ async fn caps_per_number_and_prefix_and_bad_requests() {
         ),
         (
             CreateRequest {
-                to: "+447700900010".into(),
+                to: "+447400900010".into(),
                 ttl_secs: Some(901),
                 ..Default::default()
             },
@@ -229,7 +229,7 @@ async fn caps_per_number_and_prefix_and_bad_requests() {
         ),
         (
             CreateRequest {
-                to: "+447700900010".into(),
+                to: "+447400900010".into(),
                 channel: Some("voice".into()),
                 ..Default::default()
             },
@@ -237,7 +237,7 @@ async fn caps_per_number_and_prefix_and_bad_requests() {
         ),
         (
             CreateRequest {
-                to: "+447700900010".into(),
+                to: "+447400900010".into(),
                 template: Some("no code here".into()),
                 ..Default::default()
             },
@@ -254,7 +254,7 @@ async fn caps_per_number_and_prefix_and_bad_requests() {
 #[tokio::test]
 async fn another_brands_verification_is_not_found() {
     let r = rig(|_| {});
-    let v = r.create("+447700900011", T0).await.unwrap();
+    let v = r.create("+447400900011", T0).await.unwrap();
     let shop = BrandConfig::new("shop", "x");
     assert_eq!(
         r.v.check(&shop, &v.id, "123456", T0 + 1).await,
@@ -278,7 +278,7 @@ async fn a_code_bound_to_a_transaction_approves_only_that_transaction() {
     let r = rig(|_| {});
     let tx = Transaction::new("25.00", "EUR", "ACME Ltd").unwrap();
     let req = CreateRequest {
-        to: "+447700900077".into(),
+        to: "+447400900077".into(),
         template: Some("Pay {amount} {currency} to {payee}? Code {code}".into()),
         transaction: Some(tx.clone()),
         ..Default::default()
@@ -309,7 +309,7 @@ async fn a_code_bound_to_a_transaction_approves_only_that_transaction() {
             .unwrap();
     assert_eq!((o, mismatch, view.checks), (Outcome::Approved, false, 4));
     // A verification without one: a check that brings one is denied too.
-    let plain = r.create("+447700900078", T0).await.unwrap();
+    let plain = r.create("+447400900078", T0).await.unwrap();
     let code = r.last_code();
     let (o, _, mismatch) =
         r.v.check_for(&r.brand, &plain.id, &code, Some(&tx), T0 + 1)
@@ -331,4 +331,153 @@ fn the_text_shows_the_transaction() {
         "123456: 25.00 EUR to ACME {code}",
         "a payee cannot pull the code in twice"
     );
+}
+
+/// A rig whose brand has the fraud policy `f`.
+fn rig_fraud(f: impl FnOnce(&mut otpgw_accept::fraud::BrandFraud)) -> Rig {
+    let mut r = rig(|c| c.per_prefix_per_hour = 100_000);
+    let mut policy = otpgw_accept::fraud::BrandFraud::default();
+    f(&mut policy);
+    r.brand.fraud = Arc::new(policy);
+    r
+}
+
+fn refusal(r: Result<View, VerifyError>) -> &'static str {
+    match r {
+        Err(VerifyError::NumberRefused(n)) => n.code(),
+        Err(VerifyError::Fraud { reason, .. }) => reason,
+        Err(e) => panic!("{e}"),
+        Ok(_) => "created",
+    }
+}
+
+#[tokio::test]
+async fn numbers_are_checked_against_their_plan_type_and_country() {
+    let r = rig_fraud(|f| f.allowed_countries = vec!["GB".into(), "FR".into()]);
+    for (to, expected) in [
+        ("+447400900001", "created"),
+        ("+33612345678", "created"),
+        ("+4420712345", "invalid_number"),
+        ("+447700900123", "invalid_number"),
+        ("+449098790000", "number_type_refused"),
+        ("+442079460000", "number_type_refused"),
+        ("+4915112345678", "country_refused"),
+    ] {
+        assert_eq!(refusal(r.create(to, T0).await), expected, "{to}");
+    }
+}
+
+#[tokio::test]
+async fn caps_per_country_address_network_and_device() {
+    let r = rig_fraud(|f| {
+        f.per_country_per_day.insert("FR".into(), 2);
+        f.per_ip_per_hour = 2;
+        f.per_subnet_per_hour = 2;
+        f.per_device_per_hour = 1;
+    });
+    let create = |to: &str, ip: Option<&str>, device: Option<&str>, now| {
+        let req = CreateRequest {
+            to: to.into(),
+            signals: Signals {
+                ip: ip.map(|s| s.parse().unwrap()),
+                device_id: device.map(str::to_string),
+            },
+            ..Default::default()
+        };
+        r.v.create(&r.brand, req, now)
+    };
+    assert_eq!(
+        refusal(create("+33612345601", None, None, T0).await),
+        "created"
+    );
+    assert_eq!(
+        refusal(create("+33612345602", None, None, T0).await),
+        "created"
+    );
+    assert_eq!(
+        refusal(create("+33612345603", None, None, T0).await),
+        "country_cap"
+    );
+    assert_eq!(
+        refusal(create("+33612345603", None, None, T0 + 86_400_000).await),
+        "created"
+    );
+    let ip = Some("203.0.113.7");
+    assert_eq!(
+        refusal(create("+447400900011", ip, None, T0).await),
+        "created"
+    );
+    assert_eq!(
+        refusal(create("+447400900012", ip, None, T0).await),
+        "created"
+    );
+    assert_eq!(
+        refusal(create("+447400900013", ip, None, T0).await),
+        "ip_cap"
+    );
+    // Another address of the /24: its own cap is fine, the network's is reached.
+    let other = Some("203.0.113.8");
+    assert_eq!(
+        refusal(create("+447400900014", other, None, T0).await),
+        "subnet_cap"
+    );
+    let dev = Some("phone-1");
+    assert_eq!(
+        refusal(create("+447400900015", None, dev, T0).await),
+        "created"
+    );
+    assert_eq!(
+        refusal(create("+447400900016", None, dev, T0).await),
+        "device_cap"
+    );
+}
+
+/// Requests to random numbers of one prefix whose codes nobody types, next to
+/// honest ones typed back: the prefix is blocked, the honest ones go on.
+async fn pump(r: &Rig) -> (u32, u32) {
+    let (mut attack_sent, mut honest_refused) = (0, 0);
+    for i in 0..120u64 {
+        let now = T0 + i * 1_000;
+        let honest = format!("+3361234{:04}", i);
+        match r.create(&honest, now).await {
+            Ok(v) => {
+                let code = r.last_code();
+                r.v.check(&r.brand, &v.id, &code, now + 500).await.unwrap();
+            }
+            Err(_) => honest_refused += 1,
+        }
+        if r.create(&format!("+4474009{:05}", i * 7), now)
+            .await
+            .is_ok()
+        {
+            attack_sent += 1;
+        }
+    }
+    (attack_sent, honest_refused)
+}
+
+#[tokio::test]
+async fn pumping_one_prefix_is_blocked_and_shadow_mode_only_counts() {
+    let r = rig_fraud(|_| {});
+    let (sent, refused) = pump(&r).await;
+    assert_eq!(refused, 0);
+    // 30 judged codes, 20 s of grace, a second apart: about 50.
+    assert!((30..=60).contains(&sent), "{sent} codes went to the attack");
+    assert_eq!(
+        refusal(r.create("+447400912345", T0 + 121_000).await),
+        "prefix_blocked"
+    );
+    let blocks = r.v.guard().blocks(T0 + 121_000);
+    assert_eq!((blocks.len(), blocks[0].prefix.as_str()), (1, "447400"));
+    let shadow = rig_fraud(|f| f.mode = otpgw_accept::fraud::FraudMode::Shadow);
+    let (sent, refused) = pump(&shadow).await;
+    assert_eq!((sent, refused), (120, 0), "shadow mode refuses nothing");
+    assert_eq!(
+        shadow.v.guard().blocks(T0 + 121_000).len(),
+        1,
+        "but decides"
+    );
+    let off = rig_fraud(|f| f.mode = otpgw_accept::fraud::FraudMode::Off);
+    assert_eq!(pump(&off).await, (120, 0));
+    assert!(off.v.guard().blocks(T0 + 121_000).is_empty());
 }

@@ -19,7 +19,7 @@ use otpgw_sim::redis_server::TestRedis;
 
 const FIRST: u64 = 31_337_000;
 const COUNT: u64 = 300;
-const VERIFY_TO: &str = "+447700931337";
+const VERIFY_TO: &str = "+447400931337";
 
 fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_otpgw"))

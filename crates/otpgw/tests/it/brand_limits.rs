@@ -39,7 +39,7 @@ async fn brand_limits_answer_with_their_status() {
     let text = common::config_text("127.0.0.1:0", &[("sim", sim.addr())], "").replace(
         "system_id = \"bank\"\n",
         "system_id = \"bank\"\nmax_rate = 200\nallowed_sources = [\"OTPGW\", \"BANK\"]\n\
-         allowed_prefixes = [\"4477\"]\nmax_per_destination = 3\n",
+         allowed_prefixes = [\"4474\"]\nmax_per_destination = 3\n",
     );
     let gw = common::start(&text).await;
     assert!(gw.wait_bound(2, Duration::from_secs(10)).await);
@@ -50,7 +50,7 @@ async fn brand_limits_answer_with_their_status() {
         status::ESME_ROK
     );
     assert_eq!(
-        submit(&mut c, 2, "EVIL", "447700900001").await,
+        submit(&mut c, 2, "EVIL", "447400900001").await,
         status::ESME_RINVSRCADR
     );
     assert_eq!(
@@ -59,17 +59,17 @@ async fn brand_limits_answer_with_their_status() {
     );
     for seq in 4..7 {
         assert_eq!(
-            submit(&mut c, seq, "BANK", "447700900999").await,
+            submit(&mut c, seq, "BANK", "447400900999").await,
             status::ESME_ROK
         );
     }
     assert_eq!(
-        submit(&mut c, 7, "BANK", "+447700900999").await,
+        submit(&mut c, 7, "BANK", "+447400900999").await,
         status::ESME_RSUBMITFAIL,
         "fourth message to one number within the window"
     );
     assert_eq!(
-        submit(&mut c, 8, "BANK", "447700900998").await,
+        submit(&mut c, 8, "BANK", "447400900998").await,
         status::ESME_ROK
     );
     drop(c);

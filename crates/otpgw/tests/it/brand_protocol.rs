@@ -56,7 +56,7 @@ async fn bind_state_unknown_commands_and_malformed_frames() {
     );
 
     // submit_sm before bind: ESME_RINVBNDSTS.
-    c.send(&submit(4, "447700900123")).await;
+    c.send(&submit(4, "447400900123")).await;
     assert_eq!(
         c.next().await,
         Some((cmd::SUBMIT_SM_RESP, status::ESME_RINVBNDSTS, 4))
@@ -67,7 +67,7 @@ async fn bind_state_unknown_commands_and_malformed_frames() {
         c.bind(cmd::BIND_RECEIVER, "bank", "pw1", 5).await,
         (cmd::BIND_RECEIVER_RESP, status::ESME_ROK, 5)
     );
-    c.send(&submit(6, "447700900123")).await;
+    c.send(&submit(6, "447400900123")).await;
     assert_eq!(
         c.next().await,
         Some((cmd::SUBMIT_SM_RESP, status::ESME_RINVBNDSTS, 6))
@@ -99,7 +99,7 @@ async fn bind_state_unknown_commands_and_malformed_frames() {
 
     // A submit_sm with trailing bytes: answered with an error, session stays up.
     let mut b = BytesMut::new();
-    encode_command(&submit(3, "447700900123"), &mut b);
+    encode_command(&submit(3, "447400900123"), &mut b);
     b.put_slice(&[1, 2, 3]);
     let len = b.len() as u32;
     b[..4].copy_from_slice(&len.to_be_bytes());
@@ -130,7 +130,7 @@ async fn bind_state_unknown_commands_and_malformed_frames() {
     // enquire_link answered; a good submit still works after all of the above.
     t.send(&pdu::header_only(cmd::ENQUIRE_LINK, 0, 6)).await;
     assert_eq!(t.next().await, Some((cmd::ENQUIRE_LINK_RESP, 0, 6)));
-    t.send(&submit(7, "447700900123")).await;
+    t.send(&submit(7, "447400900123")).await;
     assert_eq!(
         t.next().await,
         Some((cmd::SUBMIT_SM_RESP, status::ESME_ROK, 7))
@@ -161,7 +161,7 @@ async fn receipts_wait_for_a_receiver_and_go_to_the_right_brand() {
     // Submit on a transmitter; no receiver is bound yet.
     let mut t = Raw::connect(addr).await;
     assert_eq!(t.bind(cmd::BIND_TRANSMITTER, "bank", "pw1", 1).await.1, 0);
-    let mut c = submit(2, "447700900123");
+    let mut c = submit(2, "447400900123");
     if let Some(otpgw_proto::rusmpp::Pdu::SubmitSm(s)) = c.pdu().cloned() {
         let mut f = SubmitFields::from_submit_sm(&s);
         f.registered_delivery = 1;
@@ -209,7 +209,7 @@ async fn cancel_takes_back_only_what_is_still_queued() {
     let mut t = Raw::connect(addr).await;
     assert_eq!(t.bind(cmd::BIND_TRANSCEIVER, "bank", "pw1", 1).await.1, 0);
     let mut ids = Vec::new();
-    for (i, dest) in ["447700900201", "447700900202", "447700900203"]
+    for (i, dest) in ["447400900201", "447400900202", "447400900203"]
         .iter()
         .enumerate()
     {

@@ -104,7 +104,7 @@ async fn tls_bind_submit_and_receipt_with_a_real_client() {
     let f = SubmitFields {
         registered_delivery: 1,
         short_message: Bytes::from_static(b"Your code is 909090"),
-        ..otpgw_testkit::sample::fields("BANK", "447700900777")
+        ..otpgw_testkit::sample::fields("BANK", "447400900777")
     };
     wr.write_all(&encode(&Command::new(
         CommandStatus::EsmeRok,
@@ -214,7 +214,7 @@ async fn http_api_over_tls_with_http2() {
         let r = client
             .post(format!("{base}/v1/verifications"))
             .bearer_auth(common::BANK_KEY)
-            .json(&serde_json::json!({"to": "+447700900800"}))
+            .json(&serde_json::json!({"to": "+447400900800"}))
             .send()
             .await
             .unwrap();

@@ -286,7 +286,7 @@ async fn a_receipt_repeated_after_a_crash_is_counted() {
         let f = SubmitFields {
             registered_delivery: 1,
             short_message: bytes::Bytes::from_static(b"Your code is 123456"),
-            ..otpgw_testkit::sample::fields("BANK", &format!("44770093{i:04}"))
+            ..otpgw_testkit::sample::fields("BANK", &format!("44740093{i:04}"))
         };
         t.send(&Command::new(
             CommandStatus::EsmeRok,

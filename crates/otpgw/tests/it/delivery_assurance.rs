@@ -91,7 +91,7 @@ async fn lost_receipts_fall_back_and_quality_routing_moves_and_recovers() {
     lc.validity_period = "000000000020000R".into(); // 20 s
     lc.receipt_timeout = Duration::from_secs(8);
     let load = tokio::spawn(loadgen::run(lc));
-    // While A loses receipts, the admin API shows it: A's on-time ratio for 4477
+    // While A loses receipts, the admin API shows it: A's on-time ratio for 4474
     // well under B's.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let q: serde_json::Value = reqwest::Client::new()
@@ -108,7 +108,7 @@ async fn lost_receipts_fall_back_and_quality_routing_moves_and_recovers() {
             .as_array()
             .unwrap_or_else(|| panic!("no series: {q}"))
             .iter()
-            .find(|s| s["carrier"] == c && s["prefix"] == "4477")
+            .find(|s| s["carrier"] == c && s["prefix"] == "4474")
             .and_then(|s| s["on_time_ratio"].as_f64())
             .unwrap_or(f64::NAN)
     };
@@ -191,7 +191,7 @@ async fn lost_receipts_fall_back_and_quality_routing_moves_and_recovers() {
 async fn all_attempts_silent_calls_the_fallback_url() {
     let silent = |c: &mut otpgw_sim::SimConfig| {
         c.receipt_delay = Duration::from_millis(20);
-        c.rules = vec![Rule::parse("4477:100:drop").unwrap()];
+        c.rules = vec![Rule::parse("4474:100:drop").unwrap()];
     };
     let (a, b) = (common::sim(silent).await, common::sim(silent).await);
     let hooks = HookSink::start().await;
@@ -263,7 +263,7 @@ async fn all_attempts_silent_calls_the_fallback_url() {
 async fn sigkill_during_fallback_sends_nothing_a_third_time() {
     let a = common::sim(|c| {
         c.receipt_delay = Duration::from_millis(20);
-        c.rules = vec![Rule::parse("4477:100:drop").unwrap()];
+        c.rules = vec![Rule::parse("4474:100:drop").unwrap()];
     })
     .await;
     let b = common::sim(|c| c.receipt_delay = Duration::from_millis(600)).await;
@@ -398,7 +398,7 @@ async fn an_otp_without_a_receipt_request_is_sent_once() {
 async fn no_fallback_is_counted_when_no_carrier_is_left() {
     let a = common::sim(|c| {
         c.receipt_delay = Duration::from_millis(20);
-        c.rules = vec![Rule::parse("4477:100:drop").unwrap()];
+        c.rules = vec![Rule::parse("4474:100:drop").unwrap()];
     })
     .await;
     let text = common::config_text(

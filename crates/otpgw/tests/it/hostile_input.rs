@@ -72,7 +72,7 @@ fn submit_bytes(seq: u32) -> BytesMut {
     let f = SubmitFields {
         registered_delivery: 0,
         short_message: Bytes::from_static(b"Your code is 123456"),
-        ..otpgw_testkit::sample::fields("BANK", "447700900123")
+        ..otpgw_testkit::sample::fields("BANK", "447400900123")
     };
     let mut b = BytesMut::new();
     encode_command(

@@ -112,7 +112,7 @@ async fn messages_and_verifications_through_the_binary() {
         .post(
             BANK_KEY,
             "/v1/messages",
-            &json!({"to": "+447700900500", "from": "MyBank", "text": "Votre code: 4242 €", "receipt_url": hooks.url}),
+            &json!({"to": "+447400900500", "from": "MyBank", "text": "Votre code: 4242 €", "receipt_url": hooks.url}),
             None,
         )
         .await;
@@ -125,9 +125,9 @@ async fn messages_and_verifications_through_the_binary() {
     .await;
     assert!(hook.0, "signed with the brand's secret: {hook:?}");
     assert_eq!(hook.1["status"], "delivered");
-    assert_eq!(hook.1["to"], "+447700900500");
+    assert_eq!(hook.1["to"], "+447400900500");
     assert_eq!(
-        common::last_text_to(&sim, "447700900500").unwrap(),
+        common::last_text_to(&sim, "447400900500").unwrap(),
         "Votre code: 4242 €"
     );
     let (st, v) = c.get(BANK_KEY, &format!("/v1/messages/{id}")).await;
@@ -147,14 +147,14 @@ async fn messages_and_verifications_through_the_binary() {
         .post(
             BANK_KEY,
             "/v1/verifications",
-            &json!({"to": "+447700900501"}),
+            &json!({"to": "+447400900501"}),
             None,
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let vid = v["id"].as_str().unwrap().to_string();
     assert_eq!(vid.len(), 32);
-    let code = common::code_sent_to(&sim, "447700900501", 0).await;
+    let code = common::code_sent_to(&sim, "447400900501", 0).await;
     assert_eq!(code.len(), 6);
     assert_eq!(c.check(&vid, &code).await, "approved");
     assert_eq!(c.check(&vid, &code).await, "denied");
@@ -169,7 +169,7 @@ async fn messages_and_verifications_through_the_binary() {
 
     // Five wrong codes lock it: the right one then answers max_attempts.
     let (vid, code) = c
-        .verify(&sim, "447700900502", json!({"code_length": 8}), 0)
+        .verify(&sim, "447400900502", json!({"code_length": 8}), 0)
         .await;
     assert_eq!(code.len(), 8);
     let wrong = if code == "00000000" {
@@ -184,13 +184,13 @@ async fn messages_and_verifications_through_the_binary() {
 
     // An expired code is expired.
     let (vid, code) = c
-        .verify(&sim, "447700900503", json!({"ttl_secs": 1}), 0)
+        .verify(&sim, "447400900503", json!({"ttl_secs": 1}), 0)
         .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(c.check(&vid, &code).await, "expired");
 
     // Concurrent correct checks: exactly one approval.
-    let (vid, code) = c.verify(&sim, "447700900504", json!({}), 0).await;
+    let (vid, code) = c.verify(&sim, "447400900504", json!({}), 0).await;
     let racers = (0..10).map(|_| c.check(&vid, &code));
     let outcomes = futures_util::future::join_all(racers).await;
     assert_eq!(
@@ -205,8 +205,8 @@ async fn messages_and_verifications_through_the_binary() {
     );
 
     // A new verification for the number supersedes the old one.
-    let (old, old_code) = c.verify(&sim, "447700900505", json!({}), 0).await;
-    let (new, new_code) = c.verify(&sim, "447700900505", json!({}), 1).await;
+    let (old, old_code) = c.verify(&sim, "447400900505", json!({}), 0).await;
+    let (new, new_code) = c.verify(&sim, "447400900505", json!({}), 1).await;
     let (_, r) = c
         .post(
             BANK_KEY,
@@ -225,7 +225,7 @@ async fn messages_and_verifications_through_the_binary() {
         .post(
             BANK_KEY,
             "/v1/verifications",
-            &json!({"to": "+447700900506"}),
+            &json!({"to": "+447400900506"}),
             None,
         )
         .await;
@@ -244,7 +244,7 @@ async fn messages_and_verifications_through_the_binary() {
     );
 
     // Bad input: a clear 4xx, nothing stored, nothing sent, no panic.
-    common::code_sent_to(&sim, "447700900506", 0).await; // the last good one is out
+    common::code_sent_to(&sim, "447400900506", 0).await; // the last good one is out
     let before = sim.received();
     let raw = |body: &'static str, key: &'static str| {
         let http = c.http.clone();
@@ -265,13 +265,13 @@ async fn messages_and_verifications_through_the_binary() {
     };
     let long = "x".repeat(2001);
     let too_long = Box::leak(
-        json!({"to": "+447700900507", "from": "MyBank", "text": long})
+        json!({"to": "+447400900507", "from": "MyBank", "text": long})
             .to_string()
             .into_boxed_str(),
     );
     let huge = Box::leak(
         format!(
-            "{{\"to\":\"+447700900507\",\"from\":\"MyBank\",\"text\":\"{}\"}}",
+            "{{\"to\":\"+447400900507\",\"from\":\"MyBank\",\"text\":\"{}\"}}",
             "y".repeat(70_000)
         )
         .into_boxed_str(),
@@ -279,7 +279,7 @@ async fn messages_and_verifications_through_the_binary() {
     for (body, key, want) in [
         ("{nope", BANK_KEY, (StatusCode::BAD_REQUEST, "invalid_json")),
         (
-            r#"{"to":"+447700900507","from":"MyBank","text":"t","x":1}"#,
+            r#"{"to":"+447400900507","from":"MyBank","text":"t","x":1}"#,
             BANK_KEY,
             (StatusCode::BAD_REQUEST, "unknown_field"),
         ),
@@ -289,27 +289,27 @@ async fn messages_and_verifications_through_the_binary() {
             (StatusCode::BAD_REQUEST, "invalid_number"),
         ),
         (
-            r#"{"to":"+447700900507","from":"","text":"t"}"#,
+            r#"{"to":"+447400900507","from":"","text":"t"}"#,
             BANK_KEY,
             (StatusCode::BAD_REQUEST, "invalid_sender"),
         ),
         (
-            r#"{"to":"+447700900507","from":"MyBank","text":""}"#,
+            r#"{"to":"+447400900507","from":"MyBank","text":""}"#,
             BANK_KEY,
             (StatusCode::BAD_REQUEST, "invalid_text"),
         ),
         (
-            r#"{"to":"+447700900507","from":"MyBank","text":"t","receipt_url":"ftp://x"}"#,
+            r#"{"to":"+447400900507","from":"MyBank","text":"t","receipt_url":"ftp://x"}"#,
             BANK_KEY,
             (StatusCode::BAD_REQUEST, "invalid_receipt_url"),
         ),
         (
-            r#"{"to":"+447700900507","from":"MyBank","text":"t","receipt_url":"http://127.0.0.1/h"}"#,
+            r#"{"to":"+447400900507","from":"MyBank","text":"t","receipt_url":"http://127.0.0.1/h"}"#,
             SHOP_KEY,
             (StatusCode::BAD_REQUEST, "webhook_not_configured"),
         ),
         (
-            r#"{"to":"+447700900507","from":"MyBank","text":"t"}"#,
+            r#"{"to":"+447400900507","from":"MyBank","text":"t"}"#,
             "wrong-key",
             (StatusCode::UNAUTHORIZED, "unauthorized"),
         ),
@@ -352,7 +352,7 @@ async fn messages_and_verifications_through_the_binary() {
         .post(
             BANK_KEY,
             "/v1/verifications",
-            &json!({"to": "+447700900508", "code_length": 11}),
+            &json!({"to": "+447400900508", "code_length": 11}),
             None,
         )
         .await;
@@ -457,7 +457,7 @@ async fn sigkill_keeps_messages_webhooks_and_idempotency_keys() {
         .store(503, std::sync::atomic::Ordering::Relaxed);
     let (mut gw, base) = common::serve_http_process(&sim, "http-kill", "").await;
     let c = Client::new(&base);
-    let body = json!({"to": "+447700900600", "from": "MyBank", "text": "code 600600", "receipt_url": hooks.url});
+    let body = json!({"to": "+447400900600", "from": "MyBank", "text": "code 600600", "receipt_url": hooks.url});
     let (st, v) = c
         .post(BANK_KEY, "/v1/messages", &body, Some("order-600"))
         .await;
@@ -522,8 +522,8 @@ async fn a_superseded_verification_counts_once() {
     let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(20)).await;
     let (mut gw, base) = common::serve_http_process(&sim, "http-superseded", "").await;
     let c = Client::new(&base);
-    let (first, code) = c.verify(&sim, "447700900611", json!({}), 0).await;
-    let _second = c.verify(&sim, "447700900611", json!({}), 1).await;
+    let (first, code) = c.verify(&sim, "447400900611", json!({}), 0).await;
+    let _second = c.verify(&sim, "447400900611", json!({}), 1).await;
     for _ in 0..3 {
         // The API reports a superseded verification as expired.
         assert_eq!(c.check(&first, &code).await, "expired");
@@ -552,13 +552,13 @@ async fn a_code_authorises_its_transaction_only() {
     let (id, code) = c
         .verify(
             &sim,
-            "447700900612",
+            "447400900612",
             json!({"transaction": tx, "template": "Code {code} pays {amount} {currency} to {payee}"}),
             0,
         )
         .await;
     assert_eq!(
-        common::last_text_to(&sim, "447700900612").unwrap(),
+        common::last_text_to(&sim, "447400900612").unwrap(),
         format!("Code {code} pays 25.00 EUR to ACME Ltd")
     );
     let check = |body: Value| {
@@ -612,7 +612,7 @@ async fn a_code_authorises_its_transaction_only() {
         (Some("denied"), Some(0)),
         "used once: {v}"
     );
-    let bad = json!({"to": "+447700900613", "transaction": {"amount": "1e3", "currency": "EUR", "payee": "x"}});
+    let bad = json!({"to": "+447400900613", "transaction": {"amount": "1e3", "currency": "EUR", "payee": "x"}});
     let (st, v) = c.post(BANK_KEY, "/v1/verifications", &bad, None).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     assert!(v.to_string().contains("transaction.amount"), "{v}");

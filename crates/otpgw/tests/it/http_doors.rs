@@ -46,7 +46,7 @@ async fn idle_connections_cannot_shut_brands_out() {
     let send = |c: &reqwest::Client| {
         c.post(format!("{base}/v1/messages"))
             .bearer_auth(BANK_KEY)
-            .json(&json!({"to": "+447700900700", "from": "MyBank", "text": "code 1234"}))
+            .json(&json!({"to": "+447400900700", "from": "MyBank", "text": "code 1234"}))
             .send()
     };
     // Twenty silent connections: the first ten take every slot.
@@ -194,7 +194,7 @@ async fn webhooks_cannot_reach_internal_addresses() {
     let post = |url: String| {
         c.post(format!("{base}/v1/messages"))
             .bearer_auth(BANK_KEY)
-            .json(&json!({"to": "+447700900710", "from": "MyBank", "text": "code 1", "receipt_url": url}))
+            .json(&json!({"to": "+447400900710", "from": "MyBank", "text": "code 1", "receipt_url": url}))
             .send()
     };
     for bad in [
@@ -279,7 +279,7 @@ async fn the_contract_holds_for_integrators() {
         }
         r.send()
     };
-    let msg = r#"{"to":"+447700900720","from":"MyBank","text":"code 5","validity_secs":60}"#;
+    let msg = r#"{"to":"+447400900720","from":"MyBank","text":"code 5","validity_secs":60}"#;
     let r = raw("/v1/messages", msg, None, false).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // 60.0 is a whole number.
@@ -295,7 +295,7 @@ async fn the_contract_holds_for_integrators() {
     let id = first.json::<serde_json::Value>().await.unwrap()["id"].clone();
     // The same request, re-encoded: the same answer.
     let again = r#"{ "validity_secs": 60, "text": "code 5",
-        "from": "MyBank", "to": "+447700900720" }"#;
+        "from": "MyBank", "to": "+447400900720" }"#;
     let r = raw("/v1/messages", again, Some("m-1"), true).await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["id"], id);
@@ -310,7 +310,7 @@ async fn the_contract_holds_for_integrators() {
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
     // Verifications honour the key: one code sent, the same verification answered.
-    let digits = "447700900721";
+    let digits = "447400900721";
     let body = format!(r#"{{"to":"+{digits}","code_length":6.0}}"#);
     let r = raw("/v1/verifications", &body, Some("v-1"), true)
         .await
@@ -359,7 +359,7 @@ async fn the_contract_holds_for_integrators() {
     let r: serde_json::Value = check("000000".into()).await.unwrap().json().await.unwrap();
     assert_eq!(r["checks_left"], 0, "after an approval: {r}");
     // A cap answers with the time its window really has left (not a fixed hour).
-    let capped = r#"{"to":"+447700900722"}"#;
+    let capped = r#"{"to":"+447400900722"}"#;
     for _ in 0..5 {
         let r = raw("/v1/verifications", capped, None, true).await.unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);

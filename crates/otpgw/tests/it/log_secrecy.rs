@@ -56,7 +56,7 @@ async fn codes_numbers_and_passwords_never_reach_the_logs() {
     let (mut sent, mut receipts) = (0, 0);
     for i in 0..30u32 {
         let code = format!("{:06}", 271_828 + i * 7_919);
-        let dest = format!("4477009{:05}", 31_337 + i);
+        let dest = format!("4474009{:05}", 31_337 + i);
         secrets.push(code.clone());
         secrets.push(dest.clone());
         let mut f = SubmitFields {
@@ -128,13 +128,13 @@ async fn codes_numbers_and_passwords_never_reach_the_logs() {
     let r = post(
         "WrongKey4242x",
         "/v1/messages",
-        serde_json::json!({"to": "+447700931999"}),
+        serde_json::json!({"to": "+447400931999"}),
     )
     .await
     .unwrap();
     assert_eq!(r.status(), 401);
     for i in 0..4u32 {
-        let dest = format!("4477009{:05}", 41_337 + i);
+        let dest = format!("4474009{:05}", 41_337 + i);
         secrets.push(dest.clone());
         let r = post(
             common::BANK_KEY,
@@ -162,7 +162,7 @@ async fn codes_numbers_and_passwords_never_reach_the_logs() {
         }
         let text = format!("Ihr Code lautet {:07}", 5_551_212 + i);
         secrets.push(format!("{:07}", 5_551_212 + i));
-        let dest2 = format!("4477009{:05}", 51_337 + i);
+        let dest2 = format!("4474009{:05}", 51_337 + i);
         secrets.push(dest2.clone());
         let r = post(
             common::BANK_KEY,

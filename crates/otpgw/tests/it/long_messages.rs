@@ -50,21 +50,21 @@ async fn long_gsm_and_ucs2_arrive_as_parts_and_reassemble() {
     let own_part: Vec<u8> = [&[0x05, 0x00, 0x03, 0x77, 0x02, 0x01][..], b"own part one"].concat();
 
     let mut cases: Vec<(String, SubmitFields, Vec<u8>, usize)> = Vec::new();
-    let mut f = fields("447700900001", 0);
+    let mut f = fields("447400900001", 0);
     f.short_message = Bytes::from(gsm.clone());
     cases.push(("gsm".into(), f, gsm.clone(), 2));
-    let mut f = fields("447700900002", 0);
+    let mut f = fields("447400900002", 0);
     f.message_payload = Some(Bytes::from(long_payload.clone()));
     cases.push(("payload".into(), f, long_payload.clone(), 4));
-    let mut f = fields("447700900003", 8);
+    let mut f = fields("447400900003", 8);
     f.short_message = Bytes::from(uni.clone());
     let uni_parts = uni.len().div_ceil(134);
     cases.push(("ucs2".into(), f, uni.clone(), uni_parts));
-    let mut f = fields("447700900004", 4);
+    let mut f = fields("447400900004", 4);
     f.esm_class = UDHI;
     f.short_message = Bytes::from(own_part.clone());
     cases.push(("own udh".into(), f, own_part.clone(), 1));
-    let mut f = fields("447700900005", 0);
+    let mut f = fields("447400900005", 0);
     f.short_message = Bytes::from_static(b"Your code is 111222");
     cases.push(("short".into(), f, b"Your code is 111222".to_vec(), 1));
     assert!(uni_parts >= 2, "the UCS-2 text must need parts");
@@ -161,7 +161,7 @@ async fn long_gsm_and_ucs2_arrive_as_parts_and_reassemble() {
     // The UCS-2 parts decode to the original characters.
     let uni_got: Vec<&[u8]> = records
         .iter()
-        .filter(|r| r.fields.dest.addr == "447700900003")
+        .filter(|r| r.fields.dest.addr == "447400900003")
         .map(|r| r.text())
         .collect();
     let joined = reassemble(&uni_got).unwrap();

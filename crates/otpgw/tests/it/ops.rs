@@ -57,7 +57,7 @@ async fn health_readiness_and_metrics() {
             "a message id leaked into /metrics"
         );
     }
-    assert!(!m.contains("4477"), "a phone number leaked into /metrics");
+    assert!(!m.contains("4474"), "a phone number leaked into /metrics");
     assert_eq!(get(ops, "/nope").await.0, 404);
     gw.shutdown().await;
     sim.shutdown();
@@ -325,7 +325,7 @@ async fn gauges_show_what_waits_where() {
         let f = SubmitFields {
             registered_delivery: 1,
             short_message: bytes::Bytes::from_static(b"Your code is 123456"),
-            ..otpgw_testkit::sample::fields("BANK", &format!("44770090{i:04}"))
+            ..otpgw_testkit::sample::fields("BANK", &format!("44740090{i:04}"))
         };
         t.send(&Command::new(
             CommandStatus::EsmeRok,

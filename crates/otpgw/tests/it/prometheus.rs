@@ -184,7 +184,7 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
             let mut ids = Vec::new();
             for i in 0..24u32 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let to = format!("4477009{:05}", 70_000 + i);
+                let to = format!("4474009{:05}", 70_000 + i);
                 let r = http
                     .post(format!("{base}/v1/verifications"))
                     .bearer_auth(common::BANK_KEY)
@@ -246,7 +246,7 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
     // No number, message id or verification id in any label.
     let metrics = http_get(ops, "/metrics").await;
     assert!(
-        !metrics.contains("4477"),
+        !metrics.contains("4474"),
         "a phone number leaked into /metrics"
     );
     for id in &http_ids {

@@ -432,7 +432,7 @@ async fn receipts_reach_the_brand_on_the_node_where_it_receives() {
         let f = otpgw_proto::pdu::SubmitFields {
             registered_delivery: 1,
             priority_flag: 1,
-            ..otpgw_testkit::sample::fields("BANK", &format!("4477009{i:05}"))
+            ..otpgw_testkit::sample::fields("BANK", &format!("4474009{i:05}"))
         };
         let c = Command::new(
             CommandStatus::EsmeRok,
@@ -513,13 +513,13 @@ async fn verifications_statuses_and_keys_are_shared_by_the_nodes() {
     let (st, v) = post(
         &bases[0],
         "/v1/verifications",
-        serde_json::json!({"to": "+447700900700"}),
+        serde_json::json!({"to": "+447400900700"}),
         None,
     )
     .await;
     assert_eq!(st, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
-    let code = common::code_sent_to(&sim, "447700900700", 0).await;
+    let code = common::code_sent_to(&sim, "447400900700", 0).await;
     let check = |base: usize| {
         post(
             &bases[base],
@@ -535,7 +535,7 @@ async fn verifications_statuses_and_keys_are_shared_by_the_nodes() {
     );
     assert_eq!(check(0).await.1["status"], "denied", "once");
 
-    let msg = serde_json::json!({"to": "+447700900701", "from": "BANK", "text": "hello"});
+    let msg = serde_json::json!({"to": "+447400900701", "from": "BANK", "text": "hello"});
     let (st, v) = post(&bases[0], "/v1/messages", msg.clone(), Some("k-701")).await;
     assert_eq!(st, 202);
     let mid = v["id"].as_str().unwrap().to_string();
@@ -565,7 +565,7 @@ async fn verifications_statuses_and_keys_are_shared_by_the_nodes() {
     assert_eq!(
         sim.records()
             .iter()
-            .filter(|r| r.fields.dest.addr == "447700900701")
+            .filter(|r| r.fields.dest.addr == "447400900701")
             .count(),
         1,
         "sent once"
