@@ -256,6 +256,32 @@ pub trait Cluster: Send + Sync + 'static {
     fn take_handed_receipts(&self) -> Option<tokio::sync::mpsc::Receiver<ReceiptJob>> {
         None
     }
+    /// Tallies: named numbers under one key that the nodes build together (the
+    /// fraud guard's codes sent and approved per prefix), kept by a store several
+    /// nodes share (others keep none: a single node counts in memory). Add to
+    /// fields; the key is kept `ttl_ms` after its last change. Not personal data:
+    /// never sealed.
+    fn tally_add<'a>(
+        &'a self,
+        _key: &'a str,
+        _adds: &'a [(String, i64)],
+        _ttl_ms: u64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    /// Set fields of a tally (`None` removes one).
+    fn tally_set<'a>(
+        &'a self,
+        _key: &'a str,
+        _fields: &'a [(String, Option<i64>)],
+        _ttl_ms: u64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    /// Every field of a tally.
+    fn tally_get<'a>(&'a self, _key: &'a str) -> StoreFuture<'a, Vec<(String, i64)>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
 }
 
 /// A whole store: the message log, the key-value space and cluster coordination.

@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod bench_http;
 pub mod demo;
+pub mod pumping;
 pub mod sim;
 pub mod soak;
 

@@ -92,39 +92,52 @@ impl crate::ops::Admin for GatewayAdmin {
         Box::pin(self.erase(e164))
     }
 
-    fn fraud_blocks(&self) -> serde_json::Value {
-        let now = clock::now_ms();
-        let blocks = self.verifier.as_ref().map(|v| v.guard().blocks(now));
-        serde_json::Value::Array(
-            blocks
-                .unwrap_or_default()
-                .into_iter()
-                .map(|b| {
-                    serde_json::json!({
-                        "brand": b.brand,
-                        "prefix": b.prefix,
-                        "country": b.country,
-                        "since": otpgw_proto::time::rfc3339(b.since_ms),
-                        "until": otpgw_proto::time::rfc3339(b.until_ms),
-                        "renewals": b.level,
-                        "probing": b.probing,
-                        "codes_judged": b.sent,
-                        "codes_approved": b.approved,
+    fn fraud_blocks(&self) -> crate::ops::AdminFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            let Some(v) = &self.verifier else {
+                return Ok(serde_json::Value::Array(Vec::new()));
+            };
+            let now = clock::now_ms();
+            let blocks = v.fraud_blocks(now).await.map_err(|e| e.to_string())?;
+            Ok(serde_json::Value::Array(
+                blocks
+                    .into_iter()
+                    .map(|b| {
+                        serde_json::json!({
+                            "brand": b.brand,
+                            "prefix": b.prefix,
+                            "country": b.country,
+                            "since": otpgw_proto::time::rfc3339(b.since_ms),
+                            "until": otpgw_proto::time::rfc3339(b.until_ms),
+                            "renewals": b.level,
+                            "probing": b.probing,
+                            "codes_judged": b.sent,
+                            "codes_approved": b.approved,
+                        })
                     })
-                })
-                .collect(),
-        )
+                    .collect(),
+            ))
+        })
     }
 
-    fn lift_block(&self, brand: &str, prefix: &str) -> bool {
-        let lifted = self
-            .verifier
-            .as_ref()
-            .is_some_and(|v| v.guard().lift(brand, prefix));
-        if lifted {
-            tracing::warn!(brand, prefix, "fraud guard: block lifted by an operator");
-        }
-        lifted
+    fn lift_block<'a>(
+        &'a self,
+        brand: &'a str,
+        prefix: &'a str,
+    ) -> crate::ops::AdminFuture<'a, bool> {
+        Box::pin(async move {
+            let Some(v) = &self.verifier else {
+                return Ok(false);
+            };
+            let lifted = v
+                .lift_block(brand, prefix, clock::now_ms())
+                .await
+                .map_err(|e| e.to_string())?;
+            if lifted {
+                tracing::warn!(brand, prefix, "fraud guard: block lifted by an operator");
+            }
+            Ok(lifted)
+        })
     }
 
     fn carriers(&self) -> serde_json::Value {

@@ -107,11 +107,12 @@ pub trait Admin: Send + Sync + 'static {
     fn brands(&self) -> Value;
     fn queue(&self) -> Value;
     fn quality(&self) -> Value;
-    /// The prefixes the fraud guard blocks (`GET /admin/fraud/blocks`).
-    fn fraud_blocks(&self) -> Value;
+    /// The prefixes the fraud guard blocks (`GET /admin/fraud/blocks`); `Err`:
+    /// the store failed.
+    fn fraud_blocks(&self) -> AdminFuture<'_, Value>;
     /// Lift a block (`DELETE /admin/fraud/blocks/{brand}/{prefix}`); whether there
     /// was one.
-    fn lift_block(&self, brand: &str, prefix: &str) -> bool;
+    fn lift_block<'a>(&'a self, brand: &'a str, prefix: &'a str) -> AdminFuture<'a, bool>;
     /// Erase what is kept for a number (`DELETE /admin/numbers/{e164}`): `Err`
     /// says why not (a bad number: 400).
     fn erase_number<'a>(
@@ -119,6 +120,10 @@ pub trait Admin: Send + Sync + 'static {
         e164: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, Erase>> + Send + 'a>>;
 }
+
+/// An admin call that waits for the store: its answer, or why it failed.
+pub type AdminFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
 
 /// Why an erasure was refused.
 #[derive(Debug, thiserror::Error)]
@@ -388,20 +393,27 @@ async fn admin_erase(State(ctx): State<Arc<Ctx>>, Path(e164): Path<String>) -> R
 }
 
 async fn admin_fraud_blocks(State(ctx): State<Arc<Ctx>>) -> Response {
-    with_admin(&ctx, |a| Json(a.fraud_blocks()).into_response())
+    let Some(api) = &ctx.admin else {
+        return refusal(StatusCode::NOT_FOUND, "admin API disabled", None);
+    };
+    match api.admin.fraud_blocks().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => refusal(StatusCode::SERVICE_UNAVAILABLE, &e, Some(1)),
+    }
 }
 
 async fn admin_lift_block(
     State(ctx): State<Arc<Ctx>>,
     Path((brand, prefix)): Path<(String, String)>,
 ) -> Response {
-    with_admin(&ctx, |a| {
-        if a.lift_block(&brand, &prefix) {
-            Json(json!({ "lifted": true })).into_response()
-        } else {
-            refusal(StatusCode::NOT_FOUND, "no such block", None)
-        }
-    })
+    let Some(api) = &ctx.admin else {
+        return refusal(StatusCode::NOT_FOUND, "admin API disabled", None);
+    };
+    match api.admin.lift_block(&brand, &prefix).await {
+        Ok(true) => Json(json!({ "lifted": true })).into_response(),
+        Ok(false) => refusal(StatusCode::NOT_FOUND, "no such block", None),
+        Err(e) => refusal(StatusCode::SERVICE_UNAVAILABLE, &e, Some(1)),
+    }
 }
 
 async fn admin_carriers(State(ctx): State<Arc<Ctx>>) -> Response {

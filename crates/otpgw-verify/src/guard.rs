@@ -409,5 +409,7 @@ impl Guard {
     }
 }
 
+pub mod shared;
+
 #[cfg(test)]
 mod tests;

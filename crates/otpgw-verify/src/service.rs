@@ -8,132 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otpgw_accept::validate::e164;
-use otpgw_accept::{AcceptError, Acceptor, BrandConfig, Submission, compose};
+use otpgw_accept::{Acceptor, BrandConfig, Submission, compose};
 use otpgw_core::message::Extra;
-use otpgw_core::{Class, MsgId, Store};
-
-use otpgw_accept::fraud::NumberRefusal;
+use otpgw_core::{Class, Store};
 
 use crate::code::{self, Secret};
 use crate::guard::{Guard, GuardConfig};
 use crate::machine::{self, Outcome, Refusal, Rules};
 use crate::record::{State, Verification};
 use crate::transaction::Transaction;
-
-/// Settings of the verification service.
-#[derive(Debug, Clone)]
-pub struct VerifyConfig {
-    pub secret: Secret,
-    pub rules: Rules,
-    /// Sender id of the codes (a brand's `verify_sender` overrides it).
-    pub sender: String,
-    /// Text of the codes: `{code}` is replaced by the code, `{minutes}` by the
-    /// lifetime in whole minutes.
-    pub template: String,
-    pub default_ttl: Duration,
-    pub max_ttl: Duration,
-    /// Verifications per destination number per hour, per brand.
-    pub per_number_per_hour: u32,
-    /// Verifications per destination prefix (the first `prefix_digits` digits) per
-    /// hour, per brand: the defence against SMS pumping to a premium range.
-    pub per_prefix_per_hour: u32,
-    pub prefix_digits: usize,
-    /// How long a record stays readable after it expired (status, "approved once").
-    pub keep_after: Duration,
-    /// The conversion guard's settings (its `prefix_digits` is the one above).
-    pub guard: GuardConfig,
-}
-
-impl VerifyConfig {
-    /// Defaults around `secret`: 5 checks, 3 resends 30 s apart, 5 minutes (at most
-    /// 15), 5 per number and 100 per 6-digit prefix per hour, kept a day.
-    pub fn new(secret: Secret) -> Self {
-        Self {
-            secret,
-            rules: Rules::default(),
-            sender: "Verify".into(),
-            template: "Your verification code is {code}. It expires in {minutes} minutes.".into(),
-            default_ttl: Duration::from_secs(300),
-            max_ttl: Duration::from_secs(900),
-            per_number_per_hour: 5,
-            per_prefix_per_hour: 100,
-            prefix_digits: 6,
-            keep_after: Duration::from_secs(86_400),
-            guard: GuardConfig::default(),
-        }
-    }
-}
-
-/// A request to verify a number.
-#[derive(Debug, Clone, Default)]
-pub struct CreateRequest {
-    /// E.164: `+` and digits.
-    pub to: String,
-    pub template: Option<String>,
-    pub code_length: Option<u8>,
-    pub ttl_secs: Option<u64>,
-    /// Only "sms" (the default) for now.
-    pub channel: Option<String>,
-    /// The transaction the code is for (shown with `{amount}`, `{currency}`,
-    /// `{payee}`; a check must carry the same).
-    pub transaction: Option<Transaction>,
-    /// The end user's address and device, for the brand's caps.
-    pub signals: Signals,
-}
-
-/// A verification as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct View {
-    pub id: String,
-    pub to: String,
-    /// "pending", "approved", "expired", "max_attempts" or "superseded".
-    pub status: &'static str,
-    pub created_ms: u64,
-    pub expires_ms: u64,
-    pub checks: u8,
-    pub sends: u8,
-    /// The message carrying the current code.
-    pub message: MsgId,
-}
-
-/// Why a request failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    #[error("{field}: {reason}")]
-    Invalid {
-        field: &'static str,
-        reason: &'static str,
-    },
-    #[error("no such verification")]
-    NotFound,
-    /// Over the cap per number; the hour's window ends in this many ms.
-    #[error("too many verifications for this number in the last hour")]
-    NumberLimit(u64),
-    /// Over the cap per prefix; the window ends in this many ms.
-    #[error("too many verifications for numbers of this prefix in the last hour")]
-    PrefixLimit(u64),
-    /// The number is not one the brand verifies.
-    #[error("{0}")]
-    NumberRefused(NumberRefusal),
-    /// Refused by the fraud guard (`reason`: `prefix_blocked`, `country_cap`,
-    /// `ip_cap`, `subnet_cap`, `device_cap`); may be tried again after `retry_ms`.
-    #[error("refused by the fraud guard ({reason})")]
-    Fraud { reason: &'static str, retry_ms: u64 },
-    #[error("a new code can be sent in {0} ms")]
-    ResendTooSoon(u64),
-    #[error("no more codes can be sent for this verification")]
-    ResendLimit,
-    #[error("the verification is {}", .0.label())]
-    NotPending(Outcome),
-    #[error("message refused: {0}")]
-    Refused(AcceptError),
-    #[error("store unavailable")]
-    Store,
-    #[error("too many concurrent changes; try again")]
-    Busy,
-    #[error("no randomness")]
-    Random,
-}
 
 /// Attempts of a compare-and-set loop before giving up (concurrent writers).
 const CAS_TRIES: usize = 16;
@@ -273,19 +156,9 @@ impl Verifier {
             .map_err(VerifyError::Refused)
     }
 
-    /// Start a verification of `req.to` for `brand`: check the request and the
-    /// caps, supersede the number's pending verification, keep the new one's hash,
-    /// send its code.
-    pub async fn create(
-        &self,
-        brand: &BrandConfig,
-        req: CreateRequest,
-        now: u64,
-    ) -> Result<View, VerifyError> {
+    /// A request's code length, lifetime and template, checked.
+    fn options(&self, req: &CreateRequest) -> Result<(u8, Duration, String), VerifyError> {
         let invalid = |field, reason| Err(VerifyError::Invalid { field, reason });
-        let Some(digits) = e164(&req.to) else {
-            return invalid("to", "must be an E.164 number: + and 7 to 15 digits");
-        };
         let len = req.code_length.unwrap_or(6);
         if !(4..=10).contains(&len) {
             return invalid("code_length", "must be 4 to 10");
@@ -303,9 +176,9 @@ impl Verifier {
         if req.channel.as_deref().is_some_and(|c| c != "sms") {
             return invalid("channel", "only \"sms\" is supported");
         }
-        let template = match req.template {
+        let template = match &req.template {
             None => self.cfg.template.clone(),
-            Some(t) if t.contains("{code}") && t.chars().count() <= 480 => t,
+            Some(t) if t.contains("{code}") && t.chars().count() <= 480 => t.clone(),
             Some(_) => {
                 return invalid(
                     "template",
@@ -313,6 +186,25 @@ impl Verifier {
                 );
             }
         };
+        Ok((len, ttl, template))
+    }
+
+    /// Start a verification of `req.to` for `brand`: check the request and the
+    /// caps, supersede the number's pending verification, keep the new one's hash,
+    /// send its code.
+    pub async fn create(
+        &self,
+        brand: &BrandConfig,
+        req: CreateRequest,
+        now: u64,
+    ) -> Result<View, VerifyError> {
+        let Some(digits) = e164(&req.to) else {
+            return Err(VerifyError::Invalid {
+                field: "to",
+                reason: "must be an E.164 number: + and 7 to 15 digits",
+            });
+        };
+        let (len, ttl, template) = self.options(&req)?;
         let brand_id = &*brand.system_id;
         let screened = self.screen(brand, digits, &req.signals, now).await?;
         let store = self.store();
@@ -381,8 +273,15 @@ impl Verifier {
             return Err(VerifyError::Busy);
         }
         sent?;
-        self.guard
-            .sent(&brand.system_id, &screened.prefix, &screened.country, now);
+        self.count_code(
+            &brand.system_id,
+            &screened.prefix,
+            &screened.country,
+            now,
+            false,
+            now,
+        )
+        .await;
         if !matches!(indexed, Ok(Some(_))) {
             // Another verification for the number was created at the same moment:
             // index this one (the later) anyway.
@@ -499,12 +398,9 @@ impl Verifier {
             count(&brand.system_id, counted);
             if outcome == Outcome::Approved {
                 self.approved(&v, now).await;
-                self.guard.approved(
-                    &brand.system_id,
-                    self.guard.prefix(v.to.trim_start_matches('+')),
-                    v.last_send_ms,
-                    now,
-                );
+                let prefix = self.guard.prefix(v.to.trim_start_matches('+'));
+                self.count_code(&brand.system_id, prefix, "", v.last_send_ms, true, now)
+                    .await;
             }
             if mismatch {
                 count(&brand.system_id, "transaction_mismatch");
@@ -581,7 +477,8 @@ impl Verifier {
             self.send(brand, &next, &code, now).await?;
             // A resend is a code sent too (the prefix is known from the first).
             let prefix = self.guard.prefix(next.to.trim_start_matches('+'));
-            self.guard.sent(&brand.system_id, prefix, "", now);
+            self.count_code(&brand.system_id, prefix, "", now, false, now)
+                .await;
             count(&brand.system_id, "resent");
             return Ok(view(&next, now));
         }
@@ -595,8 +492,7 @@ impl Verifier {
     }
 }
 
-/// A sender id: digits (up to 15, optional +) go as an international number, anything
-/// else as alphanumeric.
+/// A verification as the API shows it, at `now`.
 fn view(v: &Verification, now: u64) -> View {
     let status = match v.state {
         State::Approved => "approved",
@@ -619,8 +515,10 @@ fn view(v: &Verification, now: u64) -> View {
 
 mod fraud;
 mod numbers;
+mod types;
 pub use fraud::Signals;
 use numbers::{index_ids, index_value, number_key};
+pub use types::{CreateRequest, VerifyConfig, VerifyError, View};
 
 #[cfg(test)]
 mod tests;

@@ -75,6 +75,9 @@ enum Cmd {
     Bench(otpgw_lab::bench::BenchArgs),
     /// Load generator for the HTTP API (messages or verifications).
     BenchHttp(otpgw_lab::bench_http::BenchHttpArgs),
+    /// The fraud guard's simulator: the demo gateway under honest users who type
+    /// their codes and an SMS-pumping attack on random numbers of some prefixes.
+    Pumping(otpgw_lab::pumping::PumpingArgs),
     /// Fault campaign: real gateway processes under load while nodes are killed,
     /// carrier links flap, stall and slow down, the disk fills and Redis restarts;
     /// an independent ledger checks nothing acknowledged was lost.
@@ -222,6 +225,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Sim(args) => Ok(otpgw_lab::sim::run(args, shutdown_signal()).await?),
         Cmd::Bench(args) => Ok(otpgw_lab::bench::run(args).await?),
         Cmd::BenchHttp(args) => Ok(otpgw_lab::bench_http::run(args).await?),
+        Cmd::Pumping(args) => Ok(otpgw_lab::pumping::run(args).await?),
         Cmd::Soak(args) => Ok(otpgw_lab::soak::run(args).await?),
         Cmd::FuzzLive(args) => Ok(otpgw_lab::soak::fuzz_live::run(args).await?),
     }

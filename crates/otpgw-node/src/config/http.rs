@@ -153,7 +153,7 @@ fn d_per_number() -> u32 {
     5
 }
 fn d_per_prefix() -> u32 {
-    100
+    10_000
 }
 fn d_prefix_digits() -> usize {
     6

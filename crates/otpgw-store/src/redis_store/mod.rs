@@ -36,6 +36,7 @@
 //!   (`PEXPIREAT`); a compare-and-set is one Lua script, so two nodes never both
 //!   win. An accept with an idempotency key writes the key in the accept script
 //!   itself (the key exists: nothing is added, the first value is returned).
+//! - `P:tally:KEY`: the fraud guard's shared counts ([`tally`]).
 //! - `P:st:ID`: a message's status, from its acceptance (any node answers status
 //!   queries) to `status_keep` after its final state.
 //! - `P:cnt:KEY`: counters with an expiry (`INCR`, `PEXPIRE` on the first).
@@ -71,9 +72,11 @@ use crate::record::SendState;
 use crate::writer::WriteQueue;
 
 mod doubt;
+mod keys;
 mod nodes;
 mod rekey;
 mod scripts;
+mod tally;
 mod writer;
 
 use nodes::{
@@ -142,39 +145,6 @@ impl RedisConfig {
             min_replicas: 0,
             replica_timeout: Duration::from_millis(200),
         }
-    }
-    fn kv(&self, key: &str) -> String {
-        format!("{}:kv:{key}", self.prefix)
-    }
-    fn status(&self, id: u64) -> String {
-        format!("{}:st:{id}", self.prefix)
-    }
-    fn counter(&self, key: &str) -> String {
-        format!("{}:cnt:{key}", self.prefix)
-    }
-    fn alive(&self, node: &str) -> String {
-        format!("{}:alive:{node}", self.prefix)
-    }
-    fn receipts_of(&self, node: &str) -> String {
-        format!("{}:receipts:{node}", self.prefix)
-    }
-    fn rcpt(&self) -> String {
-        format!("{}:rcpt", self.prefix)
-    }
-    fn inbox(&self, node: &str) -> String {
-        format!("{}:inbox:{node}", self.prefix)
-    }
-    fn bound(&self, brand: &str) -> String {
-        format!("{}:bound:{brand}", self.prefix)
-    }
-    fn stream(&self) -> String {
-        format!("{}:msgs", self.prefix)
-    }
-    fn state(&self) -> String {
-        format!("{}:state", self.prefix)
-    }
-    fn receipts(&self) -> String {
-        format!("{}:receipts:{}", self.prefix, self.node)
     }
 }
 
@@ -505,6 +475,28 @@ impl Backend for Redis {
 impl Cluster for Durable<Redis> {
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn tally_add<'a>(
+        &'a self,
+        k: &'a str,
+        a: &'a [(String, i64)],
+        ttl: u64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.backend.tally_add(k, a, ttl))
+    }
+
+    fn tally_set<'a>(
+        &'a self,
+        k: &'a str,
+        f: &'a [(String, Option<i64>)],
+        ttl: u64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.backend.tally_set(k, f, ttl))
+    }
+
+    fn tally_get<'a>(&'a self, k: &'a str) -> StoreFuture<'a, Vec<(String, i64)>> {
+        Box::pin(self.backend.tally_get(k))
     }
 
     fn publish_receipt(&self, carrier: &str, r: &otpgw_proto::pdu::CarrierReceipt) -> Ticket {

@@ -7,7 +7,7 @@
 use otpgw_accept::fraud::{FraudMode, NumberRefusal, subnet_of};
 
 use super::*;
-use crate::guard::Verdict;
+use crate::guard::{Verdict, shared};
 
 /// End-user signals a brand passes with a request.
 #[derive(Debug, Clone, Default)]
@@ -99,9 +99,17 @@ impl Verifier {
                 self.decided(brand, &country, &prefix, reason, n.resets_in_ms)?;
             }
         }
-        if let Verdict::Blocked { until_ms } =
-            self.guard.decide(&brand.system_id, &prefix, &country, now)
-        {
+        let shared = self.store().is_shared();
+        if shared {
+            self.load_shared(&brand.system_id, &prefix, &country, now)
+                .await?;
+        }
+        let before = self.guard.blocked_until(id, &prefix);
+        let verdict = self.guard.decide(&brand.system_id, &prefix, &country, now);
+        if shared && self.guard.blocked_until(id, &prefix) != before {
+            self.save_block(id, &prefix, now).await?;
+        }
+        if let Verdict::Blocked { until_ms } = verdict {
             self.decided(
                 brand,
                 &country,
@@ -111,6 +119,140 @@ impl Verifier {
             )?;
         }
         Ok(Screened { prefix, country })
+    }
+
+    /// How long the guard's tallies are kept after their last change.
+    fn tally_ttl(&self) -> u64 {
+        self.guard.config().window.as_millis() as u64 + shared::BUCKET_SLACK_MS
+    }
+
+    /// Load the shared counts and block of `prefix` (several nodes).
+    async fn load_shared(
+        &self,
+        brand: &Arc<str>,
+        prefix: &str,
+        country: &str,
+        now: u64,
+    ) -> Result<(), VerifyError> {
+        let store = self.store();
+        let (ck, bk) = (shared::cell_key(brand, prefix), shared::brand_key(brand));
+        let (cell, all) = tokio::try_join!(store.tally_get(&ck), store.tally_get(&bk))
+            .map_err(|_| VerifyError::Store)?;
+        let (stale_cell, stale_brand) = self.guard.import(brand, prefix, country, &cell, &all, now);
+        for (key, stale) in [
+            (shared::cell_key(brand, prefix), stale_cell),
+            (shared::brand_key(brand), stale_brand),
+        ] {
+            if !stale.is_empty() {
+                let gone: Vec<_> = stale.into_iter().map(|f| (f, None)).collect();
+                let _ = store.tally_set(&key, &gone, self.tally_ttl()).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the block of `prefix` (or its lifting) for the other nodes.
+    async fn save_block(&self, brand: &str, prefix: &str, now: u64) -> Result<(), VerifyError> {
+        let until = self.guard.blocked_until(brand, prefix);
+        let keep = until.map_or(0, |u| u.saturating_sub(now)) + self.tally_ttl();
+        let listed = [(
+            format!("{brand}/{prefix}"),
+            until.map(|u| i64::try_from(u).unwrap_or(i64::MAX)),
+        )];
+        let longest = self.guard.config().max_block.as_millis() as u64 + self.tally_ttl();
+        let store = self.store();
+        let (ck, fields) = (
+            shared::cell_key(brand, prefix),
+            self.guard.block_fields(brand, prefix),
+        );
+        tokio::try_join!(
+            store.tally_set(&ck, &fields, keep),
+            store.tally_set(shared::BLOCKED_KEY, &listed, longest),
+        )
+        .map_err(|_| VerifyError::Store)?;
+        Ok(())
+    }
+
+    /// Count a code sent to `prefix` (`approved`: a code sent at `at` approved),
+    /// here and, with several nodes, in the shared tallies.
+    pub(super) async fn count_code(
+        &self,
+        brand: &Arc<str>,
+        prefix: &str,
+        country: &str,
+        at: u64,
+        approved: bool,
+        now: u64,
+    ) {
+        if approved {
+            self.guard.approved(brand, prefix, at, now);
+        } else {
+            self.guard.sent(brand, prefix, country, now);
+        }
+        let store = self.store();
+        if store.is_shared() {
+            let add = [(shared::bucket_field(at, approved), 1)];
+            let ttl = self.tally_ttl();
+            let (ck, bk) = (shared::cell_key(brand, prefix), shared::brand_key(brand));
+            let r = tokio::try_join!(
+                store.tally_add(&ck, &add, ttl),
+                store.tally_add(&bk, &add, ttl)
+            );
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "fraud guard: a count could not be shared");
+            }
+        }
+    }
+
+    /// The prefixes blocked (with several nodes: by any node).
+    pub async fn fraud_blocks(
+        &self,
+        now: u64,
+    ) -> Result<Vec<crate::guard::BlockView>, VerifyError> {
+        let store = self.store();
+        if store.is_shared() {
+            let listed = store
+                .tally_get(shared::BLOCKED_KEY)
+                .await
+                .map_err(|_| VerifyError::Store)?;
+            for (entry, _) in listed {
+                let Some((brand, prefix)) = entry.split_once('/') else {
+                    continue;
+                };
+                self.load_shared(&Arc::from(brand), prefix, "", now).await?;
+            }
+        }
+        Ok(self.guard.blocks(now))
+    }
+
+    /// Lift the block of `prefix` of `brand` and forget its counts (with several
+    /// nodes, for all); whether there was one.
+    pub async fn lift_block(
+        &self,
+        brand: &str,
+        prefix: &str,
+        now: u64,
+    ) -> Result<bool, VerifyError> {
+        let store = self.store();
+        if !store.is_shared() {
+            return Ok(self.guard.lift(brand, prefix));
+        }
+        self.load_shared(&Arc::from(brand), prefix, "", now).await?;
+        if !self.guard.lift(brand, prefix) {
+            return Ok(false);
+        }
+        let key = shared::cell_key(brand, prefix);
+        let fields = store
+            .tally_get(&key)
+            .await
+            .map_err(|_| VerifyError::Store)?;
+        let gone: Vec<_> = fields.into_iter().map(|(f, _)| (f, None)).collect();
+        store
+            .tally_set(&key, &gone, self.tally_ttl())
+            .await
+            .map_err(|_| VerifyError::Store)?;
+        self.save_block(brand, prefix, now).await?;
+        Ok(true)
     }
 
     /// A decision to refuse: carried out (an error), or in shadow mode only logged

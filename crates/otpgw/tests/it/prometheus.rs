@@ -113,6 +113,8 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
     })
     .await;
     let (brands, sections) = common::http_pieces(0);
+    // A guard that judges codes at once, so a short attack is blocked.
+    let sections = format!("{sections}[verify.fraud]\ngrace_secs = 0\nmin_samples = 3\n");
     let store = format!(
         "path = \"{}\"",
         common::store_dir("prom-store").join("otpgw.redb").display()
@@ -227,6 +229,42 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
                         .to_string(),
                 );
             }
+            // A premium-rate number is refused; an attack on random numbers
+            // of one prefix (codes nobody types) is blocked once judged.
+            let create = |to: String| {
+                let (http, base) = (http.clone(), base.clone());
+                async move {
+                    let r = http
+                        .post(format!("{base}/v1/verifications"))
+                        .bearer_auth(common::BANK_KEY)
+                        .json(&serde_json::json!({ "to": to }))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = r.status().as_u16();
+                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    (
+                        status,
+                        v["error"]["code"].as_str().unwrap_or("").to_string(),
+                    )
+                }
+            };
+            assert_eq!(
+                create("+449098790000".into()).await,
+                (400, "number_type_refused".to_string())
+            );
+            for i in 0..4 {
+                assert_eq!(create(format!("+4479110000{i:02}")).await.0, 201);
+            }
+            let mut blocked = (0, String::new());
+            for i in 0..8 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                blocked = create(format!("+4479110001{i:02}")).await;
+                if blocked.0 == 429 {
+                    break;
+                }
+            }
+            assert_eq!(blocked, (429, "prefix_blocked".to_string()));
             ids
         })
     };
@@ -274,7 +312,7 @@ async fn prometheus_scrapes_and_every_dashboard_and_alert_expression_has_data() 
         .filter_map(|l| l.trim().strip_prefix("expr: "))
         .map(signal)
         .collect();
-    assert_eq!(alert_signals.len(), 12);
+    assert_eq!(alert_signals.len(), 13);
     let mut empty = Vec::new();
     for q in exprs.iter().chain(alert_signals.iter()) {
         let (n, first) = query_values(prom, q).await;
