@@ -24,7 +24,7 @@ function arg(name, dflt) {
   return i > 0 ? process.argv[i + 1] : dflt;
 }
 const port = Number(arg('port', '2775'));
-const prefix = arg('prefix', '44740090');
+const prefix = arg('prefix', '4474009000');
 const settleMs = Number(arg('settle-ms', '500'));
 const timeout = Number(arg('timeout', '30'));
 const expectReceipts = 9; // A, B, C (deleted), D, three parts, two numbers of multi

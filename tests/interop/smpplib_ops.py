@@ -23,7 +23,7 @@ import smpplib.consts
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=2775)
-    ap.add_argument("--prefix", default="44740091")
+    ap.add_argument("--prefix", default="4474009100")
     ap.add_argument("--settle-ms", type=int, default=500)
     ap.add_argument("--timeout", type=float, default=30.0)
     a = ap.parse_args()

@@ -332,7 +332,7 @@ mod tests {
         for _ in 0..30 {
             q.record("a", "447400900002", Sample::TimedOut, 1_000);
         }
-        let s = q.stats("a", Some("4477"), 1_000);
+        let s = q.stats("a", Some("4474"), 1_000);
         assert_eq!((s.samples, s.within, s.timed_out), (100, 70, 30));
         assert_eq!(s.within_ratio(), Some(0.7));
         assert_eq!((s.p50_ms, s.p90_ms), (Some(500), Some(500)));

@@ -191,9 +191,9 @@ async fn get_message(
     responses(
         (status = 201, description = "The code was generated, its hash stored and the code sent", body = verifications::VerificationView),
         (status = 409, description = "A request with this Idempotency-Key is still being processed (Retry-After)", body = openapi::ErrorBody),
-        (status = 400, description = "Malformed request", body = openapi::ErrorBody),
+        (status = 400, description = "Malformed request, or a number the brand does not verify (invalid_number, number_type_refused, country_refused)", body = openapi::ErrorBody),
         (status = 401, description = "No or unknown API key", body = openapi::ErrorBody),
-        (status = 429, description = "Per-number or per-prefix cap, or a brand limit (Retry-After)", body = openapi::ErrorBody),
+        (status = 429, description = "Per-number or per-prefix cap, a fraud guard refusal (prefix_blocked, country_cap, ip_cap, subnet_cap, device_cap) or a brand limit (Retry-After)", body = openapi::ErrorBody),
         (status = 503, description = "Temporarily unable", body = openapi::ErrorBody),
     ),
     security(("api_key" = [])))]

@@ -360,3 +360,65 @@ fn encryption_keys_are_checked_up_front() {
     .to_string();
     assert!(e.contains("active key \"k9\" is not among the keys"), "{e}");
 }
+
+#[test]
+fn fraud_settings_are_checked_and_on_by_default() {
+    use otpgw_accept::fraud::FraudMode;
+    use otpgw_accept::number::Kind;
+    let c = Config::parse(EXAMPLE, "x").unwrap();
+    let f = &c.brand_configs()[0].fraud;
+    assert_eq!(f.mode, FraudMode::Block);
+    assert_eq!(f.allowed_types, [Kind::Mobile, Kind::FixedLineOrMobile]);
+    let g = c.verify_config().unwrap().guard;
+    assert_eq!(
+        g,
+        otpgw_verify::guard::GuardConfig {
+            ratio: 0.33,
+            ..Default::default()
+        }
+    );
+    // The example with the first line setting `to`'s key replaced by `to`.
+    let set = |text: &str, to: &str| {
+        let key = format!("{} =", to.split(' ').next().unwrap());
+        let old = text
+            .lines()
+            .find(|l| l.starts_with(&key))
+            .unwrap()
+            .to_string();
+        text.replacen(&old, to, 1)
+    };
+    let brand = |to: &str| set(EXAMPLE, to);
+    let text = set(
+        &set(
+            &brand("fraud_mode = \"shadow\""),
+            "allowed_countries = [\"GB\"]",
+        ),
+        "max_per_country_per_day = { GB = 7 }",
+    );
+    let c = Config::parse(&text, "x").unwrap();
+    let f = &c.brand_configs()[0].fraud;
+    assert_eq!((f.mode, f.country_cap("GB")), (FraudMode::Shadow, Some(7)));
+    for (text, says) in [
+        (
+            brand("fraud_mode = \"on\""),
+            "brand[0].fraud_mode: \"on\" must be",
+        ),
+        (
+            brand("allowed_number_types = [\"cell\"]"),
+            "brand[0].allowed_number_types: \"cell\" is not one of mobile",
+        ),
+        (
+            brand("allowed_countries = [\"uk\"]"),
+            "country \"uk\" must be an ISO 3166 code",
+        ),
+        (brand("max_per_ip_per_hour = 0"), "must be at least 1"),
+        (
+            brand("ratio = 1.5"),
+            "verify.fraud.ratio: must be above 0 and at most 1",
+        ),
+        (brand("grace_secs = 400"), "at least twice grace_secs"),
+    ] {
+        let e = Config::parse(&text, "x").unwrap_err().to_string();
+        assert!(e.contains(says), "{e}");
+    }
+}

@@ -127,6 +127,20 @@ async fn bind_state_unknown_commands_and_malformed_frames() {
         t.next().await,
         Some((cmd::SUBMIT_SM_RESP, status::ESME_RINVDSTADR, 5))
     );
+    // International numbers not valid in their country's plan (two digits
+    // short; the UK drama range) are refused the same way.
+    for (seq, dest) in [
+        (51, "4420712345"),
+        (52, "447700900123"),
+        (53, "+4420712345"),
+    ] {
+        t.send(&submit(seq, dest)).await;
+        assert_eq!(
+            t.next().await,
+            Some((cmd::SUBMIT_SM_RESP, status::ESME_RINVDSTADR, seq)),
+            "{dest}"
+        );
+    }
     // enquire_link answered; a good submit still works after all of the above.
     t.send(&pdu::header_only(cmd::ENQUIRE_LINK, 0, 6)).await;
     assert_eq!(t.next().await, Some((cmd::ENQUIRE_LINK_RESP, 0, 6)));

@@ -99,7 +99,7 @@ async fn replace_cancel_and_sar_from_node_smpp() {
     }
     let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(5)).await;
     let (_gw, port) = serve(&sim, "ops-node", "rate_limit = 1").await;
-    let v = run("node", "node_smpp_ops.js", port, "44740090").await;
+    let v = run("node", "node_smpp_ops.js", port, "4474009000").await;
     assert!(v["error"].is_null(), "{v}");
     let st: HashMap<String, u64> = serde_json::from_value(v["status"].clone()).unwrap();
     for ok in [
@@ -131,11 +131,11 @@ async fn replace_cancel_and_sar_from_node_smpp() {
             .map(|r| String::from_utf8_lossy(r.text()).into_owned())
             .collect::<Vec<_>>()
     };
-    assert_eq!(text("4474009001"), ["Your code is 111111"]);
-    assert_eq!(text("4474009002"), ["Your code is 999999"]);
-    assert!(text("4474009003").is_empty(), "cancelled: never sent");
-    assert_eq!(text("4474009004"), ["Your code is 555555"]);
-    check_sar_parts(&sim, "4474009005", 0x1234);
+    assert_eq!(text("447400900001"), ["Your code is 111111"]);
+    assert_eq!(text("447400900002"), ["Your code is 999999"]);
+    assert!(text("447400900003").is_empty(), "cancelled: never sent");
+    assert_eq!(text("447400900004"), ["Your code is 555555"]);
+    check_sar_parts(&sim, "447400900005", 0x1234);
     // One receipt per message: C's says DELETED.
     for (name, state) in [
         ("A", "DELIVRD"),
@@ -150,8 +150,8 @@ async fn replace_cancel_and_sar_from_node_smpp() {
     }
     // submit_multi: one message per number, one id for the submission (every
     // number's receipt carries it), the list and the non-number refused.
-    assert_eq!(text("4474009006"), ["Your code is 777777"]);
-    assert_eq!(text("4474009007"), ["Your code is 777777"]);
+    assert_eq!(text("447400900006"), ["Your code is 777777"]);
+    assert_eq!(text("447400900007"), ["Your code is 777777"]);
     assert_eq!(receipts(&v, &ids["multi"]), ["DELIVRD", "DELIVRD"]);
     let refused: Vec<(String, u64)> = serde_json::from_value(v["unsuccess"].clone()).unwrap();
     assert_eq!(
@@ -169,19 +169,19 @@ async fn replace_if_present_and_sar_from_smpplib() {
     }
     let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(5)).await;
     let (_gw, port) = serve(&sim, "ops-py", "rate_limit = 1").await;
-    let v = run("python3", "smpplib_ops.py", port, "44740091").await;
+    let v = run("python3", "smpplib_ops.py", port, "4474009100").await;
     let st: HashMap<String, u64> = serde_json::from_value(v["status"].clone()).unwrap();
     for ok in ["A", "D", "D2", "sar1", "sar2", "sar3"] {
         assert_eq!(st.get(ok), Some(&0), "{ok}: {v}");
     }
     let ids = &v["ids"];
     assert_eq!(ids["D2"], ids["D"], "the flag replaced D in place");
-    let texts: Vec<_> = to(&sim, "4474009104")
+    let texts: Vec<_> = to(&sim, "447400910004")
         .iter()
         .map(|r| String::from_utf8_lossy(r.text()).into_owned())
         .collect();
     assert_eq!(texts, ["Your code is 555555"]);
-    check_sar_parts(&sim, "4474009105", 0x4321);
+    check_sar_parts(&sim, "447400910005", 0x4321);
     for name in ["A", "D", "sar1", "sar2", "sar3"] {
         assert_eq!(receipts(&v, &ids[name]), ["DELIVRD"], "{name}: {v}");
     }

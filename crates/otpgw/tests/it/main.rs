@@ -22,6 +22,7 @@ mod dispatch_bench;
 mod dispatch_policy;
 mod end_to_end;
 mod erasure;
+mod fraud_guard;
 mod hostile_input;
 mod http_api;
 mod http_doors;
