@@ -12,6 +12,7 @@
 #                                        # any further `otpgw bench` options
 #   PERF_OUT=gw.perf benches/e2e.sh      # also sample the gateway with `perf record -g`
 #   ENCRYPT=1 benches/e2e.sh             # records sealed at rest ([store.encryption])
+#   OTPGW_BIN=old/otpgw LOAD_BIN=new/otpgw benches/e2e.sh   # one gateway build, another load generator
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
@@ -28,6 +29,9 @@ GW_PORT=${GW_PORT:-27750}
 OPS_PORT=${OPS_PORT:-27764}
 
 BIN=$(gateway_bin)
+# The simulator and load generator (another build than the gateway: to compare two
+# gateway builds under the same load).
+LOAD_BIN=${LOAD_BIN:-$BIN}
 tmp=$(mktemp -d)
 cleanup() { kill "${GW:-}" "${SIM:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
@@ -46,7 +50,7 @@ if [ -n "${ENCRYPT:-}" ]; then
     printf '\n[store.encryption]\nactive = "k1"\n[[store.encryption.keys]]\nid = "k1"\nkey_file = "%s"\n' "$tmp/k1.key" >> "$tmp/otpgw.toml"
 fi
 
-"$BIN" sim --listen "127.0.0.1:${SIM_PORT}" --credentials otpgw:secret --receipt-delay-ms 10 >"$tmp/sim.log" 2>&1 &
+"$LOAD_BIN" sim --listen "127.0.0.1:${SIM_PORT}" --credentials otpgw:secret --receipt-delay-ms 10 >"$tmp/sim.log" 2>&1 &
 SIM=$!
 RUST_LOG=warn "$BIN" serve --config "$tmp/otpgw.toml" >"$tmp/gw.log" 2>&1 &
 GW=$!
@@ -66,7 +70,7 @@ fi
 rate_arg=()
 [ -n "$RATE" ] && rate_arg=(--rate "$RATE")
 /usr/bin/time -f "%e %U %S" -o "$tmp/time" \
-    "$BIN" bench --host "127.0.0.1:${GW_PORT}" --binds "$BINDS" --window "$WINDOW" --count "$COUNT" "${rate_arg[@]}" ${BENCH_ARGS:-} | tee "$tmp/bench.txt"
+    "$LOAD_BIN" bench --host "127.0.0.1:${GW_PORT}" --binds "$BINDS" --window "$WINDOW" --count "$COUNT" "${rate_arg[@]}" ${BENCH_ARGS:-} | tee "$tmp/bench.txt"
 g1=$(cpu "$GW"); s1=$(cpu "$SIM")
 if [ -n "${PERF:-}" ]; then kill -INT "$PERF"; wait "$PERF" || true; echo "perf data: $PERF_OUT"; fi
 kill "$SAMPLER" 2>/dev/null || true

@@ -72,6 +72,10 @@ impl Gateway {
             crate::ops::recorder_for_node(node);
             crate::series::zero(cfg);
         }
+        // The numbering plans every destination is checked against, loaded before
+        // the first brand's message rather than during it.
+        let took = otpgw_accept::number::warm_up();
+        tracing::debug!(ms = took.as_millis() as u64, "numbering plans loaded");
         let opened = crate::stores::open(cfg).await?;
         let now = clock::now_ms();
         let recovered = opened
