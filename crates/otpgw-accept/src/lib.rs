@@ -24,7 +24,7 @@ pub mod errors;
 pub mod fraud;
 pub mod limits;
 pub mod multi;
-pub mod number;
+pub use otpgw_core::number;
 pub mod replace;
 pub mod tls;
 pub mod validate;

@@ -29,8 +29,8 @@ pub fn plausible_number(s: &str) -> bool {
 pub fn valid_for_its_country(dest: &Address) -> bool {
     let digits = dest.addr.strip_prefix('+');
     match digits {
-        Some(d) => crate::number::inspect(d).is_some(),
-        None if dest.ton == 1 => crate::number::inspect(&dest.addr).is_some(),
+        Some(d) => crate::number::is_valid(d),
+        None if dest.ton == 1 => crate::number::is_valid(&dest.addr),
         None => true,
     }
 }

@@ -25,6 +25,7 @@ pub mod content;
 pub mod country;
 pub mod handover;
 pub mod message;
+pub mod number;
 pub mod outbox;
 pub mod public_id;
 pub mod shared_limit;

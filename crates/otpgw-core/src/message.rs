@@ -209,7 +209,7 @@ impl Message {
             metrics::counter!(
                 "otpgw_verification_codes_sent_total",
                 "carrier" => carrier.to_string(),
-                "country" => crate::country::calling_code(self.to.key()).to_string()
+                "country" => crate::number::country_of(self.to.key())
             )
             .increment(1);
         }

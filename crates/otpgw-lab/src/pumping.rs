@@ -88,7 +88,8 @@ fn number_in(prefix: &str, rng: &mut impl Rng) -> Option<String> {
     None
 }
 
-/// Prefixes honest users' numbers are in: many, in three countries.
+/// A prefix honest users' numbers are in: about 60, in three countries (some
+/// have no mobile numbers: the caller draws again).
 fn honest_prefix(rng: &mut impl Rng) -> String {
     match rng.random_range(0..4) {
         0 | 1 => format!("4474{:02}", rng.random_range(0..50)),
@@ -150,14 +151,22 @@ pub async fn run(a: PumpingArgs) -> crate::Result<()> {
     let end = start + Duration::try_from_secs_f64(a.duration).context("--duration")?;
     let attack_at =
         start + Duration::try_from_secs_f64(a.attack_after).context("--attack-after")?;
-    let mut honest_tick = tokio::time::interval(Duration::from_secs_f64(1.0 / a.honest_rate));
-    let mut attack_tick =
-        tokio::time::interval(Duration::from_secs_f64(1.0 / a.attack_rate.max(0.001)));
+    let every = |rate: f64, from: Instant| {
+        let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+        let mut t = tokio::time::interval_at(from.into(), period);
+        // Behind (a slow machine): later, never a burst to catch up.
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    };
+    let mut honest_tick = every(a.honest_rate, start);
+    let mut attack_tick = every(a.attack_rate, attack_at);
     let mut tasks = tokio::task::JoinSet::new();
     while Instant::now() < end {
         tokio::select! {
             _ = honest_tick.tick() => {
-                let to = number_in(&honest_prefix(&mut rng), &mut rng).context("a number")?;
+                let to = (0..100)
+                    .find_map(|_| number_in(&honest_prefix(&mut rng), &mut rng))
+                    .context("an honest user's number")?;
                 let typed = rng.random_bool(a.type_share);
                 let delay = Duration::from_secs_f64(rng.random_range(a.min_delay..=a.max_delay));
                 let ctx = (http.clone(), base.clone(), tally.clone(), sim.clone(), random_ip(&mut rng));

@@ -51,15 +51,15 @@ pub struct GuardConfig {
 }
 
 impl Default for GuardConfig {
-    /// 6-digit prefixes judged over 10 minutes after 20 s, blocked under a third
-    /// of the brand's ratio after 30 codes, for 12 hours first (at most 7 days);
+    /// 6-digit prefixes judged over 10 minutes after 15 s, blocked under a third
+    /// of the brand's ratio after 25 codes, for 12 hours first (at most 7 days);
     /// one probe in 10, judged after 10.
     fn default() -> Self {
         Self {
             prefix_digits: 6,
             window: Duration::from_secs(600),
-            grace: Duration::from_secs(20),
-            min_samples: 30,
+            grace: Duration::from_secs(15),
+            min_samples: 25,
             ratio: 1.0 / 3.0,
             block: Duration::from_secs(12 * 3600),
             max_block: Duration::from_secs(7 * 86_400),
@@ -117,8 +117,8 @@ impl Series {
         let b = at_ms / BUCKET_MS;
         match self.0.iter_mut().rev().find(|e| e.0 <= b) {
             Some(e) if e.0 == b => {
-                e.1 += sent;
-                e.2 += approved;
+                e.1 = e.1.saturating_add(sent);
+                e.2 = e.2.saturating_add(approved);
             }
             _ => {
                 let at = self.0.partition_point(|e| e.0 < b);
@@ -143,7 +143,9 @@ impl Series {
         self.0
             .iter()
             .filter(|e| e.0 * BUCKET_MS >= from_ms && (e.0 + 1) * BUCKET_MS <= to_ms)
-            .fold((0, 0), |(s, a), e| (s + e.1, a + e.2))
+            .fold((0u32, 0u32), |(s, a), e| {
+                (s.saturating_add(e.1), a.saturating_add(e.2))
+            })
     }
 }
 
@@ -172,6 +174,8 @@ struct Inner {
     brands: HashMap<Arc<str>, Series>,
     /// Cells with a block.
     blocked: usize,
+    /// When idle cells were last forgotten.
+    evicted_at: u64,
 }
 
 impl Guard {
@@ -187,9 +191,18 @@ impl Guard {
         &self.cfg
     }
 
-    /// The prefix of `digits` (an international number without `+`).
+    /// The prefix of `digits` (an international number without `+`): never more
+    /// than all but its last 3 digits, so a short number is not its own prefix
+    /// (prefixes are logged and kept in the store's keys; numbers never are).
     pub fn prefix<'a>(&self, digits: &'a str) -> &'a str {
-        &digits[..digits.len().min(self.cfg.prefix_digits)]
+        &digits[..digits.len().saturating_sub(3).min(self.cfg.prefix_digits)]
+    }
+
+    /// From when a cell's counts are kept at `now`: the window, or while it is
+    /// blocked, everything since the block ended (its probes, however slow).
+    fn keep_from(&self, block: Option<&Block>, now: u64) -> u64 {
+        let from = now.saturating_sub(self.cfg.window.as_millis() as u64);
+        block.map_or(from, |b| from.min(b.until))
     }
 
     /// Decide on a request of `brand` to a number of `prefix` (in `country`);
@@ -207,7 +220,7 @@ impl Guard {
         }
         let from = now.saturating_sub(self.cfg.window.as_millis() as u64);
         let to = now.saturating_sub(self.cfg.grace.as_millis() as u64);
-        cell.series.prune(from);
+        cell.series.prune(self.keep_from(cell.block.as_ref(), now));
         let (bs, ba) = inner.brands.get(brand).map_or((0, 0), |b| b.sum(from, to));
         let was_blocked = cell.block.is_some();
         let verdict = match cell.block {
@@ -312,7 +325,10 @@ impl Guard {
         if cell.probe_tick.is_multiple_of(self.cfg.probe_every.max(1)) {
             Verdict::Probe
         } else {
-            Verdict::Blocked { until_ms: b.until }
+            // Probing: worth trying again after a bucket, not at once.
+            Verdict::Blocked {
+                until_ms: b.until.max(now + BUCKET_MS),
+            }
         }
     }
 
@@ -342,14 +358,24 @@ impl Guard {
             return;
         }
         let mut inner = self.inner.lock();
-        let Inner { cells, brands, .. } = &mut *inner;
+        let Inner {
+            cells,
+            brands,
+            evicted_at,
+            ..
+        } = &mut *inner;
         let key = (brand.clone(), prefix.to_string());
         if !cells.contains_key(&key) {
             if a > 0 {
                 return; // a prefix forgotten since: nothing to add to
             }
             if cells.len() >= self.cfg.max_prefixes {
-                cells.retain(|_, c| c.block.is_some() || c.touched >= from);
+                // Idle prefixes forgotten, at most once a bucket (a walk of
+                // them all under the lock).
+                if now >= *evicted_at + BUCKET_MS {
+                    *evicted_at = now;
+                    cells.retain(|_, c| c.block.is_some() || c.touched >= from);
+                }
                 if cells.len() >= self.cfg.max_prefixes {
                     return;
                 }

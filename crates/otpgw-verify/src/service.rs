@@ -420,10 +420,7 @@ impl Verifier {
         metrics::histogram!("otpgw_verification_approval_seconds", "brand" => v.brand.clone())
             .record(now.saturating_sub(v.created_ms) as f64 / 1000.0);
         let acceptor = self.acceptor.clone();
-        let (message, country) = (
-            v.message,
-            otpgw_core::country::calling_code(&v.to).to_string(),
-        );
+        let (message, country) = (v.message, otpgw_core::number::country_of(&v.to));
         tokio::spawn(async move {
             let mut carrier = None;
             for wait_ms in [0, 50, 200, 500, 1000, 2000] {
@@ -459,6 +456,10 @@ impl Verifier {
                 Err(Refusal::TooSoon(ms)) => return Err(VerifyError::ResendTooSoon(ms)),
                 Err(Refusal::Limit) => return Err(VerifyError::ResendLimit),
             }
+            // A resend is a code sent too: not to a prefix the guard blocks.
+            let prefix = self.guard.prefix(v.to.trim_start_matches('+')).to_string();
+            let country = otpgw_core::number::country_of(&v.to);
+            self.check_prefix(brand, &prefix, &country, now).await?;
             let code =
                 code::generate_code(usize::from(v.code_length)).map_err(|_| VerifyError::Random)?;
             let next = Verification {
@@ -475,9 +476,7 @@ impl Verifier {
                 continue;
             }
             self.send(brand, &next, &code, now).await?;
-            // A resend is a code sent too (the prefix is known from the first).
-            let prefix = self.guard.prefix(next.to.trim_start_matches('+'));
-            self.count_code(&brand.system_id, prefix, "", now, false, now)
+            self.count_code(&brand.system_id, &prefix, &country, now, false, now)
                 .await;
             count(&brand.system_id, "resent");
             return Ok(view(&next, now));

@@ -7,7 +7,10 @@
 use otpgw_accept::fraud::{FraudMode, NumberRefusal, subnet_of};
 
 use super::*;
-use crate::guard::{Verdict, shared};
+use crate::guard::{BUCKET_MS, Verdict, shared};
+
+/// Past any bucket written so far (a lift forgets every count).
+const BUCKET_SLACK: u64 = BUCKET_MS;
 
 /// End-user signals a brand passes with a request.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +58,8 @@ impl Verifier {
         if f.mode == FraudMode::Off {
             return Ok(Screened { prefix, country });
         }
+        // The guard first: a request it refuses uses up no cap.
+        self.check_prefix(brand, &prefix, &country, now).await?;
         let hour = 3_600_000;
         let secret = &self.cfg.secret;
         let mut caps: Vec<(&'static str, String, u32, u64)> = Vec::new();
@@ -99,29 +104,40 @@ impl Verifier {
                 self.decided(brand, &country, &prefix, reason, n.resets_in_ms)?;
             }
         }
-        let shared = self.store().is_shared();
-        if shared {
-            self.load_shared(&brand.system_id, &prefix, &country, now)
-                .await?;
-        }
-        let before = self.guard.blocked_until(id, &prefix);
-        let verdict = self.guard.decide(&brand.system_id, &prefix, &country, now);
-        if shared && self.guard.blocked_until(id, &prefix) != before {
-            self.save_block(id, &prefix, now).await?;
-        }
-        if let Verdict::Blocked { until_ms } = verdict {
-            self.decided(
-                brand,
-                &country,
-                &prefix,
-                "prefix_blocked",
-                until_ms.saturating_sub(now),
-            )?;
-        }
         Ok(Screened { prefix, country })
     }
 
-    /// How long the guard's tallies are kept after their last change.
+    /// The conversion guard's decision on `prefix` for `brand` (with several
+    /// nodes, on their shared counts and block): a refusal is carried out, or in
+    /// shadow mode only counted.
+    pub(super) async fn check_prefix(
+        &self,
+        brand: &BrandConfig,
+        prefix: &str,
+        country: &str,
+        now: u64,
+    ) -> Result<(), VerifyError> {
+        if brand.fraud.mode == FraudMode::Off {
+            return Ok(());
+        }
+        let id = &brand.system_id;
+        let shared = self.store().is_shared();
+        if shared {
+            self.load_shared(id, prefix, country, now).await?;
+        }
+        let before = self.guard.blocked_until(id, prefix);
+        let verdict = self.guard.decide(id, prefix, country, now);
+        if shared && self.guard.blocked_until(id, prefix) != before {
+            self.save_block(id, prefix, before, now).await?;
+        }
+        if let Verdict::Blocked { until_ms } = verdict {
+            let retry = until_ms.saturating_sub(now);
+            self.decided(brand, country, prefix, "prefix_blocked", retry)?;
+        }
+        Ok(())
+    }
+
+    /// How long the guard's counts are kept after their last change.
     fn tally_ttl(&self) -> u64 {
         self.guard.config().window.as_millis() as u64 + shared::BUCKET_SLACK_MS
     }
@@ -135,14 +151,24 @@ impl Verifier {
         now: u64,
     ) -> Result<(), VerifyError> {
         let store = self.store();
-        let (ck, bk) = (shared::cell_key(brand, prefix), shared::brand_key(brand));
-        let (cell, all) = tokio::try_join!(store.tally_get(&ck), store.tally_get(&bk))
-            .map_err(|_| VerifyError::Store)?;
-        let (stale_cell, stale_brand) = self.guard.import(brand, prefix, country, &cell, &all, now);
-        for (key, stale) in [
-            (shared::cell_key(brand, prefix), stale_cell),
-            (shared::brand_key(brand), stale_brand),
-        ] {
+        let (ck, kk, bk) = (
+            shared::cell_key(brand, prefix),
+            shared::block_key(brand, prefix),
+            shared::brand_key(brand),
+        );
+        let (counts, block, all) = tokio::try_join!(
+            store.tally_get(&ck),
+            store.tally_get(&kk),
+            store.tally_get(&bk)
+        )
+        .map_err(|_| VerifyError::Store)?;
+        let t = shared::Shared {
+            counts,
+            block,
+            brand: all,
+        };
+        let (stale_cell, stale_brand) = self.guard.import(brand, prefix, country, &t, now);
+        for (key, stale) in [(ck, stale_cell), (bk, stale_brand)] {
             if !stale.is_empty() {
                 let gone: Vec<_> = stale.into_iter().map(|f| (f, None)).collect();
                 let _ = store.tally_set(&key, &gone, self.tally_ttl()).await;
@@ -151,25 +177,45 @@ impl Verifier {
         Ok(())
     }
 
-    /// Write the block of `prefix` (or its lifting) for the other nodes.
-    async fn save_block(&self, brand: &str, prefix: &str, now: u64) -> Result<(), VerifyError> {
+    /// Write the block of `prefix` for the other nodes: a new or renewed one, or
+    /// its lifting (`before`: when the block it had ended; the counts before it
+    /// are forgotten with it, as the guard forgets them).
+    async fn save_block(
+        &self,
+        brand: &str,
+        prefix: &str,
+        before: Option<u64>,
+        now: u64,
+    ) -> Result<(), VerifyError> {
+        let store = self.store();
         let until = self.guard.blocked_until(brand, prefix);
-        let keep = until.map_or(0, |u| u.saturating_sub(now)) + self.tally_ttl();
+        let longest = self.guard.config().max_block.as_millis() as u64 + self.tally_ttl();
+        let keep = until.map_or(0, |u| u.saturating_sub(now)) + longest;
+        let fields = self.guard.block_fields(brand, prefix);
         let listed = [(
             format!("{brand}/{prefix}"),
             until.map(|u| i64::try_from(u).unwrap_or(i64::MAX)),
         )];
-        let longest = self.guard.config().max_block.as_millis() as u64 + self.tally_ttl();
-        let store = self.store();
-        let (ck, fields) = (
-            shared::cell_key(brand, prefix),
-            self.guard.block_fields(brand, prefix),
-        );
+        let kk = shared::block_key(brand, prefix);
         tokio::try_join!(
-            store.tally_set(&ck, &fields, keep),
+            store.tally_set(&kk, &fields, keep),
             store.tally_set(shared::BLOCKED_KEY, &listed, longest),
         )
         .map_err(|_| VerifyError::Store)?;
+        if let (None, Some(ended)) = (until, before) {
+            let ck = shared::cell_key(brand, prefix);
+            let counts = store.tally_get(&ck).await.map_err(|_| VerifyError::Store)?;
+            let gone: Vec<_> = shared::fields_before(&counts, ended)
+                .into_iter()
+                .map(|f| (f, None))
+                .collect();
+            if !gone.is_empty() {
+                store
+                    .tally_set(&ck, &gone, self.tally_ttl())
+                    .await
+                    .map_err(|_| VerifyError::Store)?;
+            }
+        }
         Ok(())
     }
 
@@ -204,25 +250,42 @@ impl Verifier {
         }
     }
 
-    /// The prefixes blocked (with several nodes: by any node).
+    /// The prefixes blocked (with several nodes: by any node, as listed in the
+    /// store; entries whose block is gone are dropped from the list).
     pub async fn fraud_blocks(
         &self,
         now: u64,
     ) -> Result<Vec<crate::guard::BlockView>, VerifyError> {
         let store = self.store();
-        if store.is_shared() {
-            let listed = store
-                .tally_get(shared::BLOCKED_KEY)
-                .await
-                .map_err(|_| VerifyError::Store)?;
-            for (entry, _) in listed {
-                let Some((brand, prefix)) = entry.split_once('/') else {
-                    continue;
-                };
-                self.load_shared(&Arc::from(brand), prefix, "", now).await?;
+        if !store.is_shared() {
+            return Ok(self.guard.blocks(now));
+        }
+        let listed = store
+            .tally_get(shared::BLOCKED_KEY)
+            .await
+            .map_err(|_| VerifyError::Store)?;
+        let mut out = Vec::new();
+        for (entry, _) in listed {
+            let Some((brand, prefix)) = entry.rsplit_once('/') else {
+                continue;
+            };
+            self.load_shared(&Arc::from(brand), prefix, "", now).await?;
+            let view = self
+                .guard
+                .blocks(now)
+                .into_iter()
+                .find(|b| b.brand == brand && b.prefix == prefix);
+            match view {
+                Some(v) => out.push(v),
+                None => {
+                    let longest = self.guard.config().max_block.as_millis() as u64;
+                    let _ = store
+                        .tally_set(shared::BLOCKED_KEY, &[(entry, None)], longest)
+                        .await;
+                }
             }
         }
-        Ok(self.guard.blocks(now))
+        Ok(out)
     }
 
     /// Lift the block of `prefix` of `brand` and forget its counts (with several
@@ -238,20 +301,13 @@ impl Verifier {
             return Ok(self.guard.lift(brand, prefix));
         }
         self.load_shared(&Arc::from(brand), prefix, "", now).await?;
-        if !self.guard.lift(brand, prefix) {
+        let Some(until) = self.guard.blocked_until(brand, prefix) else {
             return Ok(false);
-        }
-        let key = shared::cell_key(brand, prefix);
-        let fields = store
-            .tally_get(&key)
-            .await
-            .map_err(|_| VerifyError::Store)?;
-        let gone: Vec<_> = fields.into_iter().map(|(f, _)| (f, None)).collect();
-        store
-            .tally_set(&key, &gone, self.tally_ttl())
-            .await
-            .map_err(|_| VerifyError::Store)?;
-        self.save_block(brand, prefix, now).await?;
+        };
+        self.guard.lift(brand, prefix);
+        // Every count of the prefix goes with the block.
+        self.save_block(brand, prefix, Some(until.max(now) + BUCKET_SLACK), now)
+            .await?;
         Ok(true)
     }
 
