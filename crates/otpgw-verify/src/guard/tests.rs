@@ -205,3 +205,32 @@ fn an_admin_lifts_a_block_and_prefixes_are_bounded() {
     assert_eq!(g.inner.lock().cells.len(), 1);
     assert_eq!(g.prefix("447400123456"), "447400");
 }
+
+#[test]
+fn a_slow_prefix_is_judged_on_its_probes_however_slow() {
+    let g = Guard::new(GuardConfig {
+        block: Duration::from_secs(60),
+        ..GuardConfig::default()
+    });
+    let b: Arc<str> = "bank".into();
+    for s in 0..40 {
+        g.sent(&b, "449000", "GB", s * 100);
+    }
+    let Verdict::Blocked { until_ms } = g.decide(&b, "449000", "GB", 60_000) else {
+        panic!("not blocked");
+    };
+    // One request every 30 s: a probe every 5 minutes, ten of them in 50 minutes,
+    // far more than the 10-minute window. They are judged all the same.
+    let mut now = until_ms;
+    let renewed = loop {
+        now += 30_000;
+        match g.decide(&b, "449000", "GB", now) {
+            Verdict::Probe => g.sent(&b, "449000", "GB", now),
+            Verdict::Blocked { until_ms } if until_ms > now + 60_000 => break until_ms,
+            Verdict::Blocked { until_ms } => assert!(until_ms > now, "Retry-After of 0"),
+            Verdict::Pass => panic!("lifted without a typed probe"),
+        }
+        assert!(now < until_ms + 4 * 3_600_000, "never judged");
+    };
+    assert_eq!(renewed - now, 120_000);
+}

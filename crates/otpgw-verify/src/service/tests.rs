@@ -481,3 +481,24 @@ async fn pumping_one_prefix_is_blocked_and_shadow_mode_only_counts() {
     assert_eq!(pump(&off).await, (120, 0));
     assert!(off.v.guard().blocks(T0 + 121_000).is_empty());
 }
+
+#[tokio::test]
+async fn a_resend_to_a_blocked_prefix_is_refused() {
+    let r = rig_fraud(|_| {});
+    // Verifications made before the attack's prefix was blocked...
+    let early = r.create("+447400800001", T0).await.unwrap();
+    pump(&r).await;
+    // ...get no more codes once it is.
+    let at = T0 + 121_000;
+    let resend = r.v.resend(&r.brand, &early.id, at).await;
+    assert!(
+        matches!(
+            resend,
+            Err(VerifyError::Fraud {
+                reason: "prefix_blocked",
+                ..
+            })
+        ),
+        "{resend:?}"
+    );
+}
