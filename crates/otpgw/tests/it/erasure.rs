@@ -103,7 +103,7 @@ async fn round(dir: &std::path::Path, store: &str, carrier: &str) {
     );
     let gw = common::GwProc::start(dir, port, &cfg).await;
     common::wait_port(http_port).await;
-    let ops = ops_addr_in(&gw.logs());
+    let ops = ops_addr_in(&gw);
     let (a, b) = (dest_for(100), dest_for(101));
 
     // Receipts about both numbers wait for the brand (it left before they came).

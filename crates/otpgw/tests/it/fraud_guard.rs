@@ -103,7 +103,7 @@ async fn two_nodes_share_the_guard_and_numbers_are_checked() {
     assert_eq!(create(a, "+447400900100").await.0, 201);
 
     // The admin API of A lists the block B decided; lifting it on B lifts it for A.
-    let ops: Vec<_> = nodes.iter().map(|n| ops_addr_in(&n.logs())).collect();
+    let ops: Vec<_> = nodes.iter().map(ops_addr_in).collect();
     let (st, body) = call(ops[0], "GET", "/admin/fraud/blocks", Some(&op_key)).await;
     assert_eq!(st, 200, "{body}");
     let blocks: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -528,7 +528,7 @@ async fn a_superseded_verification_counts_once() {
         // The API reports a superseded verification as expired.
         assert_eq!(c.check(&first, &code).await, "expired");
     }
-    let ops = crate::ops::ops_addr_in(&gw.logs());
+    let ops = crate::ops::ops_addr_in(&gw);
     let count = |o: &'static str| async move {
         let s = format!("otpgw_verifications_total{{brand=\"bank\",outcome=\"{o}\"}}");
         crate::ops::scrape_value(ops, &s).await

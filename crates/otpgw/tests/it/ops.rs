@@ -404,13 +404,26 @@ pub(crate) async fn scrape_sum(ops: std::net::SocketAddr, name: &str) -> f64 {
         .sum()
 }
 
-/// The ops listener's address, from a node's log (its config says port 0).
-pub(crate) fn ops_addr_in(logs: &str) -> std::net::SocketAddr {
-    logs.lines()
-        .filter(|l| l.contains("ops listener"))
-        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
-        .and_then(|a| a.parse().ok())
-        .expect("the ops listener's address in the log")
+/// The ops listener's address, from a node's log (its config says port 0), once
+/// the node has logged it (up to 10 s: a loaded machine may start it after the
+/// ports the caller waited for).
+pub(crate) fn ops_addr_in(gw: &crate::common::GwProc) -> std::net::SocketAddr {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found = gw
+            .logs()
+            .lines()
+            .filter(|l| l.contains("ops listener"))
+            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+            .and_then(|a| a.parse().ok());
+        match found {
+            Some(a) => return a,
+            None if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            None => panic!("the ops listener's address in the log"),
+        }
+    }
 }
 
 /// One series (name and labels as rendered) from a node's `/metrics`.

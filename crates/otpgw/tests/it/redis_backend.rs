@@ -161,7 +161,7 @@ async fn acks_wait_for_a_replica_and_refused_messages_never_go_out() {
         r.rejected
     );
     assert!(r.rejected.values().sum::<u64>() > 0);
-    let ops = crate::ops::ops_addr_in(&gw.logs());
+    let ops = crate::ops::ops_addr_in(&gw);
     let short = crate::ops::scrape_sum(ops, "otpgw_store_replica_waits_short_total").await;
     assert!(short >= 1.0, "{short}");
 

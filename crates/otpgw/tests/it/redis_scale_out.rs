@@ -645,7 +645,7 @@ async fn each_bind_gets_its_own_receipts_across_nodes() {
     // Receipts crossed nodes: some reached the node that did not send the message.
     let mut crossed = 0.0;
     for n in &nodes {
-        let ops = crate::ops::ops_addr_in(&n.logs());
+        let ops = crate::ops::ops_addr_in(n);
         let v = crate::ops::scrape_sum(ops, "otpgw_receipts_from_other_nodes_total").await;
         eprintln!("{ops}: {v} receipts from other nodes");
         crossed += v;
