@@ -6,6 +6,8 @@
 #   at the same time as smpplib;
 # - prometheus and promtool (Debian package): a real Prometheus scrapes otpgw and
 #   checks the shipped dashboard and alert rules;
+# - redis-sentinel (Debian package): the Sentinel failover test and scripts/failover.sh
+#   start their own Sentinels.
 # - redis-server (Debian package): the Redis store tests start their own durable
 #   servers (appendonly yes, appendfsync always) on free ports of 127.0.0.1;
 # - schemathesis (PyPI): generates requests from the HTTP API's OpenAPI document;
@@ -59,4 +61,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+
+if ! command -v redis-sentinel >/dev/null 2>&1; then
+    echo "installing redis-sentinel (Debian package) for the Sentinel failover tests and scripts/failover.sh..."
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-sentinel >/dev/null
+    # The package's own service is not wanted: the tests start their own.
+    $SUDO pkill -x redis-sentinel 2>/dev/null || true
 fi

@@ -85,6 +85,8 @@ impl Gateway {
         if new.store.path != cur.store.path
             || new.store.backend != cur.store.backend
             || new.store.redis_url != cur.store.redis_url
+            || new.store.redis_sentinels != cur.store.redis_sentinels
+            || new.store.redis_master_name != cur.store.redis_master_name
             || new.store.redis_prefix != cur.store.redis_prefix
             || new.store.node_id != cur.store.node_id
             || new.store.share_carrier_limits != cur.store.share_carrier_limits

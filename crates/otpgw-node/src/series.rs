@@ -42,6 +42,7 @@ const COUNTERS: &[&str] = &[
     "otpgw_store_commit_failures_total",
     "otpgw_store_reopens_total",
     "otpgw_store_replica_waits_short_total",
+    "otpgw_store_redis_failovers_total",
     "otpgw_store_write_failures_total",
     "otpgw_store_writes_dropped_total",
 ];

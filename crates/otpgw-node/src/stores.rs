@@ -90,9 +90,10 @@ pub(crate) async fn open(cfg: &Config) -> Result<Opened, StartError> {
         }
         Backend::Redis => {
             let s = &cfg.store;
+            let rc = cfg.redis_config();
             let r = RedisStore::open(otpgw_store::RedisConfig {
                 codec: codec.clone(),
-                ..cfg.redis_config()
+                ..rc.clone()
             })
             .await
             .map_err(|e| {
@@ -107,7 +108,7 @@ pub(crate) async fn open(cfg: &Config) -> Result<Opened, StartError> {
             tracing::info!(node = %s.node_id, number = r.node_number(), prefix = %s.redis_prefix, "redis store open");
             opened.id_start = otpgw_store::redis_store::id_start(r.node_number(), opened.id_start);
             let l = RedisRateLimit::connect(
-                &s.redis_url,
+                rc.target(),
                 &s.redis_prefix,
                 Duration::from_secs(2),
                 &s.node_id,

@@ -15,6 +15,7 @@
 //! - [`proxy`]: a loopback TCP proxy that adds latency, stalls or resets
 //!   connections (fault campaigns);
 //! - [`redis_server`]: a durable `redis-server` process for tests;
+//! - [`redis_ha`]: a primary, replicas and three Sentinels, for failover tests;
 //! - [`process`]: `otpgw serve` as a child process (tests and the fault campaign),
 //!   and the one free-port helper;
 //! - [`tmpfs`]: a small tmpfs for full-disk faults.
@@ -25,6 +26,7 @@ pub mod loadgen;
 pub mod process;
 pub mod proxy;
 pub mod receipts;
+pub mod redis_ha;
 pub mod redis_server;
 pub mod smsc;
 pub mod tmpfs;

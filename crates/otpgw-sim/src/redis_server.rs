@@ -14,20 +14,23 @@ pub struct TestRedis {
     dir: PathBuf,
     /// The primary's port, for a replica.
     replica_of: Option<u16>,
+    /// More `redis-server` arguments.
+    extra: Vec<String>,
 }
 
 impl TestRedis {
     /// A durable redis-server on a free port, or `None` when not installed.
     pub fn start(tag: &str) -> Option<Self> {
-        Self::start_as(tag, None)
+        Self::start_with(tag, None, &[])
     }
 
     /// A durable replica of `primary` on a free port, or `None` when not installed.
     pub fn start_replica(tag: &str, primary: &TestRedis) -> Option<Self> {
-        Self::start_as(tag, Some(primary.port))
+        Self::start_with(tag, Some(primary.port), &[])
     }
 
-    fn start_as(tag: &str, replica_of: Option<u16>) -> Option<Self> {
+    /// A durable server (a replica of `replica_of`), with more arguments.
+    pub fn start_with(tag: &str, replica_of: Option<u16>, extra: &[&str]) -> Option<Self> {
         let dir = std::env::temp_dir().join(format!("otpgw-redis-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -41,6 +44,7 @@ impl TestRedis {
             port,
             dir,
             replica_of,
+            extra: extra.iter().map(|a| (*a).to_string()).collect(),
         };
         if !r.spawn() {
             if std::env::var("OTPGW_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
@@ -68,6 +72,7 @@ impl TestRedis {
                     .map(|p| vec!["--replicaof".to_string(), "127.0.0.1".into(), p.to_string()])
                     .unwrap_or_default(),
             )
+            .args(&self.extra)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -89,6 +94,16 @@ impl TestRedis {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether it was started and not killed since.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Its data directory (append-only files).

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use crate::redis_store::link::Link;
 use otpgw_core::shared_limit::{BindSlots, GrantFuture, SharedLimit, SlotFuture};
 use otpgw_core::store::StoreError;
-use redis::aio::ConnectionManager;
 
 const TAKE_LUA: &str = r"
 local t = redis.call('TIME')
@@ -52,7 +52,7 @@ return 0
 /// The shared buckets and bind slots of every carrier, on one Redis connection.
 #[derive(Clone)]
 pub struct RedisRateLimit {
-    conn: ConnectionManager,
+    conn: Link,
     prefix: String,
     script: redis::Script,
     hold: redis::Script,
@@ -69,16 +69,17 @@ impl std::fmt::Debug for RedisRateLimit {
 }
 
 impl RedisRateLimit {
-    /// Connect to `url`; keys go under `prefix`. Bind slots are held as `node` for
+    /// Connect to `target` (a URL, or the primary Sentinels name); keys go under
+    /// `prefix`. Bind slots are held as `node` for
     /// `lease` at a time.
     pub async fn connect(
-        url: &str,
+        target: crate::redis_store::link::Target<'_>,
         prefix: &str,
         timeout: Duration,
         node: &str,
         lease: Duration,
     ) -> Result<Self, StoreError> {
-        let (_, conn) = crate::redis_store::connect(url, timeout).await?;
+        let conn = crate::redis_store::link::connect(target, timeout).await?;
         Ok(Self {
             conn,
             prefix: prefix.into(),

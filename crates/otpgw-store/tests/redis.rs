@@ -180,7 +180,7 @@ async fn shared_bucket_caps_three_clients_together() {
     let mut tasks = Vec::new();
     for _ in 0..3 {
         let l = otpgw_store::RedisRateLimit::connect(
-            &r.url(),
+            otpgw_store::redis_store::link::Target::Url(&r.url()),
             "t",
             Duration::from_secs(2),
             "n",

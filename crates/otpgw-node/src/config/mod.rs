@@ -15,6 +15,7 @@ mod carrier;
 mod encryption;
 mod fraud;
 mod http;
+mod redis;
 mod secret;
 mod sections;
 
@@ -169,35 +170,7 @@ impl Config {
             p.push("store.path: must not be empty".into());
         }
         if st.backend == Backend::Redis {
-            if !(st.redis_url.starts_with("redis://") || st.redis_url.starts_with("rediss://")) {
-                p.push(
-                    "store.redis_url: required with backend = \"redis\" (redis://host:port/db)"
-                        .into(),
-                );
-            }
-            if st.node_id.is_empty()
-                || !st
-                    .node_id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                p.push("store.node_id: required with backend = \"redis\": letters, digits, '-', '_' or '.', unique per node".into());
-            }
-            if !(300..=600_000).contains(&st.node_lease_ms) {
-                p.push(format!(
-                    "store.node_lease_ms = {}: must be 300 to 600000",
-                    st.node_lease_ms
-                ));
-            }
-            if !(1..=1000).contains(&st.redis_replica_timeout_ms) {
-                p.push(format!(
-                    "store.redis_replica_timeout_ms = {}: must be 1 to 1000 (below the 2 s command timeout)",
-                    st.redis_replica_timeout_ms
-                ));
-            }
-            if st.redis_prefix.is_empty() || st.redis_prefix.contains(char::is_whitespace) {
-                p.push("store.redis_prefix: must be a non-empty word".into());
-            }
+            self.redis_problems(&mut p);
         }
         if st.commit_window_us > 100_000 {
             p.push(format!(
@@ -309,18 +282,6 @@ impl Config {
         c.batch_max = s.batch_max;
         c.finished_retention = Duration::from_secs(s.finished_retention_secs);
         c.receipt_retention = Duration::from_secs(s.receipt_retention_secs);
-        c
-    }
-
-    /// The Redis store's settings.
-    pub fn redis_config(&self) -> otpgw_store::RedisConfig {
-        let s = &self.store;
-        let mut c = otpgw_store::RedisConfig::new(&s.redis_url, &s.redis_prefix, &s.node_id);
-        c.batch_max = s.batch_max;
-        c.lease = Duration::from_millis(s.node_lease_ms);
-        c.status_keep = Duration::from_secs(s.finished_retention_secs);
-        c.min_replicas = s.redis_min_replicas;
-        c.replica_timeout = Duration::from_millis(s.redis_replica_timeout_ms);
         c
     }
 }

@@ -112,12 +112,12 @@ pub enum Backend {
     Log,
     /// Keeps nothing across a restart; only when named, and logged loudly.
     Memory,
-    /// Redis Streams (`redis_url`, `redis_prefix`, `node_id`); durable when Redis
+    /// Redis Streams (`redis_url` or `redis_sentinels`, `redis_prefix`, `node_id`); durable when Redis
     /// runs with `appendonly yes` and `appendfsync always`.
     Redis,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Store {
     #[serde(default = "d_backend")]
@@ -167,6 +167,29 @@ pub struct Store {
     /// accepts get a temporary error and are taken out again.
     #[serde(default = "d_replica_timeout")]
     pub redis_replica_timeout_ms: u64,
+    /// Redis backend: Sentinels (`host:port`) that name the primary, instead of
+    /// `redis_url`; the node follows their failovers (docs/operations.md).
+    #[serde(default)]
+    pub redis_sentinels: Vec<String>,
+    /// Redis backend with Sentinels: the name they monitor the primary under.
+    #[serde(default)]
+    pub redis_master_name: String,
+    /// Redis backend with Sentinels: the primary's password (`requirepass`), or
+    /// `_env` / `_file` (config::secret); none: no AUTH. With `redis_url` the
+    /// password goes in the URL.
+    #[serde(default)]
+    pub redis_password: Option<String>,
+    #[serde(default)]
+    pub redis_password_env: Option<String>,
+    #[serde(default)]
+    pub redis_password_file: Option<std::path::PathBuf>,
+    /// Redis backend with Sentinels: the Sentinels' own password, if any.
+    #[serde(default)]
+    pub redis_sentinel_password: Option<String>,
+    #[serde(default)]
+    pub redis_sentinel_password_env: Option<String>,
+    #[serde(default)]
+    pub redis_sentinel_password_file: Option<std::path::PathBuf>,
     /// Encryption at rest (see `encryption`); absent: records are kept in clear.
     #[serde(default)]
     pub encryption: Option<super::encryption::Encryption>,
@@ -193,6 +216,14 @@ impl Default for Store {
             node_lease_ms: d_node_lease(),
             redis_min_replicas: 0,
             redis_replica_timeout_ms: d_replica_timeout(),
+            redis_sentinels: Vec::new(),
+            redis_master_name: String::new(),
+            redis_password: None,
+            redis_password_env: None,
+            redis_password_file: None,
+            redis_sentinel_password: None,
+            redis_sentinel_password_env: None,
+            redis_sentinel_password_file: None,
             encryption: None,
         }
     }

@@ -18,8 +18,8 @@
 
 use std::collections::HashMap;
 
+use crate::redis_store::link::Link;
 use otpgw_core::store::StoreError;
-use redis::aio::ConnectionManager;
 
 use super::{GROUP, RedisConfig, err};
 use crate::codec::Codec;
@@ -82,7 +82,7 @@ impl Doubt {
     pub(super) async fn settle(
         &mut self,
         cfg: &RedisConfig,
-        conn: &mut ConnectionManager,
+        conn: &mut Link,
         codec: &Codec,
     ) -> Result<(), StoreError> {
         if self.ids.is_empty() {

@@ -58,12 +58,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::redis_store::link::Link;
 use dashmap::DashMap;
 use otpgw_core::MsgId;
 use otpgw_core::outbox::ReceiptJob;
 use otpgw_core::status::MessageStatus;
 use otpgw_core::store::{Cluster, Recovered, StoreError, StoreFuture, Ticket, Versioned};
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 use crate::codec::Codec;
@@ -73,6 +73,7 @@ use crate::writer::WriteQueue;
 
 mod doubt;
 mod keys;
+pub mod link;
 mod nodes;
 mod rekey;
 mod scripts;
@@ -107,8 +108,11 @@ pub struct RedisConfig {
     /// How long a batch waits for them; fewer in time: its accepts are refused
     /// and taken out again (see [`doubt`]).
     pub replica_timeout: Duration,
-    /// `redis://host:port/db` (or `rediss://` with TLS support compiled in).
+    /// `redis://host:port/db` (or `rediss://` with TLS support compiled in);
+    /// not used when `sentinels` is set.
     pub url: String,
+    /// The primary as Redis Sentinels name it, followed across failovers.
+    pub sentinels: Option<link::Sentinels>,
     /// Key prefix, so several gateways can share one Redis.
     pub prefix: String,
     /// This node's id: its consumer name in the group. Must stay the same across
@@ -144,6 +148,15 @@ impl RedisConfig {
             codec: Arc::new(Codec::plain()),
             min_replicas: 0,
             replica_timeout: Duration::from_millis(200),
+            sentinels: None,
+        }
+    }
+
+    /// Where Redis is: the Sentinels' primary, else the URL.
+    pub fn target(&self) -> link::Target<'_> {
+        match &self.sentinels {
+            Some(s) => link::Target::Sentinels(s),
+            None => link::Target::Url(&self.url),
         }
     }
 }
@@ -152,14 +165,13 @@ impl RedisConfig {
 /// the other nodes' work need.
 pub struct Redis {
     cfg: RedisConfig,
-    client: redis::Client,
     codec: Arc<Codec>,
     /// Stream entry id of each accepted, unfinished message of this node.
     entries: Arc<DashMap<u64, String>>,
     healthy: Arc<AtomicBool>,
     node_number: u8,
     /// For claims.
-    conn: ConnectionManager,
+    conn: Link,
     foreign: parking_lot::Mutex<Option<mpsc::Receiver<otpgw_core::store::ForeignReceipt>>>,
     rescan: Arc<AtomicBool>,
     /// Receiver sessions per brand on this node.
@@ -183,27 +195,6 @@ pub(crate) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// A connection that reconnects by itself; every command (and each connection
-/// attempt) gives up after `timeout`.
-pub(crate) async fn connect(
-    url: &str,
-    timeout: Duration,
-) -> Result<(redis::Client, ConnectionManager), StoreError> {
-    let client = redis::Client::open(url).map_err(err)?;
-    let cfg = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(timeout)
-        .set_response_timeout(timeout)
-        .set_number_of_retries(1);
-    let conn = tokio::time::timeout(
-        timeout,
-        ConnectionManager::new_with_config(client.clone(), cfg),
-    )
-    .await
-    .map_err(|_| StoreError::Unavailable("connecting to redis timed out".into()))?
-    .map_err(err)?;
-    Ok((client, conn))
-}
-
 impl Durable<Redis> {
     /// Connect, create the consumer group if missing, check Redis's fsync setting
     /// and start the writer task. Fails when Redis cannot be reached.
@@ -214,7 +205,7 @@ impl Durable<Redis> {
                 "redis store needs a node id and a key prefix".into(),
             ));
         }
-        let (client, mut conn) = connect(&cfg.url, cfg.timeout).await?;
+        let mut conn = link::connect(cfg.target(), cfg.timeout).await?;
         ensure_group(&mut conn, &cfg.stream()).await?;
         check_fsync(&mut conn).await;
         let n: i64 = redis::Script::new(NODE_NUMBER_LUA)
@@ -261,7 +252,6 @@ impl Durable<Redis> {
             queue,
             backend: Redis {
                 cfg,
-                client,
                 codec,
                 entries,
                 healthy,
@@ -282,10 +272,7 @@ impl Durable<Redis> {
 }
 
 /// Create the consumer group of stream `key` (and the stream) unless it exists.
-pub(super) async fn ensure_group(
-    conn: &mut ConnectionManager,
-    key: &str,
-) -> Result<(), StoreError> {
+pub(super) async fn ensure_group(conn: &mut Link, key: &str) -> Result<(), StoreError> {
     let r: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(key)
@@ -302,7 +289,7 @@ pub(super) async fn ensure_group(
 }
 
 /// Log an error when Redis does not fsync every write.
-async fn check_fsync(conn: &mut ConnectionManager) {
+async fn check_fsync(conn: &mut Link) {
     let r: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("appendfsync")
@@ -417,7 +404,8 @@ impl Backend for Redis {
 
     fn recover(&self, _now_ms: u64) -> Result<Recovered, StoreError> {
         let mut c = self
-            .client
+            .conn
+            .client()
             .get_connection_with_timeout(self.cfg.timeout)
             .map_err(err)?;
         let _ = c.set_read_timeout(Some(Duration::from_secs(30)));

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::redis_store::link::Link;
 use dashmap::DashMap;
 use otpgw_core::outbox::ReceiptJob;
 use otpgw_core::store::{Recovered, StoreError};
 use otpgw_core::{DeliveryState, Message};
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 use super::scripts::{CLAIM_LUA, CLAIM_RECEIPTS_LUA};
@@ -18,10 +18,7 @@ use super::{GROUP, RedisConfig, err};
 use crate::codec::Codec;
 use crate::record;
 
-pub(super) async fn renew_lease(
-    conn: &mut ConnectionManager,
-    cfg: &RedisConfig,
-) -> redis::RedisResult<()> {
+pub(super) async fn renew_lease(conn: &mut Link, cfg: &RedisConfig) -> redis::RedisResult<()> {
     redis::cmd("SET")
         .arg(cfg.alive(&cfg.node))
         .arg(1)
@@ -36,7 +33,7 @@ pub(super) async fn renew_lease(
 /// when the presence lapses).
 pub(super) async fn heartbeat(
     cfg: RedisConfig,
-    mut conn: ConnectionManager,
+    mut conn: Link,
     receivers: Arc<DashMap<String, usize>>,
 ) {
     let mut tick = tokio::time::interval(cfg.lease / 3);
@@ -71,7 +68,7 @@ pub(super) async fn heartbeat(
 /// owed here, acknowledge it, then hand it to the gateway.
 pub(super) async fn read_inbox(
     cfg: RedisConfig,
-    mut conn: ConnectionManager,
+    mut conn: Link,
     tx: mpsc::Sender<ReceiptJob>,
     codec: Arc<Codec>,
 ) {
@@ -134,7 +131,7 @@ pub(super) async fn read_inbox(
 /// it claimed a message still find it.
 pub(super) async fn read_published(
     cfg: RedisConfig,
-    mut conn: ConnectionManager,
+    mut conn: Link,
     tx: mpsc::Sender<otpgw_core::store::ForeignReceipt>,
     rescan: Arc<AtomicBool>,
 ) {
@@ -183,7 +180,7 @@ pub(super) async fn read_published(
 /// Claim what dead nodes left (see the module docs).
 pub(super) async fn claim(
     cfg: &RedisConfig,
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     entries: &DashMap<u64, String>,
     codec: &Codec,
 ) -> Result<Recovered, StoreError> {

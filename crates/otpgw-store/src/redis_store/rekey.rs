@@ -12,11 +12,11 @@
 //! its name; what was resealed before stays resealed (each step is atomic), and
 //! running it again continues.
 
-use redis::aio::ConnectionManager;
+use crate::redis_store::link::Link;
 
 use otpgw_core::store::StoreError;
 
-use super::{GROUP, RedisConfig, connect, err};
+use super::{GROUP, RedisConfig, err};
 use crate::embedded::Rekeyed;
 use crate::seal::Unreadable;
 
@@ -54,7 +54,7 @@ fn refused(what: &str, e: &Unreadable) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
-async fn keys(conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<String>, StoreError> {
+async fn keys(conn: &mut Link, pattern: &str) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     let mut cursor = 0u64;
     loop {
@@ -86,7 +86,7 @@ fn count(done: &mut Rekeyed, again: Option<&Vec<u8>>) {
 /// Every field of hash `key` (or only field `only`), resealed with
 /// `reseal(field, value)`.
 async fn hash(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     key: &str,
     only: Option<&str>,
     reseal: impl Fn(&str, &[u8]) -> Result<Option<Vec<u8>>, Unreadable>,
@@ -120,7 +120,7 @@ async fn hash(
 
 /// Every entry of stream `key` (field `rec`), resealed with `reseal`.
 async fn stream(
-    conn: &mut ConnectionManager,
+    conn: &mut Link,
     key: &str,
     must_be_pending: bool,
     reseal: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, Unreadable>,
@@ -173,7 +173,7 @@ pub async fn rekey(cfg: &RedisConfig) -> Result<Rekeyed, StoreError> {
         ));
     }
     let p = &cfg.prefix;
-    let (_, mut conn) = connect(&cfg.url, cfg.timeout).await?;
+    let mut conn = super::link::connect(cfg.target(), cfg.timeout).await?;
     let alive = keys(&mut conn, &format!("{p}:alive:*")).await?;
     if let Some(a) = alive.first() {
         return Err(StoreError::Unavailable(format!(

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::redis_store::link::Link;
 use dashmap::DashMap;
 use otpgw_core::store::Once;
-use redis::aio::ConnectionManager;
 
 use super::doubt::Doubt;
 use super::scripts::{ACCEPT_LUA, KV_LUA};
@@ -41,7 +41,7 @@ type Flight = std::pin::Pin<
 
 pub(super) async fn writer(
     cfg: RedisConfig,
-    mut conn: ConnectionManager,
+    mut conn: Link,
     writes: Writes,
     entries: Arc<DashMap<u64, String>>,
     healthy: Arc<AtomicBool>,
@@ -159,7 +159,7 @@ fn launch(
     script: &Scripts,
     batch: Vec<Op>,
     entries: &DashMap<u64, String>,
-    conn: &ConnectionManager,
+    conn: &Link,
     codec: &Codec,
     alone: bool,
 ) -> Flight {
@@ -192,7 +192,7 @@ fn launch(
 /// connection, at most `wait_ms`. Too few in time: an error, so the batch's accepts
 /// are refused (a temporary error to the brand) and taken out again like those of
 /// a lost reply ([`super::doubt`]): never acknowledged unless replicated.
-async fn replicated(c: &mut ConnectionManager, min: u32, wait_ms: u64) -> redis::RedisResult<()> {
+async fn replicated(c: &mut Link, min: u32, wait_ms: u64) -> redis::RedisResult<()> {
     let n: i64 = redis::cmd("WAIT")
         .arg(min)
         .arg(wait_ms)

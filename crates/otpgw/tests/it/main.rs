@@ -35,5 +35,6 @@ mod ops;
 mod prometheus;
 mod redis_backend;
 mod redis_scale_out;
+mod redis_sentinel;
 mod reload;
 mod session_defences;

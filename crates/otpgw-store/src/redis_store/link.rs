@@ -1,0 +1,339 @@
+//! The one way a node talks to Redis: a [`Link`] to the current primary, shared by
+//! every user (the writer, the readers, the consumer group, the leases, the shared
+//! carrier limits, the HTTP and verification records).
+//!
+//! With a fixed `redis_url` a link is a reconnecting connection to that server.
+//! With Sentinels ([`Sentinels`]) the primary is found through them (the redis
+//! crate's `Sentinel::async_master_for`, which also checks the server's `ROLE`), and
+//! a follower task keeps finding it:
+//! - every second, at once when a Sentinel publishes `+switch-master` (each
+//!   Sentinel's channel is followed), and at once when a command failed with a
+//!   connection error or `READONLY`;
+//! - when the Sentinels name another primary, the follower opens a connection to it
+//!   and puts it in the link's slot: every clone's next command goes there, nothing
+//!   else in the node needs to know (`otpgw_store_redis_failovers_total`).
+//!
+//! Writes are never sent to a server that is no longer primary on purpose: a demoted
+//! server answers `READONLY` (its replicas are read-only), a stale primary that is
+//! cut from its replicas answers `NOREPLICAS` (`min-replicas-to-write`, see
+//! docs/operations.md), and either is a failed write: its accepts get a temporary
+//! error and are resolved like every accept in doubt ([`super::doubt`]).
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use otpgw_core::store::StoreError;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisConnectionInfo, RedisFuture, Value,
+};
+use tokio::sync::Notify;
+
+use super::err;
+
+/// How often the follower asks the Sentinels even when nothing happened.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two questions (a burst of failed commands asks once).
+const FOLLOW_GAP: Duration = Duration::from_millis(100);
+
+/// A primary named by Redis Sentinels.
+#[derive(Clone, Default)]
+pub struct Sentinels {
+    /// `host:port` of each Sentinel.
+    pub addrs: Vec<String>,
+    /// The name the Sentinels monitor the primary under.
+    pub master: String,
+    /// The Sentinels' password (`requirepass` in sentinel.conf), if any.
+    pub sentinel_password: Option<String>,
+    /// The primary's and replicas' password (`requirepass`), if any.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Sentinels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sentinels")
+            .field("addrs", &self.addrs)
+            .field("master", &self.master)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where Redis is: a URL, or the primary the Sentinels name.
+#[derive(Debug, Clone)]
+pub enum Target<'a> {
+    Url(&'a str),
+    Sentinels(&'a Sentinels),
+}
+
+/// The server a link uses now.
+#[derive(Clone)]
+struct Current {
+    client: redis::Client,
+    conn: ConnectionManager,
+    addr: String,
+}
+
+struct Inner {
+    now: parking_lot::RwLock<Current>,
+    /// Set when the current server may be gone or demoted: look again.
+    doubt: Notify,
+    db: i64,
+    /// Whether a follower is there to hear `doubt`.
+    follows: bool,
+}
+
+/// A connection to the current primary (see the module docs); cheap to clone.
+#[derive(Clone)]
+pub struct Link {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("addr", &self.inner.now.read().addr)
+            .finish()
+    }
+}
+
+impl Link {
+    /// A client of the current server, for a blocking connection (recovery).
+    pub fn client(&self) -> redis::Client {
+        self.inner.now.read().client.clone()
+    }
+
+    /// `host:port` of the current server.
+    pub fn addr(&self) -> String {
+        self.inner.now.read().addr.clone()
+    }
+
+    fn current(&self) -> ConnectionManager {
+        self.inner.now.read().conn.clone()
+    }
+
+    /// After a failed command: a connection error or a demoted server makes the
+    /// follower look for the primary at once.
+    fn judge<T>(&self, r: &redis::RedisResult<T>) {
+        if let Err(e) = r
+            && self.inner.follows
+            && (e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_timeout()
+                || e.kind() == redis::ErrorKind::ReadOnly
+                || e.code() == Some("NOREPLICAS"))
+        {
+            self.inner.doubt.notify_one();
+        }
+    }
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let mut c = self.current();
+        Box::pin(async move {
+            let r = c.req_packed_command(cmd).await;
+            self.judge(&r);
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let mut c = self.current();
+        Box::pin(async move {
+            let r = c.req_packed_commands(cmd, offset, count).await;
+            self.judge(&r);
+            r
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.db
+    }
+}
+
+/// A reconnecting connection of `client`; every command (and each connection
+/// attempt) gives up after `timeout`.
+async fn manager(
+    client: &redis::Client,
+    timeout: Duration,
+) -> Result<ConnectionManager, StoreError> {
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout)
+        .set_number_of_retries(1);
+    tokio::time::timeout(
+        timeout,
+        ConnectionManager::new_with_config(client.clone(), cfg),
+    )
+    .await
+    .map_err(|_| StoreError::Unavailable("connecting to redis timed out".into()))?
+    .map_err(err)
+}
+
+/// Connect to `target` (with Sentinels: to the primary they name, and follow it).
+pub async fn connect(target: Target<'_>, timeout: Duration) -> Result<Link, StoreError> {
+    match target {
+        Target::Url(url) => {
+            let client = redis::Client::open(url).map_err(err)?;
+            let conn = manager(&client, timeout).await?;
+            let info = client.get_connection_info();
+            let (addr, db) = (info.addr.to_string(), info.redis.db);
+            Ok(Link {
+                inner: Arc::new(Inner {
+                    now: parking_lot::RwLock::new(Current { client, conn, addr }),
+                    doubt: Notify::new(),
+                    db,
+                    follows: false,
+                }),
+            })
+        }
+        Target::Sentinels(s) => {
+            let mut sentinel = sentinel_of(s)?;
+            let node = node_info(s);
+            let client =
+                tokio::time::timeout(timeout, sentinel.async_master_for(&s.master, Some(&node)))
+                    .await
+                    .map_err(|_| {
+                        StoreError::Unavailable("asking the redis sentinels timed out".into())
+                    })?
+                    .map_err(|e| {
+                        err(format!(
+                            "no primary named {:?} from the sentinels: {e}",
+                            s.master
+                        ))
+                    })?;
+            let conn = manager(&client, timeout).await?;
+            let addr = client.get_connection_info().addr.to_string();
+            tracing::info!(primary = %addr, master = %s.master, "redis primary found through the sentinels");
+            let inner = Arc::new(Inner {
+                now: parking_lot::RwLock::new(Current { client, conn, addr }),
+                doubt: Notify::new(),
+                db: 0,
+                follows: true,
+            });
+            for a in &s.addrs {
+                tokio::spawn(listen(sentinel_info(a, s), Arc::downgrade(&inner)));
+            }
+            tokio::spawn(follow(
+                sentinel,
+                s.clone(),
+                node,
+                timeout,
+                Arc::downgrade(&inner),
+            ));
+            Ok(Link { inner })
+        }
+    }
+}
+
+fn sentinel_info(addr: &str, s: &Sentinels) -> ConnectionInfo {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
+        .unwrap_or_else(|| (addr.to_string(), 26379));
+    ConnectionInfo {
+        addr: ConnectionAddr::Tcp(host, port),
+        redis: RedisConnectionInfo {
+            password: s.sentinel_password.clone(),
+            ..Default::default()
+        },
+    }
+}
+
+fn sentinel_of(s: &Sentinels) -> Result<Sentinel, StoreError> {
+    Sentinel::build(s.addrs.iter().map(|a| sentinel_info(a, s)).collect()).map_err(err)
+}
+
+fn node_info(s: &Sentinels) -> SentinelNodeConnectionInfo {
+    SentinelNodeConnectionInfo {
+        tls_mode: None,
+        redis_connection_info: Some(RedisConnectionInfo {
+            password: s.password.clone(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Ask the Sentinels for the primary now and then (see the module docs), and move
+/// the link when they name another. Ends when no link is left.
+async fn follow(
+    mut sentinel: Sentinel,
+    s: Sentinels,
+    node: SentinelNodeConnectionInfo,
+    timeout: Duration,
+    link: Weak<Inner>,
+) {
+    loop {
+        let Some(inner) = link.upgrade() else { return };
+        let _ = tokio::time::timeout(FOLLOW_EVERY, inner.doubt.notified()).await;
+        let asked =
+            tokio::time::timeout(timeout, sentinel.async_master_for(&s.master, Some(&node))).await;
+        let client = match asked {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, master = %s.master, "the sentinels name no reachable primary");
+                tokio::time::sleep(FOLLOW_GAP).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(master = %s.master, "asking the sentinels for the primary timed out");
+                continue;
+            }
+        };
+        let addr = client.get_connection_info().addr.to_string();
+        if addr != inner.now.read().addr {
+            match manager(&client, timeout).await {
+                Ok(conn) => {
+                    let old = std::mem::replace(
+                        &mut *inner.now.write(),
+                        Current {
+                            client,
+                            conn,
+                            addr: addr.clone(),
+                        },
+                    );
+                    metrics::counter!("otpgw_store_redis_failovers_total").increment(1);
+                    tracing::warn!(from = %old.addr, to = %addr, master = %s.master, "redis primary changed: every connection moves to the new one");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, primary = %addr, "cannot connect to the new redis primary yet")
+                }
+            }
+        }
+        drop(inner);
+        tokio::time::sleep(FOLLOW_GAP).await;
+    }
+}
+
+/// Follow one Sentinel's `+switch-master` channel: each message makes the
+/// follower look at once. Reconnects every second while the Sentinel is away.
+async fn listen(info: ConnectionInfo, link: Weak<Inner>) {
+    loop {
+        if link.strong_count() == 0 {
+            return;
+        }
+        let sub = async {
+            let client = redis::Client::open(info.clone())?;
+            let mut ps = client.get_async_pubsub().await?;
+            ps.subscribe("+switch-master").await?;
+            let mut msgs = ps.on_message();
+            while msgs.next().await.is_some() {
+                let Some(inner) = link.upgrade() else { break };
+                inner.doubt.notify_one();
+            }
+            Ok::<_, redis::RedisError>(())
+        };
+        if let Err(e) = sub.await {
+            tracing::debug!(error = %e, sentinel = %info.addr, "sentinel channel lost");
+        }
+        tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+}
