@@ -82,6 +82,10 @@ enum Cmd {
     /// carrier links flap, stall and slow down, the disk fills and Redis restarts;
     /// an independent ledger checks nothing acknowledged was lost.
     Soak(otpgw_lab::soak::SoakArgs),
+    /// Redis failover campaign (scripts/failover.sh): a primary, two replicas and
+    /// three Sentinels under two nodes' load; primaries are killed or stopped and
+    /// replicas promoted; an independent ledger checks nothing acknowledged was lost.
+    Failover(otpgw_lab::soak::failover::FailoverArgs),
     /// Live-server fuzz: mutated PDUs over sockets at a real `otpgw serve`; every
     /// batch must end answered or closed, and the server must live on and serve.
     FuzzLive(otpgw_lab::soak::fuzz_live::FuzzLiveArgs),
@@ -227,6 +231,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::BenchHttp(args) => Ok(otpgw_lab::bench_http::run(args).await?),
         Cmd::Pumping(args) => Ok(otpgw_lab::pumping::run(args).await?),
         Cmd::Soak(args) => Ok(otpgw_lab::soak::run(args).await?),
+        Cmd::Failover(args) => Ok(otpgw_lab::soak::failover::run(args).await?),
         Cmd::FuzzLive(args) => Ok(otpgw_lab::soak::fuzz_live::run(args).await?),
     }
 }

@@ -415,7 +415,7 @@ async fn refused(nodes: &Mutex<Vec<Node>>) -> u64 {
 }
 
 /// Put a load round into the ledger.
-fn record(ledger: &Mutex<Ledger>, r: &otpgw_sim::LoadReport, from: Instant) {
+pub(super) fn record(ledger: &Mutex<Ledger>, r: &otpgw_sim::LoadReport, from: Instant) {
     let to = Instant::now();
     let mut l = ledger.lock();
     for (i, id) in &r.ids {
@@ -444,7 +444,12 @@ fn record(ledger: &Mutex<Ledger>, r: &otpgw_sim::LoadReport, from: Instant) {
 
 /// Drain: collect receipts on every node until each acknowledged message has one
 /// and the carriers hold none (at most 3 minutes).
-async fn collect(nodes: &Mutex<Vec<Node>>, ledger: &Mutex<Ledger>, a: &SimHandle, b: &SimHandle) {
+pub(super) async fn collect(
+    nodes: &Mutex<Vec<Node>>,
+    ledger: &Mutex<Ledger>,
+    a: &SimHandle,
+    b: &SimHandle,
+) {
     let until = Instant::now() + Duration::from_secs(180);
     while Instant::now() < until {
         let owed = {

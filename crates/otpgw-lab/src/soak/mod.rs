@@ -18,6 +18,7 @@
 //! and what receipts the brand got.
 
 mod campaign;
+pub mod failover;
 pub mod fuzz_live;
 pub mod ledger;
 mod node;

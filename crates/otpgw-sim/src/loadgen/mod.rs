@@ -162,6 +162,11 @@ pub struct LoadReport {
     pub receipts_by_id: HashMap<String, Vec<DeliveryState>>,
     /// The run second by second (at most the first [`MAX_SERIES_SECONDS`]).
     pub per_second: Vec<SecondStats>,
+    /// When the first and the last acceptance came, and the longest time between
+    /// two acceptances (how long the gateway accepted nothing, within the run).
+    pub first_accept: Option<Instant>,
+    pub last_accept: Option<Instant>,
+    pub longest_accept_gap: Duration,
 }
 
 /// Seconds of a run kept in [`LoadReport::per_second`]; later seconds are counted
@@ -265,6 +270,9 @@ struct Inner {
     last_receipt: Option<Instant>,
     started: Option<Instant>,
     series: Vec<Slot>,
+    first_accept: Option<Instant>,
+    last_accept: Option<Instant>,
+    longest_accept_gap: Duration,
 }
 
 /// Run a load and report. Binds `binds` transceivers; fails if any bind is refused.
@@ -419,5 +427,8 @@ fn report(cfg: &LoadConfig, sh: &RunState, inner: Inner, start: Instant) -> Load
         foreign_receipts,
         receipts_by_id: inner.receipts,
         per_second,
+        first_accept: inner.first_accept,
+        last_accept: inner.last_accept,
+        longest_accept_gap: inner.longest_accept_gap,
     }
 }

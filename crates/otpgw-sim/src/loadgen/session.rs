@@ -231,6 +231,15 @@ async fn on_command(
                 }
                 if st == status::ESME_ROK {
                     sh.progress.accepted.fetch_add(1, Ordering::Relaxed);
+                    match inner.last_accept {
+                        Some(last) => {
+                            inner.longest_accept_gap = inner
+                                .longest_accept_gap
+                                .max(now.saturating_duration_since(last));
+                        }
+                        None => inner.first_accept = Some(now),
+                    }
+                    inner.last_accept = Some(now);
                     let mid = pdu::submit_sm_resp_id(&c).unwrap_or_default();
                     inner.ids.insert(i, mid.clone());
                     inner.by_id.insert(mid.clone(), (i, sent));
