@@ -107,17 +107,12 @@ pub(crate) async fn open(cfg: &Config) -> Result<Opened, StartError> {
             })?;
             tracing::info!(node = %s.node_id, number = r.node_number(), prefix = %s.redis_prefix, "redis store open");
             opened.id_start = otpgw_store::redis_store::id_start(r.node_number(), opened.id_start);
-            let l = RedisRateLimit::connect(
-                rc.target(),
+            let l = RedisRateLimit::on(
+                r.link(),
                 &s.redis_prefix,
-                Duration::from_secs(2),
                 &s.node_id,
                 Duration::from_millis(s.node_lease_ms),
-            )
-            .await
-            .map_err(|e| {
-                StartError::store("cannot connect the shared carrier limits to redis", e)
-            })?;
+            );
             let l = Arc::new(l);
             if s.share_carrier_limits {
                 opened.shared_limit = Some(l.clone());

@@ -1,8 +1,10 @@
 //! A real Redis high-availability set for tests and `otpgw failover`: one primary
-//! and its replicas (durable [`TestRedis`] servers, with `min-replicas-to-write 1`
-//! so a primary cut from its replicas refuses writes) and three Redis Sentinels
-//! (Debian's `redis-sentinel`, else `redis-server --sentinel`), all on free ports of
-//! 127.0.0.1, with short failure detection (`down-after-milliseconds`).
+//! and its replicas (durable [`TestRedis`] servers started from the shipped
+//! `deploy/redis-ha/redis.conf`: `min-replicas-to-write 1`, so a primary cut from
+//! its replicas refuses writes) and three Redis Sentinels (the shipped
+//! `sentinel.conf`; Debian's `redis-sentinel`, else `redis-server --sentinel`), all
+//! on free ports of 127.0.0.1, with short failure detection
+//! (`down-after-milliseconds`).
 //!
 //! Members can be killed (SIGKILL), stopped (SIGSTOP) and continued, and started
 //! again on their port and data; [`TestHa::primary`] asks the Sentinels which
@@ -19,6 +21,11 @@ use crate::redis_server::TestRedis;
 /// The name the Sentinels monitor the primary under.
 pub const MASTER: &str = "otpgw";
 
+/// The shipped settings of every Redis server of a set (deploy/redis-ha).
+const REDIS_CONF: &str = include_str!("../../../deploy/redis-ha/redis.conf");
+/// The shipped Sentinel settings; the test set changes the addresses and times.
+const SENTINEL_CONF: &str = include_str!("../../../deploy/redis-ha/sentinel.conf");
+
 /// The set (see the module docs).
 pub struct TestHa {
     /// Index 0 starts as the primary; the others as its replicas.
@@ -32,34 +39,23 @@ impl TestHa {
     /// after `down_after`; `None` when Redis is not installed (see
     /// [`TestRedis::start`]).
     pub fn start(tag: &str, replicas: usize, down_after: Duration) -> Option<Self> {
-        let primary = TestRedis::start_with(
-            &format!("{tag}-p"),
-            None,
-            &[
-                "--min-replicas-to-write",
-                "1",
-                "--min-replicas-max-lag",
-                "5",
-            ],
-        )?;
-        let mut servers = vec![primary];
-        for i in 0..replicas {
-            let r = TestRedis::start_with(
-                &format!("{tag}-r{i}"),
-                Some(servers[0].port),
-                &[
-                    "--min-replicas-to-write",
-                    "1",
-                    "--min-replicas-max-lag",
-                    "5",
-                ],
-            )?;
-            servers.push(r);
-        }
         let dir =
             std::env::temp_dir().join(format!("otpgw-sentinels-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).ok()?;
+        let conf = dir.join("redis.conf");
+        std::fs::write(&conf, REDIS_CONF).ok()?;
+        let primary = TestRedis::start_with(&format!("{tag}-p"), None, &[], Some(&conf))?;
+        let mut servers = vec![primary];
+        for i in 0..replicas {
+            let port = servers[0].port;
+            servers.push(TestRedis::start_with(
+                &format!("{tag}-r{i}"),
+                Some(port),
+                &[],
+                Some(&conf),
+            )?);
+        }
         let mut ha = Self {
             servers,
             sentinels: Vec::new(),
@@ -69,12 +65,20 @@ impl TestHa {
         for i in 0..3 {
             let port = free_port();
             let conf = ha.dir.join(format!("sentinel-{i}.conf"));
-            let text = format!(
-                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\nsentinel monitor {MASTER} 127.0.0.1 {} 2\nsentinel down-after-milliseconds {MASTER} {}\nsentinel failover-timeout {MASTER} 5000\nsentinel parallel-syncs {MASTER} 1\n",
-                ha.dir.display(),
-                ha.servers[0].port,
-                down_after.as_millis()
-            );
+            let text = SENTINEL_CONF
+                .replace(
+                    "port 26379",
+                    &format!("port {port}\nbind 127.0.0.1\ndir {}", ha.dir.display()),
+                )
+                .replace("redis-1 6379", &format!("127.0.0.1 {}", ha.servers[0].port))
+                .replace(
+                    "down-after-milliseconds otpgw 5000",
+                    &format!("down-after-milliseconds otpgw {}", down_after.as_millis()),
+                )
+                .replace(
+                    "failover-timeout otpgw 30000",
+                    "failover-timeout otpgw 5000",
+                );
             std::fs::write(&conf, text).ok()?;
             let child = sentinel_command(&conf)
                 .stdout(Stdio::null())

@@ -16,21 +16,29 @@ pub struct TestRedis {
     replica_of: Option<u16>,
     /// More `redis-server` arguments.
     extra: Vec<String>,
+    /// A configuration file given first (the arguments above override it).
+    conf: Option<PathBuf>,
 }
 
 impl TestRedis {
     /// A durable redis-server on a free port, or `None` when not installed.
     pub fn start(tag: &str) -> Option<Self> {
-        Self::start_with(tag, None, &[])
+        Self::start_with(tag, None, &[], None)
     }
 
     /// A durable replica of `primary` on a free port, or `None` when not installed.
     pub fn start_replica(tag: &str, primary: &TestRedis) -> Option<Self> {
-        Self::start_with(tag, Some(primary.port), &[])
+        Self::start_with(tag, Some(primary.port), &[], None)
     }
 
-    /// A durable server (a replica of `replica_of`), with more arguments.
-    pub fn start_with(tag: &str, replica_of: Option<u16>, extra: &[&str]) -> Option<Self> {
+    /// A durable server (a replica of `replica_of`), from the configuration file
+    /// `conf` if given, with more arguments.
+    pub fn start_with(
+        tag: &str,
+        replica_of: Option<u16>,
+        extra: &[&str],
+        conf: Option<&std::path::Path>,
+    ) -> Option<Self> {
         let dir = std::env::temp_dir().join(format!("otpgw-redis-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -45,6 +53,7 @@ impl TestRedis {
             dir,
             replica_of,
             extra: extra.iter().map(|a| (*a).to_string()).collect(),
+            conf: conf.map(std::path::Path::to_path_buf),
         };
         if !r.spawn() {
             if std::env::var("OTPGW_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
@@ -58,6 +67,7 @@ impl TestRedis {
 
     pub fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
+            .args(self.conf.iter())
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args([
                 "--appendonly",

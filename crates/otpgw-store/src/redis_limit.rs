@@ -80,14 +80,20 @@ impl RedisRateLimit {
         lease: Duration,
     ) -> Result<Self, StoreError> {
         let conn = crate::redis_store::link::connect(target, timeout).await?;
-        Ok(Self {
+        Ok(Self::on(conn, prefix, node, lease))
+    }
+
+    /// On an open link (the store's: one way to Redis per node, which follows a
+    /// failover once for everything).
+    pub fn on(conn: Link, prefix: &str, node: &str, lease: Duration) -> Self {
+        Self {
             conn,
             prefix: prefix.into(),
             script: redis::Script::new(TAKE_LUA),
             hold: redis::Script::new(HOLD_LUA),
             node: node.into(),
             lease,
-        })
+        }
     }
 }
 

@@ -66,6 +66,9 @@ pub struct FailoverArgs {
     /// Write the report (JSON) here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Keep the nodes' configs and logs even when the run is clean.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// The report (`--json`; checks read `failovers`, `acked`, `lost`, `duplicates`,
@@ -88,6 +91,9 @@ pub struct FailoverReport {
     pub refused: u64,
     /// Each round: what was done and how long the promotion took (ms).
     pub round_log: Vec<String>,
+    /// Each time a node accepted nothing for more than a second: which node, from
+    /// when (seconds from the start), how long.
+    pub unavailable: Vec<String>,
     /// The nodes' count of moves to a new primary.
     pub node_failovers_counted: u64,
     pub verdict: Verdict,
@@ -109,6 +115,9 @@ pub async fn run(mut args: FailoverArgs) -> crate::Result<()> {
     );
     for l in &r.round_log {
         println!("  {l}");
+    }
+    for u in &r.unavailable {
+        println!("  no acceptance: {u}");
     }
     println!(
         "ledger: lost {}, receipts missing {}, duplicates at carriers {} ({} outside a failover; {} counted by the nodes), duplicate receipts {} ({} outside a failover), sent though refused {}, late {}; longest time without an acceptance {} ms",
@@ -215,16 +224,31 @@ async fn campaign(args: &FailoverArgs) -> crate::Result<(FailoverReport, PathBuf
     let mut round_log = Vec::new();
     for round in 0..args.rounds {
         tokio::time::sleep(settle).await;
+        let at = ledger
+            .lock()
+            .start
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
         let line = tokio::task::block_in_place(|| one_round(&mut ha, round, args.smoke, &ledger))?;
+        let line = format!("at {at:.1} s: {line}");
         eprintln!("round {round}: {line}");
         round_log.push(format!("round {round}: {line}"));
         failovers += 1;
     }
     tokio::time::sleep(settle).await;
     stop.store(true, Ordering::Relaxed);
+    let start = ledger.lock().start.unwrap_or(wall);
     let mut max_gap = Duration::ZERO;
-    for l in loads {
-        max_gap = max_gap.max(l.await?);
+    let mut unavailable = Vec::new();
+    for (k, l) in loads.into_iter().enumerate() {
+        for (at, d) in l.await? {
+            max_gap = max_gap.max(d);
+            unavailable.push(format!(
+                "n{} from {:.1} s: {} ms",
+                k + 1,
+                at.saturating_duration_since(start).as_secs_f64(),
+                d.as_millis()
+            ));
+        }
     }
     let shared = Arc::new(Mutex::new(nodes));
     collect(&shared, &ledger, &a, &b).await;
@@ -267,6 +291,7 @@ async fn campaign(args: &FailoverArgs) -> crate::Result<(FailoverReport, PathBuf
             messages_sent: sent.load(Ordering::Relaxed),
             refused: refused.load(Ordering::Relaxed),
             round_log,
+            unavailable,
             node_failovers_counted: moved,
             verdict,
             wall_seconds: wall.elapsed().as_secs_f64(),
@@ -345,8 +370,12 @@ fn fault_window(ledger: &Mutex<Ledger>, from: Instant) {
     });
 }
 
-/// One node's load: rounds of 5 s at `rate` until `stop`. Returns the longest time
-/// without an acceptance, across rounds.
+/// Times a brand on one node got no acceptance for longer than this are listed.
+const LONG_GAP: Duration = Duration::from_millis(1000);
+
+/// One node's load: rounds of 5 s at `rate` until `stop`. Returns each time
+/// without an acceptance longer than [`LONG_GAP`] (when it began, how long),
+/// across rounds.
 async fn load(
     addr: SocketAddr,
     first: u64,
@@ -355,10 +384,10 @@ async fn load(
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
-) -> Duration {
+) -> Vec<(Instant, Duration)> {
     let mut next = first;
     let mut last_accept: Option<Instant> = None;
-    let mut longest = Duration::ZERO;
+    let mut gaps = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let mut lc = LoadConfig::new(addr, "bank", BRAND_PW, u64::from(rate) * 5);
         lc.rate = Some(rate);
@@ -376,11 +405,14 @@ async fn load(
         sent.fetch_add(r.sent, Ordering::Relaxed);
         refused.fetch_add(r.refused.len() as u64, Ordering::Relaxed);
         if let (Some(prev), Some(f)) = (last_accept, r.first_accept) {
-            longest = longest.max(f.saturating_duration_since(prev));
+            gaps.push((prev, f.saturating_duration_since(prev)));
         }
-        longest = longest.max(r.longest_accept_gap);
+        if let Some(at) = r.longest_accept_gap_from {
+            gaps.push((at, r.longest_accept_gap));
+        }
         last_accept = r.last_accept.or(last_accept);
         record(&ledger, &r, from);
     }
-    longest
+    gaps.retain(|(_, d)| *d > LONG_GAP);
+    gaps
 }

@@ -122,6 +122,59 @@ fn redis_backend_needs_its_url_and_a_node_id() {
 }
 
 #[test]
+fn redis_sentinels_replace_the_url_and_are_checked() {
+    let base = EXAMPLE
+        .replace(
+            "backend = \"embedded\"",
+            "backend = \"redis\"\nnode_id = \"n1\"\nSTORE",
+        )
+        .replace("receipt_ids = \"auto\"", "receipt_ids = \"same\"");
+    let with = |store: &str| Config::parse(&base.replace("STORE", store), "x.toml");
+    let c = with(
+        "redis_sentinels = [\"10.0.0.5:26379\", \"s2:26380\"]\nredis_master_name = \"otpgw\"\n\
+         redis_password = \"pw\"\nredis_sentinel_password_env = \"OTPGW_TEST_NO_SUCH_VAR_X\"",
+    );
+    let e = c.unwrap_err().to_string();
+    assert!(
+        e.contains("redis_sentinel_password_env") && e.contains("OTPGW_TEST_NO_SUCH_VAR_X"),
+        "{e}"
+    );
+    let c = with(
+        "redis_sentinels = [\"10.0.0.5:26379\", \"s2:26380\"]\nredis_master_name = \"otpgw\"\nredis_password = \"pw\"",
+    )
+    .unwrap();
+    let rc = c.redis_config();
+    let s = rc.sentinels.as_ref().expect("sentinels");
+    assert_eq!(s.addrs, ["10.0.0.5:26379", "s2:26380"]);
+    assert_eq!(s.master, "otpgw");
+    assert_eq!(s.password.as_deref(), Some("pw"));
+    assert!(s.sentinel_password.is_none());
+    assert!(
+        !format!("{:?}", c.store).contains("pw\""),
+        "the store's Debug shows no password: {:?}",
+        c.store
+    );
+    let e = with("redis_url = \"redis://127.0.0.1:6379/0\"\nredis_sentinels = [\"bad\", \"h:0\"]")
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "set either redis_url or redis_sentinels",
+        "redis_sentinels[0] = \"bad\"",
+        "redis_sentinels[1] = \"h:0\"",
+        "store.redis_master_name: required",
+    ] {
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    let e = with("redis_url = \"redis://127.0.0.1:6379/0\"\nredis_master_name = \"otpgw\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("redis_master_name: goes with redis_sentinels"),
+        "{e}"
+    );
+}
+
+#[test]
 fn semantic_problems_name_their_fields() {
     let bad = EXAMPLE.replace("binds = 2", "binds = 0").replace(
         "password_hash = ",

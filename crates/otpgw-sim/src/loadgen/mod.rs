@@ -167,6 +167,8 @@ pub struct LoadReport {
     pub first_accept: Option<Instant>,
     pub last_accept: Option<Instant>,
     pub longest_accept_gap: Duration,
+    /// When that longest gap began (the acceptance before it).
+    pub longest_accept_gap_from: Option<Instant>,
 }
 
 /// Seconds of a run kept in [`LoadReport::per_second`]; later seconds are counted
@@ -273,6 +275,7 @@ struct Inner {
     first_accept: Option<Instant>,
     last_accept: Option<Instant>,
     longest_accept_gap: Duration,
+    longest_accept_gap_from: Option<Instant>,
 }
 
 /// Run a load and report. Binds `binds` transceivers; fails if any bind is refused.
@@ -430,5 +433,6 @@ fn report(cfg: &LoadConfig, sh: &RunState, inner: Inner, start: Instant) -> Load
         first_accept: inner.first_accept,
         last_accept: inner.last_accept,
         longest_accept_gap: inner.longest_accept_gap,
+        longest_accept_gap_from: inner.longest_accept_gap_from,
     }
 }

@@ -233,9 +233,11 @@ async fn on_command(
                     sh.progress.accepted.fetch_add(1, Ordering::Relaxed);
                     match inner.last_accept {
                         Some(last) => {
-                            inner.longest_accept_gap = inner
-                                .longest_accept_gap
-                                .max(now.saturating_duration_since(last));
+                            let gap = now.saturating_duration_since(last);
+                            if gap > inner.longest_accept_gap {
+                                inner.longest_accept_gap = gap;
+                                inner.longest_accept_gap_from = Some(last);
+                            }
                         }
                         None => inner.first_accept = Some(now),
                     }

@@ -55,7 +55,7 @@
 //!   sender's matches. After claiming, a node reads the kept entries again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::redis_store::link::Link;
@@ -177,6 +177,8 @@ pub struct Redis {
     /// Receiver sessions per brand on this node.
     receivers: Arc<DashMap<String, usize>>,
     handed: parking_lot::Mutex<Option<mpsc::Receiver<ReceiptJob>>>,
+    /// Since when this node's lease renewals all succeeded (ms; 0: failing).
+    renewed_since: Arc<AtomicU64>,
 }
 
 /// The Redis store (see the module docs).
@@ -224,7 +226,13 @@ impl Durable<Redis> {
         // Alive before anything else: a claimer must not take what we recover.
         renew_lease(&mut conn, &cfg).await.map_err(err)?;
         let receivers: Arc<DashMap<String, usize>> = Arc::new(DashMap::new());
-        tokio::spawn(heartbeat(cfg.clone(), conn.clone(), receivers.clone()));
+        let renewed_since = Arc::new(AtomicU64::new(otpgw_core::clock::now_ms()));
+        tokio::spawn(heartbeat(
+            cfg.clone(),
+            conn.clone(),
+            receivers.clone(),
+            renewed_since.clone(),
+        ));
         ensure_group(&mut conn, &cfg.inbox(&cfg.node)).await?;
         let (htx, hrx) = mpsc::channel(10_000);
         tokio::spawn(read_inbox(cfg.clone(), conn.clone(), htx, codec.clone()));
@@ -261,8 +269,14 @@ impl Durable<Redis> {
                 rescan,
                 receivers,
                 handed: parking_lot::Mutex::new(Some(hrx)),
+                renewed_since,
             },
         })
+    }
+
+    /// The store's link to Redis, for the node's other Redis users.
+    pub fn link(&self) -> Link {
+        self.backend.conn.clone()
     }
 
     /// This node's number under the prefix (1 for the first node id registered).
@@ -557,8 +571,11 @@ impl Cluster for Durable<Redis> {
         self.backend.handed.lock().take()
     }
 
-    fn claim_orphans(&self, _now_ms: u64) -> StoreFuture<'_, Recovered> {
+    fn claim_orphans(&self, now_ms: u64) -> StoreFuture<'_, Recovered> {
         Box::pin(async move {
+            if !nodes::may_claim(&self.backend.renewed_since, self.backend.cfg.lease, now_ms) {
+                return Ok(Recovered::default());
+            }
             let mut conn = self.backend.conn.clone();
             claim(
                 &self.backend.cfg,

@@ -3,7 +3,7 @@
 //! dead node's messages and owed receipts.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::redis_store::link::Link;
@@ -30,17 +30,30 @@ pub(super) async fn renew_lease(conn: &mut Link, cfg: &RedisConfig) -> redis::Re
 
 /// Renew this node's alive key every third of the lease, and its presence in the
 /// sets of nodes where each brand has a receiver bound (`P:bound:BRAND`, scored by
-/// when the presence lapses).
+/// when the presence lapses). `renewed_since` holds since when (ms) every renewal
+/// succeeded, 0 while they fail: see [`may_claim`].
 pub(super) async fn heartbeat(
     cfg: RedisConfig,
     mut conn: Link,
     receivers: Arc<DashMap<String, usize>>,
+    renewed_since: Arc<AtomicU64>,
 ) {
     let mut tick = tokio::time::interval(cfg.lease / 3);
     loop {
         tick.tick().await;
-        if let Err(e) = renew_lease(&mut conn, &cfg).await {
-            tracing::warn!(error = %e, "cannot renew this node's lease in redis");
+        match renew_lease(&mut conn, &cfg).await {
+            Ok(()) => {
+                let _ = renewed_since.compare_exchange(
+                    0,
+                    otpgw_core::clock::now_ms(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Err(e) => {
+                renewed_since.store(0, Ordering::Relaxed);
+                tracing::warn!(error = %e, "cannot renew this node's lease in redis");
+            }
         }
         let until = otpgw_core::clock::now_ms() + cfg.lease.as_millis() as u64;
         let mut pipe = redis::pipe();
@@ -177,6 +190,17 @@ pub(super) async fn read_published(
     }
 }
 
+/// Whether this node may claim other nodes' work now: only after its own lease
+/// renewals have succeeded for a whole lease. When Redis was away (or failing
+/// over) for longer than a lease, every node's alive key lapsed although the nodes
+/// live; the first to reach Redis again must not take the others' messages (they
+/// would go out twice, and accepts a node refused would go out) before they could
+/// renew their keys. A dead node's work waits one lease longer.
+pub(super) fn may_claim(renewed_since: &AtomicU64, lease: Duration, now_ms: u64) -> bool {
+    let since = renewed_since.load(Ordering::Relaxed);
+    since != 0 && now_ms.saturating_sub(since) >= lease.as_millis() as u64
+}
+
 /// Claim what dead nodes left (see the module docs).
 pub(super) async fn claim(
     cfg: &RedisConfig,
@@ -279,4 +303,21 @@ pub(super) fn messages_of(
         }
     }
     msgs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_wait_a_whole_lease_of_good_renewals() {
+        let lease = Duration::from_secs(5);
+        let since = AtomicU64::new(0);
+        assert!(!may_claim(&since, lease, 100_000), "renewals failing");
+        since.store(100_000, Ordering::Relaxed);
+        assert!(!may_claim(&since, lease, 100_000));
+        assert!(!may_claim(&since, lease, 104_999), "less than a lease");
+        assert!(may_claim(&since, lease, 105_000));
+        assert!(!may_claim(&since, lease, 99_000), "a clock step back");
+    }
 }

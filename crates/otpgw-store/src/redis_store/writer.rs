@@ -303,6 +303,10 @@ fn build(
                     .ignore();
             }
             Op::Finished { id, receipt, .. } => {
+                // One transaction: a pipeline cut short (the node killed while
+                // writing it) must not leave the entry acknowledged without the
+                // receipt owed to the brand; Redis drops a MULTI without its EXEC.
+                pipe.cmd("MULTI").ignore();
                 if let Some((id, e)) = entries.remove(id) {
                     pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&e).ignore();
                     pipe.cmd("XDEL").arg(&stream).arg(&e).ignore();
@@ -316,6 +320,7 @@ fn build(
                         .arg(r.as_slice())
                         .ignore();
                 }
+                pipe.cmd("EXEC").ignore();
             }
             Op::Forwarded(id) => {
                 pipe.cmd("HDEL").arg(&receipts).arg(id).ignore();
