@@ -481,6 +481,10 @@ mod tests {
             delivered_latency_us: h,
             foreign_receipts: vec![],
             receipts_by_id: Default::default(),
+            first_accept: None,
+            last_accept: None,
+            longest_accept_gap: Duration::ZERO,
+            longest_accept_gap_from: None,
             per_second: vec![
                 otpgw_sim::loadgen::SecondStats {
                     second: 0,

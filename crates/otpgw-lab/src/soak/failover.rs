@@ -144,7 +144,11 @@ pub async fn run(mut args: FailoverArgs) -> crate::Result<()> {
             dir.display()
         )));
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if args.keep {
+        println!("the nodes' logs are in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     println!(
         "clean: nothing acknowledged lost across {} failovers",
         r.failovers

@@ -134,6 +134,15 @@ impl Doubt {
                 }
             }
             pipe.query_async::<()>(conn).await.map_err(err)?;
+            // Taken out on the primary the replicas follow, or not at all: a stale
+            // primary (cut off, about to be demoted) answers the writes but no
+            // replica confirms them, and the doubts wait for the real one.
+            if cfg.min_replicas > 0 {
+                let ms = u64::try_from(cfg.replica_timeout.as_millis()).unwrap_or(u64::MAX);
+                super::writer::replicated(conn, cfg.min_replicas, ms)
+                    .await
+                    .map_err(err)?;
+            }
         }
         let (cancelled, absent) = (found.len(), self.ids.len() - found.len());
         metrics::counter!("otpgw_store_unknown_accepts_total", "outcome" => "cancelled")

@@ -62,6 +62,7 @@ pub(super) async fn writer(
     let mut recovering = false;
     // Refused accepts Redis may have run: looked up before the store is healthy.
     let mut doubt = Doubt::default();
+    let mut last_settle = tokio::time::Instant::now();
     loop {
         let serial = recovering || !backlog.is_empty();
         if closed && flights.is_empty() && (backlog.is_empty() || !healthy.load(Ordering::Relaxed))
@@ -122,6 +123,16 @@ pub(super) async fn writer(
                     healthy.store(false, Ordering::Relaxed);
                 }
                 complete(batch, taken, res, &entries, &pending, &mut doubt);
+                // Writes go through again: settle the doubtful accepts now, not
+                // only when the writer is idle (other writes, such as the
+                // receipts of earlier messages, may keep it busy for long, and
+                // accepts are refused until the doubts are settled).
+                if ok && !doubt.is_empty() && last_settle.elapsed() >= Backlog::RETRY_EVERY {
+                    last_settle = tokio::time::Instant::now();
+                    if let Err(e) = doubt.settle(&cfg, &mut conn, &codec).await {
+                        tracing::warn!(error = %e, "cannot look up the accepts whose outcome redis lost yet");
+                    }
+                }
                 if ok {
                     healthy.store(doubt.is_empty(), Ordering::Relaxed);
                 }
@@ -192,7 +203,7 @@ fn launch(
 /// connection, at most `wait_ms`. Too few in time: an error, so the batch's accepts
 /// are refused (a temporary error to the brand) and taken out again like those of
 /// a lost reply ([`super::doubt`]): never acknowledged unless replicated.
-async fn replicated(c: &mut Link, min: u32, wait_ms: u64) -> redis::RedisResult<()> {
+pub(super) async fn replicated(c: &mut Link, min: u32, wait_ms: u64) -> redis::RedisResult<()> {
     let n: i64 = redis::cmd("WAIT")
         .arg(min)
         .arg(wait_ms)
@@ -415,5 +426,115 @@ fn complete(
     }
     if let Some(e) = newest.and_then(|id| entries.get(&id)) {
         doubt.answered(e.value());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use redis::Commands as _;
+
+    use super::*;
+
+    /// A finished message's writes, cut short at every byte (the node killed while
+    /// its pipeline was on the way), against a real Redis: the entry is either still
+    /// pending with no receipt owed (nothing applied) or gone with its receipt owed
+    /// (all applied); never acknowledged without the receipt the brand is owed.
+    #[test]
+    fn a_finish_cut_anywhere_keeps_the_message_or_its_receipt() {
+        let Some(r) = otpgw_sim::redis_server::TestRedis::start("finish-cut") else {
+            return;
+        };
+        let cfg = RedisConfig::new(&r.url(), "t", "n1");
+        let mut c = redis::Client::open(r.url())
+            .and_then(|c| c.get_connection())
+            .expect("redis");
+        let _: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(cfg.stream())
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query(&mut c);
+        let script = Scripts {
+            accept: redis::Script::new(ACCEPT_LUA),
+            kv: redis::Script::new(KV_LUA),
+        };
+        let (mut applied, mut untouched) = (0, 0);
+        let mut cut = 0;
+        loop {
+            // A pending entry of message 7, with its carrier state.
+            let e: String = c.xadd(cfg.stream(), "*", &[("rec", "x")]).expect("xadd");
+            let _: redis::Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg("n1")
+                .arg("STREAMS")
+                .arg(cfg.stream())
+                .arg(">")
+                .query(&mut c)
+                .expect("read");
+            let _: () = c.hset(cfg.state(), 7, "s").expect("state");
+            let entries = DashMap::new();
+            entries.insert(7u64, e.clone());
+            let (done, _) = tokio::sync::oneshot::channel();
+            let op = Op::Finished {
+                id: 7,
+                state: 2,
+                receipt: Some((1, b"receipt".to_vec())),
+                now_ms: 1,
+                done,
+            };
+            let (pipe, _) = build(&cfg, &script, &[op], &entries, &Codec::plain());
+            let bytes = pipe.get_packed_pipeline();
+            let whole = cut >= bytes.len();
+            let mut raw = std::net::TcpStream::connect(("127.0.0.1", r.port)).expect("connect");
+            raw.write_all(&bytes[..cut.min(bytes.len())])
+                .expect("write");
+            raw.shutdown(std::net::Shutdown::Write).expect("shutdown");
+            let mut sink = Vec::new();
+            let _ = raw.read_to_end(&mut sink);
+            let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+                .arg(cfg.stream())
+                .arg(GROUP)
+                .arg(&e)
+                .arg(&e)
+                .arg(1)
+                .query(&mut c)
+                .expect("xpending");
+            let still = !pending.ids.is_empty();
+            let owed: bool = c.hexists(cfg.receipts(), 7).expect("hexists");
+            assert!(
+                still != owed,
+                "cut at byte {cut} of {}: pending {still}, receipt owed {owed}",
+                bytes.len()
+            );
+            if owed {
+                applied += 1;
+            } else {
+                untouched += 1;
+            }
+            // Clean for the next cut.
+            let _: redis::Value = redis::pipe()
+                .cmd("XACK")
+                .arg(cfg.stream())
+                .arg(GROUP)
+                .arg(&e)
+                .cmd("XDEL")
+                .arg(cfg.stream())
+                .arg(&e)
+                .cmd("DEL")
+                .arg(cfg.receipts())
+                .arg(cfg.state())
+                .query(&mut c)
+                .expect("clean");
+            if whole {
+                break;
+            }
+            cut += 1;
+        }
+        assert!(applied >= 1, "the whole pipeline applies it");
+        assert!(untouched > 1);
     }
 }
