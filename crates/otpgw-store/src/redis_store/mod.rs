@@ -43,7 +43,8 @@
 //!
 //! Several nodes:
 //! - Each node renews `P:alive:NODE` (a key with an expiry, `lease`) every third of
-//!   the lease. `claim_orphans` looks at the group's consumers; for one with
+//!   the lease. `claim_orphans` (only once this node's own renewals have succeeded
+//!   for a whole lease, see [`nodes::may_claim`]) looks at the group's consumers; for one with
 //!   pending messages and no live key, one Lua script (atomic, so two claimers never
 //!   both take an entry, and a node that came back first keeps its own) moves its
 //!   pending entries to this node (`XCLAIM`), and another moves the receipts it

@@ -73,6 +73,22 @@ redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', '1', 'STREAMS', KEY
 return e
 ";
 
+/// A message finished, in one step (a node killed while sending it must not
+/// leave the entry acknowledged without the receipt owed). KEYS: the stream, the
+/// carrier states, the receipts owed. ARGV: the group, the entry id ('' when this
+/// node holds none), the message id, '1' and the receipt record when one is owed.
+pub(super) const FINISH_LUA: &str = r"
+if ARGV[2] ~= '' then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+end
+redis.call('HDEL', KEYS[2], ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
+end
+return 1
+";
+
 /// Compare and set. KEYS: the record. ARGV: expected version, value, expires_ms.
 /// Returns the new version, or -1 when the version differs.
 pub(super) const KV_LUA: &str = r"

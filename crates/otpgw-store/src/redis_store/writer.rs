@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use otpgw_core::store::Once;
 
 use super::doubt::Doubt;
-use super::scripts::{ACCEPT_LUA, KV_LUA};
+use super::scripts::{ACCEPT_LUA, FINISH_LUA, KV_LUA};
 use super::{GROUP, RedisConfig, ensure_group};
 use crate::codec::Codec;
 use crate::record::SendState;
@@ -52,6 +52,7 @@ pub(super) async fn writer(
     let script = Scripts {
         accept: redis::Script::new(ACCEPT_LUA),
         kv: redis::Script::new(KV_LUA),
+        finish: redis::Script::new(FINISH_LUA),
     };
     let mut flights: futures_util::stream::FuturesOrdered<Flight> = Default::default();
     let mut closed = false;
@@ -188,6 +189,12 @@ fn launch(
                 .await
                 .is_ok()
                 && script.kv.prepare_invoke().load_async(&mut c).await.is_ok()
+                && script
+                    .finish
+                    .prepare_invoke()
+                    .load_async(&mut c)
+                    .await
+                    .is_ok()
             {
                 res = pipe.query_async(&mut c).await;
             }
@@ -225,6 +232,7 @@ pub(super) async fn replicated(c: &mut Link, min: u32, wait_ms: u64) -> redis::R
 struct Scripts {
     accept: redis::Script,
     kv: redis::Script,
+    finish: redis::Script,
 }
 
 /// One pipeline for a batch of writes, and the stream entries of the messages it
@@ -314,24 +322,29 @@ fn build(
                     .ignore();
             }
             Op::Finished { id, receipt, .. } => {
-                // One transaction: a pipeline cut short (the node killed while
-                // writing it) must not leave the entry acknowledged without the
-                // receipt owed to the brand; Redis drops a MULTI without its EXEC.
-                pipe.cmd("MULTI").ignore();
-                if let Some((id, e)) = entries.remove(id) {
-                    pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&e).ignore();
-                    pipe.cmd("XDEL").arg(&stream).arg(&e).ignore();
-                    taken.push((id, e));
+                // One script: atomic however the pipeline is cut.
+                let entry = match entries.remove(id) {
+                    Some((id, e)) => {
+                        taken.push((id, e.clone()));
+                        e
+                    }
+                    None => String::new(),
+                };
+                let c = pipe
+                    .cmd("EVALSHA")
+                    .arg(script.finish.get_hash())
+                    .arg(3)
+                    .arg(&stream)
+                    .arg(&state)
+                    .arg(&receipts)
+                    .arg(GROUP)
+                    .arg(entry)
+                    .arg(id);
+                match receipt {
+                    Some((_, r)) => c.arg("1").arg(r.as_slice()),
+                    None => c.arg("0"),
                 }
-                pipe.cmd("HDEL").arg(&state).arg(id).ignore();
-                if let Some((_, r)) = receipt {
-                    pipe.cmd("HSET")
-                        .arg(&receipts)
-                        .arg(id)
-                        .arg(r.as_slice())
-                        .ignore();
-                }
-                pipe.cmd("EXEC").ignore();
+                .ignore();
             }
             Op::Forwarded(id) => {
                 pipe.cmd("HDEL").arg(&receipts).arg(id).ignore();
@@ -460,7 +473,10 @@ mod tests {
         let script = Scripts {
             accept: redis::Script::new(ACCEPT_LUA),
             kv: redis::Script::new(KV_LUA),
+            finish: redis::Script::new(FINISH_LUA),
         };
+        // As the writer does on NOSCRIPT.
+        let _: String = script.finish.prepare_invoke().load(&mut c).expect("load");
         let (mut applied, mut untouched) = (0, 0);
         let mut cut = 0;
         loop {
