@@ -235,6 +235,33 @@ struct Scripts {
     finish: redis::Script,
 }
 
+/// A finished message's writes: one script, atomic however the pipeline is cut
+/// (`FINISH_LUA`).
+fn finish(
+    pipe: &mut redis::Pipeline,
+    (stream, state, receipts): (&str, &str, &str),
+    script: &Scripts,
+    id: u64,
+    entry: Option<String>,
+    receipt: Option<&(u64, Vec<u8>)>,
+) {
+    let c = pipe
+        .cmd("EVALSHA")
+        .arg(script.finish.get_hash())
+        .arg(3)
+        .arg(stream)
+        .arg(state)
+        .arg(receipts)
+        .arg(GROUP)
+        .arg(entry.unwrap_or_default())
+        .arg(id);
+    match receipt {
+        Some((_, r)) => c.arg("1").arg(r.as_slice()),
+        None => c.arg("0"),
+    }
+    .ignore();
+}
+
 /// One pipeline for a batch of writes, and the stream entries of the messages it
 /// finishes (taken out of `entries`).
 fn build(
@@ -322,29 +349,12 @@ fn build(
                     .ignore();
             }
             Op::Finished { id, receipt, .. } => {
-                // One script: atomic however the pipeline is cut.
-                let entry = match entries.remove(id) {
-                    Some((id, e)) => {
-                        taken.push((id, e.clone()));
-                        e
-                    }
-                    None => String::new(),
-                };
-                let c = pipe
-                    .cmd("EVALSHA")
-                    .arg(script.finish.get_hash())
-                    .arg(3)
-                    .arg(&stream)
-                    .arg(&state)
-                    .arg(&receipts)
-                    .arg(GROUP)
-                    .arg(entry)
-                    .arg(id);
-                match receipt {
-                    Some((_, r)) => c.arg("1").arg(r.as_slice()),
-                    None => c.arg("0"),
-                }
-                .ignore();
+                let entry = entries.remove(id).map(|(id, e)| {
+                    taken.push((id, e.clone()));
+                    e
+                });
+                let keys = (stream.as_str(), state.as_str(), receipts.as_str());
+                finish(&mut pipe, keys, script, *id, entry, receipt.as_ref());
             }
             Op::Forwarded(id) => {
                 pipe.cmd("HDEL").arg(&receipts).arg(id).ignore();
