@@ -126,10 +126,10 @@ fn redis_sentinels_replace_the_url_and_are_checked() {
     let base = EXAMPLE
         .replace(
             "backend = \"embedded\"",
-            "backend = \"redis\"\nnode_id = \"n1\"\nSTORE",
+            "backend = \"redis\"\nnode_id = \"n1\"\n@@STORE@@",
         )
         .replace("receipt_ids = \"auto\"", "receipt_ids = \"same\"");
-    let with = |store: &str| Config::parse(&base.replace("STORE", store), "x.toml");
+    let with = |store: &str| Config::parse(&base.replace("@@STORE@@", store), "x.toml");
     let c = with(
         "redis_sentinels = [\"10.0.0.5:26379\", \"s2:26380\"]\nredis_master_name = \"otpgw\"\n\
          redis_password = \"pw\"\nredis_sentinel_password_env = \"OTPGW_TEST_NO_SUCH_VAR_X\"",

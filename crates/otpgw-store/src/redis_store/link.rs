@@ -7,8 +7,10 @@
 //! crate's `Sentinel::async_master_for`, which also checks the server's `ROLE`), and
 //! a follower task keeps finding it:
 //! - every second, at once when a Sentinel publishes `+switch-master` (each
-//!   Sentinel's channel is followed), and at once when a command failed with a
-//!   connection error or `READONLY`;
+//!   Sentinel's channel is followed; the announced primary is tried first, once it
+//!   says it is one, as the other Sentinels may take seconds more to agree), and
+//!   at once when a command failed with a connection error, `READONLY` or
+//!   `NOREPLICAS`;
 //! - when the Sentinels name another primary, the follower opens a connection to it
 //!   and puts it in the link's slot: every clone's next command goes there, nothing
 //!   else in the node needs to know (`otpgw_store_redis_failovers_total`).
@@ -82,6 +84,8 @@ struct Inner {
     db: i64,
     /// Whether a follower is there to hear `doubt`.
     follows: bool,
+    /// The primary a Sentinel announced last (`+switch-master`), not yet tried.
+    announced: parking_lot::Mutex<Option<(String, u16)>>,
 }
 
 /// A connection to the current primary (see the module docs); cheap to clone.
@@ -192,6 +196,7 @@ pub async fn connect(target: Target<'_>, timeout: Duration) -> Result<Link, Stor
                     doubt: Notify::new(),
                     db,
                     follows: false,
+                    announced: parking_lot::Mutex::new(None),
                 }),
             })
         }
@@ -218,9 +223,14 @@ pub async fn connect(target: Target<'_>, timeout: Duration) -> Result<Link, Stor
                 doubt: Notify::new(),
                 db: 0,
                 follows: true,
+                announced: parking_lot::Mutex::new(None),
             });
             for a in &s.addrs {
-                tokio::spawn(listen(sentinel_info(a, s), Arc::downgrade(&inner)));
+                tokio::spawn(listen(
+                    sentinel_info(a, s),
+                    s.master.clone(),
+                    Arc::downgrade(&inner),
+                ));
             }
             tokio::spawn(follow(
                 sentinel,
@@ -274,8 +284,22 @@ async fn follow(
     loop {
         let Some(inner) = link.upgrade() else { return };
         let _ = tokio::time::timeout(FOLLOW_EVERY, inner.doubt.notified()).await;
-        let asked =
-            tokio::time::timeout(timeout, sentinel.async_master_for(&s.master, Some(&node))).await;
+        let hint = inner.announced.lock().take();
+        let asked = match hint.and_then(|(host, port)| announced(host, port, &s)) {
+            // The address a Sentinel announced, if it says it is a primary: the
+            // other Sentinels may take seconds more to agree.
+            Some(c) => match tokio::time::timeout(timeout, is_primary(&c)).await {
+                Ok(true) => Ok(Ok(c)),
+                _ => {
+                    tokio::time::timeout(timeout, sentinel.async_master_for(&s.master, Some(&node)))
+                        .await
+                }
+            },
+            None => {
+                tokio::time::timeout(timeout, sentinel.async_master_for(&s.master, Some(&node)))
+                    .await
+            }
+        };
         let client = match asked {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
@@ -313,9 +337,10 @@ async fn follow(
     }
 }
 
-/// Follow one Sentinel's `+switch-master` channel: each message makes the
-/// follower look at once. Reconnects every second while the Sentinel is away.
-async fn listen(info: ConnectionInfo, link: Weak<Inner>) {
+/// Follow one Sentinel's `+switch-master` channel ("NAME OLD-IP OLD-PORT NEW-IP
+/// NEW-PORT"): a switch of `master` makes the follower try the announced primary
+/// at once. Reconnects every second while the Sentinel is away.
+async fn listen(info: ConnectionInfo, master: String, link: Weak<Inner>) {
     loop {
         if link.strong_count() == 0 {
             return;
@@ -325,8 +350,12 @@ async fn listen(info: ConnectionInfo, link: Weak<Inner>) {
             let mut ps = client.get_async_pubsub().await?;
             ps.subscribe("+switch-master").await?;
             let mut msgs = ps.on_message();
-            while msgs.next().await.is_some() {
+            while let Some(m) = msgs.next().await {
                 let Some(inner) = link.upgrade() else { break };
+                let text: String = m.get_payload().unwrap_or_default();
+                if let Some(to) = switched_to(&text, &master) {
+                    *inner.announced.lock() = Some(to);
+                }
                 inner.doubt.notify_one();
             }
             Ok::<_, redis::RedisError>(())
@@ -335,5 +364,55 @@ async fn listen(info: ConnectionInfo, link: Weak<Inner>) {
             tracing::debug!(error = %e, sentinel = %info.addr, "sentinel channel lost");
         }
         tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+}
+
+/// The new primary of a `+switch-master` message about `master`.
+fn switched_to(text: &str, master: &str) -> Option<(String, u16)> {
+    let f: Vec<&str> = text.split_whitespace().collect();
+    match f.as_slice() {
+        [name, _, _, ip, port] if *name == master => Some(((*ip).to_string(), port.parse().ok()?)),
+        _ => None,
+    }
+}
+
+/// A client of an announced primary (with the servers' password).
+fn announced(host: String, port: u16, s: &Sentinels) -> Option<redis::Client> {
+    let info = ConnectionInfo {
+        addr: ConnectionAddr::Tcp(host, port),
+        redis: RedisConnectionInfo {
+            password: s.password.clone(),
+            ..Default::default()
+        },
+    };
+    redis::Client::open(info).ok()
+}
+
+/// Whether the server says it is a primary (`ROLE`).
+async fn is_primary(c: &redis::Client) -> bool {
+    let Ok(mut conn) = c.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    let role: redis::RedisResult<Vec<redis::Value>> =
+        redis::cmd("ROLE").query_async(&mut conn).await;
+    matches!(role.as_deref(), Ok([redis::Value::BulkString(r), ..]) if r.as_slice() == b"master")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::switched_to;
+
+    #[test]
+    fn a_switch_names_the_new_primary_of_its_master() {
+        assert_eq!(
+            switched_to("otpgw 127.0.0.1 6379 10.0.0.7 6380", "otpgw"),
+            Some(("10.0.0.7".into(), 6380))
+        );
+        assert_eq!(
+            switched_to("other 127.0.0.1 6379 10.0.0.7 6380", "otpgw"),
+            None
+        );
+        assert_eq!(switched_to("otpgw 127.0.0.1 6379 10.0.0.7", "otpgw"), None);
+        assert_eq!(switched_to("otpgw a b c notaport", "otpgw"), None);
     }
 }
