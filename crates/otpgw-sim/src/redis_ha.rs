@@ -138,8 +138,9 @@ impl TestHa {
     /// Sentinels name (or, before they know of one, member 0).
     pub fn wait_replicas(&self, within: Duration) -> bool {
         let t = Instant::now();
-        let primary = self.primary().unwrap_or(0);
         while t.elapsed() < within {
+            // Asked each time: the Sentinels agree on a new primary one by one.
+            let primary = self.primary().unwrap_or(0);
             let synced = self
                 .servers
                 .iter()
@@ -152,6 +153,30 @@ impl TestHa {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// Each member's port, role and replication link, for a failure message.
+    pub fn describe(&self) -> String {
+        let field = |info: &str, k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        let mut out = format!("sentinels name {:?};", self.primary());
+        for (i, s) in self.servers.iter().enumerate() {
+            let info = info(s.port, "replication");
+            out.push_str(&format!(
+                " member {i} (port {}, {}): role {}, master_port {}, link {}, sync in progress {};",
+                s.port,
+                if s.running() { "running" } else { "down" },
+                field(&info, "role:"),
+                field(&info, "master_port:"),
+                field(&info, "master_link_status:"),
+                field(&info, "master_sync_in_progress:")
+            ));
+        }
+        out
     }
 
     /// Stop (SIGSTOP) or continue (SIGCONT) member `i`.

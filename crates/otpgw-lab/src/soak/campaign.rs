@@ -218,15 +218,8 @@ fn spawn_load(
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
-            let mut lc = LoadConfig::new(addr, "bank", BRAND_PW, u64::from(rate) * 5);
-            lc.rate = Some(rate);
-            lc.window = 100;
-            lc.first_index = next;
-            lc.validity_period = VALIDITY_SMPP.into();
-            lc.duration = Some(Duration::from_secs(5));
-            lc.receipt_timeout = Duration::from_millis(500);
             let from = Instant::now();
-            let Ok(r) = loadgen::run(lc).await else {
+            let Ok(r) = loadgen::run(load_round(addr, rate, next, 100)).await else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
@@ -235,6 +228,19 @@ fn spawn_load(
             record(&ledger, &r, from);
         }
     })
+}
+
+/// One 5 s load round of the campaigns: `rate` msg/s from message index `first`,
+/// OTP validity, receipts collected for 0.5 s after the last answer.
+pub(super) fn load_round(addr: SocketAddr, rate: u32, first: u64, window: usize) -> LoadConfig {
+    let mut lc = LoadConfig::new(addr, "bank", BRAND_PW, u64::from(rate) * 5);
+    lc.rate = Some(rate);
+    lc.window = window;
+    lc.first_index = first;
+    lc.validity_period = VALIDITY_SMPP.into();
+    lc.duration = Some(Duration::from_secs(5));
+    lc.receipt_timeout = Duration::from_millis(500);
+    lc
 }
 
 /// Where the fault schedule stands.

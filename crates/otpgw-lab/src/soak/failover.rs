@@ -32,14 +32,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use otpgw_sim::loadgen::{self, LoadConfig};
+use otpgw_sim::loadgen;
 use otpgw_sim::process::free_port;
 use otpgw_sim::redis_ha::{MASTER, TestHa};
 
-use super::campaign::{collect, record};
+use super::campaign::{collect, load_round, record};
 use super::ledger::{Ledger, Verdict, Window};
 use super::node::{Node, counted_duplicates};
-use super::{BRAND_PW, VALIDITY, VALIDITY_SMPP, config, index_of, sim};
+use super::{VALIDITY, config, index_of, sim};
 
 /// The Sentinels call a member down after this long without an answer.
 const DOWN_AFTER: Duration = Duration::from_millis(1000);
@@ -327,8 +327,11 @@ fn one_round(
         if !ha.servers[replica].spawn() {
             return Err(failed("a killed replica did not start again"));
         }
-        if !ha.wait_replicas(Duration::from_secs(30)) {
-            return Err(failed("the replicas did not resync"));
+        if !ha.wait_replicas(Duration::from_secs(60)) {
+            return Err(failed(&format!(
+                "the replicas did not resync within 60 s: {}",
+                ha.describe()
+            )));
         }
         fault_window(ledger, from);
         did.push(format!("replica {replica} killed and resynced"));
@@ -348,8 +351,11 @@ fn one_round(
         return Err(failed("the old primary did not start again"));
     }
     let new = new.ok_or_else(|| failed("no replica was promoted"))?;
-    if !ha.wait_replicas(Duration::from_secs(30)) {
-        return Err(failed("the replicas did not sync with the new primary"));
+    if !ha.wait_replicas(Duration::from_secs(60)) {
+        return Err(failed(&format!(
+            "the replicas did not sync with the new primary within 60 s: {}",
+            ha.describe()
+        )));
     }
     fault_window(ledger, from);
     did.push(format!(
@@ -393,15 +399,8 @@ async fn load(
     let mut last_accept: Option<Instant> = None;
     let mut gaps = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut lc = LoadConfig::new(addr, "bank", BRAND_PW, u64::from(rate) * 5);
-        lc.rate = Some(rate);
-        lc.window = 200;
-        lc.first_index = next;
-        lc.validity_period = VALIDITY_SMPP.into();
-        lc.duration = Some(Duration::from_secs(5));
-        lc.receipt_timeout = Duration::from_millis(500);
         let from = Instant::now();
-        let Ok(r) = loadgen::run(lc).await else {
+        let Ok(r) = loadgen::run(load_round(addr, rate, next, 200)).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
