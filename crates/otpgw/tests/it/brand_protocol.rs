@@ -222,30 +222,6 @@ async fn cancel_takes_back_only_what_is_still_queued() {
     let addr = gw.brand_addr();
     let mut t = Raw::connect(addr).await;
     assert_eq!(t.bind(cmd::BIND_TRANSCEIVER, "bank", "pw1", 1).await.1, 0);
-    let mut ids = Vec::new();
-    for (i, dest) in ["447400900201", "447400900202", "447400900203"]
-        .iter()
-        .enumerate()
-    {
-        let seq = 10 + i as u32;
-        let mut c = submit(seq, dest);
-        if let Some(otpgw_proto::rusmpp::Pdu::SubmitSm(s)) = c.pdu().cloned() {
-            let mut f = SubmitFields::from_submit_sm(&s);
-            f.registered_delivery = 1;
-            c = Command::new(CommandStatus::EsmeRok, seq, f.to_submit_sm().unwrap());
-        }
-        t.send(&c).await;
-        let r = t.next_command().await.unwrap();
-        assert_eq!(u32::from(r.status()), 0);
-        ids.push(pdu::submit_sm_resp_id(&r).unwrap());
-    }
-    // The first is at the carrier by now.
-    for _ in 0..100 {
-        if sim.received() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let mut receipts = Vec::new();
     // Answers come in order; receipts may come between them.
     let answer = async |t: &mut Raw, c: Command, receipts: &mut Vec<(String, u8)>| {
@@ -262,6 +238,30 @@ async fn cancel_takes_back_only_what_is_still_queued() {
             t.send(&pdu::deliver_sm_resp(r.sequence_number(), 0)).await;
         }
     };
+    let mut ids = Vec::new();
+    for (i, dest) in ["447400900201", "447400900202", "447400900203"]
+        .iter()
+        .enumerate()
+    {
+        let seq = 10 + i as u32;
+        let mut c = submit(seq, dest);
+        if let Some(otpgw_proto::rusmpp::Pdu::SubmitSm(s)) = c.pdu().cloned() {
+            let mut f = SubmitFields::from_submit_sm(&s);
+            f.registered_delivery = 1;
+            c = Command::new(CommandStatus::EsmeRok, seq, f.to_submit_sm().unwrap());
+        }
+        // The first message's receipt may come before the later answers.
+        let r = answer(&mut t, c, &mut receipts).await;
+        assert_eq!(u32::from(r.status()), 0);
+        ids.push(pdu::submit_sm_resp_id(&r).unwrap());
+    }
+    // The first is at the carrier by now.
+    for _ in 0..100 {
+        if sim.received() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let r = answer(&mut t, cancel_sm(20, &ids[2]), &mut receipts).await;
     assert_eq!(
         (u32::from(r.id()), u32::from(r.status())),
