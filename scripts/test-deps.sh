@@ -35,40 +35,25 @@ if ! command -v schemathesis >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check schemathesis==4.32.5
 fi
 
+# Install Debian package $1 (a reason follows in $2); with $3, stop the process of
+# that name the package's own service started: the tests start their own.
+apt_install() {
+    echo "installing $1 (Debian package) $2..."
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$1" >/dev/null
+    if [ -n "${3:-}" ]; then
+        $sudo pkill -x "$3" 2>/dev/null || true
+    fi
+}
+
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
-    echo "installing prometheus (Debian package) for the monitoring test..."
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-    # The package's own service is not wanted: the test starts its own server.
-    $SUDO pkill -x prometheus 2>/dev/null || true
+    apt_install prometheus "for the monitoring test" prometheus
 fi
-
-if ! command -v haproxy >/dev/null 2>&1; then
-    echo "installing haproxy (Debian package): a real PROXY protocol sender for the SMPP door's test..."
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends haproxy >/dev/null
-    # The package's own service is not wanted: the test starts its own.
-    $SUDO pkill -x haproxy 2>/dev/null || true
-fi
-
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "installing redis-server (Debian package) for the Redis store tests..."
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
-fi
-
-if ! command -v redis-sentinel >/dev/null 2>&1; then
-    echo "installing redis-sentinel (Debian package) for the Sentinel failover tests and scripts/failover.sh..."
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-sentinel >/dev/null
-    # The package's own service is not wanted: the tests start their own.
-    $SUDO pkill -x redis-sentinel 2>/dev/null || true
-fi
+command -v haproxy >/dev/null 2>&1 ||
+    apt_install haproxy "(a real PROXY protocol sender) for the SMPP door's test" haproxy
+command -v redis-server >/dev/null 2>&1 ||
+    apt_install redis-server "for the Redis store tests"
+command -v redis-sentinel >/dev/null 2>&1 ||
+    apt_install redis-sentinel "for the Sentinel failover tests and scripts/failover.sh" redis-sentinel

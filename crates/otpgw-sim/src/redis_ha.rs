@@ -63,7 +63,7 @@ impl TestHa {
         };
         ha.wait_replicas(Duration::from_secs(20));
         for i in 0..3 {
-            let port = free_port();
+            let port = crate::process::free_port().ok()?;
             let conf = ha.dir.join(format!("sentinel-{i}.conf"));
             let text = SENTINEL_CONF
                 .replace(
@@ -220,13 +220,6 @@ fn sentinel_command(conf: &std::path::Path) -> Command {
         c.arg(conf).arg("--sentinel");
         c
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
 }
 
 /// One command over RESP; the reply's bulk strings (a flat array or one value),

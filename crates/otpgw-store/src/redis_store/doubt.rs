@@ -76,6 +76,23 @@ impl Doubt {
         self.ids.insert(id, once_key);
     }
 
+    /// [`Doubt::settle`], a failure logged (the doubts are kept for the next
+    /// try); whether it succeeded.
+    pub(super) async fn try_settle(
+        &mut self,
+        cfg: &RedisConfig,
+        conn: &mut Link,
+        codec: &Codec,
+    ) -> bool {
+        match self.settle(cfg, conn, codec).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up the accepts whose outcome redis lost yet");
+                false
+            }
+        }
+    }
+
     /// Look the doubtful accepts up among this node's pending entries and take out
     /// those Redis ran. On success the set is empty; on an error it is kept for the
     /// next try.

@@ -130,9 +130,7 @@ pub(super) async fn writer(
                 // accepts are refused until the doubts are settled).
                 if ok && !doubt.is_empty() && last_settle.elapsed() >= Backlog::RETRY_EVERY {
                     last_settle = tokio::time::Instant::now();
-                    if let Err(e) = doubt.settle(&cfg, &mut conn, &codec).await {
-                        tracing::warn!(error = %e, "cannot look up the accepts whose outcome redis lost yet");
-                    }
+                    doubt.try_settle(&cfg, &mut conn, &codec).await;
                 }
                 if ok {
                     healthy.store(doubt.is_empty(), Ordering::Relaxed);
@@ -150,8 +148,7 @@ pub(super) async fn writer(
                 if ok && !healthy.load(Ordering::Relaxed) {
                     let _ = ensure_group(&mut conn, &cfg.stream()).await;
                 }
-                if ok && let Err(e) = doubt.settle(&cfg, &mut conn, &codec).await {
-                    tracing::warn!(error = %e, "cannot look up the accepts whose outcome redis lost yet");
+                if ok && !doubt.try_settle(&cfg, &mut conn, &codec).await {
                     ok = false;
                 }
                 healthy.store(ok && doubt.is_empty(), Ordering::Relaxed);
@@ -182,20 +179,7 @@ fn launch(
         let mut res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut c).await;
         if matches!(&res, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
             // Redis restarted (its script cache is empty): load and send again.
-            if script
-                .accept
-                .prepare_invoke()
-                .load_async(&mut c)
-                .await
-                .is_ok()
-                && script.kv.prepare_invoke().load_async(&mut c).await.is_ok()
-                && script
-                    .finish
-                    .prepare_invoke()
-                    .load_async(&mut c)
-                    .await
-                    .is_ok()
-            {
+            if script.load(&mut c).await {
                 res = pipe.query_async(&mut c).await;
             }
         }
@@ -235,6 +219,19 @@ struct Scripts {
     finish: redis::Script,
 }
 
+impl Scripts {
+    /// Load every script (after Redis restarted or a failover: its cache may be
+    /// empty); whether all loaded.
+    async fn load(&self, c: &mut Link) -> bool {
+        for s in [&self.accept, &self.kv, &self.finish] {
+            if s.prepare_invoke().load_async(c).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// A finished message's writes: one script, atomic however the pipeline is cut
 /// (`FINISH_LUA`).
 fn finish(
@@ -242,7 +239,7 @@ fn finish(
     (stream, state, receipts): (&str, &str, &str),
     script: &Scripts,
     id: u64,
-    entry: Option<String>,
+    entry: &str,
     receipt: Option<&(u64, Vec<u8>)>,
 ) {
     let c = pipe
@@ -253,7 +250,7 @@ fn finish(
         .arg(state)
         .arg(receipts)
         .arg(GROUP)
-        .arg(entry.unwrap_or_default())
+        .arg(entry)
         .arg(id);
     match receipt {
         Some((_, r)) => c.arg("1").arg(r.as_slice()),
@@ -349,12 +346,11 @@ fn build(
                     .ignore();
             }
             Op::Finished { id, receipt, .. } => {
-                let entry = entries.remove(id).map(|(id, e)| {
-                    taken.push((id, e.clone()));
-                    e
-                });
+                let entry = entries.remove(id);
                 let keys = (stream.as_str(), state.as_str(), receipts.as_str());
-                finish(&mut pipe, keys, script, *id, entry, receipt.as_ref());
+                let e = entry.as_ref().map_or("", |(_, e)| e.as_str());
+                finish(&mut pipe, keys, script, *id, e, receipt.as_ref());
+                taken.extend(entry);
             }
             Op::Forwarded(id) => {
                 pipe.cmd("HDEL").arg(&receipts).arg(id).ignore();
