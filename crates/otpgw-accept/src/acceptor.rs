@@ -249,7 +249,15 @@ impl Acceptor {
                 DispatchError::NoCarrier(_) => AcceptError::CarrierDown,
             })?;
         let msg = Arc::new(Message {
-            id: id.unwrap_or_else(|| self.ids.next()),
+            id: id.unwrap_or_else(|| match &once {
+                // The key and the message share a partition of the store.
+                Some((key, _)) => {
+                    let n = self.tracker.store().partitions();
+                    let k = once_key(&brand.system_id, key);
+                    self.ids.next_in(n, otpgw_core::store::key_partition(&k, n))
+                }
+                None => self.ids.next(),
+            }),
             brand: brand.system_id.clone(),
             to,
             body,

@@ -49,6 +49,22 @@ impl IdGen {
     pub fn next(&self) -> MsgId {
         MsgId(self.0.fetch_add(1, Ordering::Relaxed))
     }
+    /// The next id with `id % n == r` (the ids between are skipped): a message
+    /// whose idempotency key lives in partition `r` of a store with `n` partitions
+    /// (see [`crate::store::key_partition`]).
+    pub fn next_in(&self, n: u64, r: u64) -> MsgId {
+        if n <= 1 {
+            return self.next();
+        }
+        let step = |cur: u64| cur + (r % n + n - cur % n) % n;
+        let got = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                Some(step(cur) + 1)
+            })
+            .unwrap_or_else(|cur| cur);
+        MsgId(step(got))
+    }
 }
 
 /// Priority class: strict priority between classes, earliest deadline first within.
@@ -286,6 +302,20 @@ mod tests {
         assert_eq!(a.to_string(), "0000019a00000000");
         assert_eq!(MsgId::parse(&a.to_string()), Some(a));
         assert_eq!(MsgId::parse("0000019A00000000"), Some(a));
+    }
+
+    #[test]
+    fn ids_in_a_partition() {
+        let g = IdGen::starting_at(100);
+        let mut seen = std::collections::HashSet::new();
+        for r in [3, 0, 15, 15, 7] {
+            let id = g.next_in(16, r);
+            assert_eq!(id.0 % 16, r);
+            assert!(seen.insert(id.0), "unique");
+        }
+        let plain = g.next();
+        assert!(seen.iter().all(|&s| s < plain.0), "never handed out twice");
+        assert_eq!(g.next_in(1, 0).0, plain.0 + 1);
     }
 
     #[test]

@@ -216,6 +216,13 @@ pub trait Cluster: Send + Sync + 'static {
     fn is_shared(&self) -> bool {
         false
     }
+    /// Partitions the store spreads messages over (a Redis Cluster), `id % n`; 1:
+    /// none. A message accepted with an idempotency key must have an id in the
+    /// key's partition ([`key_partition`]; `IdGen::next_in`), as the key and the
+    /// message are written in one step.
+    fn partitions(&self) -> u64 {
+        1
+    }
     /// A receipt this node could not match (yet): make it available to the other
     /// nodes, one of which may have sent the message. The carrier's `deliver_sm` is
     /// acknowledged once the ticket resolved.
@@ -282,6 +289,17 @@ pub trait Cluster: Send + Sync + 'static {
     fn tally_get<'a>(&'a self, _key: &'a str) -> StoreFuture<'a, Vec<(String, i64)>> {
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
+}
+
+/// The partition (of `n`) of an idempotency or key-value key: FNV-1a of its bytes,
+/// the same on every node and version.
+pub fn key_partition(key: &str, n: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h % n.max(1)
 }
 
 /// A whole store: the message log, the key-value space and cluster coordination.

@@ -26,6 +26,7 @@ pub mod loadgen;
 pub mod process;
 pub mod proxy;
 pub mod receipts;
+pub mod redis_cluster;
 pub mod redis_ha;
 pub mod redis_server;
 pub mod smsc;

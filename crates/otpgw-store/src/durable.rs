@@ -44,6 +44,11 @@ pub trait Backend: Send + Sync + 'static {
     fn recover(&self, now_ms: u64) -> Result<Recovered, StoreError>;
     /// Whether the last writes succeeded.
     fn is_healthy(&self) -> bool;
+    /// Whether `msg` may be accepted with idempotency key `key` (a partitioned
+    /// store needs both in one partition, see `Cluster::partitions`).
+    fn check_once(&self, _msg: MsgId, _key: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A durable store: its write queue and its backend.
@@ -80,7 +85,11 @@ impl<B: Backend> MessageLog for Durable<B> {
         value: Vec<u8>,
         expires_ms: u64,
     ) -> StoreFuture<'a, Once> {
-        if let Err(e) = self.backend.ready() {
+        if let Err(e) = self
+            .backend
+            .ready()
+            .and_then(|()| self.backend.check_once(msg.id, key))
+        {
             return Box::pin(std::future::ready(Err(e)));
         }
         self.queue

@@ -52,7 +52,11 @@ pub async fn http_contract(s: &dyn otpgw_core::Store) {
     );
     // Idempotency: the second accept with the key stores nothing and answers the first value.
     let idem = format!("test:{tag}:idem");
-    let id0 = now * 1000;
+    // Ids in the key's partition, as the acceptor picks them (one partition but
+    // on a Redis Cluster).
+    let n = s.partitions();
+    let base = now * 1000;
+    let id0 = base + (otpgw_core::store::key_partition(&idem, n) + n - base % n) % n;
     assert_eq!(
         s.accept_once(&message(id0), &idem, b"first".to_vec(), later)
             .await
@@ -60,7 +64,7 @@ pub async fn http_contract(s: &dyn otpgw_core::Store) {
         Once::Accepted
     );
     assert_eq!(
-        s.accept_once(&message(id0 + 1), &idem, b"second".to_vec(), later)
+        s.accept_once(&message(id0 + n), &idem, b"second".to_vec(), later)
             .await
             .unwrap(),
         Once::Duplicate(b"first".to_vec())

@@ -35,7 +35,54 @@ const PAGE: usize = 1000;
 /// Redis's clock in ms and a sequence).
 const MARGIN_MS: u64 = 1000;
 
-/// The refused accepts whose outcome is unknown, and where to look for them.
+/// The doubts of every partition (each has its own stream; one on one Redis).
+#[derive(Default)]
+pub(super) struct Doubts(Vec<Doubt>);
+
+impl Doubts {
+    fn of(&mut self, k: u16) -> &mut Doubt {
+        let k = usize::from(k);
+        if self.0.len() <= k {
+            self.0.resize_with(k + 1, Doubt::default);
+        }
+        &mut self.0[k]
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.iter().all(Doubt::is_empty)
+    }
+
+    /// See [`Doubt::answered`]: in partition `k`.
+    pub(super) fn answered(&mut self, k: u16, entry: &str) {
+        self.of(k).answered(entry);
+    }
+
+    /// See [`Doubt::lost`]: in partition `k`.
+    pub(super) fn lost(&mut self, k: u16, id: u64, once_key: Option<String>) {
+        self.of(k).lost(id, once_key);
+    }
+
+    /// [`Doubt::settle`] in every partition, a failure logged (the doubts are kept
+    /// for the next try); whether all succeeded.
+    pub(super) async fn try_settle(
+        &mut self,
+        cfg: &RedisConfig,
+        conn: &mut Link,
+        codec: &Codec,
+    ) -> bool {
+        let mut all = true;
+        for (k, d) in (0u16..).zip(self.0.iter_mut()) {
+            if let Err(e) = d.settle(cfg, k, conn, codec).await {
+                tracing::warn!(error = %e, partition = k, "cannot look up the accepts whose outcome redis lost yet");
+                all = false;
+            }
+        }
+        all
+    }
+}
+
+/// The refused accepts of one partition whose outcome is unknown, and where to
+/// look for them.
 #[derive(Default)]
 pub(super) struct Doubt {
     /// Message id -> the idempotency record its accept would have written.
@@ -76,36 +123,20 @@ impl Doubt {
         self.ids.insert(id, once_key);
     }
 
-    /// [`Doubt::settle`], a failure logged (the doubts are kept for the next
-    /// try); whether it succeeded.
-    pub(super) async fn try_settle(
-        &mut self,
-        cfg: &RedisConfig,
-        conn: &mut Link,
-        codec: &Codec,
-    ) -> bool {
-        match self.settle(cfg, conn, codec).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot look up the accepts whose outcome redis lost yet");
-                false
-            }
-        }
-    }
-
     /// Look the doubtful accepts up among this node's pending entries and take out
     /// those Redis ran. On success the set is empty; on an error it is kept for the
     /// next try.
     pub(super) async fn settle(
         &mut self,
         cfg: &RedisConfig,
+        k: u16,
         conn: &mut Link,
         codec: &Codec,
     ) -> Result<(), StoreError> {
         if self.ids.is_empty() {
             return Ok(());
         }
-        let stream = cfg.stream();
+        let stream = cfg.stream(k);
         let mut start = self.from.clone();
         let mut found: Vec<(String, Option<String>)> = Vec::new();
         loop {

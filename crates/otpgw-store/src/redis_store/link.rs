@@ -15,6 +15,11 @@
 //!   and puts it in the link's slot: every clone's next command goes there, nothing
 //!   else in the node needs to know (`otpgw_store_redis_failovers_total`).
 //!
+//! With a Redis Cluster ([`Cluster`]) a link is the redis crate's cluster
+//! connection: it learns the slots from the nodes, sends each command (and each
+//! pipeline, whose keys share one slot: see [`super::keys`]) to the shard that holds
+//! it, and follows `MOVED` and failovers inside the cluster by itself.
+//!
 //! Writes are never sent to a server that is no longer primary on purpose: a demoted
 //! server answers `READONLY` (its replicas are read-only), a stale primary that is
 //! cut from its replicas answers `NOREPLICAS` (`min-replicas-to-write`, see
@@ -62,18 +67,50 @@ impl std::fmt::Debug for Sentinels {
     }
 }
 
-/// Where Redis is: a URL, or the primary the Sentinels name.
+/// The nodes of a Redis Cluster to learn it from.
+#[derive(Clone, Default)]
+pub struct Cluster {
+    /// `host:port` of some of its nodes (one that answers is enough).
+    pub nodes: Vec<String>,
+    /// The nodes' password (`requirepass`), if any.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("nodes", &self.nodes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where Redis is: a URL, the primary the Sentinels name, or a Cluster.
 #[derive(Debug, Clone)]
 pub enum Target<'a> {
     Url(&'a str),
     Sentinels(&'a Sentinels),
+    Cluster(&'a Cluster),
+}
+
+/// The connection of a link: to one server, or to a whole Cluster.
+#[derive(Clone)]
+enum Conn {
+    One(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// How to open a blocking connection (recovery) to what a link uses now.
+#[derive(Clone)]
+enum Opener {
+    One(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
 }
 
 /// The server a link uses now.
 #[derive(Clone)]
 struct Current {
-    client: redis::Client,
-    conn: ConnectionManager,
+    client: Opener,
+    conn: Conn,
     addr: String,
 }
 
@@ -103,9 +140,22 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
-    /// A client of the current server, for a blocking connection (recovery).
-    pub fn client(&self) -> redis::Client {
-        self.inner.now.read().client.clone()
+    /// A blocking connection to what the link uses now (recovery), whose
+    /// commands may take `read` each.
+    pub fn blocking(
+        &self,
+        timeout: Duration,
+        read: Duration,
+    ) -> Result<Box<dyn redis::ConnectionLike>, StoreError> {
+        let opener = self.inner.now.read().client.clone();
+        match opener {
+            Opener::One(c) => {
+                let conn = c.get_connection_with_timeout(timeout).map_err(err)?;
+                let _ = conn.set_read_timeout(Some(read));
+                Ok(Box::new(conn))
+            }
+            Opener::Cluster(c) => Ok(Box::new(c.get_connection().map_err(err)?)),
+        }
     }
 
     /// `host:port` of the current server.
@@ -113,7 +163,7 @@ impl Link {
         self.inner.now.read().addr.clone()
     }
 
-    fn current(&self) -> ConnectionManager {
+    fn current(&self) -> Conn {
         self.inner.now.read().conn.clone()
     }
 
@@ -136,9 +186,12 @@ impl Link {
 
 impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        let mut c = self.current();
+        let c = self.current();
         Box::pin(async move {
-            let r = c.req_packed_command(cmd).await;
+            let r = match c {
+                Conn::One(mut c) => c.req_packed_command(cmd).await,
+                Conn::Cluster(mut c) => c.req_packed_command(cmd).await,
+            };
             self.judge(&r);
             r
         })
@@ -150,9 +203,12 @@ impl ConnectionLike for Link {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        let mut c = self.current();
+        let c = self.current();
         Box::pin(async move {
-            let r = c.req_packed_commands(cmd, offset, count).await;
+            let r = match c {
+                Conn::One(mut c) => c.req_packed_commands(cmd, offset, count).await,
+                Conn::Cluster(mut c) => c.req_packed_commands(cmd, offset, count).await,
+            };
             self.judge(&r);
             r
         })
@@ -192,7 +248,11 @@ pub async fn connect(target: Target<'_>, timeout: Duration) -> Result<Link, Stor
             let (addr, db) = (info.addr.to_string(), info.redis.db);
             Ok(Link {
                 inner: Arc::new(Inner {
-                    now: parking_lot::RwLock::new(Current { client, conn, addr }),
+                    now: parking_lot::RwLock::new(Current {
+                        client: Opener::One(client),
+                        conn: Conn::One(conn),
+                        addr,
+                    }),
                     doubt: Notify::new(),
                     db,
                     follows: false,
@@ -219,7 +279,11 @@ pub async fn connect(target: Target<'_>, timeout: Duration) -> Result<Link, Stor
             let addr = client.get_connection_info().addr.to_string();
             tracing::info!(primary = %addr, master = %s.master, "redis primary found through the sentinels");
             let inner = Arc::new(Inner {
-                now: parking_lot::RwLock::new(Current { client, conn, addr }),
+                now: parking_lot::RwLock::new(Current {
+                    client: Opener::One(client),
+                    conn: Conn::One(conn),
+                    addr,
+                }),
                 doubt: Notify::new(),
                 db: 0,
                 follows: true,
@@ -241,21 +305,66 @@ pub async fn connect(target: Target<'_>, timeout: Duration) -> Result<Link, Stor
             ));
             Ok(Link { inner })
         }
+        Target::Cluster(c) => {
+            let urls: Vec<ConnectionInfo> = c
+                .nodes
+                .iter()
+                .map(|a| node_of(a, c.password.clone()))
+                .collect();
+            let build = |read: Duration| {
+                redis::cluster::ClusterClientBuilder::new(urls.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(read)
+                    .retries(2)
+                    .build()
+                    .map_err(err)
+            };
+            let client = build(timeout)?;
+            let conn = tokio::time::timeout(timeout, client.get_async_connection())
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable("connecting to the redis cluster timed out".into())
+                })?
+                .map_err(err)?;
+            tracing::info!(nodes = ?c.nodes, "redis cluster connected");
+            Ok(Link {
+                inner: Arc::new(Inner {
+                    now: parking_lot::RwLock::new(Current {
+                        client: Opener::Cluster(build(Duration::from_secs(30))?),
+                        conn: Conn::Cluster(conn),
+                        addr: c.nodes.join(","),
+                    }),
+                    doubt: Notify::new(),
+                    db: 0,
+                    follows: false,
+                    announced: parking_lot::Mutex::new(None),
+                }),
+            })
+        }
+    }
+}
+
+/// A server at `host:port` with `password`.
+fn node_of(addr: &str, password: Option<String>) -> ConnectionInfo {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
+        .unwrap_or_else(|| (addr.to_string(), 6379));
+    ConnectionInfo {
+        addr: ConnectionAddr::Tcp(host, port),
+        redis: RedisConnectionInfo {
+            password,
+            ..Default::default()
+        },
     }
 }
 
 fn sentinel_info(addr: &str, s: &Sentinels) -> ConnectionInfo {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
-        .unwrap_or_else(|| (addr.to_string(), 26379));
-    ConnectionInfo {
-        addr: ConnectionAddr::Tcp(host, port),
-        redis: RedisConnectionInfo {
-            password: s.sentinel_password.clone(),
-            ..Default::default()
-        },
+    let mut i = node_of(addr, s.sentinel_password.clone());
+    if !addr.contains(':') {
+        i.addr = ConnectionAddr::Tcp(addr.to_string(), 26379);
     }
+    i
 }
 
 fn sentinel_of(s: &Sentinels) -> Result<Sentinel, StoreError> {
@@ -319,8 +428,8 @@ async fn follow(
                     let old = std::mem::replace(
                         &mut *inner.now.write(),
                         Current {
-                            client,
-                            conn,
+                            client: Opener::One(client),
+                            conn: Conn::One(conn),
                             addr: addr.clone(),
                         },
                     );

@@ -1,6 +1,14 @@
 //! The Redis backend: accepted messages in a Redis Stream with a consumer group, so
 //! several otpgw nodes can share one Redis and a message always has one owning node.
 //!
+//! On a Redis Cluster the keys below are spread over partitions, each a hash tag
+//! `{P:k}` (a message in partition `id % n`; [`keys`] says which key goes where),
+//! and everything below happens per partition: each has its stream and consumer
+//! group, the writer sends each batch as one pipeline per partition (all at once;
+//! the batch fails if one does), recovery, claims and the look-up of doubtful
+//! accepts go partition by partition. A node takes over a dead node's work per
+//! partition, each step one script in that partition's slot.
+//!
 //! Keys, under a configurable prefix `P`:
 //! - `P:msgs`: the stream; each entry holds one accepted message (`rec`, the binary
 //!   record of [`crate::record`]). Consumer group `otpgw`; each node is a consumer
@@ -64,7 +72,7 @@ use dashmap::DashMap;
 use otpgw_core::MsgId;
 use otpgw_core::outbox::ReceiptJob;
 use otpgw_core::status::MessageStatus;
-use otpgw_core::store::{Cluster, Recovered, StoreError, StoreFuture, Ticket, Versioned};
+use otpgw_core::store::{Recovered, StoreError, StoreFuture, Versioned};
 use tokio::sync::mpsc;
 
 use crate::codec::Codec;
@@ -76,13 +84,14 @@ mod doubt;
 mod keys;
 pub mod link;
 mod nodes;
+mod pipeline;
 mod rekey;
 mod scripts;
 mod tally;
 mod writer;
 
 use nodes::{
-    claim, classify, entries_of, heartbeat, messages_of, read_inbox, read_published, renew_lease,
+    classify, entries_of, heartbeat, messages_of, read_inbox, read_published, renew_lease,
 };
 use scripts::{COUNT_LUA, NODE_NUMBER_LUA};
 use writer::writer;
@@ -114,6 +123,12 @@ pub struct RedisConfig {
     pub url: String,
     /// The primary as Redis Sentinels name it, followed across failovers.
     pub sentinels: Option<link::Sentinels>,
+    /// A Redis Cluster (instead of `url` and `sentinels`): the messages spread over
+    /// `partitions` hash tags ([`keys`]).
+    pub cluster: Option<link::Cluster>,
+    /// Partitions on a Cluster (each a hash tag, so a slot: more partitions than
+    /// shards spread them evenly). Ignored on one Redis.
+    pub partitions: u16,
     /// Key prefix, so several gateways can share one Redis.
     pub prefix: String,
     /// This node's id: its consumer name in the group. Must stay the same across
@@ -150,14 +165,17 @@ impl RedisConfig {
             min_replicas: 0,
             replica_timeout: Duration::from_millis(200),
             sentinels: None,
+            cluster: None,
+            partitions: 16,
         }
     }
 
     /// Where Redis is: the Sentinels' primary, else the URL.
     pub fn target(&self) -> link::Target<'_> {
-        match &self.sentinels {
-            Some(s) => link::Target::Sentinels(s),
-            None => link::Target::Url(&self.url),
+        match (&self.cluster, &self.sentinels) {
+            (Some(c), _) => link::Target::Cluster(c),
+            (None, Some(s)) => link::Target::Sentinels(s),
+            (None, None) => link::Target::Url(&self.url),
         }
     }
 }
@@ -209,11 +227,12 @@ impl Durable<Redis> {
             ));
         }
         let mut conn = link::connect(cfg.target(), cfg.timeout).await?;
-        ensure_group(&mut conn, &cfg.stream()).await?;
+        ensure_groups(&mut conn, &cfg).await?;
         check_fsync(&mut conn).await;
+        let (nodes, seq) = cfg.node_numbers();
         let n: i64 = redis::Script::new(NODE_NUMBER_LUA)
-            .key(format!("{}:nodes", cfg.prefix))
-            .key(format!("{}:node_seq", cfg.prefix))
+            .key(nodes)
+            .key(seq)
             .arg(&cfg.node)
             .invoke_async(&mut conn)
             .await
@@ -286,6 +305,14 @@ impl Durable<Redis> {
     }
 }
 
+/// Create the consumer group of every partition's stream unless it exists.
+pub(super) async fn ensure_groups(conn: &mut Link, cfg: &RedisConfig) -> Result<(), StoreError> {
+    for k in cfg.all_parts() {
+        ensure_group(conn, &cfg.stream(k)).await?;
+    }
+    Ok(())
+}
+
 /// Create the consumer group of stream `key` (and the stream) unless it exists.
 pub(super) async fn ensure_group(conn: &mut Link, key: &str) -> Result<(), StoreError> {
     let r: redis::RedisResult<()> = redis::cmd("XGROUP")
@@ -349,6 +376,7 @@ impl Backend for Redis {
     fn message_status(&self, id: MsgId) -> StoreFuture<'_, Option<MessageStatus>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
+            let k = self.cfg.part_of(id.0);
             let rec: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(self.cfg.status(id.0))
                 .query_async(&mut conn)
@@ -360,7 +388,7 @@ impl Backend for Redis {
                 && s.done_ms == 0
             {
                 let cs: Option<Vec<u8>> = redis::cmd("HGET")
-                    .arg(self.cfg.state())
+                    .arg(self.cfg.state(k))
                     .arg(id.0)
                     .query_async(&mut conn)
                     .await
@@ -417,47 +445,33 @@ impl Backend for Redis {
         })
     }
 
+    fn check_once(&self, msg: MsgId, key: &str) -> Result<(), StoreError> {
+        if self.cfg.part_of(msg.0) == self.cfg.part_of_key(key) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "message {msg} is not in the partition of its idempotency key"
+            )))
+        }
+    }
+
     fn recover(&self, _now_ms: u64) -> Result<Recovered, StoreError> {
         let mut c = self
             .conn
-            .client()
-            .get_connection_with_timeout(self.cfg.timeout)
-            .map_err(err)?;
-        let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+            .blocking(self.cfg.timeout, Duration::from_secs(30))?;
+        let c = c.as_mut();
         let mut out = Recovered::default();
-        let stream = self.cfg.stream();
-        let mut after = "0-0".to_string();
-        loop {
-            // This node's pending entries, oldest first, 1,000 at a time.
-            let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(&self.cfg.node)
-                .arg("COUNT")
-                .arg(1000)
-                .arg("STREAMS")
-                .arg(&stream)
-                .arg(&after)
-                .query(&mut c)
-                .map_err(err)?;
-            let ids = entries_of(reply);
-            let Some(last) = ids.last() else { break };
-            after = last.id.clone();
-            let msgs = messages_of(&ids, &self.entries, &self.codec);
-            if msgs.is_empty() {
-                continue;
-            }
-            let states: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-                .arg(self.cfg.state())
-                .arg(msgs.iter().map(|m| m.id.0).collect::<Vec<_>>())
-                .query(&mut c)
-                .map_err(err)?;
-            classify(msgs, states, &mut out, &self.codec);
+        for k in self.cfg.all_parts() {
+            self.recover_part(c, k, &mut out)?;
         }
-        let owed: Vec<Vec<u8>> = redis::cmd("HVALS")
-            .arg(self.cfg.receipts())
-            .query(&mut c)
-            .map_err(err)?;
+        let mut owed: Vec<Vec<u8>> = Vec::new();
+        for k in self.cfg.all_parts() {
+            let some: Vec<Vec<u8>> = redis::cmd("HVALS")
+                .arg(self.cfg.receipts(k))
+                .query(c)
+                .map_err(err)?;
+            owed.extend(some);
+        }
         out.receipts = owed
             .iter()
             .filter_map(|v| self.codec.read_receipt(v))
@@ -475,116 +489,43 @@ impl Backend for Redis {
     }
 }
 
-impl Cluster for Durable<Redis> {
-    fn is_shared(&self) -> bool {
-        true
-    }
-
-    fn tally_add<'a>(
-        &'a self,
-        k: &'a str,
-        a: &'a [(String, i64)],
-        ttl: u64,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(self.backend.tally_add(k, a, ttl))
-    }
-
-    fn tally_set<'a>(
-        &'a self,
-        k: &'a str,
-        f: &'a [(String, Option<i64>)],
-        ttl: u64,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(self.backend.tally_set(k, f, ttl))
-    }
-
-    fn tally_get<'a>(&'a self, k: &'a str) -> StoreFuture<'a, Vec<(String, i64)>> {
-        Box::pin(self.backend.tally_get(k))
-    }
-
-    fn publish_receipt(&self, carrier: &str, r: &otpgw_proto::pdu::CarrierReceipt) -> Ticket {
-        self.queue.publish(carrier, r)
-    }
-
-    fn take_foreign_receipts(&self) -> Option<mpsc::Receiver<otpgw_core::store::ForeignReceipt>> {
-        self.backend.foreign.lock().take()
-    }
-
-    fn rescan_receipts(&self) {
-        self.backend.rescan.store(true, Ordering::Relaxed);
-    }
-
-    fn brand_receiver(&self, brand: &str, opened: bool) {
-        let mut e = self.backend.receivers.entry(brand.to_string()).or_insert(0);
-        if opened {
-            *e += 1;
-        } else {
-            *e = e.saturating_sub(1);
-        }
-    }
-
-    fn brand_bound_here(&self, brand: &str) -> bool {
-        self.backend.receivers.get(brand).is_some_and(|n| *n > 0)
-    }
-
-    fn hand_over_receipts<'a>(
-        &'a self,
-        brand: &'a str,
-        jobs: &'a [ReceiptJob],
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let mut conn = self.backend.conn.clone();
-            let now = otpgw_core::clock::now_ms();
-            // Nodes whose presence for the brand has not lapsed, this one excepted.
-            let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                .arg(self.backend.cfg.bound(brand))
-                .arg(now)
-                .arg("+inf")
-                .query_async(&mut conn)
-                .await
+impl Redis {
+    /// This node's pending entries of partition `k` and their carrier states.
+    fn recover_part(
+        &self,
+        c: &mut dyn redis::ConnectionLike,
+        k: u16,
+        out: &mut Recovered,
+    ) -> Result<(), StoreError> {
+        let stream = self.cfg.stream(k);
+        let mut after = "0-0".to_string();
+        loop {
+            // This node's pending entries, oldest first, 1,000 at a time.
+            let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.cfg.node)
+                .arg("COUNT")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(&after)
+                .query(c)
                 .map_err(err)?;
-            let Some(target) = nodes.into_iter().find(|n| *n != self.backend.cfg.node) else {
-                return Ok(false);
-            };
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for j in jobs {
-                pipe.cmd("XADD")
-                    .arg(self.backend.cfg.inbox(&target))
-                    .arg("*")
-                    .arg("id")
-                    .arg(j.id.0)
-                    .arg("rec")
-                    .arg(self.backend.codec.receipt(j))
-                    .ignore();
-                pipe.cmd("HDEL")
-                    .arg(self.backend.cfg.receipts())
-                    .arg(j.id.0)
-                    .ignore();
+            let ids = entries_of(reply);
+            let Some(last) = ids.last() else { break };
+            after = last.id.clone();
+            let msgs = messages_of(&ids, &self.entries, &self.codec);
+            if msgs.is_empty() {
+                continue;
             }
-            pipe.query_async::<()>(&mut conn).await.map_err(err)?;
-            tracing::debug!(%brand, to = %target, receipts = jobs.len(), "receipts handed to the node where the brand is bound");
-            Ok(true)
-        })
-    }
-
-    fn take_handed_receipts(&self) -> Option<mpsc::Receiver<ReceiptJob>> {
-        self.backend.handed.lock().take()
-    }
-
-    fn claim_orphans(&self, now_ms: u64) -> StoreFuture<'_, Recovered> {
-        Box::pin(async move {
-            if !nodes::may_claim(&self.backend.renewed_since, self.backend.cfg.lease, now_ms) {
-                return Ok(Recovered::default());
-            }
-            let mut conn = self.backend.conn.clone();
-            claim(
-                &self.backend.cfg,
-                &mut conn,
-                &self.backend.entries,
-                &self.backend.codec,
-            )
-            .await
-        })
+            let states: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(self.cfg.state(k))
+                .arg(msgs.iter().map(|m| m.id.0).collect::<Vec<_>>())
+                .query(c)
+                .map_err(err)?;
+            classify(msgs, states, out, &self.codec);
+        }
+        Ok(())
     }
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 use crate::redis_store::link::Link;
 use dashmap::DashMap;
 use otpgw_core::outbox::ReceiptJob;
-use otpgw_core::store::{Recovered, StoreError};
+use otpgw_core::store::{Cluster, Recovered, StoreError, StoreFuture, Ticket};
+
+use super::Redis;
+use crate::durable::Durable;
 use otpgw_core::{DeliveryState, Message};
 use tokio::sync::mpsc;
 
@@ -18,14 +21,22 @@ use super::{GROUP, RedisConfig, err};
 use crate::codec::Codec;
 use crate::record;
 
+/// Renew this node's alive key, in every partition (a claim checks the copy in
+/// its own partition, in the same step).
 pub(super) async fn renew_lease(conn: &mut Link, cfg: &RedisConfig) -> redis::RedisResult<()> {
-    redis::cmd("SET")
-        .arg(cfg.alive(&cfg.node))
-        .arg(1)
-        .arg("PX")
-        .arg(cfg.lease.as_millis() as u64)
-        .query_async(conn)
-        .await
+    let renewals = cfg.all_parts().map(|k| {
+        let mut c = conn.clone();
+        async move {
+            redis::cmd("SET")
+                .arg(cfg.alive(k, &cfg.node))
+                .arg(1)
+                .arg("PX")
+                .arg(cfg.lease.as_millis() as u64)
+                .query_async::<()>(&mut c)
+                .await
+        }
+    });
+    futures_util::future::try_join_all(renewals).await.map(drop)
 }
 
 /// Renew this node's alive key every third of the lease, and its presence in the
@@ -110,22 +121,38 @@ pub(super) async fn read_inbox(
             continue;
         }
         let mut jobs = Vec::with_capacity(entries.len());
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        // Owed here first, then out of the inbox: in one step on one Redis; on a
+        // Cluster the receipts of partitions other than the inbox's go before it.
+        let mut pipes: Vec<redis::Pipeline> = cfg.all_parts().map(|_| redis::pipe()).collect();
+        pipes[0].atomic();
         for e in &entries {
             let rec: Option<Vec<u8>> = e.get("rec");
             if let Some(j) = rec.as_deref().and_then(|r| codec.read_receipt(r)) {
-                pipe.cmd("HSET")
-                    .arg(cfg.receipts())
+                let k = cfg.part_of(j.id.0);
+                pipes[usize::from(k)]
+                    .cmd("HSET")
+                    .arg(cfg.receipts(k))
                     .arg(j.id.0)
                     .arg(rec.as_deref().unwrap_or_default())
                     .ignore();
                 jobs.push(j);
             }
-            pipe.cmd("XACK").arg(&key).arg(GROUP).arg(&e.id).ignore();
-            pipe.cmd("XDEL").arg(&key).arg(&e.id).ignore();
+            pipes[0]
+                .cmd("XACK")
+                .arg(&key)
+                .arg(GROUP)
+                .arg(&e.id)
+                .ignore();
+            pipes[0].cmd("XDEL").arg(&key).arg(&e.id).ignore();
         }
-        if pipe.query_async::<()>(&mut conn).await.is_err() {
+        let mut failed = false;
+        for p in pipes.iter().skip(1).chain(pipes.first()) {
+            if !p.is_empty() && p.query_async::<()>(&mut conn).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        if failed {
             tokio::time::sleep(Duration::from_millis(200)).await;
             from = "0".into();
             continue;
@@ -201,14 +228,30 @@ pub(super) fn may_claim(renewed_since: &AtomicU64, lease: Duration, now_ms: u64)
     since != 0 && now_ms.saturating_sub(since) >= lease.as_millis() as u64
 }
 
-/// Claim what dead nodes left (see the module docs).
+/// Claim what dead nodes left (see the module docs), partition by partition.
 pub(super) async fn claim(
     cfg: &RedisConfig,
     conn: &mut Link,
     entries: &DashMap<u64, String>,
     codec: &Codec,
 ) -> Result<Recovered, StoreError> {
-    let stream = cfg.stream();
+    let mut out = Recovered::default();
+    for k in cfg.all_parts() {
+        claim_part(cfg, k, conn, entries, codec, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// Claim what dead nodes left in partition `k`.
+async fn claim_part(
+    cfg: &RedisConfig,
+    k: u16,
+    conn: &mut Link,
+    entries: &DashMap<u64, String>,
+    codec: &Codec,
+    out: &mut Recovered,
+) -> Result<(), StoreError> {
+    let stream = cfg.stream(k);
     let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
         .arg("CONSUMERS")
         .arg(&stream)
@@ -218,7 +261,6 @@ pub(super) async fn claim(
         .map_err(err)?;
     let claim = redis::Script::new(CLAIM_LUA);
     let claim_receipts = redis::Script::new(CLAIM_RECEIPTS_LUA);
-    let mut out = Recovered::default();
     for c in info.consumers {
         if c.name == cfg.node {
             continue;
@@ -228,7 +270,7 @@ pub(super) async fn claim(
             loop {
                 let got: redis::streams::StreamClaimReply = claim
                     .key(&stream)
-                    .key(cfg.alive(&c.name))
+                    .key(cfg.alive(k, &c.name))
                     .arg(GROUP)
                     .arg(&c.name)
                     .arg(&cfg.node)
@@ -244,26 +286,25 @@ pub(super) async fn claim(
         }
         if !msgs.is_empty() {
             let states: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-                .arg(cfg.state())
+                .arg(cfg.state(k))
                 .arg(msgs.iter().map(|m| m.id.0).collect::<Vec<_>>())
                 .query_async(conn)
                 .await
                 .map_err(err)?;
-            tracing::warn!(node = %c.name, messages = msgs.len(), "claimed the messages of a node whose lease ran out");
-            classify(msgs, states, &mut out, codec);
+            tracing::warn!(node = %c.name, messages = msgs.len(), partition = k, "claimed the messages of a node whose lease ran out");
+            classify(msgs, states, out, codec);
         }
-        let owed: Vec<Vec<u8>> = claim_receipts
-            .key(cfg.alive(&c.name))
-            .key(cfg.receipts_of(&c.name))
-            .key(cfg.inbox(&c.name))
-            .key(cfg.receipts())
-            .invoke_async(conn)
-            .await
-            .map_err(err)?;
+        let mut inv = claim_receipts.key(cfg.alive(k, &c.name));
+        inv.key(cfg.receipts_of(k, &c.name)).key(cfg.receipts(k));
+        if k == 0 {
+            // The handed receipts are in partition 0's slot.
+            inv.key(cfg.inbox(&c.name)).key(cfg.inbox(&cfg.node));
+        }
+        let owed: Vec<Vec<u8>> = inv.invoke_async(conn).await.map_err(err)?;
         out.receipts
             .extend(owed.iter().filter_map(|v| codec.read_receipt(v)));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Sort messages by their carrier state into `out`.
@@ -303,6 +344,143 @@ pub(super) fn messages_of(
         }
     }
     msgs
+}
+
+/// What the Redis store does for nodes that share it (see the module docs of
+/// [`super`]).
+impl Cluster for Durable<Redis> {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn partitions(&self) -> u64 {
+        u64::from(self.backend.cfg.parts())
+    }
+
+    fn tally_add<'a>(
+        &'a self,
+        k: &'a str,
+        a: &'a [(String, i64)],
+        ttl: u64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.backend.tally_add(k, a, ttl))
+    }
+
+    fn tally_set<'a>(
+        &'a self,
+        k: &'a str,
+        f: &'a [(String, Option<i64>)],
+        ttl: u64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.backend.tally_set(k, f, ttl))
+    }
+
+    fn tally_get<'a>(&'a self, k: &'a str) -> StoreFuture<'a, Vec<(String, i64)>> {
+        Box::pin(self.backend.tally_get(k))
+    }
+
+    fn publish_receipt(&self, carrier: &str, r: &otpgw_proto::pdu::CarrierReceipt) -> Ticket {
+        self.queue.publish(carrier, r)
+    }
+
+    fn take_foreign_receipts(&self) -> Option<mpsc::Receiver<otpgw_core::store::ForeignReceipt>> {
+        self.backend.foreign.lock().take()
+    }
+
+    fn rescan_receipts(&self) {
+        self.backend.rescan.store(true, Ordering::Relaxed);
+    }
+
+    fn brand_receiver(&self, brand: &str, opened: bool) {
+        let mut e = self.backend.receivers.entry(brand.to_string()).or_insert(0);
+        if opened {
+            *e += 1;
+        } else {
+            *e = e.saturating_sub(1);
+        }
+    }
+
+    fn brand_bound_here(&self, brand: &str) -> bool {
+        self.backend.receivers.get(brand).is_some_and(|n| *n > 0)
+    }
+
+    fn hand_over_receipts<'a>(
+        &'a self,
+        brand: &'a str,
+        jobs: &'a [ReceiptJob],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut conn = self.backend.conn.clone();
+            let now = otpgw_core::clock::now_ms();
+            // Nodes whose presence for the brand has not lapsed, this one excepted.
+            let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(self.backend.cfg.bound(brand))
+                .arg(now)
+                .arg("+inf")
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            let Some(target) = nodes.into_iter().find(|n| *n != self.backend.cfg.node) else {
+                return Ok(false);
+            };
+            let cfg = &self.backend.cfg;
+            // The inbox and partition 0 in one step; on a Cluster the owed
+            // receipts of other partitions leave after it (a node killed between
+            // owes them twice: the brand may get one twice, never none).
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            let mut rest: Vec<Vec<u64>> = vec![Vec::new(); usize::from(cfg.parts())];
+            for j in jobs {
+                pipe.cmd("XADD")
+                    .arg(cfg.inbox(&target))
+                    .arg("*")
+                    .arg("id")
+                    .arg(j.id.0)
+                    .arg("rec")
+                    .arg(self.backend.codec.receipt(j))
+                    .ignore();
+                match cfg.part_of(j.id.0) {
+                    0 => {
+                        pipe.cmd("HDEL").arg(cfg.receipts(0)).arg(j.id.0).ignore();
+                    }
+                    k => rest[usize::from(k)].push(j.id.0),
+                }
+            }
+            pipe.query_async::<()>(&mut conn).await.map_err(err)?;
+            for (k, ids) in (0u16..).zip(rest) {
+                if !ids.is_empty() {
+                    redis::cmd("HDEL")
+                        .arg(cfg.receipts(k))
+                        .arg(ids)
+                        .query_async::<()>(&mut conn)
+                        .await
+                        .map_err(err)?;
+                }
+            }
+            tracing::debug!(%brand, to = %target, receipts = jobs.len(), "receipts handed to the node where the brand is bound");
+            Ok(true)
+        })
+    }
+
+    fn take_handed_receipts(&self) -> Option<mpsc::Receiver<ReceiptJob>> {
+        self.backend.handed.lock().take()
+    }
+
+    fn claim_orphans(&self, now_ms: u64) -> StoreFuture<'_, Recovered> {
+        Box::pin(async move {
+            if !may_claim(&self.backend.renewed_since, self.backend.cfg.lease, now_ms) {
+                return Ok(Recovered::default());
+            }
+            let mut conn = self.backend.conn.clone();
+            claim(
+                &self.backend.cfg,
+                &mut conn,
+                &self.backend.entries,
+                &self.backend.codec,
+            )
+            .await
+        })
+    }
 }
 
 #[cfg(test)]

@@ -172,6 +172,11 @@ pub async fn rekey(cfg: &RedisConfig) -> Result<Rekeyed, StoreError> {
             "no [store.encryption]: nothing to seal with".into(),
         ));
     }
+    if cfg.cluster.is_some() {
+        return Err(StoreError::Unavailable(
+            "rekey runs on one Redis (a URL or Sentinels), not yet on a Redis Cluster".into(),
+        ));
+    }
     let p = &cfg.prefix;
     let mut conn = super::link::connect(cfg.target(), cfg.timeout).await?;
     let alive = keys(&mut conn, &format!("{p}:alive:*")).await?;

@@ -25,29 +25,32 @@ end
 return got
 ";
 
-/// Move what a dead node owed brands to this node's owed receipts: its receipts
-/// hash and the receipts handed to it (its inbox, read or not). KEYS: its alive key,
-/// its receipts hash, its inbox, my receipts hash. Returns the moved records.
+/// Move what a dead node owed brands to this node: its receipts hash to mine, and
+/// the receipts handed to it (its inbox, read or not) into my inbox (read from
+/// there they are owed here, in their partition). KEYS: its alive key, its receipts
+/// hash, my receipts hash[, its inbox, my inbox]. Returns the records moved to my
+/// hash.
 pub(super) const CLAIM_RECEIPTS_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
 local out = {}
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
-  redis.call('HSET', KEYS[4], all[i], all[i + 1])
+  redis.call('HSET', KEYS[3], all[i], all[i + 1])
   out[#out + 1] = all[i + 1]
 end
-for _, e in ipairs(redis.call('XRANGE', KEYS[3], '-', '+')) do
+redis.call('DEL', KEYS[2])
+if #KEYS < 5 then return out end
+for _, e in ipairs(redis.call('XRANGE', KEYS[4], '-', '+')) do
   local f = e[2]
   local id, rec = nil, nil
   for k = 1, #f, 2 do
     if f[k] == 'id' then id = f[k + 1] elseif f[k] == 'rec' then rec = f[k + 1] end
   end
   if id and rec then
-    redis.call('HSET', KEYS[4], id, rec)
-    out[#out + 1] = rec
+    redis.call('XADD', KEYS[5], '*', 'id', id, 'rec', rec)
   end
 end
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[4])
 return out
 ";
 

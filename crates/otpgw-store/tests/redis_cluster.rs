@@ -1,0 +1,173 @@
+//! The Redis store on a real Redis Cluster: three `redis-server --cluster-enabled
+//! yes` primaries on free ports of 127.0.0.1 joined by `redis-cli --cluster
+//! create` ([`TestCluster`]). The messages spread over the partitions' hash tags,
+//! so over every shard; what the store does on one Redis it does here too:
+//! recovery, the HTTP door's records, claims of a dead node's work, writes made
+//! while a shard is down. Skipped when `redis-server` is not installed, unless
+//! `OTPGW_REQUIRE_REDIS=1`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otpgw_core::store::{Cluster as _, MessageLog};
+use otpgw_core::{DeliveryState, MsgId};
+use otpgw_sim::redis_cluster::TestCluster;
+use otpgw_store::redis_store::link::Cluster;
+use otpgw_store::{RedisConfig, RedisStore};
+use otpgw_testkit::contract as fixtures;
+use otpgw_testkit::sample::{message as msg, receipt_job as job};
+
+fn cfg(c: &TestCluster, node: &str) -> RedisConfig {
+    let mut cfg = RedisConfig::new("", "t", node);
+    cfg.cluster = Some(Cluster {
+        nodes: c.nodes(),
+        password: None,
+    });
+    cfg.partitions = 12;
+    cfg.lease = Duration::from_millis(900);
+    cfg
+}
+
+async fn open(c: &TestCluster, node: &str) -> RedisStore {
+    RedisStore::open(cfg(c, node))
+        .await
+        .expect("redis store opens on the cluster")
+}
+
+/// Accepted messages spread over every shard and come back at the node's restart
+/// with their carrier states and the receipts owed; the HTTP door's records
+/// (compare-and-set, idempotency keys, statuses, counts) work across slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_spread_over_the_shards_and_are_recovered() {
+    let Some(c) = TestCluster::start("spread", 3) else {
+        return;
+    };
+    {
+        let s = Arc::new(open(&c, "n1").await);
+        assert_eq!(s.partitions(), 12);
+        let mut tasks = Vec::new();
+        for i in 100..1100u64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move { s.accept(&msg(i)).await.is_ok() }));
+        }
+        for t in tasks {
+            assert!(t.await.expect("task"));
+        }
+        let keys = c.keys_per_shard();
+        assert!(
+            keys.iter().all(|&k| k >= 4),
+            "every shard holds some partitions' streams: {keys:?}"
+        );
+        for i in 1..=5 {
+            s.accept(&msg(i)).await.expect("accepted");
+        }
+        s.submitted(MsgId(2));
+        assert!(s.submitted(MsgId(3)).wait().await);
+        s.carrier_accepted(MsgId(3), "sim", "1A2B");
+        let r4 = s.finished(MsgId(4), DeliveryState::Delivered, Some(&job(4, 10)), 10);
+        assert!(r4.wait().await);
+        let r5 = s.finished(MsgId(5), DeliveryState::Delivered, Some(&job(5, 11)), 11);
+        assert!(r5.wait().await);
+        s.receipt_forwarded(MsgId(5));
+        for i in 100..1100u64 {
+            s.finished(MsgId(i), DeliveryState::Delivered, None, 12);
+        }
+        assert!(s.flush().wait().await);
+    }
+    fixtures::http_contract(&open(&c, "nh").await).await;
+    let other = open(&c, "n2").await;
+    let rec = other.recover(20).expect("recover");
+    assert!(rec.unconfirmed.is_empty() && rec.confirmed.is_empty() && rec.receipts.is_empty());
+
+    let s = open(&c, "n1").await;
+    let rec = s.recover(20).expect("recover");
+    let mut un: Vec<(u64, bool)> = rec.unconfirmed.iter().map(|(m, s)| (m.id.0, *s)).collect();
+    un.sort();
+    assert_eq!(un, vec![(1, false), (2, true)]);
+    let (m, carrier, cid) = &rec.confirmed[0];
+    assert_eq!((m.id.0, carrier.as_str(), cid.as_str()), (3, "sim", "1A2B"));
+    assert_eq!(
+        rec.receipts.iter().map(|j| j.id.0).collect::<Vec<_>>(),
+        vec![4]
+    );
+}
+
+/// A node that stops renewing its lease leaves messages and owed receipts in
+/// several partitions: another node claims them all, partition by partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_work_is_claimed_in_every_partition() {
+    let Some(c) = TestCluster::start("claim", 3) else {
+        return;
+    };
+    let survivor = open(&c, "n2").await;
+    // n1 runs on a runtime of its own, dropped at the end: every task of the node
+    // (its lease renewals too) stops as if the process died.
+    let n1 = cfg(&c, "n1");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let dead = RedisStore::open(n1).await.expect("opens");
+            for i in 1..=24u64 {
+                dead.accept(&msg(i)).await.expect("accepted");
+            }
+            for i in [30u64, 31, 32] {
+                dead.accept(&msg(i)).await.expect("accepted");
+                let r = dead.finished(MsgId(i), DeliveryState::Delivered, Some(&job(i, 5)), 5);
+                assert!(r.wait().await);
+            }
+        });
+    })
+    .join()
+    .expect("n1 ran");
+    let mut claimed = Vec::new();
+    let mut receipts = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = otpgw_core::clock::now_ms();
+        let got = survivor.claim_orphans(now).await.expect("claim");
+        claimed.extend(got.unconfirmed.iter().map(|(m, _)| m.id.0));
+        receipts.extend(got.receipts.iter().map(|j| j.id.0));
+        if claimed.len() >= 24 && receipts.len() >= 3 {
+            break;
+        }
+    }
+    claimed.sort_unstable();
+    receipts.sort_unstable();
+    assert_eq!(claimed, (1..=24).collect::<Vec<_>>(), "every message, once");
+    assert_eq!(receipts, vec![30, 31, 32], "every receipt owed");
+}
+
+/// Writes made while one shard is down (killed) are written once it is back, in
+/// order, as on one Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_while_a_shard_is_down_land_once_it_is_back() {
+    let Some(mut c) = TestCluster::start("backlog", 3) else {
+        return;
+    };
+    let s = open(&c, "n1").await;
+    fixtures::write_before_outage(&s).await;
+    c.shards[1].kill9();
+    // As `fixtures::write_during_outage`, but a finish may go through: only the
+    // partitions of the killed shard fail (then the whole batch is kept).
+    for i in 1..=10u64 {
+        s.carrier_accepted(MsgId(i), "sim", &format!("C{i}"));
+    }
+    for i in 11..=15u64 {
+        drop(s.finished(MsgId(i), DeliveryState::Delivered, None, 8));
+    }
+    for i in 21..=30u64 {
+        s.receipt_forwarded(MsgId(i));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(c.shards[1].spawn(), "the shard restarts");
+    let mut flushed = false;
+    for _ in 0..150 {
+        if s.flush().wait().await {
+            flushed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(flushed, "writes go through again");
+    fixtures::check_outage_writes_landed(&open(&c, "n1").await.recover(0).expect("recover"));
+}
