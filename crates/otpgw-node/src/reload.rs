@@ -86,6 +86,8 @@ impl Gateway {
             || new.store.backend != cur.store.backend
             || new.store.redis_url != cur.store.redis_url
             || new.store.redis_sentinels != cur.store.redis_sentinels
+            || new.store.redis_cluster != cur.store.redis_cluster
+            || new.store.redis_partitions != cur.store.redis_partitions
             || new.store.redis_master_name != cur.store.redis_master_name
             || new.store.redis_prefix != cur.store.redis_prefix
             || new.store.node_id != cur.store.node_id

@@ -1,10 +1,11 @@
-//! The Redis backend's settings: where Redis is (`redis_url`, or `redis_sentinels`
-//! with `redis_master_name` and their passwords), the checks of `check-config`, and
-//! the store's [`otpgw_store::RedisConfig`].
+//! The Redis backend's settings: where Redis is (`redis_url`, `redis_sentinels`
+//! with `redis_master_name`, or `redis_cluster` with `redis_partitions`; their
+//! passwords), the checks of `check-config`, and the store's
+//! [`otpgw_store::RedisConfig`].
 
 use std::time::Duration;
 
-use otpgw_store::redis_store::link::Sentinels;
+use otpgw_store::redis_store::link::{Cluster, Sentinels};
 
 use super::Config;
 use super::secret::source;
@@ -20,6 +21,8 @@ impl std::fmt::Debug for Store {
             .field("node_id", &self.node_id)
             .field("redis_sentinels", &self.redis_sentinels)
             .field("redis_master_name", &self.redis_master_name)
+            .field("redis_cluster", &self.redis_cluster)
+            .field("redis_partitions", &self.redis_partitions)
             .finish_non_exhaustive()
     }
 }
@@ -52,10 +55,12 @@ impl Config {
     /// Problems of the Redis backend's settings (only with `backend = "redis"`).
     pub(super) fn redis_problems(&self, p: &mut Vec<String>) {
         let st = &self.store;
-        if st.redis_sentinels.is_empty() {
+        if !st.redis_cluster.is_empty() {
+            self.cluster_problems(p);
+        } else if st.redis_sentinels.is_empty() {
             if !(st.redis_url.starts_with("redis://") || st.redis_url.starts_with("rediss://")) {
                 p.push(
-                    "store.redis_url: required with backend = \"redis\" (redis://host:port/db), unless redis_sentinels is set"
+                    "store.redis_url: required with backend = \"redis\" (redis://host:port/db), unless redis_sentinels or redis_cluster is set"
                         .into(),
                 );
             }
@@ -66,16 +71,7 @@ impl Config {
             if !st.redis_url.is_empty() {
                 p.push("store.redis_url: set either redis_url or redis_sentinels, not both".into());
             }
-            for (i, a) in st.redis_sentinels.iter().enumerate() {
-                let ok = a.rsplit_once(':').is_some_and(|(h, port)| {
-                    !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0)
-                });
-                if !ok {
-                    p.push(format!(
-                        "store.redis_sentinels[{i}] = {a:?}: must be host:port"
-                    ));
-                }
-            }
+            addr_problems("store.redis_sentinels", &st.redis_sentinels, p);
             if st.redis_master_name.is_empty() || st.redis_master_name.contains(char::is_whitespace)
             {
                 p.push("store.redis_master_name: required with redis_sentinels (the name in sentinel.conf's `sentinel monitor`)".into());
@@ -111,6 +107,26 @@ impl Config {
         }
     }
 
+    /// Problems of `redis_cluster` and what goes with it.
+    fn cluster_problems(&self, p: &mut Vec<String>) {
+        let st = &self.store;
+        if !st.redis_url.is_empty() || !st.redis_sentinels.is_empty() {
+            p.push(
+                "store.redis_cluster: set one of redis_url, redis_sentinels or redis_cluster".into(),
+            );
+        }
+        if !st.redis_master_name.is_empty() {
+            p.push("store.redis_master_name: goes with redis_sentinels".into());
+        }
+        addr_problems("store.redis_cluster", &st.redis_cluster, p);
+        if !(1..=1024).contains(&st.redis_partitions) {
+            p.push(format!(
+                "store.redis_partitions = {}: must be 1 to 1024",
+                st.redis_partitions
+            ));
+        }
+    }
+
     /// The Redis store's settings (passwords that cannot be read are left out:
     /// `check-config` names them before a start).
     pub fn redis_config(&self) -> otpgw_store::RedisConfig {
@@ -121,7 +137,13 @@ impl Config {
         c.status_keep = Duration::from_secs(s.finished_retention_secs);
         c.min_replicas = s.redis_min_replicas;
         c.replica_timeout = Duration::from_millis(s.redis_replica_timeout_ms);
-        if !s.redis_sentinels.is_empty() {
+        c.partitions = s.redis_partitions;
+        if !s.redis_cluster.is_empty() {
+            c.cluster = Some(Cluster {
+                nodes: s.redis_cluster.clone(),
+                password: s.redis_password().ok().flatten(),
+            });
+        } else if !s.redis_sentinels.is_empty() {
             c.sentinels = Some(Sentinels {
                 addrs: s.redis_sentinels.clone(),
                 master: s.redis_master_name.clone(),
@@ -130,5 +152,17 @@ impl Config {
             });
         }
         c
+    }
+}
+
+/// Each of `list` (named `field`) must be `host:port`.
+fn addr_problems(field: &str, list: &[String], p: &mut Vec<String>) {
+    for (i, a) in list.iter().enumerate() {
+        let ok = a
+            .rsplit_once(':')
+            .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0));
+        if !ok {
+            p.push(format!("{field}[{i}] = {a:?}: must be host:port"));
+        }
     }
 }

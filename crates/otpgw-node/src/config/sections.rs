@@ -171,10 +171,20 @@ pub struct Store {
     /// `redis_url`; the node follows their failovers (docs/operations.md).
     #[serde(default)]
     pub redis_sentinels: Vec<String>,
+    /// Redis backend: nodes (`host:port`) of a Redis Cluster, instead of
+    /// `redis_url` and `redis_sentinels`: the messages spread over its shards
+    /// (docs/operations.md).
+    #[serde(default)]
+    pub redis_cluster: Vec<String>,
+    /// Redis backend on a Cluster: the partitions (hash tags) the messages spread
+    /// over; keep it the same while any node has messages (16: even over up to 16
+    /// shards).
+    #[serde(default = "d_partitions")]
+    pub redis_partitions: u16,
     /// Redis backend with Sentinels: the name they monitor the primary under.
     #[serde(default)]
     pub redis_master_name: String,
-    /// Redis backend with Sentinels: the primary's password (`requirepass`), or
+    /// Redis backend with Sentinels or a Cluster: the servers' password (`requirepass`), or
     /// `_env` / `_file` (config::secret); none: no AUTH. With `redis_url` the
     /// password goes in the URL.
     #[serde(default)]
@@ -218,6 +228,8 @@ impl Default for Store {
             redis_replica_timeout_ms: d_replica_timeout(),
             redis_sentinels: Vec::new(),
             redis_master_name: String::new(),
+            redis_cluster: Vec::new(),
+            redis_partitions: d_partitions(),
             redis_password: None,
             redis_password_env: None,
             redis_password_file: None,
@@ -227,6 +239,10 @@ impl Default for Store {
             encryption: None,
         }
     }
+}
+
+fn d_partitions() -> u16 {
+    16
 }
 
 fn d_replica_timeout() -> u64 {

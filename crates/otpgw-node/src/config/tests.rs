@@ -122,6 +122,37 @@ fn redis_backend_needs_its_url_and_a_node_id() {
 }
 
 #[test]
+fn a_redis_cluster_replaces_the_url_and_is_checked() {
+    let base = EXAMPLE
+        .replace(
+            "backend = \"embedded\"",
+            "backend = \"redis\"\nnode_id = \"n1\"\n@@STORE@@",
+        )
+        .replace("receipt_ids = \"auto\"", "receipt_ids = \"same\"");
+    let with = |store: &str| Config::parse(&base.replace("@@STORE@@", store), "x.toml");
+    let c = with("redis_cluster = [\"10.0.0.5:7000\", \"r2:7001\"]\nredis_password = \"pw\"")
+        .unwrap();
+    let rc = c.redis_config();
+    let cl = rc.cluster.as_ref().expect("cluster");
+    assert_eq!(cl.nodes, ["10.0.0.5:7000", "r2:7001"]);
+    assert_eq!(cl.password.as_deref(), Some("pw"));
+    assert_eq!(rc.partitions, 16, "the documented default");
+    let e = with(
+        "redis_url = \"redis://127.0.0.1:6379/0\"\nredis_cluster = [\"bad\"]\nredis_partitions = 0\nredis_master_name = \"m\"",
+    )
+    .unwrap_err()
+    .to_string();
+    for want in [
+        "set one of redis_url, redis_sentinels or redis_cluster",
+        "redis_cluster[0] = \"bad\": must be host:port",
+        "redis_partitions = 0: must be 1 to 1024",
+        "redis_master_name: goes with redis_sentinels",
+    ] {
+        assert!(e.contains(want), "{want}: {e}");
+    }
+}
+
+#[test]
 fn redis_sentinels_replace_the_url_and_are_checked() {
     let base = EXAMPLE
         .replace(
