@@ -112,7 +112,8 @@ impl Config {
         let st = &self.store;
         if !st.redis_url.is_empty() || !st.redis_sentinels.is_empty() {
             p.push(
-                "store.redis_cluster: set one of redis_url, redis_sentinels or redis_cluster".into(),
+                "store.redis_cluster: set one of redis_url, redis_sentinels or redis_cluster"
+                    .into(),
             );
         }
         if !st.redis_master_name.is_empty() {

@@ -130,8 +130,8 @@ fn a_redis_cluster_replaces_the_url_and_is_checked() {
         )
         .replace("receipt_ids = \"auto\"", "receipt_ids = \"same\"");
     let with = |store: &str| Config::parse(&base.replace("@@STORE@@", store), "x.toml");
-    let c = with("redis_cluster = [\"10.0.0.5:7000\", \"r2:7001\"]\nredis_password = \"pw\"")
-        .unwrap();
+    let c =
+        with("redis_cluster = [\"10.0.0.5:7000\", \"r2:7001\"]\nredis_password = \"pw\"").unwrap();
     let rc = c.redis_config();
     let cl = rc.cluster.as_ref().expect("cluster");
     assert_eq!(cl.nodes, ["10.0.0.5:7000", "r2:7001"]);

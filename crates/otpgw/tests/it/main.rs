@@ -34,6 +34,7 @@ mod openapi_conformance;
 mod ops;
 mod prometheus;
 mod redis_backend;
+mod redis_cluster;
 mod redis_scale_out;
 mod redis_sentinel;
 mod reload;

@@ -10,17 +10,14 @@ use common::index_of;
 use otpgw_sim::loadgen::{self, LoadConfig};
 use otpgw_sim::redis_server::TestRedis;
 
-fn node_config(
-    redis: &TestRedis,
-    node: &str,
-    port: u16,
-    sim: std::net::SocketAddr,
-    extra: &str,
-) -> String {
-    let store = format!(
-        "backend = \"redis\"\nredis_url = \"{}\"\nnode_id = \"{node}\"\nredis_prefix = \"gw\"",
-        redis.url()
-    );
+/// Where Redis is, as the `[store]` line says it (`redis_url = ...` here; the
+/// cluster tests give `redis_cluster = [...]`).
+pub(crate) fn url_of(redis: &TestRedis) -> String {
+    format!("redis_url = \"{}\"", redis.url())
+}
+
+fn node_config(at: &str, node: &str, port: u16, sim: std::net::SocketAddr, extra: &str) -> String {
+    let store = format!("backend = \"redis\"\n{at}\nnode_id = \"{node}\"\nredis_prefix = \"gw\"");
     // The simulator answers with hex ids and reports them in decimal.
     let extra = format!("receipt_ids = \"hex_to_decimal\"\n{extra}");
     common::config_text_with_store(
@@ -45,7 +42,7 @@ async fn carrier_rate_cap_holds_across_three_nodes() {
     for n in ["a", "b", "c"] {
         let dir = common::store_dir(&format!("scale-cap-{n}"));
         let port = common::free_port();
-        let cfg = node_config(&redis, n, port, sim.addr(), "rate_limit = 300");
+        let cfg = node_config(&url_of(&redis), n, port, sim.addr(), "rate_limit = 300");
         nodes.push(common::GwProc::start(&dir, port, &cfg).await);
     }
     let per_node = 600u64;
@@ -131,12 +128,18 @@ async fn sigkill_of_one_of_three_nodes_loses_nothing_acknowledged() {
     let Some(redis) = TestRedis::start("kill") else {
         return;
     };
+    kill_one_of_three(&url_of(&redis), Some(redis.port)).await;
+}
+
+/// The test above on Redis `at` (its port, for what the failure report reads
+/// directly, on one Redis).
+pub(crate) async fn kill_one_of_three(at: &str, port_for_report: Option<u16>) {
     let sim = common::sim(|c| c.receipt_delay = Duration::from_millis(30)).await;
     let mut nodes = Vec::new();
     for n in ["a", "b", "c"] {
         let dir = common::store_dir(&format!("scale-kill-{n}"));
         let port = common::free_port();
-        let cfg = node_config(&redis, n, port, sim.addr(), "").replace(
+        let cfg = node_config(at, n, port, sim.addr(), "").replace(
             "redis_prefix = \"gw\"",
             "redis_prefix = \"gw\"\nnode_lease_ms = 1500",
         );
@@ -218,8 +221,9 @@ async fn sigkill_of_one_of_three_nodes_loses_nothing_acknowledged() {
                 .collect();
             eprintln!("missing {id} index {i}: at the carrier as {sims:?}");
             for (sid, _) in sims {
+                let Some(rport) = port_for_report else { break };
                 let out = std::process::Command::new("redis-cli")
-                    .args(["-p", &redis.port.to_string(), "eval",
+                    .args(["-p", &rport.to_string(), "eval",
                         "local r = {} for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do local f = e[2] for k = 1, #f, 2 do if f[k] == 'i' and f[k+1] == ARGV[1] then r[#r+1] = table.concat(f, ' ') end end end return r",
                         "1", "gw:rcpt", &sid.to_string()])
                     .output()
@@ -271,7 +275,7 @@ async fn redis_restart_under_load_loses_nothing_acknowledged() {
     let ops: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
         .parse()
         .expect("addr");
-    let cfg = node_config(&redis, "a", port, sim.addr(), "")
+    let cfg = node_config(&url_of(&redis), "a", port, sim.addr(), "")
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{ops}\""));
     let mut gw = common::GwProc::start(&dir, port, &cfg).await;
     let (code, metrics) = common::http_get(ops, "/metrics").await;
@@ -351,7 +355,7 @@ async fn carrier_bind_allowance_holds_across_nodes() {
     for n in ["a", "b", "c"] {
         let dir = common::store_dir(&format!("scale-binds-{n}"));
         let port = common::free_port();
-        let cfg = node_config(&redis, n, port, sim.addr(), "max_binds_total = 3").replace(
+        let cfg = node_config(&url_of(&redis), n, port, sim.addr(), "max_binds_total = 3").replace(
             "redis_prefix = \"gw\"",
             "redis_prefix = \"gw\"\nnode_lease_ms = 1500",
         );
@@ -412,7 +416,7 @@ async fn receipts_reach_the_brand_on_the_node_where_it_receives() {
     for n in ["a", "b"] {
         let dir = common::store_dir(&format!("scale-handover-{n}"));
         let port = common::free_port();
-        let cfg = node_config(&redis, n, port, sim.addr(), "");
+        let cfg = node_config(&url_of(&redis), n, port, sim.addr(), "");
         nodes.push(common::GwProc::start(&dir, port, &cfg).await);
     }
     // The receiving side on b first (its presence is published within a lease/3).
@@ -472,16 +476,18 @@ async fn verifications_statuses_and_keys_are_shared_by_the_nodes() {
     let Some(redis) = TestRedis::start("http") else {
         return;
     };
+    shared_records(&url_of(&redis)).await;
+}
+
+/// The test above on Redis `at`.
+pub(crate) async fn shared_records(at: &str) {
     let sim = common::sim(|c| c.receipt_delay = std::time::Duration::from_millis(10)).await;
     let mut bases = Vec::new();
     let mut nodes = Vec::new();
     for n in ["a", "b"] {
         let dir = common::store_dir(&format!("scale-http-{n}"));
         let (port, http_port) = (common::free_port(), common::free_port());
-        let store = format!(
-            "backend = \"redis\"\nredis_url = \"{}\"\nnode_id = \"{n}\"\nredis_prefix = \"gw\"",
-            redis.url()
-        );
+        let store = format!("backend = \"redis\"\n{at}\nnode_id = \"{n}\"\nredis_prefix = \"gw\"");
         let (brands, sections) = common::http_pieces(http_port);
         let cfg = common::config_text_full(
             &format!("127.0.0.1:{port}"),
@@ -599,7 +605,7 @@ async fn each_bind_gets_its_own_receipts_across_nodes() {
     for n in ["a", "b"] {
         let dir = common::store_dir(&format!("scale-own-{n}"));
         let port = common::free_port();
-        let cfg = node_config(&redis, n, port, sim.addr(), "");
+        let cfg = node_config(&url_of(&redis), n, port, sim.addr(), "");
         nodes.push(common::GwProc::start(&dir, port, &cfg).await);
     }
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop");
