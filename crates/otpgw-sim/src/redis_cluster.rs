@@ -1,9 +1,9 @@
 //! A real Redis Cluster for tests and benchmarks: `shards` durable primaries
-//! ([`TestRedis`] with `--cluster-enabled yes`) on free ports of 127.0.0.1, no
-//! replicas. Three or more are joined by `redis-cli --cluster create`, the tool
-//! operators use; a single shard (which that tool refuses) takes every slot with
-//! `CLUSTER ADDSLOTSRANGE`. [`TestCluster::start`] returns once every shard says
-//! `cluster_state:ok`.
+//! ([`TestRedis`] with `--cluster-enabled yes`) on free ports of 127.0.0.1, each
+//! with as many replicas as asked. Three or more shards are joined by `redis-cli
+//! --cluster create`, the tool operators use; a single shard without replicas
+//! (which that tool refuses) takes every slot with `CLUSTER ADDSLOTSRANGE`.
+//! [`TestCluster::start`] returns once every server says `cluster_state:ok`.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +20,12 @@ impl TestCluster {
     /// `shards` primaries joined into one cluster; `None` when Redis is not
     /// installed (see [`TestRedis::start`]). Panics when they do not form one.
     pub fn start(tag: &str, shards: usize) -> Option<Self> {
+        Self::start_with_replicas(tag, shards, 0)
+    }
+
+    /// `shards` primaries with `replicas` replicas each (the cluster promotes one
+    /// when its primary has been unreachable for 2 s).
+    pub fn start_with_replicas(tag: &str, shards: usize, replicas: usize) -> Option<Self> {
         let args = [
             "--cluster-enabled",
             "yes",
@@ -29,7 +35,7 @@ impl TestCluster {
             "2000",
         ];
         let mut all = Vec::new();
-        for i in 0..shards.max(1) {
+        for i in 0..shards.max(1) * (1 + replicas) {
             all.push(TestRedis::start_with(
                 &format!("{tag}-s{i}"),
                 None,
@@ -38,7 +44,7 @@ impl TestCluster {
             )?);
         }
         let c = Self { shards: all };
-        if c.shards.len() == 1 {
+        if c.shards.len() == 1 && replicas == 0 {
             let r = command(
                 c.shards[0].port,
                 &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"],
@@ -49,7 +55,7 @@ impl TestCluster {
                 .arg("--cluster")
                 .arg("create")
                 .args(c.nodes())
-                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
                 .stdin(Stdio::null())
                 .output()
                 .expect("redis-cli (installed with redis-server)");
@@ -60,6 +66,9 @@ impl TestCluster {
             );
         }
         c.wait_ok(Duration::from_secs(30));
+        if replicas > 0 {
+            c.wait_replicas(replicas, Duration::from_secs(30));
+        }
         Some(c)
     }
 
@@ -84,11 +93,43 @@ impl TestCluster {
             .collect()
     }
 
-    /// Wait until every shard says the cluster is ok (all slots served).
-    fn wait_ok(&self, within: Duration) {
+    /// Wait until every primary has `n` replicas online; panics past `within`.
+    pub fn wait_replicas(&self, n: usize, within: Duration) {
         let until = Instant::now() + within;
         loop {
-            let ok = self.shards.iter().all(|s| {
+            let primaries = self.primaries();
+            let synced = !primaries.is_empty()
+                && primaries.iter().all(|&i| {
+                    let info = crate::redis_ha::info(self.shards[i].port, "replication");
+                    info.matches("state=online").count() >= n
+                });
+            if synced {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "the cluster's replicas did not sync"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The servers that say they are primaries (`ROLE`), by index.
+    pub fn primaries(&self) -> Vec<usize> {
+        (0..self.shards.len())
+            .filter(|&i| {
+                self.shards[i].running()
+                    && crate::redis_ha::role(self.shards[i].port).as_deref() == Some("master")
+            })
+            .collect()
+    }
+
+    /// Wait until every running server says the cluster is ok (all slots
+    /// served), e.g. after a replica took over; panics past `within`.
+    pub fn wait_ok(&self, within: Duration) {
+        let until = Instant::now() + within;
+        loop {
+            let ok = self.shards.iter().filter(|s| s.running()).all(|s| {
                 command(s.port, &["CLUSTER", "INFO"])
                     .concat()
                     .contains("cluster_state:ok")

@@ -171,3 +171,99 @@ async fn writes_made_while_a_shard_is_down_land_once_it_is_back() {
     assert!(flushed, "writes go through again");
     fixtures::check_outage_writes_landed(&open(&c, "n1").await.recover(0).expect("recover"));
 }
+
+/// A shard's primary killed (SIGKILL) under accepts, with `redis_min_replicas = 1`
+/// on a cluster whose shards each have a replica: the cluster promotes the
+/// replica; accepts get temporary errors meanwhile (and until the killed server is
+/// back as the new primary's replica: an acknowledgement waits for a replica); every
+/// acknowledged message is in the node's pending list afterwards, and every
+/// refused one is not (taken out if it was written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_failover_loses_nothing_acknowledged() {
+    let Some(mut c) = TestCluster::start_with_replicas("failover", 3, 1) else {
+        return;
+    };
+    let mut cf = cfg(&c, "n1");
+    cf.min_replicas = 1;
+    cf.replica_timeout = Duration::from_millis(500);
+    cf.lease = Duration::from_secs(30);
+    let s = Arc::new(RedisStore::open(cf.clone()).await.expect("opens"));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (s, stop) = (s.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut acked, mut refused) = (Vec::new(), 0u64);
+            let mut next = 1u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let wave: Vec<_> = (next..next + 50)
+                    .map(|i| {
+                        let s = s.clone();
+                        async move { (i, s.accept(&msg(i)).await.is_ok()) }
+                    })
+                    .collect();
+                next += 50;
+                for (i, ok) in futures_util::future::join_all(wave).await {
+                    if ok {
+                        acked.push(i);
+                    } else {
+                        refused += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (acked, refused, next)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let victim = c.primaries()[0];
+    c.shards[victim].kill9();
+    // The replica takes over (cluster-node-timeout 2 s); the killed one comes
+    // back as its replica.
+    let t = std::time::Instant::now();
+    while c.primaries().len() < 3 {
+        assert!(t.elapsed() < Duration::from_secs(20), "no replica promoted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(c.shards[victim].spawn(), "the killed server restarts");
+    let c2 = tokio::task::spawn_blocking(move || {
+        c.wait_replicas(1, Duration::from_secs(30));
+        c
+    })
+    .await
+    .expect("replicas");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, refused, next) = load.await.expect("load");
+    assert!(refused > 0, "the failover refused some accepts");
+    assert!(
+        acked.last().is_some_and(|&l| l + 100 >= next),
+        "accepts go through again after the failover"
+    );
+    let t = std::time::Instant::now();
+    while !s.is_healthy() {
+        assert!(t.elapsed() < Duration::from_secs(20), "healthy again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rec = s.recover(0).expect("recover");
+    let mut pending: Vec<u64> = rec.unconfirmed.iter().map(|(m, _)| m.id.0).collect();
+    pending.sort_unstable();
+    let mut want = acked.clone();
+    want.sort_unstable();
+    let lost: Vec<_> = want
+        .iter()
+        .filter(|i| pending.binary_search(i).is_err())
+        .take(10)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged, not pending after the failover: {lost:?}"
+    );
+    let extra: Vec<_> = pending
+        .iter()
+        .filter(|i| want.binary_search(i).is_err())
+        .take(10)
+        .collect();
+    assert!(extra.is_empty(), "refused, yet pending: {extra:?}");
+    eprintln!("acked {}, refused {refused}", acked.len());
+    drop(c2);
+}

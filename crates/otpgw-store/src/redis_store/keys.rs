@@ -35,6 +35,11 @@ impl RedisConfig {
     pub(super) fn part_of_key(&self, key: &str) -> u16 {
         otpgw_core::store::key_partition(key, u64::from(self.parts())) as u16
     }
+    /// The Cluster slot of partition `k`'s keys: CRC16 (XMODEM) of its hash tag,
+    /// modulo 16384, as Redis computes it.
+    pub(super) fn slot_of_part(&self, k: u16) -> u16 {
+        slot_of_tag(format!("{}:{k}", self.prefix).as_bytes())
+    }
     /// The name prefix of partition `k`: `P` on one Redis, `{P:k}` on a Cluster.
     fn part(&self, k: u16) -> String {
         if self.cluster.is_some() {
@@ -84,9 +89,33 @@ impl RedisConfig {
     }
 }
 
+/// The slot of a hash tag's content (CRC16 XMODEM: polynomial 0x1021, start 0).
+fn slot_of_tag(tag: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in tag {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_as_redis_computes_them() {
+        // The CRC's check value, and `CLUSTER KEYSLOT` of Redis 7.
+        assert_eq!(slot_of_tag(b"123456789"), 0x31C3);
+        assert_eq!(slot_of_tag(b"foo"), 12182);
+        assert_eq!(slot_of_tag(b"otpgw:0"), slot_of_tag(b"otpgw:0"));
+    }
 
     #[test]
     fn one_redis_keeps_the_names_a_cluster_tags_them() {

@@ -167,6 +167,47 @@ impl Link {
         self.inner.now.read().conn.clone()
     }
 
+    /// On a Cluster, the primary (`host:port`) serving each of `slots`
+    /// (`CLUSTER SLOTS`); `None` on one Redis or when it cannot be read.
+    pub async fn primaries_of(&self, slots: &[u16]) -> Option<Vec<String>> {
+        if !matches!(self.current(), Conn::Cluster(_)) {
+            return None;
+        }
+        let ranges: Vec<Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut self.clone())
+            .await
+            .ok()?;
+        let mut owners: Vec<(i64, i64, String)> = Vec::new();
+        for r in ranges {
+            let Value::Array(f) = r else { continue };
+            if let [Value::Int(a), Value::Int(b), Value::Array(node), ..] = f.as_slice()
+                && let [host, Value::Int(port), ..] = node.as_slice()
+            {
+                let host: String = redis::from_redis_value(host).ok()?;
+                owners.push((*a, *b, format!("{host}:{port}")));
+            }
+        }
+        slots
+            .iter()
+            .map(|&s| {
+                owners
+                    .iter()
+                    .find(|(a, b, _)| (*a..=*b).contains(&i64::from(s)))
+                    .map(|(_, _, n)| n.clone())
+            })
+            .collect()
+    }
+
+    /// This link, its pipelines sent to the shard serving `slot` (on a Cluster:
+    /// a pipeline may then hold the keys of several slots of that shard).
+    pub fn at_slot(&self, slot: u16) -> Routed {
+        Routed {
+            link: self.clone(),
+            slot,
+        }
+    }
+
     /// After a failed command: a connection error or a demoted server makes the
     /// follower look for the primary at once.
     fn judge<T>(&self, r: &redis::RedisResult<T>) {
@@ -216,6 +257,38 @@ impl ConnectionLike for Link {
 
     fn get_db(&self) -> i64 {
         self.inner.db
+    }
+}
+
+/// A link whose pipelines go to the shard of one slot ([`Link::at_slot`]).
+#[derive(Clone)]
+pub struct Routed {
+    link: Link,
+    slot: u16,
+}
+
+impl ConnectionLike for Routed {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.link.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let Conn::Cluster(mut c) = self.link.current() else {
+            return self.link.req_packed_commands(cmd, offset, count);
+        };
+        let route = redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(
+            redis::cluster_routing::Route::new(self.slot, redis::cluster_routing::SlotAddr::Master),
+        );
+        Box::pin(async move { c.route_pipeline(cmd, offset, count, route).await })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.link.get_db()
     }
 }
 

@@ -90,8 +90,8 @@ fn publish(
         .ignore();
 }
 
-/// A batch's writes: one pipeline per partition (on one Redis: one), the partition
-/// of each write that has an answer (in the batch's order), and the stream
+/// A batch's writes: one pipeline per group ([`Groups`]; on one Redis: one), the
+/// group of each write that has an answer (in the batch's order), and the stream
 /// entries of the messages it finishes (taken out of `entries`).
 pub(super) struct Built {
     pub(super) pipes: Vec<redis::Pipeline>,
@@ -115,27 +115,74 @@ fn part_of_op(cfg: &RedisConfig, op: &Op) -> u16 {
     }
 }
 
-/// The pipelines of a batch of writes (see [`Built`]).
+/// Which pipeline each partition's writes go in: one per shard on a Cluster (the
+/// partitions a shard serves share it, sent to the slot of the first), else one.
+/// Read from the cluster at the start and after a failed write (a slot moved, a
+/// replica took over); until then one pipeline per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Groups {
+    /// The pipeline of each partition.
+    pub(super) of_part: Vec<u16>,
+    /// The slot each pipeline is sent to.
+    pub(super) slot: Vec<u16>,
+}
+
+impl Groups {
+    /// One pipeline per partition.
+    pub(super) fn each(cfg: &RedisConfig) -> Self {
+        Self {
+            of_part: cfg.all_parts().collect(),
+            slot: cfg.all_parts().map(|k| cfg.slot_of_part(k)).collect(),
+        }
+    }
+
+    /// One pipeline per shard, as the cluster serves the slots now (one per
+    /// partition when it cannot be read).
+    pub(super) async fn read(cfg: &RedisConfig, conn: &Link) -> Self {
+        let each = Self::each(cfg);
+        let Some(owners) = conn.primaries_of(&each.slot).await else {
+            return each;
+        };
+        let mut shards: Vec<&str> = Vec::new();
+        let mut g = Self {
+            of_part: Vec::new(),
+            slot: Vec::new(),
+        };
+        for (k, owner) in owners.iter().enumerate() {
+            let i = shards.iter().position(|s| *s == owner).unwrap_or_else(|| {
+                shards.push(owner);
+                g.slot.push(each.slot[k]);
+                shards.len() - 1
+            });
+            g.of_part.push(i as u16);
+        }
+        g
+    }
+}
+
+/// The pipelines of a batch of writes (see [`Built`]), one per group.
 pub(super) fn build(
     cfg: &RedisConfig,
     script: &Scripts,
     batch: &[Op],
     entries: &DashMap<u64, String>,
     codec: &Codec,
+    groups: &Groups,
 ) -> Built {
     let keys: Vec<(String, String, String)> = cfg
         .all_parts()
         .map(|k| (cfg.stream(k), cfg.state(k), cfg.receipts(k)))
         .collect();
-    let mut pipes: Vec<redis::Pipeline> = cfg.all_parts().map(|_| redis::pipe()).collect();
+    let mut pipes: Vec<redis::Pipeline> = groups.slot.iter().map(|_| redis::pipe()).collect();
     let mut order = Vec::new();
     let mut taken = Vec::new();
     for op in batch {
         let k = part_of_op(cfg, op);
-        let pipe = &mut pipes[usize::from(k)];
+        let g = groups.of_part[usize::from(k)];
+        let pipe = &mut pipes[usize::from(g)];
         let (stream, state, receipts) = &keys[usize::from(k)];
         if matches!(op, Op::Accept { .. } | Op::Kv { .. }) {
-            order.push(k);
+            order.push(g);
         }
         match op {
             Op::Accept { id, rec, once, .. } => {
@@ -292,7 +339,14 @@ mod tests {
                 now_ms: 1,
                 done,
             };
-            let built = build(&cfg, &script, &[op], &entries, &Codec::plain());
+            let built = build(
+                &cfg,
+                &script,
+                &[op],
+                &entries,
+                &Codec::plain(),
+                &Groups::each(&cfg),
+            );
             let bytes = built.pipes[0].get_packed_pipeline();
             let whole = cut >= bytes.len();
             let mut raw = std::net::TcpStream::connect(("127.0.0.1", r.port)).expect("connect");

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use otpgw_core::store::Once;
 
 use super::doubt::Doubts;
-use super::pipeline::{Built, Scripts, build};
+use super::pipeline::{Built, Groups, Scripts, build};
 use super::scripts::{ACCEPT_LUA, FINISH_LUA, KV_LUA};
 use super::{RedisConfig, ensure_groups};
 use crate::codec::Codec;
@@ -54,6 +54,7 @@ pub(super) async fn writer(
         kv: redis::Script::new(KV_LUA),
         finish: redis::Script::new(FINISH_LUA),
     };
+    let mut groups = Groups::read(&cfg, &conn).await;
     let mut flights: futures_util::stream::FuturesOrdered<Flight> = Default::default();
     let mut closed = false;
     // After a failed pipeline its writes (and those of the pipelines that were
@@ -97,7 +98,7 @@ pub(super) async fn writer(
                         }
                     }
                 }
-                flights.push_back(launch(&cfg, &script, batch, &entries, &conn, &codec, serial));
+                flights.push_back(launch(&cfg, (&script, &groups), batch, &entries, &conn, &codec, serial));
             }
             Some((batch, taken, res, alone)) = flights.next(), if !flights.is_empty() => {
                 let ok = res.is_ok();
@@ -147,6 +148,8 @@ pub(super) async fn writer(
                     .is_ok();
                 if ok && !healthy.load(Ordering::Relaxed) {
                     let _ = ensure_groups(&mut conn, &cfg).await;
+                    // A slot may have moved or a replica taken over.
+                    groups = Groups::read(&cfg, &conn).await;
                 }
                 if ok && !doubt.try_settle(&cfg, &mut conn, &codec).await {
                     ok = false;
@@ -155,7 +158,7 @@ pub(super) async fn writer(
                 if ok && !backlog.is_empty() {
                     let mut batch = Vec::new();
                     backlog.take(cfg.batch_max, &mut batch);
-                    flights.push_back(launch(&cfg, &script, batch, &entries, &conn, &codec, true));
+                    flights.push_back(launch(&cfg, (&script, &groups), batch, &entries, &conn, &codec, true));
                 }
             }
         }
@@ -165,7 +168,7 @@ pub(super) async fn writer(
 /// Send one batch as a pipeline.
 fn launch(
     cfg: &RedisConfig,
-    script: &Scripts,
+    (script, groups): (&Scripts, &Groups),
     batch: Vec<Op>,
     entries: &DashMap<u64, String>,
     conn: &Link,
@@ -176,7 +179,7 @@ fn launch(
         mut pipes,
         order,
         taken,
-    } = build(cfg, script, &batch, entries, codec);
+    } = build(cfg, script, &batch, entries, codec, groups);
     let (min, wait_ms) = (cfg.min_replicas, cfg.replica_timeout.as_millis() as u64);
     if min > 0 {
         // In the pipeline, so it asks the shard that ran it.
@@ -184,11 +187,11 @@ fn launch(
             p.cmd("WAIT").arg(min).arg(wait_ms);
         }
     }
-    let (c, script) = (conn.clone(), script.clone());
+    let (link, script, slots) = (conn.clone(), script.clone(), groups.slot.clone());
     Box::pin(async move {
-        // Each partition's pipeline to its shard (on one Redis: the one pipeline).
-        let runs = pipes.iter().map(|pipe| {
-            let (mut c, script) = (c.clone(), script.clone());
+        // Each shard's pipeline to it, all at once (on one Redis: the one pipeline).
+        let runs = pipes.iter().zip(slots).map(|(pipe, slot)| {
+            let (mut c, mut link, script) = (link.at_slot(slot), link.clone(), script.clone());
             async move {
                 if pipe.is_empty() {
                     return Ok(Vec::new());
@@ -196,7 +199,7 @@ fn launch(
                 let mut res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut c).await;
                 if matches!(&res, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
                     // Redis restarted (its script cache is empty): load and send again.
-                    if script.load(&mut c).await {
+                    if script.load(&mut link).await {
                         res = pipe.query_async(&mut c).await;
                     }
                 }
