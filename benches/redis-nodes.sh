@@ -34,7 +34,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$tmp"
+    [ -n "${KEEP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
 
@@ -89,6 +89,7 @@ for n in $NODES; do
         sed -e "s/127.0.0.1:2776\"/127.0.0.1:${SIM_PORT}\"/" \
             -e "s/127.0.0.1:2775\"/127.0.0.1:${port}\"/" \
             -e "s/127.0.0.1:9464\"/127.0.0.1:${ops}\"/" \
+            -e "s/127.0.0.1:8080\"/127.0.0.1:$((BASE_PORT + 20 + k))\"/" \
             -e "s|^backend = \"embedded\"|backend = \"redis\"\n${where}\nnode_id = \"node${k}\"\nredis_prefix = \"bench\"\nredis_min_replicas = ${MIN_REPLICAS}|" \
             -e "s/^receipt_ids = \"auto\"/receipt_ids = \"hex_to_decimal\"/" \
             -e "s/^window = 100 .*/window = 500/" \

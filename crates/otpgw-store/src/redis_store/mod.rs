@@ -4,8 +4,8 @@
 //! On a Redis Cluster the keys below are spread over partitions, each a hash tag
 //! `{P:k}` (a message in partition `id % n`; [`keys`] says which key goes where),
 //! and everything below happens per partition: each has its stream and consumer
-//! group, the writer sends each batch as one pipeline per partition (all at once;
-//! the batch fails if one does), recovery, claims and the look-up of doubtful
+//! group, the writer sends each batch as one pipeline per shard (the partitions
+//! it serves; all at once; the batch fails if one does), recovery, claims and the look-up of doubtful
 //! accepts go partition by partition. A node takes over a dead node's work per
 //! partition, each step one script in that partition's slot.
 //!
