@@ -12,6 +12,9 @@
 #
 #   scripts/failover.sh                    # 10 failovers at 5,000 msg/s (about 4 min)
 #   scripts/failover.sh --smoke            # 1 failover (about 30 s); the test suite runs it
+#   scripts/failover.sh --cluster          # the same on a Redis Cluster: three shards
+#                                          # of a primary and a replica; each round
+#                                          # fails one shard's primary over
 #   scripts/failover.sh --json out.json    # also write the report:
 #       {"failovers", "acked", "lost", "duplicates", "duplicates_counted",
 #        "max_unavailable_ms", ...}
@@ -25,8 +28,9 @@ args=()
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --smoke) args+=(--smoke) ;;
+        --cluster) args+=(--cluster) ;;
         --json) args+=(--json "$2"); shift ;;
-        *) echo "usage: scripts/failover.sh [--smoke] [--json FILE]" >&2; exit 2 ;;
+        *) echo "usage: scripts/failover.sh [--smoke] [--cluster] [--json FILE]" >&2; exit 2 ;;
     esac
     shift
 done

@@ -4,6 +4,13 @@
 //! --cluster create`, the tool operators use; a single shard without replicas
 //! (which that tool refuses) takes every slot with `CLUSTER ADDSLOTSRANGE`.
 //! [`TestCluster::start`] returns once every server says `cluster_state:ok`.
+//!
+//! With replicas, every server starts from the shipped
+//! `deploy/redis-cluster/redis.conf` (`min-replicas-to-write 1`: a primary cut from
+//! its replica refuses writes), with a 2 s `cluster-node-timeout` (a replica takes
+//! over 2 to 3 s after its primary stops answering). Servers can be killed
+//! (SIGKILL), stopped (SIGSTOP) and continued, and started again on their port and
+//! data: a primary that comes back after its replica took over rejoins as a replica.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,8 +20,16 @@ use crate::redis_server::TestRedis;
 
 /// The cluster (see the module docs).
 pub struct TestCluster {
+    /// Every server (primaries and replicas; the cluster decides which is which).
     pub shards: Vec<TestRedis>,
+    /// The number of shards (primaries when all is well).
+    pub wanted: usize,
+    /// The shipped configuration file, written out (with replicas).
+    conf: Option<std::path::PathBuf>,
 }
+
+/// The shipped settings of every server of a cluster with replicas.
+const CLUSTER_CONF: &str = include_str!("../../../deploy/redis-cluster/redis.conf");
 
 impl TestCluster {
     /// `shards` primaries joined into one cluster; `None` when Redis is not
@@ -34,16 +49,28 @@ impl TestCluster {
             "--cluster-node-timeout",
             "2000",
         ];
+        let conf = if replicas > 0 {
+            let p = std::env::temp_dir()
+                .join(format!("otpgw-cluster-{}-{tag}.conf", std::process::id()));
+            std::fs::write(&p, CLUSTER_CONF).ok()?;
+            Some(p)
+        } else {
+            None
+        };
         let mut all = Vec::new();
         for i in 0..shards.max(1) * (1 + replicas) {
             all.push(TestRedis::start_with(
                 &format!("{tag}-s{i}"),
                 None,
                 &args,
-                None,
+                conf.as_deref(),
             )?);
         }
-        let c = Self { shards: all };
+        let c = Self {
+            shards: all,
+            wanted: shards.max(1),
+            conf,
+        };
         if c.shards.len() == 1 && replicas == 0 {
             let r = command(
                 c.shards[0].port,
@@ -95,23 +122,69 @@ impl TestCluster {
 
     /// Wait until every primary has `n` replicas online; panics past `within`.
     pub fn wait_replicas(&self, n: usize, within: Duration) {
+        assert!(
+            self.replicas_synced(n, within),
+            "the cluster's replicas did not sync: {}",
+            self.describe()
+        );
+    }
+
+    /// Whether, within `within`, all shards have a primary with `n` replicas online.
+    pub fn replicas_synced(&self, n: usize, within: Duration) -> bool {
         let until = Instant::now() + within;
         loop {
             let primaries = self.primaries();
-            let synced = !primaries.is_empty()
+            let synced = primaries.len() >= self.wanted
                 && primaries.iter().all(|&i| {
                     let info = crate::redis_ha::info(self.shards[i].port, "replication");
                     info.matches("state=online").count() >= n
                 });
             if synced {
-                return;
+                return true;
             }
-            assert!(
-                Instant::now() < until,
-                "the cluster's replicas did not sync"
-            );
+            if Instant::now() >= until {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Wait until every shard has a primary that answers again, server `gone`
+    /// left out; whether within `within`.
+    pub fn wait_promoted(&self, gone: usize, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            let up = self.primaries().into_iter().filter(|&i| i != gone).count();
+            if up >= self.wanted {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Send a signal (`STOP`, `CONT`) to server `i`.
+    pub fn signal(&self, i: usize, sig: &str) {
+        if let Some(pid) = self.shards[i].pid() {
+            let _ = Command::new("kill")
+                .args([format!("-{sig}"), pid.to_string()])
+                .status();
+        }
+    }
+
+    /// Each server's port and role, for a failure report.
+    pub fn describe(&self) -> String {
+        self.shards
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: {}",
+                    s.port,
+                    crate::redis_ha::role(s.port).unwrap_or_else(|| "down".into())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The servers that say they are primaries (`ROLE`), by index.
@@ -139,6 +212,14 @@ impl TestCluster {
             }
             assert!(Instant::now() < until, "the redis cluster did not form");
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Some(p) = &self.conf {
+            let _ = std::fs::remove_file(p);
         }
     }
 }

@@ -18,6 +18,12 @@
 //!   starts the old primary again or lets it go on, and waits for the replicas to be
 //!   in sync.
 //!
+//! With `--cluster` the nodes are on a Redis Cluster instead
+//! ([`otpgw_sim::redis_cluster`]: three shards of a primary and a replica, from the
+//! shipped `deploy/redis-cluster/redis.conf`, `redis_min_replicas = 1`), and each
+//! round does the same to one shard's primary (the next shard each round): the
+//! cluster itself promotes that shard's replica ([`cluster_round`]).
+//!
 //! At the end the load stops, receipts are collected, and the ledger is checked:
 //! nothing acknowledged lost, every receipt delivered, duplicates only across a
 //! failover and never more than the nodes counted, nothing the brand was refused
@@ -34,6 +40,7 @@ use parking_lot::Mutex;
 
 use otpgw_sim::loadgen;
 use otpgw_sim::process::free_port;
+use otpgw_sim::redis_cluster::TestCluster;
 use otpgw_sim::redis_ha::{MASTER, TestHa};
 
 use super::campaign::{collect, load_round, record};
@@ -69,6 +76,50 @@ pub struct FailoverArgs {
     /// Keep the nodes' configs and logs even when the run is clean.
     #[arg(long)]
     pub keep: bool,
+    /// On a Redis Cluster (three shards, a replica each) instead of Sentinels.
+    #[arg(long)]
+    pub cluster: bool,
+}
+
+/// The Redis servers of a run: a Sentinel set, or a Cluster.
+enum Servers {
+    Ha(TestHa),
+    Cluster(TestCluster),
+}
+
+impl Servers {
+    fn start(cluster: bool) -> crate::Result<Self> {
+        let s = if cluster {
+            TestCluster::start_with_replicas("failover", 3, 2).map(Servers::Cluster)
+        } else {
+            TestHa::start("failover", 2, DOWN_AFTER).map(Servers::Ha)
+        };
+        s.ok_or_else(|| {
+            crate::LabError::Failed(
+                "redis-server and redis-sentinel are needed (scripts/test-deps.sh)".into(),
+            )
+        })
+    }
+
+    /// The `[store]` lines that say where Redis is.
+    fn store_lines(&self) -> String {
+        let quoted = |v: Vec<String>| {
+            v.iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Servers::Ha(ha) => format!(
+                "redis_sentinels = [{}]\nredis_master_name = \"{MASTER}\"",
+                quoted(ha.sentinel_addrs())
+            ),
+            Servers::Cluster(c) => format!(
+                "redis_cluster = [{}]\nredis_partitions = 16",
+                quoted(c.nodes())
+            ),
+        }
+    }
 }
 
 /// The report (`--json`; checks read `failovers`, `acked`, `lost`, `duplicates`,
@@ -159,28 +210,20 @@ pub async fn run(mut args: FailoverArgs) -> crate::Result<()> {
 /// The rig up: Redis, Sentinels, carriers, two nodes.
 async fn rig(
     dir: &std::path::Path,
+    cluster: bool,
 ) -> crate::Result<(
-    TestHa,
+    Servers,
     otpgw_sim::SimHandle,
     otpgw_sim::SimHandle,
     Vec<Node>,
 )> {
-    let ha = TestHa::start("failover", 2, DOWN_AFTER).ok_or_else(|| {
-        crate::LabError::Failed(
-            "redis-server and redis-sentinel are needed (scripts/test-deps.sh)".into(),
-        )
-    })?;
+    let ha = Servers::start(cluster)?;
     let (a, b) = (sim().await?, sim().await?);
-    let sentinels: Vec<String> = ha
-        .sentinel_addrs()
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect();
     let mut nodes = Vec::new();
     for name in ["n1", "n2"] {
         let store = format!(
-            "backend = \"redis\"\nredis_sentinels = [{}]\nredis_master_name = \"{MASTER}\"\nnode_id = \"{name}\"\nredis_prefix = \"fo\"\nredis_min_replicas = 1\nredis_replica_timeout_ms = 500",
-            sentinels.join(", ")
+            "backend = \"redis\"\n{}\nnode_id = \"{name}\"\nredis_prefix = \"fo\"\nredis_min_replicas = 1\nredis_replica_timeout_ms = 500",
+            ha.store_lines()
         );
         let (port, ops) = (free_port()?, free_port()?);
         let text = config(name, port, ops, &store, a.addr(), b.addr());
@@ -199,7 +242,7 @@ async fn campaign(args: &FailoverArgs) -> crate::Result<(FailoverReport, PathBuf
     let dir = std::env::temp_dir().join(format!("otpgw-failover-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let (mut ha, a, b, nodes) = rig(&dir).await?;
+    let (mut ha, a, b, nodes) = rig(&dir, args.cluster).await?;
     let ledger = Arc::new(Mutex::new(Ledger {
         start: Some(Instant::now()),
         ..Default::default()
@@ -232,7 +275,10 @@ async fn campaign(args: &FailoverArgs) -> crate::Result<(FailoverReport, PathBuf
             .lock()
             .start
             .map_or(0.0, |t| t.elapsed().as_secs_f64());
-        let line = tokio::task::block_in_place(|| one_round(&mut ha, round, args.smoke, &ledger))?;
+        let line = tokio::task::block_in_place(|| match &mut ha {
+            Servers::Ha(ha) => one_round(ha, round, args.smoke, &ledger),
+            Servers::Cluster(c) => cluster_round(c, round, args.smoke, &ledger),
+        })?;
         let line = format!("at {at:.1} s: {line}");
         eprintln!("round {round}: {line}");
         round_log.push(format!("round {round}: {line}"));
@@ -362,6 +408,79 @@ fn one_round(
         "primary {old} {} , member {new} promoted in {} ms",
         if stale {
             "stopped past down-after, then continued (stale)"
+        } else {
+            "killed"
+        },
+        took.as_millis()
+    ));
+    Ok(did.join("; "))
+}
+
+/// One round on a Cluster (see the module docs): shard `round % 3`'s primary is
+/// killed or stopped past `cluster-node-timeout`; every third round a replica is
+/// killed first. Blocking. What it did, for the report.
+fn cluster_round(
+    c: &mut TestCluster,
+    round: u32,
+    smoke: bool,
+    ledger: &Mutex<Ledger>,
+) -> crate::Result<String> {
+    let failed = |what: &str| crate::LabError::Failed(format!("round {round}: {what}"));
+    let primaries = c.primaries();
+    let old = *primaries
+        .get(round as usize % primaries.len().max(1))
+        .ok_or_else(|| failed("no primary"))?;
+    let mut did = Vec::new();
+    if round % 3 == 1 || smoke {
+        let replica = (0..c.shards.len())
+            .find(|i| !primaries.contains(i))
+            .ok_or_else(|| failed("no replica"))?;
+        let from = Instant::now();
+        c.shards[replica].kill9();
+        std::thread::sleep(Duration::from_millis(1500));
+        if !c.shards[replica].spawn() {
+            return Err(failed("a killed replica did not start again"));
+        }
+        if !c.replicas_synced(1, Duration::from_secs(60)) {
+            return Err(failed(&format!(
+                "the replicas did not resync: {}",
+                c.describe()
+            )));
+        }
+        fault_window(ledger, from);
+        did.push(format!("replica {replica} killed and resynced"));
+    }
+    let stale = round % 2 == 1 && !smoke;
+    let from = Instant::now();
+    if stale {
+        c.signal(old, "STOP");
+    } else {
+        c.shards[old].kill9();
+    }
+    let promoted = c.wait_promoted(old, PROMOTION_LIMIT);
+    let took = from.elapsed();
+    if stale {
+        c.signal(old, "CONT");
+    } else if !c.shards[old].spawn() {
+        return Err(failed("the old primary did not start again"));
+    }
+    if !promoted {
+        return Err(failed(&format!(
+            "no replica was promoted: {}",
+            c.describe()
+        )));
+    }
+    if !c.replicas_synced(1, Duration::from_secs(60)) {
+        return Err(failed(&format!(
+            "the replicas did not sync with the new primary within 60 s: {}",
+            c.describe()
+        )));
+    }
+    fault_window(ledger, from);
+    did.push(format!(
+        "shard primary {old} {}, its replica promoted in {} ms",
+        if stale {
+            "stopped past cluster-node-timeout, then continued (stale)"
         } else {
             "killed"
         },

@@ -3,11 +3,13 @@
 //! create` ([`TestCluster`]). The scale-out scenarios of [`super::redis_scale_out`]
 //! run on it unchanged: a node killed under load loses nothing acknowledged; the
 //! verifications, idempotency keys and statuses are shared by the nodes. The keys
-//! spread over every shard.
+//! spread over every shard. And `scripts/failover.sh --smoke --cluster`: a shard's
+//! primary killed under load (three shards of a primary and two replicas).
 
 use otpgw_sim::redis_cluster::TestCluster;
 
 use super::redis_scale_out::{kill_one_of_three, shared_records};
+use super::redis_sentinel::failover_smoke;
 
 /// `[store]`'s line for the cluster.
 fn at(c: &TestCluster) -> String {
@@ -37,4 +39,13 @@ async fn verifications_statuses_and_keys_are_shared_on_a_cluster() {
         return;
     };
     shared_records(&at(&c)).await;
+}
+
+/// `scripts/failover.sh --smoke --cluster`: two nodes on a 3-shard cluster with
+/// `redis_min_replicas = 1`; a replica killed and resynced, then a shard's primary
+/// killed under 5,000 msg/s and its replica promoted by the cluster; the ledger
+/// finds nothing acknowledged lost.
+#[test]
+fn the_cluster_failover_smoke_loses_nothing_acknowledged() {
+    failover_smoke(&["--cluster"]);
 }

@@ -127,6 +127,11 @@ async fn a_killed_primary_is_followed_and_nothing_acknowledged_is_lost() {
 /// acknowledged lost and its JSON report has the fields checks read.
 #[test]
 fn the_failover_smoke_loses_nothing_acknowledged() {
+    failover_smoke(&[]);
+}
+
+/// `scripts/failover.sh --smoke` with `more` arguments (`--cluster`), checked.
+pub(crate) fn failover_smoke(more: &[&str]) {
     let has_redis = std::process::Command::new("redis-server")
         .arg("--version")
         .output()
@@ -143,7 +148,9 @@ fn the_failover_smoke_loses_nothing_acknowledged() {
     let json = std::env::temp_dir().join(format!("otpgw-failover-{}.json", std::process::id()));
     let out = std::process::Command::new("bash")
         .arg(root.join("scripts/failover.sh"))
-        .args(["--smoke", "--json"])
+        .arg("--smoke")
+        .args(more)
+        .arg("--json")
         .arg(&json)
         .env("OTPGW_BIN", env!("CARGO_BIN_EXE_otpgw"))
         .output()
