@@ -75,6 +75,11 @@ async fn messages_spread_over_the_shards_and_are_recovered() {
         assert!(s.flush().wait().await);
     }
     fixtures::http_contract(&open(&c, "nh").await).await;
+    // A node with another number of partitions would look in the wrong ones.
+    let mut other = cfg(&c, "n9");
+    other.partitions = 8;
+    let e = RedisStore::open(other).await.expect_err("refused");
+    assert!(e.to_string().contains("redis_partitions = 8"), "{e}");
     let other = open(&c, "n2").await;
     let rec = other.recover(20).expect("recover");
     assert!(rec.unconfirmed.is_empty() && rec.confirmed.is_empty() && rec.receipts.is_empty());

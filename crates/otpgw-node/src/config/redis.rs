@@ -102,8 +102,11 @@ impl Config {
                 st.redis_replica_timeout_ms
             ));
         }
-        if st.redis_prefix.is_empty() || st.redis_prefix.contains(char::is_whitespace) {
-            p.push("store.redis_prefix: must be a non-empty word".into());
+        if st.redis_prefix.is_empty()
+            || st.redis_prefix.contains(char::is_whitespace)
+            || st.redis_prefix.contains(['{', '}'])
+        {
+            p.push("store.redis_prefix: must be a non-empty word without braces (they make Redis Cluster hash tags)".into());
         }
     }
 

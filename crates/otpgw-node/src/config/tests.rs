@@ -138,7 +138,7 @@ fn a_redis_cluster_replaces_the_url_and_is_checked() {
     assert_eq!(cl.password.as_deref(), Some("pw"));
     assert_eq!(rc.partitions, 16, "the documented default");
     let e = with(
-        "redis_url = \"redis://127.0.0.1:6379/0\"\nredis_cluster = [\"bad\"]\nredis_partitions = 0\nredis_master_name = \"m\"",
+        "redis_url = \"redis://127.0.0.1:6379/0\"\nredis_cluster = [\"bad\"]\nredis_partitions = 0\nredis_master_name = \"m\"\nredis_prefix = \"a{b}\"",
     )
     .unwrap_err()
     .to_string();
@@ -146,6 +146,7 @@ fn a_redis_cluster_replaces_the_url_and_is_checked() {
         "set one of redis_url, redis_sentinels or redis_cluster",
         "redis_cluster[0] = \"bad\": must be host:port",
         "redis_partitions = 0: must be 1 to 1024",
+        "redis_prefix: must be a non-empty word without braces",
         "redis_master_name: goes with redis_sentinels",
     ] {
         assert!(e.contains(want), "{want}: {e}");

@@ -187,7 +187,8 @@ impl Doubt {
             // replica confirms them, and the doubts wait for the real one.
             if cfg.min_replicas > 0 {
                 let ms = u64::try_from(cfg.replica_timeout.as_millis()).unwrap_or(u64::MAX);
-                super::writer::replicated(conn, cfg.min_replicas, ms)
+                let mut shard = conn.at_slot(cfg.slot_of_part(k));
+                super::writer::replicated(&mut shard, cfg.min_replicas, ms)
                     .await
                     .map_err(err)?;
             }

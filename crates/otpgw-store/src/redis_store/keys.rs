@@ -72,6 +72,10 @@ impl RedisConfig {
     pub(super) fn bound(&self, brand: &str) -> String {
         format!("{}:bound:{brand}", self.part(0))
     }
+    /// The number of partitions the nodes of this prefix use (on a Cluster).
+    pub(super) fn partitions_key(&self) -> String {
+        format!("{}:partitions", self.part(0))
+    }
     /// The registry of node ids and its counter (one step: one slot).
     pub(super) fn node_numbers(&self) -> (String, String) {
         let p = self.part(0);

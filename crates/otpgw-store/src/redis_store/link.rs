@@ -167,7 +167,7 @@ impl Link {
         self.inner.now.read().conn.clone()
     }
 
-    /// On a Cluster, the primary (`host:port`) serving each of `slots`
+    /// On a Cluster, the primary (its node id) serving each of `slots`
     /// (`CLUSTER SLOTS`); `None` on one Redis or when it cannot be read.
     pub async fn primaries_of(&self, slots: &[u16]) -> Option<Vec<String>> {
         if !matches!(self.current(), Conn::Cluster(_)) {
@@ -182,10 +182,12 @@ impl Link {
         for r in ranges {
             let Value::Array(f) = r else { continue };
             if let [Value::Int(a), Value::Int(b), Value::Array(node), ..] = f.as_slice()
-                && let [host, Value::Int(port), ..] = node.as_slice()
+                && let [host, Value::Int(port), rest @ ..] = node.as_slice()
             {
+                // The node's id names it (its address may be a shared hostname).
+                let id: Option<String> = rest.first().and_then(|v| redis::from_redis_value(v).ok());
                 let host: String = redis::from_redis_value(host).ok()?;
-                owners.push((*a, *b, format!("{host}:{port}")));
+                owners.push((*a, *b, id.unwrap_or_else(|| format!("{host}:{port}"))));
             }
         }
         slots
@@ -388,7 +390,10 @@ pub async fn connect(target: Target<'_>, timeout: Duration) -> Result<Link, Stor
                 redis::cluster::ClusterClientBuilder::new(urls.clone())
                     .connection_timeout(timeout)
                     .response_timeout(read)
-                    .retries(2)
+                    // Never send a command again by itself: an accept sent twice
+                    // would add its message twice, and a resend could overtake
+                    // later writes. A failed write is the writer's to retry.
+                    .retries(0)
                     .build()
                     .map_err(err)
             };

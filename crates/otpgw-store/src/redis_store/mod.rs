@@ -227,6 +227,7 @@ impl Durable<Redis> {
             ));
         }
         let mut conn = link::connect(cfg.target(), cfg.timeout).await?;
+        same_partitions(&mut conn, &cfg).await?;
         ensure_groups(&mut conn, &cfg).await?;
         check_fsync(&mut conn).await;
         let (nodes, seq) = cfg.node_numbers();
@@ -302,6 +303,36 @@ impl Durable<Redis> {
     /// This node's number under the prefix (1 for the first node id registered).
     pub fn node_number(&self) -> u8 {
         self.backend.node_number
+    }
+}
+
+/// On a Cluster, the number of partitions is kept under the prefix by the first
+/// node; a node configured with another refuses to start (its messages would be
+/// looked for in the wrong partitions).
+async fn same_partitions(conn: &mut Link, cfg: &RedisConfig) -> Result<(), StoreError> {
+    if cfg.cluster.is_none() {
+        return Ok(());
+    }
+    let key = cfg.partitions_key();
+    let (kept,): (u16,) = redis::pipe()
+        .cmd("SET")
+        .arg(&key)
+        .arg(cfg.parts())
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(&key)
+        .query_async(conn)
+        .await
+        .map_err(err)?;
+    if kept == cfg.parts() {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "redis_partitions = {} but the nodes under prefix {} use {kept} ({key}): set it to {kept}",
+            cfg.parts(),
+            cfg.prefix
+        )))
     }
 }
 

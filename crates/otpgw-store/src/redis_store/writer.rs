@@ -250,8 +250,15 @@ fn replicas_enough(n: i64, min: u32, wait_ms: u64) -> redis::RedisResult<()> {
 /// connection, at most `wait_ms`. Too few in time: an error, so the batch's accepts
 /// are refused (a temporary error to the brand) and taken out again like those of
 /// a lost reply ([`super::doubt`]): never acknowledged unless replicated.
-pub(super) async fn replicated(c: &mut Link, min: u32, wait_ms: u64) -> redis::RedisResult<()> {
-    let n: i64 = redis::cmd("WAIT")
+pub(super) async fn replicated(
+    c: &mut (impl redis::aio::ConnectionLike + Send),
+    min: u32,
+    wait_ms: u64,
+) -> redis::RedisResult<()> {
+    // A pipeline of one, so that a link routed to a shard (`Link::at_slot`) asks
+    // that shard (a bare WAIT on a Cluster goes to every primary).
+    let (n,): (i64,) = redis::pipe()
+        .cmd("WAIT")
         .arg(min)
         .arg(wait_ms)
         .query_async(c)
