@@ -165,11 +165,7 @@ impl TestCluster {
 
     /// Send a signal (`STOP`, `CONT`) to server `i`.
     pub fn signal(&self, i: usize, sig: &str) {
-        if let Some(pid) = self.shards[i].pid() {
-            let _ = Command::new("kill")
-                .args([format!("-{sig}"), pid.to_string()])
-                .status();
-        }
+        self.shards[i].signal(sig);
     }
 
     /// Each server's port and role, for a failure report.

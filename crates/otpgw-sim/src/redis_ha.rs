@@ -181,11 +181,7 @@ impl TestHa {
 
     /// Stop (SIGSTOP) or continue (SIGCONT) member `i`.
     pub fn signal(&self, i: usize, sig: &str) {
-        if let Some(pid) = self.servers[i].pid() {
-            let _ = Command::new("kill")
-                .args([format!("-{sig}"), pid.to_string()])
-                .status();
-        }
+        self.servers[i].signal(sig);
     }
 }
 

@@ -111,6 +111,15 @@ impl TestRedis {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Send it a signal (`STOP`, `CONT`) while it runs.
+    pub fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args([format!("-{sig}"), pid.to_string()])
+                .status();
+        }
+    }
+
     /// Whether it was started and not killed since.
     pub fn running(&self) -> bool {
         self.child.is_some()

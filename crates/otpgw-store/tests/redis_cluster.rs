@@ -165,15 +165,10 @@ async fn writes_made_while_a_shard_is_down_land_once_it_is_back() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(c.shards[1].spawn(), "the shard restarts");
-    let mut flushed = false;
-    for _ in 0..150 {
-        if s.flush().wait().await {
-            flushed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(flushed, "writes go through again");
+    assert!(
+        fixtures::flushed_within(&s, Duration::from_secs(15)).await,
+        "writes go through again"
+    );
     fixtures::check_outage_writes_landed(&open(&c, "n1").await.recover(0).expect("recover"));
 }
 

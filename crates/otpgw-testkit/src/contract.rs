@@ -193,6 +193,21 @@ pub async fn write_during_outage(s: &dyn otpgw_core::Store) {
     }
 }
 
+/// Whether the store's writes go through (a flush succeeds) within `within`,
+/// trying every 100 ms: after an outage, once the backlog is written.
+pub async fn flushed_within(s: &dyn otpgw_core::Store, within: std::time::Duration) -> bool {
+    let until = std::time::Instant::now() + within;
+    loop {
+        if s.flush().wait().await {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// After it (the store reopened): the writes made during it landed, so the next
 /// run neither sends 1-10 again nor repeats 21-30's receipts.
 pub fn check_outage_writes_landed(rec: &otpgw_core::store::Recovered) {

@@ -121,15 +121,20 @@ fn redis_backend_needs_its_url_and_a_node_id() {
     assert_eq!(c.store.redis_prefix, "otpgw");
 }
 
-#[test]
-fn a_redis_cluster_replaces_the_url_and_is_checked() {
-    let base = EXAMPLE
+/// The example with `backend = "redis"`, node `n1`, and `store` in `[store]`.
+fn with_redis_store(store: &str) -> Result<Config, ConfigError> {
+    let text = EXAMPLE
         .replace(
             "backend = \"embedded\"",
-            "backend = \"redis\"\nnode_id = \"n1\"\n@@STORE@@",
+            &format!("backend = \"redis\"\nnode_id = \"n1\"\n{store}"),
         )
         .replace("receipt_ids = \"auto\"", "receipt_ids = \"same\"");
-    let with = |store: &str| Config::parse(&base.replace("@@STORE@@", store), "x.toml");
+    Config::parse(&text, "x.toml")
+}
+
+#[test]
+fn a_redis_cluster_replaces_the_url_and_is_checked() {
+    let with = with_redis_store;
     let c =
         with("redis_cluster = [\"10.0.0.5:7000\", \"r2:7001\"]\nredis_password = \"pw\"").unwrap();
     let rc = c.redis_config();
@@ -155,13 +160,7 @@ fn a_redis_cluster_replaces_the_url_and_is_checked() {
 
 #[test]
 fn redis_sentinels_replace_the_url_and_are_checked() {
-    let base = EXAMPLE
-        .replace(
-            "backend = \"embedded\"",
-            "backend = \"redis\"\nnode_id = \"n1\"\n@@STORE@@",
-        )
-        .replace("receipt_ids = \"auto\"", "receipt_ids = \"same\"");
-    let with = |store: &str| Config::parse(&base.replace("@@STORE@@", store), "x.toml");
+    let with = with_redis_store;
     let c = with(
         "redis_sentinels = [\"10.0.0.5:26379\", \"s2:26380\"]\nredis_master_name = \"otpgw\"\n\
          redis_password = \"pw\"\nredis_sentinel_password_env = \"OTPGW_TEST_NO_SUCH_VAR_X\"",
