@@ -1,6 +1,7 @@
 //! How the Redis store's writes become commands: each write of a batch goes into
-//! the pipeline of its partition ([`super::keys`]; one pipeline on one Redis), a
-//! finished message as one script ([`finish`]).
+//! the pipeline of the shard that serves its partition ([`super::keys`],
+//! [`Groups`]; one pipeline on one Redis), a finished message as one script
+//! ([`finish`]).
 
 use std::time::Duration;
 
