@@ -13,7 +13,7 @@ use otpgw_sim::redis_server::TestRedis as Redis;
 use otpgw_store::{RedisConfig, RedisStore};
 
 use otpgw_testkit::contract as fixtures;
-use otpgw_testkit::sample::{message as msg, receipt_job as job};
+use otpgw_testkit::sample::message as msg;
 
 async fn open(r: &Redis, node: &str) -> RedisStore {
     RedisStore::open(RedisConfig::new(&r.url(), "t", node))
@@ -57,17 +57,7 @@ async fn recovery_after_a_restart_of_the_node() {
         for t in tasks {
             assert!(t.await.expect("task"));
         }
-        for i in 1..=5 {
-            s.accept(&msg(i)).await.expect("accepted");
-        }
-        s.submitted(MsgId(2));
-        assert!(s.submitted(MsgId(3)).wait().await);
-        s.carrier_accepted(MsgId(3), "sim", "1A2B");
-        let r4 = s.finished(MsgId(4), DeliveryState::Delivered, Some(&job(4, 10)), 10);
-        assert!(r4.wait().await);
-        let r5 = s.finished(MsgId(5), DeliveryState::Delivered, Some(&job(5, 11)), 11);
-        assert!(r5.wait().await);
-        s.receipt_forwarded(MsgId(5));
+        fixtures::write_five_stages(&*s).await;
         for i in 100..2100u64 {
             s.finished(MsgId(i), DeliveryState::Delivered, None, 12);
         }
@@ -79,18 +69,7 @@ async fn recovery_after_a_restart_of_the_node() {
     assert!(rec.unconfirmed.is_empty() && rec.confirmed.is_empty() && rec.receipts.is_empty());
 
     let s = open(&r, "n1").await;
-    let rec = s.recover(20).expect("recover");
-    let mut un: Vec<(u64, bool)> = rec.unconfirmed.iter().map(|(m, s)| (m.id.0, *s)).collect();
-    un.sort();
-    assert_eq!(un, vec![(1, false), (2, true)]);
-    assert_eq!(rec.confirmed.len(), 1);
-    let (m, carrier, cid) = &rec.confirmed[0];
-    assert_eq!((m.id.0, carrier.as_str(), cid.as_str()), (3, "sim", "1A2B"));
-    assert_eq!(m.body, otpgw_testkit::sample::message(3).body);
-    assert_eq!(
-        rec.receipts.iter().map(|j| j.id.0).collect::<Vec<_>>(),
-        vec![4]
-    );
+    fixtures::check_five_stages(&s.recover(20).expect("recover"));
 
     // Finishing a recovered message removes it from the stream.
     assert!(

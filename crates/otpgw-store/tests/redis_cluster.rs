@@ -58,17 +58,7 @@ async fn messages_spread_over_the_shards_and_are_recovered() {
             keys.iter().all(|&k| k >= 4),
             "every shard holds some partitions' streams: {keys:?}"
         );
-        for i in 1..=5 {
-            s.accept(&msg(i)).await.expect("accepted");
-        }
-        s.submitted(MsgId(2));
-        assert!(s.submitted(MsgId(3)).wait().await);
-        s.carrier_accepted(MsgId(3), "sim", "1A2B");
-        let r4 = s.finished(MsgId(4), DeliveryState::Delivered, Some(&job(4, 10)), 10);
-        assert!(r4.wait().await);
-        let r5 = s.finished(MsgId(5), DeliveryState::Delivered, Some(&job(5, 11)), 11);
-        assert!(r5.wait().await);
-        s.receipt_forwarded(MsgId(5));
+        fixtures::write_five_stages(&*s).await;
         for i in 100..1100u64 {
             s.finished(MsgId(i), DeliveryState::Delivered, None, 12);
         }
@@ -85,16 +75,7 @@ async fn messages_spread_over_the_shards_and_are_recovered() {
     assert!(rec.unconfirmed.is_empty() && rec.confirmed.is_empty() && rec.receipts.is_empty());
 
     let s = open(&c, "n1").await;
-    let rec = s.recover(20).expect("recover");
-    let mut un: Vec<(u64, bool)> = rec.unconfirmed.iter().map(|(m, s)| (m.id.0, *s)).collect();
-    un.sort();
-    assert_eq!(un, vec![(1, false), (2, true)]);
-    let (m, carrier, cid) = &rec.confirmed[0];
-    assert_eq!((m.id.0, carrier.as_str(), cid.as_str()), (3, "sim", "1A2B"));
-    assert_eq!(
-        rec.receipts.iter().map(|j| j.id.0).collect::<Vec<_>>(),
-        vec![4]
-    );
+    fixtures::check_five_stages(&s.recover(20).expect("recover"));
 }
 
 /// A node that stops renewing its lease leaves messages and owed receipts in

@@ -193,6 +193,49 @@ pub async fn write_during_outage(s: &dyn otpgw_core::Store) {
     }
 }
 
+/// Messages 1-5 at five stages: 1 accepted; 2 marked sent; 3 confirmed by carrier
+/// "sim" as "1A2B"; 4 finished with its receipt owed; 5 finished, its receipt
+/// forwarded. [`check_five_stages`] checks what a restart recovers.
+pub async fn write_five_stages(s: &dyn otpgw_core::Store) {
+    for i in 1..=5 {
+        s.accept(&message(i)).await.expect("accepted");
+    }
+    s.submitted(MsgId(2));
+    assert!(s.submitted(MsgId(3)).wait().await);
+    s.carrier_accepted(MsgId(3), "sim", "1A2B");
+    let r4 = s.finished(
+        MsgId(4),
+        DeliveryState::Delivered,
+        Some(&receipt_job(4, 10)),
+        10,
+    );
+    assert!(r4.wait().await);
+    let r5 = s.finished(
+        MsgId(5),
+        DeliveryState::Delivered,
+        Some(&receipt_job(5, 11)),
+        11,
+    );
+    assert!(r5.wait().await);
+    s.receipt_forwarded(MsgId(5));
+}
+
+/// What a restart after [`write_five_stages`] recovers: 1 and 2 to send (2 maybe
+/// sent), 3 waiting for its receipt, 4's receipt owed; nothing of 5.
+pub fn check_five_stages(rec: &otpgw_core::store::Recovered) {
+    let mut un: Vec<(u64, bool)> = rec.unconfirmed.iter().map(|(m, s)| (m.id.0, *s)).collect();
+    un.sort_unstable();
+    assert_eq!(un, vec![(1, false), (2, true)]);
+    assert_eq!(rec.confirmed.len(), 1);
+    let (m, carrier, cid) = &rec.confirmed[0];
+    assert_eq!((m.id.0, carrier.as_str(), cid.as_str()), (3, "sim", "1A2B"));
+    assert_eq!(m.body, message(3).body);
+    assert_eq!(
+        rec.receipts.iter().map(|j| j.id.0).collect::<Vec<_>>(),
+        vec![4]
+    );
+}
+
 /// Whether the store's writes go through (a flush succeeds) within `within`,
 /// trying every 100 ms: after an outage, once the backlog is written.
 pub async fn flushed_within(s: &dyn otpgw_core::Store, within: std::time::Duration) -> bool {
