@@ -212,6 +212,8 @@ impl Acceptor {
             origin,
             group,
         } = sub;
+        // The store's key of the brand's idempotency key (made once).
+        let once = once.map(|(key, fp)| (once_key(&brand.system_id, &key), fp));
         let Body::Sms(sms) = &body;
         let class = class.unwrap_or(match sms.priority_flag {
             0 => brand.default_class,
@@ -253,8 +255,8 @@ impl Acceptor {
                 // The key and the message share a partition of the store.
                 Some((key, _)) => {
                     let n = self.tracker.store().partitions();
-                    let k = once_key(&brand.system_id, key);
-                    self.ids.next_in(n, otpgw_core::store::key_partition(&k, n))
+                    self.ids
+                        .next_in(n, otpgw_core::store::key_partition(key, n))
                 }
                 None => self.ids.next(),
             }),
@@ -277,7 +279,6 @@ impl Acceptor {
                 .await
                 .map_err(|_| AcceptError::StoreUnavailable)?,
             Some((key, fingerprint)) => {
-                let key = once_key(&brand.system_id, &key);
                 let value = once_value(msg.id, &fingerprint);
                 match store
                     .accept_once(&msg, &key, value, now_ms + ONCE_TTL_MS)

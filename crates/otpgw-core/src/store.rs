@@ -294,12 +294,15 @@ pub trait Cluster: Send + Sync + 'static {
 /// The partition (of `n`) of an idempotency or key-value key: FNV-1a of its bytes,
 /// the same on every node and version.
 pub fn key_partition(key: &str, n: u64) -> u64 {
+    if n <= 1 {
+        return 0;
+    }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h % n.max(1)
+    h % n
 }
 
 /// A whole store: the message log, the key-value space and cluster coordination.

@@ -495,18 +495,6 @@ impl Backend for Redis {
         for k in self.cfg.all_parts() {
             self.recover_part(c, k, &mut out)?;
         }
-        let mut owed: Vec<Vec<u8>> = Vec::new();
-        for k in self.cfg.all_parts() {
-            let some: Vec<Vec<u8>> = redis::cmd("HVALS")
-                .arg(self.cfg.receipts(k))
-                .query(c)
-                .map_err(err)?;
-            owed.extend(some);
-        }
-        out.receipts = owed
-            .iter()
-            .filter_map(|v| self.codec.read_receipt(v))
-            .collect();
         out.receipts.sort_by_key(|j| j.done_ms);
         Ok(out)
     }
@@ -521,7 +509,8 @@ impl Backend for Redis {
 }
 
 impl Redis {
-    /// This node's pending entries of partition `k` and their carrier states.
+    /// This node's pending entries of partition `k`, their carrier states, and
+    /// the receipts it owes there.
     fn recover_part(
         &self,
         c: &mut dyn redis::ConnectionLike,
@@ -557,6 +546,12 @@ impl Redis {
                 .map_err(err)?;
             classify(msgs, states, out, &self.codec);
         }
+        let owed: Vec<Vec<u8>> = redis::cmd("HVALS")
+            .arg(self.cfg.receipts(k))
+            .query(c)
+            .map_err(err)?;
+        out.receipts
+            .extend(owed.iter().filter_map(|v| self.codec.read_receipt(v)));
         Ok(())
     }
 }

@@ -124,6 +124,7 @@ pub(super) async fn read_inbox(
         // Owed here first, then out of the inbox: in one step on one Redis; on a
         // Cluster the receipts of partitions other than the inbox's go before it.
         let mut pipes: Vec<redis::Pipeline> = cfg.all_parts().map(|_| redis::pipe()).collect();
+        let owed: Vec<String> = cfg.all_parts().map(|k| cfg.receipts(k)).collect();
         pipes[0].atomic();
         for e in &entries {
             let rec: Option<Vec<u8>> = e.get("rec");
@@ -131,7 +132,7 @@ pub(super) async fn read_inbox(
                 let k = cfg.part_of(j.id.0);
                 pipes[usize::from(k)]
                     .cmd("HSET")
-                    .arg(cfg.receipts(k))
+                    .arg(&owed[usize::from(k)])
                     .arg(j.id.0)
                     .arg(rec.as_deref().unwrap_or_default())
                     .ignore();
@@ -430,9 +431,10 @@ impl Cluster for Durable<Redis> {
             let mut pipe = redis::pipe();
             pipe.atomic();
             let mut rest: Vec<Vec<u64>> = vec![Vec::new(); usize::from(cfg.parts())];
+            let (inbox, owed) = (cfg.inbox(&target), cfg.receipts(0));
             for j in jobs {
                 pipe.cmd("XADD")
-                    .arg(cfg.inbox(&target))
+                    .arg(&inbox)
                     .arg("*")
                     .arg("id")
                     .arg(j.id.0)
@@ -441,7 +443,7 @@ impl Cluster for Durable<Redis> {
                     .ignore();
                 match cfg.part_of(j.id.0) {
                     0 => {
-                        pipe.cmd("HDEL").arg(cfg.receipts(0)).arg(j.id.0).ignore();
+                        pipe.cmd("HDEL").arg(&owed).arg(j.id.0).ignore();
                     }
                     k => rest[usize::from(k)].push(j.id.0),
                 }

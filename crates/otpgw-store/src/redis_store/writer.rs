@@ -49,11 +49,12 @@ pub(super) async fn writer(
 ) {
     use futures_util::StreamExt;
     let Writes { rx, pending } = writes;
-    let script = Scripts {
+    // Shared by the flights (each `Script` holds its code and hash).
+    let script = Arc::new(Scripts {
         accept: redis::Script::new(ACCEPT_LUA),
         kv: redis::Script::new(KV_LUA),
         finish: redis::Script::new(FINISH_LUA),
-    };
+    });
     let mut groups = Groups::read(&cfg, &conn).await;
     let mut flights: futures_util::stream::FuturesOrdered<Flight> = Default::default();
     let mut closed = false;
@@ -168,7 +169,7 @@ pub(super) async fn writer(
 /// Send one batch as a pipeline.
 fn launch(
     cfg: &RedisConfig,
-    (script, groups): (&Scripts, &Groups),
+    (script, groups): (&Arc<Scripts>, &Groups),
     batch: Vec<Op>,
     entries: &DashMap<u64, String>,
     conn: &Link,
@@ -215,18 +216,18 @@ fn launch(
             .await
             .into_iter()
             .collect::<redis::RedisResult<Vec<_>>>()
-            .map(|per_part| merge(per_part, &order));
+            .map(|per_group| merge(per_group, &order));
         (batch, taken, res, alone)
     })
 }
 
-/// The answers of the partitions' pipelines in the order of the batch's writes
-/// that have one (`order`: the partition of each).
-fn merge(per_part: Vec<Vec<redis::Value>>, order: &[u16]) -> Vec<redis::Value> {
-    if per_part.len() == 1 {
-        return per_part.into_iter().flatten().collect();
+/// The answers of the shards' pipelines in the order of the batch's writes that
+/// have one (`order`: the pipeline of each).
+fn merge(per_group: Vec<Vec<redis::Value>>, order: &[u16]) -> Vec<redis::Value> {
+    if per_group.len() == 1 {
+        return per_group.into_iter().flatten().collect();
     }
-    let mut its: Vec<_> = per_part.into_iter().map(Vec::into_iter).collect();
+    let mut its: Vec<_> = per_group.into_iter().map(Vec::into_iter).collect();
     order
         .iter()
         .filter_map(|&k| its.get_mut(usize::from(k)).and_then(Iterator::next))
