@@ -163,11 +163,6 @@ impl TestCluster {
         false
     }
 
-    /// Send a signal (`STOP`, `CONT`) to server `i`.
-    pub fn signal(&self, i: usize, sig: &str) {
-        self.shards[i].signal(sig);
-    }
-
     /// Each server's port and role, for a failure report.
     pub fn describe(&self) -> String {
         self.shards

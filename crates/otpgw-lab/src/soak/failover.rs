@@ -22,7 +22,7 @@
 //! ([`otpgw_sim::redis_cluster`]: three shards of a primary and a replica, from the
 //! shipped `deploy/redis-cluster/redis.conf`, `redis_min_replicas = 1`), and each
 //! round does the same to one shard's primary (the next shard each round): the
-//! cluster itself promotes that shard's replica ([`cluster_round`]).
+//! cluster itself promotes that shard's replica.
 //!
 //! At the end the load stops, receipts are collected, and the ledger is checked:
 //! nothing acknowledged lost, every receipt delivered, duplicates only across a
@@ -99,6 +99,62 @@ impl Servers {
                 "redis-server and redis-sentinel are needed (scripts/test-deps.sh)".into(),
             )
         })
+    }
+
+    /// The primary whose failure the round causes: the Sentinels' primary, or
+    /// on a Cluster the next shard's each round.
+    fn primary(&self, round: u32) -> Option<usize> {
+        match self {
+            Servers::Ha(ha) => ha.primary(),
+            Servers::Cluster(c) => {
+                let p = c.primaries();
+                p.get(round as usize % p.len().max(1)).copied()
+            }
+        }
+    }
+
+    /// A replica (of `primary` with Sentinels; of any primary on a Cluster).
+    fn replica_of(&self, primary: usize) -> Option<usize> {
+        match self {
+            Servers::Ha(ha) => (0..ha.servers.len()).find(|i| *i != primary),
+            Servers::Cluster(c) => {
+                let p = c.primaries();
+                (0..c.shards.len()).find(|i| !p.contains(i))
+            }
+        }
+    }
+
+    fn server(&mut self, i: usize) -> &mut otpgw_sim::redis_server::TestRedis {
+        match self {
+            Servers::Ha(ha) => &mut ha.servers[i],
+            Servers::Cluster(c) => &mut c.shards[i],
+        }
+    }
+
+    /// Whether the replicas are in sync again within `within`.
+    fn resynced(&self, within: Duration) -> bool {
+        match self {
+            Servers::Ha(ha) => ha.wait_replicas(within),
+            Servers::Cluster(c) => c.replicas_synced(1, within),
+        }
+    }
+
+    /// What took over from `old` within `within` (a member, or on a Cluster "its
+    /// replica").
+    fn promoted(&self, old: usize, within: Duration) -> Option<String> {
+        match self {
+            Servers::Ha(ha) => ha.wait_failover(old, within).map(|n| format!("member {n}")),
+            Servers::Cluster(c) => c
+                .wait_promoted(old, within)
+                .then(|| "its replica".to_string()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Servers::Ha(ha) => ha.describe(),
+            Servers::Cluster(c) => c.describe(),
+        }
     }
 
     /// The `[store]` lines that say where Redis is.
@@ -275,10 +331,7 @@ async fn campaign(args: &FailoverArgs) -> crate::Result<(FailoverReport, PathBuf
             .lock()
             .start
             .map_or(0.0, |t| t.elapsed().as_secs_f64());
-        let line = tokio::task::block_in_place(|| match &mut ha {
-            Servers::Ha(ha) => one_round(ha, round, args.smoke, &ledger),
-            Servers::Cluster(c) => cluster_round(c, round, args.smoke, &ledger),
-        })?;
+        let line = tokio::task::block_in_place(|| one_round(&mut ha, round, args.smoke, &ledger))?;
         let line = format!("at {at:.1} s: {line}");
         eprintln!("round {round}: {line}");
         round_log.push(format!("round {round}: {line}"));
@@ -353,30 +406,28 @@ async fn campaign(args: &FailoverArgs) -> crate::Result<(FailoverReport, PathBuf
 /// One round (see the module docs); blocking (it waits on the Redis processes).
 /// What it did, for the report.
 fn one_round(
-    ha: &mut TestHa,
+    set: &mut Servers,
     round: u32,
     smoke: bool,
     ledger: &Mutex<Ledger>,
 ) -> crate::Result<String> {
     let failed = |what: &str| crate::LabError::Failed(format!("round {round}: {what}"));
-    let old = ha
-        .primary()
-        .ok_or_else(|| failed("the sentinels name no primary"))?;
+    let old = set
+        .primary(round)
+        .ok_or_else(|| failed("no primary named"))?;
     let mut did = Vec::new();
     if round % 3 == 1 || smoke {
-        let replica = (0..ha.servers.len())
-            .find(|i| *i != old)
-            .ok_or_else(|| failed("no replica"))?;
+        let replica = set.replica_of(old).ok_or_else(|| failed("no replica"))?;
         let from = Instant::now();
-        ha.servers[replica].kill9();
+        set.server(replica).kill9();
         std::thread::sleep(Duration::from_millis(1500));
-        if !ha.servers[replica].spawn() {
+        if !set.server(replica).spawn() {
             return Err(failed("a killed replica did not start again"));
         }
-        if !ha.wait_replicas(Duration::from_secs(60)) {
+        if !set.resynced(Duration::from_secs(60)) {
             return Err(failed(&format!(
                 "the replicas did not resync within 60 s: {}",
-                ha.describe()
+                set.describe()
             )));
         }
         fault_window(ledger, from);
@@ -385,104 +436,35 @@ fn one_round(
     let stale = round % 2 == 1 && !smoke;
     let from = Instant::now();
     if stale {
-        ha.signal(old, "STOP");
+        set.server(old).signal("STOP");
     } else {
-        ha.servers[old].kill9();
+        set.server(old).kill9();
     }
-    let new = ha.wait_failover(old, PROMOTION_LIMIT);
+    let new = set.promoted(old, PROMOTION_LIMIT);
     let took = from.elapsed();
     if stale {
-        ha.signal(old, "CONT");
-    } else if !ha.servers[old].spawn() {
+        set.server(old).signal("CONT");
+    } else if !set.server(old).spawn() {
         return Err(failed("the old primary did not start again"));
     }
-    let new = new.ok_or_else(|| failed("no replica was promoted"))?;
-    if !ha.wait_replicas(Duration::from_secs(60)) {
+    let new = new.ok_or_else(|| failed(&format!("no replica was promoted: {}", set.describe())))?;
+    if !set.resynced(Duration::from_secs(60)) {
         return Err(failed(&format!(
             "the replicas did not sync with the new primary within 60 s: {}",
-            ha.describe()
+            set.describe()
         )));
     }
     fault_window(ledger, from);
+    let (what, detection) = match set {
+        Servers::Ha(_) => ("primary", "down-after"),
+        Servers::Cluster(_) => ("shard primary", "cluster-node-timeout"),
+    };
     did.push(format!(
-        "primary {old} {} , member {new} promoted in {} ms",
+        "{what} {old} {}, {new} promoted in {} ms",
         if stale {
-            "stopped past down-after, then continued (stale)"
+            format!("stopped past {detection}, then continued (stale)")
         } else {
-            "killed"
-        },
-        took.as_millis()
-    ));
-    Ok(did.join("; "))
-}
-
-/// One round on a Cluster (see the module docs): shard `round % 3`'s primary is
-/// killed or stopped past `cluster-node-timeout`; every third round a replica is
-/// killed first. Blocking. What it did, for the report.
-fn cluster_round(
-    c: &mut TestCluster,
-    round: u32,
-    smoke: bool,
-    ledger: &Mutex<Ledger>,
-) -> crate::Result<String> {
-    let failed = |what: &str| crate::LabError::Failed(format!("round {round}: {what}"));
-    let primaries = c.primaries();
-    let old = *primaries
-        .get(round as usize % primaries.len().max(1))
-        .ok_or_else(|| failed("no primary"))?;
-    let mut did = Vec::new();
-    if round % 3 == 1 || smoke {
-        let replica = (0..c.shards.len())
-            .find(|i| !primaries.contains(i))
-            .ok_or_else(|| failed("no replica"))?;
-        let from = Instant::now();
-        c.shards[replica].kill9();
-        std::thread::sleep(Duration::from_millis(1500));
-        if !c.shards[replica].spawn() {
-            return Err(failed("a killed replica did not start again"));
-        }
-        if !c.replicas_synced(1, Duration::from_secs(60)) {
-            return Err(failed(&format!(
-                "the replicas did not resync: {}",
-                c.describe()
-            )));
-        }
-        fault_window(ledger, from);
-        did.push(format!("replica {replica} killed and resynced"));
-    }
-    let stale = round % 2 == 1 && !smoke;
-    let from = Instant::now();
-    if stale {
-        c.signal(old, "STOP");
-    } else {
-        c.shards[old].kill9();
-    }
-    let promoted = c.wait_promoted(old, PROMOTION_LIMIT);
-    let took = from.elapsed();
-    if stale {
-        c.signal(old, "CONT");
-    } else if !c.shards[old].spawn() {
-        return Err(failed("the old primary did not start again"));
-    }
-    if !promoted {
-        return Err(failed(&format!(
-            "no replica was promoted: {}",
-            c.describe()
-        )));
-    }
-    if !c.replicas_synced(1, Duration::from_secs(60)) {
-        return Err(failed(&format!(
-            "the replicas did not sync with the new primary within 60 s: {}",
-            c.describe()
-        )));
-    }
-    fault_window(ledger, from);
-    did.push(format!(
-        "shard primary {old} {}, its replica promoted in {} ms",
-        if stale {
-            "stopped past cluster-node-timeout, then continued (stale)"
-        } else {
-            "killed"
+            "killed".into()
         },
         took.as_millis()
     ));
